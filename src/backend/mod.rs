@@ -1,0 +1,146 @@
+//! Rollback backends: the only code that changes a service.
+//!
+//! One trait, one file per implementation. The engine is the only caller, and
+//! it always goes preflight → act → verify, through a circuit breaker and a
+//! bounded pool per backend (see `crate::breaker`).
+
+pub mod exec;
+pub mod simulated;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The service as a backend sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub service: String,
+    pub environment: String,
+    /// `[services.target]` from the config: namespace, object names, flags…
+    pub settings: BTreeMap<String, String>,
+}
+
+/// Who asks and why, passed to every changing call so backends can record it
+/// (a webhook body, a commit message, an annotation).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CallContext {
+    /// `Display Name (platform:id)`.
+    pub actor: String,
+    pub reason: String,
+    pub correlation_id: String,
+    /// Stable across retries of the same request.
+    pub idempotency_key: String,
+}
+
+/// A change a backend can make.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Operation {
+    Rollback { to: Option<String> },
+    Promote { full: bool },
+    Pause,
+    Resume,
+}
+
+impl Operation {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Rollback { .. } => "rollback",
+            Operation::Promote { .. } => "promote",
+            Operation::Pause => "pause",
+            Operation::Resume => "resume",
+        }
+    }
+}
+
+/// What the backend found before acting: the revisions involved.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Preflight {
+    pub from_revision: Option<String>,
+    pub to_revision: Option<String>,
+    pub notes: Vec<String>,
+}
+
+/// What an action did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ActionReport {
+    /// One sentence for the chat message.
+    pub summary: String,
+    pub from_revision: Option<String>,
+    pub to_revision: Option<String>,
+    /// False when the service was already in the requested state.
+    pub changed: bool,
+    /// Every request sent to the platform, for the audit entry.
+    pub requests: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Verification {
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RevisionInfo {
+    pub revision: String,
+    /// Image or other identifying detail.
+    pub detail: String,
+    pub change_cause: Option<String>,
+    pub live: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BackendStatus {
+    pub live_revision: Option<String>,
+    pub canary_revision: Option<String>,
+    pub canary_weight: Option<u8>,
+    pub step: Option<String>,
+    pub paused: bool,
+    pub history: Vec<RevisionInfo>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    /// The action cannot be done as asked; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// The platform answered with an error.
+    #[error("{0}")]
+    Failed(String),
+    #[error("no answer within {}", crate::domain::human_duration(*.0))]
+    Timeout(Duration),
+    /// The circuit breaker is open or the pool is full.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait RollbackBackend: Send + Sync {
+    /// The `type` in `[backends.NAME]`.
+    fn kind(&self) -> &'static str;
+    /// Checks that the action can be done (the target revision exists, the
+    /// object is not paused…) without changing anything.
+    async fn preflight(&self, target: &Target, op: &Operation, ctx: &CallContext) -> Result<Preflight, BackendError>;
+    /// Rolls back to `to`, or to the previous revision.
+    async fn rollback(&self, target: &Target, to: Option<&str>, ctx: &CallContext) -> Result<ActionReport, BackendError>;
+    /// Promotes one step, or fully.
+    async fn promote(&self, target: &Target, full: bool, ctx: &CallContext) -> Result<ActionReport, BackendError>;
+    async fn pause(&self, target: &Target, ctx: &CallContext) -> Result<ActionReport, BackendError>;
+    async fn resume(&self, target: &Target, ctx: &CallContext) -> Result<ActionReport, BackendError>;
+    /// Checks after acting that the service reached the promised state.
+    async fn verify(&self, target: &Target, op: &Operation, report: &ActionReport, ctx: &CallContext) -> Result<Verification, BackendError>;
+    /// Live and canary revisions, pause state, revision history.
+    async fn status(&self, target: &Target) -> Result<BackendStatus, BackendError>;
+}
+
+/// Runs an operation on a backend.
+pub async fn perform(b: &dyn RollbackBackend, target: &Target, op: &Operation, ctx: &CallContext) -> Result<ActionReport, BackendError> {
+    match op {
+        Operation::Rollback { to } => b.rollback(target, to.as_deref(), ctx).await,
+        Operation::Promote { full } => b.promote(target, *full, ctx).await,
+        Operation::Pause => b.pause(target, ctx).await,
+        Operation::Resume => b.resume(target, ctx).await,
+    }
+}

@@ -1,0 +1,146 @@
+//! The neutral message model and the outbound chat trait.
+//!
+//! The engine and the controller speak only in [`Message`]s; each platform
+//! adapter (one file each) renders them: Block Kit for Slack, embeds for
+//! Discord, text for the console.
+
+pub mod console;
+mod notifier;
+
+pub use notifier::Notifier;
+
+use crate::domain::{Actor, Platform};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Success,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn icon(self) -> &'static str {
+        match self {
+            Severity::Info => "ℹ️",
+            Severity::Success => "✅",
+            Severity::Warning => "⚠️",
+            Severity::Critical => "🚨",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ButtonStyle {
+    Primary,
+    Danger,
+    Default,
+}
+
+/// A button; `action_id` names a prompt and a choice stored server-side
+/// (`prompt:ID:approve`), so a forged or stale click cannot act.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    pub label: String,
+    pub action_id: String,
+    pub style: ButtonStyle,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Field {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub title: String,
+    pub severity: Severity,
+    pub text: String,
+    pub fields: Vec<Field>,
+    pub buttons: Vec<Button>,
+    /// The context line: rollout, correlation id.
+    pub context: Vec<String>,
+}
+
+impl Message {
+    pub fn new(severity: Severity, title: impl Into<String>) -> Message {
+        Message {
+            title: title.into(),
+            severity,
+            text: String::new(),
+            fields: Vec::new(),
+            buttons: Vec::new(),
+            context: Vec::new(),
+        }
+    }
+
+    pub fn text(mut self, text: impl Into<String>) -> Self {
+        self.text = text.into();
+        self
+    }
+
+    pub fn field(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.fields.push(Field { name: name.into(), value: value.into() });
+        self
+    }
+
+    pub fn button(mut self, label: impl Into<String>, action_id: impl Into<String>, style: ButtonStyle) -> Self {
+        self.buttons.push(Button { label: label.into(), action_id: action_id.into(), style });
+        self
+    }
+
+    pub fn context(mut self, line: impl Into<String>) -> Self {
+        self.context.push(line.into());
+        self
+    }
+
+    /// Title, text and fields as plain text, for logs and tests.
+    pub fn plain(&self) -> String {
+        let mut s = self.title.clone();
+        if !self.text.is_empty() {
+            s.push('\n');
+            s.push_str(&self.text);
+        }
+        for f in &self.fields {
+            s.push_str(&format!("\n{}: {}", f.name, f.value));
+        }
+        s
+    }
+}
+
+/// A message already posted, so it can be updated or replied to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub platform: Platform,
+    /// The platform's channel ID.
+    pub channel: String,
+    /// The platform's message ID (Slack `ts`, Discord snowflake).
+    pub id: String,
+    /// The thread the message lives in, if any.
+    pub thread: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// Bad configuration: wrong token, unknown channel, bot not invited.
+    #[error("chat configuration: {0}")]
+    Config(String),
+    #[error("chat platform: {0}")]
+    Platform(String),
+}
+
+/// What a chat adapter can do outbound.
+#[async_trait]
+pub trait ChatSink: Send + Sync {
+    fn platform(&self) -> Platform;
+    async fn post(&self, channel: &str, msg: &Message) -> Result<MessageRef, ChatError>;
+    async fn reply(&self, thread: &MessageRef, msg: &Message) -> Result<MessageRef, ChatError>;
+    async fn update(&self, at: &MessageRef, msg: &Message) -> Result<(), ChatError>;
+    /// Visible only to `user`.
+    async fn ephemeral(&self, channel: &str, user: &Actor, msg: &Message) -> Result<(), ChatError>;
+}

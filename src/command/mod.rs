@@ -1,0 +1,338 @@
+//! The command grammar, one parser for every chat platform and the console:
+//!
+//! ```text
+//! /rollback <service> [to <revision>] [reason…]
+//! /promote  <service> [full] [force] [reason…]
+//! /freeze   <scope> [for <duration>] [reason…]
+//! /unfreeze <scope>
+//! /status   [service]
+//! /audit    [service] [last N]
+//! /help     [command]
+//! ```
+//! A scope is a service, a glob such as `prod/*`, or `all`. The parser never
+//! panics: every input ends in a `Command` or a `ParseError` that says what
+//! to write.
+
+use crate::config::closest;
+use crate::domain::Scope;
+use std::fmt;
+use std::time::Duration;
+
+/// The longest ad hoc freeze; longer ones belong in scheduled windows.
+pub const MAX_FREEZE: Duration = Duration::from_secs(30 * 86_400);
+pub const MAX_AUDIT: usize = 200;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Rollback { service: String, to: Option<String>, reason: String },
+    Promote { service: String, full: bool, force: bool, reason: String },
+    Freeze { scope: Scope, duration: Option<Duration>, reason: String },
+    Unfreeze { scope: Scope },
+    Status { service: Option<String> },
+    Audit { service: Option<String>, last: usize },
+    Help { command: Option<String> },
+}
+
+/// One command's definition: the source of `/help`, the Slack manifest and
+/// the Discord application commands.
+pub struct CommandSpec {
+    pub name: &'static str,
+    pub usage: &'static str,
+    pub description: &'static str,
+    pub example: &'static str,
+}
+
+pub const COMMANDS: &[CommandSpec] = &[
+    CommandSpec { name: "rollback", usage: "/rollback <service> [to <revision>] [reason…]", description: "Roll a service back to its previous (or a named) revision. Never blocked by a freeze.", example: "/rollback checkout to v41 5xx spike after deploy" },
+    CommandSpec { name: "promote", usage: "/promote <service> [full] [force] [reason…]", description: "Promote the canary one step, or fully with `full`. `force` (admins) promotes through a freeze, with a reason.", example: "/promote checkout full metrics look good" },
+    CommandSpec { name: "freeze", usage: "/freeze <scope> [for <duration>] [reason…]", description: "Refuse promotions for a service, a glob such as prod/*, or all, for a while (30m, 2h, 1d).", example: "/freeze prod/* for 2h code freeze for launch" },
+    CommandSpec { name: "unfreeze", usage: "/unfreeze <scope>", description: "Lift an ad hoc freeze on exactly that scope.", example: "/unfreeze prod/*" },
+    CommandSpec { name: "status", usage: "/status [service]", description: "Revisions, canary weight, freezes, open prompts and circuit breakers.", example: "/status checkout" },
+    CommandSpec { name: "audit", usage: "/audit [service] [last N]", description: "The latest audit log entries (default 10, at most 200).", example: "/audit checkout last 20" },
+    CommandSpec { name: "help", usage: "/help [command]", description: "This help, or one command's.", example: "/help freeze" },
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub message: String,
+    /// The usage line of the command concerned, when known.
+    pub usage: Option<&'static str>,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(u) = self.usage {
+            write!(f, "\nUsage: {u}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn spec(name: &str) -> Option<&'static CommandSpec> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
+
+fn err(message: impl Into<String>, command: &str) -> ParseError {
+    ParseError { message: message.into(), usage: spec(command).map(|s| s.usage) }
+}
+
+/// Parses a whole line such as `/rollback checkout bad deploy`.
+pub fn parse(line: &str, services: &[&str]) -> Result<Command, ParseError> {
+    let line = line.trim();
+    let (cmd, rest) = match line.split_once(char::is_whitespace) {
+        Some((c, r)) => (c, r),
+        None => (line, ""),
+    };
+    parse_parts(cmd, rest, services)
+}
+
+/// Parses a command name (with or without `/`) and its text, the way Slack
+/// and Discord deliver them.
+pub fn parse_parts(command: &str, text: &str, services: &[&str]) -> Result<Command, ParseError> {
+    let name = command.trim().trim_start_matches('/').to_ascii_lowercase();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match name.as_str() {
+        "rollback" => rollback(&words, services),
+        "promote" => promote(&words, services),
+        "freeze" => freeze(&words, services),
+        "unfreeze" => {
+            let scope = scope(words.first().copied(), "unfreeze", services)?;
+            if words.len() > 1 {
+                return Err(err(format!("/unfreeze takes only a scope; remove `{}`", words[1..].join(" ")), "unfreeze"));
+            }
+            Ok(Command::Unfreeze { scope })
+        }
+        "status" => match words.as_slice() {
+            [] => Ok(Command::Status { service: None }),
+            [s] => Ok(Command::Status { service: Some(service(Some(s), "status", services)?) }),
+            _ => Err(err("/status takes at most one service", "status")),
+        },
+        "audit" => audit(&words, services),
+        "help" => match words.as_slice() {
+            [] => Ok(Command::Help { command: None }),
+            [c] => {
+                let c = c.trim_start_matches('/').to_ascii_lowercase();
+                if spec(&c).is_some() {
+                    Ok(Command::Help { command: Some(c) })
+                } else {
+                    Err(unknown_command(&c))
+                }
+            }
+            _ => Err(err("/help takes at most one command name", "help")),
+        },
+        "" => Err(ParseError { message: "empty command; type /help for the list".into(), usage: None }),
+        other => Err(unknown_command(other)),
+    }
+}
+
+fn unknown_command(name: &str) -> ParseError {
+    let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+    let shown: String = name.chars().take(40).collect();
+    let hint = match closest(name, names.iter().copied()).first() {
+        Some(best) => format!("did you mean /{best}? "),
+        None => String::new(),
+    };
+    ParseError {
+        message: format!("unknown command /{shown}; {hint}commands: {}", names.iter().map(|n| format!("/{n}")).collect::<Vec<_>>().join(", ")),
+        usage: None,
+    }
+}
+
+/// Checks a service name against the configured ones.
+fn service(word: Option<&str>, command: &str, services: &[&str]) -> Result<String, ParseError> {
+    let Some(w) = word else {
+        return Err(err(format!("/{command} needs a service; known services: {}", services.join(", ")), command));
+    };
+    let bare = w.rsplit('/').next().unwrap_or(w);
+    if services.is_empty() || services.contains(&w) || services.contains(&bare) {
+        return Ok(w.to_string());
+    }
+    let shown: String = w.chars().take(60).collect();
+    match closest(bare, services.iter().copied()).first() {
+        Some(best) => Err(err(format!("there is no service `{shown}`; did you mean {best}?"), command)),
+        None => Err(err(format!("there is no service `{shown}`; known services: {}", services.join(", ")), command)),
+    }
+}
+
+fn scope(word: Option<&str>, command: &str, services: &[&str]) -> Result<Scope, ParseError> {
+    let Some(w) = word else {
+        return Err(err(format!("/{command} needs a scope: a service, a glob such as prod/*, or all"), command));
+    };
+    match Scope::parse(w) {
+        Scope::Glob(g) => {
+            crate::config::check_glob(&g).map_err(|e| err(e, command))?;
+            Ok(Scope::Glob(g))
+        }
+        Scope::Service(s) => Ok(Scope::Service(service(Some(&s), command, services)?)),
+        Scope::All => Ok(Scope::All),
+    }
+}
+
+fn reason(words: &[&str]) -> String {
+    words.join(" ")
+}
+
+fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
+    let svc = service(words.first().copied(), "rollback", services)?;
+    let mut rest = words.get(1..).unwrap_or(&[]);
+    let mut to = None;
+    if rest.first().is_some_and(|w| w.eq_ignore_ascii_case("to")) {
+        match rest.get(1) {
+            Some(rev) => {
+                to = Some(rev.to_string());
+                rest = &rest[2..];
+            }
+            None => return Err(err("`to` needs a revision, for example `/rollback checkout to v41`", "rollback")),
+        }
+    }
+    Ok(Command::Rollback { service: svc, to, reason: reason(rest) })
+}
+
+fn promote(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
+    let svc = service(words.first().copied(), "promote", services)?;
+    let mut rest = words.get(1..).unwrap_or(&[]);
+    let (mut full, mut force) = (false, false);
+    while let Some(w) = rest.first() {
+        if w.eq_ignore_ascii_case("full") {
+            full = true;
+        } else if w.eq_ignore_ascii_case("force") {
+            force = true;
+        } else {
+            break;
+        }
+        rest = &rest[1..];
+    }
+    Ok(Command::Promote { service: svc, full, force, reason: reason(rest) })
+}
+
+fn freeze(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
+    let scope = scope(words.first().copied(), "freeze", services)?;
+    let mut rest = words.get(1..).unwrap_or(&[]);
+    let mut duration = None;
+    if rest.first().is_some_and(|w| w.eq_ignore_ascii_case("for")) {
+        let Some(d) = rest.get(1) else {
+            return Err(err("`for` needs a duration such as 30m, 2h or 1d", "freeze"));
+        };
+        let d = crate::config::parse_duration(d).map_err(|e| err(e, "freeze"))?;
+        if d > MAX_FREEZE {
+            return Err(err("an ad hoc freeze lasts at most 30d; for longer periods add a scheduled window to the config", "freeze"));
+        }
+        duration = Some(d);
+        rest = &rest[2..];
+    }
+    Ok(Command::Freeze { scope, duration, reason: reason(rest) })
+}
+
+fn audit(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
+    let mut rest = words;
+    let mut svc = None;
+    if let Some(w) = rest.first() {
+        if !w.eq_ignore_ascii_case("last") {
+            svc = Some(service(Some(w), "audit", services)?);
+            rest = &rest[1..];
+        }
+    }
+    let last = match rest {
+        [] => 10,
+        [l, n] if l.eq_ignore_ascii_case("last") => match n.parse::<usize>() {
+            Ok(n) if (1..=MAX_AUDIT).contains(&n) => n,
+            _ => return Err(err(format!("`last` needs a number from 1 to {MAX_AUDIT}"), "audit")),
+        },
+        _ => return Err(err("write `/audit [service] [last N]`", "audit")),
+    };
+    Ok(Command::Audit { service: svc, last })
+}
+
+/// `/help` text.
+pub fn help(command: Option<&str>) -> String {
+    match command.and_then(spec) {
+        Some(s) => format!("{}\n{}\nExample: {}", s.usage, s.description, s.example),
+        None => {
+            let mut t = String::from("rollbot commands:\n");
+            for c in COMMANDS {
+                t.push_str(&format!("{:<45} {}\n", c.usage, c.description));
+            }
+            t.push_str("Buttons on prompts (Approve / Roll back) are answered by people with the approver role.");
+            t
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SERVICES: &[&str] = &["checkout", "payments", "search"];
+
+    #[test]
+    fn rollback_forms() {
+        assert_eq!(
+            parse("/rollback checkout to v41 5xx spike", SERVICES).unwrap(),
+            Command::Rollback { service: "checkout".into(), to: Some("v41".into()), reason: "5xx spike".into() }
+        );
+        assert_eq!(
+            parse("/rollback checkout bad deploy", SERVICES).unwrap(),
+            Command::Rollback { service: "checkout".into(), to: None, reason: "bad deploy".into() }
+        );
+        assert!(parse("/rollback checkout to", SERVICES).unwrap_err().message.contains("needs a revision"));
+    }
+
+    #[test]
+    fn promote_flags_in_any_order() {
+        assert_eq!(
+            parse("/promote checkout force full launch day", SERVICES).unwrap(),
+            Command::Promote { service: "checkout".into(), full: true, force: true, reason: "launch day".into() }
+        );
+    }
+
+    #[test]
+    fn freeze_scopes_and_durations() {
+        assert_eq!(
+            parse("/freeze prod/* for 2h code freeze for launch", SERVICES).unwrap(),
+            Command::Freeze { scope: Scope::Glob("prod/*".into()), duration: Some(Duration::from_secs(7200)), reason: "code freeze for launch".into() }
+        );
+        assert_eq!(parse("/freeze all", SERVICES).unwrap(), Command::Freeze { scope: Scope::All, duration: None, reason: String::new() });
+        assert!(parse("/freeze all for soon", SERVICES).unwrap_err().message.contains("not a duration"));
+        assert!(parse("/freeze all for 90d", SERVICES).unwrap_err().message.contains("at most 30d"));
+        assert!(parse("/freeze prod/[x", SERVICES).unwrap_err().message.contains("not a valid glob"));
+    }
+
+    #[test]
+    fn unknown_service_suggests_the_closest() {
+        let e = parse("/rollback chekout", SERVICES).unwrap_err();
+        assert_eq!(e.message, "there is no service `chekout`; did you mean checkout?");
+        assert_eq!(e.usage, Some("/rollback <service> [to <revision>] [reason…]"));
+        let e = parse("/status zzz", SERVICES).unwrap_err();
+        assert!(e.message.contains("known services: checkout, payments, search"));
+    }
+
+    #[test]
+    fn audit_and_help() {
+        assert_eq!(parse("/audit checkout last 20", SERVICES).unwrap(), Command::Audit { service: Some("checkout".into()), last: 20 });
+        assert_eq!(parse("/audit last 5", SERVICES).unwrap(), Command::Audit { service: None, last: 5 });
+        assert!(parse("/audit checkout last 0", SERVICES).is_err());
+        assert!(parse("/audit checkout last 201", SERVICES).is_err());
+        assert!(parse("/rolback checkout", SERVICES).unwrap_err().message.contains("did you mean /rollback?"));
+        assert!(help(Some("freeze")).contains("/freeze <scope>"));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(line in "\\PC{0,80}") {
+            let _ = parse(&line, SERVICES);
+        }
+
+        #[test]
+        fn never_panics_on_command_shaped_input(
+            cmd in prop::sample::select(vec!["/rollback", "/promote", "/freeze", "/unfreeze", "/status", "/audit", "/help", "/x"]),
+            words in prop::collection::vec(prop::sample::select(vec!["checkout", "to", "for", "last", "full", "force", "2h", "0", "-1", "all", "prod/*", "[", "999999999999999999999", "1d", "ß", ""]), 0..6)
+        ) {
+            let line = format!("{cmd} {}", words.join(" "));
+            let _ = parse(&line, SERVICES);
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! rollbot's configuration: one TOML file, read once, checked completely.
+//!
+//! Reading happens in two passes. Serde reads the file with
+//! `deny_unknown_fields` and self-checking value types (durations, cron lines,
+//! globs, time zones, secret references), so most mistakes are reported at
+//! their exact line and column by the TOML parser. Then `validate` checks what
+//! only the whole file can tell: a service naming a backend or channel that
+//! does not exist, duplicate names, a chat section without its secrets.
+
+mod error;
+mod secret;
+mod values;
+
+pub use error::{closest, line_col, ConfigError, ConfigErrors};
+pub use secret::{EnvRef, SecretSource, SecretValue};
+pub use values::{check_glob, parse_crontab, parse_duration, CronSchedule, GlobPattern, HumanDuration, TimeZone};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The demo configuration, embedded so `rollbot demo` needs no files.
+pub const DEMO_TOML: &str = include_str!("../../config/demo.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelConfig>,
+    #[serde(default)]
+    pub backends: BTreeMap<String, Spanned<BackendConfig>>,
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+    #[serde(default)]
+    pub roles: BTreeMap<crate::roles::Role, Vec<RoleGrant>>,
+    #[serde(default)]
+    pub freeze: FreezeConfig,
+    #[serde(default)]
+    pub chat: ChatConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP server (health, metrics, API, chat webhooks).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Directory of the sled database (audit log, freezes, prompts).
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("./rollbot-data")
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: default_store_path(),
+        }
+    }
+}
+
+/// Limits of the action engine.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// How long an action waits for another action on the same service.
+    pub lock_wait: HumanDuration,
+    /// Time limit of one backend call.
+    pub backend_timeout: HumanDuration,
+    /// How long a prompt stays answerable.
+    pub prompt_ttl: HumanDuration,
+    /// Consecutive failures that open a circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before a trial call.
+    pub breaker_cooldown: HumanDuration,
+    /// Concurrent backend calls per backend.
+    pub backend_pool: usize,
+    /// Concurrent outbound chat messages.
+    pub chat_pool: usize,
+    /// Concurrent metric queries.
+    pub metrics_pool: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            lock_wait: HumanDuration(Duration::from_secs(10)),
+            backend_timeout: HumanDuration(Duration::from_secs(120)),
+            prompt_ttl: HumanDuration(Duration::from_secs(30 * 60)),
+            breaker_failures: 5,
+            breaker_cooldown: HumanDuration(Duration::from_secs(30)),
+            backend_pool: 4,
+            chat_pool: 8,
+            metrics_pool: 4,
+        }
+    }
+}
+
+/// A named channel, with its ID on each platform where it exists.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Slack channel ID (`C…`), not its name: names change.
+    pub slack: Option<String>,
+    /// Discord channel ID (a snowflake).
+    pub discord: Option<String>,
+    /// Label used by the console adapter.
+    pub console: Option<String>,
+}
+
+/// How a backend is reached. One variant per implementation in `src/backend/`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum BackendConfig {
+    /// In memory, for the demo and tests.
+    Simulated {
+        /// Added to every call, to make actions visible in the demo.
+        #[serde(default)]
+        latency: Option<HumanDuration>,
+        /// Revision history per service, oldest first; the last is live.
+        #[serde(default)]
+        history: BTreeMap<String, Vec<String>>,
+    },
+    /// Runs a program per action.
+    Exec {
+        /// Program to run (absolute path or on PATH).
+        program: String,
+        /// Arguments; `{action}`, `{service}`, `{environment}`, `{revision}`,
+        /// `{reason}`, `{actor}`, `{correlation_id}` are filled in.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Time limit of one run.
+        #[serde(default)]
+        timeout: Option<HumanDuration>,
+        /// Actions the program supports besides rollback, among `promote`,
+        /// `pause`, `resume`, `preflight`, `verify`, `status`.
+        #[serde(default)]
+        supports: Vec<String>,
+    },
+}
+
+impl BackendConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            BackendConfig::Simulated { .. } => "simulated",
+            BackendConfig::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// What the controller does with a `failing` verdict.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailing {
+    /// Roll back at once (the evidence is already statistically sound).
+    #[default]
+    AutoRollback,
+    /// Post a prompt with Roll back / Continue and wait for a person.
+    PageAndSuggest,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: Spanned<String>,
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    /// Name of a `[backends.NAME]` table.
+    pub backend: Spanned<String>,
+    /// Channel (from `[channels]`) for summaries, prompts and results.
+    pub deploy_channel: Option<Spanned<String>>,
+    /// Channel for incident status updates.
+    pub incident_channel: Option<Spanned<String>>,
+    /// A promote needs a second person's approval.
+    #[serde(default)]
+    pub critical: bool,
+    #[serde(default)]
+    pub on_failing: OnFailing,
+    /// Promote a healthy canary at the end of each step.
+    #[serde(default)]
+    pub auto_promote: bool,
+    /// How long a canary stays at each step before `auto_promote` moves it on.
+    #[serde(default = "default_step")]
+    pub step_interval: HumanDuration,
+    /// Settings the backend needs for this service (namespace, object name…).
+    #[serde(default)]
+    pub target: BTreeMap<String, String>,
+    /// PromQL templates; defaults follow the `http_requests_total` conventions.
+    #[serde(default)]
+    pub metrics: MetricQueries,
+    /// The canary judge's policy for this service.
+    #[serde(default)]
+    pub judge: crate::judge::JudgePolicy,
+}
+
+fn default_step() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+fn default_environment() -> String {
+    "prod".into()
+}
+
+impl ServiceConfig {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.environment, self.name.as_ref())
+    }
+    pub fn name(&self) -> &str {
+        self.name.as_ref()
+    }
+}
+
+/// PromQL templates with `$service`, `$namespace`, `$track`, `$window`.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MetricQueries {
+    pub requests: Option<String>,
+    pub errors: Option<String>,
+    pub latency: Option<String>,
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+    pub ready_failures: Option<String>,
+}
+
+/// One grant of a role: who holds it, on which services.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleGrant {
+    /// Platform-qualified immutable IDs: `slack:U…`, `slack-group:S…`,
+    /// `discord:…`, `discord-role:…`, `console:NAME`, `api:NAME`, `system:controller`.
+    pub members: Vec<Spanned<String>>,
+    /// Service globs over `ENVIRONMENT/NAME` (or NAME); default: every service.
+    #[serde(default = "every_service")]
+    pub services: Vec<GlobPattern>,
+}
+
+fn every_service() -> Vec<GlobPattern> {
+    vec![GlobPattern("*".into())]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeConfig {
+    /// Length of a `/freeze` without `for DURATION`.
+    #[serde(default = "default_freeze")]
+    pub default_duration: HumanDuration,
+    #[serde(default)]
+    pub windows: Vec<WindowConfig>,
+}
+
+fn default_freeze() -> HumanDuration {
+    HumanDuration(Duration::from_secs(4 * 3600))
+}
+
+impl Default for FreezeConfig {
+    fn default() -> Self {
+        FreezeConfig {
+            default_duration: default_freeze(),
+            windows: Vec::new(),
+        }
+    }
+}
+
+/// A scheduled window with Argo CD sync-window semantics.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    pub name: String,
+    pub kind: crate::freeze::WindowKind,
+    /// Crontab line (5 fields) for the window's start.
+    pub schedule: CronSchedule,
+    pub duration: HumanDuration,
+    #[serde(default)]
+    pub timezone: TimeZone,
+    #[serde(default = "every_service")]
+    pub services: Vec<GlobPattern>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    pub slack: Option<SlackConfig>,
+    pub discord: Option<DiscordConfig>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SlackMode {
+    #[default]
+    Http,
+    Socket,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    #[serde(default)]
+    pub mode: SlackMode,
+    #[serde(default = "default_slack_api")]
+    pub api_url: String,
+    pub signing_secret: Option<EnvRef>,
+    pub signing_secret_file: Option<PathBuf>,
+    pub bot_token: Option<EnvRef>,
+    pub bot_token_file: Option<PathBuf>,
+    /// App-level `xapp-` token, for Socket Mode.
+    pub app_token: Option<EnvRef>,
+    pub app_token_file: Option<PathBuf>,
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api/".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    pub application_id: String,
+    /// The application's Ed25519 public key (hex); public, so written inline.
+    pub public_key: String,
+    pub bot_token: Option<EnvRef>,
+    pub bot_token_file: Option<PathBuf>,
+    #[serde(default = "default_discord_api")]
+    pub api_url: String,
+    /// Guilds where commands are accepted (empty: any).
+    #[serde(default)]
+    pub guild_ids: Vec<String>,
+    /// Open the gateway for mention-style commands.
+    #[serde(default)]
+    pub gateway: bool,
+}
+
+fn default_discord_api() -> String {
+    "https://discord.com/api/v10".into()
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default)]
+    pub clients: Vec<ApiClient>,
+}
+
+/// A client of the HTTP API; it acts as `api:NAME` and needs roles like anyone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiClient {
+    pub name: String,
+    pub token: Option<EnvRef>,
+    pub token_file: Option<PathBuf>,
+}
+
+impl ApiClient {
+    pub fn token_source(&self) -> Result<SecretSource, String> {
+        SecretSource::from_pair("token", self.token.as_ref(), self.token_file.as_ref())?
+            .ok_or_else(|| format!("api client {} has no token; set token = \"${{VAR}}\" or token_file", self.name))
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::at(
+                path,
+                "",
+                None,
+                format!("cannot read the configuration file: {e}"),
+            )
+            .help("pass an existing file, for example config/rollbot.example.toml")])
+        })?;
+        Config::parse(path, &source)
+    }
+
+    /// Parses and checks config text; `path` is used in messages.
+    pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
+        let config: Config = toml::from_str(source).map_err(|e| ConfigErrors(vec![from_toml(path, source, &e)]))?;
+        let errors = config.validate(path, source);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    pub fn demo() -> Config {
+        Config::parse(Path::new("config/demo.toml"), DEMO_TOML).expect("the embedded demo config is valid")
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services
+            .iter()
+            .find(|s| s.name() == name || s.key() == name)
+    }
+
+    pub fn service_names(&self) -> Vec<&str> {
+        self.services.iter().map(|s| s.name()).collect()
+    }
+
+    /// The checks that need the whole file.
+    fn validate(&self, path: &Path, source: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let at = |span: std::ops::Range<usize>, msg: String| ConfigError::at(path, source, Some(span), msg);
+        let backend_names: Vec<&str> = self.backends.keys().map(String::as_str).collect();
+        let channel_names: Vec<&str> = self.channels.keys().map(String::as_str).collect();
+
+        let mut seen = BTreeMap::new();
+        for s in &self.services {
+            let name = s.name.as_ref();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                errors.push(at(s.name.span(), format!("service name `{name}` must be letters, digits, `-`, `_` or `.`"))
+                    .help("write a name such as \"checkout\"; put the environment in `environment`"));
+            }
+            if let Some(first) = seen.insert(name.to_string(), s.name.span()) {
+                let (l, _) = line_col(source, first.start);
+                errors.push(at(s.name.span(), format!("service `{name}` is defined twice (first at line {l})"))
+                    .help("give each service a unique name"));
+            }
+            if !self.backends.contains_key(s.backend.as_ref()) {
+                errors.push(unknown_ref(at(s.backend.span(), format!(
+                    "service `{name}` names backend `{}`, which is not defined", s.backend.as_ref()
+                )), s.backend.as_ref(), &backend_names, "backends"));
+            }
+            for ch in [&s.deploy_channel, &s.incident_channel].into_iter().flatten() {
+                if !self.channels.contains_key(ch.as_ref()) {
+                    errors.push(unknown_ref(at(ch.span(), format!(
+                        "service `{name}` names channel `{}`, which is not defined", ch.as_ref()
+                    )), ch.as_ref(), &channel_names, "channels"));
+                }
+            }
+            if let Err(e) = s.judge.validate() {
+                errors.push(at(s.name.span(), format!("service `{name}`: judge policy: {e}")));
+            }
+        }
+
+        for grants in self.roles.values() {
+            for g in grants {
+                for m in &g.members {
+                    if let Err(e) = crate::roles::check_member(m.as_ref()) {
+                        errors.push(at(m.span(), e));
+                    }
+                }
+            }
+        }
+
+        for (name, backend) in &self.backends {
+            if let BackendConfig::Exec { supports, .. } = backend.as_ref() {
+                for s in supports {
+                    if !crate::backend::exec::SUPPORTABLE.contains(&s.as_str()) {
+                        errors.push(at(backend.span(), format!(
+                            "backend `{name}`: `{s}` in `supports` is not an action the exec backend knows"
+                        )).help(format!("use some of: {}", crate::backend::exec::SUPPORTABLE.join(", "))));
+                    }
+                }
+            }
+        }
+
+        let chat_secret = |key: &str, env: Option<&EnvRef>, file: Option<&PathBuf>, required: bool, section: &str| -> Option<ConfigError> {
+            match SecretSource::from_pair(key, env, file) {
+                Err(e) => Some(ConfigError::at(path, source, find_span(source, section), format!("[{section}]: {e}"))),
+                Ok(None) if required => Some(ConfigError::at(path, source, find_span(source, section), format!("[{section}] needs {key}"))
+                    .help(format!("write {key} = \"${{ENV_VAR}}\" or {key}_file = \"/path/to/secret\""))),
+                Ok(_) => None,
+            }
+        };
+        if let Some(slack) = &self.chat.slack {
+            errors.extend(chat_secret("signing_secret", slack.signing_secret.as_ref(), slack.signing_secret_file.as_ref(), true, "chat.slack"));
+            errors.extend(chat_secret("bot_token", slack.bot_token.as_ref(), slack.bot_token_file.as_ref(), true, "chat.slack"));
+            errors.extend(chat_secret("app_token", slack.app_token.as_ref(), slack.app_token_file.as_ref(), slack.mode == SlackMode::Socket, "chat.slack"));
+        }
+        if let Some(discord) = &self.chat.discord {
+            errors.extend(chat_secret("bot_token", discord.bot_token.as_ref(), discord.bot_token_file.as_ref(), true, "chat.discord"));
+            let key_ok = discord.public_key.len() == 64 && discord.public_key.chars().all(|c| c.is_ascii_hexdigit());
+            if !key_ok {
+                errors.push(ConfigError::at(path, source, find_span(source, "chat.discord"), "[chat.discord] public_key must be the application's 64-hex-digit public key")
+                    .help("copy PUBLIC KEY from the Discord developer portal, General Information"));
+            }
+        }
+        for c in &self.api.clients {
+            if let Err(e) = c.token_source() {
+                errors.push(ConfigError::at(path, source, find_span(source, "api.clients"), e));
+            }
+        }
+        errors
+    }
+}
+
+fn unknown_ref(err: ConfigError, name: &str, known: &[&str], section: &str) -> ConfigError {
+    let near = closest(name, known.iter().copied());
+    if let Some(best) = near.first() {
+        err.help(format!("did you mean `{best}`? defined {section}: {}", known.join(", ")))
+    } else if known.is_empty() {
+        err.help(format!("define it in a [{section}.{name}] table"))
+    } else {
+        err.help(format!("define [{section}.{name}] or use one of: {}", known.join(", ")))
+    }
+}
+
+/// The span of a `[section]` header, for errors about a whole table.
+fn find_span(source: &str, section: &str) -> Option<std::ops::Range<usize>> {
+    for header in [format!("[{section}]"), format!("[[{section}]]")] {
+        if let Some(i) = source.find(&header) {
+            return Some(i..i + header.len());
+        }
+    }
+    None
+}
+
+/// Turns a TOML/serde error into a located one, adding a "did you mean"
+/// for unknown keys.
+fn from_toml(path: &Path, source: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().to_string();
+    let mut err = ConfigError::at(path, source, e.span(), message.clone());
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let names: Vec<&str> = expected
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .collect();
+            err = match closest(field, names.iter().copied()).first() {
+                Some(best) => err.help(format!("did you mean `{best}`?")),
+                None => err.help(format!("remove `{field}`; allowed keys here: {}", names.join(", "))),
+            };
+        }
+    } else if message.starts_with("unknown variant") {
+        err = err.help("use one of the values listed");
+    } else if message.contains("missing field") {
+        err = err.help("add the missing key to this table");
+    }
+    err
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+//! Each kind of bad configuration gets a message with its line and column
+//! and what to write instead.
+
+use super::*;
+
+const BASE: &str = r##"[channels.deploys]
+console = "#deploys"
+
+[backends.sim]
+type = "simulated"
+
+[[services]]
+name = "checkout"
+backend = "sim"
+deploy_channel = "deploys"
+
+[[roles.responder]]
+members = ["slack:U0123ABCD"]
+services = ["prod/*"]
+"##;
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    Config::parse(Path::new("rollbot.toml"), text).expect_err("config should be refused").0
+}
+
+fn one(text: &str) -> ConfigError {
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    e.into_iter().next().unwrap()
+}
+
+#[test]
+fn the_base_config_is_valid() {
+    let c = Config::parse(Path::new("rollbot.toml"), BASE).unwrap();
+    assert_eq!(c.service("checkout").unwrap().key(), "prod/checkout");
+}
+
+#[test]
+fn unknown_key_points_at_it_and_suggests_the_right_one() {
+    let e = one(&BASE.replace("backend = \"sim\"", "backnd = \"sim\""));
+    assert_eq!((e.line, e.column), (9, 1));
+    assert!(e.message.contains("unknown field `backnd`"), "{e}");
+    assert_eq!(e.help.as_deref(), Some("did you mean `backend`?"));
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let e = one(&BASE.replace("deploy_channel = \"deploys\"", "deploy_channel = \"deploys\"\ncritical = \"yes\""));
+    assert_eq!(e.line, 11);
+    assert!(e.message.contains("invalid type") && e.message.contains("boolean"), "{e}");
+}
+
+#[test]
+fn service_naming_a_missing_backend() {
+    let e = one(&BASE.replace("backend = \"sim\"", "backend = \"simm\""));
+    assert_eq!((e.line, e.column), (9, 11));
+    assert_eq!(e.message, "service `checkout` names backend `simm`, which is not defined");
+    assert!(e.help.unwrap().contains("did you mean `sim`?"));
+}
+
+#[test]
+fn service_naming_a_missing_channel() {
+    let e = one(&BASE.replace("deploy_channel = \"deploys\"", "deploy_channel = \"deploys\"\nincident_channel = \"incidents\""));
+    assert_eq!(e.line, 11);
+    assert!(e.message.contains("channel `incidents`, which is not defined"), "{e}");
+}
+
+#[test]
+fn invalid_cron_shows_the_crontab_form() {
+    let text = format!("{BASE}\n[[freeze.windows]]\nname = \"weekend\"\nkind = \"deny\"\nschedule = \"0 0 18 * * 5\"\nduration = \"62h\"\n");
+    let e = one(&text);
+    assert_eq!(e.line, 19);
+    assert!(e.message.contains("6 fields") && e.message.contains("\"0 18 * * 5\""), "{e}");
+}
+
+#[test]
+fn invalid_glob_in_roles() {
+    let e = one(&BASE.replace("services = [\"prod/*\"]", "services = [\"prod/[*\"]"));
+    assert_eq!(e.line, 14);
+    assert!(e.message.contains("not a valid glob"), "{e}");
+}
+
+#[test]
+fn inline_secret_is_refused() {
+    let text = format!("{BASE}\n[chat.slack]\nsigning_secret = \"8f742231b10e8888abcd99yyyzzz85a5\"\nbot_token = \"${{SLACK_BOT_TOKEN}}\"\n");
+    let e = one(&text);
+    assert_eq!(e.line, 17);
+    assert!(e.message.contains("never written in the config"), "{e}");
+    assert!(!e.to_string().contains("zzz85a5\""), "the message must not repeat the secret: {e}");
+}
+
+#[test]
+fn display_names_are_not_members() {
+    let e = one(&BASE.replace("slack:U0123ABCD", "@alice"));
+    assert_eq!((e.line, e.column), (13, 12));
+    assert!(e.message.contains("no platform prefix"), "{e}");
+}
+
+#[test]
+fn unknown_role_and_time_zone() {
+    let e = one(&BASE.replace("[[roles.responder]]", "[[roles.responders]]"));
+    assert!(e.message.contains("unknown variant `responders`"), "{e}");
+    let text = format!("{BASE}\n[[freeze.windows]]\nname = \"w\"\nkind = \"deny\"\nschedule = \"0 18 * * 5\"\nduration = \"1h\"\ntimezone = \"Berlin\"\n");
+    let e = one(&text);
+    assert!(e.message.contains("not an IANA time zone"), "{e}");
+    assert_eq!(e.line, 21);
+}
+
+#[test]
+fn several_cross_reference_errors_are_reported_together() {
+    let text = BASE.replace("backend = \"sim\"", "backend = \"nope\"").replace("deploy_channel = \"deploys\"", "deploy_channel = \"nowhere\"");
+    let e = errors(&text);
+    assert_eq!(e.len(), 2, "{e:?}");
+    let shown = ConfigErrors(e).to_string();
+    assert!(shown.contains("rollbot.toml:9:11") && shown.contains("rollbot.toml:10:18") && shown.ends_with("2 errors in the configuration"), "{shown}");
+}
+
+#[test]
+fn duplicate_services() {
+    let text = format!("{BASE}\n[[services]]\nname = \"checkout\"\nbackend = \"sim\"\n");
+    let e = one(&text);
+    assert!(e.message.contains("defined twice (first at line 8)"), "{e}");
+}
+
+#[test]
+fn the_shipped_configs_are_valid() {
+    std::env::set_var("ROLLBOT_UNUSED", "x");
+    let example = include_str!("../../config/rollbot.example.toml");
+    Config::parse(Path::new("config/rollbot.example.toml"), example).unwrap_or_else(|e| panic!("{e}"));
+    Config::demo();
+}

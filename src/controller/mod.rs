@@ -1,0 +1,18 @@
+//! The controller: watches a rollout tick by tick, asks the judge, and acts
+//! through the engine according to the service's policy.
+//!
+//! - `failing`: roll back (`auto_rollback`) or ask Roll back / Continue
+//!   (`page_and_suggest`);
+//! - `borderline`: pause the rollout and ask Approve / Roll back in the
+//!   summary's thread;
+//! - `healthy` with a promote recommendation: promote when `auto_promote`.
+//!
+//! It never acts on `no_data`. Every action goes through the engine as the
+//! actor `system:controller`, so it is authorized, locked and audited like a
+//! person's.
+
+mod summary;
+mod watch;
+
+pub use summary::summary_message;
+pub use watch::{RolloutWatch, WatchState};

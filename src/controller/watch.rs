@@ -1,0 +1,200 @@
+//! One rollout under watch.
+
+use crate::chat::{ButtonStyle, MessageRef};
+use crate::config::{OnFailing, ServiceConfig};
+use crate::domain::{Action, Actor};
+use crate::engine::prompt::Choice;
+use crate::engine::{new_id, Engine, Prompt, PromptState, Request, Status};
+use crate::judge::{Evaluation, Judge, Recommendation, SequentialJudge, Tick, Verdict};
+use crate::roles::Role;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum WatchState {
+    Watching,
+    /// Paused, waiting for a person's answer.
+    Asking { prompt: String },
+    /// Rolled back or fully promoted: nothing more to do.
+    Done(String),
+}
+
+pub struct RolloutWatch {
+    pub id: String,
+    pub service: String,
+    pub from: String,
+    pub to: String,
+    judge: SequentialJudge,
+    pub state: WatchState,
+    pub last: Option<Evaluation>,
+    summary: Vec<MessageRef>,
+    /// A person approved a borderline canary: do not ask again unless it fails.
+    borderline_approved: bool,
+    /// When the canary last moved to a new step (seconds since the start).
+    step_started: f64,
+}
+
+fn controller() -> Actor {
+    Actor::system("controller")
+}
+
+impl RolloutWatch {
+    pub fn new(svc: &ServiceConfig, from: &str, to: &str) -> RolloutWatch {
+        RolloutWatch {
+            id: format!("{}-{to}-{}", svc.name(), &new_id()[..6]),
+            service: svc.name().to_string(),
+            from: from.into(),
+            to: to.into(),
+            judge: SequentialJudge::new(svc.judge.clone()),
+            state: WatchState::Watching,
+            last: None,
+            summary: Vec::new(),
+            borderline_approved: false,
+            step_started: 0.0,
+        }
+    }
+
+    fn state_text(&self) -> String {
+        match &self.state {
+            WatchState::Watching => "watching".into(),
+            WatchState::Asking { .. } => "paused, waiting for an answer".into(),
+            WatchState::Done(what) => what.clone(),
+        }
+    }
+
+    /// Judges one tick and acts on it. Returns the evaluation.
+    pub async fn tick(&mut self, engine: &Engine, tick: &Tick) -> Option<Evaluation> {
+        if matches!(self.state, WatchState::Done(_)) {
+            return None;
+        }
+        let svc = engine.config.service(&self.service)?;
+        self.check_prompt(engine);
+        if matches!(self.state, WatchState::Done(_)) {
+            // A person's answer ended the rollout: show it once and stop.
+            if let Some(last) = self.last.clone() {
+                self.publish(engine, svc, &last).await;
+            }
+            return None;
+        }
+        let eval = self.judge.observe(tick);
+        let changed = self.last.as_ref().is_none_or(|l| l.verdict != eval.verdict);
+        self.last = Some(eval.clone());
+        match (eval.verdict, eval.recommendation) {
+            (Verdict::Failing, _) | (_, Recommendation::Rollback) => self.on_failing(engine, svc, &eval).await,
+            (Verdict::Borderline, _) if self.state == WatchState::Watching && !self.borderline_approved => self.on_borderline(engine, svc, &eval).await,
+            (Verdict::Healthy, Recommendation::Promote) if svc.auto_promote && self.state == WatchState::Watching && eval.t - self.step_started >= svc.step_interval.0.as_secs_f64() => self.on_promote(engine, &eval).await,
+            _ => {}
+        }
+        if changed || matches!(self.state, WatchState::Done(_)) {
+            self.publish(engine, svc, &eval).await;
+        }
+        Some(eval)
+    }
+
+    async fn publish(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
+        let msg = crate::controller::summary_message(&self.service, &self.from, &self.to, &self.id, eval, &self.state_text());
+        if self.summary.is_empty() {
+            if let Some(ch) = &svc.deploy_channel {
+                self.summary = engine.notifier.post(ch.as_ref(), &msg).await;
+            }
+        } else {
+            engine.notifier.update(&self.summary, &msg).await;
+        }
+    }
+
+    /// Picks up a person's answer to our prompt.
+    fn check_prompt(&mut self, engine: &Engine) {
+        let WatchState::Asking { prompt } = &self.state else { return };
+        let Ok(Some(p)) = engine.prompts.get(prompt) else { return };
+        if let PromptState::Answered { choice, by, .. } = &p.state {
+            if *choice == p.approve.label {
+                self.borderline_approved = true;
+                self.state = WatchState::Watching;
+            } else {
+                self.state = WatchState::Done(format!("rolled back ({} chose {choice})", by.display_name));
+            }
+        }
+    }
+
+    fn request(&self, action: Action, reason: String, step: &str) -> Request {
+        Request::new(controller(), action)
+            .service(self.service.clone())
+            .reason(reason)
+            .idempotency_key(format!("controller:{}:{step}", self.id))
+    }
+
+    async fn on_failing(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
+        let reason = eval.reasons.first().cloned().unwrap_or_else(|| "the judge found the canary failing".into());
+        match svc.on_failing {
+            OnFailing::AutoRollback => {
+                // An open prompt is settled by the rollback.
+                if let WatchState::Asking { prompt } = &self.state {
+                    if let Ok(Some(crate::engine::prompt::Answer::Accepted(p))) = engine.prompts.answer(prompt, &controller(), false, engine.clock.now()) {
+                        engine.notifier.update(&p.messages, &p.message()).await;
+                    }
+                }
+                let o = engine.execute(self.request(Action::Rollback { to: None }, format!("automatic: {reason}"), "rollback")).await;
+                self.state = WatchState::Done(match o.status {
+                    Status::Succeeded => "rolled back automatically".into(),
+                    _ => format!("automatic rollback did not complete: {}", o.message.title),
+                });
+            }
+            OnFailing::PageAndSuggest => {
+                if self.state == WatchState::Watching || self.borderline_approved {
+                    self.borderline_approved = false;
+                    self.ask(engine, svc, eval, "The canary is failing", Choice { label: "Roll back".into(), action: Some(Action::Rollback { to: None }), style: ButtonStyle::Danger }, Choice { label: "Continue".into(), action: None, style: ButtonStyle::Default }).await;
+                }
+            }
+        }
+    }
+
+    async fn on_borderline(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
+        let paused = engine.execute(self.request(Action::Pause, format!("borderline: {}", eval.reasons.first().cloned().unwrap_or_default()), "pause")).await;
+        if paused.status != Status::Succeeded {
+            tracing::warn!(service = %self.service, "could not pause a borderline canary: {}", paused.message.plain());
+        }
+        self.ask(engine, svc, eval, "The canary is borderline", Choice { label: "Approve".into(), action: Some(Action::Resume), style: ButtonStyle::Primary }, Choice { label: "Roll back".into(), action: Some(Action::Rollback { to: None }), style: ButtonStyle::Danger }).await;
+    }
+
+    async fn ask(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation, headline: &str, approve: Choice, reject: Choice) {
+        let now = engine.clock.now();
+        let prompt = Prompt {
+            id: new_id(),
+            service: self.service.clone(),
+            title: format!("{headline}: {} {}", self.service, self.to),
+            question: format!("{}\nScore {:.0}/100. {} or {}?", eval.reasons.join("\n"), eval.score, approve.label, reject.label),
+            requested_by: controller(),
+            reason: eval.reasons.first().cloned().unwrap_or_default(),
+            approve,
+            reject,
+            allowed_roles: vec![Role::Approver, Role::Admin],
+            other_person_required: false,
+            promotes: false,
+            created: now,
+            expires: now + chrono::Duration::from_std(engine.config.engine.prompt_ttl.0).unwrap_or_default(),
+            channel: svc.deploy_channel.as_ref().map(|c| c.as_ref().clone()),
+            messages: Vec::new(),
+            thread: self.summary.clone(),
+            correlation_id: new_id(),
+            state: PromptState::Open,
+        };
+        let req = Request::new(controller(), Action::Pause).service(self.service.clone());
+        match engine.post_prompt(prompt, &req).await {
+            Ok(o) => self.state = WatchState::Asking { prompt: o.prompt.unwrap_or_default() },
+            Err(e) => tracing::error!(service = %self.service, error = %e, "could not post a prompt"),
+        }
+    }
+
+    async fn on_promote(&mut self, engine: &Engine, eval: &Evaluation) {
+        let step = format!("promote@{}", eval.t as u64);
+        let o = engine.execute(self.request(Action::Promote { full: false, force: false }, "automatic: the canary is healthy".into(), &step)).await;
+        self.step_started = eval.t;
+        if o.status != Status::Succeeded {
+            self.state = WatchState::Done(format!("automatic promotion stopped: {}", o.message.title));
+            return;
+        }
+        if let Ok(s) = engine.backend_status(&self.service).await {
+            if s.canary_revision.is_none() {
+                self.state = WatchState::Done("fully promoted".into());
+            }
+        }
+    }
+}

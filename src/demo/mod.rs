@@ -1,0 +1,260 @@
+//! `rollbot demo`: the whole loop on embedded defaults, with no accounts and
+//! no cluster. The console is the chat, the simulated backend is the cluster,
+//! and the scenario simulator plays Prometheus: `checkout`'s canary degrades
+//! after a few minutes, `search`'s stays healthy.
+//!
+//! Besides the chat commands, the console understands:
+//!   /press N          press button N of a posted message
+//!   /as NAME          act as one of the demo config's people (dana, sam, priya, omar, rita, you)
+//!   /wait DURATION    let simulated time pass (10 s ticks), e.g. /wait 5m
+//!   /wait until prompt   …until the controller asks a question (at most 30m)
+//!   /deploy SERVICE REVISION   start a new canary
+//!   /quit
+//! In a script, lines starting with `#` are comments.
+
+use crate::chat::console::ConsoleSink;
+use crate::clock::ManualClock;
+use crate::config::Config;
+use crate::controller::{RolloutWatch, WatchState};
+use crate::domain::{Actor, Platform};
+use crate::engine::Status;
+use crate::judge::sim::{Scenario, Simulator};
+use crate::runtime::Runtime;
+use chrono::{SubsecRound, Utc};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct DemoOptions {
+    pub script: Option<PathBuf>,
+    pub data: PathBuf,
+    /// Simulated seconds per real second in interactive mode.
+    pub speed: f64,
+}
+
+pub const TICK: Duration = Duration::from_secs(10);
+
+/// The story the metrics tell: `checkout`'s canary starts failing requests
+/// seven minutes in, slowly at first.
+pub fn checkout_scenario() -> Scenario {
+    Scenario::new("demo: checkout canary degrades", false).canary_share(0.1).errors(1.6).onset(300.0).ramp(600.0).horizon(24.0 * 3600.0)
+}
+
+pub fn healthy_scenario(name: &str) -> Scenario {
+    Scenario::new(name, true).canary_share(0.1).horizon(24.0 * 3600.0)
+}
+
+struct Watched {
+    watch: RolloutWatch,
+    metrics: Simulator,
+}
+
+pub struct Demo {
+    rt: Runtime,
+    console: Arc<ConsoleSink>,
+    out: Arc<Mutex<dyn Write + Send>>,
+    clock: ManualClock,
+    me: Actor,
+    watched: Vec<Watched>,
+    seed: u64,
+}
+
+fn person(name: &str) -> Actor {
+    Actor::new(Platform::Console, name, name)
+}
+
+impl Demo {
+    /// Starts rollbot on the demo config, writing everything to `out`.
+    pub async fn start(data: &std::path::Path, out: Arc<Mutex<dyn Write + Send>>) -> anyhow::Result<Demo> {
+        let config = Config::demo();
+        let clock = ManualClock::new(Utc::now().trunc_subsecs(0));
+        let console = Arc::new(ConsoleSink::new(out.clone()));
+        let rt = crate::runtime::start(config, data, vec![console.clone()], Arc::new(clock.clone())).await?;
+        let mut demo = Demo { rt, console, out, clock, me: person("you"), watched: Vec::new(), seed: 7 };
+        demo.say(&format!(
+            "rollbot demo — console chat, simulated backend and metrics, audit log in {}\n\
+             You are `you` (admin). Type /help, or /wait 5m to let time pass. Others: /as dana|sam|priya|omar|rita\n",
+            data.display()
+        ));
+        demo.watch("checkout", checkout_scenario()).await;
+        demo.watch("search", healthy_scenario("demo: search canary healthy")).await;
+        Ok(demo)
+    }
+
+    fn say(&self, text: &str) {
+        let mut o = self.out.lock().unwrap();
+        let _ = writeln!(o, "{text}");
+        let _ = o.flush();
+    }
+
+    async fn watch(&mut self, service: &str, scenario: Scenario) {
+        let engine = &self.rt.engine;
+        let Some(svc) = engine.config.service(service) else { return };
+        let backend = self.rt.simulated.get(svc.backend.as_ref()).cloned();
+        let (from, to) = match backend {
+            Some(b) => {
+                use crate::backend::RollbackBackend;
+                let t = crate::backend::Target { service: service.into(), environment: svc.environment.clone(), settings: svc.target.clone() };
+                match b.status(&t).await {
+                    Ok(s) => (s.live_revision.unwrap_or_default(), s.canary_revision.unwrap_or_default()),
+                    Err(_) => return,
+                }
+            }
+            None => return,
+        };
+        self.seed += 1;
+        self.watched.push(Watched { watch: RolloutWatch::new(svc, &from, &to), metrics: Simulator::new(&scenario, self.seed) });
+    }
+
+    /// Lets simulated time pass, one judge tick at a time. With
+    /// `until_prompt`, stops after the tick in which the controller asked a
+    /// question. Returns the time that passed.
+    pub async fn advance(&mut self, d: Duration, until_prompt: bool) -> Duration {
+        let ticks = (d.as_secs() / TICK.as_secs()).max(1);
+        for i in 1..=ticks {
+            self.clock.advance(TICK);
+            let mut asked = false;
+            for w in &mut self.watched {
+                let before = matches!(w.watch.state, WatchState::Asking { .. });
+                if let Some(tick) = w.metrics.next_tick() {
+                    w.watch.tick(&self.rt.engine, &tick).await;
+                }
+                asked |= !before && matches!(w.watch.state, WatchState::Asking { .. });
+            }
+            self.rt.engine.notifier.settle().await;
+            if until_prompt && asked {
+                return TICK * i as u32;
+            }
+        }
+        TICK * ticks as u32
+    }
+
+    /// Handles one line of input. Returns false on /quit.
+    pub async fn line(&mut self, line: &str) -> bool {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return true;
+        }
+        self.say(&format!("\n{}> {line}", self.me.display_name));
+        let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        match cmd {
+            "/quit" | "/exit" => return false,
+            "/as" => {
+                if rest.is_empty() {
+                    self.say("usage: /as NAME (dana, sam, priya, omar, rita, you)");
+                } else {
+                    self.me = person(rest);
+                    let roles = self.rt.engine.roles.all_roles(&self.me);
+                    let names: Vec<&str> = roles.keys().map(|r| r.name()).collect();
+                    self.say(&format!("now acting as {rest} ({})", if names.is_empty() { "no roles".to_string() } else { names.join(", ") }));
+                }
+            }
+            "/wait" => {
+                // `/wait 5m`, or `/wait until prompt` (at most 30m).
+                let until_prompt = rest == "until prompt";
+                let text = if until_prompt || rest.is_empty() { if until_prompt { "30m" } else { "1m" } } else { rest };
+                match crate::config::parse_duration(text) {
+                    Ok(d) => {
+                        let passed = self.advance(d, until_prompt).await;
+                        self.say(&format!("… {} later ({})", crate::domain::human_duration(passed), self.clock_text()));
+                    }
+                    Err(e) => self.say(&format!("{e}; or write /wait until prompt")),
+                }
+            }
+            "/press" => match rest.parse::<usize>().ok().and_then(|n| self.console.button(n)) {
+                Some(action_id) => {
+                    let o = crate::intake::press(&self.rt.engine, self.me.clone(), &action_id, None).await;
+                    self.reply(o).await;
+                }
+                None => self.say("no such button; buttons are numbered [1], [2], … in the messages above"),
+            },
+            "/deploy" => {
+                let mut parts = rest.split_whitespace();
+                match (parts.next(), parts.next()) {
+                    (Some(svc), Some(rev)) if self.rt.engine.config.service(svc).is_some() => {
+                        let backend = self.rt.engine.config.service(svc).map(|s| s.backend.as_ref().clone()).unwrap_or_default();
+                        if let Some(b) = self.rt.simulated.get(&backend) {
+                            b.start_canary(svc, rev);
+                        }
+                        self.watched.retain(|w| w.watch.service != svc);
+                        self.watch(svc, healthy_scenario("demo: new canary")).await;
+                        self.say(&format!("deployed {svc} {rev} as a canary; rollbot is watching it"));
+                    }
+                    _ => self.say("usage: /deploy SERVICE REVISION, e.g. /deploy payments v9"),
+                }
+            }
+            "/help" if rest.is_empty() => {
+                self.say(&crate::command::help(None));
+                self.say("Demo commands: /press N, /as NAME, /wait DURATION, /wait until prompt, /deploy SERVICE REVISION, /quit");
+            }
+            _ => {
+                let o = crate::intake::handle_line(&self.rt.engine, self.me.clone(), line, None).await;
+                self.reply(o).await;
+            }
+        }
+        true
+    }
+
+    fn clock_text(&self) -> String {
+        use crate::clock::Clock;
+        self.clock.now().format("%H:%M:%S UTC").to_string()
+    }
+
+    async fn reply(&self, o: crate::engine::Outcome) {
+        self.rt.engine.notifier.settle().await;
+        // A result already posted in the channel is not repeated.
+        if o.announced && matches!(o.status, Status::Succeeded | Status::Failed | Status::Pending) {
+            return;
+        }
+        let text = self.console.render(&format!("(reply to {})", self.me.display_name), &o.message, "");
+        let mut out = self.out.lock().unwrap();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+
+    pub fn engine(&self) -> &crate::engine::Engine {
+        &self.rt.engine
+    }
+}
+
+/// Runs the demo on the terminal or a script.
+pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
+    let out: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(std::io::stdout()));
+    let mut demo = Demo::start(&o.data, out).await?;
+    if let Some(path) = o.script {
+        let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read script {}: {e}", path.display()))?;
+        for line in text.lines() {
+            if !demo.line(line).await {
+                break;
+            }
+        }
+        demo.rt.engine.store.flush().await?;
+        return Ok(());
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(16);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        while stdin.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            if tx.blocking_send(std::mem::take(&mut line)).is_err() {
+                break;
+            }
+        }
+    });
+    let period = Duration::from_secs_f64(TICK.as_secs_f64() / o.speed.max(0.1));
+    let mut ticker = tokio::time::interval(period);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            line = rx.recv() => match line {
+                Some(l) => if !demo.line(&l).await { break },
+                None => break,
+            },
+            _ = ticker.tick() => { demo.advance(TICK, false).await; }
+        }
+    }
+    demo.rt.engine.store.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Prompts: pending human decisions with two buttons, stored so they survive
+//! a restart, with an expiry and the roles allowed to answer. A prompt is
+//! answered once: the state change is a compare-and-swap, so two presses (or
+//! a press and a platform retry) cannot both act.
+
+use crate::chat::{ButtonStyle, Message, MessageRef, Severity};
+use crate::domain::{Action, Actor};
+use crate::roles::Role;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub label: String,
+    /// What the engine does when this choice is made; `None` only records it.
+    pub action: Option<Action>,
+    pub style: ButtonStyle,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum PromptState {
+    Open,
+    Answered { by: Actor, choice: String, at: DateTime<Utc> },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Prompt {
+    pub id: String,
+    pub service: String,
+    pub title: String,
+    pub question: String,
+    pub requested_by: Actor,
+    pub reason: String,
+    pub approve: Choice,
+    pub reject: Choice,
+    pub allowed_roles: Vec<Role>,
+    /// The person who asked may not answer (the two-person rule).
+    pub other_person_required: bool,
+    /// Approving runs a promotion, so freezes apply to the answer.
+    pub promotes: bool,
+    pub created: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+    pub channel: Option<String>,
+    /// Post the prompt in this thread (the rollout's summary) when set.
+    #[serde(default)]
+    pub thread: Vec<MessageRef>,
+    pub messages: Vec<MessageRef>,
+    pub correlation_id: String,
+    pub state: PromptState,
+}
+
+impl Prompt {
+    pub fn choice(&self, approve: bool) -> &Choice {
+        if approve {
+            &self.approve
+        } else {
+            &self.reject
+        }
+    }
+
+    /// The prompt as a chat message: buttons while open, the answer after.
+    pub fn message(&self) -> Message {
+        let roles: Vec<&str> = self.allowed_roles.iter().map(|r| r.name()).collect();
+        let mut m = Message::new(Severity::Warning, &self.title)
+            .text(&self.question)
+            .field("Requested by", self.requested_by.display_name.clone())
+            .field("Reason", if self.reason.is_empty() { "—".to_string() } else { self.reason.clone() })
+            .context(format!("prompt {}", self.id))
+            .context(format!("correlation {}", self.correlation_id));
+        match &self.state {
+            PromptState::Open => {
+                m = m
+                    .field("Who can answer", format!("{}{}", roles.join(", "), if self.other_person_required { " (not the requester)" } else { "" }))
+                    .field("Expires", self.expires.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .button(&self.approve.label, format!("prompt:{}:approve", self.id), self.approve.style)
+                    .button(&self.reject.label, format!("prompt:{}:reject", self.id), self.reject.style);
+            }
+            PromptState::Answered { by, choice, at } => {
+                m.severity = Severity::Info;
+                m = m.field("Answer", format!("{choice} by {} at {}", by.display_name, at.format("%H:%M:%S UTC")));
+            }
+        }
+        m
+    }
+}
+
+/// Parses a button's action id: `prompt:ID:approve` or `prompt:ID:reject`.
+pub fn parse_action_id(action_id: &str) -> Option<(String, bool)> {
+    let rest = action_id.strip_prefix("prompt:")?;
+    let (id, choice) = rest.rsplit_once(':')?;
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return None;
+    }
+    match choice {
+        "approve" => Some((id.to_string(), true)),
+        "reject" => Some((id.to_string(), false)),
+        _ => None,
+    }
+}
+
+pub struct Prompts {
+    tree: sled::Tree,
+}
+
+/// The result of trying to answer.
+pub enum Answer {
+    /// This caller won: act on the choice.
+    Accepted(Prompt),
+    /// Someone else answered first.
+    AlreadyAnswered(Prompt),
+}
+
+impl Prompts {
+    pub fn new(tree: sled::Tree) -> Prompts {
+        Prompts { tree }
+    }
+
+    pub fn get(&self, id: &str) -> anyhow::Result<Option<Prompt>> {
+        crate::store::get(&self.tree, id)
+    }
+
+    pub fn save(&self, p: &Prompt) -> anyhow::Result<()> {
+        crate::store::put(&self.tree, &p.id, p)
+    }
+
+    pub fn open(&self) -> anyhow::Result<Vec<Prompt>> {
+        Ok(crate::store::all::<Prompt>(&self.tree)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .filter(|p| p.state == PromptState::Open)
+            .collect())
+    }
+
+    /// Marks the prompt answered if it is still open; exactly one caller wins.
+    pub fn answer(&self, id: &str, by: &Actor, approve: bool, now: DateTime<Utc>) -> anyhow::Result<Option<Answer>> {
+        loop {
+            let Some(old) = self.tree.get(id.as_bytes())? else { return Ok(None) };
+            let mut p: Prompt = serde_json::from_slice(&old)?;
+            if p.state != PromptState::Open {
+                return Ok(Some(Answer::AlreadyAnswered(p)));
+            }
+            p.state = PromptState::Answered { by: by.clone(), choice: p.choice(approve).label.clone(), at: now };
+            let new = serde_json::to_vec(&p)?;
+            if self.tree.compare_and_swap(id.as_bytes(), Some(old), Some(new))?.is_ok() {
+                return Ok(Some(Answer::Accepted(p)));
+            }
+        }
+    }
+
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_ids_round_trip_and_forgeries_fail() {
+        assert_eq!(parse_action_id("prompt:ab12-cd:approve"), Some(("ab12-cd".into(), true)));
+        assert_eq!(parse_action_id("prompt:ab12:reject"), Some(("ab12".into(), false)));
+        assert_eq!(parse_action_id("prompt:ab12:promote"), None);
+        assert_eq!(parse_action_id("prompt::approve"), None);
+        assert_eq!(parse_action_id("prompt:../x:approve"), None);
+        assert_eq!(parse_action_id("rollback:checkout"), None);
+    }
+}

@@ -1,0 +1,187 @@
+//! The `rollbot` command line.
+
+use clap::{Parser, Subcommand};
+use rollbot::audit::{export, AuditStore, Query, SledAuditStore};
+use rollbot::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "rollbot", version, about = "ChatOps for progressive delivery: judges canaries, asks humans when in doubt, rolls back when sure, audits everything.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server: HTTP endpoints, chat adapters, controller.
+    Serve {
+        #[arg(long, short, default_value = "rollbot.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and report every problem with its line.
+    CheckConfig { file: PathBuf },
+    /// Run the whole loop on embedded defaults: console chat, simulated
+    /// backend and metrics, audit log in ./rollbot-data.
+    Demo {
+        /// Read commands from this file instead of the terminal, then exit.
+        #[arg(long)]
+        script: Option<PathBuf>,
+        /// Store directory.
+        #[arg(long, default_value = "./rollbot-data")]
+        data: PathBuf,
+        /// Simulated seconds per real second in interactive mode.
+        #[arg(long, default_value_t = 10.0)]
+        speed: f64,
+    },
+    /// Read, export and verify the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+        /// The config whose store to open (its [store] path).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// Or the store directory itself.
+        #[arg(long, global = true)]
+        data: Option<PathBuf>,
+    },
+    /// Benchmarks that print a table.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Entries, newest first.
+    List {
+        #[arg(long)]
+        service: Option<String>,
+        /// Platform-qualified actor ID, such as slack:U0123ABCD.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only entries newer than this (30m, 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Every entry, oldest first, to standard output.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: export::Format,
+    },
+    /// Check the hash chain; exit status 1 names the first bad entry.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Audit log: durable appends per second, last-50 query, verify time.
+    Audit {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        /// Directory for the benchmark's store (default: a temporary one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ROLLBOT_LOG").unwrap_or_else(|_| "warn,rollbot::audit=off".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}\nrollbot did not start; fix the configuration and try again"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::CheckConfig { file } => match Config::load(&file) {
+            Ok(c) => {
+                println!("{}: ok ({} services, {} backends, {} channels)", file.display(), c.services.len(), c.backends.len(), c.channels.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Cmd::Serve { config } => {
+            let c = load(&config)?;
+            let listen = c.server.listen.clone();
+            let store = c.store.path.clone();
+            let rt = rollbot::runtime::start(c, &store, vec![], std::sync::Arc::new(rollbot::clock::SystemClock)).await?;
+            rollbot::server::serve(rt.engine, &listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo { script, data, speed } => {
+            rollbot::demo::run(rollbot::demo::DemoOptions { script, data, speed }).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Audit { command, config, data } => {
+            let dir = match (data, config) {
+                (Some(d), _) => d,
+                (None, Some(c)) => load(&c)?.store.path,
+                (None, None) => PathBuf::from("./rollbot-data"),
+            };
+            if !dir.exists() {
+                anyhow::bail!("no store at {}; pass --data DIR or --config FILE", dir.display());
+            }
+            let db = rollbot::store::Store::open(&dir)?;
+            audit(command, db.audit.as_ref())
+        }
+        Cmd::Bench { command: BenchCmd::Audit { entries, dir } } => {
+            let table = rollbot::audit::bench::run(entries, dir).await?;
+            println!("{table}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn audit(cmd: AuditCmd, store: &SledAuditStore) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCmd::List { service, actor, since, limit } => {
+            let since = match since {
+                Some(s) => {
+                    let d = rollbot::config::parse_duration(&s).map_err(anyhow::Error::msg)?;
+                    Some(chrono::Utc::now() - chrono::Duration::from_std(d)?)
+                }
+                None => None,
+            };
+            let entries = store.query(&Query { service, actor, since, correlation_id: None, limit })?;
+            for e in &entries {
+                println!("{}", rollbot::engine::audit_line(e));
+            }
+            if entries.is_empty() {
+                eprintln!("no matching entries");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Export { format } => {
+            let mut out = std::io::stdout().lock();
+            let n = export::export(store, format, &mut out)?;
+            eprintln!("exported {n} entries");
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Verify => {
+            let report = store.verify()?;
+            println!("{report}");
+            Ok(if report.first_bad.is_none() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! `POST /api/v1/actions` for CI and scripts: the same command grammar as
+//! chat, run as the API client `api:NAME`, which needs roles like anyone.
+//!
+//! Body: `{"command": "/rollback checkout bad deploy", "idempotency_key": "ci-1234"}`.
+
+use super::AppState;
+use crate::domain::{Actor, Platform};
+use crate::engine::Status;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    pub command: String,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Compares tokens without leaking where they differ.
+fn same(a: &str, b: &str) -> bool {
+    let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+}
+
+fn client(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let token = headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")?;
+    state.api_tokens.iter().find(|(_, t)| same(t.expose(), token)).map(|(n, _)| n.clone())
+}
+
+pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> (StatusCode, Json<Value>) {
+    let Some(name) = client(&state, &headers) else {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or unknown bearer token; send Authorization: Bearer <token of an [[api.clients]] entry>"})));
+    };
+    let body: ActionBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": format!("body must be JSON like {{\"command\": \"/rollback checkout reason\", \"idempotency_key\": \"…\"}}: {e}")}))),
+    };
+    let actor = Actor::new(Platform::Api, name.clone(), format!("API client {name}"));
+    let key = body.idempotency_key.map(|k| format!("api:{name}:{k}"));
+    let outcome = crate::intake::handle_line(&state.engine, actor, &body.command, key).await;
+    let code = match outcome.status {
+        Status::Succeeded => StatusCode::OK,
+        Status::Pending => StatusCode::ACCEPTED,
+        Status::Refused if outcome.correlation_id.is_empty() => StatusCode::BAD_REQUEST,
+        Status::Refused => StatusCode::FORBIDDEN,
+        Status::Failed => StatusCode::BAD_GATEWAY,
+    };
+    (code, Json(serde_json::to_value(&outcome).unwrap_or_default()))
+}

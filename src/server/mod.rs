@@ -1,0 +1,94 @@
+//! `rollbot serve`: the HTTP server.
+//!
+//! - `GET /healthz`: liveness, the process answers.
+//! - `GET /readyz`: the store is open and the config loaded; 503 while
+//!   shutting down so traffic moves elsewhere.
+//! - `GET /metrics`: rollbot's own metrics in the Prometheus text format.
+//! - `POST /api/v1/actions`: a command for an API client (`[[api.clients]]`),
+//!   bearer-token authenticated, answered with the engine's outcome as JSON.
+
+mod api;
+
+use crate::engine::Engine;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    /// Bearer token → API client name.
+    pub api_tokens: Arc<Vec<(String, crate::config::SecretValue)>>,
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/actions", post(api::action))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    if s.shutting_down.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_string());
+    }
+    let store_ok = s.engine.store.db.size_on_disk().is_ok();
+    if !store_ok {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n".to_string());
+    }
+    (StatusCode::OK, format!("ready: {} services, audit log at #{}\n", s.engine.config.services.len(), s.engine.audit().len()))
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.engine.telemetry.render())
+}
+
+/// Serves until SIGTERM or Ctrl-C, then finishes in-flight actions.
+pub async fn serve(engine: Arc<Engine>, listen: &str) -> anyhow::Result<()> {
+    let mut tokens = Vec::new();
+    for c in &engine.config.api.clients {
+        let src = c.token_source().map_err(anyhow::Error::msg)?;
+        tokens.push((c.name.clone(), src.resolve().map_err(|e| anyhow::anyhow!("api client {}: {e}", c.name))?));
+    }
+    let state = AppState { engine: engine.clone(), api_tokens: Arc::new(tokens), shutting_down: Arc::new(AtomicBool::new(false)) };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}; change [server] listen"))?;
+    tracing::info!(address = %listener.local_addr()?, "rollbot serving");
+    println!("rollbot listening on http://{}", listener.local_addr()?);
+    let flag = state.shutting_down.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            flag.store(true, Ordering::SeqCst);
+            tracing::info!("shutdown requested; finishing in-flight actions");
+        })
+        .await?;
+    if !engine.drain(Duration::from_secs(60)).await {
+        tracing::warn!("some actions were still running after 60s; they will be reported as interrupted at the next start");
+    }
+    engine.store.flush().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
