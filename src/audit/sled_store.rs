@@ -6,6 +6,8 @@
 //!   `s` + service + 0 + seq               → (empty)   newest-first by service
 //!   `a` + actor id + 0 + seq              → (empty)   newest-first by actor
 //!   `c` + correlation id + 0 + seq        → (empty)   one action's steps
+//!   `h`                                   → last seq + its hash, so entries
+//!                                           deleted from the end are noticed
 //! Durability is explicit: `append` returns after `flush`, and a batch shares
 //! one flush (group commit).
 
@@ -17,6 +19,8 @@ pub struct SledAuditStore {
     /// Sequence number and hash of the last entry; the lock also orders appends.
     head: Mutex<(u64, String)>,
 }
+
+const HEAD_KEY: &[u8] = b"h";
 
 fn entry_key(seq: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -65,13 +69,19 @@ fn decode(seq: u64, value: &[u8]) -> Result<Entry, AuditError> {
 impl SledAuditStore {
     pub fn open(db: &sled::Db) -> Result<SledAuditStore, AuditError> {
         let tree = db.open_tree("audit")?;
-        let head = match tree.scan_prefix([b'e']).next_back() {
+        let recorded = tree.get(HEAD_KEY)?.filter(|v| v.len() == 40).map(|v| {
+            (u64::from_be_bytes(v[..8].try_into().expect("8 bytes")), hex::encode(&v[8..]))
+        });
+        let head = match recorded {
+            Some(h) => h,
+            None => match tree.scan_prefix([b'e']).next_back() {
             Some(kv) => {
                 let (k, v) = kv?;
                 let seq = u64::from_be_bytes(k[1..9].try_into().expect("9-byte entry key"));
                 (seq, hex::encode(&v[..32.min(v.len())]))
             }
             None => (0, GENESIS_HASH.to_string()),
+            },
         };
         Ok(SledAuditStore {
             tree,
@@ -111,6 +121,10 @@ impl SledAuditStore {
                 hash: hash_hex,
             });
         }
+        let mut h = Vec::with_capacity(40);
+        h.extend_from_slice(&seq.to_be_bytes());
+        h.extend_from_slice(&hex::decode(&prev).expect("hashes are hex"));
+        batch.insert(HEAD_KEY, h);
         self.tree.apply_batch(batch)?;
         *head = (seq, prev);
         Ok(out)

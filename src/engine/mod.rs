@@ -220,6 +220,10 @@ impl Engine {
                 }
             }
         };
+        if outcome.repeat {
+            // A replayed outcome is not a new action.
+            return outcome;
+        }
         let outcome_name = match outcome.status {
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",

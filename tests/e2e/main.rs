@@ -1,1 +1,10 @@
+//! End-to-end tests through the binary, the HTTP endpoints and the store.
+//! One test binary with modules, so the dependency tree is linked once.
 
+#[path = "../support/mod.rs"]
+mod support;
+
+mod audit_cli;
+mod check_config;
+mod demo;
+mod serve;

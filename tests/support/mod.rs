@@ -1,0 +1,103 @@
+//! Helpers shared by the end-to-end tests: the rollbot binary, free ports,
+//! a server process that is stopped when the test ends.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rollbot"))
+}
+
+pub fn rollbot(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).env("ROLLBOT_LOG", "warn").output().expect("run rollbot")
+}
+
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `rollbot serve` process on 127.0.0.1, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub config: PathBuf,
+}
+
+impl Server {
+    /// Writes `config` (with `{port}` and `{data}` filled in) and starts the server.
+    pub fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let text = config.replace("{port}", &port.to_string()).replace("{data}", &dir.join("data").display().to_string());
+        let path = dir.join("rollbot.toml");
+        std::fs::write(&path, text).unwrap();
+        Server::start_existing(&path, port, env)
+    }
+
+    pub fn start_existing(path: &Path, port: u16, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--config", path.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start rollbot serve");
+        let s = Server { child, port, config: path.to_path_buf() };
+        s.wait_ready();
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("rollbot serve did not listen on port {} within 20 s", self.port);
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "rollbot did not stop within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The port a config written by [`Server::start`] listens on.
+pub fn free_port_for(config: &Path) -> u16 {
+    let text = std::fs::read_to_string(config).unwrap();
+    let line = text.lines().find(|l| l.starts_with("listen")).unwrap();
+    line.rsplit(':').next().unwrap().trim_end_matches('"').parse().unwrap()
+}
