@@ -66,7 +66,11 @@ pub struct Breaker {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rejected<E> {
     /// The breaker is open; nothing was called.
-    Open { name: String, retry_in: Duration, last_error: Option<String> },
+    Open {
+        name: String,
+        retry_in: Duration,
+        last_error: Option<String>,
+    },
     /// The call ran past its time limit.
     Timeout(Duration),
     /// The call itself failed.
@@ -74,22 +78,44 @@ pub enum Rejected<E> {
 }
 
 impl Breaker {
-    pub fn new(name: impl Into<String>, threshold: u32, cooldown: Duration, pool: usize, telemetry: Arc<Telemetry>) -> Breaker {
+    pub fn new(
+        name: impl Into<String>,
+        threshold: u32,
+        cooldown: Duration,
+        pool: usize,
+        telemetry: Arc<Telemetry>,
+    ) -> Breaker {
         let b = Breaker {
             name: name.into(),
             threshold: threshold.max(1),
             cooldown,
-            inner: Mutex::new(Inner { state: State::Closed, failures: 0, opened_at: None, last_error: None, trial_in_flight: false }),
+            inner: Mutex::new(Inner {
+                state: State::Closed,
+                failures: 0,
+                opened_at: None,
+                last_error: None,
+                trial_in_flight: false,
+            }),
             pool: Semaphore::new(pool.max(1)),
             telemetry,
         };
-        b.telemetry.breaker_state.get_or_create(&BreakerLabels { breaker: b.name.clone() }).set(0);
+        b.telemetry
+            .breaker_state
+            .get_or_create(&BreakerLabels {
+                breaker: b.name.clone(),
+            })
+            .set(0);
         b
     }
 
     pub fn status(&self) -> BreakerStatus {
         let i = self.inner.lock().unwrap();
-        BreakerStatus { name: self.name.clone(), state: i.state, failures: i.failures, last_error: i.last_error.clone() }
+        BreakerStatus {
+            name: self.name.clone(),
+            state: i.state,
+            failures: i.failures,
+            last_error: i.last_error.clone(),
+        }
     }
 
     fn transition(&self, inner: &mut Inner, to: State) {
@@ -98,10 +124,18 @@ impl Breaker {
         }
         tracing::warn!(breaker = %self.name, from = inner.state.name(), to = to.name(), last_error = ?inner.last_error, "circuit breaker changed state");
         inner.state = to;
-        self.telemetry.breaker_state.get_or_create(&BreakerLabels { breaker: self.name.clone() }).set(to.gauge());
+        self.telemetry
+            .breaker_state
+            .get_or_create(&BreakerLabels {
+                breaker: self.name.clone(),
+            })
+            .set(to.gauge());
         self.telemetry
             .breaker_transitions
-            .get_or_create(&BreakerTransition { breaker: self.name.clone(), to: to.name().into() })
+            .get_or_create(&BreakerTransition {
+                breaker: self.name.clone(),
+                to: to.name().into(),
+            })
             .inc();
     }
 
@@ -117,7 +151,11 @@ impl Breaker {
                     i.trial_in_flight = true;
                     Ok(())
                 } else {
-                    Err(Rejected::Open { name: self.name.clone(), retry_in: self.cooldown - since, last_error: i.last_error.clone() })
+                    Err(Rejected::Open {
+                        name: self.name.clone(),
+                        retry_in: self.cooldown - since,
+                        last_error: i.last_error.clone(),
+                    })
                 }
             }
             State::HalfOpen if !i.trial_in_flight => {
@@ -151,16 +189,31 @@ impl Breaker {
     /// Runs `f` inside this dependency's pool, with a time limit, through the
     /// breaker. `counts_as_failure` tells which errors are the dependency's
     /// fault (a refusal such as "revision does not exist" is not).
-    pub async fn call<T, E, F>(&self, timeout: Duration, f: F, counts_as_failure: impl Fn(&E) -> bool) -> Result<T, Rejected<E>>
+    pub async fn call<T, E, F>(
+        &self,
+        timeout: Duration,
+        f: F,
+        counts_as_failure: impl Fn(&E) -> bool,
+    ) -> Result<T, Rejected<E>>
     where
         F: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
         self.admit()?;
-        let _slot = self.pool.acquire().await.expect("breaker pool is never closed");
+        let _slot = self
+            .pool
+            .acquire()
+            .await
+            .expect("breaker pool is never closed");
         match tokio::time::timeout(timeout, f).await {
             Err(_) => {
-                self.record(false, Some(format!("no answer within {}", crate::domain::human_duration(timeout))));
+                self.record(
+                    false,
+                    Some(format!(
+                        "no answer within {}",
+                        crate::domain::human_duration(timeout)
+                    )),
+                );
                 Err(Rejected::Timeout(timeout))
             }
             Ok(Ok(v)) => {
@@ -184,11 +237,22 @@ mod tests {
     use super::*;
 
     fn breaker(threshold: u32, cooldown_ms: u64) -> Breaker {
-        Breaker::new("backend:test", threshold, Duration::from_millis(cooldown_ms), 2, Arc::new(Telemetry::new()))
+        Breaker::new(
+            "backend:test",
+            threshold,
+            Duration::from_millis(cooldown_ms),
+            2,
+            Arc::new(Telemetry::new()),
+        )
     }
 
     async fn fail(b: &Breaker) -> Result<(), Rejected<String>> {
-        b.call(Duration::from_secs(1), async { Err::<(), _>("503 from upstream".to_string()) }, |_| true).await
+        b.call(
+            Duration::from_secs(1),
+            async { Err::<(), _>("503 from upstream".to_string()) },
+            |_| true,
+        )
+        .await
     }
 
     #[tokio::test]
@@ -200,15 +264,34 @@ mod tests {
         assert_eq!(b.status().state, State::Open);
         // Open: the call is not made at all.
         let called = std::sync::atomic::AtomicBool::new(false);
-        let r = b.call(Duration::from_secs(1), async { called.store(true, std::sync::atomic::Ordering::SeqCst); Ok::<_, String>(()) }, |_| true).await;
+        let r = b
+            .call(
+                Duration::from_secs(1),
+                async {
+                    called.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, String>(())
+                },
+                |_| true,
+            )
+            .await;
         assert!(matches!(r, Err(Rejected::Open { .. })));
         assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
         tokio::time::sleep(Duration::from_millis(60)).await;
         // Half-open trial succeeds and closes the breaker.
-        assert!(b.call(Duration::from_secs(1), async { Ok::<_, String>(1) }, |_| true).await.is_ok());
+        assert!(b
+            .call(Duration::from_secs(1), async { Ok::<_, String>(1) }, |_| {
+                true
+            })
+            .await
+            .is_ok());
         assert_eq!(b.status().state, State::Closed);
         let metrics = b.telemetry.render();
-        assert!(metrics.contains("rollbot_breaker_transitions_total{breaker=\"backend:test\",to=\"open\"} 1"), "{metrics}");
+        assert!(
+            metrics.contains(
+                "rollbot_breaker_transitions_total{breaker=\"backend:test\",to=\"open\"} 1"
+            ),
+            "{metrics}"
+        );
     }
 
     #[tokio::test]
@@ -219,7 +302,13 @@ mod tests {
         let _ = fail(&b).await;
         assert_eq!(b.status().state, State::Open);
         let b = breaker(1, 10);
-        let r = b.call(Duration::from_secs(1), async { Err::<(), _>("no such revision".to_string()) }, |_| false).await;
+        let r = b
+            .call(
+                Duration::from_secs(1),
+                async { Err::<(), _>("no such revision".to_string()) },
+                |_| false,
+            )
+            .await;
         assert!(matches!(r, Err(Rejected::Inner(_))));
         assert_eq!(b.status().state, State::Closed);
     }
@@ -227,7 +316,13 @@ mod tests {
     #[tokio::test]
     async fn a_hung_call_times_out_and_counts() {
         let b = breaker(1, 1000);
-        let r = b.call(Duration::from_millis(20), std::future::pending::<Result<(), String>>(), |_| true).await;
+        let r = b
+            .call(
+                Duration::from_millis(20),
+                std::future::pending::<Result<(), String>>(),
+                |_| true,
+            )
+            .await;
         assert!(matches!(r, Err(Rejected::Timeout(_))));
         assert_eq!(b.status().state, State::Open);
     }

@@ -8,7 +8,12 @@ use crate::engine::{Engine, Outcome, Request, Status};
 
 /// Runs a parsed command for `actor`. `idempotency_key` comes from the
 /// platform (a Slack retry, a Discord interaction id).
-pub async fn handle(engine: &Engine, actor: Actor, cmd: Command, idempotency_key: Option<String>) -> Outcome {
+pub async fn handle(
+    engine: &Engine,
+    actor: Actor,
+    cmd: Command,
+    idempotency_key: Option<String>,
+) -> Outcome {
     let req = |action: Action, service: Option<String>, reason: String| {
         let mut r = Request::new(actor.clone(), action).reason(reason);
         r.service = service;
@@ -17,18 +22,61 @@ pub async fn handle(engine: &Engine, actor: Actor, cmd: Command, idempotency_key
     };
     let view = |o: anyhow::Result<Outcome>| o.unwrap_or_else(|e| failure(&e.to_string()));
     match cmd {
-        Command::Rollback { service, to, reason } => engine.execute(req(Action::Rollback { to }, Some(service), reason)).await,
-        Command::Promote { service, full, force, reason } => engine.execute(req(Action::Promote { full, force }, Some(service), reason)).await,
-        Command::Freeze { scope, duration, reason } => {
-            let duration = duration.unwrap_or(engine.config.freeze.default_duration.0);
-            engine.execute(req(Action::Freeze { scope, duration }, None, reason)).await
+        Command::Rollback {
+            service,
+            to,
+            reason,
+        } => {
+            engine
+                .execute(req(Action::Rollback { to }, Some(service), reason))
+                .await
         }
-        Command::Unfreeze { scope } => engine.execute(req(Action::Unfreeze { scope }, None, String::new())).await,
-        Command::Status { service } => view(engine.status(&req(Action::Query { view: View::Status }, service, String::new())).await),
-        Command::Audit { service, last } => view(engine.audit_view(&req(Action::Query { view: View::Audit }, service, String::new()), last).await),
+        Command::Promote {
+            service,
+            full,
+            force,
+            reason,
+        } => {
+            engine
+                .execute(req(Action::Promote { full, force }, Some(service), reason))
+                .await
+        }
+        Command::Freeze {
+            scope,
+            duration,
+            reason,
+        } => {
+            let duration = duration.unwrap_or(engine.config.freeze.default_duration.0);
+            engine
+                .execute(req(Action::Freeze { scope, duration }, None, reason))
+                .await
+        }
+        Command::Unfreeze { scope } => {
+            engine
+                .execute(req(Action::Unfreeze { scope }, None, String::new()))
+                .await
+        }
+        Command::Status { service } => view(
+            engine
+                .status(&req(
+                    Action::Query { view: View::Status },
+                    service,
+                    String::new(),
+                ))
+                .await,
+        ),
+        Command::Audit { service, last } => view(
+            engine
+                .audit_view(
+                    &req(Action::Query { view: View::Audit }, service, String::new()),
+                    last,
+                )
+                .await,
+        ),
         Command::Help { command } => Outcome {
             status: Status::Succeeded,
-            message: Message::new(Severity::Info, "rollbot help").text(command::help(command.as_deref())),
+            message: Message::new(Severity::Info, "rollbot help")
+                .text(command::help(command.as_deref())),
             correlation_id: String::new(),
             prompt: None,
             announced: false,
@@ -38,13 +86,19 @@ pub async fn handle(engine: &Engine, actor: Actor, cmd: Command, idempotency_key
 }
 
 /// Parses a line and runs it; a parse error becomes a refusal message.
-pub async fn handle_line(engine: &Engine, actor: Actor, line: &str, idempotency_key: Option<String>) -> Outcome {
+pub async fn handle_line(
+    engine: &Engine,
+    actor: Actor,
+    line: &str,
+    idempotency_key: Option<String>,
+) -> Outcome {
     let names = engine.config.service_names();
     match command::parse(line, &names) {
         Ok(cmd) => handle(engine, actor, cmd, idempotency_key).await,
         Err(e) => Outcome {
             status: Status::Refused,
-            message: Message::new(Severity::Warning, "Cannot read that command").text(e.to_string()),
+            message: Message::new(Severity::Warning, "Cannot read that command")
+                .text(e.to_string()),
             correlation_id: String::new(),
             prompt: None,
             announced: false,
@@ -54,17 +108,27 @@ pub async fn handle_line(engine: &Engine, actor: Actor, line: &str, idempotency_
 }
 
 /// Presses a prompt button (`prompt:ID:approve`).
-pub async fn press(engine: &Engine, actor: Actor, action_id: &str, idempotency_key: Option<String>) -> Outcome {
+pub async fn press(
+    engine: &Engine,
+    actor: Actor,
+    action_id: &str,
+    idempotency_key: Option<String>,
+) -> Outcome {
     match crate::engine::parse_action_id(action_id) {
         Some((id, approve)) => {
-            let action = if approve { Action::Approve { prompt: id } } else { Action::Reject { prompt: id } };
+            let action = if approve {
+                Action::Approve { prompt: id }
+            } else {
+                Action::Reject { prompt: id }
+            };
             let mut r = Request::new(actor, action);
             r.idempotency_key = idempotency_key;
             engine.execute(r).await
         }
         None => Outcome {
             status: Status::Refused,
-            message: Message::new(Severity::Warning, "Unknown button").text("This button is not one rollbot made; nothing was done."),
+            message: Message::new(Severity::Warning, "Unknown button")
+                .text("This button is not one rollbot made; nothing was done."),
             correlation_id: String::new(),
             prompt: None,
             announced: false,
@@ -76,7 +140,9 @@ pub async fn press(engine: &Engine, actor: Actor, action_id: &str, idempotency_k
 fn failure(e: &str) -> Outcome {
     Outcome {
         status: Status::Failed,
-        message: Message::new(Severity::Critical, "rollbot could not answer").text(format!("{e}. Retry in a moment; if it persists, check rollbot's logs.")),
+        message: Message::new(Severity::Critical, "rollbot could not answer").text(format!(
+            "{e}. Retry in a moment; if it persists, check rollbot's logs."
+        )),
         correlation_id: String::new(),
         prompt: None,
         announced: false,

@@ -36,7 +36,10 @@ pub mod telemetry;
 /// against `environment/name`, one without against the bare name, so both
 /// `prod/*` and `checkout*` do what they say.
 pub fn glob_matches(glob: &str, environment: &str, name: &str) -> bool {
-    let Ok(g) = globset::GlobBuilder::new(glob).literal_separator(true).build() else {
+    let Ok(g) = globset::GlobBuilder::new(glob)
+        .literal_separator(true)
+        .build()
+    else {
         return false;
     };
     let m = g.compile_matcher();

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "rollbot", version, about = "ChatOps for progressive delivery: judges canaries, asks humans when in doubt, rolls back when sure, audits everything.")]
+#[command(
+    name = "rollbot",
+    version,
+    about = "ChatOps for progressive delivery: judges canaries, asks humans when in doubt, rolls back when sure, audits everything."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -46,6 +50,11 @@ enum Cmd {
         #[arg(long, global = true)]
         data: Option<PathBuf>,
     },
+    /// Print chat-platform registrations generated from the command definitions.
+    Commands {
+        #[command(subcommand)]
+        command: CommandsCmd,
+    },
     /// Benchmarks that print a table.
     Bench {
         #[command(subcommand)]
@@ -78,6 +87,12 @@ enum AuditCmd {
 }
 
 #[derive(Subcommand)]
+enum CommandsCmd {
+    /// The command reference in Markdown (commands/reference.md).
+    Reference,
+}
+
+#[derive(Subcommand)]
 enum BenchCmd {
     /// Audit log: durable appends per second, last-50 query, verify time.
     Audit {
@@ -91,11 +106,17 @@ enum BenchCmd {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ROLLBOT_LOG").unwrap_or_else(|_| "warn,rollbot::audit=off".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ROLLBOT_LOG")
+                .unwrap_or_else(|_| "warn,rollbot::audit=off".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -106,14 +127,22 @@ fn main() -> ExitCode {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    Config::load(path).map_err(|e| anyhow::anyhow!("{e}\nrollbot did not start; fix the configuration and try again"))
+    Config::load(path).map_err(|e| {
+        anyhow::anyhow!("{e}\nrollbot did not start; fix the configuration and try again")
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
-                println!("{}: ok ({} services, {} backends, {} channels)", file.display(), c.services.len(), c.backends.len(), c.channels.len());
+                println!(
+                    "{}: ok ({} services, {} backends, {} channels)",
+                    file.display(),
+                    c.services.len(),
+                    c.backends.len(),
+                    c.channels.len()
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -125,27 +154,57 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = load(&config)?;
             let listen = c.server.listen.clone();
             let store = c.store.path.clone();
-            let rt = rollbot::runtime::start(c, &store, vec![], std::sync::Arc::new(rollbot::clock::SystemClock)).await?;
+            let rt = rollbot::runtime::start(
+                c,
+                &store,
+                vec![],
+                std::sync::Arc::new(rollbot::clock::SystemClock),
+            )
+            .await?;
             rollbot::server::serve(rt.engine, &listen).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo { script, data, speed } => {
-            rollbot::demo::run(rollbot::demo::DemoOptions { script, data, speed }).await?;
+        Cmd::Demo {
+            script,
+            data,
+            speed,
+        } => {
+            rollbot::demo::run(rollbot::demo::DemoOptions {
+                script,
+                data,
+                speed,
+            })
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Audit { command, config, data } => {
+        Cmd::Audit {
+            command,
+            config,
+            data,
+        } => {
             let dir = match (data, config) {
                 (Some(d), _) => d,
                 (None, Some(c)) => load(&c)?.store.path,
                 (None, None) => PathBuf::from("./rollbot-data"),
             };
             if !dir.exists() {
-                anyhow::bail!("no store at {}; pass --data DIR or --config FILE", dir.display());
+                anyhow::bail!(
+                    "no store at {}; pass --data DIR or --config FILE",
+                    dir.display()
+                );
             }
             let db = rollbot::store::Store::open(&dir)?;
             audit(command, db.audit.as_ref())
         }
-        Cmd::Bench { command: BenchCmd::Audit { entries, dir } } => {
+        Cmd::Commands {
+            command: CommandsCmd::Reference,
+        } => {
+            print!("{}", rollbot::command::reference_markdown());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench {
+            command: BenchCmd::Audit { entries, dir },
+        } => {
             let table = rollbot::audit::bench::run(entries, dir).await?;
             println!("{table}");
             Ok(ExitCode::SUCCESS)
@@ -155,7 +214,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn audit(cmd: AuditCmd, store: &SledAuditStore) -> anyhow::Result<ExitCode> {
     match cmd {
-        AuditCmd::List { service, actor, since, limit } => {
+        AuditCmd::List {
+            service,
+            actor,
+            since,
+            limit,
+        } => {
             let since = match since {
                 Some(s) => {
                     let d = rollbot::config::parse_duration(&s).map_err(anyhow::Error::msg)?;
@@ -163,7 +227,13 @@ fn audit(cmd: AuditCmd, store: &SledAuditStore) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            let entries = store.query(&Query { service, actor, since, correlation_id: None, limit })?;
+            let entries = store.query(&Query {
+                service,
+                actor,
+                since,
+                correlation_id: None,
+                limit,
+            })?;
             for e in &entries {
                 println!("{}", rollbot::engine::audit_line(e));
             }
@@ -181,7 +251,11 @@ fn audit(cmd: AuditCmd, store: &SledAuditStore) -> anyhow::Result<ExitCode> {
         AuditCmd::Verify => {
             let report = store.verify()?;
             println!("{report}");
-            Ok(if report.first_bad.is_none() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.first_bad.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

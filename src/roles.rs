@@ -171,8 +171,18 @@ impl RoleBook {
             .collect()
     }
 
-    pub fn check(&self, actor: &Actor, p: Permission, environment: &str, name: &str) -> Result<(), Refusal> {
-        if self.roles_on(actor, environment, name).iter().any(|r| r.grants(p)) {
+    pub fn check(
+        &self,
+        actor: &Actor,
+        p: Permission,
+        environment: &str,
+        name: &str,
+    ) -> Result<(), Refusal> {
+        if self
+            .roles_on(actor, environment, name)
+            .iter()
+            .any(|r| r.grants(p))
+        {
             Ok(())
         } else {
             Err(Refusal {
@@ -189,7 +199,9 @@ impl RoleBook {
         let mut out: BTreeMap<Role, Vec<String>> = BTreeMap::new();
         for g in &self.grants {
             if ids.iter().any(|id| g.members.contains(id)) {
-                out.entry(g.role).or_default().push(format!("{} service pattern(s)", g.services.len()));
+                out.entry(g.role)
+                    .or_default()
+                    .push(format!("{} service pattern(s)", g.services.len()));
             }
         }
         out
@@ -200,7 +212,10 @@ fn glob_set(patterns: &[&str]) -> globset::GlobSet {
     let mut b = globset::GlobSetBuilder::new();
     for p in patterns {
         // Patterns were checked when the config was read.
-        if let Ok(g) = globset::GlobBuilder::new(p).literal_separator(false).build() {
+        if let Ok(g) = globset::GlobBuilder::new(p)
+            .literal_separator(false)
+            .build()
+        {
             b.add(g);
         }
     }
@@ -218,7 +233,8 @@ fn build_grant(role: Role, g: &RoleGrant) -> Grant {
 
 /// Checks a `[roles]` member: a platform-qualified immutable ID.
 pub fn check_member(member: &str) -> Result<(), String> {
-    let help = "members are immutable IDs: slack:U0123ABCD (user), slack-group:S0456EFGH (user group), \
+    let help =
+        "members are immutable IDs: slack:U0123ABCD (user), slack-group:S0456EFGH (user group), \
                 discord:812345678901234567 (user), discord-role:945678901234567890 (role), \
                 console:NAME, api:NAME or system:controller — never display names";
     let Some((kind, id)) = member.split_once(':') else {
@@ -227,14 +243,21 @@ pub fn check_member(member: &str) -> Result<(), String> {
     let slack_id = |first: &[char]| {
         id.len() >= 3
             && id.starts_with(first)
-            && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
     };
     let ok = match kind {
         "slack" => slack_id(&['U', 'W', 'B']),
         "slack-group" => slack_id(&['S']),
-        "discord" | "discord-role" => id.len() >= 15 && id.len() <= 21 && id.chars().all(|c| c.is_ascii_digit()),
+        "discord" | "discord-role" => {
+            id.len() >= 15 && id.len() <= 21 && id.chars().all(|c| c.is_ascii_digit())
+        }
         "console" | "api" | "system" => {
-            !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         }
         _ => return Err(format!("`{member}`: unknown platform `{kind}`; {help}")),
     };
@@ -256,11 +279,17 @@ mod tests {
         assert!(check_member("discord:812345678901234567").is_ok());
         assert!(check_member("discord-role:945678901234567890").is_ok());
         assert!(check_member("console:alice").is_ok());
-        assert!(check_member("@alice").unwrap_err().contains("no platform prefix"));
-        assert!(check_member("slack:alice").unwrap_err().contains("not a valid slack ID"));
+        assert!(check_member("@alice")
+            .unwrap_err()
+            .contains("no platform prefix"));
+        assert!(check_member("slack:alice")
+            .unwrap_err()
+            .contains("not a valid slack ID"));
         assert!(check_member("slack-group:U0123").is_err());
         assert!(check_member("discord:alice#1234").is_err());
-        assert!(check_member("teams:123").unwrap_err().contains("unknown platform"));
+        assert!(check_member("teams:123")
+            .unwrap_err()
+            .contains("unknown platform"));
     }
 
     #[test]

@@ -31,13 +31,29 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
     for (name, b) in &config.backends {
         match b.as_ref() {
             BackendConfig::Simulated { latency, history } => {
-                let sim = Arc::new(SimulatedBackend::new(latency.map(|l| l.0).unwrap_or_default(), history.clone()));
+                let sim = Arc::new(SimulatedBackend::new(
+                    latency.map(|l| l.0).unwrap_or_default(),
+                    history.clone(),
+                ));
                 simulated.insert(name.clone(), sim.clone());
                 all.insert(name.clone(), sim);
             }
-            BackendConfig::Exec { program, args, timeout, supports } => {
+            BackendConfig::Exec {
+                program,
+                args,
+                timeout,
+                supports,
+            } => {
                 let t = timeout.map(|t| t.0).unwrap_or(Duration::from_secs(300));
-                all.insert(name.clone(), Arc::new(ExecBackend::new(program.clone(), args.clone(), t, supports.clone())));
+                all.insert(
+                    name.clone(),
+                    Arc::new(ExecBackend::new(
+                        program.clone(),
+                        args.clone(),
+                        t,
+                        supports.clone(),
+                    )),
+                );
             }
         }
     }
@@ -45,18 +61,41 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
 }
 
 /// Opens the store, builds the engine and recovers interrupted actions.
-pub async fn start(config: Config, store_dir: &Path, sinks: Vec<Arc<dyn ChatSink>>, clock: SharedClock) -> anyhow::Result<Runtime> {
+pub async fn start(
+    config: Config,
+    store_dir: &Path,
+    sinks: Vec<Arc<dyn ChatSink>>,
+    clock: SharedClock,
+) -> anyhow::Result<Runtime> {
     let telemetry = Arc::new(Telemetry::new());
     let store = Arc::new(Store::open(store_dir)?);
     let (backends, simulated) = build_backends(&config);
-    let mut notifier = Notifier::new(config.channels.clone(), config.engine.chat_pool, telemetry.clone());
+    let mut notifier = Notifier::new(
+        config.channels.clone(),
+        config.engine.chat_pool,
+        telemetry.clone(),
+    );
     for s in sinks {
         notifier.add_sink(s);
     }
-    let engine = Arc::new(Engine::new(EngineParts { config: Arc::new(config), store, backends, notifier, clock, telemetry: telemetry.clone() }));
+    let engine = Arc::new(Engine::new(EngineParts {
+        config: Arc::new(config),
+        store,
+        backends,
+        notifier,
+        clock,
+        telemetry: telemetry.clone(),
+    }));
     let interrupted = engine.recover().await?;
     if !interrupted.is_empty() {
-        tracing::warn!(count = interrupted.len(), "marked interrupted actions from the previous run");
+        tracing::warn!(
+            count = interrupted.len(),
+            "marked interrupted actions from the previous run"
+        );
     }
-    Ok(Runtime { engine, telemetry, simulated })
+    Ok(Runtime {
+        engine,
+        telemetry,
+        simulated,
+    })
 }

@@ -69,7 +69,10 @@ pub fn all<T: DeserializeOwned>(tree: &sled::Tree) -> anyhow::Result<Vec<(String
     let mut out = Vec::new();
     for kv in tree.iter() {
         let (k, v) = kv?;
-        out.push((String::from_utf8_lossy(&k).into_owned(), serde_json::from_slice(&v)?));
+        out.push((
+            String::from_utf8_lossy(&k).into_owned(),
+            serde_json::from_slice(&v)?,
+        ));
     }
     Ok(out)
 }

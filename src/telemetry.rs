@@ -67,21 +67,49 @@ impl Telemetry {
         let actions = Family::<ActionLabels, Counter>::default();
         registry.register("actions", "Actions by type and outcome", actions.clone());
         let refusals = Family::<RefusalLabels, Counter>::default();
-        registry.register("refusals", "Refused requests by action and reason", refusals.clone());
+        registry.register(
+            "refusals",
+            "Refused requests by action and reason",
+            refusals.clone(),
+        );
         let audit_appends = Counter::default();
-        registry.register("audit_appends", "Entries appended to the audit log", audit_appends.clone());
+        registry.register(
+            "audit_appends",
+            "Entries appended to the audit log",
+            audit_appends.clone(),
+        );
         let action_seconds = Family::<ActionKind, Histogram>::new_with_constructor(|| {
             Histogram::new([0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0])
         });
-        registry.register("action_duration_seconds", "Time from request to result", action_seconds.clone());
+        registry.register(
+            "action_duration_seconds",
+            "Time from request to result",
+            action_seconds.clone(),
+        );
         let breaker_state = Family::<BreakerLabels, Gauge>::default();
-        registry.register("breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open", breaker_state.clone());
+        registry.register(
+            "breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            breaker_state.clone(),
+        );
         let breaker_transitions = Family::<BreakerTransition, Counter>::default();
-        registry.register("breaker_transitions", "Circuit breaker state changes", breaker_transitions.clone());
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker state changes",
+            breaker_transitions.clone(),
+        );
         let signature_failures = Family::<PlatformLabels, Counter>::default();
-        registry.register("signature_failures", "Inbound requests refused for a bad or stale signature", signature_failures.clone());
+        registry.register(
+            "signature_failures",
+            "Inbound requests refused for a bad or stale signature",
+            signature_failures.clone(),
+        );
         let chat_errors = Family::<PlatformLabels, Counter>::default();
-        registry.register("chat_errors", "Outbound chat messages that failed", chat_errors.clone());
+        registry.register(
+            "chat_errors",
+            "Outbound chat messages that failed",
+            chat_errors.clone(),
+        );
         Telemetry {
             registry,
             actions,
@@ -97,19 +125,26 @@ impl Telemetry {
 
     pub fn count_action(&self, action: &str, outcome: &str) {
         self.actions
-            .get_or_create(&ActionLabels { action: action.into(), outcome: outcome.into() })
+            .get_or_create(&ActionLabels {
+                action: action.into(),
+                outcome: outcome.into(),
+            })
             .inc();
     }
 
     pub fn count_refusal(&self, action: &str, reason: &str) {
         self.refusals
-            .get_or_create(&RefusalLabels { action: action.into(), reason: reason.into() })
+            .get_or_create(&RefusalLabels {
+                action: action.into(),
+                reason: reason.into(),
+            })
             .inc();
     }
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("metrics encode to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("metrics encode to a String");
         out
     }
 }

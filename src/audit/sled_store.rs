@@ -70,17 +70,20 @@ impl SledAuditStore {
     pub fn open(db: &sled::Db) -> Result<SledAuditStore, AuditError> {
         let tree = db.open_tree("audit")?;
         let recorded = tree.get(HEAD_KEY)?.filter(|v| v.len() == 40).map(|v| {
-            (u64::from_be_bytes(v[..8].try_into().expect("8 bytes")), hex::encode(&v[8..]))
+            (
+                u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+                hex::encode(&v[8..]),
+            )
         });
         let head = match recorded {
             Some(h) => h,
             None => match tree.scan_prefix([b'e']).next_back() {
-            Some(kv) => {
-                let (k, v) = kv?;
-                let seq = u64::from_be_bytes(k[1..9].try_into().expect("9-byte entry key"));
-                (seq, hex::encode(&v[..32.min(v.len())]))
-            }
-            None => (0, GENESIS_HASH.to_string()),
+                Some(kv) => {
+                    let (k, v) = kv?;
+                    let seq = u64::from_be_bytes(k[1..9].try_into().expect("9-byte entry key"));
+                    (seq, hex::encode(&v[..32.min(v.len())]))
+                }
+                None => (0, GENESIS_HASH.to_string()),
             },
         };
         Ok(SledAuditStore {
@@ -130,7 +133,12 @@ impl SledAuditStore {
         Ok(out)
     }
 
-    fn entries_from_index(&self, prefix: Vec<u8>, q: &Query, out: &mut Vec<Entry>) -> Result<(), AuditError> {
+    fn entries_from_index(
+        &self,
+        prefix: Vec<u8>,
+        q: &Query,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), AuditError> {
         for kv in self.tree.scan_prefix(prefix).rev() {
             let (k, _) = kv?;
             let seq = seq_of_index_key(&k);
@@ -155,9 +163,16 @@ fn keep(e: &Entry, q: &Query, out: &mut Vec<Entry>) -> Result<bool, AuditError> 
             return Ok(false);
         }
     }
-    let matches = q.service.as_ref().is_none_or(|s| e.record.service.as_deref() == Some(s))
-        && q.actor.as_ref().is_none_or(|a| e.record.actor.qualified_id() == *a)
-        && q.correlation_id.as_ref().is_none_or(|c| e.record.correlation_id == *c);
+    let matches = q
+        .service
+        .as_ref()
+        .is_none_or(|s| e.record.service.as_deref() == Some(s))
+        && q.actor
+            .as_ref()
+            .is_none_or(|a| e.record.actor.qualified_id() == *a)
+        && q.correlation_id
+            .as_ref()
+            .is_none_or(|c| e.record.correlation_id == *c);
     if matches {
         out.push(e.clone());
     }
@@ -201,7 +216,10 @@ impl AuditStore for SledAuditStore {
         } else {
             for kv in self.tree.scan_prefix([b'e']).rev() {
                 let (k, v) = kv?;
-                let e = decode(u64::from_be_bytes(k[1..9].try_into().expect("entry key")), &v)?;
+                let e = decode(
+                    u64::from_be_bytes(k[1..9].try_into().expect("entry key")),
+                    &v,
+                )?;
                 if !keep(&e, q, &mut out)? {
                     break;
                 }
@@ -213,7 +231,10 @@ impl AuditStore for SledAuditStore {
     fn for_each(&self, f: &mut dyn FnMut(Entry) -> bool) -> Result<(), AuditError> {
         for kv in self.tree.scan_prefix([b'e']) {
             let (k, v) = kv?;
-            if !f(decode(u64::from_be_bytes(k[1..9].try_into().expect("entry key")), &v)?) {
+            if !f(decode(
+                u64::from_be_bytes(k[1..9].try_into().expect("entry key")),
+                &v,
+            )?) {
                 break;
             }
         }
@@ -228,7 +249,6 @@ impl AuditStore for SledAuditStore {
             prev_hash: &'a str,
         }
         let mut prev = GENESIS_HASH.to_string();
-        let mut expected = 1u64;
         let mut checked = 0u64;
         let bad = |seq: u64, what: String, checked: u64| {
             Ok(VerifyReport {
@@ -236,27 +256,39 @@ impl AuditStore for SledAuditStore {
                 first_bad: Some((seq, what)),
             })
         };
-        for kv in self.tree.scan_prefix([b'e']) {
+        for (expected, kv) in (1u64..).zip(self.tree.scan_prefix([b'e'])) {
             let (k, v) = kv?;
             let key_seq = u64::from_be_bytes(k[1..9].try_into().expect("entry key"));
             if key_seq != expected {
-                return bad(expected, format!(
-                    "missing: the log jumps from #{} to #{key_seq} (entries deleted)",
-                    expected - 1
-                ), checked);
+                return bad(
+                    expected,
+                    format!(
+                        "missing: the log jumps from #{} to #{key_seq} (entries deleted)",
+                        expected - 1
+                    ),
+                    checked,
+                );
             }
             if v.len() < 32 {
                 return bad(key_seq, "truncated: shorter than its hash".into(), checked);
             }
             let (stored, body) = v.split_at(32);
             let Ok(head) = serde_json::from_slice::<Head>(body) else {
-                return bad(key_seq, "its contents are not a readable entry (edited)".into(), checked);
+                return bad(
+                    key_seq,
+                    "its contents are not a readable entry (edited)".into(),
+                    checked,
+                );
             };
             if head.seq != key_seq {
-                return bad(key_seq, format!(
-                    "stored at #{key_seq} but its contents say #{} (entries moved or swapped)",
-                    head.seq
-                ), checked);
+                return bad(
+                    key_seq,
+                    format!(
+                        "stored at #{key_seq} but its contents say #{} (entries moved or swapped)",
+                        head.seq
+                    ),
+                    checked,
+                );
             }
             if head.prev_hash != prev {
                 return bad(key_seq, format!(
@@ -265,10 +297,13 @@ impl AuditStore for SledAuditStore {
                 ), checked);
             }
             if chain_hash(&prev, body) != stored {
-                return bad(key_seq, "its hash does not match its contents (the entry was edited)".into(), checked);
+                return bad(
+                    key_seq,
+                    "its hash does not match its contents (the entry was edited)".into(),
+                    checked,
+                );
             }
             prev = hex::encode(stored);
-            expected += 1;
             checked += 1;
         }
         let head = self.head.lock().expect("audit head lock").0;
@@ -277,7 +312,10 @@ impl AuditStore for SledAuditStore {
                 "missing: the log ends at #{checked} but #{head} was written (entries deleted from the end)"
             ), checked);
         }
-        Ok(VerifyReport { checked, first_bad: None })
+        Ok(VerifyReport {
+            checked,
+            first_bad: None,
+        })
     }
 
     fn len(&self) -> u64 {
@@ -311,7 +349,9 @@ mod tests {
         let s = SledAuditStore::open(&db).unwrap();
         for i in 0..n {
             let svc = if i % 2 == 0 { "checkout" } else { "payments" };
-            s.append(record(svc, "rollback", Outcome::Succeeded)).await.unwrap();
+            s.append(record(svc, "rollback", Outcome::Succeeded))
+                .await
+                .unwrap();
         }
         (dir, db, s)
     }
@@ -325,9 +365,16 @@ mod tests {
         assert_eq!(e2.prev_hash, e1.hash);
         assert_eq!(e1.prev_hash, GENESIS_HASH);
         let last = s
-            .query(&Query { service: Some("checkout".into()), limit: 3, ..Default::default() })
+            .query(&Query {
+                service: Some("checkout".into()),
+                limit: 3,
+                ..Default::default()
+            })
             .unwrap();
-        assert_eq!(last.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![9, 7, 5]);
+        assert_eq!(
+            last.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![9, 7, 5]
+        );
         assert_eq!(s.verify().unwrap().first_bad, None);
     }
 

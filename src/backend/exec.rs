@@ -11,7 +11,14 @@ use std::process::Stdio;
 use tokio::process::Command;
 
 /// Actions besides rollback that `supports` may list.
-pub const SUPPORTABLE: &[&str] = &["promote", "pause", "resume", "preflight", "verify", "status"];
+pub const SUPPORTABLE: &[&str] = &[
+    "promote",
+    "pause",
+    "resume",
+    "preflight",
+    "verify",
+    "status",
+];
 
 pub struct ExecBackend {
     program: String,
@@ -44,8 +51,18 @@ impl<'a> RunContext<'a> {
 }
 
 impl ExecBackend {
-    pub fn new(program: String, args: Vec<String>, timeout: Duration, supports: Vec<String>) -> ExecBackend {
-        ExecBackend { program, args, timeout, supports }
+    pub fn new(
+        program: String,
+        args: Vec<String>,
+        timeout: Duration,
+        supports: Vec<String>,
+    ) -> ExecBackend {
+        ExecBackend {
+            program,
+            args,
+            timeout,
+            supports,
+        }
     }
 
     fn supports(&self, action: &str) -> bool {
@@ -60,7 +77,12 @@ impl ExecBackend {
     }
 
     /// Runs the program; returns its combined output on success.
-    async fn run(&self, action: &str, t: &Target, ctx: &RunContext<'_>) -> Result<String, BackendError> {
+    async fn run(
+        &self,
+        action: &str,
+        t: &Target,
+        ctx: &RunContext<'_>,
+    ) -> Result<String, BackendError> {
         let fill = |a: &str| {
             a.replace("{action}", action)
                 .replace("{service}", &t.service)
@@ -86,14 +108,28 @@ impl ExecBackend {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         for (k, v) in &t.settings {
-            cmd.env(format!("ROLLBOT_TARGET_{}", k.to_uppercase().replace(['-', '.'], "_")), v);
+            cmd.env(
+                format!(
+                    "ROLLBOT_TARGET_{}",
+                    k.to_uppercase().replace(['-', '.'], "_")
+                ),
+                v,
+            );
         }
         let child = cmd.spawn().map_err(|e| {
-            BackendError::Failed(format!("cannot start `{}`: {e}; check `program` in the backend's config", self.program))
+            BackendError::Failed(format!(
+                "cannot start `{}`: {e}; check `program` in the backend's config",
+                self.program
+            ))
         })?;
         let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
             Err(_) => return Err(BackendError::Timeout(self.timeout)),
-            Ok(Err(e)) => return Err(BackendError::Failed(format!("`{}` failed to run: {e}", self.program))),
+            Ok(Err(e)) => {
+                return Err(BackendError::Failed(format!(
+                    "`{}` failed to run: {e}",
+                    self.program
+                )))
+            }
             Ok(Ok(o)) => o,
         };
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -101,7 +137,11 @@ impl ExecBackend {
         if out.status.success() {
             Ok(text.trim().to_string())
         } else {
-            let code = out.status.code().map(|c| c.to_string()).unwrap_or_else(|| "a signal".into());
+            let code = out
+                .status
+                .code()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "a signal".into());
             Err(BackendError::Failed(format!(
                 "`{}` exited with {code}; last output:\n{}",
                 self.program,
@@ -110,14 +150,20 @@ impl ExecBackend {
         }
     }
 
-    async fn act(&self, action: &str, t: &Target, ctx: RunContext<'_>) -> Result<ActionReport, BackendError> {
+    async fn act(
+        &self,
+        action: &str,
+        t: &Target,
+        ctx: RunContext<'_>,
+    ) -> Result<ActionReport, BackendError> {
         if !self.supports(action) {
             return Err(self.unsupported(action));
         }
         let revision = ctx.revision;
         let out = self.run(action, t, &ctx).await?;
         Ok(ActionReport {
-            summary: last_line(&out).unwrap_or_else(|| format!("{} {action} finished", self.program)),
+            summary: last_line(&out)
+                .unwrap_or_else(|| format!("{} {action} finished", self.program)),
             to_revision: revision.map(str::to_string),
             changed: true,
             requests: vec![format!("{} {}", self.program, self.args.join(" "))],
@@ -141,7 +187,10 @@ pub fn tail(text: &str, lines: usize, max: usize) -> String {
 }
 
 fn last_line(text: &str) -> Option<String> {
-    text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string())
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
 }
 
 #[async_trait]
@@ -150,7 +199,12 @@ impl RollbackBackend for ExecBackend {
         "exec"
     }
 
-    async fn preflight(&self, t: &Target, op: &Operation, ctx: &CallContext) -> Result<Preflight, BackendError> {
+    async fn preflight(
+        &self,
+        t: &Target,
+        op: &Operation,
+        ctx: &CallContext,
+    ) -> Result<Preflight, BackendError> {
         if !self.supports(op.name()) {
             return Err(self.unsupported(op.name()));
         }
@@ -160,50 +214,105 @@ impl RollbackBackend for ExecBackend {
         };
         if self.supports("preflight") {
             let out = self
-                .run("preflight", t, &RunContext::from_call(ctx, to.as_deref(), false))
+                .run(
+                    "preflight",
+                    t,
+                    &RunContext::from_call(ctx, to.as_deref(), false),
+                )
                 .await
                 .map_err(|e| match e {
-                    BackendError::Failed(m) => BackendError::Refused(format!("preflight refused: {m}")),
+                    BackendError::Failed(m) => {
+                        BackendError::Refused(format!("preflight refused: {m}"))
+                    }
                     other => other,
                 })?;
-            return Ok(Preflight { to_revision: to, notes: last_line(&out).into_iter().collect(), ..Default::default() });
+            return Ok(Preflight {
+                to_revision: to,
+                notes: last_line(&out).into_iter().collect(),
+                ..Default::default()
+            });
         }
-        Ok(Preflight { to_revision: to, ..Default::default() })
+        Ok(Preflight {
+            to_revision: to,
+            ..Default::default()
+        })
     }
 
-    async fn rollback(&self, t: &Target, to: Option<&str>, ctx: &CallContext) -> Result<ActionReport, BackendError> {
-        self.act("rollback", t, RunContext::from_call(ctx, to, false)).await
+    async fn rollback(
+        &self,
+        t: &Target,
+        to: Option<&str>,
+        ctx: &CallContext,
+    ) -> Result<ActionReport, BackendError> {
+        self.act("rollback", t, RunContext::from_call(ctx, to, false))
+            .await
     }
 
-    async fn promote(&self, t: &Target, full: bool, ctx: &CallContext) -> Result<ActionReport, BackendError> {
-        self.act("promote", t, RunContext::from_call(ctx, None, full)).await
+    async fn promote(
+        &self,
+        t: &Target,
+        full: bool,
+        ctx: &CallContext,
+    ) -> Result<ActionReport, BackendError> {
+        self.act("promote", t, RunContext::from_call(ctx, None, full))
+            .await
     }
 
     async fn pause(&self, t: &Target, ctx: &CallContext) -> Result<ActionReport, BackendError> {
-        self.act("pause", t, RunContext::from_call(ctx, None, false)).await
+        self.act("pause", t, RunContext::from_call(ctx, None, false))
+            .await
     }
 
     async fn resume(&self, t: &Target, ctx: &CallContext) -> Result<ActionReport, BackendError> {
-        self.act("resume", t, RunContext::from_call(ctx, None, false)).await
+        self.act("resume", t, RunContext::from_call(ctx, None, false))
+            .await
     }
 
-    async fn verify(&self, t: &Target, _op: &Operation, report: &ActionReport, ctx: &CallContext) -> Result<Verification, BackendError> {
+    async fn verify(
+        &self,
+        t: &Target,
+        _op: &Operation,
+        report: &ActionReport,
+        ctx: &CallContext,
+    ) -> Result<Verification, BackendError> {
         if !self.supports("verify") {
-            return Ok(Verification { ok: true, detail: "not verified: the exec backend has no verify step".into() });
+            return Ok(Verification {
+                ok: true,
+                detail: "not verified: the exec backend has no verify step".into(),
+            });
         }
-        match self.run("verify", t, &RunContext::from_call(ctx, report.to_revision.as_deref(), false)).await {
-            Ok(out) => Ok(Verification { ok: true, detail: last_line(&out).unwrap_or_else(|| "verified".into()) }),
-            Err(BackendError::Failed(m)) => Ok(Verification { ok: false, detail: m }),
+        match self
+            .run(
+                "verify",
+                t,
+                &RunContext::from_call(ctx, report.to_revision.as_deref(), false),
+            )
+            .await
+        {
+            Ok(out) => Ok(Verification {
+                ok: true,
+                detail: last_line(&out).unwrap_or_else(|| "verified".into()),
+            }),
+            Err(BackendError::Failed(m)) => Ok(Verification {
+                ok: false,
+                detail: m,
+            }),
             Err(e) => Err(e),
         }
     }
 
     async fn status(&self, t: &Target) -> Result<BackendStatus, BackendError> {
         if !self.supports("status") {
-            return Ok(BackendStatus { notes: vec!["the exec backend reports no status".into()], ..Default::default() });
+            return Ok(BackendStatus {
+                notes: vec!["the exec backend reports no status".into()],
+                ..Default::default()
+            });
         }
         let out = self.run("status", t, &RunContext::default()).await?;
-        Ok(BackendStatus { notes: out.lines().map(str::to_string).collect(), ..Default::default() })
+        Ok(BackendStatus {
+            notes: out.lines().map(str::to_string).collect(),
+            ..Default::default()
+        })
     }
 }
 
@@ -212,40 +321,88 @@ mod tests {
     use super::*;
 
     fn target() -> Target {
-        Target { service: "checkout".into(), environment: "prod".into(), settings: BTreeMap::new() }
+        Target {
+            service: "checkout".into(),
+            environment: "prod".into(),
+            settings: BTreeMap::new(),
+        }
     }
 
     fn sh(script: &str, timeout: Duration) -> ExecBackend {
-        ExecBackend::new("sh".into(), vec!["-c".into(), script.into(), "rollbot".into(), "{action}".into(), "{service}".into(), "{revision}".into()], timeout, vec![])
+        ExecBackend::new(
+            "sh".into(),
+            vec![
+                "-c".into(),
+                script.into(),
+                "rollbot".into(),
+                "{action}".into(),
+                "{service}".into(),
+                "{revision}".into(),
+            ],
+            timeout,
+            vec![],
+        )
     }
 
     #[tokio::test]
     async fn arguments_are_filled_and_output_becomes_the_summary() {
-        let b = sh("echo \"$1 $2 to $3 ($ROLLBOT_ENVIRONMENT)\"", Duration::from_secs(10));
-        let r = b.rollback(&target(), Some("v41"), &CallContext::default()).await.unwrap();
+        let b = sh(
+            "echo \"$1 $2 to $3 ($ROLLBOT_ENVIRONMENT)\"",
+            Duration::from_secs(10),
+        );
+        let r = b
+            .rollback(&target(), Some("v41"), &CallContext::default())
+            .await
+            .unwrap();
         assert_eq!(r.summary, "rollback checkout to v41 (prod)");
     }
 
     #[tokio::test]
     async fn non_zero_exit_is_a_failure_with_the_output_tail() {
-        let b = sh("for i in $(seq 1 30); do echo line$i; done; echo 'kubectl: forbidden' >&2; exit 3", Duration::from_secs(10));
-        let err = b.rollback(&target(), None, &CallContext::default()).await.unwrap_err().to_string();
+        let b = sh(
+            "for i in $(seq 1 30); do echo line$i; done; echo 'kubectl: forbidden' >&2; exit 3",
+            Duration::from_secs(10),
+        );
+        let err = b
+            .rollback(&target(), None, &CallContext::default())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("exited with 3"), "{err}");
-        assert!(err.contains("kubectl: forbidden") && err.contains("line30") && !err.contains("line1\n"), "{err}");
+        assert!(
+            err.contains("kubectl: forbidden")
+                && err.contains("line30")
+                && !err.contains("line1\n"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn a_hung_program_times_out() {
         let b = sh("sleep 30", Duration::from_millis(300));
         let started = std::time::Instant::now();
-        assert!(matches!(b.rollback(&target(), None, &CallContext::default()).await, Err(BackendError::Timeout(_))));
+        assert!(matches!(
+            b.rollback(&target(), None, &CallContext::default()).await,
+            Err(BackendError::Timeout(_))
+        ));
         assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[tokio::test]
     async fn unsupported_actions_are_refused_before_running() {
         let b = sh("exit 0", Duration::from_secs(5));
-        let err = b.preflight(&target(), &Operation::Promote { full: false }, &CallContext::default()).await.unwrap_err().to_string();
-        assert!(err.contains("does not handle `promote`") && err.contains("supports"), "{err}");
+        let err = b
+            .preflight(
+                &target(),
+                &Operation::Promote { full: false },
+                &CallContext::default(),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not handle `promote`") && err.contains("supports"),
+            "{err}"
+        );
     }
 }

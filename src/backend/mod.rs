@@ -122,21 +122,52 @@ pub trait RollbackBackend: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Checks that the action can be done (the target revision exists, the
     /// object is not paused…) without changing anything.
-    async fn preflight(&self, target: &Target, op: &Operation, ctx: &CallContext) -> Result<Preflight, BackendError>;
+    async fn preflight(
+        &self,
+        target: &Target,
+        op: &Operation,
+        ctx: &CallContext,
+    ) -> Result<Preflight, BackendError>;
     /// Rolls back to `to`, or to the previous revision.
-    async fn rollback(&self, target: &Target, to: Option<&str>, ctx: &CallContext) -> Result<ActionReport, BackendError>;
+    async fn rollback(
+        &self,
+        target: &Target,
+        to: Option<&str>,
+        ctx: &CallContext,
+    ) -> Result<ActionReport, BackendError>;
     /// Promotes one step, or fully.
-    async fn promote(&self, target: &Target, full: bool, ctx: &CallContext) -> Result<ActionReport, BackendError>;
-    async fn pause(&self, target: &Target, ctx: &CallContext) -> Result<ActionReport, BackendError>;
-    async fn resume(&self, target: &Target, ctx: &CallContext) -> Result<ActionReport, BackendError>;
+    async fn promote(
+        &self,
+        target: &Target,
+        full: bool,
+        ctx: &CallContext,
+    ) -> Result<ActionReport, BackendError>;
+    async fn pause(&self, target: &Target, ctx: &CallContext)
+        -> Result<ActionReport, BackendError>;
+    async fn resume(
+        &self,
+        target: &Target,
+        ctx: &CallContext,
+    ) -> Result<ActionReport, BackendError>;
     /// Checks after acting that the service reached the promised state.
-    async fn verify(&self, target: &Target, op: &Operation, report: &ActionReport, ctx: &CallContext) -> Result<Verification, BackendError>;
+    async fn verify(
+        &self,
+        target: &Target,
+        op: &Operation,
+        report: &ActionReport,
+        ctx: &CallContext,
+    ) -> Result<Verification, BackendError>;
     /// Live and canary revisions, pause state, revision history.
     async fn status(&self, target: &Target) -> Result<BackendStatus, BackendError>;
 }
 
 /// Runs an operation on a backend.
-pub async fn perform(b: &dyn RollbackBackend, target: &Target, op: &Operation, ctx: &CallContext) -> Result<ActionReport, BackendError> {
+pub async fn perform(
+    b: &dyn RollbackBackend,
+    target: &Target,
+    op: &Operation,
+    ctx: &CallContext,
+) -> Result<ActionReport, BackendError> {
     match op {
         Operation::Rollback { to } => b.rollback(target, to.as_deref(), ctx).await,
         Operation::Promote { full } => b.promote(target, *full, ctx).await,

@@ -81,22 +81,32 @@ impl SimulatedBackend {
 
     /// Makes the next `times` calls of `op` on `service` fail with `message`.
     pub fn inject_failure(&self, service: &str, op: &str, times: u32, message: &str) {
-        self.injected.lock().unwrap().entry(service.into()).or_default().push(Injected {
-            op: op.into(),
-            remaining: times,
-            message: message.into(),
-            hang: false,
-        });
+        self.injected
+            .lock()
+            .unwrap()
+            .entry(service.into())
+            .or_default()
+            .push(Injected {
+                op: op.into(),
+                remaining: times,
+                message: message.into(),
+                hang: false,
+            });
     }
 
     /// Makes the next `times` calls of `op` on `service` never answer.
     pub fn inject_hang(&self, service: &str, op: &str, times: u32) {
-        self.injected.lock().unwrap().entry(service.into()).or_default().push(Injected {
-            op: op.into(),
-            remaining: times,
-            message: String::new(),
-            hang: true,
-        });
+        self.injected
+            .lock()
+            .unwrap()
+            .entry(service.into())
+            .or_default()
+            .push(Injected {
+                op: op.into(),
+                remaining: times,
+                message: String::new(),
+                hang: true,
+            });
     }
 
     /// Changing calls made so far, as (service, operation).
@@ -105,25 +115,42 @@ impl SimulatedBackend {
     }
 
     pub fn count(&self, service: &str, op: &str) -> usize {
-        self.calls.lock().unwrap().iter().filter(|(s, o)| s == service && o == op).count()
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, o)| s == service && o == op)
+            .count()
     }
 
     /// Starts a new canary of `revision` (the demo's "deploy").
     pub fn start_canary(&self, service: &str, revision: &str) {
         let mut map = self.services.lock().unwrap();
-        let s = map.entry(service.to_string()).or_insert_with(|| self.fresh(service));
+        let s = map
+            .entry(service.to_string())
+            .or_insert_with(|| self.fresh(service));
         s.revisions.push(revision.to_string());
         s.canary = Some((s.revisions.len() - 1, 0));
         s.paused = false;
     }
 
     fn fresh(&self, service: &str) -> SimService {
-        SimService::from_history(self.histories.get(service).map(Vec::as_slice).unwrap_or(&[]))
+        SimService::from_history(
+            self.histories
+                .get(service)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+        )
     }
 
     /// The most calls on `service` that were ever in progress at once.
     pub fn max_concurrency(&self, service: &str) -> usize {
-        self.active.lock().unwrap().get(service).map(|e| e.1).unwrap_or(0)
+        self.active
+            .lock()
+            .unwrap()
+            .get(service)
+            .map(|e| e.1)
+            .unwrap_or(0)
     }
 
     async fn enter(&self, service: &str, op: &str) -> Result<Busy, BackendError> {
@@ -132,7 +159,10 @@ impl SimulatedBackend {
             let e = a.entry(service.to_string()).or_default();
             e.0 += 1;
             e.1 = e.1.max(e.0);
-            Busy { active: self.active.clone(), service: service.to_string() }
+            Busy {
+                active: self.active.clone(),
+                service: service.to_string(),
+            }
         };
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
@@ -140,10 +170,13 @@ impl SimulatedBackend {
         let hit = {
             let mut inj = self.injected.lock().unwrap();
             let list = inj.entry(service.to_string()).or_default();
-            let found = list.iter_mut().find(|i| i.op == op && i.remaining > 0).map(|i| {
-                i.remaining -= 1;
-                (i.hang, i.message.clone())
-            });
+            let found = list
+                .iter_mut()
+                .find(|i| i.op == op && i.remaining > 0)
+                .map(|i| {
+                    i.remaining -= 1;
+                    (i.hang, i.message.clone())
+                });
             list.retain(|i| i.remaining > 0);
             found
         };
@@ -159,7 +192,9 @@ impl SimulatedBackend {
 
     fn with<R>(&self, service: &str, f: impl FnOnce(&mut SimService) -> R) -> R {
         let mut map = self.services.lock().unwrap();
-        let s = map.entry(service.to_string()).or_insert_with(|| self.fresh(service));
+        let s = map
+            .entry(service.to_string())
+            .or_insert_with(|| self.fresh(service));
         f(s)
     }
 
@@ -191,7 +226,12 @@ impl RollbackBackend for SimulatedBackend {
         "simulated"
     }
 
-    async fn preflight(&self, t: &Target, op: &Operation, _ctx: &CallContext) -> Result<Preflight, BackendError> {
+    async fn preflight(
+        &self,
+        t: &Target,
+        op: &Operation,
+        _ctx: &CallContext,
+    ) -> Result<Preflight, BackendError> {
         let _busy = self.enter(&t.service, "preflight").await?;
         self.with(&t.service, |s| {
             let live = s.revisions[s.live].clone();
@@ -199,7 +239,11 @@ impl RollbackBackend for SimulatedBackend {
                 Operation::Rollback { to } => {
                     let idx = rollback_target(s, to.as_deref())?;
                     Ok(Preflight {
-                        from_revision: Some(s.canary.map(|(c, _)| s.revisions[c].clone()).unwrap_or(live)),
+                        from_revision: Some(
+                            s.canary
+                                .map(|(c, _)| s.revisions[c].clone())
+                                .unwrap_or(live),
+                        ),
                         to_revision: Some(s.revisions[idx].clone()),
                         notes: vec![],
                     })
@@ -222,12 +266,20 @@ impl RollbackBackend for SimulatedBackend {
         })
     }
 
-    async fn rollback(&self, t: &Target, to: Option<&str>, _ctx: &CallContext) -> Result<ActionReport, BackendError> {
+    async fn rollback(
+        &self,
+        t: &Target,
+        to: Option<&str>,
+        _ctx: &CallContext,
+    ) -> Result<ActionReport, BackendError> {
         let _busy = self.enter(&t.service, "rollback").await?;
         self.record(&t.service, "rollback");
         self.with(&t.service, |s| {
             let idx = rollback_target(s, to)?;
-            let from = s.canary.map(|(c, _)| s.revisions[c].clone()).unwrap_or_else(|| s.revisions[s.live].clone());
+            let from = s
+                .canary
+                .map(|(c, _)| s.revisions[c].clone())
+                .unwrap_or_else(|| s.revisions[s.live].clone());
             let changed = s.canary.is_some() || idx != s.live;
             s.canary = None;
             s.live = idx;
@@ -247,7 +299,12 @@ impl RollbackBackend for SimulatedBackend {
         })
     }
 
-    async fn promote(&self, t: &Target, full: bool, _ctx: &CallContext) -> Result<ActionReport, BackendError> {
+    async fn promote(
+        &self,
+        t: &Target,
+        full: bool,
+        _ctx: &CallContext,
+    ) -> Result<ActionReport, BackendError> {
         let _busy = self.enter(&t.service, "promote").await?;
         self.record(&t.service, "promote");
         self.with(&t.service, |s| {
@@ -271,7 +328,11 @@ impl RollbackBackend for SimulatedBackend {
             } else {
                 s.canary = Some((c, next));
                 Ok(ActionReport {
-                    summary: format!("{rev} promoted to step {} ({}% of traffic)", next + 1, STEPS[next]),
+                    summary: format!(
+                        "{rev} promoted to step {} ({}% of traffic)",
+                        next + 1,
+                        STEPS[next]
+                    ),
                     from_revision: Some(from),
                     to_revision: Some(rev),
                     changed: true,
@@ -288,7 +349,11 @@ impl RollbackBackend for SimulatedBackend {
             let changed = !s.paused;
             s.paused = true;
             ActionReport {
-                summary: if changed { "rollout paused".into() } else { "rollout was already paused".into() },
+                summary: if changed {
+                    "rollout paused".into()
+                } else {
+                    "rollout was already paused".into()
+                },
                 changed,
                 requests: vec!["set paused=true".into()],
                 ..Default::default()
@@ -303,7 +368,11 @@ impl RollbackBackend for SimulatedBackend {
             let changed = s.paused;
             s.paused = false;
             ActionReport {
-                summary: if changed { "rollout resumed".into() } else { "rollout was not paused".into() },
+                summary: if changed {
+                    "rollout resumed".into()
+                } else {
+                    "rollout was not paused".into()
+                },
                 changed,
                 requests: vec!["set paused=false".into()],
                 ..Default::default()
@@ -311,19 +380,30 @@ impl RollbackBackend for SimulatedBackend {
         }))
     }
 
-    async fn verify(&self, t: &Target, op: &Operation, report: &ActionReport, _ctx: &CallContext) -> Result<Verification, BackendError> {
+    async fn verify(
+        &self,
+        t: &Target,
+        op: &Operation,
+        report: &ActionReport,
+        _ctx: &CallContext,
+    ) -> Result<Verification, BackendError> {
         let _busy = self.enter(&t.service, "verify").await?;
         Ok(self.with(&t.service, |s| {
             let live = &s.revisions[s.live];
             let ok = match op {
-                Operation::Rollback { .. } => s.canary.is_none() && report.to_revision.as_ref() == Some(live),
+                Operation::Rollback { .. } => {
+                    s.canary.is_none() && report.to_revision.as_ref() == Some(live)
+                }
                 Operation::Promote { .. } => true,
                 Operation::Pause => s.paused,
                 Operation::Resume => !s.paused,
             };
             Verification {
                 ok,
-                detail: format!("{live} is live{}", if s.paused { ", rollout paused" } else { "" }),
+                detail: format!(
+                    "{live} is live{}",
+                    if s.paused { ", rollout paused" } else { "" }
+                ),
             }
         }))
     }
@@ -334,7 +414,9 @@ impl RollbackBackend for SimulatedBackend {
             live_revision: Some(s.revisions[s.live].clone()),
             canary_revision: s.canary.map(|(c, _)| s.revisions[c].clone()),
             canary_weight: Some(s.canary.map(|(_, st)| STEPS[st]).unwrap_or(0)),
-            step: s.canary.map(|(_, st)| format!("{}/{}", st + 1, STEPS.len())),
+            step: s
+                .canary
+                .map(|(_, st)| format!("{}/{}", st + 1, STEPS.len())),
             paused: s.paused,
             history: s
                 .revisions
@@ -357,19 +439,50 @@ mod tests {
     use super::*;
 
     fn target() -> Target {
-        Target { service: "checkout".into(), environment: "prod".into(), settings: BTreeMap::new() }
+        Target {
+            service: "checkout".into(),
+            environment: "prod".into(),
+            settings: BTreeMap::new(),
+        }
     }
 
     #[tokio::test]
     async fn rollback_drops_the_canary_and_missing_revisions_are_named() {
-        let b = SimulatedBackend::new(Duration::ZERO, [("checkout".to_string(), vec!["v40".into(), "v41".into(), "v42".into()])].into());
+        let b = SimulatedBackend::new(
+            Duration::ZERO,
+            [(
+                "checkout".to_string(),
+                vec!["v40".into(), "v41".into(), "v42".into()],
+            )]
+            .into(),
+        );
         let t = target();
         let c = CallContext::default();
-        let err = b.preflight(&t, &Operation::Rollback { to: Some("v7".into()) }, &c).await.unwrap_err();
-        assert_eq!(err.to_string(), "revision v7 does not exist; known revisions: v40, v41, v42");
+        let err = b
+            .preflight(
+                &t,
+                &Operation::Rollback {
+                    to: Some("v7".into()),
+                },
+                &c,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "revision v7 does not exist; known revisions: v40, v41, v42"
+        );
         let r = b.rollback(&t, None, &c).await.unwrap();
-        assert_eq!((r.from_revision.as_deref(), r.to_revision.as_deref()), (Some("v42"), Some("v41")));
-        assert!(b.verify(&t, &Operation::Rollback { to: None }, &r, &c).await.unwrap().ok);
+        assert_eq!(
+            (r.from_revision.as_deref(), r.to_revision.as_deref()),
+            (Some("v42"), Some("v41"))
+        );
+        assert!(
+            b.verify(&t, &Operation::Rollback { to: None }, &r, &c)
+                .await
+                .unwrap()
+                .ok
+        );
         let again = b.rollback(&t, Some("v41"), &c).await.unwrap();
         assert!(!again.changed);
     }
@@ -379,9 +492,22 @@ mod tests {
         let b = SimulatedBackend::new(Duration::ZERO, BTreeMap::new());
         let t = target();
         let c = CallContext::default();
-        assert!(b.promote(&t, false, &c).await.unwrap().summary.contains("25%"));
-        assert!(b.promote(&t, true, &c).await.unwrap().summary.contains("fully promoted"));
-        assert!(matches!(b.promote(&t, false, &c).await, Err(BackendError::Refused(_))));
+        assert!(b
+            .promote(&t, false, &c)
+            .await
+            .unwrap()
+            .summary
+            .contains("25%"));
+        assert!(b
+            .promote(&t, true, &c)
+            .await
+            .unwrap()
+            .summary
+            .contains("fully promoted"));
+        assert!(matches!(
+            b.promote(&t, false, &c).await,
+            Err(BackendError::Refused(_))
+        ));
         assert_eq!(b.count("checkout", "promote"), 3);
     }
 }

@@ -20,7 +20,13 @@ pub struct ConsoleSink {
 
 impl ConsoleSink {
     pub fn new(out: SharedWriter) -> ConsoleSink {
-        ConsoleSink { out, state: Mutex::new(State { next_message: 1, buttons: Vec::new() }) }
+        ConsoleSink {
+            out,
+            state: Mutex::new(State {
+                next_message: 1,
+                buttons: Vec::new(),
+            }),
+        }
     }
 
     pub fn stdout() -> ConsoleSink {
@@ -29,12 +35,21 @@ impl ConsoleSink {
 
     /// The action id behind button number `n` (1-based).
     pub fn button(&self, n: usize) -> Option<String> {
-        self.state.lock().unwrap().buttons.get(n.checked_sub(1)?).cloned()
+        self.state
+            .lock()
+            .unwrap()
+            .buttons
+            .get(n.checked_sub(1)?)
+            .cloned()
     }
 
     /// Renders a message; buttons get numbers that stay valid for the session.
     pub fn render(&self, header: &str, msg: &Message, indent: &str) -> String {
-        let mut s = format!("{indent}{header}\n{indent}{} {}\n", msg.severity.icon(), msg.title);
+        let mut s = format!(
+            "{indent}{header}\n{indent}{} {}\n",
+            msg.severity.icon(),
+            msg.title
+        );
         for line in msg.text.lines() {
             s.push_str(&format!("{indent}   {line}\n"));
         }
@@ -51,7 +66,10 @@ impl ConsoleSink {
                     format!("[{}] {}", st.buttons.len(), b.label)
                 })
                 .collect();
-            s.push_str(&format!("{indent}   {}   (type /press N)\n", labels.join("   ")));
+            s.push_str(&format!(
+                "{indent}   {}   (type /press N)\n",
+                labels.join("   ")
+            ));
         }
         if !msg.context.is_empty() {
             s.push_str(&format!("{indent}   · {}\n", msg.context.join(" · ")));
@@ -82,23 +100,48 @@ impl ChatSink for ConsoleSink {
     async fn post(&self, channel: &str, msg: &Message) -> Result<MessageRef, ChatError> {
         let id = self.next_id();
         self.write(&self.render(&format!("── {channel} · message {id} ──"), msg, ""));
-        Ok(MessageRef { platform: Platform::Console, channel: channel.into(), id, thread: None })
+        Ok(MessageRef {
+            platform: Platform::Console,
+            channel: channel.into(),
+            id,
+            thread: None,
+        })
     }
 
     async fn reply(&self, thread: &MessageRef, msg: &Message) -> Result<MessageRef, ChatError> {
         let id = self.next_id();
         let root = thread.thread.clone().unwrap_or_else(|| thread.id.clone());
-        self.write(&self.render(&format!("↳ {} · thread of message {root} · message {id}", thread.channel), msg, "    "));
-        Ok(MessageRef { platform: Platform::Console, channel: thread.channel.clone(), id, thread: Some(root) })
+        self.write(&self.render(
+            &format!(
+                "↳ {} · thread of message {root} · message {id}",
+                thread.channel
+            ),
+            msg,
+            "    ",
+        ));
+        Ok(MessageRef {
+            platform: Platform::Console,
+            channel: thread.channel.clone(),
+            id,
+            thread: Some(root),
+        })
     }
 
     async fn update(&self, at: &MessageRef, msg: &Message) -> Result<(), ChatError> {
-        self.write(&self.render(&format!("✎ {} · message {} updated", at.channel, at.id), msg, if at.thread.is_some() { "    " } else { "" }));
+        self.write(&self.render(
+            &format!("✎ {} · message {} updated", at.channel, at.id),
+            msg,
+            if at.thread.is_some() { "    " } else { "" },
+        ));
         Ok(())
     }
 
     async fn ephemeral(&self, channel: &str, user: &Actor, msg: &Message) -> Result<(), ChatError> {
-        self.write(&self.render(&format!("(only {} sees this in {channel})", user.display_name), msg, ""));
+        self.write(&self.render(
+            &format!("(only {} sees this in {channel})", user.display_name),
+            msg,
+            "",
+        ));
         Ok(())
     }
 }

@@ -85,12 +85,24 @@ impl Message {
     }
 
     pub fn field(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.fields.push(Field { name: name.into(), value: value.into() });
+        self.fields.push(Field {
+            name: name.into(),
+            value: value.into(),
+        });
         self
     }
 
-    pub fn button(mut self, label: impl Into<String>, action_id: impl Into<String>, style: ButtonStyle) -> Self {
-        self.buttons.push(Button { label: label.into(), action_id: action_id.into(), style });
+    pub fn button(
+        mut self,
+        label: impl Into<String>,
+        action_id: impl Into<String>,
+        style: ButtonStyle,
+    ) -> Self {
+        self.buttons.push(Button {
+            label: label.into(),
+            action_id: action_id.into(),
+            style,
+        });
         self
     }
 

@@ -22,7 +22,11 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(channels: BTreeMap<String, ChannelConfig>, pool: usize, telemetry: Arc<Telemetry>) -> Notifier {
+    pub fn new(
+        channels: BTreeMap<String, ChannelConfig>,
+        pool: usize,
+        telemetry: Arc<Telemetry>,
+    ) -> Notifier {
         Notifier {
             sinks: Vec::new(),
             channels: Arc::new(channels),
@@ -50,14 +54,21 @@ impl Notifier {
 
     fn failed(&self, platform: Platform, what: &str, e: impl std::fmt::Display) {
         tracing::warn!(platform = platform.prefix(), error = %e, "chat {what} failed");
-        self.telemetry.chat_errors.get_or_create(&PlatformLabels { platform: platform.prefix().into() }).inc();
+        self.telemetry
+            .chat_errors
+            .get_or_create(&PlatformLabels {
+                platform: platform.prefix().into(),
+            })
+            .inc();
     }
 
     /// Posts to the named channel everywhere it exists; returns what was posted.
     pub async fn post(&self, alias: &str, msg: &Message) -> Vec<MessageRef> {
         let mut refs = Vec::new();
         for sink in &self.sinks {
-            let Some(channel) = self.channel_id(alias, sink.platform()) else { continue };
+            let Some(channel) = self.channel_id(alias, sink.platform()) else {
+                continue;
+            };
             let _slot = self.pool.acquire().await.expect("chat pool open");
             match tokio::time::timeout(self.timeout, sink.post(&channel, msg)).await {
                 Ok(Ok(r)) => refs.push(r),
@@ -69,13 +80,20 @@ impl Notifier {
     }
 
     /// Replies in each thread, or posts to the channel where there is none.
-    pub async fn reply_or_post(&self, threads: &[MessageRef], alias: &str, msg: &Message) -> Vec<MessageRef> {
+    pub async fn reply_or_post(
+        &self,
+        threads: &[MessageRef],
+        alias: &str,
+        msg: &Message,
+    ) -> Vec<MessageRef> {
         if threads.is_empty() {
             return self.post(alias, msg).await;
         }
         let mut refs = Vec::new();
         for t in threads {
-            let Some(sink) = self.sinks.iter().find(|s| s.platform() == t.platform) else { continue };
+            let Some(sink) = self.sinks.iter().find(|s| s.platform() == t.platform) else {
+                continue;
+            };
             let _slot = self.pool.acquire().await.expect("chat pool open");
             match tokio::time::timeout(self.timeout, sink.reply(t, msg)).await {
                 Ok(Ok(r)) => refs.push(r),
@@ -89,7 +107,9 @@ impl Notifier {
     /// Updates messages in place (a summary, an answered prompt).
     pub async fn update(&self, refs: &[MessageRef], msg: &Message) {
         for r in refs {
-            let Some(sink) = self.sinks.iter().find(|s| s.platform() == r.platform) else { continue };
+            let Some(sink) = self.sinks.iter().find(|s| s.platform() == r.platform) else {
+                continue;
+            };
             let _slot = self.pool.acquire().await.expect("chat pool open");
             match tokio::time::timeout(self.timeout, sink.update(r, msg)).await {
                 Ok(Ok(())) => {}

@@ -24,13 +24,35 @@ pub const MAX_AUDIT: usize = 200;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Rollback { service: String, to: Option<String>, reason: String },
-    Promote { service: String, full: bool, force: bool, reason: String },
-    Freeze { scope: Scope, duration: Option<Duration>, reason: String },
-    Unfreeze { scope: Scope },
-    Status { service: Option<String> },
-    Audit { service: Option<String>, last: usize },
-    Help { command: Option<String> },
+    Rollback {
+        service: String,
+        to: Option<String>,
+        reason: String,
+    },
+    Promote {
+        service: String,
+        full: bool,
+        force: bool,
+        reason: String,
+    },
+    Freeze {
+        scope: Scope,
+        duration: Option<Duration>,
+        reason: String,
+    },
+    Unfreeze {
+        scope: Scope,
+    },
+    Status {
+        service: Option<String>,
+    },
+    Audit {
+        service: Option<String>,
+        last: usize,
+    },
+    Help {
+        command: Option<String>,
+    },
 }
 
 /// One command's definition: the source of `/help`, the Slack manifest and
@@ -76,7 +98,10 @@ fn spec(name: &str) -> Option<&'static CommandSpec> {
 }
 
 fn err(message: impl Into<String>, command: &str) -> ParseError {
-    ParseError { message: message.into(), usage: spec(command).map(|s| s.usage) }
+    ParseError {
+        message: message.into(),
+        usage: spec(command).map(|s| s.usage),
+    }
 }
 
 /// Parses a whole line such as `/rollback checkout bad deploy`.
@@ -101,13 +126,21 @@ pub fn parse_parts(command: &str, text: &str, services: &[&str]) -> Result<Comma
         "unfreeze" => {
             let scope = scope(words.first().copied(), "unfreeze", services)?;
             if words.len() > 1 {
-                return Err(err(format!("/unfreeze takes only a scope; remove `{}`", words[1..].join(" ")), "unfreeze"));
+                return Err(err(
+                    format!(
+                        "/unfreeze takes only a scope; remove `{}`",
+                        words[1..].join(" ")
+                    ),
+                    "unfreeze",
+                ));
             }
             Ok(Command::Unfreeze { scope })
         }
         "status" => match words.as_slice() {
             [] => Ok(Command::Status { service: None }),
-            [s] => Ok(Command::Status { service: Some(service(Some(s), "status", services)?) }),
+            [s] => Ok(Command::Status {
+                service: Some(service(Some(s), "status", services)?),
+            }),
             _ => Err(err("/status takes at most one service", "status")),
         },
         "audit" => audit(&words, services),
@@ -123,7 +156,10 @@ pub fn parse_parts(command: &str, text: &str, services: &[&str]) -> Result<Comma
             }
             _ => Err(err("/help takes at most one command name", "help")),
         },
-        "" => Err(ParseError { message: "empty command; type /help for the list".into(), usage: None }),
+        "" => Err(ParseError {
+            message: "empty command; type /help for the list".into(),
+            usage: None,
+        }),
         other => Err(unknown_command(other)),
     }
 }
@@ -136,7 +172,14 @@ fn unknown_command(name: &str) -> ParseError {
         None => String::new(),
     };
     ParseError {
-        message: format!("unknown command /{shown}; {hint}commands: {}", names.iter().map(|n| format!("/{n}")).collect::<Vec<_>>().join(", ")),
+        message: format!(
+            "unknown command /{shown}; {hint}commands: {}",
+            names
+                .iter()
+                .map(|n| format!("/{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         usage: None,
     }
 }
@@ -144,7 +187,13 @@ fn unknown_command(name: &str) -> ParseError {
 /// Checks a service name against the configured ones.
 fn service(word: Option<&str>, command: &str, services: &[&str]) -> Result<String, ParseError> {
     let Some(w) = word else {
-        return Err(err(format!("/{command} needs a service; known services: {}", services.join(", ")), command));
+        return Err(err(
+            format!(
+                "/{command} needs a service; known services: {}",
+                services.join(", ")
+            ),
+            command,
+        ));
     };
     let bare = w.rsplit('/').next().unwrap_or(w);
     if services.is_empty() || services.contains(&w) || services.contains(&bare) {
@@ -152,14 +201,26 @@ fn service(word: Option<&str>, command: &str, services: &[&str]) -> Result<Strin
     }
     let shown: String = w.chars().take(60).collect();
     match closest(bare, services.iter().copied()).first() {
-        Some(best) => Err(err(format!("there is no service `{shown}`; did you mean {best}?"), command)),
-        None => Err(err(format!("there is no service `{shown}`; known services: {}", services.join(", ")), command)),
+        Some(best) => Err(err(
+            format!("there is no service `{shown}`; did you mean {best}?"),
+            command,
+        )),
+        None => Err(err(
+            format!(
+                "there is no service `{shown}`; known services: {}",
+                services.join(", ")
+            ),
+            command,
+        )),
     }
 }
 
 fn scope(word: Option<&str>, command: &str, services: &[&str]) -> Result<Scope, ParseError> {
     let Some(w) = word else {
-        return Err(err(format!("/{command} needs a scope: a service, a glob such as prod/*, or all"), command));
+        return Err(err(
+            format!("/{command} needs a scope: a service, a glob such as prod/*, or all"),
+            command,
+        ));
     };
     match Scope::parse(w) {
         Scope::Glob(g) => {
@@ -185,10 +246,19 @@ fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
                 to = Some(rev.to_string());
                 rest = &rest[2..];
             }
-            None => return Err(err("`to` needs a revision, for example `/rollback checkout to v41`", "rollback")),
+            None => {
+                return Err(err(
+                    "`to` needs a revision, for example `/rollback checkout to v41`",
+                    "rollback",
+                ))
+            }
         }
     }
-    Ok(Command::Rollback { service: svc, to, reason: reason(rest) })
+    Ok(Command::Rollback {
+        service: svc,
+        to,
+        reason: reason(rest),
+    })
 }
 
 fn promote(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
@@ -205,7 +275,12 @@ fn promote(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
         }
         rest = &rest[1..];
     }
-    Ok(Command::Promote { service: svc, full, force, reason: reason(rest) })
+    Ok(Command::Promote {
+        service: svc,
+        full,
+        force,
+        reason: reason(rest),
+    })
 }
 
 fn freeze(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
@@ -214,7 +289,10 @@ fn freeze(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
     let mut duration = None;
     if rest.first().is_some_and(|w| w.eq_ignore_ascii_case("for")) {
         let Some(d) = rest.get(1) else {
-            return Err(err("`for` needs a duration such as 30m, 2h or 1d", "freeze"));
+            return Err(err(
+                "`for` needs a duration such as 30m, 2h or 1d",
+                "freeze",
+            ));
         };
         let d = crate::config::parse_duration(d).map_err(|e| err(e, "freeze"))?;
         if d > MAX_FREEZE {
@@ -223,7 +301,11 @@ fn freeze(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
         duration = Some(d);
         rest = &rest[2..];
     }
-    Ok(Command::Freeze { scope, duration, reason: reason(rest) })
+    Ok(Command::Freeze {
+        scope,
+        duration,
+        reason: reason(rest),
+    })
 }
 
 fn audit(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
@@ -239,7 +321,12 @@ fn audit(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
         [] => 10,
         [l, n] if l.eq_ignore_ascii_case("last") => match n.parse::<usize>() {
             Ok(n) if (1..=MAX_AUDIT).contains(&n) => n,
-            _ => return Err(err(format!("`last` needs a number from 1 to {MAX_AUDIT}"), "audit")),
+            _ => {
+                return Err(err(
+                    format!("`last` needs a number from 1 to {MAX_AUDIT}"),
+                    "audit",
+                ))
+            }
         },
         _ => return Err(err("write `/audit [service] [last N]`", "audit")),
     };
@@ -261,6 +348,20 @@ pub fn help(command: Option<&str>) -> String {
     }
 }
 
+/// The command reference in Markdown; `commands/reference.md` is generated
+/// from it (`rollbot commands reference`).
+pub fn reference_markdown() -> String {
+    let mut t = String::from("# rollbot commands\n\nGenerated by `rollbot commands reference` from rollbot's own command definitions; do not edit by hand.\n\nThe same grammar works in Slack, Discord, the console demo and the HTTP API (`POST /api/v1/actions`).\n");
+    for c in COMMANDS {
+        t.push_str(&format!(
+            "\n## /{}\n\n`{}`\n\n{}\n\nExample: `{}`\n",
+            c.name, c.usage, c.description, c.example
+        ));
+    }
+    t.push_str("\n## Scopes and durations\n\nA scope is a service name (`checkout`), an environment-qualified name (`prod/checkout`), a glob over `environment/name` (`prod/*`) or over names (`check*`), or `all`. Durations are a number and a unit: `90s`, `30m`, `2h`, `1d`.\n");
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,20 +373,36 @@ mod tests {
     fn rollback_forms() {
         assert_eq!(
             parse("/rollback checkout to v41 5xx spike", SERVICES).unwrap(),
-            Command::Rollback { service: "checkout".into(), to: Some("v41".into()), reason: "5xx spike".into() }
+            Command::Rollback {
+                service: "checkout".into(),
+                to: Some("v41".into()),
+                reason: "5xx spike".into()
+            }
         );
         assert_eq!(
             parse("/rollback checkout bad deploy", SERVICES).unwrap(),
-            Command::Rollback { service: "checkout".into(), to: None, reason: "bad deploy".into() }
+            Command::Rollback {
+                service: "checkout".into(),
+                to: None,
+                reason: "bad deploy".into()
+            }
         );
-        assert!(parse("/rollback checkout to", SERVICES).unwrap_err().message.contains("needs a revision"));
+        assert!(parse("/rollback checkout to", SERVICES)
+            .unwrap_err()
+            .message
+            .contains("needs a revision"));
     }
 
     #[test]
     fn promote_flags_in_any_order() {
         assert_eq!(
             parse("/promote checkout force full launch day", SERVICES).unwrap(),
-            Command::Promote { service: "checkout".into(), full: true, force: true, reason: "launch day".into() }
+            Command::Promote {
+                service: "checkout".into(),
+                full: true,
+                force: true,
+                reason: "launch day".into()
+            }
         );
     }
 
@@ -293,30 +410,79 @@ mod tests {
     fn freeze_scopes_and_durations() {
         assert_eq!(
             parse("/freeze prod/* for 2h code freeze for launch", SERVICES).unwrap(),
-            Command::Freeze { scope: Scope::Glob("prod/*".into()), duration: Some(Duration::from_secs(7200)), reason: "code freeze for launch".into() }
+            Command::Freeze {
+                scope: Scope::Glob("prod/*".into()),
+                duration: Some(Duration::from_secs(7200)),
+                reason: "code freeze for launch".into()
+            }
         );
-        assert_eq!(parse("/freeze all", SERVICES).unwrap(), Command::Freeze { scope: Scope::All, duration: None, reason: String::new() });
-        assert!(parse("/freeze all for soon", SERVICES).unwrap_err().message.contains("not a duration"));
-        assert!(parse("/freeze all for 90d", SERVICES).unwrap_err().message.contains("at most 30d"));
-        assert!(parse("/freeze prod/[x", SERVICES).unwrap_err().message.contains("not a valid glob"));
+        assert_eq!(
+            parse("/freeze all", SERVICES).unwrap(),
+            Command::Freeze {
+                scope: Scope::All,
+                duration: None,
+                reason: String::new()
+            }
+        );
+        assert!(parse("/freeze all for soon", SERVICES)
+            .unwrap_err()
+            .message
+            .contains("not a duration"));
+        assert!(parse("/freeze all for 90d", SERVICES)
+            .unwrap_err()
+            .message
+            .contains("at most 30d"));
+        assert!(parse("/freeze prod/[x", SERVICES)
+            .unwrap_err()
+            .message
+            .contains("not a valid glob"));
     }
 
     #[test]
     fn unknown_service_suggests_the_closest() {
         let e = parse("/rollback chekout", SERVICES).unwrap_err();
-        assert_eq!(e.message, "there is no service `chekout`; did you mean checkout?");
-        assert_eq!(e.usage, Some("/rollback <service> [to <revision>] [reason…]"));
+        assert_eq!(
+            e.message,
+            "there is no service `chekout`; did you mean checkout?"
+        );
+        assert_eq!(
+            e.usage,
+            Some("/rollback <service> [to <revision>] [reason…]")
+        );
         let e = parse("/status zzz", SERVICES).unwrap_err();
-        assert!(e.message.contains("known services: checkout, payments, search"));
+        assert!(e
+            .message
+            .contains("known services: checkout, payments, search"));
+    }
+
+    #[test]
+    fn the_checked_in_reference_is_current() {
+        let file = include_str!("../../commands/reference.md");
+        assert_eq!(file, reference_markdown(), "commands/reference.md is stale: run `cargo run -- commands reference > commands/reference.md`");
     }
 
     #[test]
     fn audit_and_help() {
-        assert_eq!(parse("/audit checkout last 20", SERVICES).unwrap(), Command::Audit { service: Some("checkout".into()), last: 20 });
-        assert_eq!(parse("/audit last 5", SERVICES).unwrap(), Command::Audit { service: None, last: 5 });
+        assert_eq!(
+            parse("/audit checkout last 20", SERVICES).unwrap(),
+            Command::Audit {
+                service: Some("checkout".into()),
+                last: 20
+            }
+        );
+        assert_eq!(
+            parse("/audit last 5", SERVICES).unwrap(),
+            Command::Audit {
+                service: None,
+                last: 5
+            }
+        );
         assert!(parse("/audit checkout last 0", SERVICES).is_err());
         assert!(parse("/audit checkout last 201", SERVICES).is_err());
-        assert!(parse("/rolback checkout", SERVICES).unwrap_err().message.contains("did you mean /rollback?"));
+        assert!(parse("/rolback checkout", SERVICES)
+            .unwrap_err()
+            .message
+            .contains("did you mean /rollback?"));
         assert!(help(Some("freeze")).contains("/freeze <scope>"));
     }
 

@@ -16,7 +16,12 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn at(file: &Path, source: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+    pub fn at(
+        file: &Path,
+        source: &str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
         let (line, column) = span.map(|s| line_col(source, s.start)).unwrap_or((1, 1));
         ConfigError {
             file: file.to_path_buf(),
@@ -63,7 +68,11 @@ impl fmt::Display for ConfigErrors {
             write!(f, "error: {e}")?;
         }
         let n = self.0.len();
-        write!(f, "\n{n} error{} in the configuration", if n == 1 { "" } else { "s" })
+        write!(
+            f,
+            "\n{n} error{} in the configuration",
+            if n == 1 { "" } else { "s" }
+        )
     }
 }
 
@@ -82,7 +91,12 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     let mut scored: Vec<(f64, &str)> = candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
         .filter(|(s, _)| *s >= 0.75)
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));

@@ -13,7 +13,9 @@ mod values;
 
 pub use error::{closest, line_col, ConfigError, ConfigErrors};
 pub use secret::{EnvRef, SecretSource, SecretValue};
-pub use values::{check_glob, parse_crontab, parse_duration, CronSchedule, GlobPattern, HumanDuration, TimeZone};
+pub use values::{
+    check_glob, parse_crontab, parse_duration, CronSchedule, GlobPattern, HumanDuration, TimeZone,
+};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -383,8 +385,14 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn token_source(&self) -> Result<SecretSource, String> {
-        SecretSource::from_pair("token", self.token.as_ref(), self.token_file.as_ref())?
-            .ok_or_else(|| format!("api client {} has no token; set token = \"${{VAR}}\" or token_file", self.name))
+        SecretSource::from_pair("token", self.token.as_ref(), self.token_file.as_ref())?.ok_or_else(
+            || {
+                format!(
+                    "api client {} has no token; set token = \"${{VAR}}\" or token_file",
+                    self.name
+                )
+            },
+        )
     }
 }
 
@@ -405,7 +413,8 @@ impl Config {
 
     /// Parses and checks config text; `path` is used in messages.
     pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
-        let config: Config = toml::from_str(source).map_err(|e| ConfigErrors(vec![from_toml(path, source, &e)]))?;
+        let config: Config =
+            toml::from_str(source).map_err(|e| ConfigErrors(vec![from_toml(path, source, &e)]))?;
         let errors = config.validate(path, source);
         if errors.is_empty() {
             Ok(config)
@@ -415,7 +424,8 @@ impl Config {
     }
 
     pub fn demo() -> Config {
-        Config::parse(Path::new("config/demo.toml"), DEMO_TOML).expect("the embedded demo config is valid")
+        Config::parse(Path::new("config/demo.toml"), DEMO_TOML)
+            .expect("the embedded demo config is valid")
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
@@ -431,36 +441,78 @@ impl Config {
     /// The checks that need the whole file.
     fn validate(&self, path: &Path, source: &str) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        let at = |span: std::ops::Range<usize>, msg: String| ConfigError::at(path, source, Some(span), msg);
+        let at = |span: std::ops::Range<usize>, msg: String| {
+            ConfigError::at(path, source, Some(span), msg)
+        };
         let backend_names: Vec<&str> = self.backends.keys().map(String::as_str).collect();
         let channel_names: Vec<&str> = self.channels.keys().map(String::as_str).collect();
 
         let mut seen = BTreeMap::new();
         for s in &self.services {
             let name = s.name.as_ref();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                errors.push(at(s.name.span(), format!("service name `{name}` must be letters, digits, `-`, `_` or `.`"))
-                    .help("write a name such as \"checkout\"; put the environment in `environment`"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                errors.push(
+                    at(
+                        s.name.span(),
+                        format!("service name `{name}` must be letters, digits, `-`, `_` or `.`"),
+                    )
+                    .help(
+                        "write a name such as \"checkout\"; put the environment in `environment`",
+                    ),
+                );
             }
             if let Some(first) = seen.insert(name.to_string(), s.name.span()) {
                 let (l, _) = line_col(source, first.start);
-                errors.push(at(s.name.span(), format!("service `{name}` is defined twice (first at line {l})"))
-                    .help("give each service a unique name"));
+                errors.push(
+                    at(
+                        s.name.span(),
+                        format!("service `{name}` is defined twice (first at line {l})"),
+                    )
+                    .help("give each service a unique name"),
+                );
             }
             if !self.backends.contains_key(s.backend.as_ref()) {
-                errors.push(unknown_ref(at(s.backend.span(), format!(
-                    "service `{name}` names backend `{}`, which is not defined", s.backend.as_ref()
-                )), s.backend.as_ref(), &backend_names, "backends"));
+                errors.push(unknown_ref(
+                    at(
+                        s.backend.span(),
+                        format!(
+                            "service `{name}` names backend `{}`, which is not defined",
+                            s.backend.as_ref()
+                        ),
+                    ),
+                    s.backend.as_ref(),
+                    &backend_names,
+                    "backends",
+                ));
             }
-            for ch in [&s.deploy_channel, &s.incident_channel].into_iter().flatten() {
+            for ch in [&s.deploy_channel, &s.incident_channel]
+                .into_iter()
+                .flatten()
+            {
                 if !self.channels.contains_key(ch.as_ref()) {
-                    errors.push(unknown_ref(at(ch.span(), format!(
-                        "service `{name}` names channel `{}`, which is not defined", ch.as_ref()
-                    )), ch.as_ref(), &channel_names, "channels"));
+                    errors.push(unknown_ref(
+                        at(
+                            ch.span(),
+                            format!(
+                                "service `{name}` names channel `{}`, which is not defined",
+                                ch.as_ref()
+                            ),
+                        ),
+                        ch.as_ref(),
+                        &channel_names,
+                        "channels",
+                    ));
                 }
             }
             if let Err(e) = s.judge.validate() {
-                errors.push(at(s.name.span(), format!("service `{name}`: judge policy: {e}")));
+                errors.push(at(
+                    s.name.span(),
+                    format!("service `{name}`: judge policy: {e}"),
+                ));
             }
         }
 
@@ -486,22 +538,66 @@ impl Config {
             }
         }
 
-        let chat_secret = |key: &str, env: Option<&EnvRef>, file: Option<&PathBuf>, required: bool, section: &str| -> Option<ConfigError> {
+        let chat_secret = |key: &str,
+                           env: Option<&EnvRef>,
+                           file: Option<&PathBuf>,
+                           required: bool,
+                           section: &str|
+         -> Option<ConfigError> {
             match SecretSource::from_pair(key, env, file) {
-                Err(e) => Some(ConfigError::at(path, source, find_span(source, section), format!("[{section}]: {e}"))),
-                Ok(None) if required => Some(ConfigError::at(path, source, find_span(source, section), format!("[{section}] needs {key}"))
-                    .help(format!("write {key} = \"${{ENV_VAR}}\" or {key}_file = \"/path/to/secret\""))),
+                Err(e) => Some(ConfigError::at(
+                    path,
+                    source,
+                    find_span(source, section),
+                    format!("[{section}]: {e}"),
+                )),
+                Ok(None) if required => Some(
+                    ConfigError::at(
+                        path,
+                        source,
+                        find_span(source, section),
+                        format!("[{section}] needs {key}"),
+                    )
+                    .help(format!(
+                        "write {key} = \"${{ENV_VAR}}\" or {key}_file = \"/path/to/secret\""
+                    )),
+                ),
                 Ok(_) => None,
             }
         };
         if let Some(slack) = &self.chat.slack {
-            errors.extend(chat_secret("signing_secret", slack.signing_secret.as_ref(), slack.signing_secret_file.as_ref(), true, "chat.slack"));
-            errors.extend(chat_secret("bot_token", slack.bot_token.as_ref(), slack.bot_token_file.as_ref(), true, "chat.slack"));
-            errors.extend(chat_secret("app_token", slack.app_token.as_ref(), slack.app_token_file.as_ref(), slack.mode == SlackMode::Socket, "chat.slack"));
+            errors.extend(chat_secret(
+                "signing_secret",
+                slack.signing_secret.as_ref(),
+                slack.signing_secret_file.as_ref(),
+                true,
+                "chat.slack",
+            ));
+            errors.extend(chat_secret(
+                "bot_token",
+                slack.bot_token.as_ref(),
+                slack.bot_token_file.as_ref(),
+                true,
+                "chat.slack",
+            ));
+            errors.extend(chat_secret(
+                "app_token",
+                slack.app_token.as_ref(),
+                slack.app_token_file.as_ref(),
+                slack.mode == SlackMode::Socket,
+                "chat.slack",
+            ));
         }
         if let Some(discord) = &self.chat.discord {
-            errors.extend(chat_secret("bot_token", discord.bot_token.as_ref(), discord.bot_token_file.as_ref(), true, "chat.discord"));
-            let key_ok = discord.public_key.len() == 64 && discord.public_key.chars().all(|c| c.is_ascii_hexdigit());
+            errors.extend(chat_secret(
+                "bot_token",
+                discord.bot_token.as_ref(),
+                discord.bot_token_file.as_ref(),
+                true,
+                "chat.discord",
+            ));
+            let key_ok = discord.public_key.len() == 64
+                && discord.public_key.chars().all(|c| c.is_ascii_hexdigit());
             if !key_ok {
                 errors.push(ConfigError::at(path, source, find_span(source, "chat.discord"), "[chat.discord] public_key must be the application's 64-hex-digit public key")
                     .help("copy PUBLIC KEY from the Discord developer portal, General Information"));
@@ -509,7 +605,12 @@ impl Config {
         }
         for c in &self.api.clients {
             if let Err(e) = c.token_source() {
-                errors.push(ConfigError::at(path, source, find_span(source, "api.clients"), e));
+                errors.push(ConfigError::at(
+                    path,
+                    source,
+                    find_span(source, "api.clients"),
+                    e,
+                ));
             }
         }
         errors
@@ -519,11 +620,17 @@ impl Config {
 fn unknown_ref(err: ConfigError, name: &str, known: &[&str], section: &str) -> ConfigError {
     let near = closest(name, known.iter().copied());
     if let Some(best) = near.first() {
-        err.help(format!("did you mean `{best}`? defined {section}: {}", known.join(", ")))
+        err.help(format!(
+            "did you mean `{best}`? defined {section}: {}",
+            known.join(", ")
+        ))
     } else if known.is_empty() {
         err.help(format!("define it in a [{section}.{name}] table"))
     } else {
-        err.help(format!("define [{section}.{name}] or use one of: {}", known.join(", ")))
+        err.help(format!(
+            "define [{section}.{name}] or use one of: {}",
+            known.join(", ")
+        ))
     }
 }
 
@@ -537,21 +644,53 @@ fn find_span(source: &str, section: &str) -> Option<std::ops::Range<usize>> {
     None
 }
 
+/// Some errors (inside tagged tables such as `[backends.NAME]`) come with the
+/// span of the whole table; point at the key or value the message names.
+fn narrow(source: &str, span: std::ops::Range<usize>, message: &str) -> std::ops::Range<usize> {
+    let Some(table) = source.get(span.clone()) else {
+        return span;
+    };
+    if !table.contains('\n') {
+        return span;
+    }
+    let named = message.split('`').nth(1).unwrap_or("");
+    if named.is_empty() {
+        return span;
+    }
+    let mut offset = 0;
+    for line in table.split_inclusive('\n') {
+        let t = line.trim_start();
+        let key_hit = t.starts_with(named) && t[named.len()..].trim_start().starts_with('=');
+        let value_hit = line.contains(&format!("\"{named}\""));
+        if key_hit || value_hit {
+            let col = if key_hit {
+                line.len() - t.len()
+            } else {
+                line.find(&format!("\"{named}\"")).unwrap_or(0)
+            };
+            let start = span.start + offset + col;
+            return start..start + named.len();
+        }
+        offset += line.len();
+    }
+    span
+}
+
 /// Turns a TOML/serde error into a located one, adding a "did you mean"
 /// for unknown keys.
 fn from_toml(path: &Path, source: &str, e: &toml::de::Error) -> ConfigError {
     let message = e.message().trim().to_string();
-    let mut err = ConfigError::at(path, source, e.span(), message.clone());
+    let span = e.span().map(|s| narrow(source, s, &message));
+    let mut err = ConfigError::at(path, source, span, message.clone());
     if let Some(rest) = message.strip_prefix("unknown field `") {
         if let Some((field, expected)) = rest.split_once('`') {
-            let names: Vec<&str> = expected
-                .split('`')
-                .skip(1)
-                .step_by(2)
-                .collect();
+            let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
             err = match closest(field, names.iter().copied()).first() {
                 Some(best) => err.help(format!("did you mean `{best}`?")),
-                None => err.help(format!("remove `{field}`; allowed keys here: {}", names.join(", "))),
+                None => err.help(format!(
+                    "remove `{field}`; allowed keys here: {}",
+                    names.join(", ")
+                )),
             };
         }
     } else if message.starts_with("unknown variant") {

@@ -20,7 +20,9 @@ pub struct EnvRef(pub String);
 impl<'de> Deserialize<'de> for EnvRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_env_ref(&text).map(EnvRef).map_err(serde::de::Error::custom)
+        parse_env_ref(&text)
+            .map(EnvRef)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -31,10 +33,12 @@ fn parse_env_ref(text: &str) -> Result<String, String> {
         .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
     match name {
         Some(n) => Ok(n.to_string()),
-        None => Err("secrets are never written in the config itself: write \"${ENV_VAR}\" \
+        None => Err(
+            "secrets are never written in the config itself: write \"${ENV_VAR}\" \
              (for example \"${SLACK_BOT_TOKEN}\") and set that variable, or use the matching \
              *_file key with a path to a file holding the secret"
-            .to_string()),
+                .to_string(),
+        ),
     }
 }
 
@@ -102,8 +106,13 @@ mod tests {
 
     #[test]
     fn env_refs_only() {
-        assert_eq!(parse_env_ref("${SLACK_BOT_TOKEN}").unwrap(), "SLACK_BOT_TOKEN");
-        assert!(parse_env_ref("xoxb-123-456").unwrap_err().contains("never written"));
+        assert_eq!(
+            parse_env_ref("${SLACK_BOT_TOKEN}").unwrap(),
+            "SLACK_BOT_TOKEN"
+        );
+        assert!(parse_env_ref("xoxb-123-456")
+            .unwrap_err()
+            .contains("never written"));
         assert!(parse_env_ref("${}").is_err());
         assert!(parse_env_ref("${A B}").is_err());
     }
@@ -121,7 +130,9 @@ mod tests {
         std::fs::write(&p, "abc\n").unwrap();
         let v = SecretSource::File(p).resolve().unwrap();
         assert_eq!(v.expose(), "abc");
-        let err = SecretSource::Env("ROLLBOT_TEST_SURELY_UNSET".into()).resolve().unwrap_err();
+        let err = SecretSource::Env("ROLLBOT_TEST_SURELY_UNSET".into())
+            .resolve()
+            .unwrap_err();
         assert!(err.contains("ROLLBOT_TEST_SURELY_UNSET"));
     }
 }

@@ -20,7 +20,9 @@ services = ["prod/*"]
 "##;
 
 fn errors(text: &str) -> Vec<ConfigError> {
-    Config::parse(Path::new("rollbot.toml"), text).expect_err("config should be refused").0
+    Config::parse(Path::new("rollbot.toml"), text)
+        .expect_err("config should be refused")
+        .0
 }
 
 fn one(text: &str) -> ConfigError {
@@ -45,24 +47,40 @@ fn unknown_key_points_at_it_and_suggests_the_right_one() {
 
 #[test]
 fn wrong_type_is_located() {
-    let e = one(&BASE.replace("deploy_channel = \"deploys\"", "deploy_channel = \"deploys\"\ncritical = \"yes\""));
+    let e = one(&BASE.replace(
+        "deploy_channel = \"deploys\"",
+        "deploy_channel = \"deploys\"\ncritical = \"yes\"",
+    ));
     assert_eq!(e.line, 11);
-    assert!(e.message.contains("invalid type") && e.message.contains("boolean"), "{e}");
+    assert!(
+        e.message.contains("invalid type") && e.message.contains("boolean"),
+        "{e}"
+    );
 }
 
 #[test]
 fn service_naming_a_missing_backend() {
     let e = one(&BASE.replace("backend = \"sim\"", "backend = \"simm\""));
     assert_eq!((e.line, e.column), (9, 11));
-    assert_eq!(e.message, "service `checkout` names backend `simm`, which is not defined");
+    assert_eq!(
+        e.message,
+        "service `checkout` names backend `simm`, which is not defined"
+    );
     assert!(e.help.unwrap().contains("did you mean `sim`?"));
 }
 
 #[test]
 fn service_naming_a_missing_channel() {
-    let e = one(&BASE.replace("deploy_channel = \"deploys\"", "deploy_channel = \"deploys\"\nincident_channel = \"incidents\""));
+    let e = one(&BASE.replace(
+        "deploy_channel = \"deploys\"",
+        "deploy_channel = \"deploys\"\nincident_channel = \"incidents\"",
+    ));
     assert_eq!(e.line, 11);
-    assert!(e.message.contains("channel `incidents`, which is not defined"), "{e}");
+    assert!(
+        e.message
+            .contains("channel `incidents`, which is not defined"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -70,7 +88,10 @@ fn invalid_cron_shows_the_crontab_form() {
     let text = format!("{BASE}\n[[freeze.windows]]\nname = \"weekend\"\nkind = \"deny\"\nschedule = \"0 0 18 * * 5\"\nduration = \"62h\"\n");
     let e = one(&text);
     assert_eq!(e.line, 19);
-    assert!(e.message.contains("6 fields") && e.message.contains("\"0 18 * * 5\""), "{e}");
+    assert!(
+        e.message.contains("6 fields") && e.message.contains("\"0 18 * * 5\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -86,7 +107,10 @@ fn inline_secret_is_refused() {
     let e = one(&text);
     assert_eq!(e.line, 17);
     assert!(e.message.contains("never written in the config"), "{e}");
-    assert!(!e.to_string().contains("zzz85a5\""), "the message must not repeat the secret: {e}");
+    assert!(
+        !e.to_string().contains("zzz85a5\""),
+        "the message must not repeat the secret: {e}"
+    );
 }
 
 #[test]
@@ -108,11 +132,21 @@ fn unknown_role_and_time_zone() {
 
 #[test]
 fn several_cross_reference_errors_are_reported_together() {
-    let text = BASE.replace("backend = \"sim\"", "backend = \"nope\"").replace("deploy_channel = \"deploys\"", "deploy_channel = \"nowhere\"");
+    let text = BASE
+        .replace("backend = \"sim\"", "backend = \"nope\"")
+        .replace(
+            "deploy_channel = \"deploys\"",
+            "deploy_channel = \"nowhere\"",
+        );
     let e = errors(&text);
     assert_eq!(e.len(), 2, "{e:?}");
     let shown = ConfigErrors(e).to_string();
-    assert!(shown.contains("rollbot.toml:9:11") && shown.contains("rollbot.toml:10:18") && shown.ends_with("2 errors in the configuration"), "{shown}");
+    assert!(
+        shown.contains("rollbot.toml:9:11")
+            && shown.contains("rollbot.toml:10:18")
+            && shown.ends_with("2 errors in the configuration"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -126,6 +160,23 @@ fn duplicate_services() {
 fn the_shipped_configs_are_valid() {
     std::env::set_var("ROLLBOT_UNUSED", "x");
     let example = include_str!("../../config/rollbot.example.toml");
-    Config::parse(Path::new("config/rollbot.example.toml"), example).unwrap_or_else(|e| panic!("{e}"));
+    Config::parse(Path::new("config/rollbot.example.toml"), example)
+        .unwrap_or_else(|e| panic!("{e}"));
     Config::demo();
+}
+
+#[test]
+fn errors_inside_backend_tables_point_at_the_key_or_value() {
+    let e = one(&BASE.replace(
+        "type = \"simulated\"",
+        "type = \"simulated\"\nlatncy = \"1s\"",
+    ));
+    assert_eq!((e.line, e.column), (6, 1), "{e}");
+    assert_eq!(e.help.as_deref(), Some("did you mean `latency`?"));
+    let e = one(&BASE.replace(
+        "type = \"simulated\"",
+        "type = \"simulated\"\nlatency = \"soon\"",
+    ));
+    assert_eq!((e.line, e.column), (6, 11), "{e}");
+    assert!(e.message.contains("not a duration"), "{e}");
 }

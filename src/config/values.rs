@@ -27,7 +27,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         format!("`{text}` is not a duration; write a number with a unit, such as \"30s\", \"5m\", \"2h\" or \"1d\"")
     })?;
     if d.is_zero() {
-        return Err(format!("`{text}` is zero; write a positive duration such as \"5m\""));
+        return Err(format!(
+            "`{text}` is zero; write a positive duration such as \"5m\""
+        ));
     }
     Ok(d)
 }
@@ -50,7 +52,10 @@ pub fn check_glob(text: &str) -> Result<(), String> {
         return Err("an empty service pattern matches nothing; write a name, a glob such as \"prod/*\", or \"*\"".into());
     }
     globset::Glob::new(text).map(|_| ()).map_err(|e| {
-        format!("`{text}` is not a valid glob ({}); write a service name, \"ENV/*\" or \"*\"", e.kind())
+        format!(
+            "`{text}` is not a valid glob ({}); write a service name, \"ENV/*\" or \"*\"",
+            e.kind()
+        )
     })
 }
 
@@ -115,7 +120,10 @@ pub fn parse_crontab(text: &str) -> Result<CronSchedule, String> {
     } else if fields.len() == 5 {
         let dow = translate_day_of_week(fields[4])
             .map_err(|e| format!("`{text}`: day-of-week {e}; {hint}"))?;
-        format!("0 {} {} {} {} {}", fields[0], fields[1], fields[2], fields[3], dow)
+        format!(
+            "0 {} {} {} {} {}",
+            fields[0], fields[1], fields[2], fields[3], dow
+        )
     } else {
         return Err(format!("`{text}` has {} fields; {hint}", fields.len()));
     };
@@ -128,10 +136,7 @@ pub fn parse_crontab(text: &str) -> Result<CronSchedule, String> {
 }
 
 fn day_number(token: &str) -> Result<u32, String> {
-    if let Some(i) = DAY_NAMES
-        .iter()
-        .position(|n| n.eq_ignore_ascii_case(token))
-    {
+    if let Some(i) = DAY_NAMES.iter().position(|n| n.eq_ignore_ascii_case(token)) {
         return Ok(i as u32);
     }
     match token.parse::<u32>() {
@@ -207,7 +212,11 @@ mod tests {
         for line in ["0 9 * * 0", "0 9 * * 7", "0 9 * * sun"] {
             let c = parse_crontab(line).unwrap();
             let start = Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap(); // Monday
-            assert_eq!(c.schedule.after(&start).next().unwrap().weekday(), Weekday::Sun, "{line}");
+            assert_eq!(
+                c.schedule.after(&start).next().unwrap().weekday(),
+                Weekday::Sun,
+                "{line}"
+            );
         }
         assert_eq!(translate_day_of_week("5-7").unwrap(), "Sun,Fri,Sat");
         assert_eq!(translate_day_of_week("1-5").unwrap(), "Mon,Tue,Wed,Thu,Fri");
@@ -236,7 +245,9 @@ mod tests {
     #[test]
     fn globs() {
         assert!(check_glob("prod/*").is_ok());
-        assert!(check_glob("prod/[a").unwrap_err().contains("not a valid glob"));
+        assert!(check_glob("prod/[a")
+            .unwrap_err()
+            .contains("not a valid glob"));
         assert!(check_glob("").is_err());
     }
 }

@@ -8,7 +8,14 @@ fn pct(x: f64) -> String {
 }
 
 /// The summary of a rollout at its latest evaluation.
-pub fn summary_message(service: &str, from: &str, to: &str, rollout: &str, e: &Evaluation, state: &str) -> Message {
+pub fn summary_message(
+    service: &str,
+    from: &str,
+    to: &str,
+    rollout: &str,
+    e: &Evaluation,
+    state: &str,
+) -> Message {
     let severity = match e.verdict {
         Verdict::Healthy => Severity::Success,
         Verdict::Borderline => Severity::Warning,
@@ -19,9 +26,21 @@ pub fn summary_message(service: &str, from: &str, to: &str, rollout: &str, e: &E
         .text(e.reasons.join("\n"))
         .field("Rollout", format!("{from} → {to}, {state}"))
         .field("Score", format!("{:.0}/100 after {}", e.score, mins(e.t)));
-    for ev in e.evidence.iter().filter(|ev| ev.class != MetricClass::NoData).take(4) {
-        let (c, b) = if ev.metric.contains("error") { (pct(ev.canary), pct(ev.baseline)) } else { (format!("{:.3}", ev.canary), format!("{:.3}", ev.baseline)) };
-        m = m.field(ev.metric.replace('_', " "), format!("canary {c} vs baseline {b} ({:?})", ev.class).to_lowercase());
+    for ev in e
+        .evidence
+        .iter()
+        .filter(|ev| ev.class != MetricClass::NoData)
+        .take(4)
+    {
+        let (c, b) = if ev.metric.contains("error") {
+            (pct(ev.canary), pct(ev.baseline))
+        } else {
+            (format!("{:.3}", ev.canary), format!("{:.3}", ev.baseline))
+        };
+        m = m.field(
+            ev.metric.replace('_', " "),
+            format!("canary {c} vs baseline {b} ({:?})", ev.class).to_lowercase(),
+        );
     }
     m.context(format!("rollout {rollout}"))
 }

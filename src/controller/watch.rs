@@ -12,7 +12,9 @@ use crate::roles::Role;
 pub enum WatchState {
     Watching,
     /// Paused, waiting for a person's answer.
-    Asking { prompt: String },
+    Asking {
+        prompt: String,
+    },
     /// Rolled back or fully promoted: nothing more to do.
     Done(String),
 }
@@ -78,9 +80,21 @@ impl RolloutWatch {
         let changed = self.last.as_ref().is_none_or(|l| l.verdict != eval.verdict);
         self.last = Some(eval.clone());
         match (eval.verdict, eval.recommendation) {
-            (Verdict::Failing, _) | (_, Recommendation::Rollback) => self.on_failing(engine, svc, &eval).await,
-            (Verdict::Borderline, _) if self.state == WatchState::Watching && !self.borderline_approved => self.on_borderline(engine, svc, &eval).await,
-            (Verdict::Healthy, Recommendation::Promote) if svc.auto_promote && self.state == WatchState::Watching && eval.t - self.step_started >= svc.step_interval.0.as_secs_f64() => self.on_promote(engine, &eval).await,
+            (Verdict::Failing, _) | (_, Recommendation::Rollback) => {
+                self.on_failing(engine, svc, &eval).await
+            }
+            (Verdict::Borderline, _)
+                if self.state == WatchState::Watching && !self.borderline_approved =>
+            {
+                self.on_borderline(engine, svc, &eval).await
+            }
+            (Verdict::Healthy, Recommendation::Promote)
+                if svc.auto_promote
+                    && self.state == WatchState::Watching
+                    && eval.t - self.step_started >= svc.step_interval.0.as_secs_f64() =>
+            {
+                self.on_promote(engine, &eval).await
+            }
             _ => {}
         }
         if changed || matches!(self.state, WatchState::Done(_)) {
@@ -90,7 +104,14 @@ impl RolloutWatch {
     }
 
     async fn publish(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
-        let msg = crate::controller::summary_message(&self.service, &self.from, &self.to, &self.id, eval, &self.state_text());
+        let msg = crate::controller::summary_message(
+            &self.service,
+            &self.from,
+            &self.to,
+            &self.id,
+            eval,
+            &self.state_text(),
+        );
         if self.summary.is_empty() {
             if let Some(ch) = &svc.deploy_channel {
                 self.summary = engine.notifier.post(ch.as_ref(), &msg).await;
@@ -102,14 +123,19 @@ impl RolloutWatch {
 
     /// Picks up a person's answer to our prompt.
     fn check_prompt(&mut self, engine: &Engine) {
-        let WatchState::Asking { prompt } = &self.state else { return };
-        let Ok(Some(p)) = engine.prompts.get(prompt) else { return };
+        let WatchState::Asking { prompt } = &self.state else {
+            return;
+        };
+        let Ok(Some(p)) = engine.prompts.get(prompt) else {
+            return;
+        };
         if let PromptState::Answered { choice, by, .. } = &p.state {
             if *choice == p.approve.label {
                 self.borderline_approved = true;
                 self.state = WatchState::Watching;
             } else {
-                self.state = WatchState::Done(format!("rolled back ({} chose {choice})", by.display_name));
+                self.state =
+                    WatchState::Done(format!("rolled back ({} chose {choice})", by.display_name));
             }
         }
     }
@@ -122,16 +148,29 @@ impl RolloutWatch {
     }
 
     async fn on_failing(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
-        let reason = eval.reasons.first().cloned().unwrap_or_else(|| "the judge found the canary failing".into());
+        let reason = eval
+            .reasons
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "the judge found the canary failing".into());
         match svc.on_failing {
             OnFailing::AutoRollback => {
                 // An open prompt is settled by the rollback.
                 if let WatchState::Asking { prompt } = &self.state {
-                    if let Ok(Some(crate::engine::prompt::Answer::Accepted(p))) = engine.prompts.answer(prompt, &controller(), false, engine.clock.now()) {
+                    if let Ok(Some(crate::engine::prompt::Answer::Accepted(p))) = engine
+                        .prompts
+                        .answer(prompt, &controller(), false, engine.clock.now())
+                    {
                         engine.notifier.update(&p.messages, &p.message()).await;
                     }
                 }
-                let o = engine.execute(self.request(Action::Rollback { to: None }, format!("automatic: {reason}"), "rollback")).await;
+                let o = engine
+                    .execute(self.request(
+                        Action::Rollback { to: None },
+                        format!("automatic: {reason}"),
+                        "rollback",
+                    ))
+                    .await;
                 self.state = WatchState::Done(match o.status {
                     Status::Succeeded => "rolled back automatically".into(),
                     _ => format!("automatic rollback did not complete: {}", o.message.title),
@@ -140,27 +179,82 @@ impl RolloutWatch {
             OnFailing::PageAndSuggest => {
                 if self.state == WatchState::Watching || self.borderline_approved {
                     self.borderline_approved = false;
-                    self.ask(engine, svc, eval, "The canary is failing", Choice { label: "Roll back".into(), action: Some(Action::Rollback { to: None }), style: ButtonStyle::Danger }, Choice { label: "Continue".into(), action: None, style: ButtonStyle::Default }).await;
+                    self.ask(
+                        engine,
+                        svc,
+                        eval,
+                        "The canary is failing",
+                        Choice {
+                            label: "Roll back".into(),
+                            action: Some(Action::Rollback { to: None }),
+                            style: ButtonStyle::Danger,
+                        },
+                        Choice {
+                            label: "Continue".into(),
+                            action: None,
+                            style: ButtonStyle::Default,
+                        },
+                    )
+                    .await;
                 }
             }
         }
     }
 
     async fn on_borderline(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
-        let paused = engine.execute(self.request(Action::Pause, format!("borderline: {}", eval.reasons.first().cloned().unwrap_or_default()), "pause")).await;
+        let paused = engine
+            .execute(self.request(
+                Action::Pause,
+                format!(
+                    "borderline: {}",
+                    eval.reasons.first().cloned().unwrap_or_default()
+                ),
+                "pause",
+            ))
+            .await;
         if paused.status != Status::Succeeded {
             tracing::warn!(service = %self.service, "could not pause a borderline canary: {}", paused.message.plain());
         }
-        self.ask(engine, svc, eval, "The canary is borderline", Choice { label: "Approve".into(), action: Some(Action::Resume), style: ButtonStyle::Primary }, Choice { label: "Roll back".into(), action: Some(Action::Rollback { to: None }), style: ButtonStyle::Danger }).await;
+        self.ask(
+            engine,
+            svc,
+            eval,
+            "The canary is borderline",
+            Choice {
+                label: "Approve".into(),
+                action: Some(Action::Resume),
+                style: ButtonStyle::Primary,
+            },
+            Choice {
+                label: "Roll back".into(),
+                action: Some(Action::Rollback { to: None }),
+                style: ButtonStyle::Danger,
+            },
+        )
+        .await;
     }
 
-    async fn ask(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation, headline: &str, approve: Choice, reject: Choice) {
+    async fn ask(
+        &mut self,
+        engine: &Engine,
+        svc: &ServiceConfig,
+        eval: &Evaluation,
+        headline: &str,
+        approve: Choice,
+        reject: Choice,
+    ) {
         let now = engine.clock.now();
         let prompt = Prompt {
             id: new_id(),
             service: self.service.clone(),
             title: format!("{headline}: {} {}", self.service, self.to),
-            question: format!("{}\nScore {:.0}/100. {} or {}?", eval.reasons.join("\n"), eval.score, approve.label, reject.label),
+            question: format!(
+                "{}\nScore {:.0}/100. {} or {}?",
+                eval.reasons.join("\n"),
+                eval.score,
+                approve.label,
+                reject.label
+            ),
             requested_by: controller(),
             reason: eval.reasons.first().cloned().unwrap_or_default(),
             approve,
@@ -169,7 +263,8 @@ impl RolloutWatch {
             other_person_required: false,
             promotes: false,
             created: now,
-            expires: now + chrono::Duration::from_std(engine.config.engine.prompt_ttl.0).unwrap_or_default(),
+            expires: now
+                + chrono::Duration::from_std(engine.config.engine.prompt_ttl.0).unwrap_or_default(),
             channel: svc.deploy_channel.as_ref().map(|c| c.as_ref().clone()),
             messages: Vec::new(),
             thread: self.summary.clone(),
@@ -178,17 +273,33 @@ impl RolloutWatch {
         };
         let req = Request::new(controller(), Action::Pause).service(self.service.clone());
         match engine.post_prompt(prompt, &req).await {
-            Ok(o) => self.state = WatchState::Asking { prompt: o.prompt.unwrap_or_default() },
-            Err(e) => tracing::error!(service = %self.service, error = %e, "could not post a prompt"),
+            Ok(o) => {
+                self.state = WatchState::Asking {
+                    prompt: o.prompt.unwrap_or_default(),
+                }
+            }
+            Err(e) => {
+                tracing::error!(service = %self.service, error = %e, "could not post a prompt")
+            }
         }
     }
 
     async fn on_promote(&mut self, engine: &Engine, eval: &Evaluation) {
         let step = format!("promote@{}", eval.t as u64);
-        let o = engine.execute(self.request(Action::Promote { full: false, force: false }, "automatic: the canary is healthy".into(), &step)).await;
+        let o = engine
+            .execute(self.request(
+                Action::Promote {
+                    full: false,
+                    force: false,
+                },
+                "automatic: the canary is healthy".into(),
+                &step,
+            ))
+            .await;
         self.step_started = eval.t;
         if o.status != Status::Succeeded {
-            self.state = WatchState::Done(format!("automatic promotion stopped: {}", o.message.title));
+            self.state =
+                WatchState::Done(format!("automatic promotion stopped: {}", o.message.title));
             return;
         }
         if let Ok(s) = engine.backend_status(&self.service).await {

@@ -38,11 +38,18 @@ pub const TICK: Duration = Duration::from_secs(10);
 /// The story the metrics tell: `checkout`'s canary starts failing requests
 /// seven minutes in, slowly at first.
 pub fn checkout_scenario() -> Scenario {
-    Scenario::new("demo: checkout canary degrades", false).canary_share(0.1).errors(1.6).onset(300.0).ramp(600.0).horizon(24.0 * 3600.0)
+    Scenario::new("demo: checkout canary degrades", false)
+        .canary_share(0.1)
+        .errors(1.6)
+        .onset(300.0)
+        .ramp(600.0)
+        .horizon(24.0 * 3600.0)
 }
 
 pub fn healthy_scenario(name: &str) -> Scenario {
-    Scenario::new(name, true).canary_share(0.1).horizon(24.0 * 3600.0)
+    Scenario::new(name, true)
+        .canary_share(0.1)
+        .horizon(24.0 * 3600.0)
 }
 
 struct Watched {
@@ -66,19 +73,33 @@ fn person(name: &str) -> Actor {
 
 impl Demo {
     /// Starts rollbot on the demo config, writing everything to `out`.
-    pub async fn start(data: &std::path::Path, out: Arc<Mutex<dyn Write + Send>>) -> anyhow::Result<Demo> {
+    pub async fn start(
+        data: &std::path::Path,
+        out: Arc<Mutex<dyn Write + Send>>,
+    ) -> anyhow::Result<Demo> {
         let config = Config::demo();
         let clock = ManualClock::new(Utc::now().trunc_subsecs(0));
         let console = Arc::new(ConsoleSink::new(out.clone()));
-        let rt = crate::runtime::start(config, data, vec![console.clone()], Arc::new(clock.clone())).await?;
-        let mut demo = Demo { rt, console, out, clock, me: person("you"), watched: Vec::new(), seed: 7 };
+        let rt =
+            crate::runtime::start(config, data, vec![console.clone()], Arc::new(clock.clone()))
+                .await?;
+        let mut demo = Demo {
+            rt,
+            console,
+            out,
+            clock,
+            me: person("you"),
+            watched: Vec::new(),
+            seed: 7,
+        };
         demo.say(&format!(
             "rollbot demo — console chat, simulated backend and metrics, audit log in {}\n\
              You are `you` (admin). Type /help, or /wait 5m to let time pass. Others: /as dana|sam|priya|omar|rita\n",
             data.display()
         ));
         demo.watch("checkout", checkout_scenario()).await;
-        demo.watch("search", healthy_scenario("demo: search canary healthy")).await;
+        demo.watch("search", healthy_scenario("demo: search canary healthy"))
+            .await;
         Ok(demo)
     }
 
@@ -90,21 +111,33 @@ impl Demo {
 
     async fn watch(&mut self, service: &str, scenario: Scenario) {
         let engine = &self.rt.engine;
-        let Some(svc) = engine.config.service(service) else { return };
+        let Some(svc) = engine.config.service(service) else {
+            return;
+        };
         let backend = self.rt.simulated.get(svc.backend.as_ref()).cloned();
         let (from, to) = match backend {
             Some(b) => {
                 use crate::backend::RollbackBackend;
-                let t = crate::backend::Target { service: service.into(), environment: svc.environment.clone(), settings: svc.target.clone() };
+                let t = crate::backend::Target {
+                    service: service.into(),
+                    environment: svc.environment.clone(),
+                    settings: svc.target.clone(),
+                };
                 match b.status(&t).await {
-                    Ok(s) => (s.live_revision.unwrap_or_default(), s.canary_revision.unwrap_or_default()),
+                    Ok(s) => (
+                        s.live_revision.unwrap_or_default(),
+                        s.canary_revision.unwrap_or_default(),
+                    ),
                     Err(_) => return,
                 }
             }
             None => return,
         };
         self.seed += 1;
-        self.watched.push(Watched { watch: RolloutWatch::new(svc, &from, &to), metrics: Simulator::new(&scenario, self.seed) });
+        self.watched.push(Watched {
+            watch: RolloutWatch::new(svc, &from, &to),
+            metrics: Simulator::new(&scenario, self.seed),
+        });
     }
 
     /// Lets simulated time pass, one judge tick at a time. With
@@ -148,39 +181,73 @@ impl Demo {
                     self.me = person(rest);
                     let roles = self.rt.engine.roles.all_roles(&self.me);
                     let names: Vec<&str> = roles.keys().map(|r| r.name()).collect();
-                    self.say(&format!("now acting as {rest} ({})", if names.is_empty() { "no roles".to_string() } else { names.join(", ") }));
+                    self.say(&format!(
+                        "now acting as {rest} ({})",
+                        if names.is_empty() {
+                            "no roles".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ));
                 }
             }
             "/wait" => {
                 // `/wait 5m`, or `/wait until prompt` (at most 30m).
                 let until_prompt = rest == "until prompt";
-                let text = if until_prompt || rest.is_empty() { if until_prompt { "30m" } else { "1m" } } else { rest };
+                let text = if until_prompt || rest.is_empty() {
+                    if until_prompt {
+                        "30m"
+                    } else {
+                        "1m"
+                    }
+                } else {
+                    rest
+                };
                 match crate::config::parse_duration(text) {
                     Ok(d) => {
                         let passed = self.advance(d, until_prompt).await;
-                        self.say(&format!("… {} later ({})", crate::domain::human_duration(passed), self.clock_text()));
+                        self.say(&format!(
+                            "… {} later ({})",
+                            crate::domain::human_duration(passed),
+                            self.clock_text()
+                        ));
                     }
                     Err(e) => self.say(&format!("{e}; or write /wait until prompt")),
                 }
             }
-            "/press" => match rest.parse::<usize>().ok().and_then(|n| self.console.button(n)) {
+            "/press" => match rest
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| self.console.button(n))
+            {
                 Some(action_id) => {
-                    let o = crate::intake::press(&self.rt.engine, self.me.clone(), &action_id, None).await;
+                    let o =
+                        crate::intake::press(&self.rt.engine, self.me.clone(), &action_id, None)
+                            .await;
                     self.reply(o).await;
                 }
-                None => self.say("no such button; buttons are numbered [1], [2], … in the messages above"),
+                None => self
+                    .say("no such button; buttons are numbered [1], [2], … in the messages above"),
             },
             "/deploy" => {
                 let mut parts = rest.split_whitespace();
                 match (parts.next(), parts.next()) {
                     (Some(svc), Some(rev)) if self.rt.engine.config.service(svc).is_some() => {
-                        let backend = self.rt.engine.config.service(svc).map(|s| s.backend.as_ref().clone()).unwrap_or_default();
+                        let backend = self
+                            .rt
+                            .engine
+                            .config
+                            .service(svc)
+                            .map(|s| s.backend.as_ref().clone())
+                            .unwrap_or_default();
                         if let Some(b) = self.rt.simulated.get(&backend) {
                             b.start_canary(svc, rev);
                         }
                         self.watched.retain(|w| w.watch.service != svc);
                         self.watch(svc, healthy_scenario("demo: new canary")).await;
-                        self.say(&format!("deployed {svc} {rev} as a canary; rollbot is watching it"));
+                        self.say(&format!(
+                            "deployed {svc} {rev} as a canary; rollbot is watching it"
+                        ));
                     }
                     _ => self.say("usage: /deploy SERVICE REVISION, e.g. /deploy payments v9"),
                 }
@@ -190,7 +257,8 @@ impl Demo {
                 self.say("Demo commands: /press N, /as NAME, /wait DURATION, /wait until prompt, /deploy SERVICE REVISION, /quit");
             }
             _ => {
-                let o = crate::intake::handle_line(&self.rt.engine, self.me.clone(), line, None).await;
+                let o =
+                    crate::intake::handle_line(&self.rt.engine, self.me.clone(), line, None).await;
                 self.reply(o).await;
             }
         }
@@ -205,10 +273,19 @@ impl Demo {
     async fn reply(&self, o: crate::engine::Outcome) {
         self.rt.engine.notifier.settle().await;
         // A result already posted in the channel is not repeated.
-        if o.announced && matches!(o.status, Status::Succeeded | Status::Failed | Status::Pending) {
+        if o.announced
+            && matches!(
+                o.status,
+                Status::Succeeded | Status::Failed | Status::Pending
+            )
+        {
             return;
         }
-        let text = self.console.render(&format!("(reply to {})", self.me.display_name), &o.message, "");
+        let text = self.console.render(
+            &format!("(reply to {})", self.me.display_name),
+            &o.message,
+            "",
+        );
         let mut out = self.out.lock().unwrap();
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
@@ -224,7 +301,8 @@ pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
     let out: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(std::io::stdout()));
     let mut demo = Demo::start(&o.data, out).await?;
     if let Some(path) = o.script {
-        let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read script {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read script {}: {e}", path.display()))?;
         for line in text.lines() {
             if !demo.line(line).await {
                 break;

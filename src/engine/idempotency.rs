@@ -22,7 +22,10 @@ pub enum Claim {
 
 impl Idempotency {
     pub fn new(tree: sled::Tree) -> Idempotency {
-        Idempotency { tree, running: Mutex::new(HashMap::new()) }
+        Idempotency {
+            tree,
+            running: Mutex::new(HashMap::new()),
+        }
     }
 
     pub async fn claim(&self, key: &str) -> anyhow::Result<Claim> {
@@ -59,7 +62,13 @@ impl Idempotency {
     }
 
     /// Stores the outcome (when it should be replayed) and wakes waiters.
-    pub fn finish(&self, key: &str, tx: watch::Sender<Option<Outcome>>, outcome: &Outcome, remember: bool) -> anyhow::Result<()> {
+    pub fn finish(
+        &self,
+        key: &str,
+        tx: watch::Sender<Option<Outcome>>,
+        outcome: &Outcome,
+        remember: bool,
+    ) -> anyhow::Result<()> {
         if remember {
             crate::store::put(&self.tree, key, outcome)?;
         }

@@ -38,12 +38,26 @@ impl Drop for LockGuard {
 }
 
 impl ServiceLocks {
-    pub async fn acquire(&self, service: &str, holder: Holder, wait: Duration) -> Result<LockGuard, Holder> {
-        let slot = self.slots.lock().unwrap().entry(service.to_string()).or_default().clone();
+    pub async fn acquire(
+        &self,
+        service: &str,
+        holder: Holder,
+        wait: Duration,
+    ) -> Result<LockGuard, Holder> {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap()
+            .entry(service.to_string())
+            .or_default()
+            .clone();
         match tokio::time::timeout(wait, slot.mutex.clone().lock_owned()).await {
             Ok(guard) => {
                 *slot.holder.lock().unwrap() = Some(holder);
-                Ok(LockGuard { _guard: guard, slot })
+                Ok(LockGuard {
+                    _guard: guard,
+                    slot,
+                })
             }
             Err(_) => Err(slot.holder.lock().unwrap().clone().unwrap_or(Holder {
                 who: "another action".into(),

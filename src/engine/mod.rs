@@ -25,7 +25,9 @@ pub use query::audit_line;
 pub use recovery::Inflight;
 
 use crate::audit::{AuditStore, Outcome as AuditOutcome, Record};
-use crate::backend::{self, ActionReport, BackendError, CallContext, Operation, RollbackBackend, Target};
+use crate::backend::{
+    self, ActionReport, BackendError, CallContext, Operation, RollbackBackend, Target,
+};
 use crate::breaker::{Breaker, BreakerStatus, Rejected};
 use crate::chat::{ButtonStyle, Message, Notifier, Severity};
 use crate::clock::SharedClock;
@@ -60,7 +62,14 @@ pub struct Request {
 
 impl Request {
     pub fn new(actor: Actor, action: Action) -> Request {
-        Request { actor, action, service: None, reason: String::new(), idempotency_key: None, correlation_id: None }
+        Request {
+            actor,
+            action,
+            service: None,
+            reason: String::new(),
+            idempotency_key: None,
+            correlation_id: None,
+        }
     }
     pub fn service(mut self, s: impl Into<String>) -> Self {
         self.service = Some(s.into());
@@ -157,14 +166,23 @@ impl Engine {
             .backends
             .into_iter()
             .map(|(name, backend)| {
-                let breaker = Breaker::new(format!("backend:{name}"), c.breaker_failures, c.breaker_cooldown.0, c.backend_pool, parts.telemetry.clone());
+                let breaker = Breaker::new(
+                    format!("backend:{name}"),
+                    c.breaker_failures,
+                    c.breaker_cooldown.0,
+                    c.backend_pool,
+                    parts.telemetry.clone(),
+                );
                 (name, BackendSlot { backend, breaker })
             })
             .collect();
         Engine {
             audit: parts.store.audit.clone(),
             roles: RoleBook::from_config(&parts.config),
-            freezes: Freezes::new(parts.store.freezes.clone(), parts.config.freeze.windows.clone()),
+            freezes: Freezes::new(
+                parts.store.freezes.clone(),
+                parts.config.freeze.windows.clone(),
+            ),
             idem: Idempotency::new(parts.store.idempotency.clone()),
             prompts: Prompts::new(parts.store.prompts.clone()),
             locks: ServiceLocks::default(),
@@ -184,7 +202,8 @@ impl Engine {
     }
 
     pub fn breakers(&self) -> Vec<BreakerStatus> {
-        let mut v: Vec<BreakerStatus> = self.backends.values().map(|b| b.breaker.status()).collect();
+        let mut v: Vec<BreakerStatus> =
+            self.backends.values().map(|b| b.breaker.status()).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -193,7 +212,9 @@ impl Engine {
     pub async fn drain(&self, limit: Duration) -> bool {
         self.closing.store(true, Ordering::SeqCst);
         let mut rx = self.active.subscribe();
-        let drained = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await.is_ok();
+        let drained = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok();
         drained
     }
 
@@ -233,26 +254,44 @@ impl Engine {
         self.telemetry.count_action(req.action.name(), outcome_name);
         self.telemetry
             .action_seconds
-            .get_or_create(&ActionKind { action: req.action.name().into() })
+            .get_or_create(&ActionKind {
+                action: req.action.name().into(),
+            })
             .observe(started.elapsed().as_secs_f64());
         outcome
     }
 
     async fn run(&self, req: &Request, corr: &str) -> anyhow::Result<Outcome> {
         if self.closing.load(Ordering::SeqCst) {
-            return Ok(plain_outcome(Status::Refused, Severity::Warning, "rollbot is shutting down", "This instance is stopping and takes no new actions; retry in a moment.", corr));
+            return Ok(plain_outcome(
+                Status::Refused,
+                Severity::Warning,
+                "rollbot is shutting down",
+                "This instance is stopping and takes no new actions; retry in a moment.",
+                corr,
+            ));
         }
         match &req.action {
             Action::Approve { prompt } => return self.answer(req, corr, prompt, true).await,
             Action::Reject { prompt } => return self.answer(req, corr, prompt, false).await,
-            Action::Freeze { scope, .. } | Action::Unfreeze { scope } => return self.freeze_action(req, corr, scope).await,
-            Action::Query { view: crate::domain::View::Status } => return self.status(req).await,
-            Action::Query { view: crate::domain::View::Audit } => return self.audit_view(req, 10).await,
+            Action::Freeze { scope, .. } | Action::Unfreeze { scope } => {
+                return self.freeze_action(req, corr, scope).await
+            }
+            Action::Query {
+                view: crate::domain::View::Status,
+            } => return self.status(req).await,
+            Action::Query {
+                view: crate::domain::View::Audit,
+            } => return self.audit_view(req, 10).await,
             _ => {}
         }
         let svc = match self.resolve(req.service.as_deref()) {
             Ok(s) => s,
-            Err(text) => return self.refuse(req, corr, None, "invalid", "Unknown service", text).await,
+            Err(text) => {
+                return self
+                    .refuse(req, corr, None, "invalid", "Unknown service", text)
+                    .await
+            }
         };
         let perm = match &req.action {
             Action::Rollback { .. } => Permission::Rollback,
@@ -260,22 +299,66 @@ impl Engine {
             Action::Pause => Permission::Pause,
             _ => Permission::Resume,
         };
-        if let Err(r) = self.roles.check(&req.actor, perm, &svc.environment, svc.name()) {
-            return self.refuse(req, corr, Some(svc), "permission", "Not allowed", r.to_string()).await;
+        if let Err(r) = self
+            .roles
+            .check(&req.actor, perm, &svc.environment, svc.name())
+        {
+            return self
+                .refuse(
+                    req,
+                    corr,
+                    Some(svc),
+                    "permission",
+                    "Not allowed",
+                    r.to_string(),
+                )
+                .await;
         }
         let mut params = BTreeMap::new();
         if let Action::Promote { force, .. } = &req.action {
-            if let Some(block) = self.freezes.promotion_block(&svc.environment, svc.name(), self.clock.now())? {
-                let may_override = self.roles.check(&req.actor, Permission::OverrideFreeze, &svc.environment, svc.name()).is_ok();
+            if let Some(block) =
+                self.freezes
+                    .promotion_block(&svc.environment, svc.name(), self.clock.now())?
+            {
+                let may_override = self
+                    .roles
+                    .check(
+                        &req.actor,
+                        Permission::OverrideFreeze,
+                        &svc.environment,
+                        svc.name(),
+                    )
+                    .is_ok();
                 if !force {
                     let hint = format!("Rollbacks are not affected. An admin can promote through it with `/promote {} force <reason>` (break-glass, audited and announced).", svc.name());
-                    return self.refuse(req, corr, Some(svc), "freeze", "Promotion refused: frozen", format!("{block}.\n{hint}")).await;
+                    return self
+                        .refuse(
+                            req,
+                            corr,
+                            Some(svc),
+                            "freeze",
+                            "Promotion refused: frozen",
+                            format!("{block}.\n{hint}"),
+                        )
+                        .await;
                 }
                 if !may_override {
                     return self.refuse(req, corr, Some(svc), "permission", "Break-glass refused", format!("{block}.\nOnly the admin role may promote through a freeze with `force`.")).await;
                 }
                 if req.reason.trim().is_empty() {
-                    return self.refuse(req, corr, Some(svc), "invalid", "Break-glass needs a reason", format!("{block}.\nSay why: `/promote {} force <reason>`.", svc.name())).await;
+                    return self
+                        .refuse(
+                            req,
+                            corr,
+                            Some(svc),
+                            "invalid",
+                            "Break-glass needs a reason",
+                            format!(
+                                "{block}.\nSay why: `/promote {} force <reason>`.",
+                                svc.name()
+                            ),
+                        )
+                        .await;
                 }
                 params.insert("break_glass".into(), json!(true));
                 params.insert("freeze".into(), json!(block.to_string()));
@@ -288,7 +371,14 @@ impl Engine {
     }
 
     /// Steps 3–10 for an action on a service's backend.
-    async fn act(&self, req: &Request, corr: &str, svc: &ServiceConfig, mut params: BTreeMap<String, serde_json::Value>, via_prompt: Option<&Prompt>) -> anyhow::Result<Outcome> {
+    async fn act(
+        &self,
+        req: &Request,
+        corr: &str,
+        svc: &ServiceConfig,
+        mut params: BTreeMap<String, serde_json::Value>,
+        via_prompt: Option<&Prompt>,
+    ) -> anyhow::Result<Outcome> {
         let claim = match &req.idempotency_key {
             Some(k) => match self.idem.claim(k).await? {
                 Claim::Done(mut o) => {
@@ -302,7 +392,10 @@ impl Engine {
         let outcome = self.act_once(req, corr, svc, &mut params, via_prompt).await;
         if let Some((k, tx)) = claim {
             // A refusal from a busy lock may be retried; everything else is final.
-            let remember = outcome.as_ref().map(|o| o.status != Status::Refused).unwrap_or(false);
+            let remember = outcome
+                .as_ref()
+                .map(|o| o.status != Status::Refused)
+                .unwrap_or(false);
             if let Ok(o) = &outcome {
                 self.idem.finish(&k, tx, o, remember)?;
             }
@@ -310,7 +403,14 @@ impl Engine {
         outcome
     }
 
-    async fn act_once(&self, req: &Request, corr: &str, svc: &ServiceConfig, params: &mut BTreeMap<String, serde_json::Value>, via_prompt: Option<&Prompt>) -> anyhow::Result<Outcome> {
+    async fn act_once(
+        &self,
+        req: &Request,
+        corr: &str,
+        svc: &ServiceConfig,
+        params: &mut BTreeMap<String, serde_json::Value>,
+        via_prompt: Option<&Prompt>,
+    ) -> anyhow::Result<Outcome> {
         let op = match &req.action {
             Action::Rollback { to } => Operation::Rollback { to: to.clone() },
             Action::Promote { full, .. } => Operation::Promote { full: *full },
@@ -323,16 +423,42 @@ impl Engine {
             params.insert("requested_by".into(), json!(p.requested_by.qualified_id()));
         }
         params.insert("operation".into(), serde_json::to_value(&op)?);
-        let slot = self.backends.get(svc.backend.as_ref()).ok_or_else(|| anyhow::anyhow!("backend {} is not running", svc.backend.as_ref()))?;
+        let slot = self
+            .backends
+            .get(svc.backend.as_ref())
+            .ok_or_else(|| anyhow::anyhow!("backend {} is not running", svc.backend.as_ref()))?;
 
         // Durable before any side effect: a crash from here on is found at
         // the next start (see recovery.rs).
-        let inflight = Inflight { correlation_id: corr.into(), service: svc.name().into(), action: req.action.name().into(), actor: req.actor.clone(), started: self.clock.now(), channel: svc.deploy_channel.as_ref().map(|c| c.as_ref().clone()) };
+        let inflight = Inflight {
+            correlation_id: corr.into(),
+            service: svc.name().into(),
+            action: req.action.name().into(),
+            actor: req.actor.clone(),
+            started: self.clock.now(),
+            channel: svc.deploy_channel.as_ref().map(|c| c.as_ref().clone()),
+        };
         crate::store::put(&self.store.inflight, corr, &inflight)?;
-        self.record(req, corr, Some(svc.name()), params.clone(), AuditOutcome::Requested, String::new()).await?;
+        self.record(
+            req,
+            corr,
+            Some(svc.name()),
+            params.clone(),
+            AuditOutcome::Requested,
+            String::new(),
+        )
+        .await?;
 
-        let holder = Holder { who: req.actor.display_name.clone(), action: req.action.name().into(), since: self.clock.now() };
-        let _lock = match self.locks.acquire(svc.name(), holder, self.config.engine.lock_wait.0).await {
+        let holder = Holder {
+            who: req.actor.display_name.clone(),
+            action: req.action.name().into(),
+            since: self.clock.now(),
+        };
+        let _lock = match self
+            .locks
+            .acquire(svc.name(), holder, self.config.engine.lock_wait.0)
+            .await
+        {
             Ok(g) => g,
             Err(h) => {
                 self.store.inflight.remove(corr.as_bytes())?;
@@ -340,20 +466,57 @@ impl Engine {
                     "Another action is running on {}: {} by {} since {} ({} ago). Nothing was changed; try again when it finishes.",
                     svc.name(), h.action, h.who, h.since.format("%H:%M:%S UTC"), human_duration((self.clock.now() - h.since).to_std().unwrap_or_default())
                 );
-                return self.refuse_recorded(req, corr, svc, "lock", "Busy", text).await;
+                return self
+                    .refuse_recorded(req, corr, svc, "lock", "Busy", text)
+                    .await;
             }
         };
 
-        let target = Target { service: svc.name().into(), environment: svc.environment.clone(), settings: svc.target.clone() };
-        let ctx = CallContext { actor: req.actor.to_string(), reason: req.reason.clone(), correlation_id: corr.into(), idempotency_key: req.idempotency_key.clone().unwrap_or_else(|| corr.into()) };
+        let target = Target {
+            service: svc.name().into(),
+            environment: svc.environment.clone(),
+            settings: svc.target.clone(),
+        };
+        let ctx = CallContext {
+            actor: req.actor.to_string(),
+            reason: req.reason.clone(),
+            correlation_id: corr.into(),
+            idempotency_key: req.idempotency_key.clone().unwrap_or_else(|| corr.into()),
+        };
         let timeout = self.config.engine.backend_timeout.0;
         let refusal_only = |e: &BackendError| !matches!(e, BackendError::Refused(_));
 
         let result: Result<(ActionReport, String, bool), (String, &str)> = async {
-            let pre = slot.breaker.call(timeout, slot.backend.preflight(&target, &op, &ctx), refusal_only).await.map_err(|e| (describe(e), "preflight"))?;
-            params.insert("preflight".into(), serde_json::to_value(&pre).unwrap_or_default());
-            let report = slot.breaker.call(timeout, backend::perform(slot.backend.as_ref(), &target, &op, &ctx), refusal_only).await.map_err(|e| (describe(e), "act"))?;
-            let verification = slot.breaker.call(timeout, slot.backend.verify(&target, &op, &report, &ctx), refusal_only).await;
+            let pre = slot
+                .breaker
+                .call(
+                    timeout,
+                    slot.backend.preflight(&target, &op, &ctx),
+                    refusal_only,
+                )
+                .await
+                .map_err(|e| (describe(e), "preflight"))?;
+            params.insert(
+                "preflight".into(),
+                serde_json::to_value(&pre).unwrap_or_default(),
+            );
+            let report = slot
+                .breaker
+                .call(
+                    timeout,
+                    backend::perform(slot.backend.as_ref(), &target, &op, &ctx),
+                    refusal_only,
+                )
+                .await
+                .map_err(|e| (describe(e), "act"))?;
+            let verification = slot
+                .breaker
+                .call(
+                    timeout,
+                    slot.backend.verify(&target, &op, &report, &ctx),
+                    refusal_only,
+                )
+                .await;
             let (verified, vtext) = match verification {
                 Ok(v) => (v.ok, v.detail),
                 Err(e) => (false, format!("could not verify: {}", describe(e))),
@@ -367,19 +530,28 @@ impl Engine {
         let action = req.action.name();
         let (status, audit_outcome, message) = match result {
             Ok((report, vtext, verified)) => {
-                params.insert("report".into(), serde_json::to_value(&report).unwrap_or_default());
-                params.insert("verification".into(), json!({ "ok": verified, "detail": vtext }));
+                params.insert(
+                    "report".into(),
+                    serde_json::to_value(&report).unwrap_or_default(),
+                );
+                params.insert(
+                    "verification".into(),
+                    json!({ "ok": verified, "detail": vtext }),
+                );
                 let revs = match (&report.from_revision, &report.to_revision) {
                     (Some(f), Some(t)) => format!(" {f} → {t}"),
                     (None, Some(t)) => format!(" to {t}"),
                     _ => String::new(),
                 };
                 if verified {
-                    let m = Message::new(Severity::Success, format!("{} {name}{revs}", past_tense(action)))
-                        .text(&report.summary)
-                        .field("By", req.actor.display_name.clone())
-                        .field("Reason", or_dash(&req.reason))
-                        .field("Verified", vtext.clone());
+                    let m = Message::new(
+                        Severity::Success,
+                        format!("{} {name}{revs}", past_tense(action)),
+                    )
+                    .text(&report.summary)
+                    .field("By", req.actor.display_name.clone())
+                    .field("Reason", or_dash(&req.reason))
+                    .field("Verified", vtext.clone());
                     (Status::Succeeded, AuditOutcome::Succeeded, m)
                 } else {
                     let m = Message::new(Severity::Critical, format!("{} {name}{revs}: NOT verified", past_tense(action)))
@@ -391,26 +563,55 @@ impl Engine {
             Err((error, stage)) => {
                 params.insert("failed_at".into(), json!(stage));
                 params.insert("error".into(), json!(error));
-                let changed = if stage == "preflight" { "Nothing was changed." } else { "The service may be unchanged or partly changed." };
+                let changed = if stage == "preflight" {
+                    "Nothing was changed."
+                } else {
+                    "The service may be unchanged or partly changed."
+                };
                 let by_hand = by_hand_hint(action, name, svc.backend.as_ref());
-                let m = Message::new(Severity::Critical, format!("{} of {name} failed", capitalize(action)))
-                    .text(format!("{error}\n{changed} {by_hand}"))
-                    .field("By", req.actor.display_name.clone());
+                let m = Message::new(
+                    Severity::Critical,
+                    format!("{} of {name} failed", capitalize(action)),
+                )
+                .text(format!("{error}\n{changed} {by_hand}"))
+                .field("By", req.actor.display_name.clone());
                 (Status::Failed, AuditOutcome::Failed, m)
             }
         };
         let detail = message.plain();
-        let entry = self.record(req, corr, Some(name), params.clone(), audit_outcome, detail).await?;
-        let message = message.context(format!("correlation {corr}")).context(format!("audit #{}", entry.seq));
+        let entry = self
+            .record(req, corr, Some(name), params.clone(), audit_outcome, detail)
+            .await?;
+        let message = message
+            .context(format!("correlation {corr}"))
+            .context(format!("audit #{}", entry.seq));
         if params.contains_key("break_glass") {
-            let warn = Message::new(Severity::Critical, format!("Break-glass: {} promoted {name} through a freeze", req.actor.display_name))
-                .text(params.get("freeze").and_then(|v| v.as_str()).unwrap_or_default())
-                .field("Reason", req.reason.clone())
-                .context(format!("correlation {corr}"));
+            let warn = Message::new(
+                Severity::Critical,
+                format!(
+                    "Break-glass: {} promoted {name} through a freeze",
+                    req.actor.display_name
+                ),
+            )
+            .text(
+                params
+                    .get("freeze")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default(),
+            )
+            .field("Reason", req.reason.clone())
+            .context(format!("correlation {corr}"));
             self.announce(svc, warn, true);
         }
         let announced = self.announce(svc, message.clone(), action == "rollback");
-        Ok(Outcome { status, message, correlation_id: corr.into(), prompt: None, announced, repeat: false })
+        Ok(Outcome {
+            status,
+            message,
+            correlation_id: corr.into(),
+            prompt: None,
+            announced,
+            repeat: false,
+        })
     }
 
     /// Posts to the deploy channel (and the incident channel for rollbacks)
@@ -418,11 +619,16 @@ impl Engine {
     fn announce(&self, svc: &ServiceConfig, msg: Message, incident: bool) -> bool {
         let mut sent = false;
         if let Some(ch) = &svc.deploy_channel {
-            self.notifier.post_detached(ch.as_ref().clone(), msg.clone());
+            self.notifier
+                .post_detached(ch.as_ref().clone(), msg.clone());
             sent = true;
         }
         if incident {
-            if let Some(ch) = svc.incident_channel.as_ref().filter(|c| Some(*c) != svc.deploy_channel.as_ref()) {
+            if let Some(ch) = svc
+                .incident_channel
+                .as_ref()
+                .filter(|c| Some(*c) != svc.deploy_channel.as_ref())
+            {
                 self.notifier.post_detached(ch.as_ref().clone(), msg);
             }
         }
@@ -430,7 +636,12 @@ impl Engine {
     }
 
     /// The two-person rule: a critical service's promote waits for someone else.
-    async fn ask_second_person(&self, req: &Request, corr: &str, svc: &ServiceConfig) -> anyhow::Result<Outcome> {
+    async fn ask_second_person(
+        &self,
+        req: &Request,
+        corr: &str,
+        svc: &ServiceConfig,
+    ) -> anyhow::Result<Outcome> {
         let full = matches!(req.action, Action::Promote { full: true, .. });
         let question = format!(
             "{} asks to promote {}{}. {} is critical: a second person with the approver role must approve.",
@@ -443,13 +654,22 @@ impl Engine {
             question,
             requested_by: req.actor.clone(),
             reason: req.reason.clone(),
-            approve: Choice { label: "Approve".into(), action: Some(req.action.clone()), style: ButtonStyle::Primary },
-            reject: Choice { label: "Reject".into(), action: None, style: ButtonStyle::Danger },
+            approve: Choice {
+                label: "Approve".into(),
+                action: Some(req.action.clone()),
+                style: ButtonStyle::Primary,
+            },
+            reject: Choice {
+                label: "Reject".into(),
+                action: None,
+                style: ButtonStyle::Danger,
+            },
             allowed_roles: vec![Role::Approver, Role::Admin],
             other_person_required: true,
             promotes: true,
             created: self.clock.now(),
-            expires: self.clock.now() + chrono::Duration::from_std(self.config.engine.prompt_ttl.0)?,
+            expires: self.clock.now()
+                + chrono::Duration::from_std(self.config.engine.prompt_ttl.0)?,
             channel: svc.deploy_channel.as_ref().map(|c| c.as_ref().clone()),
             thread: vec![],
             messages: vec![],
@@ -464,38 +684,101 @@ impl Engine {
         self.prompts.save(&prompt)?;
         let mut params = BTreeMap::new();
         params.insert("prompt".into(), json!(prompt.id));
-        params.insert("on_approve".into(), serde_json::to_value(&prompt.approve.action)?);
-        params.insert("on_reject".into(), serde_json::to_value(&prompt.reject.action)?);
-        self.record(req, &prompt.correlation_id, Some(&prompt.service), params, AuditOutcome::Pending, prompt.question.clone()).await?;
+        params.insert(
+            "on_approve".into(),
+            serde_json::to_value(&prompt.approve.action)?,
+        );
+        params.insert(
+            "on_reject".into(),
+            serde_json::to_value(&prompt.reject.action)?,
+        );
+        self.record(
+            req,
+            &prompt.correlation_id,
+            Some(&prompt.service),
+            params,
+            AuditOutcome::Pending,
+            prompt.question.clone(),
+        )
+        .await?;
         if let Some(ch) = &prompt.channel {
-            prompt.messages = self.notifier.reply_or_post(&prompt.thread, ch, &prompt.message()).await;
+            prompt.messages = self
+                .notifier
+                .reply_or_post(&prompt.thread, ch, &prompt.message())
+                .await;
             self.prompts.save(&prompt)?;
         }
         let announced = !prompt.messages.is_empty();
-        let message = Message::new(Severity::Info, format!("Waiting for approval: {}", prompt.title))
-            .text(&prompt.question)
-            .context(format!("prompt {}", prompt.id))
-            .context(format!("correlation {}", prompt.correlation_id));
-        Ok(Outcome { status: Status::Pending, message, correlation_id: prompt.correlation_id.clone(), prompt: Some(prompt.id.clone()), announced, repeat: false })
+        let message = Message::new(
+            Severity::Info,
+            format!("Waiting for approval: {}", prompt.title),
+        )
+        .text(&prompt.question)
+        .context(format!("prompt {}", prompt.id))
+        .context(format!("correlation {}", prompt.correlation_id));
+        Ok(Outcome {
+            status: Status::Pending,
+            message,
+            correlation_id: prompt.correlation_id.clone(),
+            prompt: Some(prompt.id.clone()),
+            announced,
+            repeat: false,
+        })
     }
 
     /// Approve or reject a prompt: once, by someone allowed, not frozen.
-    async fn answer(&self, req: &Request, corr: &str, id: &str, approve: bool) -> anyhow::Result<Outcome> {
+    async fn answer(
+        &self,
+        req: &Request,
+        corr: &str,
+        id: &str,
+        approve: bool,
+    ) -> anyhow::Result<Outcome> {
         let Some(p) = self.prompts.get(id)? else {
             return self.refuse(req, corr, None, "invalid", "Unknown prompt", format!("There is no prompt `{id}`; the button may be forged or from another rollbot.")).await;
         };
         let svc = match self.resolve(Some(&p.service)) {
             Ok(s) => s,
-            Err(t) => return self.refuse(req, corr, None, "invalid", "Unknown service", t).await,
+            Err(t) => {
+                return self
+                    .refuse(req, corr, None, "invalid", "Unknown service", t)
+                    .await
+            }
         };
         if let PromptState::Answered { by, choice, at } = &p.state {
-            return Ok(plain_outcome(Status::Refused, Severity::Info, "Already answered", &format!("{choice} by {} at {}; nothing more to do.", by.display_name, at.format("%H:%M:%S UTC")), corr).with_prompt(&p.id));
+            return Ok(plain_outcome(
+                Status::Refused,
+                Severity::Info,
+                "Already answered",
+                &format!(
+                    "{choice} by {} at {}; nothing more to do.",
+                    by.display_name,
+                    at.format("%H:%M:%S UTC")
+                ),
+                corr,
+            )
+            .with_prompt(&p.id));
         }
         let now = self.clock.now();
         if now >= p.expires {
-            return self.refuse(req, corr, Some(svc), "expired", "Prompt expired", format!("This prompt expired at {}. Ask again, for example `/promote {}`.", p.expires.format("%Y-%m-%d %H:%M UTC"), p.service)).await;
+            return self
+                .refuse(
+                    req,
+                    corr,
+                    Some(svc),
+                    "expired",
+                    "Prompt expired",
+                    format!(
+                        "This prompt expired at {}. Ask again, for example `/promote {}`.",
+                        p.expires.format("%Y-%m-%d %H:%M UTC"),
+                        p.service
+                    ),
+                )
+                .await;
         }
-        let roles = self.roles.roles_on(&req.actor, &svc.environment, svc.name());
+        let roles = self
+            .roles
+            .roles_on(&req.actor, &svc.environment, svc.name());
         if !roles.iter().any(|r| p.allowed_roles.contains(r)) {
             let names: Vec<&str> = p.allowed_roles.iter().map(|r| r.name()).collect();
             return self.refuse(req, corr, Some(svc), "permission", "Not allowed to answer", format!("Answering this prompt needs the role {} on {}. The prompt stays open for someone who holds it.", names.join(" or "), svc.name())).await;
@@ -505,7 +788,10 @@ impl Engine {
         }
         let choice = p.choice(approve).clone();
         if p.promotes && approve {
-            if let Some(block) = self.freezes.promotion_block(&svc.environment, svc.name(), now)? {
+            if let Some(block) = self
+                .freezes
+                .promotion_block(&svc.environment, svc.name(), now)?
+            {
                 return self.refuse(req, corr, Some(svc), "freeze", "Approval refused: frozen", format!("{block}.\nThe prompt stays open; approve it after the freeze, or an admin can `/promote {} force <reason>`.", svc.name())).await;
             }
         }
@@ -513,24 +799,72 @@ impl Engine {
             Some(Answer::Accepted(p)) => p,
             Some(Answer::AlreadyAnswered(p)) => {
                 let text = match &p.state {
-                    PromptState::Answered { by, choice, at } => format!("{choice} by {} at {}; nothing more to do.", by.display_name, at.format("%H:%M:%S UTC")),
+                    PromptState::Answered { by, choice, at } => format!(
+                        "{choice} by {} at {}; nothing more to do.",
+                        by.display_name,
+                        at.format("%H:%M:%S UTC")
+                    ),
                     PromptState::Open => "answered".into(),
                 };
-                return Ok(plain_outcome(Status::Refused, Severity::Info, "Already answered", &text, corr).with_prompt(&p.id));
+                return Ok(plain_outcome(
+                    Status::Refused,
+                    Severity::Info,
+                    "Already answered",
+                    &text,
+                    corr,
+                )
+                .with_prompt(&p.id));
             }
-            None => return self.refuse(req, corr, Some(svc), "invalid", "Unknown prompt", format!("Prompt `{id}` disappeared.")).await,
+            None => {
+                return self
+                    .refuse(
+                        req,
+                        corr,
+                        Some(svc),
+                        "invalid",
+                        "Unknown prompt",
+                        format!("Prompt `{id}` disappeared."),
+                    )
+                    .await
+            }
         };
         self.notifier.update(&p.messages, &p.message()).await;
         let mut params = BTreeMap::new();
         params.insert("prompt".into(), json!(p.id));
         params.insert("choice".into(), json!(choice.label));
-        let answer_req = Request { reason: if req.reason.is_empty() { p.reason.clone() } else { req.reason.clone() }, ..req.clone() };
-        self.record(&answer_req, &p.correlation_id, Some(svc.name()), params, AuditOutcome::Succeeded, format!("{} answered {}", req.actor.display_name, choice.label)).await?;
+        let answer_req = Request {
+            reason: if req.reason.is_empty() {
+                p.reason.clone()
+            } else {
+                req.reason.clone()
+            },
+            ..req.clone()
+        };
+        self.record(
+            &answer_req,
+            &p.correlation_id,
+            Some(svc.name()),
+            params,
+            AuditOutcome::Succeeded,
+            format!("{} answered {}", req.actor.display_name, choice.label),
+        )
+        .await?;
         match choice.action {
             None => {
-                let m = Message::new(Severity::Info, format!("{}: {}", choice.label, p.title)).text(format!("{} chose {}; nothing else is done.", req.actor.display_name, choice.label));
+                let m = Message::new(Severity::Info, format!("{}: {}", choice.label, p.title))
+                    .text(format!(
+                        "{} chose {}; nothing else is done.",
+                        req.actor.display_name, choice.label
+                    ));
                 self.announce(svc, m.clone(), false);
-                Ok(Outcome { status: Status::Succeeded, message: m, correlation_id: p.correlation_id.clone(), prompt: Some(p.id.clone()), announced: svc.deploy_channel.is_some(), repeat: false })
+                Ok(Outcome {
+                    status: Status::Succeeded,
+                    message: m,
+                    correlation_id: p.correlation_id.clone(),
+                    prompt: Some(p.id.clone()),
+                    announced: svc.deploy_channel.is_some(),
+                    repeat: false,
+                })
             }
             Some(action) => {
                 let follow = Request {
@@ -538,18 +872,34 @@ impl Engine {
                     action,
                     service: Some(p.service.clone()),
                     reason: answer_req.reason.clone(),
-                    idempotency_key: Some(format!("prompt:{}:{}", p.id, if approve { "approve" } else { "reject" })),
+                    idempotency_key: Some(format!(
+                        "prompt:{}:{}",
+                        p.id,
+                        if approve { "approve" } else { "reject" }
+                    )),
                     correlation_id: Some(p.correlation_id.clone()),
                 };
-                let mut o = self.act(&follow, &p.correlation_id, svc, BTreeMap::new(), Some(&p)).await?;
+                let mut o = self
+                    .act(&follow, &p.correlation_id, svc, BTreeMap::new(), Some(&p))
+                    .await?;
                 o.prompt = Some(p.id.clone());
                 Ok(o)
             }
         }
     }
 
-    async fn freeze_action(&self, req: &Request, corr: &str, scope: &Scope) -> anyhow::Result<Outcome> {
-        let covered: Vec<&ServiceConfig> = self.config.services.iter().filter(|s| scope.covers(&s.environment, s.name())).collect();
+    async fn freeze_action(
+        &self,
+        req: &Request,
+        corr: &str,
+        scope: &Scope,
+    ) -> anyhow::Result<Outcome> {
+        let covered: Vec<&ServiceConfig> = self
+            .config
+            .services
+            .iter()
+            .filter(|s| scope.covers(&s.environment, s.name()))
+            .collect();
         if covered.is_empty() {
             let names = self.config.service_names();
             let near = crate::config::closest(&scope.to_string(), names.iter().copied());
@@ -560,8 +910,13 @@ impl Engine {
             return self.refuse(req, corr, None, "invalid", "Scope matches no service", format!("`{scope}` covers no service; {hint} A scope is a service, a glob such as `prod/*`, or `all`.")).await;
         }
         for s in &covered {
-            if let Err(r) = self.roles.check(&req.actor, Permission::Freeze, &s.environment, s.name()) {
-                return self.refuse(req, corr, None, "permission", "Not allowed", r.to_string()).await;
+            if let Err(r) =
+                self.roles
+                    .check(&req.actor, Permission::Freeze, &s.environment, s.name())
+            {
+                return self
+                    .refuse(req, corr, None, "permission", "Not allowed", r.to_string())
+                    .await;
             }
         }
         let claim = match &req.idempotency_key {
@@ -579,28 +934,87 @@ impl Engine {
         params.insert("scope".into(), json!(scope.to_string()));
         let names: Vec<&str> = covered.iter().map(|s| s.name()).collect();
         params.insert("services".into(), json!(names));
-        let service_label = if covered.len() == 1 { Some(covered[0].name()) } else { None };
+        let service_label = if covered.len() == 1 {
+            Some(covered[0].name())
+        } else {
+            None
+        };
         let message = match &req.action {
             Action::Freeze { duration, .. } => {
-                let f = AdHocFreeze { scope: scope.clone(), author: req.actor.clone(), reason: req.reason.clone(), start: now, until: now + chrono::Duration::from_std(*duration)? };
+                let f = AdHocFreeze {
+                    scope: scope.clone(),
+                    author: req.actor.clone(),
+                    reason: req.reason.clone(),
+                    start: now,
+                    until: now + chrono::Duration::from_std(*duration)?,
+                };
                 params.insert("until".into(), json!(f.until.to_rfc3339()));
-                self.record(req, corr, service_label, params.clone(), AuditOutcome::Requested, String::new()).await?;
+                self.record(
+                    req,
+                    corr,
+                    service_label,
+                    params.clone(),
+                    AuditOutcome::Requested,
+                    String::new(),
+                )
+                .await?;
                 self.freezes.add(&f)?;
                 Message::new(Severity::Warning, format!("Frozen: {scope}"))
-                    .text(format!("Promotions of {} are refused until {} ({}). Rollbacks are not affected.", names.join(", "), f.until.format("%Y-%m-%d %H:%M UTC"), human_duration(*duration)))
+                    .text(format!(
+                        "Promotions of {} are refused until {} ({}). Rollbacks are not affected.",
+                        names.join(", "),
+                        f.until.format("%Y-%m-%d %H:%M UTC"),
+                        human_duration(*duration)
+                    ))
                     .field("By", req.actor.display_name.clone())
                     .field("Reason", or_dash(&req.reason))
             }
             _ => {
-                self.record(req, corr, service_label, params.clone(), AuditOutcome::Requested, String::new()).await?;
+                self.record(
+                    req,
+                    corr,
+                    service_label,
+                    params.clone(),
+                    AuditOutcome::Requested,
+                    String::new(),
+                )
+                .await?;
                 match self.freezes.remove(scope)? {
-                    Some(f) => Message::new(Severity::Success, format!("Unfrozen: {scope}"))
-                        .text(format!("The freeze by {} ({}) is lifted; promotions of {} are allowed again.", f.author.display_name, or_dash(&f.reason), names.join(", "))),
+                    Some(f) => {
+                        Message::new(Severity::Success, format!("Unfrozen: {scope}")).text(format!(
+                            "The freeze by {} ({}) is lifted; promotions of {} are allowed again.",
+                            f.author.display_name,
+                            or_dash(&f.reason),
+                            names.join(", ")
+                        ))
+                    }
                     None => {
                         let active = self.freezes.active_ad_hoc(now)?;
-                        let others: Vec<String> = active.iter().filter(|f| covered.iter().any(|s| f.scope.covers(&s.environment, s.name()))).map(|f| format!("`{}` by {}", f.scope, f.author.display_name)).collect();
-                        let text = if others.is_empty() { format!("There is no freeze on `{scope}`.") } else { format!("There is no freeze on exactly `{scope}`; these cover it: {}. Lift one with `/unfreeze <that scope>`.", others.join(", ")) };
-                        let o = self.refuse_recorded_scope(req, corr, service_label, params, "invalid", "Nothing to unfreeze", text).await?;
+                        let others: Vec<String> = active
+                            .iter()
+                            .filter(|f| {
+                                covered
+                                    .iter()
+                                    .any(|s| f.scope.covers(&s.environment, s.name()))
+                            })
+                            .map(|f| format!("`{}` by {}", f.scope, f.author.display_name))
+                            .collect();
+                        let text = if others.is_empty() {
+                            format!("There is no freeze on `{scope}`.")
+                        } else {
+                            format!("There is no freeze on exactly `{scope}`; these cover it: {}. Lift one with `/unfreeze <that scope>`.", others.join(", "))
+                        };
+                        let o = self
+                            .refuse_recorded_scope(
+                                req,
+                                corr,
+                                service_label,
+                                params,
+                                "invalid",
+                                "Nothing to unfreeze",
+                                text,
+                            )
+                            .await?;
                         if let Some((k, tx)) = claim {
                             self.idem.finish(&k, tx, &o, false)?;
                         }
@@ -609,15 +1023,36 @@ impl Engine {
                 }
             }
         };
-        let entry = self.record(req, corr, service_label, params, AuditOutcome::Succeeded, message.plain()).await?;
-        let message = message.context(format!("correlation {corr}")).context(format!("audit #{}", entry.seq));
-        let mut channels: Vec<String> = covered.iter().filter_map(|s| s.deploy_channel.as_ref().map(|c| c.as_ref().clone())).collect();
+        let entry = self
+            .record(
+                req,
+                corr,
+                service_label,
+                params,
+                AuditOutcome::Succeeded,
+                message.plain(),
+            )
+            .await?;
+        let message = message
+            .context(format!("correlation {corr}"))
+            .context(format!("audit #{}", entry.seq));
+        let mut channels: Vec<String> = covered
+            .iter()
+            .filter_map(|s| s.deploy_channel.as_ref().map(|c| c.as_ref().clone()))
+            .collect();
         channels.sort();
         channels.dedup();
         for ch in &channels {
             self.notifier.post_detached(ch.clone(), message.clone());
         }
-        let o = Outcome { status: Status::Succeeded, message, correlation_id: corr.into(), prompt: None, announced: !channels.is_empty(), repeat: false };
+        let o = Outcome {
+            status: Status::Succeeded,
+            message,
+            correlation_id: corr.into(),
+            prompt: None,
+            announced: !channels.is_empty(),
+            repeat: false,
+        };
         if let Some((k, tx)) = claim {
             self.idem.finish(&k, tx, &o, true)?;
         }
@@ -628,19 +1063,33 @@ impl Engine {
     pub fn resolve(&self, name: Option<&str>) -> Result<&ServiceConfig, String> {
         let names = self.config.service_names();
         let Some(name) = name.filter(|n| !n.is_empty()) else {
-            return Err(format!("Name a service; known services: {}.", names.join(", ")));
+            return Err(format!(
+                "Name a service; known services: {}.",
+                names.join(", ")
+            ));
         };
         self.config.service(name).ok_or_else(|| {
             let near = crate::config::closest(name, names.iter().copied());
             match near.first() {
                 Some(n) => format!("There is no service `{name}`; did you mean {n}?"),
-                None => format!("There is no service `{name}`; known services: {}.", names.join(", ")),
+                None => format!(
+                    "There is no service `{name}`; known services: {}.",
+                    names.join(", ")
+                ),
             }
         })
     }
 
     /// Appends an audit entry for this request.
-    pub async fn record(&self, req: &Request, corr: &str, service: Option<&str>, mut params: BTreeMap<String, serde_json::Value>, outcome: AuditOutcome, detail: String) -> anyhow::Result<crate::audit::Entry> {
+    pub async fn record(
+        &self,
+        req: &Request,
+        corr: &str,
+        service: Option<&str>,
+        mut params: BTreeMap<String, serde_json::Value>,
+        outcome: AuditOutcome,
+        detail: String,
+    ) -> anyhow::Result<crate::audit::Entry> {
         match &req.action {
             Action::Rollback { to: Some(t) } => {
                 params.entry("to".into()).or_insert(json!(t));
@@ -650,7 +1099,9 @@ impl Engine {
                 params.entry("force".into()).or_insert(json!(force));
             }
             Action::Freeze { duration, .. } => {
-                params.entry("duration_secs".into()).or_insert(json!(duration.as_secs()));
+                params
+                    .entry("duration_secs".into())
+                    .or_insert(json!(duration.as_secs()));
             }
             _ => {}
         }
@@ -676,26 +1127,80 @@ impl Engine {
         Ok(entry)
     }
 
-    async fn refuse(&self, req: &Request, corr: &str, svc: Option<&ServiceConfig>, why: &str, title: &str, text: String) -> anyhow::Result<Outcome> {
+    async fn refuse(
+        &self,
+        req: &Request,
+        corr: &str,
+        svc: Option<&ServiceConfig>,
+        why: &str,
+        title: &str,
+        text: String,
+    ) -> anyhow::Result<Outcome> {
         let service = svc.map(|s| s.name()).or(req.service.as_deref());
-        self.refuse_recorded_scope(req, corr, service, BTreeMap::new(), why, title, text).await
+        self.refuse_recorded_scope(req, corr, service, BTreeMap::new(), why, title, text)
+            .await
     }
 
-    async fn refuse_recorded(&self, req: &Request, corr: &str, svc: &ServiceConfig, why: &str, title: &str, text: String) -> anyhow::Result<Outcome> {
-        self.refuse_recorded_scope(req, corr, Some(svc.name()), BTreeMap::new(), why, title, text).await
+    async fn refuse_recorded(
+        &self,
+        req: &Request,
+        corr: &str,
+        svc: &ServiceConfig,
+        why: &str,
+        title: &str,
+        text: String,
+    ) -> anyhow::Result<Outcome> {
+        self.refuse_recorded_scope(
+            req,
+            corr,
+            Some(svc.name()),
+            BTreeMap::new(),
+            why,
+            title,
+            text,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn refuse_recorded_scope(&self, req: &Request, corr: &str, service: Option<&str>, mut params: BTreeMap<String, serde_json::Value>, why: &str, title: &str, text: String) -> anyhow::Result<Outcome> {
+    async fn refuse_recorded_scope(
+        &self,
+        req: &Request,
+        corr: &str,
+        service: Option<&str>,
+        mut params: BTreeMap<String, serde_json::Value>,
+        why: &str,
+        title: &str,
+        text: String,
+    ) -> anyhow::Result<Outcome> {
         params.insert("refusal".into(), json!(why));
-        let entry = self.record(req, corr, service, params, AuditOutcome::Refused, text.clone()).await?;
+        let entry = self
+            .record(
+                req,
+                corr,
+                service,
+                params,
+                AuditOutcome::Refused,
+                text.clone(),
+            )
+            .await?;
         self.telemetry.count_refusal(req.action.name(), why);
         let what = match service {
             Some(s) => format!("{}: {} {s}", title, req.action.name()),
             None => format!("{}: {}", title, req.action.name()),
         };
-        let m = Message::new(Severity::Warning, what).text(text).context(format!("correlation {corr}")).context(format!("audit #{}", entry.seq));
-        Ok(Outcome { status: Status::Refused, message: m, correlation_id: corr.into(), prompt: None, announced: false, repeat: false })
+        let m = Message::new(Severity::Warning, what)
+            .text(text)
+            .context(format!("correlation {corr}"))
+            .context(format!("audit #{}", entry.seq));
+        Ok(Outcome {
+            status: Status::Refused,
+            message: m,
+            correlation_id: corr.into(),
+            prompt: None,
+            announced: false,
+            repeat: false,
+        })
     }
 }
 
@@ -707,7 +1212,16 @@ impl Outcome {
 }
 
 fn plain_outcome(status: Status, sev: Severity, title: &str, text: &str, corr: &str) -> Outcome {
-    Outcome { status, message: Message::new(sev, title).text(text).context(format!("correlation {corr}")), correlation_id: corr.into(), prompt: None, announced: false, repeat: false }
+    Outcome {
+        status,
+        message: Message::new(sev, title)
+            .text(text)
+            .context(format!("correlation {corr}")),
+        correlation_id: corr.into(),
+        prompt: None,
+        announced: false,
+        repeat: false,
+    }
 }
 
 fn describe(e: Rejected<BackendError>) -> String {

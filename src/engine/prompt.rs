@@ -21,7 +21,11 @@ pub struct Choice {
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum PromptState {
     Open,
-    Answered { by: Actor, choice: String, at: DateTime<Utc> },
+    Answered {
+        by: Actor,
+        choice: String,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,20 +69,56 @@ impl Prompt {
         let mut m = Message::new(Severity::Warning, &self.title)
             .text(&self.question)
             .field("Requested by", self.requested_by.display_name.clone())
-            .field("Reason", if self.reason.is_empty() { "—".to_string() } else { self.reason.clone() })
+            .field(
+                "Reason",
+                if self.reason.is_empty() {
+                    "—".to_string()
+                } else {
+                    self.reason.clone()
+                },
+            )
             .context(format!("prompt {}", self.id))
             .context(format!("correlation {}", self.correlation_id));
         match &self.state {
             PromptState::Open => {
                 m = m
-                    .field("Who can answer", format!("{}{}", roles.join(", "), if self.other_person_required { " (not the requester)" } else { "" }))
-                    .field("Expires", self.expires.format("%Y-%m-%d %H:%M UTC").to_string())
-                    .button(&self.approve.label, format!("prompt:{}:approve", self.id), self.approve.style)
-                    .button(&self.reject.label, format!("prompt:{}:reject", self.id), self.reject.style);
+                    .field(
+                        "Who can answer",
+                        format!(
+                            "{}{}",
+                            roles.join(", "),
+                            if self.other_person_required {
+                                " (not the requester)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    )
+                    .field(
+                        "Expires",
+                        self.expires.format("%Y-%m-%d %H:%M UTC").to_string(),
+                    )
+                    .button(
+                        &self.approve.label,
+                        format!("prompt:{}:approve", self.id),
+                        self.approve.style,
+                    )
+                    .button(
+                        &self.reject.label,
+                        format!("prompt:{}:reject", self.id),
+                        self.reject.style,
+                    );
             }
             PromptState::Answered { by, choice, at } => {
                 m.severity = Severity::Info;
-                m = m.field("Answer", format!("{choice} by {} at {}", by.display_name, at.format("%H:%M:%S UTC")));
+                m = m.field(
+                    "Answer",
+                    format!(
+                        "{choice} by {} at {}",
+                        by.display_name,
+                        at.format("%H:%M:%S UTC")
+                    ),
+                );
             }
         }
         m
@@ -133,16 +173,32 @@ impl Prompts {
     }
 
     /// Marks the prompt answered if it is still open; exactly one caller wins.
-    pub fn answer(&self, id: &str, by: &Actor, approve: bool, now: DateTime<Utc>) -> anyhow::Result<Option<Answer>> {
+    pub fn answer(
+        &self,
+        id: &str,
+        by: &Actor,
+        approve: bool,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<Answer>> {
         loop {
-            let Some(old) = self.tree.get(id.as_bytes())? else { return Ok(None) };
+            let Some(old) = self.tree.get(id.as_bytes())? else {
+                return Ok(None);
+            };
             let mut p: Prompt = serde_json::from_slice(&old)?;
             if p.state != PromptState::Open {
                 return Ok(Some(Answer::AlreadyAnswered(p)));
             }
-            p.state = PromptState::Answered { by: by.clone(), choice: p.choice(approve).label.clone(), at: now };
+            p.state = PromptState::Answered {
+                by: by.clone(),
+                choice: p.choice(approve).label.clone(),
+                at: now,
+            };
             let new = serde_json::to_vec(&p)?;
-            if self.tree.compare_and_swap(id.as_bytes(), Some(old), Some(new))?.is_ok() {
+            if self
+                .tree
+                .compare_and_swap(id.as_bytes(), Some(old), Some(new))?
+                .is_ok()
+            {
                 return Ok(Some(Answer::Accepted(p)));
             }
         }
@@ -159,8 +215,14 @@ mod tests {
 
     #[test]
     fn action_ids_round_trip_and_forgeries_fail() {
-        assert_eq!(parse_action_id("prompt:ab12-cd:approve"), Some(("ab12-cd".into(), true)));
-        assert_eq!(parse_action_id("prompt:ab12:reject"), Some(("ab12".into(), false)));
+        assert_eq!(
+            parse_action_id("prompt:ab12-cd:approve"),
+            Some(("ab12-cd".into(), true))
+        );
+        assert_eq!(
+            parse_action_id("prompt:ab12:reject"),
+            Some(("ab12".into(), false))
+        );
         assert_eq!(parse_action_id("prompt:ab12:promote"), None);
         assert_eq!(parse_action_id("prompt::approve"), None);
         assert_eq!(parse_action_id("prompt:../x:approve"), None);

@@ -26,7 +26,10 @@ pub struct Inflight {
 impl Engine {
     /// Marks and announces every action found unfinished. Call once at start.
     pub async fn recover(&self) -> anyhow::Result<Vec<Inflight>> {
-        let found: Vec<Inflight> = crate::store::all::<Inflight>(&self.store.inflight)?.into_iter().map(|(_, v)| v).collect();
+        let found: Vec<Inflight> = crate::store::all::<Inflight>(&self.store.inflight)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
         for f in &found {
             let text = format!(
                 "rollbot stopped while {} of {} (asked by {} at {}) was in progress. It may or may not have been applied: check `/status {}` and repeat the action if needed.",
@@ -52,9 +55,12 @@ impl Engine {
             self.store.inflight.remove(f.correlation_id.as_bytes())?;
             tracing::warn!(service = %f.service, action = %f.action, correlation = %f.correlation_id, "found an interrupted action");
             if let Some(ch) = &f.channel {
-                let m = Message::new(Severity::Critical, format!("Interrupted: {} of {}", f.action, f.service))
-                    .text(text)
-                    .context(format!("correlation {}", f.correlation_id));
+                let m = Message::new(
+                    Severity::Critical,
+                    format!("Interrupted: {} of {}", f.action, f.service),
+                )
+                .text(text)
+                .context(format!("correlation {}", f.correlation_id));
                 self.notifier.post(ch, &m).await;
             }
         }

@@ -71,13 +71,21 @@ impl ChatSink for Recorder {
     async fn post(&self, channel: &str, msg: &Message) -> Result<MessageRef, ChatError> {
         let mut v = self.0.lock().unwrap();
         v.push((channel.to_string(), msg.clone()));
-        Ok(MessageRef { platform: Platform::Console, channel: channel.into(), id: v.len().to_string(), thread: None })
+        Ok(MessageRef {
+            platform: Platform::Console,
+            channel: channel.into(),
+            id: v.len().to_string(),
+            thread: None,
+        })
     }
     async fn reply(&self, t: &MessageRef, msg: &Message) -> Result<MessageRef, ChatError> {
         self.post(&t.channel, msg).await
     }
     async fn update(&self, at: &MessageRef, msg: &Message) -> Result<(), ChatError> {
-        self.0.lock().unwrap().push((format!("update:{}", at.id), msg.clone()));
+        self.0
+            .lock()
+            .unwrap()
+            .push((format!("update:{}", at.id), msg.clone()));
         Ok(())
     }
     async fn ephemeral(&self, channel: &str, _u: &Actor, msg: &Message) -> Result<(), ChatError> {
@@ -103,13 +111,30 @@ fn harness_at(path: &Path, latency_ms: u64) -> Harness {
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap());
     let store = Arc::new(Store::open(path).unwrap());
     let telemetry = Arc::new(Telemetry::new());
-    let sim = Arc::new(SimulatedBackend::new(Duration::from_millis(latency_ms), BTreeMap::new()));
+    let sim = Arc::new(SimulatedBackend::new(
+        Duration::from_millis(latency_ms),
+        BTreeMap::new(),
+    ));
     let chat = Arc::new(Recorder::default());
     let mut notifier = Notifier::new(config.channels.clone(), 4, telemetry.clone());
     notifier.add_sink(chat.clone());
-    let backends: HashMap<String, Arc<dyn RollbackBackend>> = [("sim".to_string(), sim.clone() as Arc<dyn RollbackBackend>)].into();
-    let engine = Arc::new(Engine::new(EngineParts { config: Arc::new(config), store, backends, notifier, clock: Arc::new(clock.clone()), telemetry }));
-    Harness { engine, sim, clock, chat, _dir: None }
+    let backends: HashMap<String, Arc<dyn RollbackBackend>> =
+        [("sim".to_string(), sim.clone() as Arc<dyn RollbackBackend>)].into();
+    let engine = Arc::new(Engine::new(EngineParts {
+        config: Arc::new(config),
+        store,
+        backends,
+        notifier,
+        clock: Arc::new(clock.clone()),
+        telemetry,
+    }));
+    Harness {
+        engine,
+        sim,
+        clock,
+        chat,
+        _dir: None,
+    }
 }
 
 fn harness_with(latency_ms: u64) -> Harness {
@@ -124,33 +149,83 @@ fn harness() -> Harness {
 }
 
 fn rollback(actor: &str, service: &str) -> Request {
-    Request::new(who(actor), Action::Rollback { to: None }).service(service).reason("test")
+    Request::new(who(actor), Action::Rollback { to: None })
+        .service(service)
+        .reason("test")
 }
 
 fn promote(actor: &str, service: &str, force: bool) -> Request {
-    Request::new(who(actor), Action::Promote { full: false, force }).service(service).reason("test")
+    Request::new(who(actor), Action::Promote { full: false, force })
+        .service(service)
+        .reason("test")
 }
 
 #[tokio::test]
 async fn every_role_and_action_pair() {
-    let actions: Vec<(&str, Box<dyn Fn(&str) -> Request>)> = vec![
+    type MakeRequest = Box<dyn Fn(&str) -> Request>;
+    let actions: Vec<(&str, MakeRequest)> = vec![
         ("rollback", Box::new(|a| rollback(a, "payments"))),
         ("promote", Box::new(|a| promote(a, "payments", false))),
-        ("pause", Box::new(|a| Request::new(who(a), Action::Pause).service("payments"))),
-        ("resume", Box::new(|a| Request::new(who(a), Action::Resume).service("payments"))),
-        ("freeze", Box::new(|a| Request::new(who(a), Action::Freeze { scope: Scope::Service("payments".into()), duration: Duration::from_secs(60) }))),
-        ("unfreeze", Box::new(|a| Request::new(who(a), Action::Unfreeze { scope: Scope::Service("payments".into()) }))),
-        ("status", Box::new(|a| Request::new(who(a), Action::Query { view: View::Status }).service("payments"))),
-        ("audit", Box::new(|a| Request::new(who(a), Action::Query { view: View::Audit }).service("payments"))),
+        (
+            "pause",
+            Box::new(|a| Request::new(who(a), Action::Pause).service("payments")),
+        ),
+        (
+            "resume",
+            Box::new(|a| Request::new(who(a), Action::Resume).service("payments")),
+        ),
+        (
+            "freeze",
+            Box::new(|a| {
+                Request::new(
+                    who(a),
+                    Action::Freeze {
+                        scope: Scope::Service("payments".into()),
+                        duration: Duration::from_secs(60),
+                    },
+                )
+            }),
+        ),
+        (
+            "unfreeze",
+            Box::new(|a| {
+                Request::new(
+                    who(a),
+                    Action::Unfreeze {
+                        scope: Scope::Service("payments".into()),
+                    },
+                )
+            }),
+        ),
+        (
+            "status",
+            Box::new(|a| {
+                Request::new(who(a), Action::Query { view: View::Status }).service("payments")
+            }),
+        ),
+        (
+            "audit",
+            Box::new(|a| {
+                Request::new(who(a), Action::Query { view: View::Audit }).service("payments")
+            }),
+        ),
     ];
     // The expected matrix, written out rather than derived from Role::grants.
     let allowed: &[(&str, &[&str])] = &[
         ("viewer", &["status", "audit"]),
         ("deployer", &["promote", "resume", "status", "audit"]),
         ("approver", &["status", "audit"]),
-        ("responder", &["rollback", "pause", "resume", "status", "audit"]),
+        (
+            "responder",
+            &["rollback", "pause", "resume", "status", "audit"],
+        ),
         ("releaser", &["freeze", "unfreeze", "status", "audit"]),
-        ("admin", &["rollback", "promote", "pause", "resume", "freeze", "unfreeze", "status", "audit"]),
+        (
+            "admin",
+            &[
+                "rollback", "promote", "pause", "resume", "freeze", "unfreeze", "status", "audit",
+            ],
+        ),
         ("stranger", &[]),
     ];
     for (actor, ok) in allowed {
@@ -158,59 +233,170 @@ async fn every_role_and_action_pair() {
             let h = harness();
             let before = h.engine.audit().len();
             let o = h.engine.execute(make(actor)).await;
-            let refused_for_permission = o.status == Status::Refused && o.message.text.contains("permission");
+            let refused_for_permission =
+                o.status == Status::Refused && o.message.text.contains("permission");
             if ok.contains(name) {
-                assert!(!refused_for_permission, "{actor} should be allowed to {name}: {}", o.message.plain());
+                assert!(
+                    !refused_for_permission,
+                    "{actor} should be allowed to {name}: {}",
+                    o.message.plain()
+                );
             } else {
-                assert!(refused_for_permission, "{actor} should be refused {name}: {}", o.message.plain());
-                let last = h.engine.audit().get(before + 1).unwrap().expect("refusal audited");
+                assert!(
+                    refused_for_permission,
+                    "{actor} should be refused {name}: {}",
+                    o.message.plain()
+                );
+                let last = h
+                    .engine
+                    .audit()
+                    .get(before + 1)
+                    .unwrap()
+                    .expect("refusal audited");
                 assert_eq!(last.record.outcome, AuditOutcome::Refused);
                 assert_eq!(last.record.actor.id, *actor);
-                assert!(o.message.text.contains("comes with the role"), "{}", o.message.text);
+                assert!(
+                    o.message.text.contains("comes with the role"),
+                    "{}",
+                    o.message.text
+                );
             }
         }
     }
     // Answering prompts: approver yes, deployer no.
     let h = harness();
-    let pending = h.engine.execute(promote("deployer", "checkout", false)).await;
+    let pending = h
+        .engine
+        .execute(promote("deployer", "checkout", false))
+        .await;
     let id = pending.prompt.expect("a prompt");
-    let o = h.engine.execute(Request::new(who("responder"), Action::Approve { prompt: id.clone() })).await;
+    let o = h
+        .engine
+        .execute(Request::new(
+            who("responder"),
+            Action::Approve { prompt: id.clone() },
+        ))
+        .await;
     assert_eq!(o.status, Status::Refused);
-    assert!(o.message.text.contains("needs the role approver or admin"), "{}", o.message.text);
-    let o = h.engine.execute(Request::new(who("approver"), Action::Approve { prompt: id })).await;
+    assert!(
+        o.message.text.contains("needs the role approver or admin"),
+        "{}",
+        o.message.text
+    );
+    let o = h
+        .engine
+        .execute(Request::new(
+            who("approver"),
+            Action::Approve { prompt: id },
+        ))
+        .await;
     assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
 }
 
 #[tokio::test]
 async fn freeze_refuses_promote_but_never_rollback() {
     let h = harness();
-    let f = h.engine.execute(Request::new(who("releaser"), Action::Freeze { scope: Scope::Glob("prod/*".into()), duration: Duration::from_secs(7200) }).reason("launch")).await;
+    let f = h
+        .engine
+        .execute(
+            Request::new(
+                who("releaser"),
+                Action::Freeze {
+                    scope: Scope::Glob("prod/*".into()),
+                    duration: Duration::from_secs(7200),
+                },
+            )
+            .reason("launch"),
+        )
+        .await;
     assert_eq!(f.status, Status::Succeeded, "{}", f.message.plain());
-    let p = h.engine.execute(promote("deployer", "payments", false)).await;
+    let p = h
+        .engine
+        .execute(promote("deployer", "payments", false))
+        .await;
     assert_eq!(p.status, Status::Refused);
-    assert!(p.message.text.contains("prod/* is frozen by releaser") && p.message.text.contains("launch"), "{}", p.message.text);
+    assert!(
+        p.message.text.contains("prod/* is frozen by releaser")
+            && p.message.text.contains("launch"),
+        "{}",
+        p.message.text
+    );
     assert_eq!(h.sim.count("payments", "promote"), 0);
     let r = h.engine.execute(rollback("responder", "payments")).await;
     assert_eq!(r.status, Status::Succeeded, "{}", r.message.plain());
     assert_eq!(h.sim.count("payments", "rollback"), 1);
     h.sim.start_canary("payments", "v3");
     // force without admin: refused; admin without reason: refused; admin with reason: break-glass.
-    let o = h.engine.execute(promote("deployer", "payments", true)).await;
-    assert!(o.status == Status::Refused && o.message.text.contains("Only the admin role"), "{}", o.message.plain());
-    let o = h.engine.execute(Request::new(who("admin"), Action::Promote { full: false, force: true }).service("payments")).await;
-    assert!(o.status == Status::Refused && o.message.title.contains("needs a reason"), "{}", o.message.plain());
+    let o = h
+        .engine
+        .execute(promote("deployer", "payments", true))
+        .await;
+    assert!(
+        o.status == Status::Refused && o.message.text.contains("Only the admin role"),
+        "{}",
+        o.message.plain()
+    );
+    let o = h
+        .engine
+        .execute(
+            Request::new(
+                who("admin"),
+                Action::Promote {
+                    full: false,
+                    force: true,
+                },
+            )
+            .service("payments"),
+        )
+        .await;
+    assert!(
+        o.status == Status::Refused && o.message.title.contains("needs a reason"),
+        "{}",
+        o.message.plain()
+    );
     let o = h.engine.execute(promote("admin", "payments", true)).await;
     assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
-    let entry = h.engine.audit().query(&crate::audit::Query { service: Some("payments".into()), limit: 1, ..Default::default() }).unwrap().remove(0);
-    assert_eq!(entry.record.parameters.get("break_glass"), Some(&json!(true)));
+    let entry = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query {
+            service: Some("payments".into()),
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        entry.record.parameters.get("break_glass"),
+        Some(&json!(true))
+    );
     h.engine.notifier.settle().await;
-    let posted = h.chat.0.lock().unwrap();
-    assert!(posted.iter().any(|(_, m)| m.title.starts_with("Break-glass: admin promoted payments")), "break-glass not announced");
-    drop(posted);
+    let announced = h
+        .chat
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, m)| m.title.starts_with("Break-glass: admin promoted payments"));
+    assert!(announced, "break-glass not announced");
     // Unfreeze lifts it.
-    let u = h.engine.execute(Request::new(who("releaser"), Action::Unfreeze { scope: Scope::Glob("prod/*".into()) })).await;
+    let u = h
+        .engine
+        .execute(Request::new(
+            who("releaser"),
+            Action::Unfreeze {
+                scope: Scope::Glob("prod/*".into()),
+            },
+        ))
+        .await;
     assert_eq!(u.status, Status::Succeeded);
-    assert_eq!(h.engine.execute(promote("deployer", "payments", false)).await.status, Status::Succeeded);
+    assert_eq!(
+        h.engine
+            .execute(promote("deployer", "payments", false))
+            .await
+            .status,
+        Status::Succeeded
+    );
 }
 
 #[tokio::test]
@@ -218,37 +404,76 @@ async fn scheduled_deny_window_refuses_at_the_right_times() {
     let h = harness();
     let at = |d, hh, mm| Utc.with_ymd_and_hms(2026, 12, d, hh, mm, 0).unwrap();
     // Friday 2026-12-04 18:00 to Saturday 00:00 UTC.
-    for (t, blocked) in [(at(4, 17, 59), false), (at(4, 18, 0), true), (at(4, 23, 59), true), (at(5, 0, 0), false), (at(11, 19, 30), true), (at(2, 19, 0), false)] {
+    for (t, blocked) in [
+        (at(4, 17, 59), false),
+        (at(4, 18, 0), true),
+        (at(4, 23, 59), true),
+        (at(5, 0, 0), false),
+        (at(11, 19, 30), true),
+        (at(2, 19, 0), false),
+    ] {
         h.clock.set(t);
         let o = h.engine.execute(promote("deployer", "search", false)).await;
         if blocked {
             assert_eq!(o.status, Status::Refused, "{t}: {}", o.message.plain());
-            assert!(o.message.text.contains("friday-evening"), "{}", o.message.text);
+            assert!(
+                o.message.text.contains("friday-evening"),
+                "{}",
+                o.message.text
+            );
         } else {
             assert_ne!(o.status, Status::Refused, "{t}: {}", o.message.plain());
         }
         // Rollbacks pass inside the window too.
-        assert_ne!(h.engine.execute(rollback("admin", "search")).await.status, Status::Refused);
+        assert_ne!(
+            h.engine.execute(rollback("admin", "search")).await.status,
+            Status::Refused
+        );
     }
 }
 
 #[tokio::test]
 async fn two_person_rule_for_critical_promotions() {
     let h = harness();
-    let pending = h.engine.execute(promote("deployer2", "checkout", false)).await;
+    let pending = h
+        .engine
+        .execute(promote("deployer2", "checkout", false))
+        .await;
     assert_eq!(pending.status, Status::Pending);
     assert_eq!(h.sim.count("checkout", "promote"), 0);
     let id = pending.prompt.unwrap();
     // deployer2 is also an approver, but not for their own request.
-    let own = h.engine.execute(Request::new(who("deployer2"), Action::Approve { prompt: id.clone() })).await;
+    let own = h
+        .engine
+        .execute(Request::new(
+            who("deployer2"),
+            Action::Approve { prompt: id.clone() },
+        ))
+        .await;
     assert_eq!(own.status, Status::Refused);
-    assert!(own.message.text.contains("a different person must approve"), "{}", own.message.text);
-    assert_eq!(h.engine.prompts.get(&id).unwrap().unwrap().state, PromptState::Open);
-    let ok = h.engine.execute(Request::new(who("approver"), Action::Approve { prompt: id.clone() })).await;
+    assert!(
+        own.message.text.contains("a different person must approve"),
+        "{}",
+        own.message.text
+    );
+    assert_eq!(
+        h.engine.prompts.get(&id).unwrap().unwrap().state,
+        PromptState::Open
+    );
+    let ok = h
+        .engine
+        .execute(Request::new(
+            who("approver"),
+            Action::Approve { prompt: id.clone() },
+        ))
+        .await;
     assert_eq!(ok.status, Status::Succeeded, "{}", ok.message.plain());
     assert_eq!(h.sim.count("checkout", "promote"), 1);
     // A second press does nothing more.
-    let again = h.engine.execute(Request::new(who("admin"), Action::Approve { prompt: id })).await;
+    let again = h
+        .engine
+        .execute(Request::new(who("admin"), Action::Approve { prompt: id }))
+        .await;
     assert!(again.message.title.contains("Already answered"));
     assert_eq!(h.sim.count("checkout", "promote"), 1);
 }
@@ -256,12 +481,23 @@ async fn two_person_rule_for_critical_promotions() {
 #[tokio::test]
 async fn concurrent_presses_act_once() {
     let h = harness_with(50);
-    let id = h.engine.execute(promote("deployer", "checkout", false)).await.prompt.unwrap();
+    let id = h
+        .engine
+        .execute(promote("deployer", "checkout", false))
+        .await
+        .prompt
+        .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let e = h.engine.clone();
         let id = id.clone();
-        tasks.push(tokio::spawn(async move { e.execute(Request::new(who("approver"), Action::Approve { prompt: id })).await }));
+        tasks.push(tokio::spawn(async move {
+            e.execute(Request::new(
+                who("approver"),
+                Action::Approve { prompt: id },
+            ))
+            .await
+        }));
     }
     let mut succeeded = 0;
     for t in tasks {
@@ -279,15 +515,23 @@ async fn same_idempotency_key_acts_once_even_concurrently() {
     let mut tasks = Vec::new();
     for _ in 0..5 {
         let e = h.engine.clone();
-        tasks.push(tokio::spawn(async move { e.execute(rollback("responder", "payments").idempotency_key("slack:Tx:1531420618.1")).await }));
+        tasks.push(tokio::spawn(async move {
+            e.execute(rollback("responder", "payments").idempotency_key("slack:Tx:1531420618.1"))
+                .await
+        }));
     }
     let outcomes: Vec<Outcome> = futures_join(tasks).await;
     assert_eq!(h.sim.count("payments", "rollback"), 1);
     assert!(outcomes.iter().all(|o| o.status == Status::Succeeded));
     assert_eq!(outcomes.iter().filter(|o| !o.repeat).count(), 1);
-    assert!(outcomes.iter().all(|o| o.correlation_id == outcomes[0].correlation_id || o.repeat));
+    assert!(outcomes
+        .iter()
+        .all(|o| o.correlation_id == outcomes[0].correlation_id || o.repeat));
     // Later, too.
-    let later = h.engine.execute(rollback("responder", "payments").idempotency_key("slack:Tx:1531420618.1")).await;
+    let later = h
+        .engine
+        .execute(rollback("responder", "payments").idempotency_key("slack:Tx:1531420618.1"))
+        .await;
     assert!(later.repeat);
     assert_eq!(h.sim.count("payments", "rollback"), 1);
 }
@@ -307,7 +551,11 @@ async fn actions_on_one_service_never_overlap() {
     let mut tasks = Vec::new();
     for i in 0..4 {
         let e = h.engine.clone();
-        let req = if i % 2 == 0 { Request::new(who("responder"), Action::Pause).service("payments") } else { Request::new(who("responder"), Action::Resume).service("payments") };
+        let req = if i % 2 == 0 {
+            Request::new(who("responder"), Action::Pause).service("payments")
+        } else {
+            Request::new(who("responder"), Action::Resume).service("payments")
+        };
         tasks.push(tokio::spawn(async move { e.execute(req).await }));
     }
     for t in tasks {
@@ -323,20 +571,44 @@ async fn a_busy_service_refuses_after_the_bounded_wait_naming_the_holder() {
     let e = h.engine.clone();
     let first = tokio::spawn(async move { e.execute(rollback("responder", "payments")).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let second = h.engine.execute(Request::new(who("admin"), Action::Pause).service("payments")).await;
+    let second = h
+        .engine
+        .execute(Request::new(who("admin"), Action::Pause).service("payments"))
+        .await;
     assert_eq!(second.status, Status::Refused);
-    assert!(second.message.text.contains("rollback by responder since"), "{}", second.message.text);
+    assert!(
+        second.message.text.contains("rollback by responder since"),
+        "{}",
+        second.message.text
+    );
     first.abort();
 }
 
 #[tokio::test]
 async fn backend_failure_is_reported_and_audited() {
     let h = harness();
-    h.sim.inject_failure("payments", "rollback", 1, "deployments.apps \"payments\" is forbidden");
+    h.sim.inject_failure(
+        "payments",
+        "rollback",
+        1,
+        "deployments.apps \"payments\" is forbidden",
+    );
     let o = h.engine.execute(rollback("responder", "payments")).await;
     assert_eq!(o.status, Status::Failed);
-    assert!(o.message.text.contains("forbidden") && o.message.text.contains("by hand"), "{}", o.message.text);
-    let e = h.engine.audit().query(&crate::audit::Query { service: Some("payments".into()), limit: 2, ..Default::default() }).unwrap();
+    assert!(
+        o.message.text.contains("forbidden") && o.message.text.contains("by hand"),
+        "{}",
+        o.message.text
+    );
+    let e = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query {
+            service: Some("payments".into()),
+            limit: 2,
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(e[0].record.outcome, AuditOutcome::Failed);
     assert_eq!(e[1].record.outcome, AuditOutcome::Requested);
     assert_eq!(e[0].record.correlation_id, e[1].record.correlation_id);
@@ -350,9 +622,12 @@ async fn an_interrupted_action_is_found_marked_and_announced() {
         let h = harness_at(dir.path(), 0);
         h.sim.inject_hang("payments", "rollback", 1);
         let e = h.engine.clone();
-        let task = tokio::spawn(async move { e.execute(rollback("responder", "payments").correlation_id("crash-1")).await });
+        let task = tokio::spawn(async move {
+            e.execute(rollback("responder", "payments").correlation_id("crash-1"))
+                .await
+        });
         for _ in 0..200 {
-            if h.engine.audit().len() >= 1 {
+            if !h.engine.audit().is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -364,10 +639,24 @@ async fn an_interrupted_action_is_found_marked_and_announced() {
     let found = h.engine.recover().await.unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].correlation_id, "crash-1");
-    let steps = h.engine.audit().query(&crate::audit::Query { correlation_id: Some("crash-1".into()), limit: 5, ..Default::default() }).unwrap();
+    let steps = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query {
+            correlation_id: Some("crash-1".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(steps[0].record.outcome, AuditOutcome::Interrupted);
     assert_eq!(steps[1].record.outcome, AuditOutcome::Requested);
-    assert!(h.chat.0.lock().unwrap().iter().any(|(_, m)| m.title == "Interrupted: rollback of payments"));
+    assert!(h
+        .chat
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, m)| m.title == "Interrupted: rollback of payments"));
     // Reported once, not at every start.
     assert!(h.engine.recover().await.unwrap().is_empty());
 }
@@ -377,15 +666,35 @@ async fn unknown_service_suggests_and_is_audited() {
     let h = harness();
     let o = h.engine.execute(rollback("responder", "paymnts")).await;
     assert_eq!(o.status, Status::Refused);
-    assert_eq!(o.message.text, "There is no service `paymnts`; did you mean payments?");
+    assert_eq!(
+        o.message.text,
+        "There is no service `paymnts`; did you mean payments?"
+    );
     assert_eq!(h.engine.audit().len(), 1);
 }
 
 #[tokio::test]
 async fn status_lists_freezes_with_who_since_until_why() {
     let h = harness();
-    h.engine.execute(Request::new(who("releaser"), Action::Freeze { scope: Scope::Glob("prod/*".into()), duration: Duration::from_secs(7200) }).reason("code freeze for launch")).await;
-    let o = h.engine.execute(Request::new(who("viewer"), Action::Query { view: View::Status })).await;
+    h.engine
+        .execute(
+            Request::new(
+                who("releaser"),
+                Action::Freeze {
+                    scope: Scope::Glob("prod/*".into()),
+                    duration: Duration::from_secs(7200),
+                },
+            )
+            .reason("code freeze for launch"),
+        )
+        .await;
+    let o = h
+        .engine
+        .execute(Request::new(
+            who("viewer"),
+            Action::Query { view: View::Status },
+        ))
+        .await;
     let text = o.message.plain();
     assert!(text.contains("Freeze prod/*: by releaser since 2026-12-02 12:00 UTC until 2026-12-02 14:00 UTC (2h left): code freeze for launch"), "{text}");
     assert!(text.contains("checkout (prod, critical)"), "{text}");

@@ -30,7 +30,10 @@ pub struct AdHocFreeze {
 pub enum Block {
     AdHoc(AdHocFreeze),
     DenyWindow(ActiveWindow),
-    OutsideAllow { windows: Vec<String>, next_open: Option<DateTime<Utc>> },
+    OutsideAllow {
+        windows: Vec<String>,
+        next_open: Option<DateTime<Utc>>,
+    },
 }
 
 impl fmt::Display for Block {
@@ -44,14 +47,21 @@ impl fmt::Display for Block {
                 z.start.format("%H:%M UTC"),
                 z.until.format("%Y-%m-%d %H:%M UTC"),
                 human_duration((z.until - z.start).to_std().unwrap_or_default()),
-                if z.reason.is_empty() { "no reason given" } else { &z.reason }
+                if z.reason.is_empty() {
+                    "no reason given"
+                } else {
+                    &z.reason
+                }
             ),
             Block::DenyWindow(w) => write!(
                 f,
                 "the scheduled freeze window `{}` is active until {}{}",
                 w.name,
                 w.end.format("%Y-%m-%d %H:%M UTC"),
-                w.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                w.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
             ),
             Block::OutsideAllow { windows, next_open } => write!(
                 f,
@@ -109,12 +119,20 @@ impl Freezes {
     }
 
     pub fn active_windows(&self, now: DateTime<Utc>) -> Vec<ActiveWindow> {
-        self.windows.iter().filter_map(|w| window::active(w, now)).collect()
+        self.windows
+            .iter()
+            .filter_map(|w| window::active(w, now))
+            .collect()
     }
 
     /// Why promoting `environment/name` is blocked at `now`, if it is.
     /// Deny wins over allow; an ad hoc freeze is reported first.
-    pub fn promotion_block(&self, environment: &str, name: &str, now: DateTime<Utc>) -> anyhow::Result<Option<Block>> {
+    pub fn promotion_block(
+        &self,
+        environment: &str,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<Block>> {
         if let Some(f) = self
             .active_ad_hoc(now)?
             .into_iter()
@@ -127,7 +145,11 @@ impl Freezes {
                 .iter()
                 .any(|g| crate::glob_matches(&g.0, environment, name))
         };
-        for w in self.windows.iter().filter(|w| w.kind == WindowKind::Deny && applies(w)) {
+        for w in self
+            .windows
+            .iter()
+            .filter(|w| w.kind == WindowKind::Deny && applies(w))
+        {
             if let Some(a) = window::active(w, now) {
                 return Ok(Some(Block::DenyWindow(a)));
             }
@@ -140,7 +162,10 @@ impl Freezes {
         if !allows.is_empty() && !allows.iter().any(|w| window::active(w, now).is_some()) {
             return Ok(Some(Block::OutsideAllow {
                 windows: allows.iter().map(|w| w.name.clone()).collect(),
-                next_open: allows.iter().filter_map(|w| window::next_start(w, now)).min(),
+                next_open: allows
+                    .iter()
+                    .filter_map(|w| window::next_start(w, now))
+                    .min(),
             }));
         }
         Ok(None)

@@ -189,7 +189,7 @@ pub struct MetricEvidence {
 pub struct Evaluation {
     pub t: f64,
     pub verdict: Verdict,
-    /// 0 (conclusive harm) to 100 (no sign of harm).
+    /// 0 (conclusive harm) to 100 (no sign of harm); NaN with `NoData`.
     pub score: f64,
     pub recommendation: Recommendation,
     pub evidence: Vec<MetricEvidence>,
@@ -252,7 +252,7 @@ pub(crate) fn fmt_pct(x: f64) -> String {
     let p = x * 100.0;
     if p == 0.0 {
         "0%".to_string()
-    } else if p < 0.1 {
+    } else if p < 0.0995 {
         format!("{p:.3}%")
     } else if p < 10.0 {
         format!("{p:.2}%")

@@ -381,10 +381,13 @@ pub fn render_timeline(evals: &[Evaluation]) -> String {
             } else {
                 "no score".into()
             };
+            let change = match prev {
+                Some((v, _)) if v != e.verdict => format!("{v} → "),
+                _ => String::new(),
+            };
             out.push_str(&format!(
-                "[{}] {}{} ({score}, action {})\n",
+                "[{}] {change}{} ({score}, action {})\n",
                 fmt_duration(e.t),
-                prev.map(|p| format!("{} → ", p.0)).unwrap_or_default(),
                 e.verdict,
                 e.recommendation
             ));

@@ -286,6 +286,16 @@ pub struct SequentialJudge {
     first_post_t: Option<f64>,
     last_data_t: Option<f64>,
     prev_t: Option<f64>,
+    /// Promotion was recommended and nothing has turned bad since: keep
+    /// recommending it instead of flapping as intervals wobble.
+    promoted: bool,
+}
+
+/// Whether every signal still passes (or has no data).
+fn all_pass(factors: &[(Signal, MetricClass)]) -> bool {
+    factors
+        .iter()
+        .all(|(_, c)| matches!(c, MetricClass::Pass | MetricClass::NoData))
 }
 
 impl SequentialJudge {
@@ -313,6 +323,7 @@ impl SequentialJudge {
             first_post_t: None,
             last_data_t: None,
             prev_t: None,
+            promoted: false,
         }
     }
 
@@ -489,7 +500,7 @@ impl SequentialJudge {
                 thousands(self.canary_requests),
                 since_note(&j, p.warm_up.secs())
             );
-            push_ratio_reason(&mut reasons, &head, &j, tau, crit, "errors");
+            push_ratio_reason(&mut reasons, &head, &j, tau, crit);
             if j.class == MetricClass::Pass {
                 let more = self.errors.full().and_then(|s| {
                     more_needed(s, tau, self.log_thr + (1.0 / W0).ln(), per_tick_canary)
@@ -557,7 +568,7 @@ impl SequentialJudge {
                     since_note(&j, p.warm_up.secs()),
                     self.quantile_summary()
                 );
-                push_ratio_reason(&mut reasons, &head, &j, tau, crit, "latency");
+                push_ratio_reason(&mut reasons, &head, &j, tau, crit);
                 if j.interval.1.is_nan()
                     || j.interval.1 >= p.promote_margin
                     || j.class != MetricClass::Pass
@@ -711,12 +722,23 @@ impl SequentialJudge {
                 ),
             );
         }
+        if self.err_watch.degraded || self.lat_watch.degraded {
+            // Not while an external fault blurs the comparison.
+            promote_ok = false;
+            self.promoted = false;
+        }
         let since_warm = t - p.warm_up.secs();
+        if score < p.pause_below {
+            self.promoted = false;
+        }
         let (verdict, rec) = if score < p.rollback_below {
             (Verdict::Failing, Recommendation::Rollback)
         } else if score < p.pause_below {
             (Verdict::Borderline, Recommendation::Pause)
-        } else if enough && promote_ok && since_warm >= p.promote_after.secs() {
+        } else if (self.promoted && all_pass(&factors))
+            || (enough && promote_ok && since_warm >= p.promote_after.secs())
+        {
+            self.promoted = true;
             reasons.push(format!(
                 "every critical signal rules out a {} degradation after {} canary requests: ready to promote",
                 fmt_ratio(p.promote_margin),
@@ -898,7 +920,6 @@ fn push_ratio_reason(
     j: &RatioJudgement,
     tau: f64,
     critical: bool,
-    signal: &str,
 ) {
     let thr = j.log_thr.exp();
     match j.class {
@@ -921,7 +942,7 @@ fn push_ratio_reason(
                     fmt_duration(d)
                 ),
                 None => format!(
-                    "worse than baseline (e-value {:.0}) but not shown beyond the {} tolerance ({signal})",
+                    "worse than baseline (e-value {:.0}) but not shown beyond the {} tolerance",
                     j.log_e_any.exp().min(1e12),
                     fmt_ratio(tau)
                 ),
@@ -1058,6 +1079,10 @@ mod tests {
             .evidence
             .iter()
             .any(|m| m.metric == "error_rate" && m.baseline_degraded));
+        // Nor is it promoted while the fault blurs the comparison.
+        assert!(!evals
+            .iter()
+            .any(|e| e.t > 620.0 && e.t <= 1200.0 && e.recommendation == Recommendation::Promote));
     }
 
     #[test]

@@ -465,7 +465,18 @@ impl PairSums {
         let a1 = -2.0 * k * ma * mb + 2.0 * t2 * cab;
         let a0 = k * ma * ma - t2 * caa;
         let disc = a1 * a1 - 4.0 * a2 * a0;
-        if a2 <= 0.0 || disc < 0.0 {
+        if a2 <= 0.0 {
+            // The baseline's mean is not yet told apart from 0, so no upper
+            // end; a lower end exists when ratio 0 is rejected (a0 > 0):
+            // then the roots straddle 0 and the positive one is the bound.
+            if a2 < 0.0 && a0 > 0.0 && disc >= 0.0 {
+                let sq = disc.sqrt();
+                let r = ((-a1 - sq) / (2.0 * a2)).max((-a1 + sq) / (2.0 * a2));
+                return (r.max(0.0), f64::INFINITY);
+            }
+            return (0.0, f64::INFINITY);
+        }
+        if disc < 0.0 {
             return (0.0, f64::INFINITY);
         }
         let sq = disc.sqrt();
@@ -718,5 +729,24 @@ mod tests {
         // outside, above.
         assert!(s.log_e_worse(lo * 1.001) < thr);
         assert!(s.log_e_worse(lo * 0.999) >= thr);
+    }
+
+    #[test]
+    fn ratio_interval_is_open_above_while_the_baseline_is_near_zero() {
+        // Baseline indistinguishable from 0, canary clearly positive: every
+        // large ratio fits, small ones do not, so the interval is (lo, ∞).
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut s = PairSums::default();
+        for _ in 0..30 {
+            let b = 0.01 + rng.sample::<f64, _>(StandardNormal);
+            let a = 5.0 + rng.sample::<f64, _>(StandardNormal);
+            s.push(a, b);
+        }
+        let thr = 200f64.ln();
+        let (lo, hi) = s.ratio_interval(thr);
+        assert!(hi.is_infinite(), "({lo}, {hi})");
+        assert!(lo > 0.0);
+        let t = s.t_stat(lo);
+        assert!(close(t * t, t2_threshold(s.n, thr), 1e-6));
     }
 }

@@ -24,21 +24,48 @@ pub struct ActionBody {
 /// Compares tokens without leaking where they differ.
 fn same(a: &str, b: &str) -> bool {
     let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
 }
 
 fn client(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    let token = headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ")?;
-    state.api_tokens.iter().find(|(_, t)| same(t.expose(), token)).map(|(n, _)| n.clone())
+    let token = headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    state
+        .api_tokens
+        .iter()
+        .find(|(_, t)| same(t.expose(), token))
+        .map(|(n, _)| n.clone())
 }
 
-pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> (StatusCode, Json<Value>) {
+pub async fn action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, Json<Value>) {
     let Some(name) = client(&state, &headers) else {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or unknown bearer token; send Authorization: Bearer <token of an [[api.clients]] entry>"})));
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(
+                json!({"error": "missing or unknown bearer token; send Authorization: Bearer <token of an [[api.clients]] entry>"}),
+            ),
+        );
     };
     let body: ActionBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": format!("body must be JSON like {{\"command\": \"/rollback checkout reason\", \"idempotency_key\": \"…\"}}: {e}")}))),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    json!({"error": format!("body must be JSON like {{\"command\": \"/rollback checkout reason\", \"idempotency_key\": \"…\"}}: {e}")}),
+                ),
+            )
+        }
     };
     let actor = Actor::new(Platform::Api, name.clone(), format!("API client {name}"));
     let key = body.idempotency_key.map(|k| format!("api:{name}:{k}"));
@@ -50,5 +77,8 @@ pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: axu
         Status::Refused => StatusCode::FORBIDDEN,
         Status::Failed => StatusCode::BAD_GATEWAY,
     };
-    (code, Json(serde_json::to_value(&outcome).unwrap_or_default()))
+    (
+        code,
+        Json(serde_json::to_value(&outcome).unwrap_or_default()),
+    )
 }

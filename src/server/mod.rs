@@ -38,17 +38,36 @@ pub fn router(state: AppState) -> Router {
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     if s.shutting_down.load(Ordering::SeqCst) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_string());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_string(),
+        );
     }
     let store_ok = s.engine.store.db.size_on_disk().is_ok();
     if !store_ok {
-        return (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n".to_string());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unavailable\n".to_string(),
+        );
     }
-    (StatusCode::OK, format!("ready: {} services, audit log at #{}\n", s.engine.config.services.len(), s.engine.audit().len()))
+    (
+        StatusCode::OK,
+        format!(
+            "ready: {} services, audit log at #{}\n",
+            s.engine.config.services.len(),
+            s.engine.audit().len()
+        ),
+    )
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.engine.telemetry.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.engine.telemetry.render(),
+    )
 }
 
 /// Serves until SIGTERM or Ctrl-C, then finishes in-flight actions.
@@ -56,9 +75,17 @@ pub async fn serve(engine: Arc<Engine>, listen: &str) -> anyhow::Result<()> {
     let mut tokens = Vec::new();
     for c in &engine.config.api.clients {
         let src = c.token_source().map_err(anyhow::Error::msg)?;
-        tokens.push((c.name.clone(), src.resolve().map_err(|e| anyhow::anyhow!("api client {}: {e}", c.name))?));
+        tokens.push((
+            c.name.clone(),
+            src.resolve()
+                .map_err(|e| anyhow::anyhow!("api client {}: {e}", c.name))?,
+        ));
     }
-    let state = AppState { engine: engine.clone(), api_tokens: Arc::new(tokens), shutting_down: Arc::new(AtomicBool::new(false)) };
+    let state = AppState {
+        engine: engine.clone(),
+        api_tokens: Arc::new(tokens),
+        shutting_down: Arc::new(AtomicBool::new(false)),
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}; change [server] listen"))?;
@@ -83,7 +110,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

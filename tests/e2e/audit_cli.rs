@@ -9,7 +9,13 @@ fn store_with_entries(dir: &Path) -> PathBuf {
     let script = dir.join("script.txt");
     std::fs::write(&script, "/as dana\n/rollback checkout\n/as you\n/freeze payments for 1h db migration\n/rollback payments bad deploy\n/promote payments\n/unfreeze payments\n").unwrap();
     let data = dir.join("data");
-    let o = rollbot(&["demo", "--script", script.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    let o = rollbot(&[
+        "demo",
+        "--script",
+        script.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     data
 }
@@ -57,24 +63,81 @@ fn survives_restart_and_exports() {
     let data = store_with_entries(dir.path());
     let (code, out) = verify(&data);
     assert_eq!(code, Some(0), "{out}");
-    let n: u64 = out.split("intact: ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let n: u64 = out
+        .split("intact: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     // refused rollback 1, freeze 2, rollback 2, refused promote 1, unfreeze 2
     assert_eq!(n, 8, "{out}");
     // A second run appends after the first run's entries.
-    let o = rollbot(&["demo", "--script", "/dev/null", "--data", data.to_str().unwrap()]);
+    let o = rollbot(&[
+        "demo",
+        "--script",
+        "/dev/null",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
     assert!(o.status.success());
-    let list = text(&rollbot(&["audit", "list", "--data", data.to_str().unwrap(), "--actor", "console:dana"]));
-    assert!(list.contains("rollback checkout by dana — refused"), "{list}");
-    let jsonl = rollbot(&["audit", "export", "--format", "jsonl", "--data", data.to_str().unwrap()]);
-    let lines: Vec<serde_json::Value> = String::from_utf8(jsonl.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let list = text(&rollbot(&[
+        "audit",
+        "list",
+        "--data",
+        data.to_str().unwrap(),
+        "--actor",
+        "console:dana",
+    ]));
+    assert!(
+        list.contains("rollback checkout by dana — refused"),
+        "{list}"
+    );
+    let jsonl = rollbot(&[
+        "audit",
+        "export",
+        "--format",
+        "jsonl",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let lines: Vec<serde_json::Value> = String::from_utf8(jsonl.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len() as u64, n);
     assert_eq!(lines[1]["prev_hash"], lines[0]["hash"]);
-    let freeze = lines.iter().find(|l| l["action"] == "freeze" && l["outcome"] == "succeeded").expect("freeze entry");
+    let freeze = lines
+        .iter()
+        .find(|l| l["action"] == "freeze" && l["outcome"] == "succeeded")
+        .expect("freeze entry");
     assert_eq!(freeze["reason"], "db migration");
     assert_eq!(freeze["actor"]["id"], "you");
-    let csv = String::from_utf8(rollbot(&["audit", "export", "--format", "csv", "--data", data.to_str().unwrap()]).stdout).unwrap();
-    assert!(csv.starts_with("seq,time,actor_platform,actor_id,actor_name,action,service,parameters,outcome,reason"), "{csv}");
-    let records: Vec<csv::StringRecord> = csv::Reader::from_reader(csv.as_bytes()).records().map(Result::unwrap).collect();
+    let csv = String::from_utf8(
+        rollbot(&[
+            "audit",
+            "export",
+            "--format",
+            "csv",
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert!(
+        csv.starts_with(
+            "seq,time,actor_platform,actor_id,actor_name,action,service,parameters,outcome,reason"
+        ),
+        "{csv}"
+    );
+    let records: Vec<csv::StringRecord> = csv::Reader::from_reader(csv.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(records.len() as u64, n);
     assert_eq!(&records[0][0], "1");
     assert_eq!(&records[0][14], lines[0]["hash"].as_str().unwrap());
@@ -94,7 +157,12 @@ fn verify_names_the_first_bad_entry() {
     });
     let (code, out) = verify(&flipped);
     assert_eq!(code, Some(1));
-    assert!(out.contains("first bad entry is #3: its hash does not match its contents (the entry was edited)"), "{out}");
+    assert!(
+        out.contains(
+            "first bad entry is #3: its hash does not match its contents (the entry was edited)"
+        ),
+        "{out}"
+    );
 
     let deleted = fresh_copy(&data, dir.path(), "deleted");
     tamper(&deleted, |t| {
@@ -102,7 +170,10 @@ fn verify_names_the_first_bad_entry() {
     });
     let (code, out) = verify(&deleted);
     assert_eq!(code, Some(1));
-    assert!(out.contains("first bad entry is #5: missing: the log jumps from #4 to #6"), "{out}");
+    assert!(
+        out.contains("first bad entry is #5: missing: the log jumps from #4 to #6"),
+        "{out}"
+    );
 
     let swapped = fresh_copy(&data, dir.path(), "swapped");
     tamper(&swapped, |t| {
@@ -113,7 +184,10 @@ fn verify_names_the_first_bad_entry() {
     });
     let (code, out) = verify(&swapped);
     assert_eq!(code, Some(1));
-    assert!(out.contains("first bad entry is #6: stored at #6 but its contents say #7"), "{out}");
+    assert!(
+        out.contains("first bad entry is #6: stored at #6 but its contents say #7"),
+        "{out}"
+    );
 
     let truncated = fresh_copy(&data, dir.path(), "truncated");
     tamper(&truncated, |t| {

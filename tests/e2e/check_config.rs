@@ -25,8 +25,18 @@ fn bad_config_lists_every_problem_with_its_place() {
     assert_eq!(o.status.code(), Some(1));
     let t = text(&o);
     let p = path.display();
-    assert!(t.contains(&format!("{p}:9:11: service `checkout` names backend `k8s`, which is not defined")), "{t}");
-    assert!(t.contains(&format!("{p}:10:18: service `checkout` names channel `deploy`, which is not defined")), "{t}");
+    assert!(
+        t.contains(&format!(
+            "{p}:9:11: service `checkout` names backend `k8s`, which is not defined"
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "{p}:10:18: service `checkout` names channel `deploy`, which is not defined"
+        )),
+        "{t}"
+    );
     assert!(t.contains("help: did you mean `deploys`?"), "{t}");
     assert!(t.contains("2 errors in the configuration"), "{t}");
 }
@@ -39,12 +49,21 @@ fn serve_refuses_to_start_on_an_invalid_config() {
     let o = rollbot(&["serve", "--config", path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let t = text(&o);
-    assert!(t.contains(":3:1: unknown field `lisen`") && t.contains("did you mean `listen`?") && t.contains("rollbot did not start"), "{t}");
+    assert!(
+        t.contains(":3:1: unknown field `lisen`")
+            && t.contains("did you mean `listen`?")
+            && t.contains("rollbot did not start"),
+        "{t}"
+    );
 }
 
 #[test]
 fn a_missing_file_says_so() {
     let o = rollbot(&["check-config", "/nonexistent/rollbot.toml"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("cannot read the configuration file"), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot read the configuration file"),
+        "{}",
+        text(&o)
+    );
 }

@@ -47,12 +47,23 @@ token_file = "{data}-dashboard-token"
 const TOKEN: &str = "test-token-4f9a";
 
 fn start(dir: &std::path::Path, sleep: &str) -> Server {
-    std::fs::write(format!("{}-dashboard-token", dir.join("data").display()), "dash-token\n").unwrap();
-    Server::start(dir, CONFIG, &[("ROLLBOT_TEST_TOKEN", TOKEN), ("ROLLBOT_TEST_SLEEP", sleep)])
+    std::fs::write(
+        format!("{}-dashboard-token", dir.join("data").display()),
+        "dash-token\n",
+    )
+    .unwrap();
+    Server::start(
+        dir,
+        CONFIG,
+        &[("ROLLBOT_TEST_TOKEN", TOKEN), ("ROLLBOT_TEST_SLEEP", sleep)],
+    )
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 async fn act(s: &Server, token: &str, command: &str) -> (u16, serde_json::Value) {
@@ -72,26 +83,55 @@ async fn health_metrics_and_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), "0");
     let c = client();
-    assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().text().await.unwrap(), "ok\n");
+    assert_eq!(
+        c.get(s.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok\n"
+    );
     let ready = c.get(s.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     assert!(ready.text().await.unwrap().contains("2 services"));
 
     // No token, a wrong token, a bad body.
-    let r = c.post(s.url("/api/v1/actions")).json(&serde_json::json!({"command": "/rollback checkout"})).send().await.unwrap();
+    let r = c
+        .post(s.url("/api/v1/actions"))
+        .json(&serde_json::json!({"command": "/rollback checkout"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(act(&s, "nope", "/rollback checkout").await.0, 401);
-    let r = c.post(s.url("/api/v1/actions")).bearer_auth(TOKEN).body("{\"cmd\": 1}").send().await.unwrap();
+    let r = c
+        .post(s.url("/api/v1/actions"))
+        .bearer_auth(TOKEN)
+        .body("{\"cmd\": 1}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("unknown field `cmd`"));
     let (code, body) = act(&s, TOKEN, "/rollbak checkout").await;
     assert_eq!(code, 400);
-    assert!(body["message"]["text"].as_str().unwrap().contains("did you mean /rollback?"), "{body}");
+    assert!(
+        body["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean /rollback?"),
+        "{body}"
+    );
 
     // A responder's rollback acts; a retry with the same key gets the same outcome.
     let (code, body) = act(&s, TOKEN, "/rollback checkout deploy broke login").await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(body["message"]["title"], "Rolled back checkout v1 → v1".replace("v1 → v1", "v2 → v1"));
+    assert_eq!(
+        body["message"]["title"],
+        "Rolled back checkout v1 → v1".replace("v1 → v1", "v2 → v1")
+    );
     let (code, again) = act(&s, TOKEN, "/rollback checkout deploy broke login").await;
     assert_eq!(code, 200);
     assert_eq!(again["repeat"], true);
@@ -99,15 +139,37 @@ async fn health_metrics_and_the_api() {
     // Not a deployer: refused with the roles that would allow it.
     let (code, body) = act(&s, TOKEN, "/promote checkout").await;
     assert_eq!(code, 403);
-    assert!(body["message"]["text"].as_str().unwrap().contains("deployer, admin"), "{body}");
+    assert!(
+        body["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("deployer, admin"),
+        "{body}"
+    );
     // The token from a file works too; that client has no roles.
     assert_eq!(act(&s, "dash-token", "/status").await.0, 403);
 
-    let m = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("rollbot_actions_total{action=\"rollback\",outcome=\"succeeded\"} 1"), "{m}");
-    assert!(m.contains("rollbot_refusals_total{action=\"promote\",reason=\"permission\"} 1"), "{m}");
+    let m = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("rollbot_actions_total{action=\"rollback\",outcome=\"succeeded\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("rollbot_refusals_total{action=\"promote\",reason=\"permission\"} 1"),
+        "{m}"
+    );
     assert!(m.contains("rollbot_audit_appends_total 4"), "{m}");
-    assert!(m.contains("rollbot_breaker_state{breaker=\"backend:sim\"} 0"), "{m}");
+    assert!(
+        m.contains("rollbot_breaker_state{breaker=\"backend:sim\"} 0"),
+        "{m}"
+    );
     assert!(s.terminate().success());
 }
 
@@ -117,17 +179,42 @@ async fn sigterm_finishes_the_action_in_flight() {
     let s = start(dir.path(), "1.5");
     let url = s.url("/api/v1/actions");
     let call = tokio::spawn(async move {
-        let r = client().post(url).bearer_auth(TOKEN).json(&serde_json::json!({"command": "/rollback payments"})).send().await.unwrap();
-        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        let r = client()
+            .post(url)
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"command": "/rollback payments"}))
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = tokio::task::spawn_blocking(move || s.terminate()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || s.terminate())
+        .await
+        .unwrap();
     let (code, body) = call.await.unwrap();
     assert_eq!(code, 200, "{body}");
-    assert!(body["message"]["text"].as_str().unwrap().contains("rolled back payments"), "{body}");
+    assert!(
+        body["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back payments"),
+        "{body}"
+    );
     assert!(status.success());
-    let list = text(&rollbot(&["audit", "list", "--data", dir.path().join("data").to_str().unwrap()]));
-    assert!(list.contains("rollback payments by API client ci — succeeded"), "{list}");
+    let list = text(&rollbot(&[
+        "audit",
+        "list",
+        "--data",
+        dir.path().join("data").to_str().unwrap(),
+    ]));
+    assert!(
+        list.contains("rollback payments by API client ci — succeeded"),
+        "{list}"
+    );
 }
 
 #[tokio::test]
@@ -136,18 +223,50 @@ async fn a_crash_mid_action_is_found_at_the_next_start() {
     let s = start(dir.path(), "30");
     let url = s.url("/api/v1/actions");
     let _pending = tokio::spawn(async move {
-        let _ = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap().post(url).bearer_auth(TOKEN).json(&serde_json::json!({"command": "/rollback payments"})).send().await;
+        let _ = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+            .post(url)
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"command": "/rollback payments"}))
+            .send()
+            .await;
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
     s.kill();
     let data = dir.path().join("data");
     // The next start marks it interrupted.
-    let again = Server::start_existing(&dir.path().join("rollbot.toml"), crate::support::free_port_for(&dir.path().join("rollbot.toml")), &[("ROLLBOT_TEST_TOKEN", TOKEN), ("ROLLBOT_TEST_SLEEP", "0")]);
+    let again = Server::start_existing(
+        &dir.path().join("rollbot.toml"),
+        crate::support::free_port_for(&dir.path().join("rollbot.toml")),
+        &[("ROLLBOT_TEST_TOKEN", TOKEN), ("ROLLBOT_TEST_SLEEP", "0")],
+    );
     assert!(again.terminate().success());
-    let list = text(&rollbot(&["audit", "list", "--data", data.to_str().unwrap(), "--service", "payments"]));
+    let list = text(&rollbot(&[
+        "audit",
+        "list",
+        "--data",
+        data.to_str().unwrap(),
+        "--service",
+        "payments",
+    ]));
     let lines: Vec<&str> = list.lines().collect();
-    assert!(lines[0].contains("rollback payments by rollbot recovery — interrupted"), "{list}");
-    assert!(lines[0].contains("may or may not have been applied"), "{list}");
-    assert!(lines[1].contains("rollback payments by API client ci — requested"), "{list}");
-    assert!(rollbot(&["audit", "verify", "--data", data.to_str().unwrap()]).status.success());
+    assert!(
+        lines[0].contains("rollback payments by rollbot recovery — interrupted"),
+        "{list}"
+    );
+    assert!(
+        lines[0].contains("may or may not have been applied"),
+        "{list}"
+    );
+    assert!(
+        lines[1].contains("rollback payments by API client ci — requested"),
+        "{list}"
+    );
+    assert!(
+        rollbot(&["audit", "verify", "--data", data.to_str().unwrap()])
+            .status
+            .success()
+    );
 }

@@ -12,15 +12,27 @@ pub fn bin() -> PathBuf {
 }
 
 pub fn rollbot(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).env("ROLLBOT_LOG", "warn").output().expect("run rollbot")
+    Command::new(bin())
+        .args(args)
+        .env("ROLLBOT_LOG", "warn")
+        .output()
+        .expect("run rollbot")
 }
 
 pub fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `rollbot serve` process on 127.0.0.1, killed on drop.
@@ -34,7 +46,9 @@ impl Server {
     /// Writes `config` (with `{port}` and `{data}` filled in) and starts the server.
     pub fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
         let port = free_port();
-        let text = config.replace("{port}", &port.to_string()).replace("{data}", &dir.join("data").display().to_string());
+        let text = config
+            .replace("{port}", &port.to_string())
+            .replace("{data}", &dir.join("data").display().to_string());
         let path = dir.join("rollbot.toml");
         std::fs::write(&path, text).unwrap();
         Server::start_existing(&path, port, env)
@@ -42,12 +56,18 @@ impl Server {
 
     pub fn start_existing(path: &Path, port: u16, env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(bin());
-        cmd.args(["serve", "--config", path.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.args(["serve", "--config", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start rollbot serve");
-        let s = Server { child, port, config: path.to_path_buf() };
+        let s = Server {
+            child,
+            port,
+            config: path.to_path_buf(),
+        };
         s.wait_ready();
         s
     }
@@ -64,7 +84,10 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("rollbot serve did not listen on port {} within 20 s", self.port);
+        panic!(
+            "rollbot serve did not listen on port {} within 20 s",
+            self.port
+        );
     }
 
     /// SIGTERM, then wait for a clean exit.
@@ -76,7 +99,10 @@ impl Server {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return st;
             }
-            assert!(Instant::now() < deadline, "rollbot did not stop within 30 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "rollbot did not stop within 30 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -99,5 +125,10 @@ impl Drop for Server {
 pub fn free_port_for(config: &Path) -> u16 {
     let text = std::fs::read_to_string(config).unwrap();
     let line = text.lines().find(|l| l.starts_with("listen")).unwrap();
-    line.rsplit(':').next().unwrap().trim_end_matches('"').parse().unwrap()
+    line.rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('"')
+        .parse()
+        .unwrap()
 }
