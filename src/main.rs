@@ -1,6 +1,11 @@
 //! The `rollbot` command line.
 
 use clap::{Parser, Subcommand};
+
+// sled allocates per node and per batch; mimalloc keeps that off the
+// contended glibc arenas.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use rollbot::audit::{export, AuditStore, Query, SledAuditStore};
 use rollbot::config::Config;
 use std::path::PathBuf;
@@ -49,6 +54,18 @@ enum Cmd {
         /// Or the store directory itself.
         #[arg(long, global = true)]
         data: Option<PathBuf>,
+    },
+    /// Judge a recorded rollout tick by tick (JSON Lines), to backtest a policy.
+    Replay {
+        /// One object per tick per track: {"t": 10, "track": "canary", "requests": …}.
+        #[arg(long)]
+        input: PathBuf,
+        /// A TOML file holding a judge policy (the keys of [services.judge]).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// One JSON object per evaluation, then a summary object.
+        #[arg(long)]
+        json: bool,
     },
     /// Print chat-platform registrations generated from the command definitions.
     Commands {
@@ -101,6 +118,19 @@ enum BenchCmd {
         /// Directory for the benchmark's store (default: a temporary one).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// The canary judge and four reference policies on simulated scenarios:
+    /// false rollbacks, detection, time to detect, blast radius, CPU.
+    Judge {
+        /// Seeds per scenario (1,000 for the figures in the README).
+        #[arg(long, default_value_t = 400)]
+        seeds: u32,
+        /// Also write one CSV row per policy and scenario.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Write each scenario (seed 1) as replay JSON Lines into this directory.
+        #[arg(long)]
+        export: Option<PathBuf>,
     },
 }
 
@@ -195,6 +225,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let db = rollbot::store::Store::open(&dir)?;
             audit(command, db.audit.as_ref())
+        }
+        Cmd::Replay {
+            input,
+            policy,
+            json,
+        } => match rollbot::judge::replay::run(&input, policy.as_deref(), json) {
+            Ok(out) => {
+                print!("{out}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", input.display());
+                Ok(ExitCode::from(1))
+            }
+        },
+        Cmd::Bench {
+            command: BenchCmd::Judge { seeds, csv, export },
+        } => {
+            let opts = rollbot::judge::bench::BenchOptions { seeds, csv, export };
+            // The simulation is CPU-bound; keep it off the async workers.
+            let table =
+                tokio::task::spawn_blocking(move || rollbot::judge::bench::run(&opts)).await??;
+            println!("{table}");
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Commands {
             command: CommandsCmd::Reference,

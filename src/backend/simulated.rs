@@ -81,32 +81,37 @@ impl SimulatedBackend {
 
     /// Makes the next `times` calls of `op` on `service` fail with `message`.
     pub fn inject_failure(&self, service: &str, op: &str, times: u32, message: &str) {
-        self.injected
-            .lock()
-            .unwrap()
-            .entry(service.into())
-            .or_default()
-            .push(Injected {
+        self.inject(
+            service,
+            Injected {
                 op: op.into(),
                 remaining: times,
                 message: message.into(),
                 hang: false,
-            });
+            },
+        );
     }
 
     /// Makes the next `times` calls of `op` on `service` never answer.
     pub fn inject_hang(&self, service: &str, op: &str, times: u32) {
+        self.inject(
+            service,
+            Injected {
+                op: op.into(),
+                remaining: times,
+                message: String::new(),
+                hang: true,
+            },
+        );
+    }
+
+    fn inject(&self, service: &str, i: Injected) {
         self.injected
             .lock()
             .unwrap()
             .entry(service.into())
             .or_default()
-            .push(Injected {
-                op: op.into(),
-                remaining: times,
-                message: String::new(),
-                hang: true,
-            });
+            .push(i);
     }
 
     /// Changing calls made so far, as (service, operation).

@@ -376,31 +376,38 @@ impl Engine {
         req: &Request,
         corr: &str,
         svc: &ServiceConfig,
-        mut params: BTreeMap<String, serde_json::Value>,
+        params: BTreeMap<String, serde_json::Value>,
         via_prompt: Option<&Prompt>,
     ) -> anyhow::Result<Outcome> {
-        let claim = match &req.idempotency_key {
-            Some(k) => match self.idem.claim(k).await? {
-                Claim::Done(mut o) => {
-                    o.repeat = true;
-                    return Ok(o);
+        self.once(
+            req.idempotency_key.as_deref(),
+            self.act_once(req, corr, svc, params, via_prompt),
+        )
+        .await
+    }
+
+    /// Runs `work` once per idempotency key; a repeat gets the stored outcome.
+    /// A refusal (a busy lock, nothing to unfreeze) is not stored, so a
+    /// retry may succeed later.
+    async fn once(
+        &self,
+        key: Option<&str>,
+        work: impl std::future::Future<Output = anyhow::Result<Outcome>>,
+    ) -> anyhow::Result<Outcome> {
+        let Some(k) = key else { return work.await };
+        match self.idem.claim(k).await? {
+            Claim::Done(mut o) => {
+                o.repeat = true;
+                Ok(o)
+            }
+            Claim::Run(tx) => {
+                let outcome = work.await;
+                if let Ok(o) = &outcome {
+                    self.idem.finish(k, tx, o, o.status != Status::Refused)?;
                 }
-                Claim::Run(tx) => Some((k.clone(), tx)),
-            },
-            None => None,
-        };
-        let outcome = self.act_once(req, corr, svc, &mut params, via_prompt).await;
-        if let Some((k, tx)) = claim {
-            // A refusal from a busy lock may be retried; everything else is final.
-            let remember = outcome
-                .as_ref()
-                .map(|o| o.status != Status::Refused)
-                .unwrap_or(false);
-            if let Ok(o) = &outcome {
-                self.idem.finish(&k, tx, o, remember)?;
+                outcome
             }
         }
-        outcome
     }
 
     async fn act_once(
@@ -408,7 +415,7 @@ impl Engine {
         req: &Request,
         corr: &str,
         svc: &ServiceConfig,
-        params: &mut BTreeMap<String, serde_json::Value>,
+        mut params: BTreeMap<String, serde_json::Value>,
         via_prompt: Option<&Prompt>,
     ) -> anyhow::Result<Outcome> {
         let op = match &req.action {
@@ -919,109 +926,105 @@ impl Engine {
                     .await;
             }
         }
-        let claim = match &req.idempotency_key {
-            Some(k) => match self.idem.claim(k).await? {
-                Claim::Done(mut o) => {
-                    o.repeat = true;
-                    return Ok(o);
-                }
-                Claim::Run(tx) => Some((k.clone(), tx)),
-            },
-            None => None,
-        };
+        self.once(
+            req.idempotency_key.as_deref(),
+            self.apply_freeze(req, corr, scope, &covered),
+        )
+        .await
+    }
+
+    /// Records and applies an authorized freeze or unfreeze.
+    async fn apply_freeze(
+        &self,
+        req: &Request,
+        corr: &str,
+        scope: &Scope,
+        covered: &[&ServiceConfig],
+    ) -> anyhow::Result<Outcome> {
         let now = self.clock.now();
-        let mut params = BTreeMap::new();
-        params.insert("scope".into(), json!(scope.to_string()));
         let names: Vec<&str> = covered.iter().map(|s| s.name()).collect();
-        params.insert("services".into(), json!(names));
         let service_label = if covered.len() == 1 {
             Some(covered[0].name())
         } else {
             None
         };
-        let message = match &req.action {
-            Action::Freeze { duration, .. } => {
-                let f = AdHocFreeze {
-                    scope: scope.clone(),
-                    author: req.actor.clone(),
-                    reason: req.reason.clone(),
-                    start: now,
-                    until: now + chrono::Duration::from_std(*duration)?,
-                };
-                params.insert("until".into(), json!(f.until.to_rfc3339()));
-                self.record(
-                    req,
-                    corr,
-                    service_label,
-                    params.clone(),
-                    AuditOutcome::Requested,
-                    String::new(),
-                )
-                .await?;
+        let mut params = BTreeMap::new();
+        params.insert("scope".into(), json!(scope.to_string()));
+        params.insert("services".into(), json!(names));
+        let freeze = match &req.action {
+            Action::Freeze { duration, .. } => Some(AdHocFreeze {
+                scope: scope.clone(),
+                author: req.actor.clone(),
+                reason: req.reason.clone(),
+                start: now,
+                until: now + chrono::Duration::from_std(*duration)?,
+            }),
+            _ => None,
+        };
+        if let Some(f) = &freeze {
+            params.insert("until".into(), json!(f.until.to_rfc3339()));
+        }
+        self.record(
+            req,
+            corr,
+            service_label,
+            params.clone(),
+            AuditOutcome::Requested,
+            String::new(),
+        )
+        .await?;
+        let message = match freeze {
+            Some(f) => {
                 self.freezes.add(&f)?;
                 Message::new(Severity::Warning, format!("Frozen: {scope}"))
                     .text(format!(
                         "Promotions of {} are refused until {} ({}). Rollbacks are not affected.",
                         names.join(", "),
                         f.until.format("%Y-%m-%d %H:%M UTC"),
-                        human_duration(*duration)
+                        human_duration((f.until - f.start).to_std().unwrap_or_default())
                     ))
                     .field("By", req.actor.display_name.clone())
                     .field("Reason", or_dash(&req.reason))
             }
-            _ => {
-                self.record(
-                    req,
-                    corr,
-                    service_label,
-                    params.clone(),
-                    AuditOutcome::Requested,
-                    String::new(),
-                )
-                .await?;
-                match self.freezes.remove(scope)? {
-                    Some(f) => {
-                        Message::new(Severity::Success, format!("Unfrozen: {scope}")).text(format!(
-                            "The freeze by {} ({}) is lifted; promotions of {} are allowed again.",
-                            f.author.display_name,
-                            or_dash(&f.reason),
-                            names.join(", ")
-                        ))
-                    }
-                    None => {
-                        let active = self.freezes.active_ad_hoc(now)?;
-                        let others: Vec<String> = active
-                            .iter()
-                            .filter(|f| {
-                                covered
-                                    .iter()
-                                    .any(|s| f.scope.covers(&s.environment, s.name()))
-                            })
-                            .map(|f| format!("`{}` by {}", f.scope, f.author.display_name))
-                            .collect();
-                        let text = if others.is_empty() {
-                            format!("There is no freeze on `{scope}`.")
-                        } else {
-                            format!("There is no freeze on exactly `{scope}`; these cover it: {}. Lift one with `/unfreeze <that scope>`.", others.join(", "))
-                        };
-                        let o = self
-                            .refuse_recorded_scope(
-                                req,
-                                corr,
-                                service_label,
-                                params,
-                                "invalid",
-                                "Nothing to unfreeze",
-                                text,
-                            )
-                            .await?;
-                        if let Some((k, tx)) = claim {
-                            self.idem.finish(&k, tx, &o, false)?;
-                        }
-                        return Ok(o);
-                    }
+            None => match self.freezes.remove(scope)? {
+                Some(f) => {
+                    Message::new(Severity::Success, format!("Unfrozen: {scope}")).text(format!(
+                        "The freeze by {} ({}) is lifted; promotions of {} are allowed again.",
+                        f.author.display_name,
+                        or_dash(&f.reason),
+                        names.join(", ")
+                    ))
                 }
-            }
+                None => {
+                    let others: Vec<String> = self
+                        .freezes
+                        .active_ad_hoc(now)?
+                        .iter()
+                        .filter(|f| {
+                            covered
+                                .iter()
+                                .any(|s| f.scope.covers(&s.environment, s.name()))
+                        })
+                        .map(|f| format!("`{}` by {}", f.scope, f.author.display_name))
+                        .collect();
+                    let text = if others.is_empty() {
+                        format!("There is no freeze on `{scope}`.")
+                    } else {
+                        format!("There is no freeze on exactly `{scope}`; these cover it: {}. Lift one with `/unfreeze <that scope>`.", others.join(", "))
+                    };
+                    return self
+                        .refuse_recorded_scope(
+                            req,
+                            corr,
+                            service_label,
+                            params,
+                            "invalid",
+                            "Nothing to unfreeze",
+                            text,
+                        )
+                        .await;
+                }
+            },
         };
         let entry = self
             .record(
@@ -1045,18 +1048,14 @@ impl Engine {
         for ch in &channels {
             self.notifier.post_detached(ch.clone(), message.clone());
         }
-        let o = Outcome {
+        Ok(Outcome {
             status: Status::Succeeded,
             message,
             correlation_id: corr.into(),
             prompt: None,
             announced: !channels.is_empty(),
             repeat: false,
-        };
-        if let Some((k, tx)) = claim {
-            self.idem.finish(&k, tx, &o, true)?;
-        }
-        Ok(o)
+        })
     }
 
     /// Finds a configured service by name or `env/name`.

@@ -7,4 +7,5 @@ mod support;
 mod audit_cli;
 mod check_config;
 mod demo;
+mod replay;
 mod serve;
