@@ -700,3 +700,93 @@ async fn status_lists_freezes_with_who_since_until_why() {
     assert!(text.contains("checkout (prod, critical)"), "{text}");
     assert!(text.contains("backend:sim closed"), "{text}");
 }
+
+#[tokio::test]
+async fn a_freeze_refuses_approving_a_promotion_and_the_prompt_stays_open() {
+    let h = harness();
+    let id = h
+        .engine
+        .execute(promote("deployer", "checkout", false))
+        .await
+        .prompt
+        .unwrap();
+    let f = h
+        .engine
+        .execute(
+            Request::new(
+                who("releaser"),
+                Action::Freeze {
+                    scope: Scope::All,
+                    duration: Duration::from_secs(600),
+                },
+            )
+            .reason("incident"),
+        )
+        .await;
+    assert_eq!(f.status, Status::Succeeded);
+    let o = h
+        .engine
+        .execute(Request::new(
+            who("approver"),
+            Action::Approve { prompt: id.clone() },
+        ))
+        .await;
+    assert_eq!(o.status, Status::Refused);
+    assert!(
+        o.message.text.contains("all is frozen by releaser")
+            && o.message.text.contains("prompt stays open"),
+        "{}",
+        o.message.text
+    );
+    assert_eq!(
+        h.engine.prompts.get(&id).unwrap().unwrap().state,
+        PromptState::Open
+    );
+    assert_eq!(h.sim.count("checkout", "promote"), 0);
+    // Rejecting is not a promotion: allowed during the freeze.
+    let r = h
+        .engine
+        .execute(Request::new(
+            who("approver"),
+            Action::Reject { prompt: id.clone() },
+        ))
+        .await;
+    assert_eq!(r.status, Status::Succeeded, "{}", r.message.plain());
+    // After the freeze expires, the prompt is answered already; nothing more happens.
+    h.clock.advance(Duration::from_secs(601));
+    let late = h
+        .engine
+        .execute(Request::new(
+            who("approver"),
+            Action::Approve { prompt: id },
+        ))
+        .await;
+    assert!(late.message.title.contains("Already answered"));
+    assert_eq!(h.sim.count("checkout", "promote"), 0);
+}
+
+#[tokio::test]
+async fn an_expired_prompt_cannot_be_answered() {
+    let h = harness();
+    let id = h
+        .engine
+        .execute(promote("deployer", "checkout", false))
+        .await
+        .prompt
+        .unwrap();
+    h.clock.advance(Duration::from_secs(31 * 60));
+    let o = h
+        .engine
+        .execute(Request::new(
+            who("approver"),
+            Action::Approve { prompt: id },
+        ))
+        .await;
+    assert_eq!(o.status, Status::Refused);
+    assert!(
+        o.message.text.contains("expired") && o.message.text.contains("/promote checkout"),
+        "{}",
+        o.message.text
+    );
+    assert_eq!(h.sim.count("checkout", "promote"), 0);
+}
