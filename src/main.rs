@@ -141,6 +141,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "warn,rollbot::audit=off".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -184,14 +185,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = load(&config)?;
             let listen = c.server.listen.clone();
             let store = c.store.path.clone();
+            // Every message is also logged (target rollbot::chat).
+            let sinks: Vec<std::sync::Arc<dyn rollbot::chat::ChatSink>> =
+                vec![std::sync::Arc::new(rollbot::chat::log::LogSink::default())];
             let rt = rollbot::runtime::start(
                 c,
                 &store,
-                vec![],
+                sinks,
                 std::sync::Arc::new(rollbot::clock::SystemClock),
             )
             .await?;
-            rollbot::server::serve(rt.engine, &listen).await?;
+            rollbot::server::serve(rt.engine, rt.controller, &listen).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo {

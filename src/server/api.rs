@@ -30,7 +30,7 @@ fn same(a: &str, b: &str) -> bool {
         == 0
 }
 
-fn client(state: &AppState, headers: &HeaderMap) -> Option<String> {
+pub(super) fn client(state: &AppState, headers: &HeaderMap) -> Option<String> {
     let token = headers
         .get("authorization")?
         .to_str()
