@@ -119,6 +119,16 @@ enum BenchCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Many active rollouts against a real Prometheus: queries, CPU and
+    /// memory per tick.
+    Controller {
+        #[arg(long, default_value_t = 5000)]
+        rollouts: usize,
+        /// Minutes of history to judge, one tick every 10 s (the judge's
+        /// warm-up is 5 minutes, so measure beyond it).
+        #[arg(long, default_value_t = 8)]
+        minutes: i64,
+    },
     /// The canary judge and four reference policies on simulated scenarios:
     /// false rollbacks, detection, time to detect, blast radius, CPU.
     Judge {
@@ -252,6 +262,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let table =
                 tokio::task::spawn_blocking(move || rollbot::judge::bench::run(&opts)).await??;
             println!("{table}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench {
+            command: BenchCmd::Controller { rollouts, minutes },
+        } => {
+            println!(
+                "{}",
+                rollbot::controller::bench::run(rollouts, minutes).await?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Commands {

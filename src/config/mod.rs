@@ -51,6 +51,9 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Service name and `environment/name` → position in `services`.
+    #[serde(skip)]
+    index: std::collections::HashMap<String, usize>,
 }
 
 /// Where the controller reads canary and baseline metrics.
@@ -486,8 +489,12 @@ impl Config {
 
     /// Parses and checks config text; `path` is used in messages.
     pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(source).map_err(|e| ConfigErrors(vec![from_toml(path, source, &e)]))?;
+        for (i, s) in config.services.iter().enumerate() {
+            config.index.entry(s.key()).or_insert(i);
+            config.index.entry(s.name().to_string()).or_insert(i);
+        }
         let errors = config.validate(path, source);
         if errors.is_empty() {
             Ok(config)
@@ -502,9 +509,7 @@ impl Config {
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
-        self.services
-            .iter()
-            .find(|s| s.name() == name || s.key() == name)
+        self.index.get(name).map(|&i| &self.services[i])
     }
 
     pub fn service_names(&self) -> Vec<&str> {

@@ -11,6 +11,7 @@
 //! actor `system:controller`, so it is authorized, locked and audited like a
 //! person's.
 
+pub mod bench;
 pub mod rollouts;
 mod run;
 mod summary;

@@ -233,13 +233,17 @@ impl Controller {
                     Err(e) => Some(e.to_string()),
                 };
                 self.data_notice(a, why_missing).await;
+                let before = (a.rollout.state.clone(), a.rollout.verdict.clone());
                 if let Some(eval) = a.watch.tick(&self.engine, &tick).await {
                     a.rollout.verdict = Some(eval.verdict.to_string());
                     a.rollout.score = eval.score.is_finite().then_some(eval.score);
                     a.rollout.reasons = eval.reasons.clone();
                 }
                 a.rollout.state = a.watch.state_text();
-                let _ = rollouts::save(&self.engine.store.settings, &a.rollout);
+                // Stored when something a reader would notice changed.
+                if before != (a.rollout.state.clone(), a.rollout.verdict.clone()) {
+                    let _ = rollouts::save(&self.engine.store.settings, &a.rollout);
+                }
                 a.next = point + step;
             }
             active.retain(|a| a.watch.is_active());
