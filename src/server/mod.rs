@@ -6,8 +6,11 @@
 //! - `GET /metrics`: rollbot's own metrics in the Prometheus text format.
 //! - `POST /api/v1/actions`: a command for an API client (`[[api.clients]]`),
 //!   bearer-token authenticated, answered with the engine's outcome as JSON.
+//! - `POST /discord/interactions`: Discord's slash commands, buttons and
+//!   autocomplete, signature-verified (`discord.rs`).
 
 mod api;
+pub mod discord;
 
 use crate::engine::Engine;
 use axum::extract::State;
@@ -25,6 +28,8 @@ pub struct AppState {
     /// Bearer token → API client name.
     pub api_tokens: Arc<Vec<(String, crate::config::SecretValue)>>,
     pub shutting_down: Arc<AtomicBool>,
+    /// Set when `[chat.discord]` is configured.
+    pub discord: Option<Arc<discord::Interactions>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -33,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/actions", post(api::action))
+        .route("/discord/interactions", post(discord::interactions))
         .with_state(state)
 }
 
@@ -71,7 +77,11 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 /// Serves until SIGTERM or Ctrl-C, then finishes in-flight actions.
-pub async fn serve(engine: Arc<Engine>, listen: &str) -> anyhow::Result<()> {
+pub async fn serve(
+    engine: Arc<Engine>,
+    listen: &str,
+    discord: Option<Arc<discord::Interactions>>,
+) -> anyhow::Result<()> {
     let mut tokens = Vec::new();
     for c in &engine.config.api.clients {
         let src = c.token_source().map_err(anyhow::Error::msg)?;
@@ -85,6 +95,7 @@ pub async fn serve(engine: Arc<Engine>, listen: &str) -> anyhow::Result<()> {
         engine: engine.clone(),
         api_tokens: Arc::new(tokens),
         shutting_down: Arc::new(AtomicBool::new(false)),
+        discord,
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
