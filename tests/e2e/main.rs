@@ -7,5 +7,6 @@ mod support;
 mod audit_cli;
 mod check_config;
 mod demo;
+mod discord;
 mod replay;
 mod serve;
