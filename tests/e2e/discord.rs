@@ -708,3 +708,236 @@ async fn discord_register_bulk_overwrites_the_generated_commands() {
         include_str!("../../commands/discord-commands.json")
     );
 }
+
+fn sink(fake: &FakeDiscord, token: &str) -> rollbot::chat::discord::DiscordSink {
+    let rest = rollbot::chat::discord::rest::Rest::new(
+        &fake.api,
+        token,
+        APP_ID.parse().unwrap(),
+        rollbot::chat::discord::rest::RetryPolicy::default(),
+        std::sync::Arc::new(rollbot::telemetry::Telemetry::new()),
+    )
+    .unwrap();
+    rollbot::chat::discord::DiscordSink::new(rest)
+}
+
+#[tokio::test]
+async fn summaries_are_edited_in_place_and_replies_go_in_one_thread() {
+    use rollbot::chat::{ButtonStyle, ChatSink, Message, Severity};
+    let fake = FakeDiscord::start(TOKEN, &[DEPLOYS]).await;
+    let discord = sink(&fake, TOKEN);
+    let summary = Message::new(Severity::Success, "Canary checkout v2: healthy")
+        .field("Score", "98/100")
+        .context("rollout r-1");
+    let at = discord.post(DEPLOYS, &summary).await.unwrap();
+    let prompt = Message::new(Severity::Warning, "Approve promotion of checkout?")
+        .button("Approve", "prompt:abc:approve", ButtonStyle::Primary)
+        .button("Roll back", "prompt:abc:reject", ButtonStyle::Danger);
+    let p = discord.reply(&at, &prompt).await.unwrap();
+    assert_eq!(
+        p.thread.as_deref(),
+        Some(at.id.as_str()),
+        "the thread is the summary's"
+    );
+    let again = discord
+        .reply(&at, &Message::new(Severity::Info, "follow-up"))
+        .await
+        .unwrap();
+    assert_eq!(again.channel, at.id);
+    let borderline = Message::new(Severity::Warning, "Canary checkout v2: borderline");
+    discord.update(&at, &borderline).await.unwrap();
+
+    fake.with(|s| {
+        assert_eq!(s.messages_in(DEPLOYS).len(), 1, "one summary per rollout");
+        let m = &s.messages[&at.id];
+        assert_eq!(m["embeds"][0]["color"], 0xF59E0B);
+        assert!(m["embeds"][0]["title"]
+            .as_str()
+            .unwrap()
+            .contains("borderline"));
+        let thread = s.messages_in(&at.id);
+        assert_eq!(thread.len(), 2);
+        assert_eq!(
+            thread[0]["components"][0]["components"][1]["custom_id"],
+            "prompt:abc:reject"
+        );
+        let starts = s
+            .log
+            .iter()
+            .filter(|l| l.path.ends_with("/threads"))
+            .count();
+        assert_eq!(starts, 1, "the thread is started once");
+    });
+
+    // After a restart the thread already exists: Discord says 160004 and the
+    // reply still lands in it.
+    let restarted = sink(&fake, TOKEN);
+    let r = restarted
+        .reply(&at, &Message::new(Severity::Info, "after restart"))
+        .await
+        .unwrap();
+    assert_eq!(r.channel, at.id);
+    fake.with(|s| {
+        assert_eq!(s.messages_in(&at.id).len(), 3);
+        assert!(s
+            .log
+            .iter()
+            .any(|l| l.status == 400 && l.path.ends_with("/threads")));
+    });
+
+    // Discord's errors come back as configuration errors that say what to fix.
+    let wrong = sink(&fake, "not-the-token");
+    let e = wrong.post(DEPLOYS, &summary).await.unwrap_err().to_string();
+    assert!(e.contains("401") && e.contains("bot_token"), "{e}");
+    fake.add_channel(LOCKED, true);
+    let e = discord
+        .post(LOCKED, &summary)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("50001") && e.contains("Missing Access") && e.contains(LOCKED),
+        "{e}"
+    );
+    let e = discord
+        .post("2999999999999999999", &summary)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("10003"), "{e}");
+}
+
+#[tokio::test]
+async fn one_channels_rate_limit_does_not_hold_up_another_and_order_is_kept() {
+    use rollbot::chat::{ChatSink, Message, Severity};
+    let fake = FakeDiscord::start(TOKEN, &[DEPLOYS, INCIDENTS]).await;
+    let discord = std::sync::Arc::new(sink(&fake, TOKEN));
+    fake.rate_limit(DEPLOYS, 1, 1.0);
+    let started = std::time::Instant::now();
+    let mut posts = Vec::new();
+    for i in 0..5 {
+        let d = discord.clone();
+        posts.push(tokio::spawn(async move {
+            d.post(
+                DEPLOYS,
+                &Message::new(Severity::Info, format!("deploy {i}")),
+            )
+            .await
+        }));
+        // Let each post queue up before the next.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    discord
+        .post(INCIDENTS, &Message::new(Severity::Info, "incident"))
+        .await
+        .unwrap();
+    let other = started.elapsed();
+    assert!(
+        other < Duration::from_millis(800),
+        "the incident channel waited {other:?}"
+    );
+    for p in posts {
+        p.await.unwrap().unwrap();
+    }
+    let limited = started.elapsed();
+    assert!(limited >= Duration::from_millis(950), "{limited:?}");
+    let titles: Vec<String> = fake.with(|s| {
+        s.messages_in(DEPLOYS)
+            .iter()
+            .map(|m| m["embeds"][0]["title"].as_str().unwrap().to_string())
+            .collect()
+    });
+    let expected: Vec<String> = (0..5).map(|i| format!("ℹ️ deploy {i}")).collect();
+    assert_eq!(titles, expected, "posted in order, none lost");
+    eprintln!(
+        "discord: other channel served in {other:?} while one waited out a 1 s 429 ({limited:?})"
+    );
+
+    // An empty bucket (X-RateLimit-Remaining: 0) is waited out before the
+    // next call, so Discord never has to answer 429.
+    fake.exhaust_bucket(INCIDENTS, 0.5);
+    let t0 = std::time::Instant::now();
+    discord
+        .post(INCIDENTS, &Message::new(Severity::Info, "a"))
+        .await
+        .unwrap();
+    discord
+        .post(INCIDENTS, &Message::new(Severity::Info, "b"))
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(480),
+        "{:?}",
+        t0.elapsed()
+    );
+    let statuses: Vec<u16> = fake.with(|s| {
+        s.log
+            .iter()
+            .filter(|l| l.path == format!("/channels/{INCIDENTS}/messages"))
+            .map(|l| l.status)
+            .collect()
+    });
+    assert!(!statuses.contains(&429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn an_expired_prompt_says_so_and_cannot_act() {
+    let fake = FakeDiscord::start(TOKEN, &[DEPLOYS, INCIDENTS]).await;
+    fake.add_channel(LOCKED, true);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&fake).replace("[store]", "[engine]\nprompt_ttl = \"1s\"\n\n[store]");
+    let d = dir.path().to_path_buf();
+    let s = tokio::task::spawn_blocking(move || {
+        Server::start(&d, &cfg, &[("ROLLBOT_TEST_DISCORD_TOKEN", TOKEN)])
+    })
+    .await
+    .unwrap();
+    let url = s.url("/discord/interactions");
+    fake.send(
+        &url,
+        &fake.command(
+            DEPLOYS,
+            &sam(),
+            "promote",
+            &[("service", json!("payments"))],
+        ),
+    )
+    .await;
+    let prompt = fake
+        .wait_for("the prompt", |st| {
+            st.messages_in(DEPLOYS)
+                .into_iter()
+                .find(|m| m["components"].as_array().is_some_and(|c| !c.is_empty()))
+        })
+        .await;
+    let approve = prompt["components"][0]["components"][0]["custom_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let press = fake.press(&priya(), &prompt, &approve);
+    fake.send(&url, &press).await;
+    let t = token(&press);
+    let shown = fake
+        .wait_for("the expiry refusal", |st| {
+            st.interactions.get(&t)?.followups.first().map(embed_text)
+        })
+        .await;
+    assert!(shown.contains("Prompt expired"), "{shown}");
+    let edited = fake
+        .wait_for("the expired prompt", |st| {
+            let m = st.messages[prompt["id"].as_str().unwrap()].clone();
+            (m["components"][0]["components"][0]["disabled"] == true).then_some(m)
+        })
+        .await;
+    assert!(
+        embed_text(&edited).contains("Expired: no answer before"),
+        "{}",
+        embed_text(&edited)
+    );
+    let m = metrics(&s).await;
+    assert!(
+        !m.contains("action=\"approve\",outcome=\"succeeded\""),
+        "{m}"
+    );
+}

@@ -96,6 +96,9 @@ pub struct FakeState {
     blocked: HashMap<String, Instant>,
     /// Channel → 5xx answers still to give.
     failures: HashMap<String, u32>,
+    /// Channel → reset_after: its next success says the bucket is empty
+    /// (`X-RateLimit-Remaining: 0`) and blocks it that long.
+    exhaust: HashMap<String, f64>,
 }
 
 impl FakeState {
@@ -365,7 +368,23 @@ async fn create_message(
         let m = message_object(&mut s, id.clone(), &channel, &body, false);
         s.messages.insert(id.clone(), m.clone());
         s.order.entry(channel.clone()).or_default().push(id);
-        ok(m)
+        match s.exhaust.remove(&channel) {
+            Some(after) => {
+                s.blocked.insert(
+                    channel.clone(),
+                    Instant::now() + Duration::from_secs_f64(after),
+                );
+                let mut r = ok(m);
+                let h = r.headers_mut();
+                h.insert("x-ratelimit-remaining", "0".parse().unwrap());
+                h.insert(
+                    "x-ratelimit-reset-after",
+                    format!("{after:.3}").parse().unwrap(),
+                );
+                r
+            }
+            None => ok(m),
+        }
     })();
     record(
         &mut s,
@@ -736,6 +755,15 @@ impl FakeDiscord {
             .unwrap()
             .rate_limits
             .insert(channel.into(), (n, retry_after));
+    }
+
+    /// The next message created in `channel` empties its bucket for `reset_after` seconds.
+    pub fn exhaust_bucket(&self, channel: &str, reset_after: f64) {
+        self.state
+            .lock()
+            .unwrap()
+            .exhaust
+            .insert(channel.into(), reset_after);
     }
 
     /// The next `n` calls on `channel` get 502.
