@@ -547,3 +547,60 @@ fn component(engine: Arc<Engine>, discord: Arc<Interactions>, c: ComponentIntera
     });
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interactions(guilds: &[&str], channels: &[&str]) -> Interactions {
+        let rest = Rest::new(
+            "http://127.0.0.1:9/api/v10",
+            "t",
+            1,
+            Default::default(),
+            Arc::new(crate::telemetry::Telemetry::new()),
+        )
+        .unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        Interactions {
+            verifier: Verifier::try_new(key.verifying_key().to_bytes()).unwrap(),
+            rest,
+            guild_ids: guilds.iter().map(|s| s.to_string()).collect(),
+            channel_ids: channels.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn commands_are_taken_only_where_configured() {
+        let open = interactions(&[], &[]);
+        assert!(open.place_refusal(None, 5, None).is_none());
+        let d = interactions(&["10"], &["20"]);
+        assert!(d.place_refusal(Some(10), 20, None).is_none());
+        // A thread whose parent is an allowed channel.
+        assert!(d.place_refusal(Some(10), 99, Some(20)).is_none());
+        let m = d.place_refusal(Some(10), 21, None).unwrap();
+        assert!(m.text.contains("<#20>"), "{}", m.text);
+        assert!(d.place_refusal(Some(11), 20, None).is_some());
+        assert!(
+            d.place_refusal(None, 20, None).is_some(),
+            "DMs are not a listed server"
+        );
+    }
+
+    #[test]
+    fn responses_are_shaped_like_discords() {
+        assert_eq!(
+            response_json(&CreateInteractionResponse::Pong),
+            json!({"type": 1})
+        );
+        assert_eq!(
+            response_json(&CreateInteractionResponse::Acknowledge),
+            json!({"type": 6})
+        );
+        let d = response_json(&CreateInteractionResponse::Defer(
+            CreateInteractionResponseMessage::new().ephemeral(true),
+        ));
+        assert_eq!(d["type"], 5);
+        assert_eq!(d["data"]["flags"], 64);
+    }
+}
