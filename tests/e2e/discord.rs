@@ -66,6 +66,15 @@ backend = "sim"
 deploy_channel = "deploys"
 critical = true
 
+[backends.slow]
+type = "simulated"
+latency = "1500ms"
+history = { ledger = ["l1", "l2"] }
+
+[[services]]
+name = "ledger"
+backend = "slow"
+
 [[services]]
 name = "search"
 backend = "sim"
@@ -940,4 +949,34 @@ async fn an_expired_prompt_says_so_and_cannot_act() {
         !m.contains("action=\"approve\",outcome=\"succeeded\""),
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn a_slow_backend_never_delays_the_first_answer() {
+    let (fake, s, _dir) = start().await;
+    let url = s.url("/discord/interactions");
+    let payload = fake.command(
+        DEPLOYS,
+        &omar(),
+        "rollback",
+        &[("service", json!("ledger"))],
+    );
+    let started = std::time::Instant::now();
+    let (_, answer, took) = fake.send(&url, &payload).await;
+    assert_eq!(answer["type"], 5);
+    assert!(took < Duration::from_millis(1000), "deferral took {took:?}");
+    let t = token(&payload);
+    let shown = fake
+        .wait_for("the slow rollback's result", |st| {
+            let o = st.interactions.get(&t)?.original.clone()?;
+            (!o["embeds"].as_array()?.is_empty()).then(|| embed_text(&o))
+        })
+        .await;
+    let total = started.elapsed();
+    assert!(shown.contains("Rolled back ledger l2 → l1"), "{shown}");
+    assert!(
+        total > Duration::from_secs(3),
+        "the backend was not slow: {total:?}"
+    );
+    eprintln!("discord: slow backend: deferred in {took:?}, result after {total:?}");
 }
