@@ -107,6 +107,18 @@ enum AuditCmd {
 enum CommandsCmd {
     /// The command reference in Markdown (commands/reference.md).
     Reference,
+    /// Discord application commands as JSON (commands/discord-commands.json).
+    DiscordJson,
+    /// Register the application commands with Discord (bulk overwrite):
+    /// in one server with --guild (at once), else globally (may take up to
+    /// an hour to appear everywhere).
+    DiscordRegister {
+        #[arg(long, short, default_value = "rollbot.toml")]
+        config: PathBuf,
+        /// A server (guild) ID; repeat for several.
+        #[arg(long)]
+        guild: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -145,6 +157,9 @@ enum BenchCmd {
 }
 
 fn main() -> ExitCode {
+    // One process-wide TLS provider, before any client is built: with more
+    // than one compiled in, rustls refuses to pick.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ROLLBOT_LOG")
@@ -195,17 +210,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = load(&config)?;
             let listen = c.server.listen.clone();
             let store = c.store.path.clone();
+            let telemetry = std::sync::Arc::new(rollbot::telemetry::Telemetry::new());
             // Every message is also logged (target rollbot::chat).
-            let sinks: Vec<std::sync::Arc<dyn rollbot::chat::ChatSink>> =
+            let mut sinks: Vec<std::sync::Arc<dyn rollbot::chat::ChatSink>> =
                 vec![std::sync::Arc::new(rollbot::chat::log::LogSink::default())];
-            let rt = rollbot::runtime::start(
+            let mut discord = None;
+            if let Some(d) = &c.chat.discord {
+                let rest = discord_rest(d, telemetry.clone())?;
+                sinks.push(std::sync::Arc::new(
+                    rollbot::chat::discord::DiscordSink::new(rest.clone()),
+                ));
+                discord = Some(std::sync::Arc::new(
+                    rollbot::server::discord::Interactions::new(d, rest)?,
+                ));
+            }
+            let rt = rollbot::runtime::start_with(
                 c,
                 &store,
                 sinks,
                 std::sync::Arc::new(rollbot::clock::SystemClock),
+                telemetry,
             )
             .await?;
-            rollbot::server::serve(rt.engine, rt.controller, &listen).await?;
+            rollbot::server::serve(rt.engine, rt.controller, &listen, discord).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo {
@@ -279,6 +306,55 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", rollbot::command::reference_markdown());
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Commands {
+            command: CommandsCmd::DiscordJson,
+        } => {
+            print!("{}", rollbot::command::discord::application_commands_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Commands {
+            command: CommandsCmd::DiscordRegister { config, guild },
+        } => {
+            let c = load(&config)?;
+            let Some(d) = &c.chat.discord else {
+                anyhow::bail!(
+                    "{} has no [chat.discord] section; add application_id, public_key and bot_token",
+                    config.display()
+                );
+            };
+            let rest = discord_rest(d, std::sync::Arc::new(rollbot::telemetry::Telemetry::new()))?;
+            let commands = rollbot::command::discord::application_commands();
+            let guilds: Vec<Option<u64>> = if guild.is_empty() {
+                vec![None]
+            } else {
+                guild
+                    .iter()
+                    .map(|g| {
+                        g.parse::<u64>()
+                            .map(Some)
+                            .map_err(|_| anyhow::anyhow!("--guild `{g}` is not a Discord ID"))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            };
+            for g in guilds {
+                let answer = rest
+                    .call(
+                        "commands",
+                        rollbot::chat::discord::rest::Call::OverwriteCommands { guild: g },
+                        Some(&commands),
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("Discord refused the commands: {e}"))?;
+                let n = answer.as_array().map(|a| a.len()).unwrap_or(0);
+                match g {
+                    Some(g) => println!("registered {n} commands in server {g}"),
+                    None => println!(
+                        "registered {n} global commands (they may take up to an hour to appear)"
+                    ),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Bench {
             command: BenchCmd::Audit { entries, dir },
         } => {
@@ -287,6 +363,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The Discord REST client from `[chat.discord]`, with its bot token read.
+fn discord_rest(
+    d: &rollbot::config::DiscordConfig,
+    telemetry: std::sync::Arc<rollbot::telemetry::Telemetry>,
+) -> anyhow::Result<std::sync::Arc<rollbot::chat::discord::rest::Rest>> {
+    let token = d
+        .bot_token_source()
+        .map_err(anyhow::Error::msg)?
+        .resolve()
+        .map_err(|e| anyhow::anyhow!("[chat.discord] bot_token: {e}"))?;
+    let app: u64 = d
+        .application_id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("[chat.discord] application_id is not a Discord ID"))?;
+    rollbot::chat::discord::rest::Rest::new(
+        &d.api_url,
+        token.expose(),
+        app,
+        rollbot::chat::discord::rest::RetryPolicy::default(),
+        telemetry,
+    )
 }
 
 fn audit(cmd: AuditCmd, store: &SledAuditStore) -> anyhow::Result<ExitCode> {

@@ -71,7 +71,18 @@ pub async fn start(
     sinks: Vec<Arc<dyn ChatSink>>,
     clock: SharedClock,
 ) -> anyhow::Result<Runtime> {
-    let telemetry = Arc::new(Telemetry::new());
+    start_with(config, store_dir, sinks, clock, Arc::new(Telemetry::new())).await
+}
+
+/// [`start`] with telemetry made earlier, so chat adapters built before the
+/// engine count into the same metrics.
+pub async fn start_with(
+    config: Config,
+    store_dir: &Path,
+    sinks: Vec<Arc<dyn ChatSink>>,
+    clock: SharedClock,
+    telemetry: Arc<Telemetry>,
+) -> anyhow::Result<Runtime> {
     let store = Arc::new(Store::open(store_dir)?);
     let (backends, simulated) = build_backends(&config);
     let mut notifier = Notifier::new(

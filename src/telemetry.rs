@@ -53,6 +53,16 @@ pub struct Telemetry {
     /// Inbound requests refused for a bad signature, per chat platform.
     pub signature_failures: Family<PlatformLabels, Counter>,
     pub chat_errors: Family<PlatformLabels, Counter>,
+    /// Outbound chat calls answered 429 and sent again after the wait.
+    pub chat_rate_limited: Family<PlatformLabels, Counter>,
+    /// Inbound chat interactions by platform and kind (command, button, …).
+    pub chat_interactions: Family<InteractionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InteractionLabels {
+    pub platform: String,
+    pub kind: String,
 }
 
 impl Default for Telemetry {
@@ -110,6 +120,18 @@ impl Telemetry {
             "Outbound chat messages that failed",
             chat_errors.clone(),
         );
+        let chat_rate_limited = Family::<PlatformLabels, Counter>::default();
+        registry.register(
+            "chat_rate_limited",
+            "Outbound chat calls answered 429 and sent again after the wait",
+            chat_rate_limited.clone(),
+        );
+        let chat_interactions = Family::<InteractionLabels, Counter>::default();
+        registry.register(
+            "chat_interactions",
+            "Inbound chat interactions by platform and kind",
+            chat_interactions.clone(),
+        );
         Telemetry {
             registry,
             actions,
@@ -120,6 +142,8 @@ impl Telemetry {
             breaker_transitions,
             signature_failures,
             chat_errors,
+            chat_rate_limited,
+            chat_interactions,
         }
     }
 

@@ -5,6 +5,7 @@
 //! Discord, text for the console.
 
 pub mod console;
+pub mod discord;
 pub mod log;
 mod notifier;
 

@@ -13,6 +13,8 @@
 //! panics: every input ends in a `Command` or a `ParseError` that says what
 //! to write.
 
+pub mod discord;
+
 use crate::config::closest;
 use crate::domain::Scope;
 use std::fmt;
@@ -294,11 +296,7 @@ fn freeze(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
                 "freeze",
             ));
         };
-        let d = crate::config::parse_duration(d).map_err(|e| err(e, "freeze"))?;
-        if d > MAX_FREEZE {
-            return Err(err("an ad hoc freeze lasts at most 30d; for longer periods add a scheduled window to the config", "freeze"));
-        }
-        duration = Some(d);
+        duration = Some(freeze_duration(d)?);
         rest = &rest[2..];
     }
     Ok(Command::Freeze {
@@ -306,6 +304,15 @@ fn freeze(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
         duration,
         reason: reason(rest),
     })
+}
+
+/// A freeze's length: a duration no longer than [`MAX_FREEZE`].
+fn freeze_duration(d: &str) -> Result<Duration, ParseError> {
+    let d = crate::config::parse_duration(d).map_err(|e| err(e, "freeze"))?;
+    if d > MAX_FREEZE {
+        return Err(err("an ad hoc freeze lasts at most 30d; for longer periods add a scheduled window to the config", "freeze"));
+    }
+    Ok(d)
 }
 
 fn audit(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {

@@ -431,12 +431,33 @@ pub struct DiscordConfig {
     pub bot_token_file: Option<PathBuf>,
     #[serde(default = "default_discord_api")]
     pub api_url: String,
-    /// Guilds where commands are accepted (empty: any).
+    /// Guilds where commands are accepted (empty: any). Also the guilds
+    /// `rollbot commands discord-register` uses when given no `--guild`.
     #[serde(default)]
     pub guild_ids: Vec<String>,
-    /// Open the gateway for mention-style commands.
+    /// Channels (or threads) where commands are accepted (empty: any).
+    /// Buttons on rollbot's own prompts are answered wherever they are.
+    #[serde(default)]
+    pub channel_ids: Vec<String>,
+    /// Open the gateway for mention-style commands. Not built into this
+    /// release: `true` is refused at load time.
     #[serde(default)]
     pub gateway: bool,
+}
+
+impl DiscordConfig {
+    pub fn bot_token_source(&self) -> Result<SecretSource, String> {
+        SecretSource::from_pair(
+            "bot_token",
+            self.bot_token.as_ref(),
+            self.bot_token_file.as_ref(),
+        )?
+        .ok_or_else(|| "[chat.discord] needs bot_token or bot_token_file".to_string())
+    }
+}
+
+fn is_snowflake(s: &str) -> bool {
+    (1..=20).contains(&s.len()) && s.chars().all(|c| c.is_ascii_digit())
 }
 
 fn default_discord_api() -> String {
@@ -679,6 +700,31 @@ impl Config {
             if !key_ok {
                 errors.push(ConfigError::at(path, source, find_span(source, "chat.discord"), "[chat.discord] public_key must be the application's 64-hex-digit public key")
                     .help("copy PUBLIC KEY from the Discord developer portal, General Information"));
+            }
+            let section = find_span(source, "chat.discord");
+            if !is_snowflake(&discord.application_id) {
+                errors.push(ConfigError::at(path, source, section.clone(), format!("[chat.discord] application_id `{}` is not a Discord ID (a number)", discord.application_id))
+                    .help("copy APPLICATION ID from the Discord developer portal, General Information"));
+            }
+            for (key, ids) in [
+                ("guild_ids", &discord.guild_ids),
+                ("channel_ids", &discord.channel_ids),
+            ] {
+                for id in ids.iter().filter(|i| !is_snowflake(i)) {
+                    errors.push(ConfigError::at(path, source, section.clone(), format!("[chat.discord] {key}: `{id}` is not a Discord ID (a number)"))
+                        .help("in Discord, turn on Developer Mode and use Copy ID; names change, IDs do not"));
+                }
+            }
+            let api = discord.api_url.trim_end_matches('/');
+            if !(api.starts_with("https://") || api.starts_with("http://"))
+                || !api.ends_with("/api/v10")
+            {
+                errors.push(ConfigError::at(path, source, section.clone(), format!("[chat.discord] api_url `{}` must be an http(s) URL ending in /api/v10", discord.api_url))
+                    .help("leave it out for https://discord.com/api/v10; a proxy or test server is written as http://HOST:PORT/api/v10"));
+            }
+            if discord.gateway {
+                errors.push(ConfigError::at(path, source, section, "[chat.discord] gateway = true is not supported by this build of rollbot")
+                    .help("remove it: commands and buttons arrive at POST /discord/interactions (set that URL as the application's Interactions Endpoint URL)"));
             }
         }
         let m = &self.metrics;

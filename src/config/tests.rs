@@ -180,3 +180,33 @@ fn errors_inside_backend_tables_point_at_the_key_or_value() {
     assert_eq!((e.line, e.column), (6, 11), "{e}");
     assert!(e.message.contains("not a duration"), "{e}");
 }
+
+#[test]
+fn discord_ids_api_url_and_gateway_are_checked() {
+    let good = format!(
+        "{BASE}\n[chat.discord]\napplication_id = \"123456789012345678\"\npublic_key = \"{}\"\nbot_token = \"${{DISCORD_BOT_TOKEN}}\"\nchannel_ids = [\"112233445566778899\"]\n",
+        "ab".repeat(32)
+    );
+    let c = Config::parse(Path::new("rollbot.toml"), &good).unwrap();
+    let d = c.chat.discord.as_ref().unwrap();
+    assert_eq!(d.api_url, "https://discord.com/api/v10");
+    assert_eq!(d.channel_ids, vec!["112233445566778899".to_string()]);
+    let e = errors(&good.replace("channel_ids = [\"112233445566778899\"]", "channel_ids = [\"#deploys\"]\napi_url = \"http://127.0.0.1:9/api\"\ngateway = true\napplication_id_x = 1").replace("application_id_x = 1", ""));
+    let text: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+    let all = text.join("\n");
+    assert!(
+        all.contains("channel_ids: `#deploys` is not a Discord ID"),
+        "{all}"
+    );
+    assert!(
+        all.contains("must be an http(s) URL ending in /api/v10"),
+        "{all}"
+    );
+    assert!(all.contains("gateway = true is not supported"), "{all}");
+    let e = one(&good.replace("123456789012345678", "my-app"));
+    assert!(
+        e.to_string()
+            .contains("application_id `my-app` is not a Discord ID"),
+        "{e}"
+    );
+}

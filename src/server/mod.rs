@@ -6,8 +6,11 @@
 //! - `GET /metrics`: rollbot's own metrics in the Prometheus text format.
 //! - `POST /api/v1/actions`: a command for an API client (`[[api.clients]]`),
 //!   bearer-token authenticated, answered with the engine's outcome as JSON.
+//! - `POST /discord/interactions`: Discord's slash commands, buttons and
+//!   autocomplete, signature-verified (`discord.rs`).
 
 mod api;
+pub mod discord;
 mod rollouts;
 
 use crate::engine::Engine;
@@ -27,6 +30,8 @@ pub struct AppState {
     pub api_tokens: Arc<Vec<(String, crate::config::SecretValue)>>,
     pub shutting_down: Arc<AtomicBool>,
     pub controller: Option<Arc<crate::controller::Controller>>,
+    /// Set when `[chat.discord]` is configured.
+    pub discord: Option<Arc<discord::Interactions>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -39,6 +44,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/rollouts",
             post(rollouts::announce).get(rollouts::list),
         )
+        .route("/discord/interactions", post(discord::interactions))
         .with_state(state)
 }
 
@@ -93,6 +99,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     controller: Option<Arc<crate::controller::Controller>>,
     listen: &str,
+    discord: Option<Arc<discord::Interactions>>,
 ) -> anyhow::Result<()> {
     let mut tokens = Vec::new();
     for c in &engine.config.api.clients {
@@ -108,6 +115,7 @@ pub async fn serve(
         api_tokens: Arc::new(tokens),
         shutting_down: Arc::new(AtomicBool::new(false)),
         controller: controller.clone(),
+        discord,
     };
     if let Some(c) = controller {
         tokio::spawn(c.run());

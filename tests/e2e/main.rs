@@ -8,5 +8,6 @@ mod audit_cli;
 mod check_config;
 mod controller;
 mod demo;
+mod discord;
 mod replay;
 mod serve;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod fake_discord;
 pub mod prometheus;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,159 @@
+//! The neutral [`Message`] as Discord embeds and components, with serenity's
+//! builders. Discord's limits are applied here (title 256, description 4096,
+//! 25 fields of 256/1024, footer 2048, 6000 in all, 5 buttons a row), and
+//! mentions are never parsed: a reason typed as `@everyone` pings nobody.
+
+use crate::chat::{Button, ButtonStyle, Message, Severity};
+use serenity::builder::{
+    CreateActionRow, CreateAllowedMentions, CreateButton, CreateEmbed, CreateEmbedFooter,
+};
+use serenity::model::application::ButtonStyle as DiscordStyle;
+
+/// Embed colour by severity.
+pub fn colour(s: Severity) -> u32 {
+    match s {
+        Severity::Info => 0x3B82F6,
+        Severity::Success => 0x22C55E,
+        Severity::Warning => 0xF59E0B,
+        Severity::Critical => 0xDC2626,
+    }
+}
+
+/// Cuts `s` to at most `max` characters, ending in `…` when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+pub fn embed(msg: &Message) -> CreateEmbed {
+    let mut budget: usize = 6000;
+    fn take(budget: &mut usize, s: &str, max: usize) -> String {
+        let t = clip(s, max.min(*budget));
+        *budget = budget.saturating_sub(t.chars().count());
+        t
+    }
+    let title = take(
+        &mut budget,
+        &format!("{} {}", msg.severity.icon(), msg.title),
+        256,
+    );
+    let mut e = CreateEmbed::new().title(title).colour(colour(msg.severity));
+    if !msg.context.is_empty() {
+        e = e.footer(CreateEmbedFooter::new(take(
+            &mut budget,
+            &msg.context.join(" · "),
+            2048,
+        )));
+    }
+    if !msg.text.is_empty() {
+        e = e.description(take(&mut budget, &msg.text, 4096));
+    }
+    for f in msg.fields.iter().take(25) {
+        if budget < 2 {
+            break;
+        }
+        let name = take(
+            &mut budget,
+            if f.name.is_empty() { "—" } else { &f.name },
+            256,
+        );
+        let value = take(
+            &mut budget,
+            if f.value.is_empty() { "—" } else { &f.value },
+            1024,
+        );
+        let inline = value.chars().count() <= 40 && !value.contains('\n');
+        e = e.field(name, value, inline);
+    }
+    e
+}
+
+fn style(s: ButtonStyle) -> DiscordStyle {
+    match s {
+        ButtonStyle::Primary => DiscordStyle::Primary,
+        ButtonStyle::Danger => DiscordStyle::Danger,
+        ButtonStyle::Default => DiscordStyle::Secondary,
+    }
+}
+
+/// Buttons in rows of five; `custom_id` is the neutral action id
+/// (`prompt:ID:approve`), which names a prompt stored server-side.
+pub fn components(buttons: &[Button], disabled: bool) -> Vec<CreateActionRow> {
+    buttons
+        .iter()
+        .filter(|b| b.action_id.len() <= 100)
+        .take(25)
+        .collect::<Vec<_>>()
+        .chunks(5)
+        .map(|row| {
+            CreateActionRow::Buttons(
+                row.iter()
+                    .map(|b| {
+                        CreateButton::new(b.action_id.clone())
+                            .label(clip(&b.label, 80))
+                            .style(style(b.style))
+                            .disabled(disabled)
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// No @everyone, @here, user or role pings from anything rollbot echoes.
+pub fn no_mentions() -> CreateAllowedMentions {
+    CreateAllowedMentions::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embeds_respect_discord_limits() {
+        let mut m = Message::new(Severity::Critical, "x".repeat(300)).text("y".repeat(5000));
+        for i in 0..30 {
+            m = m.field(format!("f{i}"), "z".repeat(2000));
+        }
+        let v = serde_json::to_value(embed(&m)).unwrap();
+        assert_eq!(v["title"].as_str().unwrap().chars().count(), 256);
+        assert_eq!(v["description"].as_str().unwrap().chars().count(), 4096);
+        assert_eq!(v["color"], 0xDC2626);
+        let fields = v["fields"].as_array().unwrap();
+        assert!(fields.len() <= 25);
+        let total: usize = fields
+            .iter()
+            .map(|f| {
+                f["name"].as_str().unwrap().chars().count()
+                    + f["value"].as_str().unwrap().chars().count()
+            })
+            .sum::<usize>()
+            + 256
+            + 4096;
+        assert!(total <= 6000, "{total}");
+    }
+
+    #[test]
+    fn buttons_become_rows_of_five() {
+        let mut m = Message::new(Severity::Warning, "t");
+        for i in 0..7 {
+            m = m.button(
+                format!("b{i}"),
+                format!("prompt:p{i}:approve"),
+                ButtonStyle::Danger,
+            );
+        }
+        let rows = serde_json::to_value(components(&m.buttons, true)).unwrap();
+        assert_eq!(rows.as_array().unwrap().len(), 2);
+        assert_eq!(rows[0]["type"], 1);
+        assert_eq!(rows[0]["components"][0]["type"], 2);
+        assert_eq!(rows[0]["components"][0]["style"], 4);
+        assert_eq!(rows[0]["components"][0]["custom_id"], "prompt:p0:approve");
+        assert_eq!(rows[0]["components"][0]["disabled"], true);
+        assert_eq!(rows[1]["components"].as_array().unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,606 @@
+//! `POST /discord/interactions`: Discord's interactions, verified first.
+//!
+//! 1. The Ed25519 signature over `X-Signature-Timestamp` + the raw body is
+//!    checked with the application's public key before anything is read; a
+//!    bad or missing one, or a timestamp more than five minutes from now,
+//!    gets 401 and does nothing else (Discord sends bad signatures on
+//!    purpose when the URL is saved).
+//! 2. PING gets PONG; autocomplete gets the matching services at once.
+//! 3. A command or a button is acknowledged at once (a deferred response,
+//!    type 5 or 6, in the HTTP answer), well inside Discord's 3 seconds;
+//!    the engine runs meanwhile and its result edits the deferred answer
+//!    (`@original`) or arrives as a follow-up. Results of actions are
+//!    visible in the channel; refusals, errors and read-only views are
+//!    ephemeral.
+//! 4. The interaction ID is the idempotency key, so the same interaction
+//!    never acts twice.
+//!
+//! Who asks is `discord:USER_ID` with `discord-role:ROLE_ID` for each role
+//! in `member.roles`; display names are only shown, never trusted.
+
+use super::AppState;
+use crate::chat::discord::render;
+use crate::chat::discord::rest::{Call, Rest};
+use crate::chat::discord::{channel_queue, explain};
+use crate::chat::{Button, Message, Severity};
+use crate::command::discord::{self as dc, OptionValue};
+use crate::command::Command;
+use crate::config::DiscordConfig;
+use crate::domain::{Actor, Platform};
+use crate::engine::{Engine, Outcome, PromptState, Status};
+use crate::telemetry::{InteractionLabels, PlatformLabels};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use serenity::builder::{
+    CreateAutocompleteResponse, CreateInteractionResponse, CreateInteractionResponseFollowup,
+    CreateInteractionResponseMessage, EditInteractionResponse,
+};
+use serenity::interactions_endpoint::Verifier;
+use serenity::model::application::{
+    CommandDataOptionValue, CommandInteraction, ComponentInteraction, Interaction,
+};
+use serenity::model::guild::Member;
+use serenity::model::user::User;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How far `X-Signature-Timestamp` may be from rollbot's clock.
+const MAX_SKEW_SECS: i64 = 300;
+
+/// The Discord side of the server: verifier, filters, and the REST client
+/// shared with the outbound adapter (same queues, same rate limits).
+pub struct Interactions {
+    verifier: Verifier,
+    rest: Arc<Rest>,
+    guild_ids: Vec<String>,
+    channel_ids: Vec<String>,
+}
+
+impl Interactions {
+    pub fn new(config: &DiscordConfig, rest: Arc<Rest>) -> anyhow::Result<Interactions> {
+        let key: [u8; 32] = hex::decode(&config.public_key)
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| anyhow::anyhow!("[chat.discord] public_key must be 64 hex digits"))?;
+        let verifier = Verifier::try_new(key).map_err(|e| {
+            anyhow::anyhow!("[chat.discord] public_key is not a valid Ed25519 key: {e}")
+        })?;
+        Ok(Interactions {
+            verifier,
+            rest,
+            guild_ids: config.guild_ids.clone(),
+            channel_ids: config.channel_ids.clone(),
+        })
+    }
+}
+
+fn json_response(value: serde_json::Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// The response as Discord documents it (serenity writes `"data": null`
+/// for types without data; leave it out).
+fn response_json(r: &CreateInteractionResponse) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).expect("builders serialize");
+    if let Some(o) = v.as_object_mut() {
+        if o.get("data").is_some_and(|d| d.is_null()) {
+            o.remove("data");
+        }
+    }
+    v
+}
+
+fn respond(r: CreateInteractionResponse) -> Response {
+    json_response(response_json(&r))
+}
+
+/// An answer shown only to the person who asked, at once.
+fn ephemeral_now(msg: &Message) -> Response {
+    respond(CreateInteractionResponse::Message(
+        CreateInteractionResponseMessage::new()
+            .embed(render::embed(msg))
+            .allowed_mentions(render::no_mentions())
+            .ephemeral(true),
+    ))
+}
+
+/// A response body that says when hyper is done with it, so follow-ups are
+/// sent only after Discord has its first answer.
+struct Signalled {
+    data: Option<Bytes>,
+    len: u64,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl http_body::Body for Signalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.data.take().map(|d| Ok(http_body::Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.len)
+    }
+}
+
+impl Drop for Signalled {
+    fn drop(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The deferred answer, and a receiver that fires once it has been written.
+fn deferred(r: CreateInteractionResponse) -> (Response, oneshot::Receiver<()>) {
+    let (tx, rx) = oneshot::channel();
+    let bytes = Bytes::from(response_json(&r).to_string());
+    let body = Signalled {
+        len: bytes.len() as u64,
+        data: Some(bytes),
+        done: Some(tx),
+    };
+    let resp = Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::new(body))
+        .expect("static response parts");
+    (resp, rx)
+}
+
+pub async fn interactions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(discord) = state.discord.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "Discord is not configured: add [chat.discord] to the config\n",
+        )
+            .into_response();
+    };
+    let engine = state.engine.clone();
+    let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (signature, timestamp) = (
+        header("x-signature-ed25519"),
+        header("x-signature-timestamp"),
+    );
+    let now = engine.clock.now().timestamp();
+    let fresh = timestamp
+        .parse::<i64>()
+        .is_ok_and(|t| (now - t).abs() <= MAX_SKEW_SECS);
+    if !fresh
+        || discord
+            .verifier
+            .verify(signature, timestamp, &body)
+            .is_err()
+    {
+        engine
+            .telemetry
+            .signature_failures
+            .get_or_create(&PlatformLabels {
+                platform: "discord".into(),
+            })
+            .inc();
+        tracing::warn!(fresh, "Discord interaction refused: bad or stale signature");
+        return (StatusCode::UNAUTHORIZED, "invalid request signature\n").into_response();
+    }
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(format!("interaction body is not JSON: {e}")),
+    };
+    if value.get("type").and_then(|t| t.as_u64()) == Some(1) {
+        count(&engine, "ping");
+        return respond(CreateInteractionResponse::Pong);
+    }
+    let interaction: Interaction = match serde_json::from_value(value) {
+        Ok(i) => i,
+        Err(e) => return bad_request(format!("interaction not understood: {e}")),
+    };
+    match interaction {
+        Interaction::Ping(_) => respond(CreateInteractionResponse::Pong),
+        Interaction::Command(c) => {
+            count(&engine, "command");
+            command(engine, discord, c)
+        }
+        Interaction::Autocomplete(c) => {
+            count(&engine, "autocomplete");
+            autocomplete(&engine, &c)
+        }
+        Interaction::Component(c) => {
+            count(&engine, "button");
+            component(engine, discord, c)
+        }
+        _ => {
+            count(&engine, "other");
+            ephemeral_now(
+                &Message::new(Severity::Warning, "Not supported")
+                    .text("rollbot answers slash commands and its own buttons only."),
+            )
+        }
+    }
+}
+
+fn bad_request(why: String) -> Response {
+    tracing::warn!(error = %why, "Discord interaction refused");
+    (StatusCode::BAD_REQUEST, json!({ "error": why }).to_string()).into_response()
+}
+
+fn count(engine: &Engine, kind: &str) {
+    engine
+        .telemetry
+        .chat_interactions
+        .get_or_create(&InteractionLabels {
+            platform: "discord".into(),
+            kind: kind.into(),
+        })
+        .inc();
+}
+
+/// `discord:USER_ID` with a `discord-role:ROLE_ID` per role; the name is
+/// for messages only.
+fn actor(member: Option<&Member>, user: &User) -> Actor {
+    let display = member
+        .and_then(|m| m.nick.clone())
+        .or_else(|| user.global_name.clone())
+        .unwrap_or_else(|| user.name.clone());
+    let roles = member
+        .map(|m| {
+            m.roles
+                .iter()
+                .map(|r| format!("discord-role:{}", r.get()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Actor::new(Platform::Discord, user.id.get().to_string(), display).with_groups(roles)
+}
+
+impl Interactions {
+    /// `Some(refusal)` when commands are not taken here.
+    fn place_refusal(
+        &self,
+        guild: Option<u64>,
+        channel: u64,
+        parent: Option<u64>,
+    ) -> Option<Message> {
+        if !self.guild_ids.is_empty() {
+            let ok = guild.is_some_and(|g| self.guild_ids.contains(&g.to_string()));
+            if !ok {
+                return Some(
+                    Message::new(Severity::Warning, "Not in this server")
+                        .text("rollbot takes commands only in the servers listed in its configuration ([chat.discord] guild_ids). Nothing was done."),
+                );
+            }
+        }
+        if !self.channel_ids.is_empty() {
+            let here = [Some(channel), parent]
+                .into_iter()
+                .flatten()
+                .any(|c| self.channel_ids.contains(&c.to_string()));
+            if !here {
+                let list: Vec<String> =
+                    self.channel_ids.iter().map(|c| format!("<#{c}>")).collect();
+                return Some(
+                    Message::new(Severity::Warning, "Not in this channel").text(format!(
+                        "rollbot takes commands in {}. Nothing was done.",
+                        list.join(", ")
+                    )),
+                );
+            }
+        }
+        None
+    }
+}
+
+fn options(c: &CommandInteraction) -> Vec<(String, OptionValue)> {
+    c.data
+        .options
+        .iter()
+        .filter_map(|o| {
+            let v = match &o.value {
+                CommandDataOptionValue::String(s) => OptionValue::Str(s.clone()),
+                CommandDataOptionValue::Boolean(b) => OptionValue::Bool(*b),
+                CommandDataOptionValue::Integer(i) => OptionValue::Int(*i),
+                CommandDataOptionValue::Autocomplete { value, .. } => {
+                    OptionValue::Str(value.clone())
+                }
+                _ => return None,
+            };
+            Some((o.name.clone(), v))
+        })
+        .collect()
+}
+
+fn command(engine: Arc<Engine>, discord: Arc<Interactions>, c: CommandInteraction) -> Response {
+    let who = actor(c.member.as_deref(), &c.user);
+    let parent = c
+        .channel
+        .as_ref()
+        .and_then(|ch| ch.parent_id)
+        .map(|p| p.get());
+    if let Some(m) = discord.place_refusal(c.guild_id.map(|g| g.get()), c.channel_id.get(), parent)
+    {
+        return ephemeral_now(&m);
+    }
+    let names = engine.config.service_names();
+    let cmd = match dc::to_command(&c.data.name, &options(&c), &names) {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            return ephemeral_now(
+                &Message::new(Severity::Warning, "Cannot read that command").text(e.to_string()),
+            )
+        }
+    };
+    let view = matches!(
+        cmd,
+        Command::Status { .. } | Command::Audit { .. } | Command::Help { .. }
+    );
+    let defer = CreateInteractionResponseMessage::new().ephemeral(view);
+    let (response, sent) = deferred(CreateInteractionResponse::Defer(defer));
+    let key = format!("discord:{}", c.id.get());
+    let token = c.token.clone();
+    tokio::spawn(async move {
+        let outcome = crate::intake::handle(&engine, who, cmd, Some(key)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), sent).await;
+        deliver(&engine, &discord.rest, &token, &outcome, view).await;
+    });
+    response
+}
+
+/// Puts a command's outcome where it belongs: the deferred answer for
+/// results (visible) and views (already ephemeral); an ephemeral follow-up
+/// for refusals, with the visible placeholder removed.
+async fn deliver(engine: &Engine, rest: &Arc<Rest>, token: &str, o: &Outcome, view: bool) {
+    let queue = format!("interaction:{token}");
+    let embed = render::embed(&o.message);
+    let result = if view || o.status != Status::Refused {
+        let body = EditInteractionResponse::new()
+            .embed(embed)
+            .allowed_mentions(render::no_mentions());
+        rest.call(
+            &queue,
+            Call::EditOriginal {
+                token: token.into(),
+            },
+            Some(&serde_json::to_value(body).expect("builders serialize")),
+        )
+        .await
+        .map(|_| ())
+    } else {
+        let body = CreateInteractionResponseFollowup::new()
+            .embed(embed)
+            .allowed_mentions(render::no_mentions())
+            .ephemeral(true);
+        let sent = rest
+            .call(
+                &queue,
+                Call::Followup {
+                    token: token.into(),
+                },
+                Some(&serde_json::to_value(body).expect("builders serialize")),
+            )
+            .await;
+        match sent {
+            Ok(_) => rest
+                .call(
+                    &queue,
+                    Call::DeleteOriginal {
+                        token: token.into(),
+                    },
+                    None,
+                )
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        }
+    };
+    if let Err(e) = result {
+        failed(engine, "interaction answer", explain(e, "(interaction)"));
+    }
+}
+
+fn failed(engine: &Engine, what: &str, e: impl std::fmt::Display) {
+    tracing::warn!(platform = "discord", error = %e, "chat {what} failed");
+    engine
+        .telemetry
+        .chat_errors
+        .get_or_create(&PlatformLabels {
+            platform: "discord".into(),
+        })
+        .inc();
+}
+
+fn autocomplete(engine: &Engine, c: &CommandInteraction) -> Response {
+    let focused = c.data.options.iter().find_map(|o| match &o.value {
+        CommandDataOptionValue::Autocomplete { value, .. } => {
+            Some((o.name.as_str(), value.as_str()))
+        }
+        _ => None,
+    });
+    let services: Vec<(&str, &str)> = engine
+        .config
+        .services
+        .iter()
+        .map(|s| (s.environment.as_str(), s.name()))
+        .collect();
+    let choices = match focused {
+        Some((name, typed)) => {
+            let kind = dc::options(&c.data.name)
+                .iter()
+                .find(|o| o.name == name)
+                .map(|o| o.kind)
+                .unwrap_or(dc::OptionKind::Service);
+            dc::complete(kind, typed, &services)
+        }
+        None => Vec::new(),
+    };
+    let answer = choices
+        .into_iter()
+        .fold(CreateAutocompleteResponse::new(), |a, s| {
+            a.add_string_choice(s.clone(), s)
+        });
+    respond(CreateInteractionResponse::Autocomplete(answer))
+}
+
+fn component(engine: Arc<Engine>, discord: Arc<Interactions>, c: ComponentInteraction) -> Response {
+    let who = actor(c.member.as_ref(), &c.user);
+    let custom_id = c.data.custom_id.clone();
+    let Some((prompt_id, _)) = crate::engine::parse_action_id(&custom_id) else {
+        return ephemeral_now(
+            &Message::new(Severity::Warning, "Unknown button")
+                .text("This button is not one rollbot made; nothing was done."),
+        );
+    };
+    let (response, sent) = deferred(CreateInteractionResponse::Acknowledge);
+    let key = format!("discord:{}", c.id.get());
+    let token = c.token.clone();
+    let message_channel = c.message.channel_id.get().to_string();
+    tokio::spawn(async move {
+        let outcome = crate::intake::press(&engine, who, &custom_id, Some(key)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), sent).await;
+        let rest = &discord.rest;
+        if outcome.status == Status::Refused {
+            let body = CreateInteractionResponseFollowup::new()
+                .embed(render::embed(&outcome.message))
+                .allowed_mentions(render::no_mentions())
+                .ephemeral(true);
+            if let Err(e) = rest
+                .call(
+                    &format!("interaction:{token}"),
+                    Call::Followup {
+                        token: token.clone(),
+                    },
+                    Some(&serde_json::to_value(body).expect("builders serialize")),
+                )
+                .await
+            {
+                failed(&engine, "button refusal", explain(e, "(interaction)"));
+            }
+        }
+        // The prompt's message shows its state: answered (who, what, when)
+        // or expired, with its buttons disabled; an open prompt is left
+        // as it is.
+        let Ok(Some(p)) = engine.prompts.get(&prompt_id) else {
+            return;
+        };
+        let now = engine.clock.now();
+        let mut shown = p.message();
+        match &p.state {
+            PromptState::Answered { .. } => {}
+            PromptState::Open if now >= p.expires => {
+                shown.buttons.clear();
+                shown.severity = Severity::Info;
+                shown = shown.field(
+                    "Expired",
+                    format!(
+                        "no answer before {}",
+                        p.expires.format("%Y-%m-%d %H:%M UTC")
+                    ),
+                );
+            }
+            PromptState::Open => return,
+        }
+        let buttons = [
+            Button {
+                label: p.approve.label.clone(),
+                action_id: format!("prompt:{}:approve", p.id),
+                style: p.approve.style,
+            },
+            Button {
+                label: p.reject.label.clone(),
+                action_id: format!("prompt:{}:reject", p.id),
+                style: p.reject.style,
+            },
+        ];
+        let body = EditInteractionResponse::new()
+            .embed(render::embed(&shown))
+            .components(render::components(&buttons, true))
+            .allowed_mentions(render::no_mentions());
+        // In the channel's queue, after rollbot's own edit of the same message.
+        if let Err(e) = rest
+            .call(
+                &channel_queue(&message_channel),
+                Call::EditOriginal { token },
+                Some(&serde_json::to_value(body).expect("builders serialize")),
+            )
+            .await
+        {
+            failed(&engine, "prompt update", explain(e, &message_channel));
+        }
+    });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interactions(guilds: &[&str], channels: &[&str]) -> Interactions {
+        let rest = Rest::new(
+            "http://127.0.0.1:9/api/v10",
+            "t",
+            1,
+            Default::default(),
+            Arc::new(crate::telemetry::Telemetry::new()),
+        )
+        .unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        Interactions {
+            verifier: Verifier::try_new(key.verifying_key().to_bytes()).unwrap(),
+            rest,
+            guild_ids: guilds.iter().map(|s| s.to_string()).collect(),
+            channel_ids: channels.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn commands_are_taken_only_where_configured() {
+        let open = interactions(&[], &[]);
+        assert!(open.place_refusal(None, 5, None).is_none());
+        let d = interactions(&["10"], &["20"]);
+        assert!(d.place_refusal(Some(10), 20, None).is_none());
+        // A thread whose parent is an allowed channel.
+        assert!(d.place_refusal(Some(10), 99, Some(20)).is_none());
+        let m = d.place_refusal(Some(10), 21, None).unwrap();
+        assert!(m.text.contains("<#20>"), "{}", m.text);
+        assert!(d.place_refusal(Some(11), 20, None).is_some());
+        assert!(
+            d.place_refusal(None, 20, None).is_some(),
+            "DMs are not a listed server"
+        );
+    }
+
+    #[test]
+    fn responses_are_shaped_like_discords() {
+        assert_eq!(
+            response_json(&CreateInteractionResponse::Pong),
+            json!({"type": 1})
+        );
+        assert_eq!(
+            response_json(&CreateInteractionResponse::Acknowledge),
+            json!({"type": 6})
+        );
+        let d = response_json(&CreateInteractionResponse::Defer(
+            CreateInteractionResponseMessage::new().ephemeral(true),
+        ));
+        assert_eq!(d["type"], 5);
+        assert_eq!(d["data"]["flags"], 64);
+    }
+}
