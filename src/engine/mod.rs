@@ -245,13 +245,8 @@ impl Engine {
             // A replayed outcome is not a new action.
             return outcome;
         }
-        let outcome_name = match outcome.status {
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::Refused => "refused",
-            Status::Pending => "pending",
-        };
-        self.telemetry.count_action(req.action.name(), outcome_name);
+        self.telemetry
+            .count_action(req.action.name(), status_name(outcome.status));
         self.telemetry
             .action_seconds
             .get_or_create(&ActionKind {
@@ -889,6 +884,12 @@ impl Engine {
                 let mut o = self
                     .act(&follow, &p.correlation_id, svc, BTreeMap::new(), Some(&p))
                     .await?;
+                // The answer is counted as approve/reject by `execute`; the
+                // action it ran is counted here, so dashboards see promotes.
+                if !o.repeat {
+                    self.telemetry
+                        .count_action(follow.action.name(), status_name(o.status));
+                }
                 o.prompt = Some(p.id.clone());
                 Ok(o)
             }
@@ -1207,6 +1208,15 @@ impl Outcome {
     fn with_prompt(mut self, id: &str) -> Self {
         self.prompt = Some(id.into());
         self
+    }
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Succeeded => "succeeded",
+        Status::Failed => "failed",
+        Status::Refused => "refused",
+        Status::Pending => "pending",
     }
 }
 

@@ -469,6 +469,15 @@ async fn two_person_rule_for_critical_promotions() {
         .await;
     assert_eq!(ok.status, Status::Succeeded, "{}", ok.message.plain());
     assert_eq!(h.sim.count("checkout", "promote"), 1);
+    let metrics = h.engine.telemetry.render();
+    assert!(
+        metrics.contains("rollbot_actions_total{action=\"promote\",outcome=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rollbot_actions_total{action=\"approve\",outcome=\"succeeded\"} 1"),
+        "{metrics}"
+    );
     // A second press does nothing more.
     let again = h
         .engine
