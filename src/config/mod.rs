@@ -287,6 +287,10 @@ pub struct ServiceConfig {
     /// Kubernetes namespace (or other grouping) for `$namespace` in queries.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// After a rollback, how long the error rate must stay within the
+    /// baseline's range before the incident is marked Resolved.
+    #[serde(default = "default_resolve_after")]
+    pub resolve_after: HumanDuration,
     /// How long a canary stays at each step before `auto_promote` moves it on.
     #[serde(default = "default_step")]
     pub step_interval: HumanDuration,
@@ -299,6 +303,10 @@ pub struct ServiceConfig {
     /// The canary judge's policy for this service.
     #[serde(default)]
     pub judge: crate::judge::JudgePolicy,
+}
+
+fn default_resolve_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
 }
 
 fn default_step() -> HumanDuration {

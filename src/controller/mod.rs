@@ -12,6 +12,7 @@
 //! person's.
 
 pub mod bench;
+mod incident;
 pub mod rollouts;
 mod run;
 mod summary;

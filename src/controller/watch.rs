@@ -15,7 +15,9 @@ pub enum WatchState {
     Asking {
         prompt: String,
     },
-    /// Rolled back or fully promoted: nothing more to do.
+    /// Rolled back; checking that the service recovers (incident open).
+    Monitoring(String),
+    /// Fully promoted, or rolled back and resolved: nothing more to do.
     Done(String),
 }
 
@@ -32,6 +34,7 @@ pub struct RolloutWatch {
     borderline_approved: bool,
     /// When the canary last moved to a new step (seconds since the start).
     step_started: f64,
+    incident: Option<super::incident::Incident>,
 }
 
 /// "12m40s" since the rollout started.
@@ -61,6 +64,7 @@ impl RolloutWatch {
             summary: Vec::new(),
             borderline_approved: false,
             step_started: 0.0,
+            incident: None,
         }
     }
 
@@ -79,6 +83,7 @@ impl RolloutWatch {
         match &self.state {
             WatchState::Watching => "watching".into(),
             WatchState::Asking { .. } => "paused, waiting for an answer".into(),
+            WatchState::Monitoring(what) => format!("{what}, monitoring recovery"),
             WatchState::Done(what) => what.clone(),
         }
     }
@@ -89,9 +94,19 @@ impl RolloutWatch {
             return None;
         }
         let svc = engine.config.service(&self.service)?;
-        self.check_prompt(engine);
-        if matches!(self.state, WatchState::Done(_)) {
-            // A person's answer ended the rollout: show it once and stop.
+        if let WatchState::Monitoring(what) = &self.state {
+            // After a rollback the judge has nothing to compare; the incident
+            // checks that the service recovers.
+            let what = what.clone();
+            if let Some(incident) = &mut self.incident {
+                if incident.observe(engine, tick).await {
+                    self.state = WatchState::Done(format!("{what}; resolved"));
+                }
+            }
+            return None;
+        }
+        if self.check_prompt(engine).await {
+            // A person's answer rolled the canary back: show it once.
             if let Some(last) = self.last.clone() {
                 self.publish(engine, svc, &last).await;
             }
@@ -118,7 +133,7 @@ impl RolloutWatch {
             }
             _ => {}
         }
-        if changed || matches!(self.state, WatchState::Done(_)) {
+        if changed || matches!(self.state, WatchState::Done(_) | WatchState::Monitoring(_)) {
             self.publish(engine, svc, &eval).await;
         }
         Some(eval)
@@ -142,23 +157,38 @@ impl RolloutWatch {
         }
     }
 
-    /// Picks up a person's answer to our prompt.
-    fn check_prompt(&mut self, engine: &Engine) {
+    /// Picks up a person's answer to our prompt; true when it rolled back.
+    async fn check_prompt(&mut self, engine: &Engine) -> bool {
         let WatchState::Asking { prompt } = &self.state else {
-            return;
+            return false;
         };
         let Ok(Some(p)) = engine.prompts.get(prompt) else {
-            return;
+            return false;
         };
-        if let PromptState::Answered { choice, by, .. } = &p.state {
-            if *choice == p.approve.label {
-                self.borderline_approved = true;
-                self.state = WatchState::Watching;
-            } else {
-                self.state =
-                    WatchState::Done(format!("rolled back ({} chose {choice})", by.display_name));
-            }
+        let PromptState::Answered { choice, by, .. } = &p.state else {
+            return false;
+        };
+        if *choice == p.approve.label {
+            self.borderline_approved = true;
+            self.state = WatchState::Watching;
+            return false;
         }
+        if p.reject.action.is_none() {
+            // "Continue" on a failing canary: keep watching, ask again only
+            // if it is still failing after a new look.
+            self.state = WatchState::Watching;
+            return false;
+        }
+        let who = by.display_name.clone();
+        self.state = WatchState::Monitoring(format!("rolled back ({who} chose {choice})"));
+        if let (Some(svc), Some(eval)) = (engine.config.service(&self.service), self.last.clone()) {
+            let mut incident =
+                super::incident::Incident::open(engine, svc, &self.id, &self.from, &self.to, &eval)
+                    .await;
+            incident.rolled_back(engine, &who).await;
+            self.incident = Some(incident);
+        }
+        true
     }
 
     fn request(&self, action: Action, reason: String, step: &str) -> Request {
@@ -212,6 +242,10 @@ impl RolloutWatch {
                         engine.notifier.update(&p.messages, &p.message()).await;
                     }
                 }
+                let mut incident = super::incident::Incident::open(
+                    engine, svc, &self.id, &self.from, &self.to, eval,
+                )
+                .await;
                 let o = engine
                     .execute(self.request(
                         Action::Rollback { to: None },
@@ -219,10 +253,16 @@ impl RolloutWatch {
                         "rollback",
                     ))
                     .await;
-                self.state = WatchState::Done(match o.status {
-                    Status::Succeeded => "rolled back automatically".into(),
-                    _ => format!("automatic rollback did not complete: {}", o.message.title),
-                });
+                if o.status == Status::Succeeded {
+                    incident.rolled_back(engine, "rollbot controller").await;
+                    self.incident = Some(incident);
+                    self.state = WatchState::Monitoring("rolled back automatically".into());
+                } else {
+                    self.state = WatchState::Done(format!(
+                        "automatic rollback did not complete: {}",
+                        o.message.title
+                    ));
+                }
             }
             OnFailing::PageAndSuggest => {
                 if self.state == WatchState::Watching || self.borderline_approved {

@@ -150,7 +150,11 @@ impl Demo {
             let mut asked = false;
             for w in &mut self.watched {
                 let before = matches!(w.watch.state, WatchState::Asking { .. });
-                if let Some(tick) = w.metrics.next_tick() {
+                if let Some(mut tick) = w.metrics.next_tick() {
+                    if matches!(w.watch.state, WatchState::Monitoring(_)) {
+                        // Rolled back: the canary no longer gets traffic.
+                        tick.canary = None;
+                    }
                     w.watch.tick(&self.rt.engine, &tick).await;
                 }
                 asked |= !before && matches!(w.watch.state, WatchState::Asking { .. });

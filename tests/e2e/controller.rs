@@ -134,7 +134,21 @@ fn secs(text: &str) -> f64 {
 async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_says() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = Scenario::new("bad", false).canary_share(0.05).errors(3.0);
-    let history = ticks(&scenario, 30);
+    let mut history = ticks(&scenario, 35);
+    // After minute 20 the canary gets no traffic (as after a rollback).
+    for t in history.iter_mut().skip(20 * 6) {
+        t.canary = Some(rollbot::judge::TrackSample {
+            latency_buckets: t
+                .canary
+                .as_ref()
+                .unwrap()
+                .latency_buckets
+                .iter()
+                .map(|b| (b.0, 0))
+                .collect(),
+            ..Default::default()
+        });
+    }
     let expected = judge_ticks(&history, &JudgePolicy::default())
         .iter()
         .find(|e| e.recommendation == Recommendation::Rollback)
