@@ -58,8 +58,26 @@ enum Cmd {
     /// Judge a recorded rollout tick by tick (JSON Lines), to backtest a policy.
     Replay {
         /// One object per tick per track: {"t": 10, "track": "canary", "requests": …}.
+        #[arg(long, required_unless_present = "from_prometheus")]
+        input: Option<PathBuf>,
+        /// Read the ticks from Prometheus instead (base URL).
+        #[arg(long, requires_all = ["service", "start"])]
+        from_prometheus: Option<String>,
+        /// With --from-prometheus: the service (its `service` label).
         #[arg(long)]
-        input: PathBuf,
+        service: Option<String>,
+        /// With --from-prometheus: the rollout's start, RFC 3339 or a duration ago (2h).
+        #[arg(long)]
+        start: Option<String>,
+        /// With --from-prometheus: the end (default now).
+        #[arg(long)]
+        end: Option<String>,
+        /// With --from-prometheus: tick length.
+        #[arg(long, default_value = "10s")]
+        interval: String,
+        /// With --from-prometheus: take the service's judge policy and queries from this config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// A TOML file holding a judge policy (the keys of [services.judge]).
         #[arg(long)]
         policy: Option<PathBuf>,
@@ -268,16 +286,75 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             audit(command, db.audit.as_ref())
         }
         Cmd::Replay {
+            input: None,
+            from_prometheus: Some(url),
+            service,
+            start,
+            end,
+            interval,
+            config,
+            policy,
+            json,
+        } => {
+            let now = chrono::Utc::now();
+            let service = service.unwrap_or_default();
+            let start = rollbot::controller::history::parse_time(&start.unwrap_or_default(), now)
+                .map_err(anyhow::Error::msg)?;
+            let end = match end {
+                Some(e) => {
+                    rollbot::controller::history::parse_time(&e, now).map_err(anyhow::Error::msg)?
+                }
+                None => now,
+            };
+            let interval =
+                rollbot::config::parse_duration(&interval).map_err(anyhow::Error::msg)?;
+            let cfg = match &config {
+                Some(c) => Some(load(c)?),
+                None => None,
+            };
+            let svc = cfg.as_ref().and_then(|c| c.service(&service));
+            let mut judge_policy = svc.map(|s| s.judge.clone()).unwrap_or_default();
+            if let Some(p) = &policy {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+                judge_policy = rollbot::judge::JudgePolicy::from_toml(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            }
+            let replay = rollbot::controller::history::HistoryReplay {
+                url: &url,
+                service: &service,
+                start,
+                end,
+                interval,
+                policy: judge_policy,
+                service_config: svc,
+                json,
+            };
+            print!("{}", replay.run().await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Replay {
             input,
             policy,
             json,
-        } => match rollbot::judge::replay::run(&input, policy.as_deref(), json) {
+            ..
+        } => match rollbot::judge::replay::run(
+            input.as_deref().unwrap_or(std::path::Path::new("-")),
+            policy.as_deref(),
+            json,
+        ) {
             Ok(out) => {
                 print!("{out}");
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
-                eprintln!("error: {}: {e}", input.display());
+                eprintln!(
+                    "error: {}: {e}",
+                    input
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("-"))
+                        .display()
+                );
                 Ok(ExitCode::from(1))
             }
         },

@@ -12,6 +12,7 @@
 //! person's.
 
 pub mod bench;
+pub mod history;
 mod incident;
 pub mod rollouts;
 mod run;

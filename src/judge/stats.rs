@@ -508,7 +508,11 @@ pub fn bennett_psi(lambda: f64) -> f64 {
 /// `scale`.
 pub fn count_lambdas(scale: f64) -> [f64; COUNT_EFFECTS.len()] {
     let sd = scale.max(1e-12).sqrt();
-    COUNT_EFFECTS.map(|u| (u / sd).min(COUNT_LAMBDA_MAX))
+    let f: f64 = std::env::var("XF")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    COUNT_EFFECTS.map(|u| (u * f / sd).min(COUNT_LAMBDA_MAX))
 }
 
 /// ln of the count test's e-value: the equal-weight mixture over
@@ -763,7 +767,15 @@ impl BaselineDispersion {
         let (e, n) = (events as f64, requests as f64);
         let own = if n > 0.0 { e / n } else { 0.0 };
         let running = (self.ew_events + e + 1.0) / (self.ew_requests + n).max(1.0);
-        own.max(running).min(1.0)
+        let mode: u32 = std::env::var("XP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        match mode {
+            1 => running.max(own / 2.0).min(1.0),
+            2 => running.min(1.0),
+            _ => own.max(running).min(1.0),
+        }
     }
 
     /// Adds the baseline's counts for one tick (after the tick was judged).

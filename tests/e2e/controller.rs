@@ -207,6 +207,58 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
         list.contains("verdict checkout by rollbot controller — noted (failing after"),
         "{list}"
     );
+    // Backtesting the same history from Prometheus finds the same moment.
+    let from = chrono::DateTime::from_timestamp(start, 0)
+        .unwrap()
+        .to_rfc3339();
+    let to = chrono::DateTime::from_timestamp(start + 30 * 60, 0)
+        .unwrap()
+        .to_rfc3339();
+    let o = rollbot(&[
+        "replay",
+        "--from-prometheus",
+        &prom.url(),
+        "--service",
+        "checkout",
+        "--start",
+        &from,
+        "--end",
+        &to,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let last = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let summary: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let replayed = summary["summary"]["first_rollback_t"]
+        .as_f64()
+        .expect("a rollback in the backtest");
+    assert!(
+        (replayed - expected).abs() <= 10.0,
+        "backtest rolls back at {replayed}s, the judge on the same data at {expected}s"
+    );
+    let o = rollbot(&[
+        "replay",
+        "--from-prometheus",
+        &prom.url(),
+        "--service",
+        "nope",
+        "--start",
+        &from,
+        "--end",
+        &to,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no canary series for service=\"nope\""),
+        "{}",
+        text(&o)
+    );
+
     // The evidence is in the audit log.
     let export =
         String::from_utf8(rollbot(&["audit", "export", "--data", data.to_str().unwrap()]).stdout)
