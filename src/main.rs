@@ -55,6 +55,17 @@ enum Cmd {
         #[arg(long, global = true)]
         data: Option<PathBuf>,
     },
+    /// A Markdown postmortem draft for a rollout, from the audit log.
+    Postmortem {
+        /// The rollout id (from GET /api/v1/rollouts or the summary message).
+        rollout: String,
+        /// The config whose store to read (its [store] path).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Or the store directory itself.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
     /// Judge a recorded rollout tick by tick (JSON Lines), to backtest a policy.
     Replay {
         /// One object per tick per track: {"t": 10, "track": "canary", "requests": …}.
@@ -266,22 +277,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Postmortem {
+            rollout,
+            config,
+            data,
+        } => {
+            let store = rollbot::store::Store::open(&store_dir(data, config)?)?;
+            print!(
+                "{}",
+                rollbot::controller::postmortem::write(&store, &rollout)?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Audit {
             command,
             config,
             data,
         } => {
-            let dir = match (data, config) {
-                (Some(d), _) => d,
-                (None, Some(c)) => load(&c)?.store.path,
-                (None, None) => PathBuf::from("./rollbot-data"),
-            };
-            if !dir.exists() {
-                anyhow::bail!(
-                    "no store at {}; pass --data DIR or --config FILE",
-                    dir.display()
-                );
-            }
+            let dir = store_dir(data, config)?;
             let db = rollbot::store::Store::open(&dir)?;
             audit(command, db.audit.as_ref())
         }
@@ -463,6 +476,22 @@ fn discord_rest(
         rollbot::chat::discord::rest::RetryPolicy::default(),
         telemetry,
     )
+}
+
+/// The store directory from --data, or a config's [store] path.
+fn store_dir(data: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = match (data, config) {
+        (Some(d), _) => d,
+        (None, Some(c)) => load(&c)?.store.path,
+        (None, None) => PathBuf::from("./rollbot-data"),
+    };
+    if !dir.exists() {
+        anyhow::bail!(
+            "no store at {}; pass --data DIR or --config FILE",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }
 
 fn audit(cmd: AuditCmd, store: &SledAuditStore) -> anyhow::Result<ExitCode> {

@@ -21,13 +21,14 @@ pub struct Incident {
     /// The baseline's error rate before the incident; None when unknown.
     reference: Option<f64>,
     resolve_after: f64,
-    /// Seconds of consecutive in-range data so far.
-    in_range_for: f64,
-    last_t: Option<f64>,
+    /// Recent ticks since the rollback: (t, requests, errors).
+    window: std::collections::VecDeque<(f64, u64, u64)>,
 }
 
 /// The error rate counts as back to normal up to this many times the
-/// reference, plus three standard errors of the tick's own count.
+/// reference, plus three standard errors of the window's count. The whole
+/// `resolve_after` window is pooled, so per-tick noise does not keep an
+/// incident open forever.
 const RANGE: f64 = 1.25;
 
 impl Incident {
@@ -61,8 +62,7 @@ impl Incident {
             status: "Identified",
             reference,
             resolve_after: svc.resolve_after.0.as_secs_f64(),
-            in_range_for: 0.0,
-            last_t: None,
+            window: std::collections::VecDeque::new(),
         };
         let why = eval
             .reasons
@@ -158,34 +158,44 @@ impl Incident {
 
     /// Checks one tick after the rollback; true once resolved.
     pub async fn observe(&mut self, engine: &Engine, tick: &Tick) -> bool {
-        let dt = self.last_t.map(|l| tick.t - l).unwrap_or(0.0).max(0.0);
-        self.last_t = Some(tick.t);
         let (req, err) = [&tick.baseline, &tick.canary]
             .iter()
             .filter_map(|s| s.as_ref())
             .fold((0u64, 0u64), |a, s| (a.0 + s.requests, a.1 + s.errors));
         if req == 0 {
-            // No data is not good data: the clock starts again when it returns.
-            self.in_range_for = 0.0;
+            // No data is not good data: the window starts again when it returns.
+            self.window.clear();
             return false;
         }
-        let rate = err as f64 / req as f64;
+        self.window.push_back((tick.t, req, err));
+        let newest = tick.t;
+        while self.window.len() > 1 && newest - self.window[1].0 >= self.resolve_after {
+            self.window.pop_front();
+        }
+        let span = newest - self.window.front().map(|w| w.0).unwrap_or(newest);
+        if span < self.resolve_after {
+            return false;
+        }
+        let (n, e) = self
+            .window
+            .iter()
+            .fold((0u64, 0u64), |a, w| (a.0 + w.1, a.1 + w.2));
+        let rate = e as f64 / n as f64;
         let ok = match self.reference {
-            Some(r) => rate <= r * RANGE + 3.0 * (r.max(1.0 / req as f64) / req as f64).sqrt(),
+            Some(r) => rate <= r * RANGE + 3.0 * (r.max(1.0 / n as f64) / n as f64).sqrt(),
             None => true,
         };
-        self.in_range_for = if ok { self.in_range_for + dt } else { 0.0 };
-        if self.in_range_for >= self.resolve_after {
-            let text = format!(
-                "error rate {:.2}% has been within the baseline's range for {} after the rollback to {}",
-                rate * 100.0,
-                crate::domain::human_duration(std::time::Duration::from_secs_f64(self.in_range_for)),
-                self.stable
-            );
-            self.publish(engine, "Resolved", Severity::Success, text)
-                .await;
-            return true;
+        if !ok {
+            return false;
         }
-        false
+        let text = format!(
+            "error rate {:.2}% over the last {} is within the baseline's range after the rollback to {}",
+            rate * 100.0,
+            crate::domain::human_duration(std::time::Duration::from_secs_f64(span)),
+            self.stable
+        );
+        self.publish(engine, "Resolved", Severity::Success, text)
+            .await;
+        true
     }
 }

@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod history;
 mod incident;
+pub mod postmortem;
 pub mod rollouts;
 mod run;
 mod summary;

@@ -508,11 +508,7 @@ pub fn bennett_psi(lambda: f64) -> f64 {
 /// `scale`.
 pub fn count_lambdas(scale: f64) -> [f64; COUNT_EFFECTS.len()] {
     let sd = scale.max(1e-12).sqrt();
-    let f: f64 = std::env::var("XF")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    COUNT_EFFECTS.map(|u| (u * f / sd).min(COUNT_LAMBDA_MAX))
+    COUNT_EFFECTS.map(|u| (u / sd).min(COUNT_LAMBDA_MAX))
 }
 
 /// ln of the count test's e-value: the equal-weight mixture over
@@ -683,7 +679,8 @@ impl CountSums {
             let mut hi = f64::INFINITY;
             for (&lambda, &psi) in self.lambdas.iter().zip(&self.psis) {
                 // λ(τB − E) − ψ(τA1 + τ²A2) ≥ thr, a quadratic a2τ² + a1τ + a0 ≥ 0
-                // with a2 < 0: it holds between its roots, all above `est`.
+                // with a2 < 0: it holds between its roots, which are both
+                // above `est` (where the left side is negative) or both < 0.
                 let (a2, a1, a0) = (
                     -psi * self.var2,
                     lambda * self.expected - psi * self.var1,
@@ -700,7 +697,11 @@ impl CountSums {
                 } else {
                     continue;
                 };
-                hi = hi.min(root.max(est));
+                // Roots below the estimate come in pairs below 0 (no
+                // rejection at any ratio); they are not ends.
+                if root >= est {
+                    hi = hi.min(root);
+                }
             }
             hi
         };
@@ -767,15 +768,7 @@ impl BaselineDispersion {
         let (e, n) = (events as f64, requests as f64);
         let own = if n > 0.0 { e / n } else { 0.0 };
         let running = (self.ew_events + e + 1.0) / (self.ew_requests + n).max(1.0);
-        let mode: u32 = std::env::var("XP")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        match mode {
-            1 => running.max(own / 2.0).min(1.0),
-            2 => running.min(1.0),
-            _ => own.max(running).min(1.0),
-        }
+        own.max(running).min(1.0)
     }
 
     /// Adds the baseline's counts for one tick (after the tick was judged).
@@ -1236,5 +1229,22 @@ mod tests {
         // Just inside each end the test does not reject; just outside, it does.
         assert!(s.log_e_worse(lo * 1.001) < thr && s.log_e_worse(lo * 0.999) >= thr);
         assert!(s.log_e_better(hi * 0.999) < thr && s.log_e_better(hi * 1.001) >= thr);
+    }
+
+    #[test]
+    fn count_interval_upper_end_is_never_below_the_estimate() {
+        // Few events per tick put λ at its cap, where a term's quadratic has
+        // both roots below 0; those once clipped the upper end to the
+        // estimate, which would have promoted a canary on no evidence.
+        let mut s = CountSums::default();
+        for k in 0..60u64 {
+            // About one canary error expected per tick; 0, 1, 2 seen in turn.
+            s.push((k % 3, 1000), (100, 100_000), 0.0011, 0.14);
+        }
+        let est = s.mean_a() / s.mean_b();
+        let (lo, hi) = s.ratio_interval(200f64.ln());
+        assert!(lo < est && hi > 1.5 * est, "({lo}, {hi}) around {est}");
+        assert!(s.log_e_better(hi * 0.999) < 200f64.ln());
+        assert!(s.log_e_better(hi * 1.001) >= 200f64.ln());
     }
 }

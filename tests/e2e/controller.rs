@@ -164,10 +164,28 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
         &config(&prom.url(), ""),
         &[("ROLLBOT_TEST_TOKEN", TOKEN)],
     );
-    announce(&s, "checkout", "v41", "v42", start).await;
-    let r = wait_for_state(&s, "checkout", "rolled back", Duration::from_secs(60)).await;
+    let announced = announce(&s, "checkout", "v41", "v42", start).await;
+    let id = announced["id"].as_str().unwrap().to_string();
+    let r = wait_for_state(
+        &s,
+        "checkout",
+        "rolled back automatically; resolved",
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(r["verdict"], "failing", "{r}\n{}", s.log_text());
     let log = s.log_text();
+    // Incident status updates, in order.
+    let at = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{log}"))
+    };
+    assert!(at("Incident: checkout v42 — Identified") < at("Monitoring: checkout v42"));
+    assert!(at("Monitoring: checkout v42") < at("Resolved: checkout v42"));
+    assert!(
+        log.contains("over the last 5m is within the baseline's range"),
+        "{log}"
+    );
     assert!(
         log.contains("Canary checkout v42: failing"),
         "summary not posted:\n{log}"
@@ -257,6 +275,30 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
         text(&o).contains("no canary series for service=\"nope\""),
         "{}",
         text(&o)
+    );
+
+    // A postmortem draft from the audit log.
+    let pm = rollbot(&["postmortem", &id, "--data", data.to_str().unwrap()]);
+    let md = text(&pm);
+    assert!(pm.status.success(), "{md}");
+    for expected in [
+        "# Postmortem draft: checkout v42",
+        "excess failed requests",
+        "| rollbot controller | rollback | succeeded |",
+        "## Root cause",
+        "- rollbot controller (system:controller): pause requested, pause succeeded",
+        "— **failing after ",
+    ] {
+        assert!(md.contains(expected), "missing {expected:?} in:\n{md}");
+    }
+    let wrong = rollbot(&["postmortem", "nope", "--data", data.to_str().unwrap()]);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong).contains(&format!(
+            "no rollout `nope` in this store; recent rollouts: {id} (checkout v42"
+        )),
+        "{}",
+        text(&wrong)
     );
 
     // The evidence is in the audit log.
