@@ -107,6 +107,15 @@ enum AuditCmd {
 enum CommandsCmd {
     /// The command reference in Markdown (commands/reference.md).
     Reference,
+    /// The Slack app manifest (commands/slack-manifest.yaml).
+    SlackManifest {
+        /// The public HTTPS address Slack sends commands, buttons and events to.
+        #[arg(long, default_value = "https://rollbot.example.com")]
+        url: String,
+        /// Socket Mode: Slack needs no public URL; rollbot opens the socket.
+        #[arg(long)]
+        socket: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +144,8 @@ enum BenchCmd {
 }
 
 fn main() -> ExitCode {
+    // The Slack client's TLS stack needs one process-wide crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ROLLBOT_LOG")
@@ -184,14 +195,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = load(&config)?;
             let listen = c.server.listen.clone();
             let store = c.store.path.clone();
+            let slack = rollbot::chat::slack::Slack::from_config(&c)?;
+            let sinks = slack.iter().map(|s| s.sink()).collect();
             let rt = rollbot::runtime::start(
                 c,
                 &store,
-                vec![],
+                sinks,
                 std::sync::Arc::new(rollbot::clock::SystemClock),
             )
             .await?;
-            rollbot::server::serve(rt.engine, &listen).await?;
+            let mut adapters = rollbot::server::Adapters::default();
+            if let Some(s) = slack {
+                s.start(rt.engine.clone(), &mut adapters).await?;
+            }
+            rollbot::server::serve(rt.engine, &listen, adapters).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo {
@@ -254,6 +271,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: CommandsCmd::Reference,
         } => {
             print!("{}", rollbot::command::reference_markdown());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Commands {
+            command: CommandsCmd::SlackManifest { url, socket },
+        } => {
+            print!("{}", rollbot::chat::slack::manifest::manifest(&url, socket));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench {

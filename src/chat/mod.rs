@@ -6,6 +6,7 @@
 
 pub mod console;
 mod notifier;
+pub mod slack;
 
 pub use notifier::Notifier;
 

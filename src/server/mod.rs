@@ -6,6 +6,8 @@
 //! - `GET /metrics`: rollbot's own metrics in the Prometheus text format.
 //! - `POST /api/v1/actions`: a command for an API client (`[[api.clients]]`),
 //!   bearer-token authenticated, answered with the engine's outcome as JSON.
+//! - Chat adapters mount their own endpoints (`/slack/commands`, …) and
+//!   readiness checks through [`Adapters`].
 
 mod api;
 
@@ -19,12 +21,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A readiness check: the problems it sees now (empty when ready).
+pub type ReadinessCheck = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// What chat adapters add to the server: routes and readiness checks.
+#[derive(Default)]
+pub struct Adapters {
+    pub routes: Vec<Router>,
+    pub checks: Vec<ReadinessCheck>,
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
     /// Bearer token → API client name.
     pub api_tokens: Arc<Vec<(String, crate::config::SecretValue)>>,
     pub shutting_down: Arc<AtomicBool>,
+    pub checks: Arc<Vec<ReadinessCheck>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -50,6 +63,13 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
             "store unavailable\n".to_string(),
         );
     }
+    let problems: Vec<String> = s.checks.iter().flat_map(|c| c()).collect();
+    if !problems.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready:\n{}\n", problems.join("\n")),
+        );
+    }
     (
         StatusCode::OK,
         format!(
@@ -71,7 +91,7 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 /// Serves until SIGTERM or Ctrl-C, then finishes in-flight actions.
-pub async fn serve(engine: Arc<Engine>, listen: &str) -> anyhow::Result<()> {
+pub async fn serve(engine: Arc<Engine>, listen: &str, adapters: Adapters) -> anyhow::Result<()> {
     let mut tokens = Vec::new();
     for c in &engine.config.api.clients {
         let src = c.token_source().map_err(anyhow::Error::msg)?;
@@ -85,6 +105,7 @@ pub async fn serve(engine: Arc<Engine>, listen: &str) -> anyhow::Result<()> {
         engine: engine.clone(),
         api_tokens: Arc::new(tokens),
         shutting_down: Arc::new(AtomicBool::new(false)),
+        checks: Arc::new(adapters.checks),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -92,7 +113,11 @@ pub async fn serve(engine: Arc<Engine>, listen: &str) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "rollbot serving");
     println!("rollbot listening on http://{}", listener.local_addr()?);
     let flag = state.shutting_down.clone();
-    axum::serve(listener, router(state))
+    let mut app = router(state);
+    for r in adapters.routes {
+        app = app.merge(r);
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             flag.store(true, Ordering::SeqCst);
