@@ -9,3 +9,4 @@ mod check_config;
 mod demo;
 mod replay;
 mod serve;
+mod slack;

@@ -16,12 +16,15 @@ use crate::chat::ChatError;
 use crate::config::SlackConfig;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use slack_morphism::errors::SlackClientError;
+use slack_morphism::errors::{SlackClientError, SlackClientSystemError};
 use slack_morphism::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long one Web API call may take before it is retried.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub type Connector = SlackClientHyperConnector<HttpsConnector<HttpConnector>>;
 pub type Client = SlackClient<Connector>;
@@ -89,10 +92,8 @@ impl SlackApi {
             .https_or_http()
             .enable_http1()
             .build();
-        let mut url = c.api_url.clone();
-        if !url.ends_with('/') {
-            url.push('/');
-        }
+        // slack-morphism joins the base and the method with a '/'.
+        let url = c.api_url.trim_end_matches('/').to_string();
         let client = SlackClient::new(
             SlackClientHyperConnector::with_connector(connector).with_slack_api_url(&url),
         );
@@ -185,7 +186,14 @@ impl SlackApi {
         let mut failures = 0u32;
         let mut limited = 0u32;
         loop {
-            match f().await {
+            // A call that hangs counts as a dropped connection.
+            let result = match tokio::time::timeout(CALL_TIMEOUT, f()).await {
+                Ok(r) => r,
+                Err(_) => Err(SlackClientError::SystemError(
+                    SlackClientSystemError::new().with_message("no answer within 15 s".into()),
+                )),
+            };
+            match result {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     let rate_limited = matches!(e, SlackClientError::RateLimitError(_));
@@ -402,7 +410,17 @@ impl SlackApi {
     /// channel (`conversations.info`: exists, the bot is a member). Returns
     /// the problems found; they stay in `/readyz` until fixed.
     pub async fn check(&self, channels: &[(String, String)]) -> Vec<String> {
-        match self.client.open_session(&self.bot).auth_test().await {
+        let auth = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.client.open_session(&self.bot).auth_test(),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(SlackClientError::SystemError(
+                SlackClientSystemError::new().with_message("no answer within 15 s".into()),
+            ))
+        });
+        match auth {
             Ok(r) => {
                 *self.bot_user.lock().unwrap() = Some(r.user_id.to_string());
                 self.clear_problem("auth");
@@ -420,12 +438,19 @@ impl SlackApi {
         for (alias, id) in channels {
             let subject = format!("channel {id}");
             let req = SlackApiConversationsInfoRequest::new(id.clone().into());
-            match self
-                .client
-                .open_session(&self.bot)
-                .conversations_info(&req)
-                .await
-            {
+            let info = tokio::time::timeout(
+                CALL_TIMEOUT,
+                self.client.open_session(&self.bot).conversations_info(&req),
+            )
+            .await;
+            let Ok(info) = info else {
+                self.set_problem(
+                    &subject,
+                    format!("conversations.info did not answer ([channels.{alias}])"),
+                );
+                continue;
+            };
+            match info {
                 Ok(r) => {
                     if r.channel.flags.is_member == Some(false) {
                         self.set_problem(
