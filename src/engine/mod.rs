@@ -777,6 +777,10 @@ impl Engine {
         }
         let now = self.clock.now();
         if now >= p.expires {
+            // Show it on the prompt itself, so nobody else presses a dead button.
+            self.notifier
+                .update(&p.messages, &p.expired_message())
+                .await;
             return self
                 .refuse(
                     req,

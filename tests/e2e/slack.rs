@@ -910,3 +910,52 @@ fn the_checked_in_slack_manifest_is_generated_by_rollbot() {
         "commands/slack-manifest.yaml is stale; regenerate it with\n  cargo run -- commands slack-manifest --url https://rollbot.example.com > commands/slack-manifest.yaml"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_press_on_an_expired_prompt_says_so_and_acts_on_nothing() {
+    let r = rig_with(
+        "http",
+        "[engine]\nprompt_ttl = \"3s\"\n",
+        fake_slack::BOT_TOKEN,
+        &[],
+    )
+    .await;
+    r.slash("/promote", "payments", DEPLOYER, "trig-exp-1")
+        .await;
+    let prompt = r.fake.wait_for(10, "the prompt", prompt_of).await;
+    let approve = prompt
+        .buttons()
+        .into_iter()
+        .find(|b| b.ends_with(":approve"))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        r.press(APPROVER, &prompt, &approve, "trig-exp-2", None)
+            .await,
+        200
+    );
+    let refusal = r
+        .fake
+        .wait_for(10, "the expiry refusal", |f| {
+            f.ephemerals(APPROVER).into_iter().next()
+        })
+        .await;
+    assert!(refusal.text.contains("expired"), "{}", refusal.text);
+    let updated = r
+        .fake
+        .wait_for(10, "the prompt marked expired", |f| {
+            f.messages(DEPLOYS)
+                .into_iter()
+                .find(|m| m.ts == prompt.ts && !m.updates.is_empty())
+        })
+        .await;
+    assert!(updated.buttons().is_empty());
+    assert!(
+        updated.current_text().contains("Expired"),
+        "{}",
+        updated.current_text()
+    );
+    let audit = r.audit();
+    assert_eq!(count(&audit, "promote", "succeeded"), 0, "{audit:?}");
+    assert_eq!(count(&audit, "approve", "refused"), 1, "{audit:?}");
+}
