@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
+# A real Prometheus (and promtool for backfilled history) for the controller tests.
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 command -v sh >/dev/null 2>&1 || need_apt+=(dash)
 if [ ${#need_apt[@]} -gt 0 ]; then

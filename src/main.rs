@@ -128,6 +128,16 @@ enum BenchCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Many active rollouts against a real Prometheus: queries, CPU and
+    /// memory per tick.
+    Controller {
+        #[arg(long, default_value_t = 5000)]
+        rollouts: usize,
+        /// Minutes of history to judge, one tick every 10 s (the judge's
+        /// warm-up is 5 minutes, so measure beyond it).
+        #[arg(long, default_value_t = 8)]
+        minutes: i64,
+    },
     /// The canary judge and four reference policies on simulated scenarios:
     /// false rollbacks, detection, time to detect, blast radius, CPU.
     Judge {
@@ -152,6 +162,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "warn,rollbot::audit=off".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -196,7 +207,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let listen = c.server.listen.clone();
             let store = c.store.path.clone();
             let slack = rollbot::chat::slack::Slack::from_config(&c)?;
-            let sinks = slack.iter().map(|s| s.sink()).collect();
+            // Every message is also logged (target rollbot::chat).
+            let mut sinks: Vec<std::sync::Arc<dyn rollbot::chat::ChatSink>> =
+                vec![std::sync::Arc::new(rollbot::chat::log::LogSink::default())];
+            sinks.extend(slack.iter().map(|s| s.sink()));
             let rt = rollbot::runtime::start(
                 c,
                 &store,
@@ -208,7 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(s) = slack {
                 s.start(rt.engine.clone(), &mut adapters).await?;
             }
-            rollbot::server::serve(rt.engine, &listen, adapters).await?;
+            rollbot::server::serve(rt.engine, rt.controller, &listen, adapters).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo {
@@ -265,6 +279,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let table =
                 tokio::task::spawn_blocking(move || rollbot::judge::bench::run(&opts)).await??;
             println!("{table}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench {
+            command: BenchCmd::Controller { rollouts, minutes },
+        } => {
+            println!(
+                "{}",
+                rollbot::controller::bench::run(rollouts, minutes).await?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Commands {

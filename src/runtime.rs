@@ -6,8 +6,10 @@ use crate::backend::simulated::SimulatedBackend;
 use crate::backend::RollbackBackend;
 use crate::chat::{ChatSink, Notifier};
 use crate::clock::SharedClock;
-use crate::config::{BackendConfig, Config};
+use crate::config::{BackendConfig, Config, MetricSourceKind, SecretSource};
+use crate::controller::Controller;
 use crate::engine::{Engine, EngineParts};
+use crate::metrics::{prometheus, simulated::SimulatedSource, MetricSource};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 use std::collections::HashMap;
@@ -17,6 +19,8 @@ use std::time::Duration;
 
 pub struct Runtime {
     pub engine: Arc<Engine>,
+    /// Watches rollouts when a metric source is configured.
+    pub controller: Option<Arc<Controller>>,
     pub telemetry: Arc<Telemetry>,
     /// Simulated backends by name, so the demo and tests can steer them.
     pub simulated: HashMap<String, Arc<SimulatedBackend>>,
@@ -93,9 +97,74 @@ pub async fn start(
             "marked interrupted actions from the previous run"
         );
     }
+    let controller = match metric_source(&engine.config)? {
+        Some(source) => {
+            let c = Arc::new(Controller::new(engine.clone(), source));
+            c.load().await?;
+            Some(c)
+        }
+        None => None,
+    };
     Ok(Runtime {
         engine,
+        controller,
         telemetry,
         simulated,
+    })
+}
+
+/// The `[metrics]` source, with its secrets read now so a missing one stops
+/// the start with a clear message.
+pub fn metric_source(config: &Config) -> anyhow::Result<Option<Arc<dyn MetricSource>>> {
+    let m = &config.metrics;
+    Ok(match m.source {
+        MetricSourceKind::None => None,
+        MetricSourceKind::Prometheus => {
+            let bearer = SecretSource::from_pair(
+                "bearer_token",
+                m.bearer_token.as_ref(),
+                m.bearer_token_file.as_ref(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            let basic = SecretSource::from_pair(
+                "basic_password",
+                m.basic_password.as_ref(),
+                m.basic_password_file.as_ref(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            let auth = match (bearer, basic, &m.basic_user) {
+                (Some(b), _, _) => prometheus::Auth::Bearer(
+                    b.resolve()
+                        .map_err(|e| anyhow::anyhow!("[metrics] bearer_token: {e}"))?,
+                ),
+                (None, Some(p), Some(user)) => prometheus::Auth::Basic {
+                    user: user.clone(),
+                    password: p
+                        .resolve()
+                        .map_err(|e| anyhow::anyhow!("[metrics] basic_password: {e}"))?,
+                },
+                _ => prometheus::Auth::None,
+            };
+            let url = m.url.clone().unwrap_or_default();
+            Some(Arc::new(prometheus::PrometheusSource::new(
+                &url,
+                auth,
+                m.timeout.0,
+                m.queries.clone(),
+            )))
+        }
+        MetricSourceKind::Simulated => {
+            let all = crate::judge::sim::standard_scenarios();
+            let scenarios = m
+                .scenarios
+                .iter()
+                .filter_map(|(svc, name)| {
+                    all.iter()
+                        .find(|s| &s.name == name)
+                        .map(|s| (svc.clone(), s.clone().horizon(24.0 * 3600.0)))
+                })
+                .collect();
+            Some(Arc::new(SimulatedSource::new(scenarios)))
+        }
     })
 }

@@ -5,6 +5,7 @@
 //! Discord, text for the console.
 
 pub mod console;
+pub mod log;
 mod notifier;
 pub mod slack;
 

@@ -49,6 +49,75 @@ pub struct Config {
     pub chat: ChatConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Service name and `environment/name` → position in `services`.
+    #[serde(skip)]
+    index: std::collections::HashMap<String, usize>,
+}
+
+/// Where the controller reads canary and baseline metrics.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricSourceKind {
+    /// No metric source: nothing is watched automatically.
+    #[default]
+    None,
+    Prometheus,
+    /// The scenario simulator (demo, trials without Prometheus).
+    Simulated,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default)]
+    pub source: MetricSourceKind,
+    /// Prometheus base URL, such as "http://prometheus:9090".
+    pub url: Option<String>,
+    pub bearer_token: Option<EnvRef>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub basic_user: Option<String>,
+    pub basic_password: Option<EnvRef>,
+    pub basic_password_file: Option<PathBuf>,
+    /// Time limit of one query.
+    #[serde(default = "default_query_timeout")]
+    pub timeout: HumanDuration,
+    /// How often the controller judges every active rollout (one tick).
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// Query templates replacing the built-in defaults for every service.
+    #[serde(default)]
+    pub queries: MetricQueries,
+    /// For `source = "simulated"`: service → scenario name from `rollbot bench judge`.
+    #[serde(default)]
+    pub scenarios: BTreeMap<String, String>,
+}
+
+fn default_query_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+fn default_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15))
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            source: MetricSourceKind::None,
+            url: None,
+            bearer_token: None,
+            bearer_token_file: None,
+            basic_user: None,
+            basic_password: None,
+            basic_password_file: None,
+            timeout: default_query_timeout(),
+            interval: default_interval(),
+            queries: MetricQueries::default(),
+            scenarios: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +280,13 @@ pub struct ServiceConfig {
     /// Promote a healthy canary at the end of each step.
     #[serde(default)]
     pub auto_promote: bool,
+    /// Watch this service's canary whenever rollbot runs (otherwise only
+    /// rollouts announced through `POST /api/v1/rollouts` are watched).
+    #[serde(default)]
+    pub watch: bool,
+    /// Kubernetes namespace (or other grouping) for `$namespace` in queries.
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// How long a canary stays at each step before `auto_promote` moves it on.
     #[serde(default = "default_step")]
     pub step_interval: HumanDuration,
@@ -464,8 +540,12 @@ impl Config {
 
     /// Parses and checks config text; `path` is used in messages.
     pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(source).map_err(|e| ConfigErrors(vec![from_toml(path, source, &e)]))?;
+        for (i, s) in config.services.iter().enumerate() {
+            config.index.entry(s.key()).or_insert(i);
+            config.index.entry(s.name().to_string()).or_insert(i);
+        }
         let errors = config.validate(path, source);
         if errors.is_empty() {
             Ok(config)
@@ -480,9 +560,7 @@ impl Config {
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
-        self.services
-            .iter()
-            .find(|s| s.name() == name || s.key() == name)
+        self.index.get(name).map(|&i| &self.services[i])
     }
 
     pub fn service_names(&self) -> Vec<&str> {
@@ -652,6 +730,61 @@ impl Config {
             if !key_ok {
                 errors.push(ConfigError::at(path, source, find_span(source, "chat.discord"), "[chat.discord] public_key must be the application's 64-hex-digit public key")
                     .help("copy PUBLIC KEY from the Discord developer portal, General Information"));
+            }
+        }
+        let m = &self.metrics;
+        if m.source == MetricSourceKind::Prometheus && m.url.is_none() {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    source,
+                    find_span(source, "metrics"),
+                    "[metrics] source = \"prometheus\" needs url",
+                )
+                .help("write url = \"http://prometheus:9090\""),
+            );
+        }
+        if let Err(e) = SecretSource::from_pair(
+            "bearer_token",
+            m.bearer_token.as_ref(),
+            m.bearer_token_file.as_ref(),
+        ) {
+            errors.push(ConfigError::at(
+                path,
+                source,
+                find_span(source, "metrics"),
+                format!("[metrics]: {e}"),
+            ));
+        }
+        if let Err(e) = SecretSource::from_pair(
+            "basic_password",
+            m.basic_password.as_ref(),
+            m.basic_password_file.as_ref(),
+        ) {
+            errors.push(ConfigError::at(
+                path,
+                source,
+                find_span(source, "metrics"),
+                format!("[metrics]: {e}"),
+            ));
+        }
+        if m.source == MetricSourceKind::Simulated {
+            let known: Vec<String> = crate::judge::sim::standard_scenarios()
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            for (svc, sc) in &m.scenarios {
+                if !known.contains(sc) {
+                    errors.push(
+                        ConfigError::at(
+                            path,
+                            source,
+                            find_span(source, "metrics.scenarios").or(find_span(source, "metrics")),
+                            format!("[metrics.scenarios] {svc}: no scenario named `{sc}`"),
+                        )
+                        .help(format!("use one of: {}", known.join("; "))),
+                    );
+                }
             }
         }
         for c in &self.api.clients {

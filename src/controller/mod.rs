@@ -11,8 +11,13 @@
 //! actor `system:controller`, so it is authorized, locked and audited like a
 //! person's.
 
+pub mod bench;
+pub mod rollouts;
+mod run;
 mod summary;
 mod watch;
 
+pub use rollouts::Rollout;
+pub use run::{Controller, Health};
 pub use summary::summary_message;
 pub use watch::{RolloutWatch, WatchState};

@@ -34,6 +34,16 @@ pub struct RolloutWatch {
     step_started: f64,
 }
 
+/// "12m40s" since the rollout started.
+fn elapsed(t: f64) -> String {
+    let s = t.max(0.0) as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
 fn controller() -> Actor {
     Actor::system("controller")
 }
@@ -54,7 +64,18 @@ impl RolloutWatch {
         }
     }
 
-    fn state_text(&self) -> String {
+    /// Keeps a rollout's stored id.
+    pub fn with_id(mut self, id: &str) -> Self {
+        self.id = id.to_string();
+        self
+    }
+
+    /// False once the rollout was rolled back or fully promoted.
+    pub fn is_active(&self) -> bool {
+        !matches!(self.state, WatchState::Done(_))
+    }
+
+    pub fn state_text(&self) -> String {
         match &self.state {
             WatchState::Watching => "watching".into(),
             WatchState::Asking { .. } => "paused, waiting for an answer".into(),
@@ -147,6 +168,32 @@ impl RolloutWatch {
             .idempotency_key(format!("controller:{}:{step}", self.id))
     }
 
+    /// Keeps the judge's full evidence in the audit log before acting on it.
+    async fn record_verdict(&self, engine: &Engine, eval: &Evaluation) {
+        let mut parameters = std::collections::BTreeMap::new();
+        parameters.insert("rollout".to_string(), serde_json::json!(self.id));
+        parameters.insert("revision".to_string(), serde_json::json!(self.to));
+        parameters.insert(
+            "evaluation".to_string(),
+            serde_json::to_value(eval).unwrap_or_default(),
+        );
+        let record = crate::audit::Record {
+            time: engine.clock.now(),
+            actor: controller(),
+            action: "verdict".into(),
+            service: Some(self.service.clone()),
+            parameters,
+            outcome: crate::audit::Outcome::Noted,
+            reason: format!("{} after {}", eval.verdict, elapsed(eval.t)),
+            detail: eval.reasons.join("\n"),
+            correlation_id: new_id(),
+            idempotency_key: None,
+        };
+        if let Err(e) = engine.append(record).await {
+            tracing::error!(service = %self.service, error = %e, "could not record a verdict");
+        }
+    }
+
     async fn on_failing(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
         let reason = eval
             .reasons
@@ -155,6 +202,7 @@ impl RolloutWatch {
             .unwrap_or_else(|| "the judge found the canary failing".into());
         match svc.on_failing {
             OnFailing::AutoRollback => {
+                self.record_verdict(engine, eval).await;
                 // An open prompt is settled by the rollback.
                 if let WatchState::Asking { prompt } = &self.state {
                     if let Ok(Some(crate::engine::prompt::Answer::Accepted(p))) = engine
@@ -167,7 +215,7 @@ impl RolloutWatch {
                 let o = engine
                     .execute(self.request(
                         Action::Rollback { to: None },
-                        format!("automatic: {reason}"),
+                        format!("automatic after {}: {reason}", elapsed(eval.t)),
                         "rollback",
                     ))
                     .await;
@@ -179,6 +227,7 @@ impl RolloutWatch {
             OnFailing::PageAndSuggest => {
                 if self.state == WatchState::Watching || self.borderline_approved {
                     self.borderline_approved = false;
+                    self.record_verdict(engine, eval).await;
                     self.ask(
                         engine,
                         svc,
@@ -202,6 +251,7 @@ impl RolloutWatch {
     }
 
     async fn on_borderline(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
+        self.record_verdict(engine, eval).await;
         let paused = engine
             .execute(self.request(
                 Action::Pause,

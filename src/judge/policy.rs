@@ -185,6 +185,16 @@ pub struct JudgePolicy {
     /// Latency quantiles of the baseline whose nearest histogram buckets are
     /// tested (the body and the tail). Default [0.5, 0.95, 0.99].
     pub latency_quantiles: Vec<f64>,
+    /// Per-window noise the canary is assumed to have of its own at least,
+    /// as a relative standard deviation of its error rate (and of its share
+    /// of slow requests) from one tick to the next: 0.3 = 30%. The judge
+    /// learns the baseline's noise and assumes the canary's is no smaller;
+    /// this floor protects a canary noisier than its baseline (fewer pods,
+    /// a cold cache). Rollbacks stay within `alpha` as long as the canary's
+    /// own noise is below the larger of the two. Higher is safer but slower
+    /// on services with many errors per tick; 0 trusts the baseline's
+    /// noise alone. Default 0.3.
+    pub min_dispersion: f64,
 }
 
 impl Default for JudgePolicy {
@@ -206,6 +216,7 @@ impl Default for JudgePolicy {
             promote_after: DurationSecs(600.0),
             promote_margin: 1.5,
             latency_quantiles: vec![0.5, 0.95, 0.99],
+            min_dispersion: 0.3,
         }
     }
 }
@@ -278,6 +289,12 @@ impl JudgePolicy {
         {
             return Err("latency_quantiles must lie strictly between 0 and 1; write e.g. latency_quantiles = [0.5, 0.95, 0.99]".into());
         }
+        if !(self.min_dispersion >= 0.0 && self.min_dispersion <= 5.0) {
+            return Err(format!(
+                "min_dispersion is the canary's own per-window noise as a relative standard deviation, from 0 to 5 (it is {}); write e.g. min_dispersion = 0.3 for 30%",
+                self.min_dispersion
+            ));
+        }
         if self.critical.is_empty() {
             return Err("critical must name at least one signal, or nothing could ever roll back; write e.g. critical = [\"errors\", \"latency\"]".into());
         }
@@ -323,5 +340,11 @@ mod tests {
         assert!(e.contains("unknown field"), "{e}");
         let e = JudgePolicy::from_toml("critical = [\"errrors\"]\n").unwrap_err();
         assert!(e.contains("unknown variant"), "{e}");
+        let e = JudgePolicy::from_toml("min_dispersion = -0.1\n").unwrap_err();
+        assert!(
+            e.contains("min_dispersion") && e.contains("write e.g."),
+            "{e}"
+        );
+        assert!(JudgePolicy::from_toml("min_dispersion = 0\n").is_ok());
     }
 }

@@ -88,6 +88,10 @@ pub struct Scenario {
     /// Per-tick, per-track over-dispersion: the error rate is multiplied by
     /// lognormal noise with this σ (mean 1), latency shifted by σ/4 in log.
     pub overdispersion: f64,
+    /// The canary's own per-tick over-dispersion when it differs from the
+    /// baseline's (`None`: the same as `overdispersion`), e.g. a canary on
+    /// few pods.
+    pub canary_overdispersion: Option<f64>,
     /// The same kind of noise, shared by both tracks.
     pub shared_noise: f64,
     /// Median latency (lognormal), seconds.
@@ -122,6 +126,7 @@ impl Scenario {
             onset: 0.0,
             ramp: 0.0,
             overdispersion: 0.1,
+            canary_overdispersion: None,
             shared_noise: 0.2,
             latency_median: 0.08,
             latency_sigma: 0.5,
@@ -168,6 +173,11 @@ impl Scenario {
     }
     pub fn noise(mut self, sigma: f64) -> Self {
         self.overdispersion = sigma;
+        self
+    }
+    /// Per-tick over-dispersion of the canary alone.
+    pub fn canary_noise(mut self, sigma: f64) -> Self {
+        self.canary_overdispersion = Some(sigma);
         self
     }
     pub fn shared(mut self, sigma: f64) -> Self {
@@ -227,6 +237,7 @@ pub fn standard_scenarios() -> Vec<Scenario> {
         Scenario::new("good: noisy σ=0.5, 1% errors", true)
             .noise(0.5)
             .base_errors(0.01),
+        Scenario::new("good: canary noisier (σ 0.3 canary-only)", true).canary_noise(0.3),
         Scenario::new("good: cold start", true).cold_start(),
         Scenario::new("good: external fault 10–20m", true).external_fault(600.0, 1200.0),
         Scenario::new("good: low traffic 20 rps", true)
@@ -359,9 +370,8 @@ impl Simulator {
         let err_mult = (1.0 + (sc.error_multiplier - 1.0) * effect)
             * (1.0 + cold.map_or(0.0, |w| (sc.cold_start.unwrap().error_multiplier - 1.0) * w));
         let p_b = (base_rate * shared * lognormal_mean1(sc.overdispersion, db.err_noise)).min(1.0);
-        let p_c =
-            (base_rate * err_mult * shared * lognormal_mean1(sc.overdispersion, dc.err_noise))
-                .min(1.0);
+        let sigma_c = sc.canary_overdispersion.unwrap_or(sc.overdispersion);
+        let p_c = (base_rate * err_mult * shared * lognormal_mean1(sigma_c, dc.err_noise)).min(1.0);
         let e_c = poisson_quantile(u_c, n_c as f64 * p_c).min(n_c);
         let e_b = poisson_quantile(u_b, n_b as f64 * p_b).min(n_b);
         self.last_excess = n_c as f64 * base_rate * (err_mult - 1.0);
@@ -372,7 +382,7 @@ impl Simulator {
         let jitter = sc.overdispersion / 4.0;
         let mu = sc.latency_median.ln() + lat_mult_fault.ln() + sc.shared_noise / 4.0 * shared_lat;
         let mu_b = mu + jitter * db.lat_shift;
-        let mut mu_c = mu + jitter * dc.lat_shift;
+        let mut mu_c = mu + sigma_c / 4.0 * dc.lat_shift;
         if let Some(c) = sc.cold_start {
             mu_c += (1.0 + (c.latency_multiplier - 1.0) * cold.unwrap_or(0.0)).ln();
         }
@@ -430,24 +440,32 @@ fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> u64 {
 /// λ = 50, then Cornish–Fisher), so a larger rate never gives fewer errors
 /// on the same draw.
 pub fn poisson_quantile(u: f64, lambda: f64) -> u64 {
+    const EXACT_UP_TO: f64 = 50.0;
     if lambda <= 0.0 {
         return 0;
     }
-    if lambda <= 50.0 {
-        let mut k = 0u64;
-        let mut p = (-lambda).exp();
-        let mut cum = p;
-        while cum < u && k < 10_000 {
-            k += 1;
-            p *= lambda / k as f64;
-            cum += p;
-        }
-        return k;
+    if lambda <= EXACT_UP_TO {
+        return poisson_quantile_exact(u, lambda);
     }
     let z = normal_quantile(u.clamp(1e-12, 1.0 - 1e-12));
-    (lambda + lambda.sqrt() * z + (z * z - 1.0) / 6.0 + 0.5)
+    let approx = (lambda + lambda.sqrt() * z + (z * z - 1.0) / 6.0 + 0.5)
         .floor()
-        .max(0.0) as u64
+        .max(0.0) as u64;
+    // The approximation can fall one below the exact value where the two
+    // meet; never giving fewer than at λ = 50 keeps the draw monotone.
+    approx.max(poisson_quantile_exact(u, EXACT_UP_TO))
+}
+
+fn poisson_quantile_exact(u: f64, lambda: f64) -> u64 {
+    let mut k = 0u64;
+    let mut p = (-lambda).exp();
+    let mut cum = p;
+    while cum < u && k < 10_000 {
+        k += 1;
+        p *= lambda / k as f64;
+        cum += p;
+    }
+    k
 }
 
 /// Draws a cumulative histogram of n requests from a latency CDF, bucket by
@@ -587,9 +605,11 @@ mod tests {
         assert_eq!(poisson_quantile(0.30, 2.0), 1);
         assert_eq!(poisson_quantile(0.60, 2.0), 2);
         assert_eq!(poisson_quantile(0.70, 2.0), 3);
-        for u in [0.01, 0.3, 0.5, 0.9, 0.999] {
+        // 0.0044 once dropped where the exact quantile hands over to the
+        // approximation at λ = 50.
+        for u in [0.0044, 0.01, 0.3, 0.5, 0.9, 0.999] {
             let mut prev = 0;
-            for l in (1..400).map(|i| i as f64 * 0.5) {
+            for l in (1..4000).map(|i| i as f64 * 0.05) {
                 let q = poisson_quantile(u, l);
                 assert!(q >= prev, "u={u} λ={l}");
                 prev = q;

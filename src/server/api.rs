@@ -30,7 +30,7 @@ fn same(a: &str, b: &str) -> bool {
         == 0
 }
 
-fn client(state: &AppState, headers: &HeaderMap) -> Option<String> {
+pub(super) fn client(state: &AppState, headers: &HeaderMap) -> Option<String> {
     let token = headers
         .get("authorization")?
         .to_str()
@@ -67,13 +67,21 @@ pub async fn action(
             )
         }
     };
+    let command = match crate::command::parse(&body.command, &state.engine.config.service_names()) {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
+        }
+    };
     let actor = Actor::new(Platform::Api, name.clone(), format!("API client {name}"));
     let key = body.idempotency_key.map(|k| format!("api:{name}:{k}"));
-    let outcome = crate::intake::handle_line(&state.engine, actor, &body.command, key).await;
+    let outcome = crate::intake::handle(&state.engine, actor, command, key).await;
     let code = match outcome.status {
         Status::Succeeded => StatusCode::OK,
         Status::Pending => StatusCode::ACCEPTED,
-        Status::Refused if outcome.correlation_id.is_empty() => StatusCode::BAD_REQUEST,
         Status::Refused => StatusCode::FORBIDDEN,
         Status::Failed => StatusCode::BAD_GATEWAY,
     };

@@ -10,6 +10,7 @@
 //!   readiness checks through [`Adapters`].
 
 mod api;
+mod rollouts;
 
 use crate::engine::Engine;
 use axum::extract::State;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub api_tokens: Arc<Vec<(String, crate::config::SecretValue)>>,
     pub shutting_down: Arc<AtomicBool>,
     pub checks: Arc<Vec<ReadinessCheck>>,
+    pub controller: Option<Arc<crate::controller::Controller>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -46,6 +48,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/actions", post(api::action))
+        .route(
+            "/api/v1/rollouts",
+            post(rollouts::announce).get(rollouts::list),
+        )
         .with_state(state)
 }
 
@@ -70,10 +76,22 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
             format!("not ready:\n{}\n", problems.join("\n")),
         );
     }
+    let metrics = match &s.controller {
+        None => "metrics: no source configured".to_string(),
+        Some(c) => {
+            let h = c.health();
+            match h.down_since {
+                Some(since) => format!("metrics: UNAVAILABLE since {} ({}); verdicts are no_data, nothing is rolled back automatically", since.format("%Y-%m-%d %H:%M:%S UTC"), h.last_error.unwrap_or_default()),
+                None => format!("metrics: ok ({} queries last tick, {} ticks)", h.queries_last_tick, h.ticks),
+            }
+        }
+    };
+    // Not ready means "send chat traffic elsewhere"; missing metrics must not
+    // stop people from rolling back, so they are reported but readiness stays.
     (
         StatusCode::OK,
         format!(
-            "ready: {} services, audit log at #{}\n",
+            "ready: {} services, audit log at #{}\n{metrics}\n",
             s.engine.config.services.len(),
             s.engine.audit().len()
         ),
@@ -91,7 +109,12 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 /// Serves until SIGTERM or Ctrl-C, then finishes in-flight actions.
-pub async fn serve(engine: Arc<Engine>, listen: &str, adapters: Adapters) -> anyhow::Result<()> {
+pub async fn serve(
+    engine: Arc<Engine>,
+    controller: Option<Arc<crate::controller::Controller>>,
+    listen: &str,
+    adapters: Adapters,
+) -> anyhow::Result<()> {
     let mut tokens = Vec::new();
     for c in &engine.config.api.clients {
         let src = c.token_source().map_err(anyhow::Error::msg)?;
@@ -106,7 +129,11 @@ pub async fn serve(engine: Arc<Engine>, listen: &str, adapters: Adapters) -> any
         api_tokens: Arc::new(tokens),
         shutting_down: Arc::new(AtomicBool::new(false)),
         checks: Arc::new(adapters.checks),
+        controller: controller.clone(),
     };
+    if let Some(c) = controller {
+        tokio::spawn(c.run());
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}; change [server] listen"))?;

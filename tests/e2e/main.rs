@@ -6,6 +6,7 @@ mod support;
 
 mod audit_cli;
 mod check_config;
+mod controller;
 mod demo;
 mod replay;
 mod serve;

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod app;
+pub mod prometheus;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -40,6 +43,8 @@ pub struct Server {
     pub child: Child,
     pub port: u16,
     pub config: PathBuf,
+    /// rollbot's standard error (its log).
+    pub log: PathBuf,
 }
 
 impl Server {
@@ -55,10 +60,12 @@ impl Server {
     }
 
     pub fn start_existing(path: &Path, port: u16, env: &[(&str, &str)]) -> Server {
+        let log = path.with_extension(format!("{port}.log"));
         let mut cmd = Command::new(bin());
         cmd.args(["serve", "--config", path.to_str().unwrap()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .env("ROLLBOT_LOG", "warn,rollbot::chat=info");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -67,6 +74,7 @@ impl Server {
             child,
             port,
             config: path.to_path_buf(),
+            log,
         };
         s.wait_ready();
         s
@@ -74,6 +82,11 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// What rollbot logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn wait_ready(&self) {

@@ -1,0 +1,48 @@
+//! Rollouts under watch: announced by CI (`POST /api/v1/rollouts`) or taken
+//! from services marked `watch = true`. Stored, so a restart resumes them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub id: String,
+    pub service: String,
+    pub from_revision: String,
+    pub to_revision: String,
+    /// canary, blue-green, rolling, flag.
+    pub strategy: String,
+    pub start: DateTime<Utc>,
+    /// Who announced it: `api:ci`, `config`.
+    pub announced_by: String,
+    /// watching, paused…, rolled back…, fully promoted…
+    pub state: String,
+    pub verdict: Option<String>,
+    pub score: Option<f64>,
+    pub reasons: Vec<String>,
+}
+
+impl Rollout {
+    pub fn active(&self) -> bool {
+        !(self.state.starts_with("rolled back")
+            || self.state.starts_with("fully promoted")
+            || self.state.starts_with("automatic")
+            || self.state.starts_with("replaced"))
+    }
+}
+
+const PREFIX: &str = "rollout:";
+
+pub fn save(tree: &sled::Tree, r: &Rollout) -> anyhow::Result<()> {
+    crate::store::put(tree, &format!("{PREFIX}{}", r.id), r)
+}
+
+pub fn load_all(tree: &sled::Tree) -> anyhow::Result<Vec<Rollout>> {
+    let mut out = Vec::new();
+    for kv in tree.scan_prefix(PREFIX.as_bytes()) {
+        let (_, v) = kv?;
+        out.push(serde_json::from_slice(&v)?);
+    }
+    out.sort_by_key(|r: &Rollout| r.start);
+    Ok(out)
+}

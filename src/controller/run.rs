@@ -1,0 +1,340 @@
+//! The controller loop: every `interval`, one fetch for every active rollout,
+//! then each rollout's judge and policy.
+//!
+//! Ticks are aligned to a grid (multiples of the interval since the epoch),
+//! so every rollout is judged at the same instants and one grouped query per
+//! metric serves them all. A rollout that started in the past (announced
+//! late, or rollbot restarted) is caught up tick by tick from its start, so
+//! the judge's evidence covers the whole rollout.
+
+use super::rollouts::{self, Rollout};
+use super::RolloutWatch;
+use crate::breaker::{Breaker, Rejected};
+use crate::chat::{Message, Severity};
+use crate::engine::Engine;
+use crate::judge::Tick;
+use crate::metrics::{Fetched, MetricError, MetricSource, Watched};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The most history caught up at once.
+const MAX_CATCH_UP: Duration = Duration::from_secs(24 * 3600);
+
+struct Active {
+    rollout: Rollout,
+    watch: RolloutWatch,
+    /// The next grid instant to judge.
+    next: DateTime<Utc>,
+    /// A "no metrics" warning was posted and not yet followed by "back".
+    warned: bool,
+}
+
+/// Whether metrics flow, for `/readyz` and `/status`.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    pub down_since: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub queries_last_tick: usize,
+    pub ticks: u64,
+}
+
+pub struct Controller {
+    engine: Arc<Engine>,
+    source: Arc<dyn MetricSource>,
+    breaker: Breaker,
+    interval: Duration,
+    active: tokio::sync::Mutex<Vec<Active>>,
+    health: std::sync::Mutex<Health>,
+}
+
+fn grid_floor(t: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
+    let i = interval.as_millis().max(1) as i64;
+    let ms = t.timestamp_millis().div_euclid(i) * i;
+    DateTime::from_timestamp_millis(ms).unwrap_or(t)
+}
+
+fn grid_ceil(t: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
+    let f = grid_floor(t, interval);
+    if f == t {
+        f
+    } else {
+        f + chrono::Duration::from_std(interval).unwrap_or_default()
+    }
+}
+
+impl Controller {
+    pub fn new(engine: Arc<Engine>, source: Arc<dyn MetricSource>) -> Controller {
+        let c = &engine.config;
+        let breaker = Breaker::new(
+            format!("metrics:{}", source.kind()),
+            c.engine.breaker_failures,
+            c.engine.breaker_cooldown.0,
+            c.engine.metrics_pool,
+            engine.telemetry.clone(),
+        );
+        Controller {
+            interval: c.metrics.interval.0,
+            source,
+            breaker,
+            engine,
+            active: tokio::sync::Mutex::new(Vec::new()),
+            health: std::sync::Mutex::new(Health::default()),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.lock().unwrap().clone()
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Loads stored rollouts and the services marked `watch = true`.
+    pub async fn load(&self) -> anyhow::Result<()> {
+        let tree = &self.engine.store.settings;
+        let stored = rollouts::load_all(tree)?;
+        for r in stored.into_iter().filter(Rollout::active) {
+            self.watch(r).await?;
+        }
+        let now = self.engine.clock.now();
+        for svc in self.engine.config.services.iter().filter(|s| s.watch) {
+            if self
+                .active
+                .lock()
+                .await
+                .iter()
+                .any(|a| a.rollout.service == svc.name())
+            {
+                continue;
+            }
+            if let Ok(st) = self.engine.backend_status(svc.name()).await {
+                if let Some(canary) = st.canary_revision {
+                    let r = Rollout {
+                        id: crate::engine::new_id(),
+                        service: svc.name().into(),
+                        from_revision: st.live_revision.unwrap_or_default(),
+                        to_revision: canary,
+                        strategy: "canary".into(),
+                        start: now,
+                        announced_by: "config".into(),
+                        state: "watching".into(),
+                        verdict: None,
+                        score: None,
+                        reasons: vec![],
+                    };
+                    self.announce(r).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts watching a rollout (replacing an earlier one of the same service).
+    pub async fn announce(&self, r: Rollout) -> anyhow::Result<Rollout> {
+        let tree = &self.engine.store.settings;
+        let mut active = self.active.lock().await;
+        for a in active.iter_mut().filter(|a| a.rollout.service == r.service) {
+            a.rollout.state = format!("replaced by rollout {}", r.id);
+            rollouts::save(tree, &a.rollout)?;
+        }
+        active.retain(|a| a.rollout.service != r.service);
+        drop(active);
+        rollouts::save(tree, &r)?;
+        self.watch(r.clone()).await?;
+        Ok(r)
+    }
+
+    async fn watch(&self, r: Rollout) -> anyhow::Result<()> {
+        let svc = self
+            .engine
+            .resolve(Some(&r.service))
+            .map_err(anyhow::Error::msg)?;
+        let watch = RolloutWatch::new(svc, &r.from_revision, &r.to_revision).with_id(&r.id);
+        let next = grid_ceil(
+            r.start
+                .max(self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP)?),
+            self.interval,
+        );
+        self.active.lock().await.push(Active {
+            rollout: r,
+            watch,
+            next,
+            warned: false,
+        });
+        Ok(())
+    }
+
+    /// Every rollout, newest first.
+    pub fn list(&self) -> anyhow::Result<Vec<Rollout>> {
+        let mut all = rollouts::load_all(&self.engine.store.settings)?;
+        all.reverse();
+        Ok(all)
+    }
+
+    /// Judges every grid instant up to `now` that some rollout still needs.
+    pub async fn step(&self, now: DateTime<Utc>) {
+        let step = chrono::Duration::from_std(self.interval).unwrap_or_default();
+        let last = grid_floor(now, self.interval);
+        loop {
+            let mut active = self.active.lock().await;
+            let Some(point) = active
+                .iter()
+                .filter(|a| a.watch.is_active())
+                .map(|a| a.next)
+                .min()
+            else {
+                return;
+            };
+            if point > last {
+                return;
+            }
+            let due: Vec<usize> = active
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.watch.is_active() && a.next <= point)
+                .map(|(i, _)| i)
+                .collect();
+            let watched: Vec<Watched> = due
+                .iter()
+                .filter_map(|&i| {
+                    let a = &active[i];
+                    let svc = self.engine.config.service(&a.rollout.service)?;
+                    Some(Watched {
+                        service: a.rollout.service.clone(),
+                        namespace: svc
+                            .namespace
+                            .clone()
+                            .or_else(|| svc.target.get("namespace").cloned())
+                            .unwrap_or_default(),
+                        t: (point - a.rollout.start).num_milliseconds() as f64 / 1000.0,
+                        queries: svc.metrics.clone(),
+                    })
+                })
+                .collect();
+            let fetched = self.fetch(&watched, point).await;
+            for (&i, w) in due.iter().zip(&watched) {
+                let a = &mut active[i];
+                let tick = match &fetched {
+                    Ok(f) => f.ticks.get(&w.service).cloned().unwrap_or(Tick {
+                        t: w.t,
+                        baseline: None,
+                        canary: None,
+                    }),
+                    Err(_) => Tick {
+                        t: w.t,
+                        baseline: None,
+                        canary: None,
+                    },
+                };
+                let why_missing = match &fetched {
+                    Ok(f) => f.missing.get(&w.service).cloned(),
+                    Err(e) => Some(e.to_string()),
+                };
+                self.data_notice(a, why_missing).await;
+                let before = (a.rollout.state.clone(), a.rollout.verdict.clone());
+                if let Some(eval) = a.watch.tick(&self.engine, &tick).await {
+                    a.rollout.verdict = Some(eval.verdict.to_string());
+                    a.rollout.score = eval.score.is_finite().then_some(eval.score);
+                    a.rollout.reasons = eval.reasons.clone();
+                }
+                a.rollout.state = a.watch.state_text();
+                // Stored when something a reader would notice changed.
+                if before != (a.rollout.state.clone(), a.rollout.verdict.clone()) {
+                    let _ = rollouts::save(&self.engine.store.settings, &a.rollout);
+                }
+                a.next = point + step;
+            }
+            active.retain(|a| a.watch.is_active());
+        }
+    }
+
+    async fn fetch(&self, watched: &[Watched], at: DateTime<Utc>) -> Result<Fetched, String> {
+        let limit = self.engine.config.metrics.timeout.0 * 8;
+        let r = self
+            .breaker
+            .call(
+                limit,
+                self.source.fetch(watched, at, self.interval),
+                |_: &MetricError| true,
+            )
+            .await;
+        let mut h = self.health.lock().unwrap();
+        h.ticks += 1;
+        match r {
+            Ok(f) => {
+                h.down_since = None;
+                h.last_error = None;
+                h.queries_last_tick = f.queries;
+                Ok(f)
+            }
+            Err(e) => {
+                let text = match e {
+                    Rejected::Inner(e) => e.to_string(),
+                    Rejected::Timeout(d) => format!(
+                        "the metric source did not answer within {}",
+                        crate::domain::human_duration(d)
+                    ),
+                    Rejected::Open {
+                        name, last_error, ..
+                    } => format!(
+                        "{name} is failing (last error: {})",
+                        last_error.unwrap_or_default()
+                    ),
+                };
+                h.down_since.get_or_insert(at);
+                h.last_error = Some(text.clone());
+                Err(text)
+            }
+        }
+    }
+
+    /// One warning when a rollout's metrics go missing, one notice when
+    /// they return; never one per tick.
+    async fn data_notice(&self, a: &mut Active, missing: Option<String>) {
+        let Some(svc) = self.engine.config.service(&a.rollout.service) else {
+            return;
+        };
+        let Some(channel) = svc.deploy_channel.as_ref().map(|c| c.as_ref().clone()) else {
+            a.warned = missing.is_some();
+            return;
+        };
+        match (missing, a.warned) {
+            (Some(why), false) => {
+                a.warned = true;
+                tracing::warn!(service = %a.rollout.service, error = %why, "no metrics for a watched rollout");
+                let m = Message::new(Severity::Warning, format!("No metrics for {} {}", a.rollout.service, a.rollout.to_revision))
+                    .text(format!("{why}\nrollbot never acts on missing data: the verdict is no_data until metrics return. Watch the canary by hand meanwhile."))
+                    .context(format!("rollout {}", a.rollout.id));
+                self.engine.notifier.post(&channel, &m).await;
+            }
+            (None, true) => {
+                a.warned = false;
+                let m = Message::new(
+                    Severity::Success,
+                    format!("Metrics for {} are back", a.rollout.service),
+                )
+                .text("rollbot is judging the canary again.")
+                .context(format!("rollout {}", a.rollout.id));
+                self.engine.notifier.post(&channel, &m).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs until the process stops.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let now = self.engine.clock.now();
+            self.step(now).await;
+            let next = grid_floor(now, self.interval)
+                + chrono::Duration::from_std(self.interval).unwrap_or_default();
+            let wait = (next - self.engine.clock.now())
+                .to_std()
+                .unwrap_or(Duration::from_millis(50));
+            // Evaluate just after the instant so the scrape for it has landed.
+            tokio::time::sleep(wait + Duration::from_millis(250)).await;
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The Prometheus metric source: instant queries against `/api/v1/query`.
+//!
+//! Services that keep the default queries share one grouped query per metric
+//! per tick; a service with its own templates gets its own queries. Error
+//! bodies (`{"status":"error","errorType":…,"error":…}`) and empty results
+//! are reported with the query that caused them.
+
+use super::*;
+use crate::config::SecretValue;
+use crate::judge::TrackSample;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// How requests authenticate to Prometheus.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    None,
+    Bearer(SecretValue),
+    Basic { user: String, password: SecretValue },
+}
+
+pub struct PrometheusSource {
+    client: reqwest::Client,
+    base: String,
+    auth: Auth,
+    timeout: Duration,
+    defaults: MetricQueries,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: Vec<Sample>,
+}
+
+#[derive(Deserialize)]
+struct Sample {
+    metric: BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+/// One metric kind, one query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Requests,
+    Errors,
+    Latency,
+    Cpu,
+    Memory,
+    Ready,
+}
+
+const KINDS: [Kind; 6] = [
+    Kind::Requests,
+    Kind::Errors,
+    Kind::Latency,
+    Kind::Cpu,
+    Kind::Memory,
+    Kind::Ready,
+];
+
+impl Kind {
+    fn template(self, q: &MetricQueries) -> Option<&str> {
+        match self {
+            Kind::Requests => q.requests.as_deref(),
+            Kind::Errors => q.errors.as_deref(),
+            Kind::Latency => q.latency.as_deref(),
+            Kind::Cpu => q.cpu.as_deref(),
+            Kind::Memory => q.memory.as_deref(),
+            Kind::Ready => q.ready_failures.as_deref(),
+        }
+    }
+    fn default(self) -> Option<&'static str> {
+        match self {
+            Kind::Requests => Some(Defaults::REQUESTS),
+            Kind::Errors => Some(Defaults::ERRORS),
+            Kind::Latency => Some(Defaults::LATENCY),
+            _ => None,
+        }
+    }
+}
+
+/// Values by (service, track) and, for histograms, by bucket.
+#[derive(Default)]
+struct Collected {
+    values: HashMap<(Kind, String, String), f64>,
+    buckets: HashMap<(String, String), Vec<(f64, f64)>>,
+}
+
+impl PrometheusSource {
+    pub fn new(
+        url: &str,
+        auth: Auth,
+        timeout: Duration,
+        defaults: MetricQueries,
+    ) -> PrometheusSource {
+        PrometheusSource {
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("HTTP client"),
+            base: url.trim_end_matches('/').to_string(),
+            auth,
+            timeout,
+            defaults,
+        }
+    }
+
+    /// Runs one instant query at `at`.
+    async fn query(&self, promql: &str, at: DateTime<Utc>) -> Result<Vec<Sample>, MetricError> {
+        let url = format!("{}/api/v1/query", self.base);
+        let mut req = self.client.get(&url).query(&[
+            ("query", promql.to_string()),
+            (
+                "time",
+                format!("{:.3}", at.timestamp_millis() as f64 / 1000.0),
+            ),
+        ]);
+        req = match &self.auth {
+            Auth::None => req,
+            Auth::Bearer(t) => req.bearer_auth(t.expose()),
+            Auth::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
+        };
+        let resp = req.send().await.map_err(|e| {
+            MetricError::Unavailable(if e.is_timeout() {
+                format!(
+                    "Prometheus at {} did not answer within {}",
+                    self.base,
+                    crate::domain::human_duration(self.timeout)
+                )
+            } else {
+                format!(
+                    "cannot reach Prometheus at {}: {}",
+                    self.base,
+                    root_cause(&e)
+                )
+            })
+        })?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| MetricError::Unavailable(format!("reading Prometheus' answer: {e}")))?;
+        let answer: Answer = serde_json::from_str(&body).map_err(|_| {
+            MetricError::Unavailable(format!("Prometheus at {} answered HTTP {status} with a body that is not its API's JSON: {}", self.base, body.chars().take(200).collect::<String>()))
+        })?;
+        if answer.status != "success" {
+            return Err(MetricError::Unavailable(format!(
+                "Prometheus refused the query `{promql}`: {}: {}",
+                answer.error_type.unwrap_or_else(|| status.to_string()),
+                answer.error.unwrap_or_default()
+            )));
+        }
+        let data = answer.data.ok_or_else(|| {
+            MetricError::Unavailable("Prometheus answered success without data".into())
+        })?;
+        if data.result_type != "vector" {
+            return Err(MetricError::Unavailable(format!(
+                "the query `{promql}` returns a {}, not an instant vector",
+                data.result_type
+            )));
+        }
+        Ok(data.result)
+    }
+
+    fn collect(
+        into: &mut Collected,
+        kind: Kind,
+        samples: Vec<Sample>,
+        service: Option<&str>,
+        track: Option<&str>,
+    ) {
+        for s in samples {
+            let Some(svc) = service
+                .map(str::to_string)
+                .or_else(|| s.metric.get("service").cloned())
+            else {
+                continue;
+            };
+            let Some(tr) = track
+                .map(str::to_string)
+                .or_else(|| s.metric.get("track").cloned())
+            else {
+                continue;
+            };
+            let Ok(v) = s.value.1.parse::<f64>() else {
+                continue;
+            };
+            if !v.is_finite() {
+                continue;
+            }
+            if kind == Kind::Latency {
+                let le = match s.metric.get("le").map(String::as_str) {
+                    Some("+Inf") => f64::INFINITY,
+                    Some(x) => match x.parse() {
+                        Ok(v) => v,
+                        Err(_) => continue,
+                    },
+                    None => continue,
+                };
+                into.buckets.entry((svc, tr)).or_default().push((le, v));
+            } else {
+                *into.values.entry((kind, svc, tr)).or_insert(0.0) += v;
+            }
+        }
+    }
+}
+
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cause = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        cause = s.to_string();
+        src = s.source();
+    }
+    cause
+}
+
+/// Builds one track's sample; counts are rounded and made consistent
+/// (Prometheus' `increase` extrapolates, so buckets can disagree slightly).
+fn sample(c: &Collected, service: &str, track: &str) -> Option<TrackSample> {
+    let get = |k: Kind| {
+        c.values
+            .get(&(k, service.to_string(), track.to_string()))
+            .copied()
+    };
+    let requests = get(Kind::Requests)?.round().max(0.0) as u64;
+    let errors = (get(Kind::Errors).unwrap_or(0.0).round().max(0.0) as u64).min(requests);
+    let mut buckets: Vec<(f64, u64)> = c
+        .buckets
+        .get(&(service.to_string(), track.to_string()))
+        .map(|b| {
+            b.iter()
+                .map(|(le, v)| (*le, v.round().max(0.0) as u64))
+                .collect()
+        })
+        .unwrap_or_default();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut running = 0;
+    for b in &mut buckets {
+        running = running.max(b.1);
+        b.1 = running;
+    }
+    if let Some(last) = buckets.last() {
+        if !last.0.is_infinite() {
+            buckets.clear();
+        }
+    }
+    Some(TrackSample {
+        requests,
+        errors,
+        latency_buckets: buckets,
+        cpu: get(Kind::Cpu),
+        memory: get(Kind::Memory),
+        ready_failures: get(Kind::Ready).map(|v| v.round().max(0.0) as u64),
+        circuit_open: None,
+    })
+}
+
+#[async_trait]
+impl MetricSource for PrometheusSource {
+    fn kind(&self) -> &'static str {
+        "prometheus"
+    }
+
+    async fn fetch(
+        &self,
+        services: &[Watched],
+        at: DateTime<Utc>,
+        window: Duration,
+    ) -> Result<Fetched, MetricError> {
+        let mut collected = Collected::default();
+        let mut out = Fetched::default();
+        let mut reached = false;
+        let mut last_error = None;
+        for kind in KINDS {
+            // Services on the shared (grouped) query for this kind.
+            let shared: Vec<&Watched> = services
+                .iter()
+                .filter(|w| kind.template(&w.queries).is_none())
+                .collect();
+            if let Some(template) = kind.template(&self.defaults).or(kind.default()) {
+                if !shared.is_empty() {
+                    out.queries += 1;
+                    match self.query(&render(template, "", "", "", window), at).await {
+                        Ok(s) => {
+                            reached = true;
+                            Self::collect(&mut collected, kind, s, None, None)
+                        }
+                        Err(e) => {
+                            for w in &shared {
+                                out.missing
+                                    .entry(w.service.clone())
+                                    .or_insert_with(|| e.to_string());
+                            }
+                            last_error = Some(e);
+                        }
+                    }
+                }
+            }
+            for w in services
+                .iter()
+                .filter(|w| kind.template(&w.queries).is_some())
+            {
+                let template = kind.template(&w.queries).expect("filtered");
+                let tracks: Vec<Option<&str>> = if template.contains("$track") {
+                    vec![Some("baseline"), Some("canary")]
+                } else {
+                    vec![None]
+                };
+                for track in tracks {
+                    out.queries += 1;
+                    let q = render(
+                        template,
+                        &w.service,
+                        &w.namespace,
+                        track.unwrap_or(""),
+                        window,
+                    );
+                    match self.query(&q, at).await {
+                        Ok(s) => {
+                            reached = true;
+                            Self::collect(&mut collected, kind, s, Some(&w.service), track)
+                        }
+                        Err(e) => {
+                            out.missing
+                                .entry(w.service.clone())
+                                .or_insert_with(|| e.to_string());
+                            last_error = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        if !reached {
+            if let Some(e) = last_error {
+                return Err(e);
+            }
+        }
+        for w in services {
+            if out.missing.contains_key(&w.service) {
+                continue;
+            }
+            let baseline = sample(&collected, &w.service, "baseline");
+            let canary = sample(&collected, &w.service, "canary");
+            if baseline.is_none() && canary.is_none() {
+                out.missing.insert(w.service.clone(), format!("no series for service=\"{}\" in the request query; check the labels or [services.metrics]", w.service));
+            }
+            out.ticks.insert(
+                w.service.clone(),
+                Tick {
+                    t: w.t,
+                    baseline,
+                    canary,
+                },
+            );
+        }
+        Ok(out)
+    }
+}

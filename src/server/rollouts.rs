@@ -1,0 +1,162 @@
+//! `POST /api/v1/rollouts`: CI announces a rollout for rollbot to watch.
+//! `GET /api/v1/rollouts`: every rollout with its state and latest verdict.
+//!
+//! Body: `{"service": "checkout", "from_revision": "v41", "to_revision": "v42",
+//! "strategy": "canary", "start_time": "2026-11-29T03:00:00Z"}`
+//! (`strategy` defaults to canary, `start_time` to now). The client needs the
+//! deployer role on the service.
+
+use super::api::client;
+use super::AppState;
+use crate::controller::Rollout;
+use crate::domain::{Actor, Platform};
+use crate::roles::Permission;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Announcement {
+    service: String,
+    from_revision: String,
+    to_revision: String,
+    #[serde(default)]
+    strategy: Option<String>,
+    #[serde(default)]
+    start_time: Option<DateTime<Utc>>,
+}
+
+const STRATEGIES: [&str; 4] = ["canary", "blue-green", "rolling", "flag"];
+
+fn bad(field: &str, what: String) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": what, "field": field})),
+    )
+}
+
+pub async fn announce(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> (StatusCode, Json<Value>) {
+    let Some(name) = client(&state, &headers) else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(
+                json!({"error": "missing or unknown bearer token; send Authorization: Bearer <token of an [[api.clients]] entry>"}),
+            ),
+        );
+    };
+    let Some(controller) = &state.controller else {
+        return (
+            StatusCode::CONFLICT,
+            Json(
+                json!({"error": "no metric source is configured ([metrics] source), so rollbot cannot watch rollouts"}),
+            ),
+        );
+    };
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let a: Announcement = match serde_path_to_error::deserialize(&mut de) {
+        Ok(a) => a,
+        Err(e) => {
+            let field = e.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            let inner = e.into_inner();
+            let what = if field.is_empty() {
+                inner.to_string()
+            } else {
+                format!("{field}: {inner}")
+            };
+            return bad(&field, format!("{what}; expected {{\"service\", \"from_revision\", \"to_revision\", \"strategy\" (optional), \"start_time\" (optional, RFC 3339)}}"));
+        }
+    };
+    let svc = match state.engine.resolve(Some(&a.service)) {
+        Ok(s) => s,
+        Err(e) => return bad("service", e),
+    };
+    for (field, v) in [
+        ("from_revision", &a.from_revision),
+        ("to_revision", &a.to_revision),
+    ] {
+        if v.trim().is_empty() {
+            return bad(
+                field,
+                format!("{field} is empty; name the revision, for example \"v42\""),
+            );
+        }
+    }
+    let strategy = a.strategy.unwrap_or_else(|| "canary".into());
+    if !STRATEGIES.contains(&strategy.as_str()) {
+        return bad(
+            "strategy",
+            format!(
+                "strategy `{strategy}` is not one of {}",
+                STRATEGIES.join(", ")
+            ),
+        );
+    }
+    let now = state.engine.clock.now();
+    let start = a.start_time.unwrap_or(now);
+    if start > now + chrono::Duration::minutes(5) {
+        return bad(
+            "start_time",
+            format!("start_time {} is in the future", start.to_rfc3339()),
+        );
+    }
+    let actor = Actor::new(Platform::Api, name.clone(), format!("API client {name}"));
+    if let Err(r) =
+        state
+            .engine
+            .roles
+            .check(&actor, Permission::Promote, &svc.environment, svc.name())
+    {
+        return (StatusCode::FORBIDDEN, Json(json!({"error": r.to_string()})));
+    }
+    let rollout = Rollout {
+        id: crate::engine::new_id(),
+        service: svc.name().into(),
+        from_revision: a.from_revision,
+        to_revision: a.to_revision,
+        strategy,
+        start,
+        announced_by: actor.qualified_id(),
+        state: "watching".into(),
+        verdict: None,
+        score: None,
+        reasons: vec![],
+    };
+    match controller.announce(rollout).await {
+        Ok(r) => (
+            StatusCode::CREATED,
+            Json(serde_json::to_value(&r).unwrap_or_default()),
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        ),
+    }
+}
+
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
+    if client(&state, &headers).is_none() {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "missing or unknown bearer token"})),
+        );
+    }
+    match &state.controller {
+        None => (StatusCode::OK, Json(json!({"rollouts": []}))),
+        Some(c) => match c.list() {
+            Ok(all) => (StatusCode::OK, Json(json!({"rollouts": all}))),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": e.to_string()})),
+            ),
+        },
+    }
+}

@@ -1,0 +1,462 @@
+//! The controller against a real Prometheus: a bad canary's history is
+//! rolled back once, at the time the judge says; a good one is promoted; an
+//! outage is no_data, never a rollback.
+
+use crate::support::prometheus::{openmetrics, Prometheus};
+use crate::support::{rollbot, text, Server};
+use rollbot::judge::replay::judge_ticks;
+use rollbot::judge::sim::{Scenario, Simulator};
+use rollbot::judge::{JudgePolicy, Recommendation, Tick};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "ci-token-8d1e";
+
+fn config(prom: &str, extra_service: &str) -> String {
+    format!(
+        r##"
+[server]
+listen = "127.0.0.1:{{port}}"
+[store]
+path = "{{data}}"
+[metrics]
+source = "prometheus"
+url = "{prom}"
+interval = "10s"
+[channels.deploys]
+console = "#deploys"
+[channels.incidents]
+console = "#incidents"
+[backends.sim]
+type = "simulated"
+history = {{ checkout = ["v41", "v42"], search = ["r1", "r2"] }}
+[[services]]
+name = "checkout"
+backend = "sim"
+deploy_channel = "deploys"
+incident_channel = "incidents"
+{extra_service}
+[[roles.deployer]]
+members = ["api:ci"]
+[[roles.viewer]]
+members = ["api:ci"]
+[[api.clients]]
+name = "ci"
+token = "${{ROLLBOT_TEST_TOKEN}}"
+"##
+    )
+}
+
+fn ticks(scenario: &Scenario, minutes: usize) -> Vec<Tick> {
+    let mut sim = Simulator::new(scenario, 3);
+    (0..minutes * 6).filter_map(|_| sim.next_tick()).collect()
+}
+
+/// A rollout start on the 10 s grid, `minutes` ago.
+fn start_ago(minutes: i64) -> i64 {
+    let now = chrono::Utc::now().timestamp();
+    (now - minutes * 60) / 10 * 10
+}
+
+async fn announce(
+    s: &Server,
+    service: &str,
+    from: &str,
+    to: &str,
+    start: i64,
+) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .post(s.url("/api/v1/rollouts"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"service": service, "from_revision": from, "to_revision": to, "start_time": chrono::DateTime::from_timestamp(start, 0).unwrap().to_rfc3339()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+async fn rollouts(s: &Server) -> Vec<serde_json::Value> {
+    let r = reqwest::Client::new()
+        .get(s.url("/api/v1/rollouts"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    r.json::<serde_json::Value>().await.unwrap()["rollouts"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn wait_for_state(
+    s: &Server,
+    service: &str,
+    want: &str,
+    limit: Duration,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let all = rollouts(s).await;
+        if let Some(r) = all.iter().find(|r| {
+            r["service"] == service && r["state"].as_str().unwrap_or("").starts_with(want)
+        }) {
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{service} never reached `{want}`: {all:?}\nlog:\n{}",
+            s.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn secs(text: &str) -> f64 {
+    // "12m40s" or "1h02m10s"
+    let (mut total, mut num) = (0.0, String::new());
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+        } else {
+            let v: f64 = num.parse().unwrap_or(0.0);
+            num.clear();
+            total += v * match c {
+                'h' => 3600.0,
+                'm' => 60.0,
+                _ => 1.0,
+            };
+        }
+    }
+    total
+}
+
+#[tokio::test]
+async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new("bad", false).canary_share(0.05).errors(3.0);
+    let history = ticks(&scenario, 30);
+    let expected = judge_ticks(&history, &JudgePolicy::default())
+        .iter()
+        .find(|e| e.recommendation == Recommendation::Rollback)
+        .expect("the judge rolls this scenario back")
+        .t;
+    let start = start_ago(35);
+    let prom = Prometheus::with_history(
+        &dir.path().join("prom"),
+        &openmetrics("checkout", start, &history),
+    );
+    let s = Server::start(
+        dir.path(),
+        &config(&prom.url(), ""),
+        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
+    );
+    announce(&s, "checkout", "v41", "v42", start).await;
+    let r = wait_for_state(&s, "checkout", "rolled back", Duration::from_secs(60)).await;
+    assert_eq!(r["verdict"], "failing", "{r}\n{}", s.log_text());
+    let log = s.log_text();
+    assert!(
+        log.contains("Canary checkout v42: failing"),
+        "summary not posted:\n{log}"
+    );
+    assert!(
+        log.contains("Rolled back checkout v42 → v41") && log.contains("#incidents"),
+        "rollback not announced in both channels:\n{log}"
+    );
+    assert!(s.terminate().success());
+
+    let data = dir.path().join("data");
+    let list = text(&rollbot(&[
+        "audit",
+        "list",
+        "--data",
+        data.to_str().unwrap(),
+        "--service",
+        "checkout",
+    ]));
+    let rollbacks: Vec<&str> = list
+        .lines()
+        .filter(|l| l.contains("rollback checkout by rollbot controller — succeeded"))
+        .collect();
+    assert_eq!(rollbacks.len(), 1, "{list}");
+    let at = rollbacks[0]
+        .split("automatic after ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    assert!(
+        (secs(at) - expected).abs() <= 10.0,
+        "rolled back at {at}, the judge says {expected}s on the same data:\n{list}"
+    );
+    assert!(
+        list.contains("verdict checkout by rollbot controller — noted (failing after"),
+        "{list}"
+    );
+    // The evidence is in the audit log.
+    let export =
+        String::from_utf8(rollbot(&["audit", "export", "--data", data.to_str().unwrap()]).stdout)
+            .unwrap();
+    let verdict: serde_json::Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["action"] == "verdict" && e["reason"].as_str().unwrap().starts_with("failing"))
+        .expect("the failing verdict is recorded");
+    let evidence = &verdict["parameters"]["evaluation"]["evidence"];
+    let errors = evidence
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "error_rate")
+        .expect("error-rate evidence");
+    assert_eq!(errors["class"], "failing");
+    assert!(errors["effect"].as_f64().unwrap() > 2.0, "{errors}");
+}
+
+#[tokio::test]
+async fn a_good_canary_is_not_rolled_back_and_auto_promote_promotes() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = ticks(&Scenario::new("good", true).canary_share(0.05), 40);
+    let start = start_ago(42);
+    let prom = Prometheus::with_history(
+        &dir.path().join("prom"),
+        &openmetrics("checkout", start, &history),
+    );
+    let s = Server::start(
+        dir.path(),
+        &config(&prom.url(), "auto_promote = true\nstep_interval = \"1m\""),
+        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
+    );
+    announce(&s, "checkout", "v41", "v42", start).await;
+    let r = wait_for_state(&s, "checkout", "fully promoted", Duration::from_secs(60)).await;
+    assert_eq!(r["verdict"], "healthy", "{r}");
+    assert!(s.log_text().contains("Canary checkout v42: healthy"));
+    assert!(s.terminate().success());
+    let list = text(&rollbot(&[
+        "audit",
+        "list",
+        "--data",
+        dir.path().join("data").to_str().unwrap(),
+        "--service",
+        "checkout",
+    ]));
+    assert!(!list.contains("rollback"), "{list}");
+    assert_eq!(
+        list.lines()
+            .filter(|l| l.contains("promote checkout by rollbot controller — succeeded"))
+            .count(),
+        3,
+        "three steps to 100%: {list}"
+    );
+}
+
+#[tokio::test]
+async fn bad_announcements_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let prom = Prometheus::scraping(&dir.path().join("prom"), "127.0.0.1:9");
+    let s = Server::start(
+        dir.path(),
+        &config(&prom.url(), ""),
+        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
+    );
+    let c = reqwest::Client::new();
+    for (body, field, words) in [
+        (
+            serde_json::json!({"service": "checkout", "from_revision": "v1"}),
+            "",
+            "missing field `to_revision`",
+        ),
+        (
+            serde_json::json!({"service": "chekout", "from_revision": "v1", "to_revision": "v2"}),
+            "service",
+            "did you mean checkout?",
+        ),
+        (
+            serde_json::json!({"service": "checkout", "from_revision": "v1", "to_revision": 2}),
+            "to_revision",
+            "invalid type",
+        ),
+        (
+            serde_json::json!({"service": "checkout", "from_revision": "v1", "to_revision": "v2", "start_time": "yesterday"}),
+            "start_time",
+            "start_time",
+        ),
+        (
+            serde_json::json!({"service": "checkout", "from_revision": "v1", "to_revision": "v2", "strategy": "yolo"}),
+            "strategy",
+            "not one of canary",
+        ),
+    ] {
+        let r = c
+            .post(s.url("/api/v1/rollouts"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["field"], field, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(words), "{v}");
+    }
+    let r = c
+        .post(s.url("/api/v1/rollouts"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+fn live_config(prom: &str) -> String {
+    format!(
+        r##"
+[server]
+listen = "127.0.0.1:{{port}}"
+[store]
+path = "{{data}}"
+[engine]
+breaker_cooldown = "2s"
+breaker_failures = 2
+[metrics]
+source = "prometheus"
+url = "{prom}"
+interval = "2s"
+timeout = "1s"
+[channels.deploys]
+console = "#deploys"
+[backends.sim]
+type = "simulated"
+history = {{ checkout = ["v41", "v42"] }}
+[[services]]
+name = "checkout"
+backend = "sim"
+deploy_channel = "deploys"
+[services.judge]
+warm_up = "6s"
+min_canary_requests = 100
+sustained_for = "4s"
+[[roles.deployer]]
+members = ["api:ci"]
+[[api.clients]]
+name = "ci"
+token = "${{ROLLBOT_TEST_TOKEN}}"
+"##
+    )
+}
+
+async fn readyz(s: &Server) -> String {
+    reqwest::get(s.url("/readyz"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn wait_until(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn live_scrape_a_failing_canary_is_rolled_back() {
+    use crate::support::app::{App, TrackRates};
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(
+        "checkout",
+        TrackRates {
+            requests_per_sec: 300.0,
+            error_ratio: 0.001,
+        },
+        TrackRates {
+            requests_per_sec: 300.0,
+            error_ratio: 0.08,
+        },
+    );
+    let prom = Prometheus::scraping(&dir.path().join("prom"), &app.target());
+    let s = Server::start(
+        dir.path(),
+        &live_config(&prom.url()),
+        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    announce(&s, "checkout", "v41", "v42", chrono::Utc::now().timestamp()).await;
+    let r = wait_for_state(&s, "checkout", "rolled back", Duration::from_secs(90)).await;
+    assert_eq!(r["verdict"], "failing", "{r}");
+    assert!(
+        s.log_text().contains("Rolled back checkout v42 → v41"),
+        "{}",
+        s.log_text()
+    );
+}
+
+#[tokio::test]
+async fn prometheus_down_is_no_data_one_warning_and_recovery() {
+    use crate::support::app::{App, TrackRates};
+    let dir = tempfile::tempdir().unwrap();
+    let rates = TrackRates {
+        requests_per_sec: 200.0,
+        error_ratio: 0.001,
+    };
+    let app = App::start("checkout", rates, rates);
+    let mut prom = Prometheus::scraping(&dir.path().join("prom"), &app.target());
+    let s = Server::start(
+        dir.path(),
+        &live_config(&prom.url()),
+        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
+    );
+    announce(&s, "checkout", "v41", "v42", chrono::Utc::now().timestamp()).await;
+    wait_until("a few healthy ticks", Duration::from_secs(30), async || {
+        readyz(&s).await.contains("metrics: ok") && rollouts(&s).await[0]["verdict"] == "healthy"
+    })
+    .await;
+
+    let before = s.log_text().len();
+    prom.stop();
+    wait_until(
+        "readyz to report the outage",
+        Duration::from_secs(30),
+        async || readyz(&s).await.contains("metrics: UNAVAILABLE"),
+    )
+    .await;
+    // Several ticks pass without metrics.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let r = &rollouts(&s).await[0];
+    assert_eq!(r["state"], "watching", "{r}");
+    assert_eq!(r["verdict"], "no_data", "{r}");
+    let log = s.log_text()[before..].to_string();
+    assert_eq!(
+        log.matches("No metrics for checkout v42").count(),
+        1,
+        "one warning, not one per tick:\n{log}"
+    );
+    assert!(log.contains("cannot reach Prometheus at"), "{log}");
+    assert!(readyz(&s)
+        .await
+        .contains("nothing is rolled back automatically"));
+
+    prom.restart();
+    wait_until("metrics to return", Duration::from_secs(60), async || {
+        readyz(&s).await.contains("metrics: ok")
+    })
+    .await;
+    wait_until(
+        "the recovery message",
+        Duration::from_secs(30),
+        async || s.log_text().contains("Metrics for checkout are back"),
+    )
+    .await;
+    assert!(s.terminate().success());
+    let list = text(&rollbot(&[
+        "audit",
+        "list",
+        "--data",
+        dir.path().join("data").to_str().unwrap(),
+    ]));
+    assert!(!list.contains("rollback"), "{list}");
+    drop(app);
+}
