@@ -985,3 +985,57 @@ async fn a_press_on_an_expired_prompt_says_so_and_acts_on_nothing() {
     assert_eq!(count(&audit, "promote", "succeeded"), 0, "{audit:?}");
     assert_eq!(count(&audit, "approve", "refused"), 1, "{audit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_summary_is_one_message_updated_in_place() {
+    let extra = r#"[metrics]
+source = "simulated"
+interval = "1s"
+scenarios = { checkout = "bad: errors 3× at 5%, 1% base" }
+
+[[roles.deployer]]
+members = ["api:ci"]
+
+[[api.clients]]
+name = "ci"
+token = "${SLACK_SIGNING_SECRET}"
+"#;
+    let r = rig_with("http", extra, fake_slack::BOT_TOKEN, &[]).await;
+    let start = chrono::Utc::now() - chrono::Duration::minutes(20);
+    let resp = r
+        .http
+        .post(r.server.url("/api/v1/rollouts"))
+        .bearer_auth(fake_slack::SIGNING_SECRET)
+        .json(
+            &json!({"service": "checkout", "from_revision": "v41", "to_revision": "v42",
+            "start_time": start.to_rfc3339()}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let summary = r
+        .fake
+        .wait_for(30, "the summary updated as the verdict changes", |f| {
+            f.messages(DEPLOYS)
+                .into_iter()
+                .find(|m| m.text.contains("Canary checkout v42") && !m.updates.is_empty())
+        })
+        .await;
+    let summaries = with_text(r.fake.messages(DEPLOYS), "Canary checkout");
+    assert_eq!(summaries.len(), 1, "one summary message per rollout");
+    assert!(summary.current_blocks().to_string().contains("rollout"));
+    eprintln!(
+        "slack summary: posted as {:?}, then {:?}",
+        summary.text.lines().next(),
+        summary
+            .updates
+            .iter()
+            .map(|u| u.0.lines().next().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    );
+    assert_ne!(
+        summary.text.lines().next(),
+        Some(summary.current_text().lines().next().unwrap_or_default())
+    );
+}
