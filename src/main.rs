@@ -148,6 +148,15 @@ enum CommandsCmd {
         #[arg(long)]
         guild: Vec<String>,
     },
+    /// The Slack app manifest (commands/slack-manifest.yaml).
+    SlackManifest {
+        /// The public HTTPS address Slack sends commands, buttons and events to.
+        #[arg(long, default_value = "https://rollbot.example.com")]
+        url: String,
+        /// Socket Mode: Slack needs no public URL; rollbot opens the socket.
+        #[arg(long)]
+        socket: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -240,9 +249,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let listen = c.server.listen.clone();
             let store = c.store.path.clone();
             let telemetry = std::sync::Arc::new(rollbot::telemetry::Telemetry::new());
+            let slack = rollbot::chat::slack::Slack::from_config(&c)?;
             // Every message is also logged (target rollbot::chat).
             let mut sinks: Vec<std::sync::Arc<dyn rollbot::chat::ChatSink>> =
                 vec![std::sync::Arc::new(rollbot::chat::log::LogSink::default())];
+            sinks.extend(slack.iter().map(|s| s.sink()));
             let mut discord = None;
             if let Some(d) = &c.chat.discord {
                 let rest = discord_rest(d, telemetry.clone())?;
@@ -261,7 +272,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 telemetry,
             )
             .await?;
-            rollbot::server::serve(rt.engine, rt.controller, &listen, discord).await?;
+            let mut adapters = rollbot::server::Adapters::default();
+            if let Some(s) = slack {
+                s.start(rt.engine.clone(), &mut adapters).await?;
+            }
+            rollbot::server::serve(rt.engine, rt.controller, &listen, adapters, discord).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo {
@@ -443,6 +458,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ),
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Commands {
+            command: CommandsCmd::SlackManifest { url, socket },
+        } => {
+            print!("{}", rollbot::chat::slack::manifest::manifest(&url, socket));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench {

@@ -8,6 +8,7 @@ pub mod console;
 pub mod discord;
 pub mod log;
 mod notifier;
+pub mod slack;
 
 pub use notifier::Notifier;
 

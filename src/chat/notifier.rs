@@ -129,6 +129,19 @@ impl Notifier {
         });
     }
 
+    /// Fire and forget, in `threads` where given (see [`Notifier::reply_or_post`]).
+    pub fn reply_or_post_detached(&self, threads: Vec<MessageRef>, alias: String, msg: Message) {
+        if threads.is_empty() {
+            return self.post_detached(alias, msg);
+        }
+        let me = self.clone();
+        self.detached.send_modify(|n| *n += 1);
+        tokio::spawn(async move {
+            me.reply_or_post(&threads, &alias, &msg).await;
+            me.detached.send_modify(|n| *n -= 1);
+        });
+    }
+
     /// Waits until every detached post has been sent (or given up).
     pub async fn settle(&self) {
         let mut rx = self.detached.subscribe();

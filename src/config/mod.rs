@@ -423,6 +423,57 @@ pub struct SlackConfig {
     /// App-level `xapp-` token, for Socket Mode.
     pub app_token: Option<EnvRef>,
     pub app_token_file: Option<PathBuf>,
+    /// How long a user group's member list (`usergroups.users.list`) is
+    /// trusted before it is asked again. A member removed from a group keeps
+    /// the group's roles at most this long.
+    #[serde(default = "default_usergroup_ttl")]
+    pub usergroup_cache_ttl: HumanDuration,
+    /// The least time between two messages rollbot sends to one channel;
+    /// Slack allows about one per second per channel. Messages wait in a
+    /// per-channel queue, none is dropped.
+    #[serde(default = "default_channel_interval")]
+    pub channel_interval: HumanDuration,
+    /// How many times a Web API call that failed with a 5xx or a dropped
+    /// connection is retried, with exponential backoff from 500 ms. A 429 is
+    /// always retried after its `Retry-After`.
+    #[serde(default = "default_slack_retries")]
+    pub retries: u32,
+}
+
+fn default_usergroup_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+fn default_channel_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+
+fn default_slack_retries() -> u32 {
+    4
+}
+
+impl SlackConfig {
+    pub fn signing_secret_source(&self) -> Result<Option<SecretSource>, String> {
+        SecretSource::from_pair(
+            "signing_secret",
+            self.signing_secret.as_ref(),
+            self.signing_secret_file.as_ref(),
+        )
+    }
+    pub fn bot_token_source(&self) -> Result<Option<SecretSource>, String> {
+        SecretSource::from_pair(
+            "bot_token",
+            self.bot_token.as_ref(),
+            self.bot_token_file.as_ref(),
+        )
+    }
+    pub fn app_token_source(&self) -> Result<Option<SecretSource>, String> {
+        SecretSource::from_pair(
+            "app_token",
+            self.app_token.as_ref(),
+            self.app_token_file.as_ref(),
+        )
+    }
 }
 
 fn default_slack_api() -> String {

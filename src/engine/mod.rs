@@ -603,9 +603,11 @@ impl Engine {
             )
             .field("Reason", req.reason.clone())
             .context(format!("correlation {corr}"));
-            self.announce(svc, warn, true);
+            self.announce(svc, warn, true, &[]);
         }
-        let announced = self.announce(svc, message.clone(), action == "rollback");
+        // An answered prompt's follow-up goes in the prompt's thread.
+        let thread = via_prompt.map(|p| p.messages.as_slice()).unwrap_or(&[]);
+        let announced = self.announce(svc, message.clone(), action == "rollback", thread);
         Ok(Outcome {
             status,
             message,
@@ -617,12 +619,19 @@ impl Engine {
     }
 
     /// Posts to the deploy channel (and the incident channel for rollbacks)
-    /// without waiting for chat.
-    fn announce(&self, svc: &ServiceConfig, msg: Message, incident: bool) -> bool {
+    /// without waiting for chat; in `thread` (a prompt's messages) where the
+    /// deploy channel has one.
+    fn announce(
+        &self,
+        svc: &ServiceConfig,
+        msg: Message,
+        incident: bool,
+        thread: &[crate::chat::MessageRef],
+    ) -> bool {
         let mut sent = false;
         if let Some(ch) = &svc.deploy_channel {
             self.notifier
-                .post_detached(ch.as_ref().clone(), msg.clone());
+                .reply_or_post_detached(thread.to_vec(), ch.as_ref().clone(), msg.clone());
             sent = true;
         }
         if incident {
@@ -763,6 +772,10 @@ impl Engine {
         }
         let now = self.clock.now();
         if now >= p.expires {
+            // Show it on the prompt itself, so nobody else presses a dead button.
+            self.notifier
+                .update(&p.messages, &p.expired_message())
+                .await;
             return self
                 .refuse(
                     req,
@@ -858,7 +871,7 @@ impl Engine {
                         "{} chose {}; nothing else is done.",
                         req.actor.display_name, choice.label
                     ));
-                self.announce(svc, m.clone(), false);
+                self.announce(svc, m.clone(), false, &p.messages);
                 Ok(Outcome {
                     status: Status::Succeeded,
                     message: m,

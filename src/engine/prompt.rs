@@ -125,6 +125,24 @@ impl Prompt {
     }
 }
 
+impl Prompt {
+    /// The prompt after its expiry: no buttons, and when it expired.
+    pub fn expired_message(&self) -> Message {
+        let mut m = self.message();
+        m.buttons.clear();
+        m.fields
+            .retain(|f| f.name != "Who can answer" && f.name != "Expires");
+        m.severity = Severity::Info;
+        m.field(
+            "Expired",
+            format!(
+                "{}; nothing was done. Ask again to decide.",
+                self.expires.format("%Y-%m-%d %H:%M UTC")
+            ),
+        )
+    }
+}
+
 /// Parses a button's action id: `prompt:ID:approve` or `prompt:ID:reject`.
 pub fn parse_action_id(action_id: &str) -> Option<(String, bool)> {
     let rest = action_id.strip_prefix("prompt:")?;

@@ -8,6 +8,8 @@
 //!   bearer-token authenticated, answered with the engine's outcome as JSON.
 //! - `POST /discord/interactions`: Discord's slash commands, buttons and
 //!   autocomplete, signature-verified (`discord.rs`).
+//! - Chat adapters mount their own endpoints (`/slack/commands`, …) and
+//!   readiness checks through [`Adapters`].
 
 mod api;
 pub mod discord;
@@ -23,12 +25,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A readiness check: the problems it sees now (empty when ready).
+pub type ReadinessCheck = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// What chat adapters add to the server: routes and readiness checks.
+#[derive(Default)]
+pub struct Adapters {
+    pub routes: Vec<Router>,
+    pub checks: Vec<ReadinessCheck>,
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
     /// Bearer token → API client name.
     pub api_tokens: Arc<Vec<(String, crate::config::SecretValue)>>,
     pub shutting_down: Arc<AtomicBool>,
+    pub checks: Arc<Vec<ReadinessCheck>>,
     pub controller: Option<Arc<crate::controller::Controller>>,
     /// Set when `[chat.discord]` is configured.
     pub discord: Option<Arc<discord::Interactions>>,
@@ -60,6 +73,13 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "store unavailable\n".to_string(),
+        );
+    }
+    let problems: Vec<String> = s.checks.iter().flat_map(|c| c()).collect();
+    if !problems.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready:\n{}\n", problems.join("\n")),
         );
     }
     let metrics = match &s.controller {
@@ -99,6 +119,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     controller: Option<Arc<crate::controller::Controller>>,
     listen: &str,
+    adapters: Adapters,
     discord: Option<Arc<discord::Interactions>>,
 ) -> anyhow::Result<()> {
     let mut tokens = Vec::new();
@@ -114,6 +135,7 @@ pub async fn serve(
         engine: engine.clone(),
         api_tokens: Arc::new(tokens),
         shutting_down: Arc::new(AtomicBool::new(false)),
+        checks: Arc::new(adapters.checks),
         controller: controller.clone(),
         discord,
     };
@@ -126,7 +148,11 @@ pub async fn serve(
     tracing::info!(address = %listener.local_addr()?, "rollbot serving");
     println!("rollbot listening on http://{}", listener.local_addr()?);
     let flag = state.shutting_down.clone();
-    axum::serve(listener, router(state))
+    let mut app = router(state);
+    for r in adapters.routes {
+        app = app.merge(r);
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             flag.store(true, Ordering::SeqCst);

@@ -545,8 +545,8 @@ async fn prompt_buttons_refuse_non_approvers_and_act_once_for_approvers() {
         .await;
     assert!(again.contains("Already answered"), "{again}");
     let promoted = fake
-        .wait_for("the promotion's announcement", |s| {
-            s.messages_in(DEPLOYS)
+        .wait_for("the promotion's announcement in the prompt's thread", |s| {
+            s.messages_under(DEPLOYS)
                 .into_iter()
                 .map(|m| embed_text(&m))
                 .find(|t| t.contains("Promoted payments"))
@@ -561,7 +561,7 @@ async fn prompt_buttons_refuse_non_approvers_and_act_once_for_approvers() {
         "{m}"
     );
     let promotions = fake.with(|s| {
-        s.messages_in(DEPLOYS)
+        s.messages_under(DEPLOYS)
             .iter()
             .filter(|m| embed_text(m).contains("Promoted payments"))
             .count()

@@ -11,3 +11,4 @@ mod demo;
 mod discord;
 mod replay;
 mod serve;
+mod slack;

@@ -107,6 +107,17 @@ impl FakeState {
         (1_300_000_000_000_000_000u64 + self.next_id).to_string()
     }
 
+    /// The messages of a channel and of the threads started in it.
+    pub fn messages_under(&self, channel: &str) -> Vec<Value> {
+        let mut all = self.messages_in(channel);
+        for (id, (parent, _)) in &self.channels {
+            if parent.as_deref() == Some(channel) {
+                all.extend(self.messages_in(id));
+            }
+        }
+        all
+    }
+
     /// The messages of a channel, oldest first.
     pub fn messages_in(&self, channel: &str) -> Vec<Value> {
         self.order

@@ -146,3 +146,4 @@ pub fn free_port_for(config: &Path) -> u16 {
         .parse()
         .unwrap()
 }
+pub mod fake_slack;

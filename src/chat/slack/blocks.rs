@@ -1,0 +1,154 @@
+//! The neutral message model as Block Kit: a header with the severity icon,
+//! the text as a section, fields as a section's two-column fields, buttons
+//! in an actions block (`action_id` and `value` both name the prompt and the
+//! choice stored server-side), and the context line (rollout, correlation
+//! id, audit entry). `text` carries a plain fallback for notifications.
+
+use crate::chat::{ButtonStyle, Message};
+use slack_morphism::prelude::*;
+
+/// Slack's limits: header 150 characters, section text 3,000, a field
+/// 2,000, 10 fields per section, 10 context elements, 25 buttons.
+const HEADER_MAX: usize = 150;
+const TEXT_MAX: usize = 3000;
+const FIELD_MAX: usize = 2000;
+
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max - 1).collect();
+    t.push('…');
+    t
+}
+
+/// Escapes the three characters Slack's mrkdwn treats as control.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn md(s: &str, max: usize) -> SlackBlockText {
+    SlackBlockMarkDownText::new(cut(&escape(s), max)).into()
+}
+
+/// The blocks and fallback text for a message.
+pub fn content(msg: &Message) -> SlackMessageContent {
+    let mut blocks: Vec<SlackBlock> = Vec::new();
+    let title = format!("{} {}", msg.severity.icon(), msg.title);
+    blocks.push(
+        SlackHeaderBlock::new(SlackBlockPlainText::new(cut(&title, HEADER_MAX)).into()).into(),
+    );
+    if !msg.text.trim().is_empty() {
+        blocks.push(
+            SlackSectionBlock::new()
+                .with_text(md(&msg.text, TEXT_MAX))
+                .into(),
+        );
+    }
+    for chunk in msg.fields.chunks(10) {
+        let fields = chunk
+            .iter()
+            .map(|f| {
+                SlackBlockMarkDownText::new(cut(
+                    &format!("*{}*\n{}", escape(&f.name), escape(&f.value)),
+                    FIELD_MAX,
+                ))
+                .into()
+            })
+            .collect();
+        blocks.push(SlackSectionBlock::new().with_fields(fields).into());
+    }
+    if !msg.buttons.is_empty() {
+        let elements = msg
+            .buttons
+            .iter()
+            .take(25)
+            .map(|b| {
+                let mut e = SlackBlockButtonElement::new(
+                    SlackBlockPlainText::new(cut(&b.label, 75)).into(),
+                )
+                .with_action_id(b.action_id.clone().into())
+                .with_value(b.action_id.clone());
+                match b.style {
+                    ButtonStyle::Primary => e = e.with_style(SlackBlockButtonStyle::Primary),
+                    ButtonStyle::Danger => e = e.with_style(SlackBlockButtonStyle::Danger),
+                    ButtonStyle::Default => {}
+                }
+                SlackActionBlockElement::Button(e)
+            })
+            .collect();
+        blocks.push(
+            SlackActionsBlock::new(elements)
+                .with_block_id("rollbot-choices".to_string().into())
+                .into(),
+        );
+    }
+    if !msg.context.is_empty() {
+        let elements = vec![SlackContextBlockElement::MarkDown(
+            SlackBlockMarkDownText::new(cut(&escape(&msg.context.join(" · ")), TEXT_MAX)),
+        )];
+        blocks.push(SlackContextBlock::new(elements).into());
+    }
+    SlackMessageContent::new()
+        .with_text(cut(
+            &format!("{} {}", msg.severity.icon(), msg.plain()),
+            3900,
+        ))
+        .with_blocks(blocks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::Severity;
+
+    #[test]
+    fn renders_header_fields_buttons_and_context() {
+        let m = Message::new(Severity::Warning, "Approve promotion of payments?")
+            .text("sam asks to promote <payments> & more")
+            .field("Requested by", "sam")
+            .button("Approve", "prompt:ab12:approve", ButtonStyle::Primary)
+            .button("Reject", "prompt:ab12:reject", ButtonStyle::Danger)
+            .context("prompt ab12")
+            .context("correlation c0ffee");
+        let v = serde_json::to_value(content(&m)).unwrap();
+        let blocks = v["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "header");
+        assert_eq!(blocks[0]["text"]["type"], "plain_text");
+        assert_eq!(blocks[1]["type"], "section");
+        assert_eq!(
+            blocks[1]["text"]["text"],
+            "sam asks to promote &lt;payments&gt; &amp; more"
+        );
+        assert_eq!(blocks[2]["fields"][0]["text"], "*Requested by*\nsam");
+        assert_eq!(blocks[3]["type"], "actions");
+        assert_eq!(blocks[3]["elements"][0]["action_id"], "prompt:ab12:approve");
+        assert_eq!(blocks[3]["elements"][0]["value"], "prompt:ab12:approve");
+        assert_eq!(blocks[3]["elements"][0]["style"], "primary");
+        assert_eq!(blocks[3]["elements"][1]["style"], "danger");
+        assert_eq!(blocks[4]["type"], "context");
+        assert_eq!(
+            blocks[4]["elements"][0]["text"],
+            "prompt ab12 · correlation c0ffee"
+        );
+        assert!(v["text"].as_str().unwrap().contains("Approve promotion"));
+    }
+
+    #[test]
+    fn long_titles_and_many_fields_stay_within_slack_limits() {
+        let mut m = Message::new(Severity::Info, "x".repeat(400));
+        for i in 0..23 {
+            m = m.field(format!("f{i}"), "v");
+        }
+        let v = serde_json::to_value(content(&m)).unwrap();
+        let blocks = v["blocks"].as_array().unwrap();
+        assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= 150);
+        let sections: Vec<_> = blocks.iter().filter(|b| b["fields"].is_array()).collect();
+        assert_eq!(sections.len(), 3);
+        assert!(sections
+            .iter()
+            .all(|s| s["fields"].as_array().unwrap().len() <= 10));
+    }
+}

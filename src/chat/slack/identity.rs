@@ -1,0 +1,76 @@
+//! Who is asking: the Slack user ID, and the user groups (`S…`) named in
+//! `[roles]` that the user belongs to, from `usergroups.users.list`, cached
+//! for `usergroup_cache_ttl`. Display names are only for messages.
+
+use super::api::SlackApi;
+use crate::config::Config;
+use crate::domain::{Actor, Platform};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Identities {
+    api: Arc<SlackApi>,
+    /// The user groups that hold a role; only these are looked up.
+    groups: Vec<String>,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, (Instant, HashSet<String>)>>,
+}
+
+impl Identities {
+    pub fn new(api: Arc<SlackApi>, config: &Config, ttl: Duration) -> Identities {
+        let mut groups: Vec<String> = config
+            .roles
+            .values()
+            .flatten()
+            .flat_map(|g| g.members.iter())
+            .filter_map(|m| m.as_ref().strip_prefix("slack-group:").map(str::to_string))
+            .collect();
+        groups.sort();
+        groups.dedup();
+        Identities {
+            api,
+            groups,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn members(&self, group: &str) -> Option<HashSet<String>> {
+        if let Some((at, m)) = self.cache.lock().unwrap().get(group) {
+            if at.elapsed() < self.ttl {
+                return Some(m.clone());
+            }
+        }
+        match self.api.usergroup_members(group).await {
+            Ok(users) => {
+                let set: HashSet<String> = users.into_iter().collect();
+                self.cache
+                    .lock()
+                    .unwrap()
+                    .insert(group.to_string(), (Instant::now(), set.clone()));
+                Some(set)
+            }
+            Err(e) => {
+                // Deny by default: a group that cannot be read grants nothing.
+                tracing::warn!(group, error = %e, "cannot read Slack user group; its roles are not granted");
+                None
+            }
+        }
+    }
+
+    /// The actor for a Slack user, with the role-holding groups it is in.
+    pub async fn actor(&self, user_id: &str, name: Option<&str>) -> Actor {
+        let mut groups = Vec::new();
+        for g in &self.groups {
+            if self.members(g).await.is_some_and(|m| m.contains(user_id)) {
+                groups.push(format!("slack-group:{g}"));
+            }
+        }
+        let display = name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or(user_id)
+            .to_string();
+        Actor::new(Platform::Slack, user_id, display).with_groups(groups)
+    }
+}

@@ -1,0 +1,1041 @@
+//! Slack end to end: `rollbot serve` against the fake Slack in
+//! tests/support/fake_slack.rs, over HTTP and Socket Mode.
+
+use crate::support::fake_slack::{self, FakeSlack, Posted};
+use crate::support::{rollbot, text, Server};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const DEPLOYS: &str = "C0DEPLOYS";
+const INCIDENTS: &str = "C0INCIDNT";
+const RESPONDER: &str = "U0RESP";
+const DEPLOYER: &str = "U0DEPLOY";
+const APPROVER: &str = "U0APPR";
+const OUTSIDER: &str = "U0NOBODY";
+
+const CONFIG: &str = r##"
+[server]
+listen = "127.0.0.1:{port}"
+
+[store]
+path = "{data}"
+
+[channels.deploys]
+slack = "C0DEPLOYS"
+
+[channels.incidents]
+slack = "C0INCIDNT"
+
+{extra_channels}
+
+[backends.sim]
+type = "simulated"
+latency = "1200ms"
+history = { checkout = ["v40", "v41", "v42"], payments = ["v7", "v8"] }
+
+[[services]]
+name = "checkout"
+backend = "sim"
+deploy_channel = "deploys"
+incident_channel = "incidents"
+
+[[services]]
+name = "payments"
+backend = "sim"
+deploy_channel = "deploys"
+critical = true
+
+[[roles.responder]]
+members = ["slack:U0RESP"]
+
+[[roles.deployer]]
+members = ["slack:U0DEPLOY", "slack:U0NOBODY"]
+
+[[roles.approver]]
+members = ["slack-group:S0APPROVERS"]
+
+[chat.slack]
+mode = "{mode}"
+api_url = "{api}"
+signing_secret = "${SLACK_SIGNING_SECRET}"
+bot_token = "${SLACK_BOT_TOKEN}"
+app_token = "${SLACK_APP_TOKEN}"
+channel_interval = "200ms"
+usergroup_cache_ttl = "1m"
+"##;
+
+struct Rig {
+    fake: FakeSlack,
+    server: Server,
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    http: reqwest::Client,
+}
+
+async fn rig_with(mode: &str, extra_channels: &str, bot_token: &str, not_member: &[&str]) -> Rig {
+    let fake = FakeSlack::start().await;
+    fake.add_channel(DEPLOYS, true);
+    fake.add_channel(INCIDENTS, true);
+    for c in not_member {
+        fake.add_channel(c, false);
+    }
+    fake.add_usergroup("S0APPROVERS", &[APPROVER, "U0OTHER"]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = CONFIG
+        .replace("{mode}", mode)
+        .replace("{api}", &fake.api_url())
+        .replace("{extra_channels}", extra_channels);
+    let path = dir.path().to_path_buf();
+    let token = bot_token.to_string();
+    let server = tokio::task::spawn_blocking(move || {
+        Server::start(
+            &path,
+            &config,
+            &[
+                ("SLACK_SIGNING_SECRET", fake_slack::SIGNING_SECRET),
+                ("SLACK_BOT_TOKEN", &token),
+                ("SLACK_APP_TOKEN", fake_slack::APP_TOKEN),
+                ("ROLLBOT_LOG", "warn"),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    Rig {
+        fake,
+        server,
+        _dir: dir,
+        data,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    }
+}
+
+async fn rig(mode: &str) -> Rig {
+    rig_with(mode, "", fake_slack::BOT_TOKEN, &[]).await
+}
+
+impl Rig {
+    /// POSTs a body signed like Slack; returns status, body and latency.
+    async fn signed(
+        &self,
+        path: &str,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, String, Duration) {
+        // A retry is a new delivery: Slack signs it again, at a later time.
+        let later = extra.iter().any(|(k, _)| *k == "x-slack-retry-num");
+        let ts = fake_slack::now() + i64::from(later);
+        let mut req = self
+            .http
+            .post(self.server.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", ts.to_string())
+            .header(
+                "x-slack-signature",
+                fake_slack::sign(fake_slack::SIGNING_SECRET, ts, body),
+            );
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let t0 = Instant::now();
+        let r = req.body(body.to_string()).send().await.unwrap();
+        let code = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (code, text, t0.elapsed())
+    }
+
+    async fn slash(
+        &self,
+        command: &str,
+        text: &str,
+        user: &str,
+        trigger: &str,
+    ) -> (u16, Value, Duration) {
+        let body = fake_slack::slash_body(
+            command,
+            text,
+            user,
+            DEPLOYS,
+            trigger,
+            &self.fake.response_url(trigger),
+        );
+        let (code, text, took) = self.signed("/slack/commands", &body, &[]).await;
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            took,
+        )
+    }
+
+    async fn press(
+        &self,
+        user: &str,
+        message: &Posted,
+        action_id: &str,
+        trigger: &str,
+        retry: Option<&str>,
+    ) -> u16 {
+        let payload = fake_slack::press_payload(
+            user,
+            DEPLOYS,
+            message,
+            action_id,
+            trigger,
+            &self.fake.response_url(trigger),
+        );
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+        let extra: Vec<(&str, &str)> = retry
+            .map(|n| {
+                vec![
+                    ("x-slack-retry-num", n),
+                    ("x-slack-retry-reason", "http_timeout"),
+                ]
+            })
+            .unwrap_or_default();
+        self.signed("/slack/interactions", &body, &extra).await.0
+    }
+
+    async fn readyz(&self) -> (u16, String) {
+        let r = self
+            .http
+            .get(self.server.url("/readyz"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn metrics(&self) -> String {
+        self.http
+            .get(self.server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server and reads the audit log: (action, outcome, actor id).
+    fn audit(self) -> Vec<(String, String, String)> {
+        let st = self.server.terminate();
+        assert!(st.success(), "rollbot serve exited with {st}");
+        let out = rollbot(&["audit", "export", "--data", self.data.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                let r = if v["record"].is_object() {
+                    &v["record"]
+                } else {
+                    &v
+                };
+                (
+                    r["action"].as_str().unwrap_or_default().to_string(),
+                    r["outcome"].as_str().unwrap_or_default().to_string(),
+                    r["actor"]["id"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn count(audit: &[(String, String, String)], action: &str, outcome: &str) -> usize {
+    audit
+        .iter()
+        .filter(|(a, o, _)| a == action && o == outcome)
+        .count()
+}
+
+fn with_text(msgs: Vec<Posted>, needle: &str) -> Vec<Posted> {
+    msgs.into_iter()
+        .filter(|m| m.current_text().contains(needle))
+        .collect()
+}
+
+fn prompt_of(fake: &FakeSlack) -> Option<Posted> {
+    fake.messages(DEPLOYS)
+        .into_iter()
+        .find(|m| m.buttons().iter().any(|b| b.ends_with(":approve")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slash_rollback_is_acknowledged_at_once_acts_once_and_is_announced_and_audited() {
+    let r = rig("http").await;
+    let (code, ack, took) = r
+        .slash(
+            "/rollback",
+            "checkout 5xx after deploy",
+            RESPONDER,
+            "trig-rb-1",
+        )
+        .await;
+    assert_eq!(code, 200);
+    eprintln!(
+        "slack slash command acknowledged in {} ms",
+        took.as_millis()
+    );
+    assert!(
+        took < Duration::from_millis(1000),
+        "acknowledged in {took:?}"
+    );
+    assert_eq!(ack["response_type"], "ephemeral");
+    assert!(
+        ack["text"]
+            .as_str()
+            .unwrap()
+            .contains("Rolling back checkout"),
+        "{ack}"
+    );
+
+    let acked = Instant::now();
+    // The backend takes 3 × 1.2 s: the result arrives after the acknowledgement.
+    let done = r
+        .fake
+        .wait_for(20, "the rollback in the deploy channel", |f| {
+            with_text(f.messages(DEPLOYS), "Rolled back checkout")
+                .into_iter()
+                .next()
+        })
+        .await;
+    let after = done.at.duration_since(acked);
+    eprintln!(
+        "slack rollback announced {} ms after the acknowledgement",
+        after.as_millis()
+    );
+    // Longer than Slack's 3-second deadline: only the acknowledgement waits for nothing.
+    assert!(after > Duration::from_secs(3), "{after:?}");
+    let blocks = done.current_blocks().to_string();
+    assert!(
+        blocks.contains("\"header\"") && blocks.contains("correlation"),
+        "{blocks}"
+    );
+    r.fake
+        .wait_for(10, "the rollback in the incident channel", |f| {
+            with_text(f.messages(INCIDENTS), "Rolled back checkout")
+                .into_iter()
+                .next()
+        })
+        .await;
+
+    // Slack retries the same command (same trigger_id, fresh signature): acknowledged, not acted on.
+    let body = fake_slack::slash_body(
+        "/rollback",
+        "checkout 5xx after deploy",
+        RESPONDER,
+        DEPLOYS,
+        "trig-rb-1",
+        &r.fake.response_url("trig-rb-1"),
+    );
+    let (code, _, _) = r
+        .signed("/slack/commands", &body, &[("x-slack-retry-num", "1")])
+        .await;
+    assert_eq!(code, 200);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        with_text(r.fake.messages(DEPLOYS), "Rolled back checkout").len(),
+        1
+    );
+    assert!(
+        r.fake.ephemerals(RESPONDER).is_empty(),
+        "a success is not private"
+    );
+    // Announced in the channel it was asked in: no second copy through response_url.
+    assert!(r.fake.responses("trig-rb-1").is_empty());
+
+    // Someone without the responder role is refused privately, naming the role.
+    let (_, ack, _) = r
+        .slash("/rollback", "checkout", OUTSIDER, "trig-rb-2")
+        .await;
+    assert!(ack["text"].as_str().unwrap().contains("Rolling back"));
+    let refusal = r
+        .fake
+        .wait_for(10, "an ephemeral refusal", |f| {
+            f.ephemerals(OUTSIDER).into_iter().next()
+        })
+        .await;
+    assert!(refusal.text.contains("responder"), "{}", refusal.text);
+    assert_eq!(refusal.channel, DEPLOYS);
+
+    let audit = r.audit();
+    assert_eq!(count(&audit, "rollback", "succeeded"), 1, "{audit:?}");
+    assert_eq!(count(&audit, "rollback", "refused"), 1, "{audit:?}");
+    assert!(audit
+        .iter()
+        .any(|(a, o, id)| a == "rollback" && o == "succeeded" && id == RESPONDER));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_wrongly_signed_stale_and_replayed_requests_get_401_and_change_nothing() {
+    let r = rig("http").await;
+    let body = fake_slack::slash_body(
+        "/rollback",
+        "checkout",
+        RESPONDER,
+        DEPLOYS,
+        "trig-bad",
+        &r.fake.response_url("x"),
+    );
+    let url = r.server.url("/slack/commands");
+    let post = |sig: Option<String>, ts: i64, path: &str, body: &str| {
+        let mut req = r.http.post(r.server.url(path)).body(body.to_string());
+        if let Some(s) = sig {
+            req = req
+                .header("x-slack-signature", s)
+                .header("x-slack-request-timestamp", ts.to_string());
+        }
+        req.send()
+    };
+    let now = fake_slack::now();
+    // Unsigned, on every endpoint.
+    for path in ["/slack/commands", "/slack/interactions", "/slack/events"] {
+        assert_eq!(
+            post(None, now, path, &body).await.unwrap().status(),
+            401,
+            "{path}"
+        );
+    }
+    // Signed with another secret.
+    let wrong = fake_slack::sign("not-the-signing-secret", now, &body);
+    assert_eq!(
+        post(Some(wrong), now, "/slack/commands", &body)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Correctly signed, 6 minutes old.
+    let old = now - 360;
+    let stale = fake_slack::sign(fake_slack::SIGNING_SECRET, old, &body);
+    assert_eq!(
+        post(Some(stale), old, "/slack/commands", &body)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Signed for another body.
+    let other = fake_slack::sign(fake_slack::SIGNING_SECRET, now, "text=other");
+    assert_eq!(
+        post(Some(other), now, "/slack/commands", &body)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // A good request, then the very same bytes again.
+    let challenge = json!({"token": "x", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P", "type": "url_verification"}).to_string();
+    let sig = fake_slack::sign(fake_slack::SIGNING_SECRET, now, &challenge);
+    let first = post(Some(sig.clone()), now, "/slack/events", &challenge)
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let v: Value = first.json().await.unwrap();
+    assert_eq!(
+        v["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    assert_eq!(
+        post(Some(sig), now, "/slack/events", &challenge)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let _ = url;
+
+    let metrics = r.metrics().await;
+    assert!(
+        metrics.contains("rollbot_signature_failures_total{platform=\"slack\"} 7"),
+        "{metrics}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let i = r.fake.inner.lock().unwrap();
+    assert!(i.messages.is_empty() && i.ephemerals.is_empty() && i.responses.is_empty());
+    assert!(i
+        .calls
+        .iter()
+        .all(|c| c.method == "auth.test" || c.method == "conversations.info"));
+    drop(i);
+    let audit = r.audit();
+    assert!(audit.is_empty(), "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_refuses_a_non_approver_and_acts_once_for_an_approver() {
+    let r = rig("http").await;
+    let (code, ack, _) = r
+        .slash(
+            "/promote",
+            "payments metrics look fine",
+            DEPLOYER,
+            "trig-pr-1",
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert!(ack["text"].as_str().unwrap().contains("Promoting payments"));
+    let prompt = r.fake.wait_for(10, "the prompt", prompt_of).await;
+    let approve = prompt
+        .buttons()
+        .into_iter()
+        .find(|b| b.ends_with(":approve"))
+        .unwrap();
+    assert!(approve.starts_with("prompt:"));
+
+    // A deployer (not an approver) presses Approve: refused privately, the prompt stays open.
+    assert_eq!(
+        r.press(OUTSIDER, &prompt, &approve, "trig-press-0", None)
+            .await,
+        200
+    );
+    let refusal = r
+        .fake
+        .wait_for(10, "the refusal", |f| {
+            f.ephemerals(OUTSIDER).into_iter().next()
+        })
+        .await;
+    assert!(refusal.text.contains("approver"), "{}", refusal.text);
+    let still = prompt_of(&r.fake).unwrap();
+    assert!(still.updates.is_empty() && still.buttons().len() == 2);
+
+    // A forged button acts on nothing.
+    assert_eq!(
+        r.press(
+            APPROVER,
+            &prompt,
+            "prompt:ffffffffffff:approve",
+            "trig-forged",
+            None
+        )
+        .await,
+        200
+    );
+    r.fake
+        .wait_for(10, "the forged press refused", |f| {
+            f.ephemerals(APPROVER)
+                .into_iter()
+                .find(|e| e.text.contains("Unknown prompt"))
+        })
+        .await;
+
+    // The approver (through the S0APPROVERS user group) presses twice, and Slack retries the first press.
+    let (a, b, c) = tokio::join!(
+        r.press(APPROVER, &prompt, &approve, "trig-press-1", None),
+        r.press(APPROVER, &prompt, &approve, "trig-press-2", None),
+        r.press(APPROVER, &prompt, &approve, "trig-press-1", Some("1")),
+    );
+    assert_eq!((a, b, c), (200, 200, 200));
+    let answered = r
+        .fake
+        .wait_for(15, "the prompt answered", |f| {
+            f.messages(DEPLOYS)
+                .into_iter()
+                .find(|m| m.ts == prompt.ts && !m.updates.is_empty())
+        })
+        .await;
+    assert!(answered.buttons().is_empty(), "buttons removed");
+    assert!(
+        answered.current_text().contains("Approve by u0appr"),
+        "{}",
+        answered.current_text()
+    );
+    let result = r
+        .fake
+        .wait_for(20, "the promotion in the prompt's thread", |f| {
+            with_text(f.messages(DEPLOYS), "Promoted payments")
+                .into_iter()
+                .next()
+        })
+        .await;
+    assert_eq!(result.thread_ts.as_deref(), Some(prompt.ts.as_str()));
+    r.fake
+        .wait_for(10, "already answered", |f| {
+            f.ephemerals(APPROVER)
+                .into_iter()
+                .find(|e| e.text.contains("Already answered"))
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = r
+        .fake
+        .messages(DEPLOYS)
+        .into_iter()
+        .find(|m| m.ts == prompt.ts)
+        .unwrap();
+    assert_eq!(now.updates.len(), 1, "the prompt is updated once");
+    assert_eq!(
+        with_text(r.fake.messages(DEPLOYS), "Promoted payments").len(),
+        1
+    );
+    // One refusal for the second press; the retry is dropped.
+    assert_eq!(
+        r.fake
+            .ephemerals(APPROVER)
+            .iter()
+            .filter(|e| e.text.contains("Already answered"))
+            .count(),
+        1
+    );
+    let audit = r.audit();
+    assert_eq!(count(&audit, "promote", "succeeded"), 1, "{audit:?}");
+    assert_eq!(count(&audit, "promote", "pending"), 1, "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mention_in_a_thread_acts_once_even_when_slack_retries_the_event() {
+    let r = rig("http").await;
+    let root = "1700000000.000001";
+    let ev = fake_slack::mention_event(
+        "Ev0MENTION1",
+        RESPONDER,
+        DEPLOYS,
+        "<@U0ROLLBOT> rollback checkout canary on fire",
+        "1700000000.000050",
+        Some(root),
+    )
+    .to_string();
+    // The thread root must exist in the fake for replies.
+    r.fake.inner.lock().unwrap().messages.push(Posted {
+        channel: DEPLOYS.into(),
+        ts: root.into(),
+        thread_ts: None,
+        text: "deploy of checkout v42".into(),
+        blocks: Value::Null,
+        user: None,
+        at: Instant::now(),
+        updates: vec![],
+    });
+    let (code, _, took) = r.signed("/slack/events", &ev, &[]).await;
+    assert_eq!(code, 200);
+    assert!(took < Duration::from_secs(1));
+    let (code, _, _) = r
+        .signed(
+            "/slack/events",
+            &ev,
+            &[
+                ("x-slack-retry-num", "1"),
+                ("x-slack-retry-reason", "http_timeout"),
+            ],
+        )
+        .await;
+    assert_eq!(code, 200);
+    let reply = r
+        .fake
+        .wait_for(20, "the answer in the thread", |f| {
+            f.messages(DEPLOYS).into_iter().find(|m| {
+                m.thread_ts.as_deref() == Some(root)
+                    && m.current_text().contains("Rolled back checkout")
+            })
+        })
+        .await;
+    assert!(reply.current_text().contains("Rolled back"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let audit = r.audit();
+    assert_eq!(count(&audit, "rollback", "succeeded"), 1, "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_delays_a_message_but_does_not_lose_it() {
+    let r = rig("http").await;
+    r.fake.rate_limit_next(2, 1);
+    let (code, _, took) = r
+        .slash("/rollback", "checkout", RESPONDER, "trig-429")
+        .await;
+    assert_eq!(code, 200);
+    assert!(took < Duration::from_secs(1));
+    let deploy = r
+        .fake
+        .wait_for(25, "the rollback despite 429s", |f| {
+            with_text(f.messages(DEPLOYS), "Rolled back checkout")
+                .into_iter()
+                .next()
+        })
+        .await;
+    r.fake
+        .wait_for(10, "the incident channel too", |f| {
+            with_text(f.messages(INCIDENTS), "Rolled back checkout")
+                .into_iter()
+                .next()
+        })
+        .await;
+    let posts = r.fake.calls("chat.postMessage");
+    let limited: Vec<_> = posts.iter().filter(|c| c.status == 429).collect();
+    assert_eq!(limited.len(), 2, "{posts:?}");
+    let waited = deploy.at.duration_since(limited[0].at);
+    eprintln!(
+        "slack 429 with Retry-After 1: delivered {} ms after the first 429",
+        waited.as_millis()
+    );
+    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+
+    // Two 500s in a row: retried with backoff, the private answer still arrives.
+    r.fake.inner.lock().unwrap().server_errors = 2;
+    r.slash("/rollbot", "status checkout", RESPONDER, "trig-500")
+        .await;
+    let status = r
+        .fake
+        .wait_for(15, "the status despite 500s", |f| {
+            f.ephemerals(RESPONDER).into_iter().next()
+        })
+        .await;
+    assert!(status.text.contains("checkout"), "{}", status.text);
+    let failed = r
+        .fake
+        .inner
+        .lock()
+        .unwrap()
+        .calls
+        .iter()
+        .filter(|c| c.status == 500)
+        .count();
+    assert_eq!(failed, 2);
+    let audit = r.audit();
+    assert_eq!(count(&audit, "rollback", "succeeded"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_errors_are_reported_at_start_up_and_in_readyz() {
+    let extra =
+        "[channels.missing]\nslack = \"C0MISSING\"\n\n[channels.outside]\nslack = \"C0OUTSIDE\"\n";
+    let r = rig_with("http", extra, fake_slack::BOT_TOKEN, &["C0OUTSIDE"]).await;
+    let (code, body) = r.readyz().await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("C0MISSING") && body.contains("channel_not_found"),
+        "{body}"
+    );
+    assert!(body.contains("[channels.missing]"), "{body}");
+    assert!(
+        body.contains("C0OUTSIDE") && body.contains("not_in_channel"),
+        "{body}"
+    );
+    assert!(body.contains("/invite @rollbot"), "{body}");
+    drop(r);
+
+    // A wrong bot token.
+    let r = rig_with("http", "", "xoxb-wrong", &[]).await;
+    let (code, body) = r.readyz().await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("invalid_auth") && body.contains("bot_token"),
+        "{body}"
+    );
+    drop(r);
+
+    // All good.
+    let r = rig("http").await;
+    let (code, body) = r.readyz().await;
+    assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_the_bot_was_removed_from_shows_in_readyz() {
+    let r = rig("http").await;
+    // Take the bot out of the incident channel: the rollback's incident post
+    // fails with not_in_channel, and /readyz says so.
+    r.fake.add_channel(INCIDENTS, false);
+    r.slash("/rollback", "checkout", RESPONDER, "trig-nic")
+        .await;
+    r.fake
+        .wait_for(20, "the deploy post", |f| {
+            with_text(f.messages(DEPLOYS), "Rolled back")
+                .into_iter()
+                .next()
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = r.readyz().await;
+        if code == 503 && body.contains("not_in_channel") && body.contains(INCIDENTS) {
+            assert!(body.contains("/invite @rollbot"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{code} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn envelope(id: &str, kind: &str, payload: Value) -> Value {
+    json!({"envelope_id": id, "type": kind, "payload": payload,
+        "accepts_response_payload": kind == "slash_commands", "retry_attempt": 0, "retry_reason": ""})
+}
+
+fn slash_payload(fake: &FakeSlack, command: &str, text: &str, user: &str, trigger: &str) -> Value {
+    let form = fake_slack::slash_body(
+        command,
+        text,
+        user,
+        DEPLOYS,
+        trigger,
+        &fake.response_url(trigger),
+    );
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&form).unwrap();
+    Value::Object(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_runs_the_same_flows_and_reconnects() {
+    let r = rig("socket").await;
+    let f = r.fake.clone();
+    f.wait_for(10, "the socket", |f| (f.connections() == 1).then_some(()))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.readyz().await.0 != 200 {
+        assert!(Instant::now() < deadline, "{:?}", r.readyz().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A slash command: acknowledged at once with the ephemeral answer as payload.
+    let sent = Instant::now();
+    f.socket_send(&envelope(
+        "env-1",
+        "slash_commands",
+        slash_payload(&f, "/rollback", "checkout bad canary", RESPONDER, "strig-1"),
+    ));
+    let (ack, at) = f.ack("env-1").await;
+    let took = at.duration_since(sent);
+    eprintln!(
+        "slack socket mode envelope acknowledged in {} ms",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(
+        ack["payload"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Rolling back checkout"),
+        "{ack}"
+    );
+    f.wait_for(20, "the rollback", |f| {
+        with_text(f.messages(DEPLOYS), "Rolled back checkout")
+            .into_iter()
+            .next()
+    })
+    .await;
+
+    // A mention asks for a promotion of a critical service; Slack redelivers the event.
+    let root = f.messages(DEPLOYS)[0].ts.clone();
+    let ev = fake_slack::mention_event(
+        "Ev0SOCKET2",
+        DEPLOYER,
+        DEPLOYS,
+        "<@U0ROLLBOT> promote payments looks good",
+        "1700000001.000001",
+        Some(&root),
+    );
+    f.socket_send(&envelope("env-2", "events_api", ev.clone()));
+    f.ack("env-2").await;
+    let mut again = envelope("env-2b", "events_api", ev);
+    again["retry_attempt"] = json!(1);
+    again["retry_reason"] = json!("timeout");
+    f.socket_send(&again);
+    f.ack("env-2b").await;
+    let prompt = f.wait_for(10, "the prompt", prompt_of).await;
+    f.wait_for(10, "the answer in the mention's thread", |f| {
+        f.messages(DEPLOYS).into_iter().find(|m| {
+            m.thread_ts.as_deref() == Some(root.as_str())
+                && m.current_text().contains("Waiting for approval")
+        })
+    })
+    .await;
+
+    // Slack refreshes the connection.
+    f.socket_disconnect();
+    f.wait_for(10, "a reconnect after disconnect", |f| {
+        (f.connections() == 2).then_some(())
+    })
+    .await;
+
+    // The approver presses Approve over the new socket.
+    let approve = prompt
+        .buttons()
+        .into_iter()
+        .find(|b| b.ends_with(":approve"))
+        .unwrap();
+    let payload = fake_slack::press_payload(
+        APPROVER,
+        DEPLOYS,
+        &prompt,
+        &approve,
+        "strig-3",
+        &f.response_url("strig-3"),
+    );
+    f.socket_send(&envelope("env-3", "interactive", payload.clone()));
+    f.ack("env-3").await;
+    // The same envelope delivered twice (no ack seen by Slack): acts once.
+    f.socket_send(&envelope("env-3", "interactive", payload));
+    f.wait_for(20, "the promotion in the prompt's thread", |f| {
+        with_text(f.messages(DEPLOYS), "Promoted payments")
+            .into_iter()
+            .find(|m| m.thread_ts.as_deref() == Some(prompt.ts.as_str()))
+    })
+    .await;
+
+    // The socket drops without a goodbye: rollbot reconnects with backoff.
+    f.socket_drop();
+    f.wait_for(15, "a reconnect after a dropped socket", |f| {
+        (f.connections() == 3).then_some(())
+    })
+    .await;
+    f.socket_send(&envelope(
+        "env-4",
+        "slash_commands",
+        slash_payload(&f, "/rollbot", "status checkout", RESPONDER, "strig-4"),
+    ));
+    let (ack, _) = f.ack("env-4").await;
+    assert!(
+        ack["payload"]["text"].as_str().unwrap().contains("Looking"),
+        "{ack}"
+    );
+    f.wait_for(10, "the private status", |f| {
+        f.ephemerals(RESPONDER)
+            .into_iter()
+            .find(|e| e.text.contains("checkout"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(with_text(f.messages(DEPLOYS), "Promoted payments").len(), 1);
+    assert_eq!(
+        f.messages(DEPLOYS)
+            .iter()
+            .filter(|m| !m.buttons().is_empty() || m.ts == prompt.ts)
+            .count(),
+        1,
+        "one prompt"
+    );
+    let audit = r.audit();
+    assert_eq!(count(&audit, "rollback", "succeeded"), 1, "{audit:?}");
+    assert_eq!(count(&audit, "promote", "pending"), 1, "{audit:?}");
+    assert_eq!(count(&audit, "promote", "succeeded"), 1, "{audit:?}");
+}
+
+#[test]
+fn the_checked_in_slack_manifest_is_generated_by_rollbot() {
+    let out = rollbot(&[
+        "commands",
+        "slack-manifest",
+        "--url",
+        "https://rollbot.example.com",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/commands/slack-manifest.yaml");
+    let checked_in = std::fs::read_to_string(path).unwrap();
+    assert!(
+        generated == checked_in,
+        "commands/slack-manifest.yaml is stale; regenerate it with\n  cargo run -- commands slack-manifest --url https://rollbot.example.com > commands/slack-manifest.yaml"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_press_on_an_expired_prompt_says_so_and_acts_on_nothing() {
+    let r = rig_with(
+        "http",
+        "[engine]\nprompt_ttl = \"3s\"\n",
+        fake_slack::BOT_TOKEN,
+        &[],
+    )
+    .await;
+    r.slash("/promote", "payments", DEPLOYER, "trig-exp-1")
+        .await;
+    let prompt = r.fake.wait_for(10, "the prompt", prompt_of).await;
+    let approve = prompt
+        .buttons()
+        .into_iter()
+        .find(|b| b.ends_with(":approve"))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        r.press(APPROVER, &prompt, &approve, "trig-exp-2", None)
+            .await,
+        200
+    );
+    let refusal = r
+        .fake
+        .wait_for(10, "the expiry refusal", |f| {
+            f.ephemerals(APPROVER).into_iter().next()
+        })
+        .await;
+    assert!(refusal.text.contains("expired"), "{}", refusal.text);
+    let updated = r
+        .fake
+        .wait_for(10, "the prompt marked expired", |f| {
+            f.messages(DEPLOYS)
+                .into_iter()
+                .find(|m| m.ts == prompt.ts && !m.updates.is_empty())
+        })
+        .await;
+    assert!(updated.buttons().is_empty());
+    assert!(
+        updated.current_text().contains("Expired"),
+        "{}",
+        updated.current_text()
+    );
+    let audit = r.audit();
+    assert_eq!(count(&audit, "promote", "succeeded"), 0, "{audit:?}");
+    assert_eq!(count(&audit, "approve", "refused"), 1, "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_summary_is_one_message_updated_in_place() {
+    let extra = r#"[metrics]
+source = "simulated"
+interval = "1s"
+scenarios = { checkout = "bad: errors 3× at 5%, 1% base" }
+
+[[roles.deployer]]
+members = ["api:ci"]
+
+[[api.clients]]
+name = "ci"
+token = "${SLACK_SIGNING_SECRET}"
+"#;
+    let r = rig_with("http", extra, fake_slack::BOT_TOKEN, &[]).await;
+    let start = chrono::Utc::now() - chrono::Duration::minutes(20);
+    let resp = r
+        .http
+        .post(r.server.url("/api/v1/rollouts"))
+        .bearer_auth(fake_slack::SIGNING_SECRET)
+        .json(
+            &json!({"service": "checkout", "from_revision": "v41", "to_revision": "v42",
+            "start_time": start.to_rfc3339()}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let summary = r
+        .fake
+        .wait_for(30, "the summary updated as the verdict changes", |f| {
+            f.messages(DEPLOYS)
+                .into_iter()
+                .find(|m| m.text.contains("Canary checkout v42") && !m.updates.is_empty())
+        })
+        .await;
+    let summaries = with_text(r.fake.messages(DEPLOYS), "Canary checkout");
+    assert_eq!(summaries.len(), 1, "one summary message per rollout");
+    assert!(summary.current_blocks().to_string().contains("rollout"));
+    eprintln!(
+        "slack summary: posted as {:?}, then {:?}",
+        summary.text.lines().next(),
+        summary
+            .updates
+            .iter()
+            .map(|u| u.0.lines().next().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    );
+    assert_ne!(
+        summary.text.lines().next(),
+        Some(summary.current_text().lines().next().unwrap_or_default())
+    );
+}

@@ -1,0 +1,675 @@
+//! A fake Slack that speaks the real wire format, for end-to-end tests.
+//!
+//! - Web API under `/api/METHOD` (GET query or POST JSON / form, token in
+//!   `Authorization: Bearer` or `token`): `auth.test`, `conversations.info`,
+//!   `chat.postMessage`, `chat.update`, `chat.postEphemeral`,
+//!   `usergroups.users.list`, `apps.connections.open`. It checks the token
+//!   (bot token for everything but `apps.connections.open`, which takes the
+//!   app-level token) and answers like Slack: HTTP 200 with
+//!   `{"ok": false, "error": "invalid_auth" | "channel_not_found" |
+//!   "not_in_channel" | …}`, and 429 with `Retry-After` when told to.
+//! - `response_url` endpoints under `/response/ID`.
+//! - A Socket Mode WebSocket: `hello` on connect, envelopes pushed by the
+//!   test, acknowledgements recorded, `disconnect` and dropped sockets.
+//! - Helpers that sign requests the way Slack does (v0 HMAC-SHA256).
+
+#![allow(dead_code)]
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use axum::{Json, Router};
+use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+pub const BOT_TOKEN: &str = "xoxb-1111-2222-fakebottoken";
+pub const APP_TOKEN: &str = "xapp-1-A0ROLLBOT-3333-fakeapptoken";
+pub const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+pub const BOT_USER: &str = "U0ROLLBOT";
+pub const TEAM: &str = "T0FAKE";
+
+/// A message as Slack stores it.
+#[derive(Clone, Debug)]
+pub struct Posted {
+    pub channel: String,
+    pub ts: String,
+    pub thread_ts: Option<String>,
+    pub text: String,
+    pub blocks: Value,
+    /// For ephemerals: who sees it.
+    pub user: Option<String>,
+    pub at: Instant,
+    /// Every `chat.update`, oldest first (text, blocks).
+    pub updates: Vec<(String, Value)>,
+}
+
+impl Posted {
+    /// The current blocks (after the last update).
+    pub fn current_blocks(&self) -> &Value {
+        self.updates.last().map(|u| &u.1).unwrap_or(&self.blocks)
+    }
+    pub fn current_text(&self) -> &str {
+        self.updates
+            .last()
+            .map(|u| u.0.as_str())
+            .unwrap_or(&self.text)
+    }
+    /// Action ids of the buttons it shows now.
+    pub fn buttons(&self) -> Vec<String> {
+        self.current_blocks()
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["type"] == "actions")
+            .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["action_id"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub method: String,
+    pub at: Instant,
+    pub status: u16,
+    pub error: Option<String>,
+}
+
+enum WsCmd {
+    Send(String),
+    Drop,
+}
+
+#[derive(Default)]
+pub struct Inner {
+    /// Channel ID → is the bot a member.
+    pub channels: HashMap<String, bool>,
+    pub usergroups: HashMap<String, Vec<String>>,
+    pub messages: Vec<Posted>,
+    pub ephemerals: Vec<Posted>,
+    pub responses: Vec<(String, Value)>,
+    pub calls: Vec<Call>,
+    /// The next N `chat.postMessage` calls answer 429.
+    pub rate_limit: u32,
+    pub retry_after: u64,
+    /// The next N calls of any method answer 500.
+    pub server_errors: u32,
+    next_ts: u64,
+    socket: Option<mpsc::UnboundedSender<WsCmd>>,
+    pub connections: u32,
+    pub acks: Vec<(Value, Instant)>,
+}
+
+#[derive(Clone)]
+pub struct FakeSlack {
+    pub port: u16,
+    pub ws_port: u16,
+    pub inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeSlack {
+    /// Starts on 127.0.0.1 (call from a multi-threaded tokio runtime).
+    pub async fn start() -> FakeSlack {
+        let inner = Arc::new(Mutex::new(Inner {
+            retry_after: 1,
+            next_ts: 1_700_000_000_000_100,
+            ..Inner::default()
+        }));
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = FakeSlack {
+            port: http.local_addr().unwrap().port(),
+            ws_port: ws.local_addr().unwrap().port(),
+            inner: inner.clone(),
+        };
+        let app = Router::new()
+            .route("/api/{method}", any(web_api))
+            .route("/response/{id}", post(response_url))
+            .with_state(fake.clone());
+        tokio::spawn(async move { axum::serve(http, app).await.unwrap() });
+        let f = fake.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = ws.accept().await {
+                let f = f.clone();
+                tokio::spawn(async move { f.socket_session(stream).await });
+            }
+        });
+        fake
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/", self.port)
+    }
+
+    pub fn response_url(&self, id: &str) -> String {
+        format!("http://127.0.0.1:{}/response/{id}", self.port)
+    }
+
+    pub fn add_channel(&self, id: &str, member: bool) {
+        self.inner
+            .lock()
+            .unwrap()
+            .channels
+            .insert(id.into(), member);
+    }
+
+    pub fn add_usergroup(&self, id: &str, users: &[&str]) {
+        self.inner
+            .lock()
+            .unwrap()
+            .usergroups
+            .insert(id.into(), users.iter().map(|u| u.to_string()).collect());
+    }
+
+    pub fn rate_limit_next(&self, n: u32, retry_after: u64) {
+        let mut i = self.inner.lock().unwrap();
+        i.rate_limit = n;
+        i.retry_after = retry_after;
+    }
+
+    pub fn messages(&self, channel: &str) -> Vec<Posted> {
+        let i = self.inner.lock().unwrap();
+        i.messages
+            .iter()
+            .filter(|m| m.channel == channel)
+            .cloned()
+            .collect()
+    }
+
+    pub fn ephemerals(&self, user: &str) -> Vec<Posted> {
+        let i = self.inner.lock().unwrap();
+        i.ephemerals
+            .iter()
+            .filter(|m| m.user.as_deref() == Some(user))
+            .cloned()
+            .collect()
+    }
+
+    pub fn responses(&self, id: &str) -> Vec<Value> {
+        let i = self.inner.lock().unwrap();
+        i.responses
+            .iter()
+            .filter(|(r, _)| r == id)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn calls(&self, method: &str) -> Vec<Call> {
+        let i = self.inner.lock().unwrap();
+        i.calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+
+    pub fn connections(&self) -> u32 {
+        self.inner.lock().unwrap().connections
+    }
+
+    /// Waits until `f` holds, or panics with `what` after `secs`.
+    pub async fn wait_for<T>(
+        &self,
+        secs: u64,
+        what: &str,
+        f: impl Fn(&FakeSlack) -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f(self) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let i = self.inner.lock().unwrap();
+                let calls: Vec<String> = i
+                    .calls
+                    .iter()
+                    .map(|c| format!("{} {} {:?}", c.method, c.status, c.error))
+                    .collect();
+                let msgs: Vec<String> = i
+                    .messages
+                    .iter()
+                    .map(|m| format!("{} {:?}: {}", m.channel, m.thread_ts, m.current_text()))
+                    .collect();
+                let eph: Vec<String> = i
+                    .ephemerals
+                    .iter()
+                    .map(|m| format!("{} {:?}: {}", m.channel, m.user, m.text))
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}\ncalls: {calls:#?}\nmessages: {msgs:#?}\nephemerals: {eph:#?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // ---- Socket Mode ----
+
+    async fn socket_session(&self, stream: tokio::net::TcpStream) {
+        let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
+        let (mut tx, mut rx) = ws.split();
+        let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
+        {
+            let mut i = self.inner.lock().unwrap();
+            i.connections += 1;
+            i.socket = Some(cmd_tx);
+        }
+        let hello = json!({"type": "hello", "num_connections": 1,
+            "debug_info": {"host": "applink-fake", "approximate_connection_time": 3600},
+            "connection_info": {"app_id": "A0ROLLBOT"}});
+        if tx
+            .send(Frame::Text(hello.to_string().into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            tokio::select! {
+                cmd = cmd_rx.recv() => match cmd {
+                    Some(WsCmd::Send(t)) => { if tx.send(Frame::Text(t.into())).await.is_err() { return; } }
+                    // Drop the TCP connection without a close frame.
+                    Some(WsCmd::Drop) | None => return,
+                },
+                frame = rx.next() => match frame {
+                    Some(Ok(Frame::Text(t))) => {
+                        if let Ok(v) = serde_json::from_str::<Value>(&t) {
+                            self.inner.lock().unwrap().acks.push((v, Instant::now()));
+                        }
+                    }
+                    Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => return,
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Sends an envelope on the open socket.
+    pub fn socket_send(&self, envelope: &Value) {
+        let i = self.inner.lock().unwrap();
+        i.socket
+            .as_ref()
+            .expect("a socket is open")
+            .send(WsCmd::Send(envelope.to_string()))
+            .expect("socket alive");
+    }
+
+    /// Slack's `disconnect` envelope (a connection refresh).
+    pub fn socket_disconnect(&self) {
+        self.socket_send(&json!({"type": "disconnect", "reason": "refresh_requested",
+            "debug_info": {"host": "applink-fake"}}));
+    }
+
+    /// Drops the socket without a close frame.
+    pub fn socket_drop(&self) {
+        let i = self.inner.lock().unwrap();
+        if let Some(s) = &i.socket {
+            let _ = s.send(WsCmd::Drop);
+        }
+    }
+
+    /// The acknowledgement of an envelope, waiting up to 5 s.
+    pub async fn ack(&self, envelope_id: &str) -> (Value, Instant) {
+        self.wait_for(5, &format!("ack of {envelope_id}"), |f| {
+            f.inner
+                .lock()
+                .unwrap()
+                .acks
+                .iter()
+                .find(|(v, _)| v["envelope_id"] == envelope_id)
+                .cloned()
+        })
+        .await
+    }
+
+    fn ts(&self) -> String {
+        let mut i = self.inner.lock().unwrap();
+        i.next_ts += 100;
+        let n = i.next_ts;
+        format!("{}.{:06}", n / 1_000_000, n % 1_000_000)
+    }
+}
+
+fn ok(v: Value) -> Response {
+    let mut v = v;
+    v["ok"] = json!(true);
+    Json(v).into_response()
+}
+
+fn fail(error: &str) -> Response {
+    Json(json!({"ok": false, "error": error})).into_response()
+}
+
+fn args(query: Option<String>, headers: &HeaderMap, body: &[u8]) -> HashMap<String, Value> {
+    let mut a = HashMap::new();
+    if let Some(q) = query {
+        for (k, v) in serde_urlencoded::from_str::<Vec<(String, String)>>(&q).unwrap_or_default() {
+            a.insert(k, Value::String(v));
+        }
+    }
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if ct.starts_with("application/json") {
+        if let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(body) {
+            a.extend(o);
+        }
+    } else if !body.is_empty() {
+        for (k, v) in
+            serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).unwrap_or_default()
+        {
+            // Form posts carry blocks as a JSON string.
+            let v = if k == "blocks" {
+                serde_json::from_str(&v).unwrap_or(Value::String(v))
+            } else {
+                Value::String(v)
+            };
+            a.insert(k, v);
+        }
+    }
+    a
+}
+
+fn s(a: &HashMap<String, Value>, k: &str) -> Option<String> {
+    a.get(k).and_then(|v| v.as_str()).map(str::to_string)
+}
+
+async fn web_api(
+    State(f): State<FakeSlack>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let a = args(query, &headers, &body);
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .or_else(|| s(&a, "token"));
+    let r = answer(&f, &method, token.as_deref(), &a);
+    let status = r.status().as_u16();
+    f.inner.lock().unwrap().calls.push(Call {
+        method: method.clone(),
+        at: Instant::now(),
+        status,
+        error: None,
+    });
+    r
+}
+
+fn answer(
+    f: &FakeSlack,
+    method: &str,
+    token: Option<&str>,
+    a: &HashMap<String, Value>,
+) -> Response {
+    let wanted = if method == "apps.connections.open" {
+        APP_TOKEN
+    } else {
+        BOT_TOKEN
+    };
+    match token {
+        None => return fail("not_authed"),
+        Some(t) if t == wanted => {}
+        Some(t) if t == BOT_TOKEN || t == APP_TOKEN => return fail("not_allowed_token_type"),
+        Some(_) => return fail("invalid_auth"),
+    }
+    {
+        let mut i = f.inner.lock().unwrap();
+        if i.server_errors > 0 {
+            i.server_errors -= 1;
+            return (StatusCode::INTERNAL_SERVER_ERROR, "upstream error").into_response();
+        }
+    }
+    let channel_check = |ch: &Option<String>| -> Result<String, &'static str> {
+        let Some(ch) = ch.clone() else {
+            return Err("channel_not_found");
+        };
+        match f.inner.lock().unwrap().channels.get(&ch) {
+            None => Err("channel_not_found"),
+            Some(false) => Err("not_in_channel"),
+            Some(true) => Ok(ch),
+        }
+    };
+    match method {
+        "auth.test" => ok(json!({"url": "https://fake.slack.test/", "team": "Fake",
+            "user": "rollbot", "team_id": TEAM, "user_id": BOT_USER, "bot_id": "B0ROLLBOT"})),
+        "conversations.info" => {
+            let ch = s(a, "channel").unwrap_or_default();
+            match f.inner.lock().unwrap().channels.get(&ch) {
+                None => fail("channel_not_found"),
+                Some(member) => ok(json!({"channel": {"id": ch, "name": ch.to_lowercase(),
+                    "is_channel": true, "created": 1_600_000_000, "is_member": member,
+                    "is_archived": false, "is_private": false}})),
+            }
+        }
+        "chat.postMessage" => {
+            {
+                let mut i = f.inner.lock().unwrap();
+                if i.rate_limit > 0 {
+                    i.rate_limit -= 1;
+                    let ra = i.retry_after.to_string();
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", ra)],
+                        Json(json!({"ok": false, "error": "ratelimited"})),
+                    )
+                        .into_response();
+                }
+            }
+            let ch = match channel_check(&s(a, "channel")) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let text = s(a, "text").unwrap_or_default();
+            let blocks = a.get("blocks").cloned().unwrap_or(Value::Null);
+            if text.is_empty() && blocks.is_null() {
+                return fail("no_text");
+            }
+            let thread_ts = s(a, "thread_ts");
+            if let Some(t) = &thread_ts {
+                let known = f
+                    .inner
+                    .lock()
+                    .unwrap()
+                    .messages
+                    .iter()
+                    .any(|m| &m.ts == t && m.channel == ch);
+                if !known {
+                    return fail("thread_not_found");
+                }
+            }
+            let ts = f.ts();
+            f.inner.lock().unwrap().messages.push(Posted {
+                channel: ch.clone(),
+                ts: ts.clone(),
+                thread_ts: thread_ts.clone(),
+                text: text.clone(),
+                blocks: blocks.clone(),
+                user: None,
+                at: Instant::now(),
+                updates: vec![],
+            });
+            let mut message = json!({"type": "message", "text": text, "ts": ts,
+                "user": BOT_USER, "bot_id": "B0ROLLBOT", "blocks": blocks});
+            if let Some(t) = thread_ts {
+                message["thread_ts"] = json!(t);
+            }
+            ok(json!({"channel": ch, "ts": ts, "message": message}))
+        }
+        "chat.update" => {
+            let ch = match channel_check(&s(a, "channel")) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let ts = s(a, "ts").unwrap_or_default();
+            let text = s(a, "text").unwrap_or_default();
+            let blocks = a.get("blocks").cloned().unwrap_or(Value::Null);
+            let mut i = f.inner.lock().unwrap();
+            let Some(m) = i
+                .messages
+                .iter_mut()
+                .find(|m| m.ts == ts && m.channel == ch)
+            else {
+                return fail("message_not_found");
+            };
+            m.updates.push((text.clone(), blocks.clone()));
+            let thread_ts = m.thread_ts.clone();
+            let mut r = json!({"channel": ch, "ts": ts, "text": text,
+                "message": {"text": text, "blocks": blocks}});
+            if let Some(t) = thread_ts {
+                r["thread_ts"] = json!(t);
+            }
+            ok(r)
+        }
+        "chat.postEphemeral" => {
+            let ch = match channel_check(&s(a, "channel")) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            let Some(user) = s(a, "user") else {
+                return fail("user_not_in_channel");
+            };
+            let ts = f.ts();
+            f.inner.lock().unwrap().ephemerals.push(Posted {
+                channel: ch,
+                ts: ts.clone(),
+                thread_ts: s(a, "thread_ts"),
+                text: s(a, "text").unwrap_or_default(),
+                blocks: a.get("blocks").cloned().unwrap_or(Value::Null),
+                user: Some(user),
+                at: Instant::now(),
+                updates: vec![],
+            });
+            ok(json!({"message_ts": ts}))
+        }
+        "usergroups.users.list" => {
+            let g = s(a, "usergroup").unwrap_or_default();
+            match f.inner.lock().unwrap().usergroups.get(&g) {
+                Some(users) => ok(json!({"users": users})),
+                None => fail("no_such_subteam"),
+            }
+        }
+        "apps.connections.open" => {
+            ok(json!({"url": format!("ws://127.0.0.1:{}/link/?ticket=fake", f.ws_port)}))
+        }
+        _ => fail("unknown_method"),
+    }
+}
+
+async fn response_url(State(f): State<FakeSlack>, Path(id): Path<String>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => {
+            f.inner.lock().unwrap().responses.push((id, v));
+            (StatusCode::OK, "ok").into_response()
+        }
+        Err(_) => (StatusCode::BAD_REQUEST, "invalid_payload").into_response(),
+    }
+}
+
+// ---- Signing, as Slack does ----
+
+pub fn sign(secret: &str, ts: i64, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A slash command's form body.
+pub fn slash_body(
+    command: &str,
+    text: &str,
+    user: &str,
+    channel: &str,
+    trigger: &str,
+    response_url: &str,
+) -> String {
+    serde_urlencoded::to_string([
+        ("token", "deprecated-verification-token"),
+        ("team_id", TEAM),
+        ("team_domain", "fake"),
+        ("channel_id", channel),
+        ("channel_name", "deploys"),
+        ("user_id", user),
+        ("user_name", &user.to_lowercase()),
+        ("command", command),
+        ("text", text),
+        ("api_app_id", "A0ROLLBOT"),
+        ("is_enterprise_install", "false"),
+        ("response_url", response_url),
+        ("trigger_id", trigger),
+    ])
+    .unwrap()
+}
+
+/// A `block_actions` payload for pressing `action_id` on a message.
+pub fn press_payload(
+    user: &str,
+    channel: &str,
+    message: &Posted,
+    action_id: &str,
+    trigger: &str,
+    response_url: &str,
+) -> Value {
+    let mut msg = json!({"type": "message", "ts": message.ts, "text": message.current_text(),
+        "user": BOT_USER, "bot_id": "B0ROLLBOT", "blocks": message.current_blocks()});
+    if let Some(t) = &message.thread_ts {
+        msg["thread_ts"] = json!(t);
+    }
+    json!({
+        "type": "block_actions",
+        "team": {"id": TEAM, "domain": "fake"},
+        "user": {"id": user, "username": user.to_lowercase(), "name": user.to_lowercase(), "team_id": TEAM},
+        "api_app_id": "A0ROLLBOT",
+        "token": "deprecated-verification-token",
+        "container": {"type": "message", "message_ts": message.ts, "channel_id": channel, "is_ephemeral": false},
+        "trigger_id": trigger,
+        "channel": {"id": channel, "name": "deploys"},
+        "message": msg,
+        "response_url": response_url,
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "rollbot-choices",
+            "text": {"type": "plain_text", "text": "Approve", "emoji": true},
+            "value": action_id, "action_ts": "1700000000.000100"}]
+    })
+}
+
+/// An `app_mention` event callback.
+pub fn mention_event(
+    event_id: &str,
+    user: &str,
+    channel: &str,
+    text: &str,
+    ts: &str,
+    thread_ts: Option<&str>,
+) -> Value {
+    let mut event = json!({"type": "app_mention", "user": user, "text": text, "ts": ts,
+        "channel": channel, "event_ts": ts});
+    if let Some(t) = thread_ts {
+        event["thread_ts"] = json!(t);
+    }
+    json!({"token": "deprecated", "team_id": TEAM, "api_app_id": "A0ROLLBOT",
+        "event": event, "type": "event_callback", "event_id": event_id,
+        "event_time": 1_700_000_000, "authed_users": [BOT_USER]})
+}
