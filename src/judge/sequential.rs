@@ -43,8 +43,7 @@ use std::collections::VecDeque;
 
 use super::policy::{JudgePolicy, Signal};
 use super::stats::{
-    count_above, count_mixture_log_e, histogram_quantile, same_bound, BaselineDispersion,
-    CountSums, PairSums,
+    count_above, histogram_quantile, same_bound, BaselineDispersion, CountSums, PairSums,
 };
 use super::{
     fmt_duration, fmt_pct, fmt_ratio, fmt_secs, thousands, EffectKind, Evaluation, Judge,
@@ -265,10 +264,11 @@ impl CountSignal {
         min_dispersion: f64,
     ) {
         let p_var = self.dispersion.variance_rate(baseline.0, baseline.1);
+        let p_scale = self.dispersion.running_rate(p_var);
         let phi2_b = self.dispersion.phi2();
         let phi2_c = phi2_b.max(min_dispersion * min_dispersion);
         self.tests.push(t, origin, |s| {
-            s.push(canary, baseline, p_var, phi2_c + phi2_b)
+            s.push(canary, baseline, (p_var, p_scale), phi2_c + phi2_b)
         });
         self.dispersion.push(baseline.0, baseline.1);
     }
@@ -1085,15 +1085,14 @@ fn push_ratio_reason(
 /// evidence to reach the threshold (None when there is no sign of harm or it
 /// would take far longer than a rollout).
 fn more_needed(s: &CountSums, tau: f64, log_thr: f64, per_tick: f64) -> Option<u64> {
-    let (excess, var) = s.excess_and_variance(tau);
-    if s.n < 2 || excess <= 0.0 || s.log_e_worse(tau) >= log_thr {
+    if s.n < 2 || s.log_e_worse(tau) >= log_thr || s.mean_a() <= tau * s.mean_b() {
         return None;
     }
-    // At a fixed effect both sums grow in proportion to the ticks.
+    // At a fixed effect every sum grows in proportion to the ticks.
     let mut k = 1.0f64;
     while k < 400.0 {
         k *= 1.25;
-        if count_mixture_log_e(excess * k, var * k, s.scale()) >= log_thr {
+        if s.log_e_worse_projected(tau, k) >= log_thr {
             return Some(((k - 1.0) * s.n as f64 * per_tick).round() as u64);
         }
     }

@@ -486,16 +486,20 @@ impl PairSums {
     }
 }
 
-/// Effects mixed by the count test, as λ times the standard deviation of
-/// the test's first tick: from 8 (a jump far beyond the noise, decided in a
-/// tick or two) to 0.125 (a shift an eighth of one tick's noise, decided
-/// over a rollout). Scaling by the first tick keeps the mixture short (its
-/// cost is ln 7 ≈ 1.9 nats), whatever a service's traffic.
+/// Effects mixed by the count test, in standard deviations of one tick's
+/// null count: from 8 (a jump far beyond the noise, decided in a tick or
+/// two) to 0.125 (an eighth of a tick's noise, decided over a rollout). Each
+/// tick's λ is the effect over its own standard deviation, so the mixture
+/// stays short (its cost is ln 7 ≈ 1.9 nats) whatever a service's traffic,
+/// and a tick with far more variance (an external fault) weighs no more
+/// than any other.
 pub const COUNT_EFFECTS: [f64; 7] = [8.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.125];
 
 /// Largest per-event λ (a 7.4× rate): beyond it, one event would count for
 /// more than a rate ratio the judge ever needs to prove.
 pub const COUNT_LAMBDA_MAX: f64 = 2.0;
+
+const K: usize = COUNT_EFFECTS.len();
 
 /// ψ(λ) = e^λ − 1 − λ: the cumulant of a centred Poisson count per unit of
 /// its mean, and Bennett's bound per unit of variance for any count made of
@@ -504,98 +508,95 @@ pub fn bennett_psi(lambda: f64) -> f64 {
     lambda.exp_m1() - lambda
 }
 
-/// The λ of each mixture term for a test whose first tick had null variance
-/// `scale`.
-pub fn count_lambdas(scale: f64) -> [f64; COUNT_EFFECTS.len()] {
-    let sd = scale.max(1e-12).sqrt();
+/// The λ of each mixture term for a tick whose null variance is `var`.
+pub fn count_lambdas(var: f64) -> [f64; K] {
+    let sd = var.max(1e-12).sqrt();
     COUNT_EFFECTS.map(|u| (u / sd).min(COUNT_LAMBDA_MAX))
 }
 
-/// ln of the count test's e-value: the equal-weight mixture over
-/// `count_lambdas(scale)` of exp(λ·s − ψ(λ)·w), where s = Σ(events − null
-/// mean) and w = Σ null variance. Each term is a test supermartingale when
-/// every tick's excess has cumulant at most ψ(λ)·variance (exact for
-/// Poisson), so Ville's inequality bounds the chance it ever reaches 1/α by
-/// α. It is non-decreasing in s and non-increasing in w.
-pub fn count_mixture_log_e(s: f64, w: f64, scale: f64) -> f64 {
-    let lambdas = count_lambdas(scale);
-    mixture_log_e(s, w, &lambdas, &lambdas.map(bennett_psi))
-}
-
-fn mixture_log_e(s: f64, w: f64, lambdas: &[f64], psis: &[f64]) -> f64 {
-    let w = w.max(0.0);
-    let mut logs = [0.0; COUNT_EFFECTS.len()];
-    let mut m = f64::NEG_INFINITY;
-    for ((l, &lambda), &psi) in logs.iter_mut().zip(lambdas).zip(psis) {
-        *l = lambda * s - psi * w;
-        m = m.max(*l);
-    }
+/// ln of the equal-weight mixture of e^term over the mixture's terms.
+pub fn log_mean_exp(terms: &[f64]) -> f64 {
+    let m = terms.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     if !m.is_finite() {
         return m;
     }
     // Terms e^-40 below the largest cannot move the sum (and underflow slowly).
-    let sum: f64 = logs
+    let sum: f64 = terms
         .iter()
         .filter(|&&l| l - m > -40.0)
         .map(|l| (l - m).exp())
         .sum();
-    m + (sum / logs.len() as f64).ln()
+    m + (sum / terms.len() as f64).ln()
 }
 
 /// Running sums of a count signal (events out of requests: 5xx, or requests
 /// slower than a bound) for testing "canary rate ≤ τ × baseline rate" against
 /// a null variance that never looks at the canary's events.
 ///
-/// Per tick, with p̂ = baseline events / baseline requests in the same tick
+/// Per tick i, with p̂ = baseline events / baseline requests in the same tick
 /// and p̃ ≥ p̂ a rate for the variance (see `push`), the null expects
-/// μ = τ·p̂·n_c canary events with variance
-/// V = τ·p̃·n_c + τ²·n_c²·p̃/n_b + d·(τ·p̃·n_c)²
+/// μ_i = τ·p̂·n_c canary events with variance
+/// V_i = τ·p̃·n_c + τ²·n_c²·p̃/n_b + d·(τ·p̃·n_c)²
 /// (the canary's Poisson noise, the baseline's own Poisson noise in p̂, and
 /// per-window over-dispersion of both tracks, d = φ_canary² + φ_baseline²).
-/// Everything is linear in τ and τ², so any τ is tested from five sums.
+/// Term k of the e-value is Π_i exp(λ_ik(e_i − μ_i) − ψ(λ_ik)V_i), with
+/// λ_ik = COUNT_EFFECTS[k]/√V̂_i (capped), V̂_i being V_i at τ = 1 from
+/// the baseline's running rate before this tick and the tick's requests:
+/// fixed before the tick's events are seen (a λ that rose when this tick's
+/// baseline dipped would favour exactly the ticks where the canary looks
+/// worse by chance). Each factor is a test supermartingale
+/// step when the tick's excess has cumulant at most ψ(λ)V_i (exact for
+/// Poisson), so Ville's inequality bounds the chance the mixture ever
+/// reaches 1/α by α; and every term grows with every tick's canary events.
+/// μ_i and V_i are linear in τ and τ², so any τ is tested from four sums per
+/// term.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CountSums {
     pub n: u64,
-    /// Σ canary events.
+    /// Per term: Σλe_c, Σλ·p̂n_c, Σψ·p̃n_c, Σψ·(n_c²p̃/n_b + d(p̃n_c)²).
+    le: [f64; K],
+    lb: [f64; K],
+    pa1: [f64; K],
+    pa2: [f64; K],
     events: f64,
     /// Σ p̂·n_c: the canary events expected at τ = 1.
     expected: f64,
-    /// Σ p̃·n_c.
-    var1: f64,
-    /// Σ n_c²·p̃/n_b + d·(p̃·n_c)².
-    var2: f64,
     canary_requests: f64,
     baseline_events: f64,
     baseline_requests: f64,
-    /// The first tick's null variance at τ = 1: the scale of the mixture,
-    /// fixed before any canary event is seen.
-    scale: f64,
-    /// The mixture's λ and ψ(λ) for that scale.
-    lambdas: [f64; COUNT_EFFECTS.len()],
-    psis: [f64; COUNT_EFFECTS.len()],
 }
 
 impl CountSums {
     /// Adds one tick. `p_var` must not be below the baseline's rate this
-    /// tick and must not depend on the canary's events; `disp2` is the
-    /// relative over-dispersion variance assumed for the tick.
-    pub fn push(&mut self, canary: (u64, u64), baseline: (u64, u64), p_var: f64, disp2: f64) {
+    /// tick, `p_scale` is the baseline's rate known before this tick (it
+    /// sets the tick's λ), and neither may depend on the canary's events;
+    /// `disp2` is the relative over-dispersion variance assumed for the tick.
+    pub fn push(
+        &mut self,
+        canary: (u64, u64),
+        baseline: (u64, u64),
+        (p_var, p_scale): (f64, f64),
+        disp2: f64,
+    ) {
         let (e_c, n_c) = (canary.0 as f64, canary.1 as f64);
         let (e_b, n_b) = (baseline.0 as f64, baseline.1 as f64);
         if n_c <= 0.0 || n_b <= 0.0 {
             return;
         }
-        let v2 = n_c * n_c * p_var / n_b + disp2 * (n_c * p_var).powi(2);
-        if self.n == 0 {
-            self.scale = n_c * p_var + v2;
-            self.lambdas = count_lambdas(self.scale);
-            self.psis = self.lambdas.map(bennett_psi);
+        let b = n_c * e_b / n_b;
+        let a1 = n_c * p_var;
+        let a2 = n_c * n_c * p_var / n_b + disp2 * (n_c * p_var).powi(2);
+        let v_scale = n_c * p_scale + n_c * n_c * p_scale / n_b + disp2 * (n_c * p_scale).powi(2);
+        for (k, lambda) in count_lambdas(v_scale).into_iter().enumerate() {
+            let psi = bennett_psi(lambda);
+            self.le[k] += lambda * e_c;
+            self.lb[k] += lambda * b;
+            self.pa1[k] += psi * a1;
+            self.pa2[k] += psi * a2;
         }
         self.n += 1;
         self.events += e_c;
-        self.expected += n_c * e_b / n_b;
-        self.var1 += n_c * p_var;
-        self.var2 += v2;
+        self.expected += b;
         self.canary_requests += n_c;
         self.baseline_events += e_b;
         self.baseline_requests += n_b;
@@ -619,31 +620,34 @@ impl CountSums {
         }
     }
 
-    /// Σ(events − μ) and ΣV at ratio τ.
-    pub fn excess_and_variance(&self, tau: f64) -> (f64, f64) {
-        (
-            self.events - tau * self.expected,
-            tau * self.var1 + tau * tau * self.var2,
-        )
+    /// The mixture's terms at ratio τ, `scale` times over (to project the
+    /// same per-tick evidence forward); `sign` 1 tests "worse than τ", −1
+    /// "better than τ".
+    fn terms(&self, tau: f64, sign: f64, scale: f64) -> [f64; K] {
+        std::array::from_fn(|k| {
+            scale
+                * (sign * (self.le[k] - tau * self.lb[k])
+                    - tau * self.pa1[k]
+                    - tau * tau * self.pa2[k])
+        })
     }
 
     /// ln of the e-value against "canary rate ≤ τ × baseline rate".
     pub fn log_e_worse(&self, tau: f64) -> f64 {
-        let (s, w) = self.excess_and_variance(tau);
-        mixture_log_e(s, w, &self.lambdas, &self.psis)
+        log_mean_exp(&self.terms(tau, 1.0, 1.0))
     }
 
     /// ln of the e-value against "canary rate ≥ τ × baseline rate" (the same
     /// mixture on the other side; a count's lower tail is lighter than
     /// Poisson's upper one, so ψ bounds it too).
     pub fn log_e_better(&self, tau: f64) -> f64 {
-        let (s, w) = self.excess_and_variance(tau);
-        mixture_log_e(-s, w, &self.lambdas, &self.psis)
+        log_mean_exp(&self.terms(tau, -1.0, 1.0))
     }
 
-    /// The scale of the mixture (see `count_lambdas`).
-    pub fn scale(&self) -> f64 {
-        self.scale
+    /// ln of the e-value against τ if the ticks so far were seen `factor`
+    /// times over (for "about this much more data would settle it").
+    pub fn log_e_worse_projected(&self, tau: f64, factor: f64) -> f64 {
+        log_mean_exp(&self.terms(tau, 1.0, factor))
     }
 
     /// Anytime-valid bounds for the ratio of rates, each holding with
@@ -662,7 +666,7 @@ impl CountSums {
         let lo = if self.log_e_worse(0.0) < log_threshold {
             0.0
         } else {
-            // At the estimate the excess is 0, so the test does not reject.
+            // At the estimate no term is positive, so the test does not reject.
             let (mut a, mut b) = (0.0, est);
             // Display precision: a millionth of the estimate.
             for _ in 0..20 {
@@ -677,15 +681,11 @@ impl CountSums {
         };
         let first_root = |thr: f64| -> f64 {
             let mut hi = f64::INFINITY;
-            for (&lambda, &psi) in self.lambdas.iter().zip(&self.psis) {
-                // λ(τB − E) − ψ(τA1 + τ²A2) ≥ thr, a quadratic a2τ² + a1τ + a0 ≥ 0
-                // with a2 < 0: it holds between its roots, which are both
-                // above `est` (where the left side is negative) or both < 0.
-                let (a2, a1, a0) = (
-                    -psi * self.var2,
-                    lambda * self.expected - psi * self.var1,
-                    -(lambda * self.events + thr),
-                );
+            for k in 0..K {
+                // Term k ≥ thr: a2τ² + a1τ + a0 ≥ 0 with a2 ≤ 0; it holds
+                // between its roots, which are both above `est` (where the
+                // term is negative) or both below 0.
+                let (a2, a1, a0) = (-self.pa2[k], self.lb[k] - self.pa1[k], -(self.le[k] + thr));
                 let root = if a2 < 0.0 {
                     let disc = a1 * a1 - 4.0 * a2 * a0;
                     if disc < 0.0 {
@@ -697,8 +697,6 @@ impl CountSums {
                 } else {
                     continue;
                 };
-                // Roots below the estimate come in pairs below 0 (no
-                // rejection at any ratio); they are not ends.
                 if root >= est {
                     hi = hi.min(root);
                 }
@@ -707,7 +705,7 @@ impl CountSums {
         };
         let (mut a, mut b) = (
             first_root(log_threshold),
-            first_root(log_threshold + (COUNT_EFFECTS.len() as f64).ln()),
+            first_root(log_threshold + (K as f64).ln()),
         );
         if b.is_finite() {
             for _ in 0..20 {
@@ -774,6 +772,16 @@ impl BaselineDispersion {
         let own = if n > 0.0 { e / n } else { 0.0 };
         let running = (self.ew_events + e + 1.0) / (self.ew_requests + n).max(1.0);
         own.max(running).min(1.0)
+    }
+
+    /// The baseline's running rate before this tick, with one pseudo-event
+    /// (`fallback` before any tick): sets the scale of the next tick's λ.
+    pub fn running_rate(&self, fallback: f64) -> f64 {
+        if self.ew_requests > 0.0 {
+            ((self.ew_events + 1.0) / self.ew_requests).min(1.0)
+        } else {
+            fallback
+        }
     }
 
     /// Adds the baseline's counts for one tick (after the tick was judged).
@@ -1101,18 +1109,31 @@ mod tests {
     }
 
     #[test]
-    fn count_mixture_is_monotone_and_scaled_by_the_first_tick() {
-        // More excess never lowers it; more variance never raises it.
-        let mut prev = f64::NEG_INFINITY;
-        for s in [-5.0, 0.0, 1.0, 3.0, 10.0, 100.0] {
-            let l = count_mixture_log_e(s, 20.0, 4.0);
-            assert!(l >= prev);
-            prev = l;
+    fn count_test_is_monotone_in_canary_events_and_scaled_per_tick() {
+        // More canary events on any tick never lower the evidence, at any τ.
+        let ticks = [(3u64, 10u64), (5, 12), (0, 8), (9, 11)];
+        let run = |bump: usize, extra: u64| {
+            let mut s = CountSums::default();
+            for (i, &(e_c, e_b)) in ticks.iter().enumerate() {
+                let e_c = e_c + if i == bump { extra } else { 0 };
+                s.push((e_c, 1000), (e_b, 2000), (0.006, 0.005), 0.14);
+            }
+            s
+        };
+        for bump in 0..ticks.len() {
+            for tau in [0.5, 1.0, 1.05, 2.0] {
+                let mut prev = f64::NEG_INFINITY;
+                for extra in 0..20 {
+                    let l = run(bump, extra).log_e_worse(tau);
+                    assert!(l >= prev, "tick {bump}, τ {tau}, +{extra}");
+                    prev = l;
+                }
+            }
         }
-        assert!(count_mixture_log_e(10.0, 30.0, 4.0) <= count_mixture_log_e(10.0, 20.0, 4.0));
         // With no excess every term is ≤ 0, so the e-value is at most 1.
-        assert!(count_mixture_log_e(0.0, 5.0, 4.0) <= 0.0);
-        // λ = effect / √scale, capped at 2: scale 4 → 4, 2, 1, 0.5, ….
+        let s = run(0, 0);
+        assert!(s.log_e_worse(s.events / s.expected) <= 0.0);
+        // λ = effect / √V, capped at 2: V = 4 → 2, 2, 1, 0.5, ….
         let l = count_lambdas(4.0);
         assert_eq!(l[0], COUNT_LAMBDA_MAX);
         assert!(close(l[3], 0.5, 1e-12) && close(l[6], 0.0625, 1e-12));
@@ -1153,8 +1174,9 @@ mod tests {
             let (c, b) = null_tick(rng, sigma_c, sigma_b);
             let c = (c.0 + (extra * c.1 as f64 * 0.001).round() as u64, c.1);
             let p_var = disp.variance_rate(b.0, b.1);
+            let p_scale = disp.running_rate(p_var);
             let phi2 = disp.phi2();
-            sums.push(c, b, p_var, phi2.max(0.09) + phi2);
+            sums.push(c, b, (p_var, p_scale), phi2.max(0.09) + phi2);
             disp.push(b.0, b.1);
             if sums.log_e_worse(tau) >= log_thr {
                 return Some(k);
@@ -1240,7 +1262,8 @@ mod tests {
             let (c, b) = null_tick(&mut rng, 0.1, 0.1);
             let c = (c.0 * 3, c.1); // a 3× canary
             if k >= 30 {
-                s.push(c, b, disp.variance_rate(b.0, b.1), 0.09 + disp.phi2());
+                let p_var = disp.variance_rate(b.0, b.1);
+                s.push(c, b, (p_var, disp.running_rate(p_var)), 0.09 + disp.phi2());
             }
             disp.push(b.0, b.1);
         }
@@ -1260,7 +1283,7 @@ mod tests {
         let mut s = CountSums::default();
         for k in 0..60u64 {
             // About one canary error expected per tick; 0, 1, 2 seen in turn.
-            s.push((k % 3, 1000), (100, 100_000), 0.0011, 0.14);
+            s.push((k % 3, 1000), (100, 100_000), (0.0011, 0.001), 0.14);
         }
         let est = s.mean_a() / s.mean_b();
         let (lo, hi) = s.ratio_interval(200f64.ln());

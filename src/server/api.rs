@@ -30,7 +30,20 @@ fn same(a: &str, b: &str) -> bool {
         == 0
 }
 
-pub(super) fn client(state: &AppState, headers: &HeaderMap) -> Option<String> {
+/// The API client a request's bearer token belongs to, or the 401 answer.
+pub(super) fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<String, (StatusCode, Json<Value>)> {
+    client(state, headers).ok_or_else(|| {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "missing or unknown bearer token; send Authorization: Bearer <token of an [[api.clients]] entry>"})),
+        )
+    })
+}
+
+fn client(state: &AppState, headers: &HeaderMap) -> Option<String> {
     let token = headers
         .get("authorization")?
         .to_str()
@@ -48,13 +61,9 @@ pub async fn action(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, Json<Value>) {
-    let Some(name) = client(&state, &headers) else {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(
-                json!({"error": "missing or unknown bearer token; send Authorization: Bearer <token of an [[api.clients]] entry>"}),
-            ),
-        );
+    let name = match authenticate(&state, &headers) {
+        Ok(n) => n,
+        Err(refusal) => return refusal,
     };
     let body: ActionBody = match serde_json::from_slice(&body) {
         Ok(b) => b,

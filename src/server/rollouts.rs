@@ -6,7 +6,7 @@
 //! (`strategy` defaults to canary, `start_time` to now). The client needs the
 //! deployer role on the service.
 
-use super::api::client;
+use super::api::authenticate;
 use super::AppState;
 use crate::controller::Rollout;
 use crate::domain::{Actor, Platform};
@@ -44,13 +44,9 @@ pub async fn announce(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> (StatusCode, Json<Value>) {
-    let Some(name) = client(&state, &headers) else {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(
-                json!({"error": "missing or unknown bearer token; send Authorization: Bearer <token of an [[api.clients]] entry>"}),
-            ),
-        );
+    let name = match authenticate(&state, &headers) {
+        Ok(n) => n,
+        Err(refusal) => return refusal,
     };
     let Some(controller) = &state.controller else {
         return (
@@ -143,11 +139,8 @@ pub async fn announce(
 }
 
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
-    if client(&state, &headers).is_none() {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "missing or unknown bearer token"})),
-        );
+    if let Err(refusal) = authenticate(&state, &headers) {
+        return refusal;
     }
     match &state.controller {
         None => (StatusCode::OK, Json(json!({"rollouts": []}))),
