@@ -287,6 +287,11 @@ pub struct ServiceConfig {
     /// Kubernetes namespace (or other grouping) for `$namespace` in queries.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// After a rollback, automatic promotion of this service is held this
+    /// long (people can still promote), so automation does not push a fix
+    /// out before anyone has looked.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: HumanDuration,
     /// After a rollback, how long the error rate must stay within the
     /// baseline's range before the incident is marked Resolved.
     #[serde(default = "default_resolve_after")]
@@ -303,6 +308,10 @@ pub struct ServiceConfig {
     /// The canary judge's policy for this service.
     #[serde(default)]
     pub judge: crate::judge::JudgePolicy,
+}
+
+fn default_cooldown() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 60))
 }
 
 fn default_resolve_after() -> HumanDuration {

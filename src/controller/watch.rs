@@ -35,6 +35,8 @@ pub struct RolloutWatch {
     /// When the canary last moved to a new step (seconds since the start).
     step_started: f64,
     incident: Option<super::incident::Incident>,
+    /// The cooldown notice was posted for this rollout.
+    cooldown_noted: bool,
 }
 
 /// "12m40s" since the rollout started.
@@ -65,6 +67,7 @@ impl RolloutWatch {
             borderline_approved: false,
             step_started: 0.0,
             incident: None,
+            cooldown_noted: false,
         }
     }
 
@@ -169,7 +172,8 @@ impl RolloutWatch {
             return false;
         };
         if *choice == p.approve.label {
-            self.borderline_approved = true;
+            // Approving a borderline canary means "do not ask again unless it fails".
+            self.borderline_approved |= p.approve.action == Some(Action::Resume);
             self.state = WatchState::Watching;
             return false;
         }
@@ -375,6 +379,30 @@ impl RolloutWatch {
     }
 
     async fn on_promote(&mut self, engine: &Engine, eval: &Evaluation) {
+        if let Some(until) = engine.cooldown_until(&self.service) {
+            if !self.cooldown_noted {
+                self.cooldown_noted = true;
+                let m = crate::chat::Message::new(crate::chat::Severity::Info, format!("Automatic promotion of {} is held", self.service))
+                    .text(format!(
+                        "{} was rolled back recently, so rollbot will not promote it by itself until {} (cooldown). Promote by hand with `/promote {}` if you are sure.",
+                        self.service,
+                        until.format("%H:%M UTC"),
+                        self.service
+                    ))
+                    .context(format!("rollout {}", self.id));
+                if let Some(ch) = engine
+                    .config
+                    .service(&self.service)
+                    .and_then(|s| s.deploy_channel.as_ref())
+                {
+                    engine
+                        .notifier
+                        .reply_or_post(&self.summary, ch.as_ref(), &m)
+                        .await;
+                }
+            }
+            return;
+        }
         let step = format!("promote@{}", eval.t as u64);
         let o = engine
             .execute(self.request(
@@ -387,6 +415,13 @@ impl RolloutWatch {
             ))
             .await;
         self.step_started = eval.t;
+        if o.status == Status::Pending {
+            // A critical service: the promotion waits for a second person.
+            if let Some(p) = o.prompt {
+                self.state = WatchState::Asking { prompt: p };
+            }
+            return;
+        }
         if o.status != Status::Succeeded {
             self.state =
                 WatchState::Done(format!("automatic promotion stopped: {}", o.message.title));

@@ -545,6 +545,9 @@ impl Engine {
                     (None, Some(t)) => format!(" to {t}"),
                     _ => String::new(),
                 };
+                if verified && action == "rollback" {
+                    self.start_cooldown(svc)?;
+                }
                 if verified {
                     let m = Message::new(
                         Severity::Success,
@@ -1070,6 +1073,23 @@ impl Engine {
             announced: !channels.is_empty(),
             repeat: false,
         })
+    }
+
+    /// Holds automatic promotion of a service for its `cooldown`.
+    fn start_cooldown(&self, svc: &ServiceConfig) -> anyhow::Result<()> {
+        let until = self.clock.now() + chrono::Duration::from_std(svc.cooldown.0)?;
+        crate::store::put(
+            &self.store.settings,
+            &format!("cooldown:{}", svc.name()),
+            &until,
+        )
+    }
+
+    /// Until when automatic promotion of `service` is held after a rollback.
+    pub fn cooldown_until(&self, service: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let until: chrono::DateTime<chrono::Utc> =
+            crate::store::get(&self.store.settings, &format!("cooldown:{service}")).ok()??;
+        (until > self.clock.now()).then_some(until)
     }
 
     /// Finds a configured service by name or `env/name`.

@@ -136,6 +136,12 @@ impl Engine {
             {
                 name.push_str(&format!(" — promotions blocked: {block}"));
             }
+            if let Some(until) = self.cooldown_until(s.name()) {
+                name.push_str(&format!(
+                    " — automatic promotion held until {} after a rollback",
+                    until.format("%H:%M UTC")
+                ));
+            }
             m = m.field(name, line);
         }
         let freezes = self.freezes.active_ad_hoc(now)?;

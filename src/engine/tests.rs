@@ -4,7 +4,7 @@
 use super::*;
 use crate::backend::simulated::SimulatedBackend;
 use crate::chat::{ChatError, ChatSink, MessageRef};
-use crate::clock::ManualClock;
+use crate::clock::{Clock, ManualClock};
 use crate::domain::{Platform, View};
 use chrono::{TimeZone, Utc};
 use std::path::Path;
@@ -325,6 +325,10 @@ async fn freeze_refuses_promote_but_never_rollback() {
     let r = h.engine.execute(rollback("responder", "payments")).await;
     assert_eq!(r.status, Status::Succeeded, "{}", r.message.plain());
     assert_eq!(h.sim.count("payments", "rollback"), 1);
+    // The rollback holds automatic promotion for the service's cooldown.
+    let until = h.engine.cooldown_until("payments").expect("a cooldown");
+    assert_eq!(until, h.clock.now() + chrono::Duration::minutes(30));
+    assert!(h.engine.cooldown_until("checkout").is_none());
     h.sim.start_canary("payments", "v3");
     // force without admin: refused; admin without reason: refused; admin with reason: break-glass.
     let o = h
