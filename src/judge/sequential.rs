@@ -14,19 +14,25 @@
 //!   baseline alone, φ_b² is the baseline's relative over-dispersion learnt
 //!   from its past ticks (`stats::BaselineDispersion`) and
 //!   φ_c² = max(φ_b², min_dispersion²) is what the canary is assumed to have;
-//! - the e-value mixes exp(λΣ(e_c,i − μ_i) − ψ(λ)ΣV_i) over a grid of λ ≥ 0,
-//!   ψ(λ) = e^λ − 1 − λ (exactly the Poisson likelihood ratio when there is
-//!   no over-dispersion).
+//! - the e-value mixes, over seven effect sizes, Π_i exp(λ_i(e_c,i − μ_i) −
+//!   ψ(λ_i)V_i), ψ(λ) = e^λ − 1 − λ (the Poisson likelihood ratio when there
+//!   is no over-dispersion), λ_i ≥ 0 being the effect over the tick's
+//!   standard deviation predicted from the baseline's past rate;
+//! - the interval shown inverts the same test (lower end) and its mirror
+//!   image (upper end), each end valid at the signal's α.
 //!
-//! Why a larger effect is never judged later: μ_i and V_i depend on the
-//! canary's requests but not its events, so every term, and the mixture, is
-//! non-decreasing in every tick's canary events; so is each restarted test,
+//! Why a larger effect is never judged later: μ_i, V_i and λ_i depend on the
+//! canary's requests and the baseline but not on the canary's events, so
+//! every term, and the mixture, is non-decreasing in every tick's canary
+//! events; so is each restarted test,
 //! the max over restarts (`best`), the "fails at tolerance" and "worse at
 //! all" conditions, the sustained rule (a condition true on a superset of
 //! ticks starts its run no later), the worst class over latency bounds and
 //! the score (a product over signals of factors that only fall as classes
-//! worsen). A rollback is a threshold on that score, so on the same noise it
-//! comes no later for a canary with at least as many errors on every tick.
+//! worsen; "enough data" counts requests, and CPU, memory and the rules do
+//! not see errors). A rollback is a threshold on that score, so on the same
+//! traffic it comes no later for a canary with at least as many errors (or
+//! slow requests) on every tick.
 //!
 //! Why false alarms stay within α: under the null each tick's excess
 //! e_c,i − μ_i has mean ≤ 0 and, as long as the canary's own per-window
