@@ -9,6 +9,7 @@ use super::*;
 use crate::config::SecretValue;
 use crate::judge::TrackSample;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// How requests authenticate to Prometheus.
@@ -27,11 +28,13 @@ pub struct PrometheusSource {
     defaults: MetricQueries,
 }
 
+// Answers are parsed borrowing from the body: a grouped query for thousands
+// of rollouts returns tens of thousands of samples every tick.
 #[derive(Deserialize)]
-struct Answer {
-    status: String,
-    #[serde(default)]
-    data: Option<Data>,
+struct Answer<'a> {
+    status: &'a str,
+    #[serde(default, borrow)]
+    data: Option<Data<'a>>,
     #[serde(default, rename = "errorType")]
     error_type: Option<String>,
     #[serde(default)]
@@ -39,16 +42,19 @@ struct Answer {
 }
 
 #[derive(Deserialize)]
-struct Data {
+struct Data<'a> {
     #[serde(rename = "resultType")]
-    result_type: String,
-    result: Vec<Sample>,
+    result_type: &'a str,
+    #[serde(borrow)]
+    result: Vec<Sample<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Sample {
-    metric: BTreeMap<String, String>,
-    value: (f64, String),
+struct Sample<'a> {
+    #[serde(borrow)]
+    metric: BTreeMap<&'a str, Cow<'a, str>>,
+    #[serde(borrow)]
+    value: (f64, &'a str),
 }
 
 /// One metric kind, one query.
@@ -118,8 +124,8 @@ impl PrometheusSource {
         }
     }
 
-    /// Runs one instant query at `at`.
-    async fn query(&self, promql: &str, at: DateTime<Utc>) -> Result<Vec<Sample>, MetricError> {
+    /// Runs one instant query at `at`; returns the answer's body.
+    async fn query(&self, promql: &str, at: DateTime<Utc>) -> Result<bytes::Bytes, MetricError> {
         let url = format!("{}/api/v1/query", self.base);
         let mut req = self.client.get(&url).query(&[
             ("query", promql.to_string()),
@@ -150,16 +156,33 @@ impl PrometheusSource {
         })?;
         let status = resp.status();
         let body = resp
-            .text()
+            .bytes()
             .await
             .map_err(|e| MetricError::Unavailable(format!("reading Prometheus' answer: {e}")))?;
-        let answer: Answer = serde_json::from_str(&body).map_err(|_| {
-            MetricError::Unavailable(format!("Prometheus at {} answered HTTP {status} with a body that is not its API's JSON: {}", self.base, body.chars().take(200).collect::<String>()))
+        // An error page instead of the API's JSON is reported as it is.
+        if !status.is_success() && !body.starts_with(b"{") {
+            return Err(MetricError::Unavailable(format!(
+                "Prometheus at {} answered HTTP {status}: {}",
+                self.base,
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )));
+        }
+        Ok(body)
+    }
+
+    /// Checks and parses an answer to `promql`.
+    fn parse<'a>(&self, body: &'a [u8], promql: &str) -> Result<Vec<Sample<'a>>, MetricError> {
+        let answer: Answer = serde_json::from_slice(body).map_err(|_| {
+            MetricError::Unavailable(format!(
+                "Prometheus at {} answered with a body that is not its API's JSON: {}",
+                self.base,
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ))
         })?;
         if answer.status != "success" {
             return Err(MetricError::Unavailable(format!(
                 "Prometheus refused the query `{promql}`: {}: {}",
-                answer.error_type.unwrap_or_else(|| status.to_string()),
+                answer.error_type.unwrap_or_else(|| "error".to_string()),
                 answer.error.unwrap_or_default()
             )));
         }
@@ -175,6 +198,22 @@ impl PrometheusSource {
         Ok(data.result)
     }
 
+    /// Runs a query and adds its samples to `into`.
+    async fn run(
+        &self,
+        into: &mut Collected,
+        kind: Kind,
+        promql: &str,
+        at: DateTime<Utc>,
+        service: Option<&str>,
+        track: Option<&str>,
+    ) -> Result<(), MetricError> {
+        let body = self.query(promql, at).await?;
+        let samples = self.parse(&body, promql)?;
+        Self::collect(into, kind, samples, service, track);
+        Ok(())
+    }
+
     fn collect(
         into: &mut Collected,
         kind: Kind,
@@ -185,13 +224,13 @@ impl PrometheusSource {
         for s in samples {
             let Some(svc) = service
                 .map(str::to_string)
-                .or_else(|| s.metric.get("service").cloned())
+                .or_else(|| s.metric.get("service").map(|v| v.to_string()))
             else {
                 continue;
             };
             let Some(tr) = track
                 .map(str::to_string)
-                .or_else(|| s.metric.get("track").cloned())
+                .or_else(|| s.metric.get("track").map(|v| v.to_string()))
             else {
                 continue;
             };
@@ -202,7 +241,7 @@ impl PrometheusSource {
                 continue;
             }
             if kind == Kind::Latency {
-                let le = match s.metric.get("le").map(String::as_str) {
+                let le = match s.metric.get("le").map(|v| v.as_ref()) {
                     Some("+Inf") => f64::INFINITY,
                     Some(x) => match x.parse() {
                         Ok(v) => v,
@@ -294,11 +333,18 @@ impl MetricSource for PrometheusSource {
             if let Some(template) = kind.template(&self.defaults).or(kind.default()) {
                 if !shared.is_empty() {
                     out.queries += 1;
-                    match self.query(&render(template, "", "", "", window), at).await {
-                        Ok(s) => {
-                            reached = true;
-                            Self::collect(&mut collected, kind, s, None, None)
-                        }
+                    match self
+                        .run(
+                            &mut collected,
+                            kind,
+                            &render(template, "", "", "", window),
+                            at,
+                            None,
+                            None,
+                        )
+                        .await
+                    {
+                        Ok(()) => reached = true,
                         Err(e) => {
                             for w in &shared {
                                 out.missing
@@ -329,11 +375,11 @@ impl MetricSource for PrometheusSource {
                         track.unwrap_or(""),
                         window,
                     );
-                    match self.query(&q, at).await {
-                        Ok(s) => {
-                            reached = true;
-                            Self::collect(&mut collected, kind, s, Some(&w.service), track)
-                        }
+                    match self
+                        .run(&mut collected, kind, &q, at, Some(&w.service), track)
+                        .await
+                    {
+                        Ok(()) => reached = true,
                         Err(e) => {
                             out.missing
                                 .entry(w.service.clone())
