@@ -308,6 +308,16 @@ pub struct ServiceConfig {
     /// The canary judge's policy for this service.
     #[serde(default)]
     pub judge: crate::judge::JudgePolicy,
+    /// `false` switches the controller's automatic actions off for good:
+    /// it still judges and posts summaries, but asks instead of rolling
+    /// back, pausing or promoting. `/auto <service> off` does the same for
+    /// a while.
+    #[serde(default = "default_true")]
+    pub automation: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_cooldown() -> HumanDuration {

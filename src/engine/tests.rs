@@ -198,6 +198,19 @@ async fn every_role_and_action_pair() {
             }),
         ),
         (
+            "auto",
+            Box::new(|a| {
+                Request::new(
+                    who(a),
+                    Action::Automation {
+                        enabled: false,
+                        duration: Duration::from_secs(600),
+                    },
+                )
+                .service("payments")
+            }),
+        ),
+        (
             "status",
             Box::new(|a| {
                 Request::new(who(a), Action::Query { view: View::Status }).service("payments")
@@ -217,13 +230,14 @@ async fn every_role_and_action_pair() {
         ("approver", &["status", "audit"]),
         (
             "responder",
-            &["rollback", "pause", "resume", "status", "audit"],
+            &["rollback", "pause", "resume", "auto", "status", "audit"],
         ),
         ("releaser", &["freeze", "unfreeze", "status", "audit"]),
         (
             "admin",
             &[
-                "rollback", "promote", "pause", "resume", "freeze", "unfreeze", "status", "audit",
+                "rollback", "promote", "pause", "resume", "freeze", "unfreeze", "auto", "status",
+                "audit",
             ],
         ),
         ("stranger", &[]),
@@ -802,4 +816,245 @@ async fn an_expired_prompt_cannot_be_answered() {
         o.message.text
     );
     assert_eq!(h.sim.count("checkout", "promote"), 0);
+}
+
+#[tokio::test]
+async fn automation_off_is_authorized_audited_shown_and_expires() {
+    let h = harness();
+    let off = |actor: &str| {
+        Request::new(
+            who(actor),
+            Action::Automation {
+                enabled: false,
+                duration: Duration::from_secs(7200),
+            },
+        )
+        .service("payments")
+        .reason("database maintenance")
+    };
+    // A deployer may not switch automation off (it is the pause permission).
+    let o = h.engine.execute(off("deployer")).await;
+    assert_eq!(o.status, Status::Refused);
+    assert!(
+        o.message.text.contains("responder, admin"),
+        "{}",
+        o.message.text
+    );
+    assert!(h.engine.automation_off("payments").is_none());
+
+    let o = h.engine.execute(off("responder")).await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    let now = h.clock.now();
+    let state = h.engine.automation_off("payments").expect("off");
+    assert_eq!(state.by, "responder");
+    assert_eq!(state.reason, "database maintenance");
+    assert_eq!(state.until, Some(now + chrono::Duration::hours(2)));
+    assert!(h.engine.automation_off("checkout").is_none());
+
+    // Audited: requested then succeeded, with the duration and the end.
+    let entries = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query {
+            service: Some("payments".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    let autos: Vec<_> = entries
+        .iter()
+        .filter(|e| e.record.action == "automation")
+        .collect();
+    // The deployer's refusal, then the responder's request and result.
+    assert_eq!(autos.len(), 3, "{autos:?}");
+    assert!(autos
+        .iter()
+        .any(|e| e.record.outcome == AuditOutcome::Refused));
+    assert!(autos
+        .iter()
+        .any(|e| e.record.outcome == AuditOutcome::Requested));
+    let done = autos
+        .iter()
+        .find(|e| e.record.outcome == AuditOutcome::Succeeded)
+        .expect("succeeded entry");
+    assert_eq!(done.record.parameters["duration_secs"], json!(7200));
+    assert_eq!(done.record.parameters["enabled"], json!(false));
+    assert_eq!(
+        done.record.parameters["until"],
+        json!("2026-12-02T14:00:00+00:00")
+    );
+    assert_eq!(done.record.reason, "database maintenance");
+    // Announced in the deploy channel.
+    h.engine.notifier.settle().await;
+    let posted = h.chat.0.lock().unwrap().clone();
+    assert!(posted
+        .iter()
+        .any(|(_, m)| m.title == "Automation off: payments"));
+
+    // /status shows who, until when and why.
+    let o = h
+        .engine
+        .execute(
+            Request::new(who("viewer"), Action::Query { view: View::Status }).service("payments"),
+        )
+        .await;
+    let text = o.message.plain();
+    assert!(
+        text.contains(
+            "automation off by responder until 2026-12-02 14:00 UTC: database maintenance"
+        ),
+        "{text}"
+    );
+
+    // It expires by itself.
+    h.clock.advance(Duration::from_secs(7200 + 1));
+    assert!(h.engine.automation_off("payments").is_none());
+
+    // And can be switched back on early.
+    h.engine.execute(off("admin")).await;
+    assert!(h.engine.automation_off("payments").is_some());
+    let o = h
+        .engine
+        .execute(
+            Request::new(
+                who("responder"),
+                Action::Automation {
+                    enabled: true,
+                    duration: Duration::ZERO,
+                },
+            )
+            .service("payments"),
+        )
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    assert!(
+        o.message.text.contains("by itself again"),
+        "{}",
+        o.message.text
+    );
+    assert!(h.engine.automation_off("payments").is_none());
+}
+
+/// Feeds a failing canary to a rollout watch until it rolls back or asks
+/// about a failing canary; a borderline prompt on the way is approved.
+/// Returns the watch and the borderline prompts seen.
+async fn watch_failing_canary(h: &Harness) -> (crate::controller::RolloutWatch, Vec<Prompt>) {
+    use crate::controller::WatchState;
+    use crate::judge::sim::{Scenario, Simulator};
+    let svc = h.engine.config.service("payments").unwrap();
+    let mut watch = crate::controller::RolloutWatch::new(svc, "v1", "v2");
+    let mut sim = Simulator::new(&Scenario::new("bad", false).errors(10.0), 3);
+    let mut borderline = Vec::new();
+    for _ in 0..360 {
+        let Some(tick) = sim.next_tick() else { break };
+        watch.tick(&h.engine, &tick).await;
+        match &watch.state {
+            WatchState::Watching => {}
+            WatchState::Asking { prompt } => {
+                let p = h.engine.prompts.get(prompt).unwrap().unwrap();
+                if p.approve.label != "Approve" || p.state != PromptState::Open {
+                    break;
+                }
+                let o = h
+                    .engine
+                    .execute(Request::new(
+                        who("approver"),
+                        Action::Approve {
+                            prompt: p.id.clone(),
+                        },
+                    ))
+                    .await;
+                assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+                borderline.push(p);
+            }
+            _ => break,
+        }
+    }
+    (watch, borderline)
+}
+
+#[tokio::test]
+async fn with_automation_off_the_controller_asks_instead_of_rolling_back() {
+    let h = harness();
+    let o = h
+        .engine
+        .execute(
+            Request::new(
+                who("responder"),
+                Action::Automation {
+                    enabled: false,
+                    duration: Duration::from_secs(3600),
+                },
+            )
+            .service("payments")
+            .reason("known upstream outage"),
+        )
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    let (watch, borderline) = watch_failing_canary(&h).await;
+    for p in &borderline {
+        // Not paused, so approving only means "stop asking".
+        assert_eq!(p.approve.action, None);
+        assert!(p.question.contains("Automation is off"), "{}", p.question);
+    }
+    let crate::controller::WatchState::Asking { prompt } = &watch.state else {
+        panic!("expected a prompt, got {:?}", watch.state);
+    };
+    let p = h
+        .engine
+        .prompts
+        .get(prompt)
+        .unwrap()
+        .expect("stored prompt");
+    assert_eq!(p.approve.label, "Roll back");
+    assert_eq!(p.reject.label, "Continue");
+    assert!(
+        p.question
+            .contains("Automation is off for payments by responder until 2026-12-02 13:00 UTC: known upstream outage"),
+        "{}",
+        p.question
+    );
+    // Nothing was rolled back or paused: no backend action in the audit log
+    // (prompts are recorded as pending requests, nothing more).
+    let entries = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query {
+            service: Some("payments".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        !entries.iter().any(|e| e.record.action == "rollback"
+            || (e.record.action == "pause" && e.record.outcome != AuditOutcome::Pending)),
+        "{entries:?}"
+    );
+    // The summary was still posted.
+    let posted = h.chat.0.lock().unwrap().clone();
+    assert!(posted.iter().any(|(_, m)| m.title.contains("payments")));
+}
+
+#[tokio::test]
+async fn with_automation_on_the_controller_rolls_back_by_itself() {
+    let h = harness();
+    let (watch, _) = watch_failing_canary(&h).await;
+    assert!(
+        matches!(
+            watch.state,
+            crate::controller::WatchState::Monitoring(_) | crate::controller::WatchState::Done(_)
+        ),
+        "{:?}",
+        watch.state
+    );
+    let entries = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query {
+            service: Some("payments".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(entries.iter().any(|e| e.record.action == "rollback"));
 }
