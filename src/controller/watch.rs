@@ -170,6 +170,29 @@ impl RolloutWatch {
         }
     }
 
+    /// Posts the current summary again as a new message (the scheduled
+    /// re-post for long rollouts); later updates go to the new message.
+    pub async fn repost_summary(&mut self, engine: &Engine, svc: &ServiceConfig) {
+        let (Some(eval), Some(ch)) = (self.last.clone(), svc.deploy_channel.as_ref()) else {
+            return;
+        };
+        if !self.is_active() {
+            return;
+        }
+        let msg = crate::controller::summary_message(
+            &self.service,
+            &self.from,
+            &self.to,
+            &self.id,
+            &eval,
+            &self.state_text(),
+        );
+        let posted = engine.notifier.post(ch.as_ref(), &msg).await;
+        if !posted.is_empty() {
+            self.summary = posted;
+        }
+    }
+
     /// Picks up a person's answer to our prompt; true when it rolled back.
     async fn check_prompt(&mut self, engine: &Engine) -> bool {
         let WatchState::Asking { prompt } = &self.state else {
@@ -409,6 +432,7 @@ impl RolloutWatch {
             thread: self.summary.clone(),
             correlation_id: new_id(),
             state: PromptState::Open,
+            escalated: 0,
         };
         let req = Request::new(controller(), Action::Pause).service(self.service.clone());
         match engine.post_prompt(prompt, &req).await {

@@ -15,6 +15,7 @@
 //! 10. notify         in the chat bulkhead, never holding up the action
 
 mod automation;
+mod escalation;
 mod idempotency;
 mod lock;
 pub mod prompt;
@@ -699,6 +700,7 @@ impl Engine {
             messages: vec![],
             correlation_id: corr.into(),
             state: PromptState::Open,
+            escalated: 0,
         };
         self.post_prompt(prompt, req).await
     }

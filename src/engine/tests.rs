@@ -26,12 +26,15 @@ environment = "prod"
 backend = "sim"
 deploy_channel = "deploys"
 critical = true
+escalate_after = "5m"
+escalation = ["slack-group:S0ONCALL", "slack-group:S0LEADS", "slack:U0MANAGER"]
 
 [[services]]
 name = "payments"
 environment = "prod"
 backend = "sim"
 deploy_channel = "deploys"
+summary_schedule = "*/20 * * * *"
 
 [[services]]
 name = "search"
@@ -1057,4 +1060,188 @@ async fn with_automation_on_the_controller_rolls_back_by_itself() {
         })
         .unwrap();
     assert!(entries.iter().any(|e| e.record.action == "rollback"));
+}
+
+#[tokio::test]
+async fn an_unanswered_prompt_escalates_one_step_per_period_and_never_acts() {
+    let h = harness();
+    let start = h.clock.now();
+    let o = h
+        .engine
+        .execute(promote("deployer", "checkout", false))
+        .await;
+    assert_eq!(o.status, Status::Pending, "{}", o.message.plain());
+    let id = o.prompt.expect("a prompt");
+    let live_before = h.engine.backend_status("checkout").await.unwrap();
+    let escalations = |h: &Harness| -> Vec<Message> {
+        h.chat
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, m)| m.title.starts_with("Still waiting"))
+            .map(|(_, m)| m.clone())
+            .collect()
+    };
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 0);
+    h.clock.advance(Duration::from_secs(299));
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 0);
+    // 5m: the first group; asking again at the same time posts nothing more.
+    h.clock.advance(Duration::from_secs(1));
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 1);
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 0);
+    let seen = escalations(&h);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].mentions, vec!["slack-group:S0ONCALL".to_string()]);
+    assert!(
+        seen[0].text.contains("Nobody has answered for 5m"),
+        "{}",
+        seen[0].text
+    );
+    assert!(seen[0].text.contains("rollbot does nothing by itself"));
+    assert!(seen[0].buttons.is_empty(), "the buttons stay on the prompt");
+    // 10m and 15m: the next groups, one step per period; the controller's
+    // loop checks open prompts at every step.
+    h.clock.set(start + chrono::Duration::minutes(10));
+    let controller = crate::controller::Controller::new(
+        h.engine.clone(),
+        Arc::new(crate::metrics::simulated::SimulatedSource::new(
+            HashMap::new(),
+        )),
+    );
+    controller.step(h.clock.now()).await;
+    assert_eq!(escalations(&h).len(), 2);
+    h.clock.set(start + chrono::Duration::minutes(15));
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 1);
+    // The list is exhausted: nothing more, and nothing ever acted.
+    h.clock.set(start + chrono::Duration::minutes(25));
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 0);
+    let mentioned: Vec<String> = escalations(&h)
+        .iter()
+        .flat_map(|m| m.mentions.clone())
+        .collect();
+    assert_eq!(
+        mentioned,
+        [
+            "slack-group:S0ONCALL",
+            "slack-group:S0LEADS",
+            "slack:U0MANAGER"
+        ]
+    );
+    let p = h.engine.prompts.get(&id).unwrap().unwrap();
+    assert_eq!(p.state, PromptState::Open);
+    assert_eq!(p.escalated, 3);
+    assert_eq!(
+        h.engine.backend_status("checkout").await.unwrap(),
+        live_before
+    );
+    let entries = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query {
+            service: Some("checkout".into()),
+            limit: 50,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.record.action == "escalate")
+            .count(),
+        3
+    );
+    assert!(!entries
+        .iter()
+        .any(|e| e.record.action == "promote" && e.record.outcome == AuditOutcome::Succeeded));
+
+    // An answered prompt does not escalate.
+    h.clock.set(start + chrono::Duration::minutes(26));
+    let o = h
+        .engine
+        .execute(promote("deployer", "checkout", false))
+        .await;
+    let id2 = o.prompt.expect("a prompt");
+    h.engine
+        .execute(Request::new(
+            who("approver"),
+            Action::Reject { prompt: id2 },
+        ))
+        .await;
+    h.clock.advance(Duration::from_secs(600));
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_summary_is_reposted_when_its_schedule_fires_between_two_ticks() {
+    use crate::judge::sim::Scenario;
+    let h = harness();
+    let start = h.clock.now(); // 12:00:00
+    let controller = crate::controller::Controller::new(
+        h.engine.clone(),
+        Arc::new(crate::metrics::simulated::SimulatedSource::new(
+            [("payments".to_string(), Scenario::new("good", true))].into(),
+        )),
+    );
+    let r = controller
+        .announce(crate::controller::Rollout {
+            id: "r1".into(),
+            service: "payments".into(),
+            from_revision: "v1".into(),
+            to_revision: "v2".into(),
+            strategy: "canary".into(),
+            start,
+            announced_by: "test".into(),
+            state: "watching".into(),
+            verdict: None,
+            score: None,
+            reasons: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.id, "r1");
+    let summaries = |h: &Harness| {
+        h.chat
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(ch, m)| {
+                !ch.starts_with("update:") && m.title.starts_with("Canary payments v2")
+            })
+            .count()
+    };
+    let interval = controller.interval();
+    let until = |h: &Harness, t: chrono::DateTime<Utc>| {
+        let mut now = h.clock.now();
+        let mut instants = Vec::new();
+        while now + chrono::Duration::from_std(interval).unwrap() <= t {
+            now += chrono::Duration::from_std(interval).unwrap();
+            instants.push(now);
+        }
+        instants
+    };
+    // Up to 12:19:xx: the summary posted once, then updated in place.
+    for t in until(&h, start + chrono::Duration::seconds(20 * 60 - 1)) {
+        h.clock.set(t);
+        controller.step(t).await;
+    }
+    assert_eq!(summaries(&h), 1);
+    // The schedule fires at 12:20 (between two ticks): a new message.
+    for t in until(&h, start + chrono::Duration::minutes(20)) {
+        h.clock.set(t);
+        controller.step(t).await;
+    }
+    assert_eq!(summaries(&h), 2);
+    // Not again until 12:40.
+    for t in until(&h, start + chrono::Duration::minutes(39)) {
+        h.clock.set(t);
+        controller.step(t).await;
+    }
+    assert_eq!(summaries(&h), 2);
+    for t in until(&h, start + chrono::Duration::minutes(40)) {
+        h.clock.set(t);
+        controller.step(t).await;
+    }
+    assert_eq!(summaries(&h), 3);
 }
