@@ -149,6 +149,13 @@ pub enum Action {
     Unfreeze {
         scope: Scope,
     },
+    /// Switch the controller's automatic actions on a service off (for
+    /// `duration`) or back on.
+    Automation {
+        enabled: bool,
+        #[serde(with = "humantime_serde_secs")]
+        duration: Duration,
+    },
     Approve {
         prompt: String,
     },
@@ -178,6 +185,7 @@ impl Action {
             Action::Resume => "resume",
             Action::Freeze { .. } => "freeze",
             Action::Unfreeze { .. } => "unfreeze",
+            Action::Automation { .. } => "automation",
             Action::Approve { .. } => "approve",
             Action::Reject { .. } => "reject",
             Action::Query { view: View::Status } => "status",

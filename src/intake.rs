@@ -56,6 +56,25 @@ pub async fn handle(
                 .execute(req(Action::Unfreeze { scope }, None, String::new()))
                 .await
         }
+        Command::Auto {
+            service,
+            enabled,
+            duration,
+            reason,
+        } => {
+            let duration = if enabled {
+                std::time::Duration::ZERO
+            } else {
+                duration.unwrap_or(crate::engine::DEFAULT_AUTOMATION_OFF)
+            };
+            engine
+                .execute(req(
+                    Action::Automation { enabled, duration },
+                    Some(service),
+                    reason,
+                ))
+                .await
+        }
         Command::Status { service } => view(
             engine
                 .status(&req(

@@ -68,6 +68,11 @@ pub struct Message {
     pub buttons: Vec<Button>,
     /// The context line: rollout, correlation id.
     pub context: Vec<String>,
+    /// People and groups to notify, as platform-qualified ids
+    /// (`slack-group:S…`, `slack:U…`, `discord-role:…`, `discord:…`); each
+    /// platform's renderer turns its own into mentions, others show as text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
 }
 
 impl Message {
@@ -79,7 +84,13 @@ impl Message {
             fields: Vec::new(),
             buttons: Vec::new(),
             context: Vec::new(),
+            mentions: Vec::new(),
         }
+    }
+
+    pub fn mention(mut self, who: impl Into<String>) -> Self {
+        self.mentions.push(who.into());
+        self
     }
 
     pub fn text(mut self, text: impl Into<String>) -> Self {
@@ -123,6 +134,9 @@ impl Message {
         }
         for f in &self.fields {
             s.push_str(&format!("\n{}: {}", f.name, f.value));
+        }
+        if !self.mentions.is_empty() {
+            s.push_str(&format!("\nMentions: {}", self.mentions.join(", ")));
         }
         s
     }

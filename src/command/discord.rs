@@ -5,7 +5,10 @@
 //! `commands/discord-commands.json` is generated from [`application_commands`]
 //! (`rollbot commands discord-json`); a test fails when it is stale.
 
-use super::{err, freeze_duration, scope, service, spec, unknown_command, Command, ParseError};
+use super::{
+    automation_duration, err, freeze_duration, scope, service, spec, unknown_command, Command,
+    ParseError,
+};
 use super::{COMMANDS, MAX_AUDIT};
 use serenity::builder::{CreateCommand, CreateCommandOption};
 use serenity::model::application::{CommandOptionType, InstallationContext, InteractionContext};
@@ -103,6 +106,27 @@ const UNFREEZE: &[OptionSpec] = &[opt(
     true,
     "Exactly the scope of the freeze to lift",
 )];
+const AUTO: &[OptionSpec] = &[
+    opt("service", Service, true, "The service"),
+    opt(
+        "enabled",
+        Flag,
+        true,
+        "true: rollbot acts by itself again; false: it asks instead",
+    ),
+    opt(
+        "duration",
+        Duration,
+        false,
+        "How long it stays off, such as 30m, 2h or 1d (default 1h; at most 7d)",
+    ),
+    opt(
+        "reason",
+        Reason,
+        false,
+        "Why; shown while automation is off",
+    ),
+];
 const STATUS: &[OptionSpec] = &[opt("service", Service, false, "One service (default: all)")];
 const AUDIT: &[OptionSpec] = &[
     opt("service", Service, false, "One service (default: all)"),
@@ -123,6 +147,7 @@ pub fn options(command: &str) -> &'static [OptionSpec] {
         "promote" => PROMOTE,
         "freeze" => FREEZE,
         "unfreeze" => UNFREEZE,
+        "auto" => AUTO,
         "status" => STATUS,
         "audit" => AUDIT,
         "help" => HELP,
@@ -249,6 +274,22 @@ pub fn to_command(
         "unfreeze" => Ok(Command::Unfreeze {
             scope: scope(text(opts, "scope"), "unfreeze", services)?,
         }),
+        "auto" => {
+            let enabled = flag(opts, "enabled");
+            let duration = text(opts, "duration");
+            if enabled && duration.is_some() {
+                return Err(err(
+                    "a duration is for switching automation off; leave it out with enabled = true",
+                    "auto",
+                ));
+            }
+            Ok(Command::Auto {
+                service: service(text(opts, "service"), "auto", services)?,
+                enabled,
+                duration: duration.map(automation_duration).transpose()?,
+                reason: if enabled { String::new() } else { reason() },
+            })
+        }
         "status" => Ok(Command::Status {
             service: text(opts, "service")
                 .map(|s| service(Some(s), "status", services))

@@ -5,6 +5,8 @@
 //! /promote  <service> [full] [force] [reason…]
 //! /freeze   <scope> [for <duration>] [reason…]
 //! /unfreeze <scope>
+//! /auto     <service> off [for <duration>] [reason…]
+//! /auto     <service> on
 //! /status   [service]
 //! /audit    [service] [last N]
 //! /help     [command]
@@ -45,6 +47,13 @@ pub enum Command {
     Unfreeze {
         scope: Scope,
     },
+    /// Switch the controller's automatic actions on a service off or on.
+    Auto {
+        service: String,
+        enabled: bool,
+        duration: Option<Duration>,
+        reason: String,
+    },
     Status {
         service: Option<String>,
     },
@@ -71,6 +80,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "promote", usage: "/promote <service> [full] [force] [reason…]", description: "Promote the canary one step, or fully with `full`. `force` (admins) promotes through a freeze, with a reason.", example: "/promote checkout full metrics look good" },
     CommandSpec { name: "freeze", usage: "/freeze <scope> [for <duration>] [reason…]", description: "Refuse promotions for a service, a glob such as prod/*, or all, for a while (30m, 2h, 1d).", example: "/freeze prod/* for 2h code freeze for launch" },
     CommandSpec { name: "unfreeze", usage: "/unfreeze <scope>", description: "Lift an ad hoc freeze on exactly that scope.", example: "/unfreeze prod/*" },
+    CommandSpec { name: "auto", usage: "/auto <service> off [for <duration>] [reason…] | on", description: "Switch rollbot's automatic rollback, pause and promotion of a service off for a while (default 1h, at most 7d), or back on. While off, rollbot asks instead.", example: "/auto checkout off for 2h database maintenance" },
     CommandSpec { name: "status", usage: "/status [service]", description: "Revisions, canary weight, freezes, open prompts and circuit breakers.", example: "/status checkout" },
     CommandSpec { name: "audit", usage: "/audit [service] [last N]", description: "The latest audit log entries (default 10, at most 200).", example: "/audit checkout last 20" },
     CommandSpec { name: "help", usage: "/help [command]", description: "This help, or one command's.", example: "/help freeze" },
@@ -138,6 +148,7 @@ pub fn parse_parts(command: &str, text: &str, services: &[&str]) -> Result<Comma
             }
             Ok(Command::Unfreeze { scope })
         }
+        "auto" => auto(&words, services),
         "status" => match words.as_slice() {
             [] => Ok(Command::Status { service: None }),
             [s] => Ok(Command::Status {
@@ -315,6 +326,60 @@ fn freeze_duration(d: &str) -> Result<Duration, ParseError> {
     Ok(d)
 }
 
+fn auto(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
+    let svc = service(words.first().copied(), "auto", services)?;
+    let rest = words.get(1..).unwrap_or(&[]);
+    match rest.first().map(|w| w.to_ascii_lowercase()).as_deref() {
+        Some("on") => {
+            if rest.len() > 1 {
+                return Err(err(
+                    format!(
+                        "`/auto {svc} on` takes nothing more; remove `{}`",
+                        rest[1..].join(" ")
+                    ),
+                    "auto",
+                ));
+            }
+            Ok(Command::Auto {
+                service: svc,
+                enabled: true,
+                duration: None,
+                reason: String::new(),
+            })
+        }
+        Some("off") => {
+            let mut rest = &rest[1..];
+            let mut duration = None;
+            if rest.first().is_some_and(|w| w.eq_ignore_ascii_case("for")) {
+                let Some(d) = rest.get(1) else {
+                    return Err(err("`for` needs a duration such as 30m, 2h or 1d", "auto"));
+                };
+                duration = Some(automation_duration(d)?);
+                rest = &rest[2..];
+            }
+            Ok(Command::Auto {
+                service: svc,
+                enabled: false,
+                duration,
+                reason: reason(rest),
+            })
+        }
+        _ => Err(err(
+            format!("say `off` or `on`: `/auto {svc} off for 2h <reason>` or `/auto {svc} on`"),
+            "auto",
+        )),
+    }
+}
+
+/// How long automation stays off: at most [`crate::engine::MAX_AUTOMATION_OFF`].
+fn automation_duration(d: &str) -> Result<Duration, ParseError> {
+    let d = crate::config::parse_duration(d).map_err(|e| err(e, "auto"))?;
+    if d > crate::engine::MAX_AUTOMATION_OFF {
+        return Err(err("`/auto … off` lasts at most 7d; for longer, set `automation = false` on the service in the config", "auto"));
+    }
+    Ok(d)
+}
+
 fn audit(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
     let mut rest = words;
     let mut svc = None;
@@ -469,6 +534,37 @@ mod tests {
     }
 
     #[test]
+    fn auto_off_and_on() {
+        assert_eq!(
+            parse("/auto checkout off for 2h db maintenance", SERVICES).unwrap(),
+            Command::Auto {
+                service: "checkout".into(),
+                enabled: false,
+                duration: Some(Duration::from_secs(7200)),
+                reason: "db maintenance".into()
+            }
+        );
+        assert_eq!(
+            parse("/auto checkout ON", SERVICES).unwrap(),
+            Command::Auto {
+                service: "checkout".into(),
+                enabled: true,
+                duration: None,
+                reason: String::new()
+            }
+        );
+        assert!(parse("/auto checkout", SERVICES)
+            .unwrap_err()
+            .message
+            .contains("say `off` or `on`"));
+        assert!(parse("/auto checkout off for 8d", SERVICES)
+            .unwrap_err()
+            .message
+            .contains("at most 7d"));
+        assert!(parse("/auto checkout on now", SERVICES).is_err());
+    }
+
+    #[test]
     fn audit_and_help() {
         assert_eq!(
             parse("/audit checkout last 20", SERVICES).unwrap(),
@@ -501,8 +597,8 @@ mod tests {
 
         #[test]
         fn never_panics_on_command_shaped_input(
-            cmd in prop::sample::select(vec!["/rollback", "/promote", "/freeze", "/unfreeze", "/status", "/audit", "/help", "/x"]),
-            words in prop::collection::vec(prop::sample::select(vec!["checkout", "to", "for", "last", "full", "force", "2h", "0", "-1", "all", "prod/*", "[", "999999999999999999999", "1d", "ß", ""]), 0..6)
+            cmd in prop::sample::select(vec!["/rollback", "/promote", "/auto", "/freeze", "/unfreeze", "/status", "/audit", "/help", "/x"]),
+            words in prop::collection::vec(prop::sample::select(vec!["checkout", "to", "for", "last", "full", "force", "off", "on", "2h", "0", "-1", "all", "prod/*", "[", "999999999999999999999", "1d", "ß", ""]), 0..6)
         ) {
             let line = format!("{cmd} {}", words.join(" "));
             let _ = parse(&line, SERVICES);

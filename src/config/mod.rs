@@ -308,6 +308,33 @@ pub struct ServiceConfig {
     /// The canary judge's policy for this service.
     #[serde(default)]
     pub judge: crate::judge::JudgePolicy,
+    /// `false` switches the controller's automatic actions off for good:
+    /// it still judges and posts summaries, but asks instead of rolling
+    /// back, pausing or promoting. `/auto <service> off` does the same for
+    /// a while.
+    #[serde(default = "default_true")]
+    pub automation: bool,
+    /// A prompt nobody answers escalates after this long, one step of
+    /// `escalation` per period.
+    #[serde(default = "default_escalate_after")]
+    pub escalate_after: HumanDuration,
+    /// Who is mentioned when a prompt escalates, in order (on-call, then
+    /// team lead, then manager): `slack-group:S…`, `slack:U…`,
+    /// `discord-role:…`, `discord:…`.
+    #[serde(default)]
+    pub escalation: Vec<String>,
+    /// Re-post the rollout's summary as a new message on this crontab
+    /// schedule (5 fields, UTC), for long rollouts.
+    #[serde(default)]
+    pub summary_schedule: Option<CronSchedule>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_escalate_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(600))
 }
 
 fn default_cooldown() -> HumanDuration {
@@ -679,6 +706,20 @@ impl Config {
                 errors.push(at(
                     s.name.span(),
                     format!("service `{name}`: judge policy: {e}"),
+                ));
+            }
+            for who in &s.escalation {
+                if let Err(e) = crate::roles::check_member(who) {
+                    errors.push(at(
+                        s.name.span(),
+                        format!("service `{name}`: escalation: {e}"),
+                    ));
+                }
+            }
+            if s.escalate_after.0.is_zero() {
+                errors.push(at(
+                    s.name.span(),
+                    format!("service `{name}`: escalate_after must be longer than 0s"),
                 ));
             }
         }

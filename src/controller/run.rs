@@ -175,6 +175,7 @@ impl Controller {
 
     /// Judges every grid instant up to `now` that some rollout still needs.
     pub async fn step(&self, now: DateTime<Utc>) {
+        self.escalate(now).await;
         let step = chrono::Duration::from_std(self.interval).unwrap_or_default();
         let last = grid_floor(now, self.interval);
         loop {
@@ -239,6 +240,9 @@ impl Controller {
                     a.rollout.score = eval.score.is_finite().then_some(eval.score);
                     a.rollout.reasons = eval.reasons.clone();
                 }
+                if point == last {
+                    self.scheduled_summary(a, point - step, point).await;
+                }
                 a.rollout.state = a.watch.state_text();
                 // Stored when something a reader would notice changed.
                 if before != (a.rollout.state.clone(), a.rollout.verdict.clone()) {
@@ -247,6 +251,14 @@ impl Controller {
                 a.next = point + step;
             }
             active.retain(|a| a.watch.is_active());
+        }
+    }
+
+    /// Mentions the next group on prompts nobody answered (see
+    /// `Engine::escalate_prompts`); never acts on them.
+    async fn escalate(&self, now: DateTime<Utc>) {
+        if let Err(e) = self.engine.escalate_prompts(now).await {
+            tracing::error!(error = %e, "could not escalate unanswered prompts");
         }
     }
 
@@ -287,6 +299,26 @@ impl Controller {
                 h.last_error = Some(text.clone());
                 Err(text)
             }
+        }
+    }
+
+    /// Re-posts the rollout's summary as a new message when its service's
+    /// `summary_schedule` fired in `(from, to]`. Only for the latest instant,
+    /// so catching up on history does not post one summary per past firing.
+    async fn scheduled_summary(&self, a: &mut Active, from: DateTime<Utc>, to: DateTime<Utc>) {
+        let Some(svc) = self.engine.config.service(&a.rollout.service) else {
+            return;
+        };
+        let Some(schedule) = &svc.summary_schedule else {
+            return;
+        };
+        if schedule
+            .schedule
+            .after(&from)
+            .next()
+            .is_some_and(|fire| fire <= to)
+        {
+            a.watch.repost_summary(&self.engine, svc).await;
         }
     }
 

@@ -37,6 +37,8 @@ pub struct RolloutWatch {
     incident: Option<super::incident::Incident>,
     /// The cooldown notice was posted for this rollout.
     cooldown_noted: bool,
+    /// The "healthy, but automation is off" notice was posted.
+    automation_noted: bool,
 }
 
 /// "12m40s" since the rollout started.
@@ -68,6 +70,7 @@ impl RolloutWatch {
             step_started: 0.0,
             incident: None,
             cooldown_noted: false,
+            automation_noted: false,
         }
     }
 
@@ -130,6 +133,13 @@ impl RolloutWatch {
             (Verdict::Healthy, Recommendation::Promote)
                 if svc.auto_promote
                     && self.state == WatchState::Watching
+                    && engine.automation_off(&self.service).is_some() =>
+            {
+                self.note_no_auto_promote(engine, svc).await
+            }
+            (Verdict::Healthy, Recommendation::Promote)
+                if svc.auto_promote
+                    && self.state == WatchState::Watching
                     && eval.t - self.step_started >= svc.step_interval.0.as_secs_f64() =>
             {
                 self.on_promote(engine, &eval).await
@@ -160,6 +170,29 @@ impl RolloutWatch {
         }
     }
 
+    /// Posts the current summary again as a new message (the scheduled
+    /// re-post for long rollouts); later updates go to the new message.
+    pub async fn repost_summary(&mut self, engine: &Engine, svc: &ServiceConfig) {
+        let (Some(eval), Some(ch)) = (self.last.clone(), svc.deploy_channel.as_ref()) else {
+            return;
+        };
+        if !self.is_active() {
+            return;
+        }
+        let msg = crate::controller::summary_message(
+            &self.service,
+            &self.from,
+            &self.to,
+            &self.id,
+            &eval,
+            &self.state_text(),
+        );
+        let posted = engine.notifier.post(ch.as_ref(), &msg).await;
+        if !posted.is_empty() {
+            self.summary = posted;
+        }
+    }
+
     /// Picks up a person's answer to our prompt; true when it rolled back.
     async fn check_prompt(&mut self, engine: &Engine) -> bool {
         let WatchState::Asking { prompt } = &self.state else {
@@ -173,7 +206,8 @@ impl RolloutWatch {
         };
         if *choice == p.approve.label {
             // Approving a borderline canary means "do not ask again unless it fails".
-            self.borderline_approved |= p.approve.action == Some(Action::Resume);
+            self.borderline_approved |= p.approve.action == Some(Action::Resume)
+                || (p.approve.action.is_none() && p.approve.label == "Approve");
             self.state = WatchState::Watching;
             return false;
         }
@@ -234,7 +268,12 @@ impl RolloutWatch {
             .first()
             .cloned()
             .unwrap_or_else(|| "the judge found the canary failing".into());
-        match svc.on_failing {
+        // With automation off, a failing canary is asked about, never rolled back.
+        let policy = match engine.automation_off(&self.service) {
+            Some(_) => OnFailing::PageAndSuggest,
+            None => svc.on_failing,
+        };
+        match policy {
             OnFailing::AutoRollback => {
                 self.record_verdict(engine, eval).await;
                 // An open prompt is settled by the rollback.
@@ -296,6 +335,27 @@ impl RolloutWatch {
 
     async fn on_borderline(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
         self.record_verdict(engine, eval).await;
+        if engine.automation_off(&self.service).is_some() {
+            // Not paused: approving only means "stop asking".
+            return self
+                .ask(
+                    engine,
+                    svc,
+                    eval,
+                    "The canary is borderline",
+                    Choice {
+                        label: "Approve".into(),
+                        action: None,
+                        style: ButtonStyle::Primary,
+                    },
+                    Choice {
+                        label: "Roll back".into(),
+                        action: Some(Action::Rollback { to: None }),
+                        style: ButtonStyle::Danger,
+                    },
+                )
+                .await;
+        }
         let paused = engine
             .execute(self.request(
                 Action::Pause,
@@ -338,17 +398,25 @@ impl RolloutWatch {
         reject: Choice,
     ) {
         let now = engine.clock.now();
+        let mut question = format!(
+            "{}\nScore {:.0}/100. {} or {}?",
+            eval.reasons.join("\n"),
+            eval.score,
+            approve.label,
+            reject.label
+        );
+        if let Some(off) = engine.automation_off(&self.service) {
+            question.push_str(&format!(
+                "\nAutomation is off for {} {}, so rollbot asks instead of acting by itself.",
+                self.service,
+                off.describe()
+            ));
+        }
         let prompt = Prompt {
             id: new_id(),
             service: self.service.clone(),
             title: format!("{headline}: {} {}", self.service, self.to),
-            question: format!(
-                "{}\nScore {:.0}/100. {} or {}?",
-                eval.reasons.join("\n"),
-                eval.score,
-                approve.label,
-                reject.label
-            ),
+            question,
             requested_by: controller(),
             reason: eval.reasons.first().cloned().unwrap_or_default(),
             approve,
@@ -364,6 +432,7 @@ impl RolloutWatch {
             thread: self.summary.clone(),
             correlation_id: new_id(),
             state: PromptState::Open,
+            escalated: 0,
         };
         let req = Request::new(controller(), Action::Pause).service(self.service.clone());
         match engine.post_prompt(prompt, &req).await {
@@ -375,6 +444,36 @@ impl RolloutWatch {
             Err(e) => {
                 tracing::error!(service = %self.service, error = %e, "could not post a prompt")
             }
+        }
+    }
+
+    /// A healthy canary that `auto_promote` would move on, while automation
+    /// is off: said once, nothing done.
+    async fn note_no_auto_promote(&mut self, engine: &Engine, svc: &ServiceConfig) {
+        if self.automation_noted {
+            return;
+        }
+        let Some(off) = engine.automation_off(&self.service) else {
+            return;
+        };
+        self.automation_noted = true;
+        let m = crate::chat::Message::new(
+            crate::chat::Severity::Info,
+            format!("{} is healthy; not promoted automatically", self.service),
+        )
+        .text(format!(
+            "Automation is off for {} {}, so rollbot does not promote it by itself. Promote by hand with `/promote {}`, or switch automation back on with `/auto {} on`.",
+            self.service,
+            off.describe(),
+            self.service,
+            self.service
+        ))
+        .context(format!("rollout {}", self.id));
+        if let Some(ch) = &svc.deploy_channel {
+            engine
+                .notifier
+                .reply_or_post(&self.summary, ch.as_ref(), &m)
+                .await;
         }
     }
 

@@ -14,12 +14,15 @@
 //!  9. audit          `succeeded` or `failed`
 //! 10. notify         in the chat bulkhead, never holding up the action
 
+mod automation;
+mod escalation;
 mod idempotency;
 mod lock;
 pub mod prompt;
 mod query;
 mod recovery;
 
+pub use automation::{AutomationOff, DEFAULT_AUTOMATION_OFF, MAX_AUTOMATION_OFF};
 pub use prompt::{parse_action_id, Prompt, PromptState};
 pub use query::audit_line;
 pub use recovery::Inflight;
@@ -291,7 +294,7 @@ impl Engine {
         let perm = match &req.action {
             Action::Rollback { .. } => Permission::Rollback,
             Action::Promote { .. } => Permission::Promote,
-            Action::Pause => Permission::Pause,
+            Action::Pause | Action::Automation { .. } => Permission::Pause,
             _ => Permission::Resume,
         };
         if let Err(r) = self
@@ -306,6 +309,14 @@ impl Engine {
                     "permission",
                     "Not allowed",
                     r.to_string(),
+                )
+                .await;
+        }
+        if let Action::Automation { .. } = &req.action {
+            return self
+                .once(
+                    req.idempotency_key.as_deref(),
+                    self.automation_action(req, corr, svc),
                 )
                 .await;
         }
@@ -689,6 +700,7 @@ impl Engine {
             messages: vec![],
             correlation_id: corr.into(),
             state: PromptState::Open,
+            escalated: 0,
         };
         self.post_prompt(prompt, req).await
     }
@@ -1131,7 +1143,11 @@ impl Engine {
                 params.entry("full".into()).or_insert(json!(full));
                 params.entry("force".into()).or_insert(json!(force));
             }
-            Action::Freeze { duration, .. } => {
+            Action::Freeze { duration, .. }
+            | Action::Automation {
+                enabled: false,
+                duration,
+            } => {
                 params
                     .entry("duration_secs".into())
                     .or_insert(json!(duration.as_secs()));

@@ -52,6 +52,9 @@ pub struct Prompt {
     pub messages: Vec<MessageRef>,
     pub correlation_id: String,
     pub state: PromptState,
+    /// How many steps of the service's `escalation` were mentioned.
+    #[serde(default)]
+    pub escalated: usize,
 }
 
 impl Prompt {
@@ -218,6 +221,30 @@ impl Prompts {
                 .is_ok()
             {
                 return Ok(Some(Answer::Accepted(p)));
+            }
+        }
+    }
+
+    /// Records that escalation step `step` (1-based) was posted, if the
+    /// prompt is still open and not escalated that far; true when this
+    /// caller moved it on (so the step is posted once).
+    pub fn escalate(&self, id: &str, step: usize) -> anyhow::Result<bool> {
+        loop {
+            let Some(old) = self.tree.get(id.as_bytes())? else {
+                return Ok(false);
+            };
+            let mut p: Prompt = serde_json::from_slice(&old)?;
+            if p.state != PromptState::Open || p.escalated >= step {
+                return Ok(false);
+            }
+            p.escalated = step;
+            let new = serde_json::to_vec(&p)?;
+            if self
+                .tree
+                .compare_and_swap(id.as_bytes(), Some(old), Some(new))?
+                .is_ok()
+            {
+                return Ok(true);
             }
         }
     }

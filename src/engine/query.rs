@@ -142,6 +142,9 @@ impl Engine {
                     until.format("%H:%M UTC")
                 ));
             }
+            if let Some(off) = self.automation_off(s.name()) {
+                name.push_str(&format!(" — automation off {}", off.describe()));
+            }
             m = m.field(name, line);
         }
         let freezes = self.freezes.active_ad_hoc(now)?;

@@ -26,12 +26,15 @@ environment = "prod"
 backend = "sim"
 deploy_channel = "deploys"
 critical = true
+escalate_after = "5m"
+escalation = ["slack-group:S0ONCALL", "slack-group:S0LEADS", "slack:U0MANAGER"]
 
 [[services]]
 name = "payments"
 environment = "prod"
 backend = "sim"
 deploy_channel = "deploys"
+summary_schedule = "*/20 * * * *"
 
 [[services]]
 name = "search"
@@ -198,6 +201,19 @@ async fn every_role_and_action_pair() {
             }),
         ),
         (
+            "auto",
+            Box::new(|a| {
+                Request::new(
+                    who(a),
+                    Action::Automation {
+                        enabled: false,
+                        duration: Duration::from_secs(600),
+                    },
+                )
+                .service("payments")
+            }),
+        ),
+        (
             "status",
             Box::new(|a| {
                 Request::new(who(a), Action::Query { view: View::Status }).service("payments")
@@ -217,13 +233,14 @@ async fn every_role_and_action_pair() {
         ("approver", &["status", "audit"]),
         (
             "responder",
-            &["rollback", "pause", "resume", "status", "audit"],
+            &["rollback", "pause", "resume", "auto", "status", "audit"],
         ),
         ("releaser", &["freeze", "unfreeze", "status", "audit"]),
         (
             "admin",
             &[
-                "rollback", "promote", "pause", "resume", "freeze", "unfreeze", "status", "audit",
+                "rollback", "promote", "pause", "resume", "freeze", "unfreeze", "auto", "status",
+                "audit",
             ],
         ),
         ("stranger", &[]),
@@ -802,4 +819,429 @@ async fn an_expired_prompt_cannot_be_answered() {
         o.message.text
     );
     assert_eq!(h.sim.count("checkout", "promote"), 0);
+}
+
+#[tokio::test]
+async fn automation_off_is_authorized_audited_shown_and_expires() {
+    let h = harness();
+    let off = |actor: &str| {
+        Request::new(
+            who(actor),
+            Action::Automation {
+                enabled: false,
+                duration: Duration::from_secs(7200),
+            },
+        )
+        .service("payments")
+        .reason("database maintenance")
+    };
+    // A deployer may not switch automation off (it is the pause permission).
+    let o = h.engine.execute(off("deployer")).await;
+    assert_eq!(o.status, Status::Refused);
+    assert!(
+        o.message.text.contains("responder, admin"),
+        "{}",
+        o.message.text
+    );
+    assert!(h.engine.automation_off("payments").is_none());
+
+    let o = h.engine.execute(off("responder")).await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    let now = h.clock.now();
+    let state = h.engine.automation_off("payments").expect("off");
+    assert_eq!(state.by, "responder");
+    assert_eq!(state.reason, "database maintenance");
+    assert_eq!(state.until, Some(now + chrono::Duration::hours(2)));
+    assert!(h.engine.automation_off("checkout").is_none());
+
+    // Audited: requested then succeeded, with the duration and the end.
+    let entries = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query {
+            service: Some("payments".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    let autos: Vec<_> = entries
+        .iter()
+        .filter(|e| e.record.action == "automation")
+        .collect();
+    // The deployer's refusal, then the responder's request and result.
+    assert_eq!(autos.len(), 3, "{autos:?}");
+    assert!(autos
+        .iter()
+        .any(|e| e.record.outcome == AuditOutcome::Refused));
+    assert!(autos
+        .iter()
+        .any(|e| e.record.outcome == AuditOutcome::Requested));
+    let done = autos
+        .iter()
+        .find(|e| e.record.outcome == AuditOutcome::Succeeded)
+        .expect("succeeded entry");
+    assert_eq!(done.record.parameters["duration_secs"], json!(7200));
+    assert_eq!(done.record.parameters["enabled"], json!(false));
+    assert_eq!(
+        done.record.parameters["until"],
+        json!("2026-12-02T14:00:00+00:00")
+    );
+    assert_eq!(done.record.reason, "database maintenance");
+    // Announced in the deploy channel.
+    h.engine.notifier.settle().await;
+    let posted = h.chat.0.lock().unwrap().clone();
+    assert!(posted
+        .iter()
+        .any(|(_, m)| m.title == "Automation off: payments"));
+
+    // /status shows who, until when and why.
+    let o = h
+        .engine
+        .execute(
+            Request::new(who("viewer"), Action::Query { view: View::Status }).service("payments"),
+        )
+        .await;
+    let text = o.message.plain();
+    assert!(
+        text.contains(
+            "automation off by responder until 2026-12-02 14:00 UTC: database maintenance"
+        ),
+        "{text}"
+    );
+
+    // It expires by itself.
+    h.clock.advance(Duration::from_secs(7200 + 1));
+    assert!(h.engine.automation_off("payments").is_none());
+
+    // And can be switched back on early.
+    h.engine.execute(off("admin")).await;
+    assert!(h.engine.automation_off("payments").is_some());
+    let o = h
+        .engine
+        .execute(
+            Request::new(
+                who("responder"),
+                Action::Automation {
+                    enabled: true,
+                    duration: Duration::ZERO,
+                },
+            )
+            .service("payments"),
+        )
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    assert!(
+        o.message.text.contains("by itself again"),
+        "{}",
+        o.message.text
+    );
+    assert!(h.engine.automation_off("payments").is_none());
+}
+
+/// Feeds a failing canary to a rollout watch until it rolls back or asks
+/// about a failing canary; a borderline prompt on the way is approved.
+/// Returns the watch and the borderline prompts seen.
+async fn watch_failing_canary(h: &Harness) -> (crate::controller::RolloutWatch, Vec<Prompt>) {
+    use crate::controller::WatchState;
+    use crate::judge::sim::{Scenario, Simulator};
+    let svc = h.engine.config.service("payments").unwrap();
+    let mut watch = crate::controller::RolloutWatch::new(svc, "v1", "v2");
+    let mut sim = Simulator::new(&Scenario::new("bad", false).errors(10.0), 3);
+    let mut borderline = Vec::new();
+    for _ in 0..360 {
+        let Some(tick) = sim.next_tick() else { break };
+        watch.tick(&h.engine, &tick).await;
+        match &watch.state {
+            WatchState::Watching => {}
+            WatchState::Asking { prompt } => {
+                let p = h.engine.prompts.get(prompt).unwrap().unwrap();
+                if p.approve.label != "Approve" || p.state != PromptState::Open {
+                    break;
+                }
+                let o = h
+                    .engine
+                    .execute(Request::new(
+                        who("approver"),
+                        Action::Approve {
+                            prompt: p.id.clone(),
+                        },
+                    ))
+                    .await;
+                assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+                borderline.push(p);
+            }
+            _ => break,
+        }
+    }
+    (watch, borderline)
+}
+
+#[tokio::test]
+async fn with_automation_off_the_controller_asks_instead_of_rolling_back() {
+    let h = harness();
+    let o = h
+        .engine
+        .execute(
+            Request::new(
+                who("responder"),
+                Action::Automation {
+                    enabled: false,
+                    duration: Duration::from_secs(3600),
+                },
+            )
+            .service("payments")
+            .reason("known upstream outage"),
+        )
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    let (watch, borderline) = watch_failing_canary(&h).await;
+    for p in &borderline {
+        // Not paused, so approving only means "stop asking".
+        assert_eq!(p.approve.action, None);
+        assert!(p.question.contains("Automation is off"), "{}", p.question);
+    }
+    let crate::controller::WatchState::Asking { prompt } = &watch.state else {
+        panic!("expected a prompt, got {:?}", watch.state);
+    };
+    let p = h
+        .engine
+        .prompts
+        .get(prompt)
+        .unwrap()
+        .expect("stored prompt");
+    assert_eq!(p.approve.label, "Roll back");
+    assert_eq!(p.reject.label, "Continue");
+    assert!(
+        p.question
+            .contains("Automation is off for payments by responder until 2026-12-02 13:00 UTC: known upstream outage"),
+        "{}",
+        p.question
+    );
+    // Nothing was rolled back or paused: no backend action in the audit log
+    // (prompts are recorded as pending requests, nothing more).
+    let entries = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query {
+            service: Some("payments".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        !entries.iter().any(|e| e.record.action == "rollback"
+            || (e.record.action == "pause" && e.record.outcome != AuditOutcome::Pending)),
+        "{entries:?}"
+    );
+    // The summary was still posted.
+    let posted = h.chat.0.lock().unwrap().clone();
+    assert!(posted.iter().any(|(_, m)| m.title.contains("payments")));
+}
+
+#[tokio::test]
+async fn with_automation_on_the_controller_rolls_back_by_itself() {
+    let h = harness();
+    let (watch, _) = watch_failing_canary(&h).await;
+    assert!(
+        matches!(
+            watch.state,
+            crate::controller::WatchState::Monitoring(_) | crate::controller::WatchState::Done(_)
+        ),
+        "{:?}",
+        watch.state
+    );
+    let entries = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query {
+            service: Some("payments".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(entries.iter().any(|e| e.record.action == "rollback"));
+}
+
+#[tokio::test]
+async fn an_unanswered_prompt_escalates_one_step_per_period_and_never_acts() {
+    let h = harness();
+    let start = h.clock.now();
+    let o = h
+        .engine
+        .execute(promote("deployer", "checkout", false))
+        .await;
+    assert_eq!(o.status, Status::Pending, "{}", o.message.plain());
+    let id = o.prompt.expect("a prompt");
+    let live_before = h.engine.backend_status("checkout").await.unwrap();
+    let escalations = |h: &Harness| -> Vec<Message> {
+        h.chat
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, m)| m.title.starts_with("Still waiting"))
+            .map(|(_, m)| m.clone())
+            .collect()
+    };
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 0);
+    h.clock.advance(Duration::from_secs(299));
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 0);
+    // 5m: the first group; asking again at the same time posts nothing more.
+    h.clock.advance(Duration::from_secs(1));
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 1);
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 0);
+    let seen = escalations(&h);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].mentions, vec!["slack-group:S0ONCALL".to_string()]);
+    assert!(
+        seen[0].text.contains("Nobody has answered for 5m"),
+        "{}",
+        seen[0].text
+    );
+    assert!(seen[0].text.contains("rollbot does nothing by itself"));
+    assert!(seen[0].buttons.is_empty(), "the buttons stay on the prompt");
+    // 10m and 15m: the next groups, one step per period; the controller's
+    // loop checks open prompts at every step.
+    h.clock.set(start + chrono::Duration::minutes(10));
+    let controller = crate::controller::Controller::new(
+        h.engine.clone(),
+        Arc::new(crate::metrics::simulated::SimulatedSource::new(
+            HashMap::new(),
+        )),
+    );
+    controller.step(h.clock.now()).await;
+    assert_eq!(escalations(&h).len(), 2);
+    h.clock.set(start + chrono::Duration::minutes(15));
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 1);
+    // The list is exhausted: nothing more, and nothing ever acted.
+    h.clock.set(start + chrono::Duration::minutes(25));
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 0);
+    let mentioned: Vec<String> = escalations(&h)
+        .iter()
+        .flat_map(|m| m.mentions.clone())
+        .collect();
+    assert_eq!(
+        mentioned,
+        [
+            "slack-group:S0ONCALL",
+            "slack-group:S0LEADS",
+            "slack:U0MANAGER"
+        ]
+    );
+    let p = h.engine.prompts.get(&id).unwrap().unwrap();
+    assert_eq!(p.state, PromptState::Open);
+    assert_eq!(p.escalated, 3);
+    assert_eq!(
+        h.engine.backend_status("checkout").await.unwrap(),
+        live_before
+    );
+    let entries = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query {
+            service: Some("checkout".into()),
+            limit: 50,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.record.action == "escalate")
+            .count(),
+        3
+    );
+    assert!(!entries
+        .iter()
+        .any(|e| e.record.action == "promote" && e.record.outcome == AuditOutcome::Succeeded));
+
+    // An answered prompt does not escalate.
+    h.clock.set(start + chrono::Duration::minutes(26));
+    let o = h
+        .engine
+        .execute(promote("deployer", "checkout", false))
+        .await;
+    let id2 = o.prompt.expect("a prompt");
+    h.engine
+        .execute(Request::new(
+            who("approver"),
+            Action::Reject { prompt: id2 },
+        ))
+        .await;
+    h.clock.advance(Duration::from_secs(600));
+    assert_eq!(h.engine.escalate_prompts(h.clock.now()).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_summary_is_reposted_when_its_schedule_fires_between_two_ticks() {
+    use crate::judge::sim::Scenario;
+    let h = harness();
+    let start = h.clock.now(); // 12:00:00
+    let controller = crate::controller::Controller::new(
+        h.engine.clone(),
+        Arc::new(crate::metrics::simulated::SimulatedSource::new(
+            [("payments".to_string(), Scenario::new("good", true))].into(),
+        )),
+    );
+    let r = controller
+        .announce(crate::controller::Rollout {
+            id: "r1".into(),
+            service: "payments".into(),
+            from_revision: "v1".into(),
+            to_revision: "v2".into(),
+            strategy: "canary".into(),
+            start,
+            announced_by: "test".into(),
+            state: "watching".into(),
+            verdict: None,
+            score: None,
+            reasons: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.id, "r1");
+    let summaries = |h: &Harness| {
+        h.chat
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(ch, m)| {
+                !ch.starts_with("update:") && m.title.starts_with("Canary payments v2")
+            })
+            .count()
+    };
+    let interval = controller.interval();
+    let until = |h: &Harness, t: chrono::DateTime<Utc>| {
+        let mut now = h.clock.now();
+        let mut instants = Vec::new();
+        while now + chrono::Duration::from_std(interval).unwrap() <= t {
+            now += chrono::Duration::from_std(interval).unwrap();
+            instants.push(now);
+        }
+        instants
+    };
+    // Up to 12:19:xx: the summary posted once, then updated in place.
+    for t in until(&h, start + chrono::Duration::seconds(20 * 60 - 1)) {
+        h.clock.set(t);
+        controller.step(t).await;
+    }
+    assert_eq!(summaries(&h), 1);
+    // The schedule fires at 12:20 (between two ticks): a new message.
+    for t in until(&h, start + chrono::Duration::minutes(20)) {
+        h.clock.set(t);
+        controller.step(t).await;
+    }
+    assert_eq!(summaries(&h), 2);
+    // Not again until 12:40.
+    for t in until(&h, start + chrono::Duration::minutes(39)) {
+        h.clock.set(t);
+        controller.step(t).await;
+    }
+    assert_eq!(summaries(&h), 2);
+    for t in until(&h, start + chrono::Duration::minutes(40)) {
+        h.clock.set(t);
+        controller.step(t).await;
+    }
+    assert_eq!(summaries(&h), 3);
 }

@@ -692,7 +692,7 @@ async fn discord_register_bulk_overwrites_the_generated_commands() {
     let out = run(TOKEN, Some(GUILD_ID)).await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("registered 7 commands in server"),
+        text(&out).contains("registered 8 commands in server"),
         "{}",
         text(&out)
     );

@@ -69,7 +69,23 @@ pub fn embed(msg: &Message) -> CreateEmbed {
         let inline = value.chars().count() <= 40 && !value.contains('\n');
         e = e.field(name, value, inline);
     }
+    if !msg.mentions.is_empty() && budget > 20 && msg.fields.len() < 25 {
+        let who: Vec<String> = msg.mentions.iter().map(|m| mention(m)).collect();
+        let value = take(&mut budget, &who.join(" "), 1024);
+        e = e.field("Mentions", value, false);
+    }
     e
+}
+
+/// A platform-qualified id as Discord mention syntax: `discord-role:…` →
+/// `<@&…>`, `discord:…` → `<@…>`; other platforms' ids as text. Shown in
+/// the embed, where Discord renders them but does not notify.
+pub fn mention(who: &str) -> String {
+    match who.split_once(':') {
+        Some(("discord-role", id)) => format!("<@&{id}>"),
+        Some(("discord", id)) => format!("<@{id}>"),
+        _ => who.to_string(),
+    }
 }
 
 fn style(s: ButtonStyle) -> DiscordStyle {

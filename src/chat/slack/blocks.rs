@@ -33,6 +33,16 @@ fn md(s: &str, max: usize) -> SlackBlockText {
     SlackBlockMarkDownText::new(cut(&escape(s), max)).into()
 }
 
+/// A platform-qualified id as a Slack mention: `slack-group:S…` →
+/// `<!subteam^S…>`, `slack:U…` → `<@U…>`; other platforms' ids as text.
+pub fn mention(who: &str) -> String {
+    match who.split_once(':') {
+        Some(("slack-group", id)) => format!("<!subteam^{id}>"),
+        Some(("slack", id)) => format!("<@{id}>"),
+        _ => escape(who),
+    }
+}
+
 /// The blocks and fallback text for a message.
 pub fn content(msg: &Message) -> SlackMessageContent {
     let mut blocks: Vec<SlackBlock> = Vec::new();
@@ -85,17 +95,26 @@ pub fn content(msg: &Message) -> SlackMessageContent {
                 .into(),
         );
     }
+    let mentions: Vec<String> = msg.mentions.iter().map(|m| mention(m)).collect();
+    if !mentions.is_empty() {
+        blocks.push(
+            SlackSectionBlock::new()
+                .with_text(SlackBlockMarkDownText::new(cut(&mentions.join(" "), TEXT_MAX)).into())
+                .into(),
+        );
+    }
     if !msg.context.is_empty() {
         let elements = vec![SlackContextBlockElement::MarkDown(
             SlackBlockMarkDownText::new(cut(&escape(&msg.context.join(" · ")), TEXT_MAX)),
         )];
         blocks.push(SlackContextBlock::new(elements).into());
     }
+    let mut fallback = format!("{} {}", msg.severity.icon(), msg.plain());
+    if !mentions.is_empty() {
+        fallback = format!("{} {fallback}", mentions.join(" "));
+    }
     SlackMessageContent::new()
-        .with_text(cut(
-            &format!("{} {}", msg.severity.icon(), msg.plain()),
-            3900,
-        ))
+        .with_text(cut(&fallback, 3900))
         .with_blocks(blocks)
 }
 
@@ -103,6 +122,20 @@ pub fn content(msg: &Message) -> SlackMessageContent {
 mod tests {
     use super::*;
     use crate::chat::Severity;
+
+    #[test]
+    fn mentions_become_slack_mentions() {
+        assert_eq!(mention("slack-group:S0ONCALL"), "<!subteam^S0ONCALL>");
+        assert_eq!(mention("slack:U0MANAGER"), "<@U0MANAGER>");
+        assert_eq!(
+            mention("discord-role:945678901234567890"),
+            "discord-role:945678901234567890"
+        );
+        let m = Message::new(Severity::Warning, "Still waiting").mention("slack-group:S0LEADS");
+        let v = serde_json::to_value(content(&m)).unwrap();
+        let text = v.to_string();
+        assert!(text.contains("<!subteam^S0LEADS>"), "{text}");
+    }
 
     #[test]
     fn renders_header_fields_buttons_and_context() {

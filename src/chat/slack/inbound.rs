@@ -295,9 +295,11 @@ impl Inbound {
         let config = &self.engine.config;
         let slack_id = |alias: &str| self.engine.notifier.channel_id(alias, Platform::Slack);
         let services: Vec<&crate::config::ServiceConfig> = match cmd {
-            Some(Command::Rollback { service, .. } | Command::Promote { service, .. }) => {
-                config.service(service).into_iter().collect()
-            }
+            Some(
+                Command::Rollback { service, .. }
+                | Command::Promote { service, .. }
+                | Command::Auto { service, .. },
+            ) => config.service(service).into_iter().collect(),
             Some(Command::Freeze { scope, .. } | Command::Unfreeze { scope }) => config
                 .services
                 .iter()
@@ -352,6 +354,12 @@ fn acknowledgement(c: &Command) -> String {
         Command::Promote { service, .. } => format!("⏳ Promoting {service}…"),
         Command::Freeze { scope, .. } => format!("⏳ Freezing {scope}…"),
         Command::Unfreeze { scope } => format!("⏳ Lifting the freeze on {scope}…"),
+        Command::Auto {
+            service, enabled, ..
+        } => format!(
+            "⏳ Switching automation of {service} {}…",
+            if *enabled { "on" } else { "off" }
+        ),
         Command::Status { .. } | Command::Audit { .. } | Command::Help { .. } => {
             "⏳ Looking that up…".to_string()
         }

@@ -9,7 +9,7 @@
 use crate::command::COMMANDS;
 
 /// Commands registered under their own name.
-pub const REGISTERED: &[&str] = &["rollback", "promote", "freeze", "unfreeze", "audit"];
+pub const REGISTERED: &[&str] = &["rollback", "promote", "freeze", "unfreeze", "auto", "audit"];
 
 /// Bot scopes and why each is needed.
 pub const SCOPES: &[(&str, &str)] = &[
@@ -81,7 +81,7 @@ pub fn manifest(url: &str, socket: bool) -> String {
     }
     entry(
         "rollbot",
-        "Any rollbot command: status, audit, help, rollback, promote, freeze, unfreeze.",
+        "Any rollbot command: status, audit, help, rollback, promote, freeze, unfreeze, auto.",
         "status [service] | help [command] | <command> …",
     );
     y.push_str("oauth_config:\n  scopes:\n    bot:\n");

@@ -1,0 +1,79 @@
+//! Escalation: a prompt nobody answers mentions the next entry of the
+//! service's `escalation` list (on-call, then team lead, then manager) once
+//! per `escalate_after`, in the prompt's thread. Escalating never acts: the
+//! prompt keeps its buttons and its expiry.
+
+use super::Engine;
+use crate::audit::{Outcome as AuditOutcome, Record};
+use crate::chat::{Message, Severity};
+use crate::domain::{human_duration, Actor};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+impl Engine {
+    /// Posts the escalations due at `now`, at most one step per prompt per
+    /// call; returns how many were posted. The controller calls it every step.
+    pub async fn escalate_prompts(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let mut posted = 0;
+        for p in self.prompts.open()? {
+            if p.expires <= now {
+                continue;
+            }
+            let Some(svc) = self.config.service(&p.service) else {
+                continue;
+            };
+            let period = svc.escalate_after.0.as_millis().max(1) as i64;
+            let waited = (now - p.created).num_milliseconds().max(0);
+            let due = ((waited / period) as usize).min(svc.escalation.len());
+            if p.escalated >= due {
+                continue;
+            }
+            let step = p.escalated + 1;
+            if !self.prompts.escalate(&p.id, step)? {
+                continue;
+            }
+            let who = svc.escalation[step - 1].clone();
+            let waited_text = human_duration(std::time::Duration::from_millis(waited as u64));
+            let m = Message::new(
+                Severity::Warning,
+                format!("Still waiting for an answer: {}", p.title),
+            )
+            .text(format!(
+                "Nobody has answered for {waited_text}. {} or {}? Only the buttons above decide: rollbot does nothing by itself meanwhile. The prompt expires at {}.",
+                p.approve.label,
+                p.reject.label,
+                p.expires.format("%Y-%m-%d %H:%M UTC")
+            ))
+            .field("Escalation", format!("step {step} of {}", svc.escalation.len()))
+            .mention(who.clone())
+            .context(format!("prompt {}", p.id))
+            .context(format!("correlation {}", p.correlation_id));
+            let mut parameters = BTreeMap::new();
+            parameters.insert("prompt".to_string(), json!(p.id));
+            parameters.insert("step".to_string(), json!(step));
+            parameters.insert("mentioned".to_string(), json!(who));
+            self.append(Record {
+                time: now,
+                actor: Actor::system("controller"),
+                action: "escalate".into(),
+                service: Some(p.service.clone()),
+                parameters,
+                outcome: AuditOutcome::Noted,
+                reason: format!("unanswered for {waited_text}"),
+                detail: m.plain(),
+                correlation_id: p.correlation_id.clone(),
+                idempotency_key: None,
+            })
+            .await?;
+            match &p.channel {
+                Some(ch) => {
+                    self.notifier.reply_or_post(&p.messages, ch, &m).await;
+                }
+                None => tracing::warn!(prompt = %p.id, "an escalation has no channel to go to"),
+            }
+            posted += 1;
+        }
+        Ok(posted)
+    }
+}
