@@ -52,6 +52,21 @@ pub struct WebhookBackend {
     http: reqwest::Client,
 }
 
+/// The longest a POST with its retries can take: every attempt hits its time
+/// limit, with the backoff waits between them.
+pub fn worst_case(timeout: Duration, retries: u32, backoff: Duration) -> Duration {
+    let mut total = timeout * (retries + 1);
+    let mut wait = backoff;
+    for _ in 0..retries {
+        total += wait;
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+    total
+}
+
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 /// The signature header's value for a timestamp and body.
 pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
@@ -267,7 +282,7 @@ impl WebhookBackend {
                 )));
             }
             tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(30));
+            wait = (wait * 2).min(MAX_BACKOFF);
         }
         unreachable!("the loop returns on its last attempt")
     }
@@ -477,6 +492,18 @@ mod tests {
                 m.update(b"1.{}");
                 hex::encode(m.finalize().into_bytes())
             })
+        );
+    }
+
+    #[test]
+    fn worst_case_adds_attempts_and_waits() {
+        assert_eq!(
+            worst_case(Duration::from_secs(10), 3, Duration::from_millis(500)),
+            Duration::from_millis(40_000 + 500 + 1000 + 2000)
+        );
+        assert_eq!(
+            worst_case(Duration::from_secs(1), 0, Duration::from_secs(5)),
+            Duration::from_secs(1)
         );
     }
 

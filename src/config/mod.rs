@@ -780,9 +780,44 @@ impl Config {
                 secret,
                 secret_file,
                 retries,
+                timeout,
+                backoff,
+                status_timeout,
                 ..
             } = backend.as_ref()
             {
+                // The engine cuts every backend call at backend_timeout; the
+                // webhook's own limits must end first so its report survives.
+                let d = crate::backend::webhook::WebhookSettings::default();
+                let worst = crate::backend::webhook::worst_case(
+                    timeout.map(|t| t.0).unwrap_or(d.timeout),
+                    retries.unwrap_or(d.retries).min(10),
+                    backoff.map(|t| t.0).unwrap_or(d.backoff),
+                );
+                let limit = self.engine.backend_timeout.0;
+                // Polling is a separate call (verify), with its own limit.
+                let poll = match status_url {
+                    Some(_) => status_timeout.map(|t| t.0).unwrap_or(d.status_timeout),
+                    None => Duration::ZERO,
+                };
+                if retries.unwrap_or(d.retries) <= 10 && (worst >= limit || poll >= limit) {
+                    errors.push(
+                        at(
+                            backend.span(),
+                            format!(
+                                "backend `{name}`: a request with its retries can take {}{}, but [engine] backend_timeout is {}",
+                                crate::domain::human_duration(worst),
+                                if status_url.is_some() {
+                                    format!(" and polling status_url {}", crate::domain::human_duration(poll))
+                                } else {
+                                    String::new()
+                                },
+                                crate::domain::human_duration(limit)
+                            ),
+                        )
+                        .help("lower timeout, retries or status_timeout, or raise backend_timeout in [engine]"),
+                    );
+                }
                 for (key, u) in [("url", Some(url)), ("status_url", status_url.as_ref())] {
                     if let Some(u) = u {
                         if !(u.starts_with("http://") || u.starts_with("https://")) {

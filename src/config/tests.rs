@@ -226,6 +226,12 @@ fn webhook_backends_need_a_url_and_a_secret() {
     assert!(e.message.contains("not an http:// or https:// URL"), "{e}");
     let e = one(&ok.replace("retries = 2", "retries = 50"));
     assert!(e.message.contains("at most 10"), "{e}");
+    let e = one(&ok.replace("retries = 2", "retries = 2\ntimeout = \"60s\""));
+    assert!(
+        e.message.contains("backend_timeout is 2m")
+            && e.help.as_deref().unwrap().contains("[engine]"),
+        "{e}"
+    );
     let e = one(&ok.replace("${HOOK_SECRET}", "hunter2"));
     assert!(e.message.contains("never written in the config"), "{e}");
 }

@@ -495,3 +495,99 @@ async fn gitops_revert_mode_reverts_the_newest_change() {
         "{msg}"
     );
 }
+
+fn backend(dir: &Path, backend: &str) -> Arc<dyn rollbot::backend::RollbackBackend> {
+    let text = format!(
+        "{backend}\n[[services]]\nname = \"checkout\"\nenvironment = \"prod\"\nbackend = \"main\"\n"
+    );
+    let config = Config::parse(&dir.join("rollbot.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    rollbot::runtime::build_backends(&config).0["main"].clone()
+}
+
+fn target() -> rollbot::backend::Target {
+    rollbot::backend::Target {
+        service: "checkout".into(),
+        environment: "prod".into(),
+        settings: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn gitops_status_shows_values_and_commits_and_promote_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, _seed) = repo(dir.path());
+    let b = backend(
+        dir.path(),
+        &gitops_config(&origin, &dir.path().join("clone"), ""),
+    );
+    let st = b.status(&target()).await.unwrap();
+    assert_eq!(st.live_revision.as_deref(), Some("v7"));
+    let revs: Vec<_> = st.history.iter().map(|h| h.revision.as_str()).collect();
+    assert_eq!(revs, ["v7", "v6", "v5"]);
+    assert!(st.history[0].live && st.history[1].detail.contains("checkout v6"));
+    let notes = st.notes.join("\n");
+    assert!(
+        notes.contains(FILE) && notes.contains("Dev: checkout v7"),
+        "{notes}"
+    );
+    let err = b
+        .promote(&target(), false, &Default::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("does not promote") && err.contains("Argo CD"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn gitops_token_goes_in_a_header_and_never_into_messages() {
+    // An HTTP "git server" that records the first request and refuses it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = s.read(&mut buf).unwrap();
+        let _ = s.write_all(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\nConnection: close\r\n\r\nnope!\n",
+        );
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "ghp_secret_token_123\n").unwrap();
+    let b = backend(
+        dir.path(),
+        &gitops_config(
+            Path::new(&format!("http://127.0.0.1:{port}/acme/deploy.git")),
+            &dir.path().join("clone"),
+            &format!("token_file = \"{}\"", token.display()),
+        ),
+    );
+    let err = b
+        .preflight(
+            &target(),
+            &rollbot::backend::Operation::Rollback { to: None },
+            &Default::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    let request = seen.join().unwrap();
+    // base64("x-access-token:ghp_secret_token_123")
+    assert!(
+        request.contains("Authorization: Basic eC1hY2Nlc3MtdG9rZW46Z2hwX3NlY3JldF90b2tlbl8xMjM="),
+        "{request}"
+    );
+    assert!(
+        request.starts_with("GET /acme/deploy.git/info/refs"),
+        "{request}"
+    );
+    assert!(
+        err.contains("git clone") && !err.contains("ghp_secret"),
+        "{err}"
+    );
+}
