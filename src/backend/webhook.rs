@@ -251,8 +251,9 @@ impl WebhookBackend {
                         beginning(&text, 200)
                     ));
                     return Err(BackendError::Failed(format!(
-                        "the webhook refused {action} with HTTP {code}: {}\nRequests: {}",
+                        "the webhook refused {action} with HTTP {code}: {}\nThe receiver should not have acted; fix what it names, or do the {action} by hand in the pipeline behind {}.\nRequests: {}",
                         beginning(&text, 300),
+                        shown(&self.s.url),
                         trail.join("; ")
                     )));
                 }
@@ -277,7 +278,9 @@ impl WebhookBackend {
             };
             if n == attempts {
                 return Err(BackendError::Failed(format!(
-                    "the webhook did not accept {action} after {attempts} attempts (last: {retry})\nRequests: {}",
+                    "the webhook did not accept {action} after {attempts} attempts (last: {retry})\nAn attempt that timed out may still have acted: check the pipeline behind {} for idempotency key {} before doing the {action} by hand.\nRequests: {}",
+                    shown(&self.s.url),
+                    ctx.idempotency_key,
                     trail.join("; ")
                 )));
             }
