@@ -2,7 +2,9 @@
 //! `serve` and `demo` both start here, so they cannot drift apart.
 
 use crate::backend::exec::ExecBackend;
+use crate::backend::gitops::{GitopsBackend, GitopsSettings};
 use crate::backend::simulated::SimulatedBackend;
+use crate::backend::webhook::{WebhookBackend, WebhookSettings};
 use crate::backend::RollbackBackend;
 use crate::chat::{ChatSink, Notifier};
 use crate::clock::SharedClock;
@@ -58,6 +60,77 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                         supports.clone(),
                     )),
                 );
+            }
+            BackendConfig::Webhook {
+                url,
+                status_url,
+                secret,
+                secret_file,
+                timeout,
+                retries,
+                backoff,
+                status_timeout,
+                status_interval,
+            } => {
+                let d = WebhookSettings::default();
+                let s = WebhookSettings {
+                    url: url.clone(),
+                    status_url: status_url.clone(),
+                    // Checked when the config was loaded.
+                    secret: SecretSource::from_pair(
+                        "secret",
+                        secret.as_ref(),
+                        secret_file.as_ref(),
+                    )
+                    .ok()
+                    .flatten(),
+                    timeout: timeout.map(|t| t.0).unwrap_or(d.timeout),
+                    retries: retries.unwrap_or(d.retries),
+                    backoff: backoff.map(|t| t.0).unwrap_or(d.backoff),
+                    status_timeout: status_timeout.map(|t| t.0).unwrap_or(d.status_timeout),
+                    status_interval: status_interval.map(|t| t.0).unwrap_or(d.status_interval),
+                };
+                all.insert(name.clone(), Arc::new(WebhookBackend::new(s)));
+            }
+            BackendConfig::Gitops {
+                repository,
+                branch,
+                file,
+                key,
+                mode,
+                workdir,
+                ssh_key_file,
+                token,
+                token_file,
+                token_user,
+                author_name,
+                author_email,
+                timeout,
+            } => {
+                let s = GitopsSettings {
+                    repository: repository.clone(),
+                    branch: branch.clone().unwrap_or_else(|| "main".into()),
+                    file: file.clone(),
+                    key: key.clone().unwrap_or_else(|| "image.tag".into()),
+                    mode: *mode,
+                    workdir: workdir.clone().unwrap_or_else(|| {
+                        std::env::temp_dir().join(format!("rollbot-gitops-{name}"))
+                    }),
+                    ssh_key_file: ssh_key_file.clone(),
+                    // Checked when the config was loaded.
+                    token: SecretSource::from_pair("token", token.as_ref(), token_file.as_ref())
+                        .ok()
+                        .flatten(),
+                    token_user: token_user
+                        .clone()
+                        .unwrap_or_else(|| "x-access-token".into()),
+                    author_name: author_name.clone().unwrap_or_else(|| "rollbot".into()),
+                    author_email: author_email
+                        .clone()
+                        .unwrap_or_else(|| "rollbot@localhost".into()),
+                    timeout: timeout.map(|t| t.0).unwrap_or(Duration::from_secs(60)),
+                };
+                all.insert(name.clone(), Arc::new(GitopsBackend::new(s)));
             }
         }
     }

@@ -5,7 +5,9 @@
 //! bounded pool per backend (see `crate::breaker`).
 
 pub mod exec;
+pub mod gitops;
 pub mod simulated;
+pub mod webhook;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

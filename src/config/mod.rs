@@ -238,6 +238,84 @@ pub enum BackendConfig {
         #[serde(default)]
         supports: Vec<String>,
     },
+    /// POSTs each action as signed JSON to a URL (see the README for the
+    /// signature scheme receivers check).
+    Webhook {
+        /// Where actions are POSTed (`http://` or `https://`).
+        url: String,
+        /// Optional URL polled (signed GET) after an action until the
+        /// receiver answers `{"state": "done"|"failed"|"running"}`;
+        /// `{service}`, `{environment}`, `{action}`, `{correlation_id}` and
+        /// `{idempotency_key}` are filled in.
+        #[serde(default)]
+        status_url: Option<String>,
+        /// HMAC-SHA256 signing secret: `"${ENV_VAR}"`, or `secret_file`.
+        #[serde(default)]
+        secret: Option<EnvRef>,
+        #[serde(default)]
+        secret_file: Option<PathBuf>,
+        /// Time limit of one request (default 10s).
+        #[serde(default)]
+        timeout: Option<HumanDuration>,
+        /// Retries after the first attempt on 5xx, connection errors and
+        /// timeouts, with the same idempotency key (default 3, at most 10).
+        #[serde(default)]
+        retries: Option<u32>,
+        /// Wait before the first retry, doubled each time (default 500ms).
+        #[serde(default)]
+        backoff: Option<HumanDuration>,
+        /// How long `status_url` is polled before verification gives up
+        /// (default 60s).
+        #[serde(default)]
+        status_timeout: Option<HumanDuration>,
+        /// Pause between polls (default 2s).
+        #[serde(default)]
+        status_interval: Option<HumanDuration>,
+    },
+    /// Rolls back by committing to a GitOps repository (Argo CD, Flux).
+    Gitops {
+        /// Clone URL (`https://…`, `ssh://…`, `git@host:…`) or a local path.
+        repository: String,
+        /// Branch Argo CD / Flux deploys from (default `main`).
+        #[serde(default)]
+        branch: Option<String>,
+        /// File holding the service's revision, relative to the repository
+        /// root; `{service}` and `{environment}` are filled in. A service's
+        /// `target.file` overrides it.
+        file: String,
+        /// Dotted YAML key path of the revision in `file` (default
+        /// `image.tag`); a service's `target.key` overrides it.
+        #[serde(default)]
+        key: Option<String>,
+        /// `set-tag` (default): set `key` back to its previous value;
+        /// `revert`: revert the newest commit that changed `file`.
+        #[serde(default)]
+        mode: crate::backend::gitops::GitopsMode,
+        /// Where the clone is kept (default: a directory under the system's
+        /// temporary directory named after the backend).
+        #[serde(default)]
+        workdir: Option<PathBuf>,
+        /// Private SSH key for `ssh://` and `git@` URLs.
+        #[serde(default)]
+        ssh_key_file: Option<PathBuf>,
+        /// HTTPS token: `"${ENV_VAR}"`, or `token_file`. Sent as an HTTP
+        /// header through git's environment, never in the URL or arguments.
+        #[serde(default)]
+        token: Option<EnvRef>,
+        #[serde(default)]
+        token_file: Option<PathBuf>,
+        /// User name sent with the token (default `x-access-token`).
+        #[serde(default)]
+        token_user: Option<String>,
+        /// Commit author (default `rollbot` <rollbot@localhost>).
+        #[serde(default)]
+        author_name: Option<String>,
+        #[serde(default)]
+        author_email: Option<String>,
+        /// Time limit of one git command (default 60s).
+        #[serde(default)]
+        timeout: Option<HumanDuration>,
+    },
 }
 
 impl BackendConfig {
@@ -245,6 +323,8 @@ impl BackendConfig {
         match self {
             BackendConfig::Simulated { .. } => "simulated",
             BackendConfig::Exec { .. } => "exec",
+            BackendConfig::Webhook { .. } => "webhook",
+            BackendConfig::Gitops { .. } => "gitops",
         }
     }
 }
@@ -735,6 +815,136 @@ impl Config {
         }
 
         for (name, backend) in &self.backends {
+            if let BackendConfig::Webhook {
+                url,
+                status_url,
+                secret,
+                secret_file,
+                retries,
+                timeout,
+                backoff,
+                status_timeout,
+                ..
+            } = backend.as_ref()
+            {
+                // The engine cuts every backend call at backend_timeout; the
+                // webhook's own limits must end first so its report survives.
+                let d = crate::backend::webhook::WebhookSettings::default();
+                let worst = crate::backend::webhook::worst_case(
+                    timeout.map(|t| t.0).unwrap_or(d.timeout),
+                    retries.unwrap_or(d.retries).min(10),
+                    backoff.map(|t| t.0).unwrap_or(d.backoff),
+                );
+                let limit = self.engine.backend_timeout.0;
+                // Polling is a separate call (verify), with its own limit.
+                let poll = match status_url {
+                    Some(_) => status_timeout.map(|t| t.0).unwrap_or(d.status_timeout),
+                    None => Duration::ZERO,
+                };
+                if retries.unwrap_or(d.retries) <= 10 && (worst >= limit || poll >= limit) {
+                    errors.push(
+                        at(
+                            backend.span(),
+                            format!(
+                                "backend `{name}`: a request with its retries can take {}{}, but [engine] backend_timeout is {}",
+                                crate::domain::human_duration(worst),
+                                if status_url.is_some() {
+                                    format!(" and polling status_url {}", crate::domain::human_duration(poll))
+                                } else {
+                                    String::new()
+                                },
+                                crate::domain::human_duration(limit)
+                            ),
+                        )
+                        .help("lower timeout, retries or status_timeout, or raise backend_timeout in [engine]"),
+                    );
+                }
+                for (key, u) in [("url", Some(url)), ("status_url", status_url.as_ref())] {
+                    if let Some(u) = u {
+                        if !(u.starts_with("http://") || u.starts_with("https://")) {
+                            errors.push(
+                                at(
+                                    backend.span(),
+                                    format!("backend `{name}`: {key} `{u}` is not an http:// or https:// URL"),
+                                )
+                                .help("write the receiver's full URL, for example \"https://deploy.example.com/rollbot\""),
+                            );
+                        }
+                    }
+                }
+                match SecretSource::from_pair("secret", secret.as_ref(), secret_file.as_ref()) {
+                    Err(e) => errors.push(at(backend.span(), format!("backend `{name}`: {e}"))),
+                    Ok(None) => errors.push(
+                        at(backend.span(), format!("backend `{name}`: a webhook needs a signing secret"))
+                            .help("write secret = \"${ROLLBOT_WEBHOOK_SECRET}\" or secret_file = \"/path/to/secret\""),
+                    ),
+                    Ok(Some(_)) => {}
+                }
+                if retries.is_some_and(|r| r > 10) {
+                    errors.push(
+                        at(
+                            backend.span(),
+                            format!("backend `{name}`: retries must be at most 10"),
+                        )
+                        .help(
+                            "a rollback should not wait minutes on a receiver that keeps failing",
+                        ),
+                    );
+                }
+            }
+            if let BackendConfig::Gitops {
+                file,
+                key,
+                token,
+                token_file,
+                ssh_key_file,
+                repository,
+                ..
+            } = backend.as_ref()
+            {
+                if repository.trim().is_empty() {
+                    errors.push(
+                        at(
+                            backend.span(),
+                            format!("backend `{name}`: repository is empty"),
+                        )
+                        .help(
+                            "write the clone URL, for example \"git@github.com:acme/deploy.git\"",
+                        ),
+                    );
+                }
+                if file.is_empty() || file.starts_with('/') || file.split('/').any(|p| p == "..") {
+                    errors.push(
+                        at(backend.span(), format!("backend `{name}`: file `{file}` must be a path inside the repository"))
+                            .help("write it relative to the repository root, for example \"apps/{service}/values-{environment}.yaml\""),
+                    );
+                }
+                if let Some(k) = key {
+                    if k.is_empty() || k.split('.').any(str::is_empty) {
+                        errors.push(
+                            at(
+                                backend.span(),
+                                format!("backend `{name}`: key `{k}` is not a dotted key path"),
+                            )
+                            .help("write for example \"image.tag\""),
+                        );
+                    }
+                }
+                if let Err(e) =
+                    SecretSource::from_pair("token", token.as_ref(), token_file.as_ref())
+                {
+                    errors.push(at(backend.span(), format!("backend `{name}`: {e}")));
+                }
+                if ssh_key_file.is_some() && (token.is_some() || token_file.is_some()) {
+                    errors.push(
+                        at(
+                            backend.span(),
+                            format!("backend `{name}`: both ssh_key_file and a token are set"),
+                        )
+                        .help("use ssh_key_file for ssh URLs, a token for https URLs"),
+                    );
+                }
+            }
             if let BackendConfig::Exec { supports, .. } = backend.as_ref() {
                 for s in supports {
                     if !crate::backend::exec::SUPPORTABLE.contains(&s.as_str()) {

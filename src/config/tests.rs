@@ -210,3 +210,52 @@ fn discord_ids_api_url_and_gateway_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn webhook_backends_need_a_url_and_a_secret() {
+    let ok = BASE.replace(
+        "type = \"simulated\"",
+        "type = \"webhook\"\nurl = \"https://ci.example.com/hook\"\nsecret = \"${HOOK_SECRET}\"\nretries = 2",
+    );
+    Config::parse(Path::new("rollbot.toml"), &ok).unwrap_or_else(|e| panic!("{e}"));
+
+    let e = one(&ok.replace("secret = \"${HOOK_SECRET}\"\n", ""));
+    assert!(e.message.contains("needs a signing secret"), "{e}");
+    assert!(e.help.as_deref().unwrap().contains("secret_file"), "{e}");
+    let e = one(&ok.replace("https://ci.example.com/hook", "ci.example.com/hook"));
+    assert!(e.message.contains("not an http:// or https:// URL"), "{e}");
+    let e = one(&ok.replace("retries = 2", "retries = 50"));
+    assert!(e.message.contains("at most 10"), "{e}");
+    let e = one(&ok.replace("retries = 2", "retries = 2\ntimeout = \"60s\""));
+    assert!(
+        e.message.contains("backend_timeout is 2m")
+            && e.help.as_deref().unwrap().contains("[engine]"),
+        "{e}"
+    );
+    let e = one(&ok.replace("${HOOK_SECRET}", "hunter2"));
+    assert!(e.message.contains("never written in the config"), "{e}");
+}
+
+#[test]
+fn gitops_backends_check_file_key_and_credentials() {
+    let ok = BASE.replace(
+        "type = \"simulated\"",
+        "type = \"gitops\"\nrepository = \"git@github.com:acme/deploy.git\"\nfile = \"apps/{service}/values.yaml\"\nkey = \"image.tag\"\nmode = \"revert\"",
+    );
+    Config::parse(Path::new("rollbot.toml"), &ok).unwrap_or_else(|e| panic!("{e}"));
+
+    let e = one(&ok.replace("apps/{service}/values.yaml", "../outside.yaml"));
+    assert!(
+        e.message.contains("must be a path inside the repository"),
+        "{e}"
+    );
+    let e = one(&ok.replace("key = \"image.tag\"", "key = \"image..tag\""));
+    assert!(e.message.contains("not a dotted key path"), "{e}");
+    let e = one(&ok.replace(
+        "mode = \"revert\"",
+        "mode = \"revert\"\nssh_key_file = \"/k\"\ntoken = \"${T}\"",
+    ));
+    assert!(e.message.contains("both ssh_key_file and a token"), "{e}");
+    let e = one(&ok.replace("mode = \"revert\"", "mode = \"undo\""));
+    assert!(e.message.contains("unknown variant `undo`"), "{e}");
+}

@@ -5,6 +5,7 @@
 mod support;
 
 mod audit_cli;
+mod backends;
 mod check_config;
 mod controller;
 mod demo;
