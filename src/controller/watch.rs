@@ -204,16 +204,19 @@ impl RolloutWatch {
         let PromptState::Answered { choice, by, .. } = &p.state else {
             return false;
         };
-        if *choice == p.approve.label {
-            // Approving a borderline canary means "do not ask again unless it fails".
-            self.borderline_approved |= p.approve.action == Some(Action::Resume)
-                || (p.approve.action.is_none() && p.approve.label == "Approve");
-            self.state = WatchState::Watching;
-            return false;
-        }
-        if p.reject.action.is_none() {
-            // "Continue" on a failing canary: keep watching, ask again only
-            // if it is still failing after a new look.
+        // What the chosen button did decides what comes next: a rollback
+        // (whichever side of the prompt offered it) opens the incident.
+        let chosen = if *choice == p.approve.label {
+            &p.approve
+        } else {
+            &p.reject
+        };
+        if !matches!(chosen.action, Some(Action::Rollback { .. })) {
+            // Approving a borderline canary means "do not ask again unless it fails";
+            // "Continue" on a failing one means look again.
+            self.borderline_approved |= *choice == p.approve.label
+                && (p.approve.action == Some(Action::Resume)
+                    || (p.approve.action.is_none() && p.approve.label == "Approve"));
             self.state = WatchState::Watching;
             return false;
         }

@@ -1036,6 +1036,39 @@ async fn with_automation_off_the_controller_asks_instead_of_rolling_back() {
     // The summary was still posted.
     let posted = h.chat.0.lock().unwrap().clone();
     assert!(posted.iter().any(|(_, m)| m.title.contains("payments")));
+
+    // A person presses Roll back: the backend acts once, and the watch
+    // follows the rollback into an incident instead of watching on.
+    let mut watch = watch;
+    let o = h
+        .engine
+        .execute(Request::new(
+            who("approver"),
+            Action::Approve {
+                prompt: p.id.clone(),
+            },
+        ))
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    assert_eq!(h.sim.count("payments", "rollback"), 1);
+    let tick = crate::judge::Tick {
+        t: 3600.0,
+        baseline: None,
+        canary: None,
+    };
+    watch.tick(&h.engine, &tick).await;
+    assert!(
+        matches!(&watch.state, crate::controller::WatchState::Monitoring(what) if what.contains("approver chose Roll back")),
+        "{:?}",
+        watch.state
+    );
+    let posted = h.chat.0.lock().unwrap().clone();
+    assert!(
+        posted
+            .iter()
+            .any(|(_, m)| m.title == "Incident: payments v2 — Monitoring"),
+        "{posted:?}"
+    );
 }
 
 #[tokio::test]
