@@ -40,6 +40,7 @@ impl Incident {
         stable: &str,
         canary: &str,
         eval: &Evaluation,
+        identified: Option<String>,
     ) -> Incident {
         let reference = eval
             .evidence
@@ -69,13 +70,13 @@ impl Incident {
             .first()
             .cloned()
             .unwrap_or_else(|| "the judge found the canary failing".into());
-        i.note(
-            engine,
+        let line = identified.unwrap_or_else(|| {
             format!(
                 "Identified: canary {} of {} is failing — {why}",
                 i.canary, i.service
-            ),
-        );
+            )
+        });
+        i.note(engine, line);
         if let Some(ch) = &i.channel {
             i.root = engine
                 .notifier

@@ -35,6 +35,9 @@ pub struct RolloutWatch {
     /// When the canary last moved to a new step (seconds since the start).
     step_started: f64,
     incident: Option<super::incident::Incident>,
+    /// The service's latest rollback when this watch first looked (outer
+    /// None: not looked yet), so a later one, made by hand, is noticed.
+    rollbacks_seen: Option<Option<chrono::DateTime<chrono::Utc>>>,
     /// The cooldown notice was posted for this rollout.
     cooldown_noted: bool,
     /// The "healthy, but automation is off" notice was posted.
@@ -69,6 +72,7 @@ impl RolloutWatch {
             borderline_approved: false,
             step_started: 0.0,
             incident: None,
+            rollbacks_seen: None,
             cooldown_noted: false,
             automation_noted: false,
         }
@@ -108,6 +112,12 @@ impl RolloutWatch {
                 if incident.observe(engine, tick).await {
                     self.state = WatchState::Done(format!("{what}; resolved"));
                 }
+            }
+            return None;
+        }
+        if self.rolled_back_by_hand(engine, svc).await {
+            if let Some(last) = self.last.clone() {
+                self.publish(engine, svc, &last).await;
             }
             return None;
         }
@@ -193,6 +203,66 @@ impl RolloutWatch {
         }
     }
 
+    /// Notices a rollback of this service made outside the watch (a
+    /// `/rollback` from chat or the API) and follows it into an incident.
+    async fn rolled_back_by_hand(&mut self, engine: &Engine, svc: &ServiceConfig) -> bool {
+        let latest = engine.recent_rollback(&self.service);
+        let at = latest.as_ref().map(|r| r.at);
+        let Some(seen) = self.rollbacks_seen else {
+            self.rollbacks_seen = Some(at);
+            return false;
+        };
+        if at <= seen {
+            return false;
+        }
+        self.rollbacks_seen = Some(at);
+        let Some(rb) = latest else { return false };
+        if matches!(self.state, WatchState::Asking { .. }) {
+            // An answered prompt of ours explains it; check_prompt handles that.
+            if let WatchState::Asking { prompt } = &self.state {
+                if let Ok(Some(p)) = engine.prompts.get(prompt) {
+                    if p.state != PromptState::Open {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.state = WatchState::Monitoring(format!("rolled back by {}", rb.by));
+        let eval = self.last.clone().unwrap_or_else(|| {
+            Evaluation::simple(
+                0.0,
+                Verdict::NoData,
+                f64::NAN,
+                Recommendation::None,
+                String::new(),
+            )
+        });
+        let line = format!(
+            "Identified: {} rolled canary {} of {} back by hand ({})",
+            rb.by,
+            self.to,
+            self.service,
+            if rb.reason.is_empty() {
+                "no reason given"
+            } else {
+                &rb.reason
+            }
+        );
+        let mut incident = super::incident::Incident::open(
+            engine,
+            svc,
+            &self.id,
+            &self.from,
+            &self.to,
+            &eval,
+            Some(line),
+        )
+        .await;
+        incident.rolled_back(engine, &rb.by).await;
+        self.incident = Some(incident);
+        true
+    }
+
     /// Picks up a person's answer to our prompt; true when it rolled back.
     async fn check_prompt(&mut self, engine: &Engine) -> bool {
         let WatchState::Asking { prompt } = &self.state else {
@@ -223,9 +293,10 @@ impl RolloutWatch {
         let who = by.display_name.clone();
         self.state = WatchState::Monitoring(format!("rolled back ({who} chose {choice})"));
         if let (Some(svc), Some(eval)) = (engine.config.service(&self.service), self.last.clone()) {
-            let mut incident =
-                super::incident::Incident::open(engine, svc, &self.id, &self.from, &self.to, &eval)
-                    .await;
+            let mut incident = super::incident::Incident::open(
+                engine, svc, &self.id, &self.from, &self.to, &eval, None,
+            )
+            .await;
             incident.rolled_back(engine, &who).await;
             self.incident = Some(incident);
         }
@@ -289,7 +360,7 @@ impl RolloutWatch {
                     }
                 }
                 let mut incident = super::incident::Incident::open(
-                    engine, svc, &self.id, &self.from, &self.to, eval,
+                    engine, svc, &self.id, &self.from, &self.to, eval, None,
                 )
                 .await;
                 let o = engine

@@ -116,6 +116,15 @@ pub struct Outcome {
     pub repeat: bool,
 }
 
+/// A service's latest successful rollback.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecentRollback {
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Who asked for it (display name).
+    pub by: String,
+    pub reason: String,
+}
+
 /// A backend with its breaker and pool.
 struct BackendSlot {
     backend: Arc<dyn RollbackBackend>,
@@ -557,7 +566,7 @@ impl Engine {
                     _ => String::new(),
                 };
                 if verified && action == "rollback" {
-                    self.start_cooldown(svc)?;
+                    self.record_rollback(svc, req)?;
                 }
                 if verified {
                     let m = Message::new(
@@ -1088,19 +1097,31 @@ impl Engine {
     }
 
     /// Holds automatic promotion of a service for its `cooldown`.
-    fn start_cooldown(&self, svc: &ServiceConfig) -> anyhow::Result<()> {
-        let until = self.clock.now() + chrono::Duration::from_std(svc.cooldown.0)?;
+    /// Remembers a service's latest rollback: it starts the cooldown and
+    /// lets a watched rollout notice a rollback made by hand.
+    fn record_rollback(&self, svc: &ServiceConfig, req: &Request) -> anyhow::Result<()> {
+        let rb = RecentRollback {
+            at: self.clock.now(),
+            by: req.actor.display_name.clone(),
+            reason: req.reason.clone(),
+        };
         crate::store::put(
             &self.store.settings,
-            &format!("cooldown:{}", svc.name()),
-            &until,
+            &format!("rollback:{}", svc.name()),
+            &rb,
         )
+    }
+
+    /// The latest successful rollback of `service`, if any.
+    pub fn recent_rollback(&self, service: &str) -> Option<RecentRollback> {
+        crate::store::get(&self.store.settings, &format!("rollback:{service}")).ok()?
     }
 
     /// Until when automatic promotion of `service` is held after a rollback.
     pub fn cooldown_until(&self, service: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-        let until: chrono::DateTime<chrono::Utc> =
-            crate::store::get(&self.store.settings, &format!("cooldown:{service}")).ok()??;
+        let svc = self.config.service(service)?;
+        let until =
+            self.recent_rollback(service)?.at + chrono::Duration::from_std(svc.cooldown.0).ok()?;
         (until > self.clock.now()).then_some(until)
     }
 

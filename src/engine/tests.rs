@@ -1278,3 +1278,50 @@ async fn the_summary_is_reposted_when_its_schedule_fires_between_two_ticks() {
     }
     assert_eq!(summaries(&h), 3);
 }
+
+#[tokio::test]
+async fn a_rollback_by_hand_of_a_watched_canary_opens_the_incident() {
+    use crate::controller::{RolloutWatch, WatchState};
+    use crate::judge::sim::{Scenario, Simulator};
+    let h = harness();
+    // An earlier rollback belongs to an earlier rollout: it is not this one's.
+    h.engine.execute(rollback("responder", "payments")).await;
+    h.sim.start_canary("payments", "v3");
+    let svc = h.engine.config.service("payments").unwrap();
+    let mut watch = RolloutWatch::new(svc, "v1", "v3");
+    let mut sim = Simulator::new(&Scenario::new("good", true), 5);
+    for _ in 0..3 {
+        watch.tick(&h.engine, &sim.next_tick().unwrap()).await;
+    }
+    assert_eq!(watch.state, WatchState::Watching);
+    h.clock.advance(Duration::from_secs(60));
+    let o = h
+        .engine
+        .execute(rollback("responder", "payments").reason("bad config"))
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    watch.tick(&h.engine, &sim.next_tick().unwrap()).await;
+    assert_eq!(
+        watch.state,
+        WatchState::Monitoring("rolled back by responder".into())
+    );
+    h.engine.notifier.settle().await;
+    let posted = h.chat.0.lock().unwrap().clone();
+    let incident = posted
+        .iter()
+        .find(|(_, m)| m.title == "Incident: payments v3 — Monitoring")
+        .expect("the incident is opened");
+    let timeline = &incident
+        .1
+        .fields
+        .iter()
+        .find(|f| f.name == "Timeline")
+        .unwrap()
+        .value;
+    assert!(
+        timeline.contains(
+            "Identified: responder rolled canary v3 of payments back by hand (bad config)"
+        ),
+        "{timeline}"
+    );
+}
