@@ -136,6 +136,26 @@ impl ChatSink for ConsoleSink {
         Ok(())
     }
 
+    /// Writes the picture to the temp dir and says where.
+    async fn upload(&self, at: &MessageRef, file: &Attachment) -> Result<(), ChatError> {
+        let dir = std::env::temp_dir().join("rollbot-charts");
+        let path = dir.join(&file.name);
+        let saved = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, &file.png));
+        let place = match saved {
+            Ok(()) => path.display().to_string(),
+            Err(e) => format!("not saved: {e}"),
+        };
+        self.write(&format!(
+            "🖼 {} · message {} · {} ({} bytes): {place}\n    {}\n",
+            at.channel,
+            at.id,
+            file.name,
+            file.png.len(),
+            file.alt
+        ));
+        Ok(())
+    }
+
     async fn ephemeral(&self, channel: &str, user: &Actor, msg: &Message) -> Result<(), ChatError> {
         self.write(&self.render(
             &format!("(only {} sees this in {channel})", user.display_name),

@@ -50,6 +50,11 @@ impl ChatSink for LogSink {
         Ok(())
     }
 
+    async fn upload(&self, at: &MessageRef, file: &Attachment) -> Result<(), ChatError> {
+        tracing::info!(target: "rollbot::chat", channel = %at.channel, message = %at.id, file = %file.name, bytes = file.png.len(), "upload");
+        Ok(())
+    }
+
     async fn ephemeral(&self, channel: &str, user: &Actor, msg: &Message) -> Result<(), ChatError> {
         tracing::info!(target: "rollbot::chat", channel, user = %user.qualified_id(), title = %msg.title, "ephemeral");
         Ok(())

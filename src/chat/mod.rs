@@ -163,6 +163,16 @@ pub enum ChatError {
     Platform(String),
 }
 
+/// A picture that goes with a message (the canary chart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    /// File name, `canary-ROLLOUT.png`.
+    pub name: String,
+    /// What the picture shows, for people who cannot see it.
+    pub alt: String,
+    pub png: Vec<u8>,
+}
+
 /// What a chat adapter can do outbound.
 #[async_trait]
 pub trait ChatSink: Send + Sync {
@@ -172,4 +182,11 @@ pub trait ChatSink: Send + Sync {
     async fn update(&self, at: &MessageRef, msg: &Message) -> Result<(), ChatError>;
     /// Visible only to `user`.
     async fn ephemeral(&self, channel: &str, user: &Actor, msg: &Message) -> Result<(), ChatError>;
+    /// Attaches `file` to the posted message `at` (Discord: to the message
+    /// itself, replacing an earlier one; Slack: in its thread). Platforms
+    /// that cannot show files do nothing.
+    async fn upload(&self, at: &MessageRef, file: &Attachment) -> Result<(), ChatError> {
+        let _ = (at, file);
+        Ok(())
+    }
 }

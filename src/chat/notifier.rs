@@ -1,7 +1,7 @@
 //! Sends messages to a named channel on every platform where it exists,
 //! inside the chat bulkhead, so a slow chat API never holds up an action.
 
-use super::{ChatSink, Message, MessageRef};
+use super::{Attachment, ChatSink, Message, MessageRef};
 use crate::config::ChannelConfig;
 use crate::domain::Platform;
 use crate::telemetry::{PlatformLabels, Telemetry};
@@ -115,6 +115,21 @@ impl Notifier {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => self.failed(sink.platform(), "update", e),
                 Err(_) => self.failed(sink.platform(), "update", "timed out"),
+            }
+        }
+    }
+
+    /// Attaches a file to posted messages (the summary's chart).
+    pub async fn upload(&self, refs: &[MessageRef], file: &Attachment) {
+        for r in refs {
+            let Some(sink) = self.sinks.iter().find(|s| s.platform() == r.platform) else {
+                continue;
+            };
+            let _slot = self.pool.acquire().await.expect("chat pool open");
+            match tokio::time::timeout(self.timeout, sink.upload(r, file)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.failed(sink.platform(), "upload", e),
+                Err(_) => self.failed(sink.platform(), "upload", "timed out"),
             }
         }
     }

@@ -42,6 +42,10 @@ pub struct RolloutWatch {
     cooldown_noted: bool,
     /// The "healthy, but automation is off" notice was posted.
     automation_noted: bool,
+    /// Canary vs baseline over the last ticks, for the summary's chart.
+    chart: super::chart::ChartHistory,
+    /// The verdict the summary's chart was last attached for.
+    charted: Option<Verdict>,
 }
 
 /// "12m40s" since the rollout started.
@@ -75,6 +79,8 @@ impl RolloutWatch {
             rollbacks_seen: None,
             cooldown_noted: false,
             automation_noted: false,
+            chart: Default::default(),
+            charted: None,
         }
     }
 
@@ -128,6 +134,7 @@ impl RolloutWatch {
             }
             return None;
         }
+        self.chart.push(super::chart::ChartPoint::from_tick(tick));
         let eval = self.judge.observe(tick);
         let changed = self.last.as_ref().is_none_or(|l| l.verdict != eval.verdict);
         self.last = Some(eval.clone());
@@ -163,14 +170,14 @@ impl RolloutWatch {
     }
 
     async fn publish(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
-        let msg = crate::controller::summary_message(
+        let msg = self.with_legend(crate::controller::summary_message(
             &self.service,
             &self.from,
             &self.to,
             &self.id,
             eval,
             &self.state_text(),
-        );
+        ));
         if self.summary.is_empty() {
             if let Some(ch) = &svc.deploy_channel {
                 self.summary = engine.notifier.post(ch.as_ref(), &msg).await;
@@ -178,6 +185,34 @@ impl RolloutWatch {
         } else {
             engine.notifier.update(&self.summary, &msg).await;
         }
+        self.attach_chart(engine, eval.verdict).await;
+    }
+
+    /// Attaches the chart to the summary once per verdict (and again after
+    /// a re-post), not on every update.
+    async fn attach_chart(&mut self, engine: &Engine, verdict: Verdict) {
+        if self.summary.is_empty() || self.charted == Some(verdict) {
+            return;
+        }
+        let points = self.chart.points();
+        let Some(file) = super::chart::attachment(&self.id, &points) else {
+            return;
+        };
+        engine.notifier.upload(&self.summary, &file).await;
+        self.charted = Some(verdict);
+    }
+
+    /// The chart has no text: its legend and scales go in the summary.
+    fn with_legend(&self, msg: crate::chat::Message) -> crate::chat::Message {
+        if self.chart.is_empty() {
+            return msg;
+        }
+        msg.context(super::chart::legend(&self.chart.points()))
+    }
+
+    /// The points the summary's chart is drawn from.
+    pub fn chart_points(&self) -> Vec<super::chart::ChartPoint> {
+        self.chart.points()
     }
 
     /// Posts the current summary again as a new message (the scheduled
@@ -189,17 +224,19 @@ impl RolloutWatch {
         if !self.is_active() {
             return;
         }
-        let msg = crate::controller::summary_message(
+        let msg = self.with_legend(crate::controller::summary_message(
             &self.service,
             &self.from,
             &self.to,
             &self.id,
             &eval,
             &self.state_text(),
-        );
+        ));
         let posted = engine.notifier.post(ch.as_ref(), &msg).await;
         if !posted.is_empty() {
             self.summary = posted;
+            self.charted = None;
+            self.attach_chart(engine, eval.verdict).await;
         }
     }
 

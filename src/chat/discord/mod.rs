@@ -171,6 +171,27 @@ impl ChatSink for DiscordSink {
         Ok(())
     }
 
+    /// Edits the message to carry the file as its only attachment (so a
+    /// new chart replaces the old one); it shows under the embed.
+    async fn upload(&self, at: &MessageRef, file: &Attachment) -> Result<(), ChatError> {
+        let payload = json!({
+            "attachments": [{"id": 0, "filename": file.name, "description": render::clip(&file.alt, 1024)}],
+        });
+        self.rest
+            .call_with_files(
+                &channel_queue(&at.channel),
+                Call::EditMessage {
+                    channel: snowflake(&at.channel, "channel")?,
+                    message: snowflake(&at.id, "message")?,
+                },
+                &payload,
+                &[(file.name.clone(), file.png.clone())],
+            )
+            .await
+            .map_err(|e| explain(e, &at.channel))?;
+        Ok(())
+    }
+
     /// Discord shows a message to one person only in answer to that
     /// person's interaction; rollbot does that in the interaction handler.
     async fn ephemeral(

@@ -186,6 +186,8 @@ impl Default for RetryPolicy {
 struct Job {
     call: Call,
     body: Option<Vec<u8>>,
+    /// Set for a multipart body; JSON otherwise.
+    content_type: Option<String>,
     reply: oneshot::Sender<Result<serde_json::Value, RestError>>,
 }
 
@@ -256,6 +258,30 @@ impl Rest {
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, RestError> {
         let body = body.map(|b| serde_json::to_vec(b).expect("JSON values serialize"));
+        self.enqueue(queue, call, body, None).await
+    }
+
+    /// Like [`Rest::call`], with files: a `multipart/form-data` body of
+    /// `payload_json` and `files[N]` parts, as Discord takes uploads.
+    pub async fn call_with_files(
+        self: &Arc<Self>,
+        queue: &str,
+        call: Call,
+        payload: &serde_json::Value,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<serde_json::Value, RestError> {
+        let (content_type, body) = multipart(payload, files);
+        self.enqueue(queue, call, Some(body), Some(content_type))
+            .await
+    }
+
+    async fn enqueue(
+        self: &Arc<Self>,
+        queue: &str,
+        call: Call,
+        body: Option<Vec<u8>>,
+        content_type: Option<String>,
+    ) -> Result<serde_json::Value, RestError> {
         let (tx, rx) = oneshot::channel();
         {
             let mut queues = self.queues.lock().unwrap();
@@ -265,6 +291,7 @@ impl Rest {
             let mut job = Job {
                 call,
                 body,
+                content_type,
                 reply: tx,
             };
             if let Err(mpsc::error::SendError(j)) = sender.send(job) {
@@ -285,7 +312,9 @@ impl Rest {
             loop {
                 match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
                     Ok(Some(job)) => {
-                        let result = me.perform(&job.call, job.body.as_deref()).await;
+                        let result = me
+                            .perform(&job.call, job.body.as_deref(), job.content_type.as_deref())
+                            .await;
                         if let Err(e) = &result {
                             tracing::warn!(queue = %queue, call = ?redact(&job.call), error = %e, "Discord call failed");
                         }
@@ -312,6 +341,7 @@ impl Rest {
         &self,
         call: &Call,
         body: Option<&[u8]>,
+        content_type: Option<&str>,
     ) -> Result<serde_json::Value, RestError> {
         let (route, method) = call.route(self.app);
         let bucket = route.ratelimiting_bucket();
@@ -323,6 +353,11 @@ impl Rest {
                 .build(&self.client, &self.token, Some(&self.proxy))
                 .and_then(|b| Ok(b.build()?))
                 .map_err(|e| RestError::Transport(e.to_string()))?;
+            if let Some(ct) = content_type {
+                let v = reqwest::header::HeaderValue::from_str(ct)
+                    .map_err(|e| RestError::Transport(e.to_string()))?;
+                req.headers_mut().insert(reqwest::header::CONTENT_TYPE, v);
+            }
             if call.uses_interaction_token() {
                 // Interaction webhooks are authorized by their token alone.
                 req.headers_mut().remove(reqwest::header::AUTHORIZATION);
@@ -429,6 +464,31 @@ impl Rest {
             self.limits.lock().unwrap().buckets.insert(*bucket, until);
         }
     }
+}
+
+/// A `multipart/form-data` body: `payload_json`, then `files[N]`.
+fn multipart(payload: &serde_json::Value, files: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
+    let boundary = format!("rollbot-{}", uuid::Uuid::new_v4().simple());
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"payload_json\"\r\nContent-Type: application/json\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&serde_json::to_vec(payload).expect("JSON values serialize"));
+    for (i, (name, bytes)) in files.iter().enumerate() {
+        let name = name.replace(['"', '\r', '\n'], "_");
+        body.extend_from_slice(
+            format!(
+                "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"files[{i}]\"; filename=\"{name}\"\r\nContent-Type: image/png\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+    }
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 fn discord_error(status: u16, json: &serde_json::Value) -> RestError {

@@ -330,6 +330,71 @@ impl SlackApi {
         .await
     }
 
+    /// Shares a file in `channel` (in the thread `thread_ts` when given)
+    /// the current way: `files.getUploadURLExternal`, the bytes to the URL
+    /// it answers, then `files.completeUploadExternal`.
+    pub async fn upload_file(
+        self: &Arc<Self>,
+        channel: &str,
+        thread_ts: Option<String>,
+        file: crate::chat::Attachment,
+    ) -> Result<(), ChatError> {
+        let ch = channel.to_string();
+        self.in_channel(channel, move |api| async move {
+            let subject = format!("channel {ch}");
+            let get =
+                SlackApiFilesGetUploadUrlExternalRequest::new(file.name.clone(), file.png.len())
+                    .with_alt_txt(file.alt.clone());
+            let url = api
+                .retrying(&subject, || {
+                    let (api, get) = (&api, &get);
+                    async move {
+                        api.client
+                            .open_session(&api.bot)
+                            .get_upload_url_external(get)
+                            .await
+                    }
+                })
+                .await?;
+            let put = SlackApiFilesUploadViaUrlRequest::new(
+                url.upload_url.clone(),
+                file.png.clone(),
+                "image/png".into(),
+            );
+            api.retrying(&subject, || {
+                let (api, put) = (&api, &put);
+                async move {
+                    api.client
+                        .open_session(&api.bot)
+                        .files_upload_via_url(put)
+                        .await
+                }
+            })
+            .await?;
+            let mut done =
+                SlackApiFilesCompleteUploadExternalRequest::new(vec![SlackApiFilesComplete::new(
+                    url.file_id.clone(),
+                )
+                .with_title(file.name.clone())])
+                .with_channel_id(ch.clone().into());
+            if let Some(t) = thread_ts {
+                done = done.with_thread_ts(t.into());
+            }
+            api.retrying(&subject, || {
+                let (api, done) = (&api, &done);
+                async move {
+                    api.client
+                        .open_session(&api.bot)
+                        .files_complete_upload_external(done)
+                        .await
+                }
+            })
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
     /// Members of a user group (`usergroups.users.list`).
     pub async fn usergroup_members(&self, group: &str) -> Result<Vec<String>, ChatError> {
         let req = SlackApiUserGroupsUsersListRequest::new(group.to_string().into());

@@ -1,10 +1,12 @@
 //! Outbound: the `ChatSink` for Slack. Posts with `chat.postMessage`,
 //! replies in threads with `thread_ts`, updates in place with `chat.update`,
-//! and sends `chat.postEphemeral` to one person.
+//! sends `chat.postEphemeral` to one person, and shares files (the canary
+//! chart) in a message's thread with `files.getUploadURLExternal` and
+//! `files.completeUploadExternal`.
 
 use super::api::SlackApi;
 use super::blocks;
-use crate::chat::{ChatError, ChatSink, Message, MessageRef};
+use crate::chat::{Attachment, ChatError, ChatSink, Message, MessageRef};
 use crate::domain::{Actor, Platform};
 use async_trait::async_trait;
 use slack_morphism::prelude::*;
@@ -61,6 +63,14 @@ impl ChatSink for SlackSink {
             at.id.clone().into(),
         );
         self.api.update_message(req).await
+    }
+
+    /// Shares the file in the message's thread.
+    async fn upload(&self, at: &MessageRef, file: &Attachment) -> Result<(), ChatError> {
+        let root = at.thread.clone().unwrap_or_else(|| at.id.clone());
+        self.api
+            .upload_file(&at.channel, Some(root), file.clone())
+            .await
     }
 
     async fn ephemeral(&self, channel: &str, user: &Actor, msg: &Message) -> Result<(), ChatError> {

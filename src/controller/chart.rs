@@ -1,0 +1,360 @@
+//! The canary chart: canary vs baseline error rate (top panel) and p99
+//! latency (bottom panel) over the rollout, drawn in-process as a PNG and
+//! attached to the canary health summary.
+//!
+//! The picture carries no text (no font files are needed); the legend and
+//! the scales go in the summary message as [`legend`].
+
+use crate::chat::Attachment;
+use crate::judge::stats::histogram_quantile;
+use crate::judge::{Tick, TrackSample};
+use plotters::prelude::*;
+use std::collections::VecDeque;
+
+/// How many ticks a rollout's chart keeps (an hour at 10-second ticks).
+pub const HISTORY: usize = 360;
+pub const WIDTH: u32 = 800;
+pub const HEIGHT: u32 = 400;
+
+pub const CANARY: RGBColor = RGBColor(214, 39, 40);
+pub const BASELINE: RGBColor = RGBColor(31, 119, 180);
+const GRID: RGBColor = RGBColor(225, 225, 225);
+const FRAME: RGBColor = RGBColor(120, 120, 120);
+
+/// One tick's figures; `None` where a track had no data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChartPoint {
+    pub t: f64,
+    pub canary_error_rate: Option<f64>,
+    pub baseline_error_rate: Option<f64>,
+    /// Seconds, estimated from the tick's latency histogram.
+    pub canary_p99: Option<f64>,
+    pub baseline_p99: Option<f64>,
+}
+
+fn error_rate(s: &TrackSample) -> Option<f64> {
+    (s.requests > 0).then(|| s.errors as f64 / s.requests as f64)
+}
+
+fn p99(s: &TrackSample) -> Option<f64> {
+    histogram_quantile(0.99, &s.latency_buckets).filter(|v| v.is_finite())
+}
+
+impl ChartPoint {
+    pub fn from_tick(tick: &Tick) -> ChartPoint {
+        ChartPoint {
+            t: tick.t,
+            canary_error_rate: tick.canary.as_ref().and_then(error_rate),
+            baseline_error_rate: tick.baseline.as_ref().and_then(error_rate),
+            canary_p99: tick.canary.as_ref().and_then(p99),
+            baseline_p99: tick.baseline.as_ref().and_then(p99),
+        }
+    }
+}
+
+/// The last [`HISTORY`] points of one rollout.
+#[derive(Clone, Debug, Default)]
+pub struct ChartHistory {
+    points: VecDeque<ChartPoint>,
+}
+
+impl ChartHistory {
+    pub fn push(&mut self, p: ChartPoint) {
+        if self.points.len() == HISTORY {
+            self.points.pop_front();
+        }
+        self.points.push_back(p);
+    }
+
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    pub fn points(&self) -> Vec<ChartPoint> {
+        self.points.iter().cloned().collect()
+    }
+}
+
+/// One line: (t, value) where the value is known.
+pub type Series = Vec<(f64, f64)>;
+
+/// What the chart plots: (canary, baseline) for each panel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plotted {
+    pub error_rate: (Series, Series),
+    pub p99: (Series, Series),
+}
+
+fn series(points: &[ChartPoint], f: impl Fn(&ChartPoint) -> Option<f64>) -> Series {
+    points
+        .iter()
+        .filter_map(|p| f(p).filter(|v| v.is_finite()).map(|v| (p.t, v)))
+        .collect()
+}
+
+pub fn plotted(points: &[ChartPoint]) -> Plotted {
+    Plotted {
+        error_rate: (
+            series(points, |p| p.canary_error_rate),
+            series(points, |p| p.baseline_error_rate),
+        ),
+        p99: (
+            series(points, |p| p.canary_p99),
+            series(points, |p| p.baseline_p99),
+        ),
+    }
+}
+
+fn top(a: &Series, b: &Series, floor: f64) -> f64 {
+    let m = a.iter().chain(b).map(|&(_, v)| v).fold(0.0, f64::max);
+    (m * 1.1).max(floor)
+}
+
+fn span(p: &Plotted) -> (f64, f64) {
+    let all = || {
+        p.error_rate
+            .0
+            .iter()
+            .chain(&p.error_rate.1)
+            .chain(&p.p99.0)
+            .chain(&p.p99.1)
+            .map(|&(t, _)| t)
+    };
+    let lo = all().fold(f64::INFINITY, f64::min);
+    let hi = all().fold(f64::NEG_INFINITY, f64::max);
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    (lo, if hi > lo { hi } else { lo + 1.0 })
+}
+
+/// The scales of both panels: (error-rate top, p99 top in seconds).
+pub fn scales(p: &Plotted) -> (f64, f64) {
+    (
+        top(&p.error_rate.0, &p.error_rate.1, 0.001),
+        top(&p.p99.0, &p.p99.1, 0.001),
+    )
+}
+
+/// The text that goes with the picture, since the picture has none.
+pub fn legend(points: &[ChartPoint]) -> String {
+    let p = plotted(points);
+    let (err, lat) = scales(&p);
+    let (t0, t1) = span(&p);
+    format!(
+        "Chart: red = canary, blue = baseline; top: error rate (0–{:.2}%), bottom: p99 latency (0–{:.0} ms); {}m–{}m of the rollout, {} ticks.",
+        err * 100.0,
+        lat * 1000.0,
+        (t0.max(0.0) / 60.0).floor() as u64,
+        (t1.max(0.0) / 60.0).ceil() as u64,
+        points.len()
+    )
+}
+
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    x: (f64, f64),
+    y_top: f64,
+    canary: &Series,
+    baseline: &Series,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .build_cartesian_2d(x.0..x.1, 0.0..y_top)
+        .map_err(err)?;
+    let plot = chart.plotting_area();
+    for i in 1..4 {
+        let y = y_top * i as f64 / 4.0;
+        plot.draw(&PathElement::new(vec![(x.0, y), (x.1, y)], GRID))
+            .map_err(err)?;
+    }
+    plot.draw(&Rectangle::new([(x.0, 0.0), (x.1, y_top)], FRAME))
+        .map_err(err)?;
+    chart
+        .draw_series(LineSeries::new(
+            baseline.iter().copied(),
+            BASELINE.stroke_width(2),
+        ))
+        .map_err(err)?;
+    chart
+        .draw_series(LineSeries::new(
+            canary.iter().copied(),
+            CANARY.stroke_width(2),
+        ))
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Draws the two panels into an RGB buffer of `w`×`h`.
+pub fn draw_rgb(points: &[ChartPoint], w: u32, h: u32) -> Result<Vec<u8>, String> {
+    let p = plotted(points);
+    let (err_top, lat_top) = scales(&p);
+    let x = span(&p);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (upper, lower) = root.split_vertically(h / 2);
+        panel(&upper, x, err_top, &p.error_rate.0, &p.error_rate.1)?;
+        panel(&lower, x, lat_top, &p.p99.0, &p.p99.1)?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(buf)
+}
+
+/// The chart as a PNG file of `w`×`h`.
+pub fn render_png(points: &[ChartPoint], w: u32, h: u32) -> Result<Vec<u8>, String> {
+    let rgb = draw_rgb(points, w, h)?;
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut wr = enc.write_header().map_err(|e| e.to_string())?;
+        wr.write_image_data(&rgb).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// The summary's attachment for a rollout, `None` before the first tick.
+pub fn attachment(rollout: &str, points: &[ChartPoint]) -> Option<Attachment> {
+    if points.is_empty() {
+        return None;
+    }
+    match render_png(points, WIDTH, HEIGHT) {
+        Ok(png) => Some(Attachment {
+            name: format!("canary-{rollout}.png"),
+            alt: legend(points),
+            png,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, rollout, "canary chart not drawn");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(requests: u64, errors: u64, slow: u64) -> TrackSample {
+        // 0.1 s for most, 1 s for `slow` of them.
+        TrackSample {
+            requests,
+            errors,
+            latency_buckets: vec![
+                (0.1, requests - slow),
+                (1.0, requests),
+                (f64::INFINITY, requests),
+            ],
+            ..TrackSample::default()
+        }
+    }
+
+    fn points(canary_bad: bool) -> Vec<ChartPoint> {
+        (0..60)
+            .map(|i| {
+                let (e, slow) = if canary_bad { (30, 50) } else { (2, 0) };
+                ChartPoint::from_tick(&Tick {
+                    t: i as f64 * 10.0,
+                    baseline: Some(sample(1000, 2, 0)),
+                    canary: Some(sample(1000, e, slow)),
+                })
+            })
+            .collect()
+    }
+
+    fn decode(png_bytes: &[u8]) -> (png::OutputInfo, Vec<u8>) {
+        let dec = png::Decoder::new(png_bytes);
+        let mut r = dec.read_info().unwrap();
+        let mut buf = vec![0; r.output_buffer_size()];
+        let info = r.next_frame(&mut buf).unwrap();
+        buf.truncate(info.buffer_size());
+        (info, buf)
+    }
+
+    fn count(rgb: &[u8], c: RGBColor) -> usize {
+        rgb.chunks(3).filter(|p| p == &[c.0, c.1, c.2]).count()
+    }
+
+    #[test]
+    fn the_history_keeps_the_last_ticks() {
+        let mut h = ChartHistory::default();
+        for i in 0..HISTORY + 10 {
+            h.push(ChartPoint::from_tick(&Tick {
+                t: i as f64,
+                ..Tick::default()
+            }));
+        }
+        assert_eq!(h.len(), HISTORY);
+        assert_eq!(h.points()[0].t, 10.0);
+    }
+
+    #[test]
+    fn points_carry_error_rates_and_p99() {
+        let p = &points(true)[0];
+        assert_eq!(p.canary_error_rate, Some(0.03));
+        assert_eq!(p.baseline_error_rate, Some(0.002));
+        assert!(p.canary_p99.unwrap() > 0.5, "{p:?}");
+        assert!(p.baseline_p99.unwrap() <= 0.1, "{p:?}");
+        let empty = ChartPoint::from_tick(&Tick::default());
+        assert_eq!(empty.canary_error_rate, None);
+        assert_eq!(empty.canary_p99, None);
+    }
+
+    #[test]
+    fn the_png_decodes_at_its_size() {
+        let started = std::time::Instant::now();
+        let bytes = render_png(&points(true), WIDTH, HEIGHT).unwrap();
+        let took = started.elapsed();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(&bytes[12..16], b"IHDR");
+        assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), WIDTH);
+        assert_eq!(
+            u32::from_be_bytes(bytes[20..24].try_into().unwrap()),
+            HEIGHT
+        );
+        let (info, rgb) = decode(&bytes);
+        assert_eq!((info.width, info.height), (WIDTH, HEIGHT));
+        assert!(count(&rgb, CANARY) > 500);
+        assert!(count(&rgb, BASELINE) > 500);
+        eprintln!("chart: {} bytes in {took:?}", bytes.len());
+        if let Ok(out) = std::env::var("ROLLBOT_CHART_OUT") {
+            std::fs::write(out, &bytes).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_series_differ_when_canary_and_baseline_differ() {
+        let bad = plotted(&points(true));
+        assert_ne!(bad.error_rate.0, bad.error_rate.1);
+        assert_ne!(bad.p99.0, bad.p99.1);
+        let good = plotted(&points(false));
+        assert_eq!(good.error_rate.0, good.error_rate.1);
+        assert_eq!(good.p99.0, good.p99.1);
+        // Equal lines: the canary's is drawn over the baseline's and hides it.
+        let (_, rgb) = decode(&render_png(&points(false), WIDTH, HEIGHT).unwrap());
+        assert_eq!(count(&rgb, BASELINE), 0);
+        let (_, rgb) = decode(&render_png(&points(true), WIDTH, HEIGHT).unwrap());
+        assert!(count(&rgb, BASELINE) > 500);
+    }
+
+    #[test]
+    fn the_legend_names_colours_and_scales() {
+        let l = legend(&points(true));
+        assert!(
+            l.contains("red = canary") && l.contains("blue = baseline"),
+            "{l}"
+        );
+        assert!(l.contains("3.30%"), "{l}");
+        assert!(attachment("r1", &[]).is_none());
+        let a = attachment("r1", &points(true)).unwrap();
+        assert_eq!(a.name, "canary-r1.png");
+    }
+}
