@@ -980,3 +980,100 @@ async fn a_slow_backend_never_delays_the_first_answer() {
     );
     eprintln!("discord: slow backend: deferred in {took:?}, result after {total:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_summary_arrives_with_its_chart_attached() {
+    let fake = FakeDiscord::start(TOKEN, &[DEPLOYS, INCIDENTS]).await;
+    fake.add_channel(LOCKED, true);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&fake)
+        + r#"
+[metrics]
+source = "simulated"
+interval = "1s"
+scenarios = { checkout = "bad: errors 3× at 5%, 1% base" }
+
+[[roles.deployer]]
+members = ["api:ci"]
+
+[[api.clients]]
+name = "ci"
+token = "${ROLLBOT_TEST_API_TOKEN}"
+"#;
+    let d = dir.path().to_path_buf();
+    let api_token = "ci-token-0123456789abcdef0123456789";
+    let server = tokio::task::spawn_blocking(move || {
+        Server::start(
+            &d,
+            &cfg,
+            &[
+                ("ROLLBOT_TEST_DISCORD_TOKEN", TOKEN),
+                ("ROLLBOT_TEST_API_TOKEN", api_token),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let start = chrono::Utc::now() - chrono::Duration::minutes(20);
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/v1/rollouts"))
+        .bearer_auth(api_token)
+        .json(
+            &json!({"service": "checkout", "from_revision": "v1", "to_revision": "v2",
+            "start_time": start.to_rfc3339()}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let (summary, png) = fake
+        .wait_for("the summary with its chart", |s| {
+            s.messages_in(DEPLOYS).into_iter().find_map(|m| {
+                let a = m["attachments"].get(0)?.clone();
+                let bytes = s.attachment_bytes(&a)?;
+                Some((m, bytes))
+            })
+        })
+        .await;
+    let title = summary["embeds"][0]["title"].as_str().unwrap_or_default();
+    assert!(title.contains("Canary checkout v2"), "{title}");
+    let a = &summary["attachments"][0];
+    assert_eq!(a["content_type"], "image/png");
+    assert!(a["filename"].as_str().unwrap().starts_with("canary-"));
+    assert!(a["description"].as_str().unwrap().contains("red = canary"));
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[12..16], b"IHDR");
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 800);
+    assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 400);
+    // Later edits keep one chart on the one summary; uploads are few.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fake.with(|s| {
+        let summaries: Vec<Value> = s
+            .messages_in(DEPLOYS)
+            .into_iter()
+            .filter(|m| {
+                m["embeds"][0]["title"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("Canary checkout"))
+            })
+            .collect();
+        assert_eq!(summaries.len(), 1, "one summary per rollout");
+        assert_eq!(summaries[0]["attachments"].as_array().unwrap().len(), 1);
+        let edits = s
+            .log
+            .iter()
+            .filter(|l| l.method == "PATCH" && l.path.contains(DEPLOYS))
+            .count();
+        assert!(
+            s.files.len() <= edits,
+            "{} uploads for {edits} edits",
+            s.files.len()
+        );
+        eprintln!(
+            "discord chart: {} bytes, {} upload(s), {edits} edit(s)",
+            png.len(),
+            s.files.len()
+        );
+    });
+    drop(server);
+}

@@ -1039,3 +1039,84 @@ token = "${SLACK_SIGNING_SECRET}"
         Some(summary.current_text().lines().next().unwrap_or_default())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_summary_arrives_with_its_chart_in_its_thread() {
+    let extra = r#"[metrics]
+source = "simulated"
+interval = "1s"
+scenarios = { checkout = "bad: errors 3× at 5%, 1% base" }
+
+[[roles.deployer]]
+members = ["api:ci"]
+
+[[api.clients]]
+name = "ci"
+token = "${SLACK_SIGNING_SECRET}"
+"#;
+    let r = rig_with("http", extra, fake_slack::BOT_TOKEN, &[]).await;
+    let start = chrono::Utc::now() - chrono::Duration::minutes(20);
+    let resp = r
+        .http
+        .post(r.server.url("/api/v1/rollouts"))
+        .bearer_auth(fake_slack::SIGNING_SECRET)
+        .json(
+            &json!({"service": "checkout", "from_revision": "v41", "to_revision": "v42",
+            "start_time": start.to_rfc3339()}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let file = r
+        .fake
+        .wait_for(30, "the summary's chart shared", |f| {
+            f.files(DEPLOYS).into_iter().next()
+        })
+        .await;
+    let summary = with_text(r.fake.messages(DEPLOYS), "Canary checkout")
+        .into_iter()
+        .next()
+        .expect("the summary");
+    assert_eq!(file.thread_ts.as_deref(), Some(summary.ts.as_str()));
+    assert!(
+        file.filename.starts_with("canary-") && file.filename.ends_with(".png"),
+        "{}",
+        file.filename
+    );
+    assert_eq!(&file.bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&file.bytes[12..16], b"IHDR");
+    assert_eq!(
+        u32::from_be_bytes(file.bytes[16..20].try_into().unwrap()),
+        800
+    );
+    assert_eq!(
+        u32::from_be_bytes(file.bytes[20..24].try_into().unwrap()),
+        400
+    );
+    let alt = file.alt_txt.clone().unwrap_or_default();
+    assert!(alt.contains("red = canary"), "{alt}");
+    assert!(summary
+        .current_blocks()
+        .to_string()
+        .contains("red = canary"));
+    // At most one chart per verdict the summary showed, not one per tick.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let summary = with_text(r.fake.messages(DEPLOYS), "Canary checkout")
+        .into_iter()
+        .next()
+        .unwrap();
+    let files = r.fake.files(DEPLOYS);
+    assert!(
+        files.len() <= 1 + summary.updates.len(),
+        "{} charts for {} updates",
+        files.len(),
+        summary.updates.len()
+    );
+    eprintln!(
+        "slack chart: {} bytes, {} chart(s) for {} summary update(s)",
+        file.bytes.len(),
+        files.len(),
+        summary.updates.len()
+    );
+}

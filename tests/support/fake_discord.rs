@@ -10,6 +10,10 @@
 //!   form body with Discord's limits, 160004 for a second thread), and a
 //!   channel can be told to answer 429 with `retry_after`; a request sent
 //!   to it again before that time is up gets another 429.
+//! - Uploads: message create and edit also take `multipart/form-data` with
+//!   a `payload_json` part and `files[N]` parts; `attachments` entries with
+//!   `id: N` describe `files[N]`, entries with an existing attachment's ID
+//!   keep it, and on an edit the list replaces the message's attachments.
 //! - Interactions: payloads shaped like Discord's (member with roles,
 //!   channel, entitlements, …), signed with Ed25519 over timestamp + body,
 //!   POSTed to rollbot; the HTTP answer is recorded as the interaction's
@@ -99,6 +103,8 @@ pub struct FakeState {
     /// Channel → reset_after: its next success says the bucket is empty
     /// (`X-RateLimit-Remaining: 0`) and blocks it that long.
     exhaust: HashMap<String, f64>,
+    /// Attachment ID → the uploaded bytes.
+    pub files: HashMap<String, Vec<u8>>,
 }
 
 impl FakeState {
@@ -116,6 +122,11 @@ impl FakeState {
             }
         }
         all
+    }
+
+    /// The bytes of an attachment of a message (an object from `attachments`).
+    pub fn attachment_bytes(&self, attachment: &Value) -> Option<Vec<u8>> {
+        self.files.get(attachment["id"].as_str()?).cloned()
     }
 
     /// The messages of a channel, oldest first.
@@ -158,11 +169,18 @@ fn now_iso() -> String {
 
 /// Discord's limits on a message body; `Some(errors)` when broken.
 fn invalid_form(body: &Value) -> Option<Value> {
+    invalid_form_with(body, 0)
+}
+
+/// As [`invalid_form`] for a body sent with `files` uploaded files: a
+/// message that carries a file is not empty.
+fn invalid_form_with(body: &Value, files: usize) -> Option<Value> {
     let embeds = body["embeds"].as_array().cloned().unwrap_or_default();
     let components = body["components"].as_array().cloned().unwrap_or_default();
     let content = body["content"].as_str().unwrap_or("");
     let mut errors = Vec::new();
     if content.is_empty()
+        && files == 0
         && embeds.is_empty()
         && components.is_empty()
         && body.get("embeds").is_none()
@@ -347,13 +365,140 @@ fn parse(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
+/// One uploaded file: (`files[N]` index, filename, bytes).
+type Upload = (u64, String, Vec<u8>);
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| i + from)
+}
+
+fn disposition(headers: &str, key: &str) -> Option<String> {
+    let line = headers
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
+    let pat = format!("{key}=\"");
+    let at = line.find(&pat)? + pat.len();
+    let end = line[at..].find('"')? + at;
+    Some(line[at..end].to_string())
+}
+
+/// A JSON body, or a multipart one (`payload_json` and `files[N]`), as
+/// Discord takes them; `Err` answers a malformed multipart body.
+fn read_body(headers: &HeaderMap, body: &[u8]) -> Result<(Value, Vec<Upload>), Box<Response>> {
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(boundary) = ct
+        .strip_prefix("multipart/form-data")
+        .and_then(|r| r.split("boundary=").nth(1))
+    else {
+        return Ok((parse(&String::from_utf8_lossy(body)), Vec::new()));
+    };
+    let bad = || Box::new(error(400, 50035, "Invalid Form Body"));
+    let delim = format!("--{}", boundary.trim_matches('"'));
+    let mut payload = Value::Null;
+    let mut files = Vec::new();
+    let mut at = find(body, delim.as_bytes(), 0).ok_or_else(bad)? + delim.len();
+    loop {
+        if body[at..].starts_with(b"--") {
+            break;
+        }
+        at = find(body, b"\r\n", at).ok_or_else(bad)? + 2;
+        let head_end = find(body, b"\r\n\r\n", at).ok_or_else(bad)?;
+        let head = String::from_utf8_lossy(&body[at..head_end]).to_string();
+        let start = head_end + 4;
+        let next_delim = format!("\r\n{delim}");
+        let end = find(body, next_delim.as_bytes(), start).ok_or_else(bad)?;
+        let content = &body[start..end];
+        let name = disposition(&head, "name").ok_or_else(bad)?;
+        if name == "payload_json" {
+            payload = serde_json::from_slice(content).map_err(|_| bad())?;
+        } else if let Some(n) = name
+            .strip_prefix("files[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|n| n.parse().ok())
+        {
+            let filename = disposition(&head, "filename").ok_or_else(bad)?;
+            files.push((n, filename, content.to_vec()));
+        }
+        at = end + next_delim.len();
+    }
+    Ok((payload, files))
+}
+
+/// The message's attachments after a create or edit with `uploads`: Discord
+/// keeps the listed existing ones, adds the uploaded files, and answers
+/// 50035 when an entry names a file that was not sent.
+fn attachments(
+    s: &mut FakeState,
+    current: &Value,
+    body: &Value,
+    uploads: &[Upload],
+) -> Result<Option<Value>, Box<Response>> {
+    let listed = body.get("attachments").and_then(|a| a.as_array());
+    if listed.is_none() && uploads.is_empty() {
+        return Ok(None);
+    }
+    let mut out: Vec<Value> = match listed {
+        Some(_) => Vec::new(),
+        None => current.as_array().cloned().unwrap_or_default(),
+    };
+    let mut described = HashMap::new();
+    for a in listed.into_iter().flatten() {
+        let id = match &a["id"] {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.clone(),
+            _ => return Err(Box::new(error(400, 50035, "Invalid Form Body"))),
+        };
+        if let Some(old) = current
+            .as_array()
+            .and_then(|c| c.iter().find(|o| o["id"] == id.as_str()))
+        {
+            out.push(old.clone());
+        } else if let Ok(n) = id.parse::<u64>() {
+            if !uploads.iter().any(|u| u.0 == n) {
+                return Err(Box::new(error(400, 50035, "Invalid Form Body")));
+            }
+            described.insert(n, a.clone());
+        } else {
+            return Err(Box::new(error(400, 50035, "Invalid Form Body")));
+        }
+    }
+    for (n, filename, bytes) in uploads {
+        let id = s.id();
+        let d = described.get(n).cloned().unwrap_or(Value::Null);
+        let name = d["filename"].as_str().unwrap_or(filename).to_string();
+        let mut a = json!({
+            "id": id,
+            "filename": name,
+            "size": bytes.len(),
+            "url": format!("https://cdn.fake-discord.test/attachments/{id}/{name}"),
+            "proxy_url": format!("https://media.fake-discord.test/attachments/{id}/{name}"),
+            "content_type": if name.ends_with(".png") { "image/png" } else { "application/octet-stream" },
+        });
+        if let Some(desc) = d["description"].as_str() {
+            a["description"] = json!(desc);
+        }
+        s.files.insert(id, bytes.clone());
+        out.push(a);
+    }
+    Ok(Some(Value::Array(out)))
+}
+
 async fn create_message(
     State(st): State<Shared>,
     Path(channel): Path<String>,
     headers: HeaderMap,
-    body: String,
+    raw: axum::body::Bytes,
 ) -> Response {
-    let body = parse(&body);
+    let (body, uploads) = match read_body(&headers, &raw) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
     let mut s = st.lock().unwrap();
     let r = (|| {
         if !bot_ok(&s, &headers) {
@@ -368,7 +513,7 @@ async fn create_message(
         if let Some(r) = gate(&mut s, &channel) {
             return r;
         }
-        if let Some(errors) = invalid_form(&body) {
+        if let Some(errors) = invalid_form_with(&body, uploads.len()) {
             return (
                 StatusCode::BAD_REQUEST,
                 Json(json!({"code": 50035, "message": "Invalid Form Body", "errors": errors})),
@@ -376,7 +521,12 @@ async fn create_message(
                 .into_response();
         }
         let id = s.id();
-        let m = message_object(&mut s, id.clone(), &channel, &body, false);
+        let mut m = message_object(&mut s, id.clone(), &channel, &body, false);
+        match attachments(&mut s, &Value::Null, &body, &uploads) {
+            Ok(Some(a)) => m["attachments"] = a,
+            Ok(None) => {}
+            Err(r) => return *r,
+        }
         s.messages.insert(id.clone(), m.clone());
         s.order.entry(channel.clone()).or_default().push(id);
         match s.exhaust.remove(&channel) {
@@ -411,9 +561,12 @@ async fn edit_message(
     State(st): State<Shared>,
     Path((channel, message)): Path<(String, String)>,
     headers: HeaderMap,
-    body: String,
+    raw: axum::body::Bytes,
 ) -> Response {
-    let body = parse(&body);
+    let (body, uploads) = match read_body(&headers, &raw) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
     let mut s = st.lock().unwrap();
     let r = (|| {
         if !bot_ok(&s, &headers) {
@@ -425,20 +578,27 @@ async fn edit_message(
         if let Some(r) = gate(&mut s, &channel) {
             return r;
         }
-        if let Some(errors) = invalid_form(&body) {
+        if let Some(errors) = invalid_form_with(&body, uploads.len()) {
             return (
                 StatusCode::BAD_REQUEST,
                 Json(json!({"code": 50035, "message": "Invalid Form Body", "errors": errors})),
             )
                 .into_response();
         }
-        match s.messages.get_mut(&message) {
-            Some(m) if m["channel_id"] == channel.as_str() => {
-                apply_edit(m, &body);
-                ok(m.clone())
-            }
-            _ => error(404, 10008, "Unknown Message"),
+        let current = match s.messages.get(&message) {
+            Some(m) if m["channel_id"] == channel.as_str() => m["attachments"].clone(),
+            _ => return error(404, 10008, "Unknown Message"),
+        };
+        let atts = match attachments(&mut s, &current, &body, &uploads) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        };
+        let m = s.messages.get_mut(&message).expect("checked above");
+        apply_edit(m, &body);
+        if let Some(a) = atts {
+            m["attachments"] = a;
         }
+        ok(m.clone())
     })();
     record(
         &mut s,

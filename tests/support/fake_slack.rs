@@ -3,7 +3,11 @@
 //! - Web API under `/api/METHOD` (GET query or POST JSON / form, token in
 //!   `Authorization: Bearer` or `token`): `auth.test`, `conversations.info`,
 //!   `chat.postMessage`, `chat.update`, `chat.postEphemeral`,
-//!   `usergroups.users.list`, `apps.connections.open`. It checks the token
+//!   `usergroups.users.list`, `apps.connections.open`, and file sharing the
+//!   current way: `files.getUploadURLExternal` answers an upload URL on this
+//!   server (`/upload/FILE`, which takes the raw bytes), then
+//!   `files.completeUploadExternal` shares the uploaded files in a channel
+//!   or thread (checking length, channel and thread). It checks the token
 //!   (bot token for everything but `apps.connections.open`, which takes the
 //!   app-level token) and answers like Slack: HTTP 200 with
 //!   `{"ok": false, "error": "invalid_auth" | "channel_not_found" |
@@ -89,8 +93,31 @@ enum WsCmd {
     Drop,
 }
 
+/// A file shared with `files.completeUploadExternal`.
+#[derive(Clone, Debug)]
+pub struct SharedFile {
+    pub id: String,
+    pub filename: String,
+    pub title: Option<String>,
+    pub alt_txt: Option<String>,
+    pub channel: String,
+    pub thread_ts: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+/// A file announced with `files.getUploadURLExternal`.
+#[derive(Clone, Debug, Default)]
+pub struct PendingFile {
+    pub filename: String,
+    pub length: usize,
+    pub alt_txt: Option<String>,
+    pub bytes: Option<Vec<u8>>,
+}
+
 #[derive(Default)]
 pub struct Inner {
+    pub files: Vec<SharedFile>,
+    pub pending: HashMap<String, PendingFile>,
     /// Channel ID → is the bot a member.
     pub channels: HashMap<String, bool>,
     pub usergroups: HashMap<String, Vec<String>>,
@@ -134,6 +161,7 @@ impl FakeSlack {
         let app = Router::new()
             .route("/api/{method}", any(web_api))
             .route("/response/{id}", post(response_url))
+            .route("/upload/{id}", post(upload_bytes))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(http, app).await.unwrap() });
         let f = fake.clone();
@@ -181,6 +209,18 @@ impl FakeSlack {
         i.messages
             .iter()
             .filter(|m| m.channel == channel)
+            .cloned()
+            .collect()
+    }
+
+    /// Files shared in `channel`, in order.
+    pub fn files(&self, channel: &str) -> Vec<SharedFile> {
+        self.inner
+            .lock()
+            .unwrap()
+            .files
+            .iter()
+            .filter(|f| f.channel == channel)
             .cloned()
             .collect()
     }
@@ -565,10 +605,112 @@ fn answer(
                 None => fail("no_such_subteam"),
             }
         }
+        "files.getUploadURLExternal" => {
+            let Some(filename) = s(a, "filename").filter(|n| !n.is_empty()) else {
+                return fail("invalid_arguments");
+            };
+            let Some(length) = s(a, "length").and_then(|l| l.parse::<usize>().ok()) else {
+                return fail("invalid_arguments");
+            };
+            if length == 0 {
+                return fail("invalid_arguments");
+            }
+            let mut i = f.inner.lock().unwrap();
+            let id = format!("F0{:08}", i.pending.len() + i.files.len() + 1);
+            i.pending.insert(
+                id.clone(),
+                PendingFile {
+                    filename,
+                    length,
+                    alt_txt: s(a, "alt_txt"),
+                    bytes: None,
+                },
+            );
+            ok(
+                json!({"upload_url": format!("http://127.0.0.1:{}/upload/{id}", f.port),
+                "file_id": id}),
+            )
+        }
+        "files.completeUploadExternal" => {
+            let files = match a.get("files") {
+                Some(Value::String(j)) => serde_json::from_str(j).unwrap_or(Value::Null),
+                Some(v) => v.clone(),
+                None => Value::Null,
+            };
+            let Some(files) = files.as_array().filter(|f| !f.is_empty()).cloned() else {
+                return fail("invalid_arguments");
+            };
+            let channel = match s(a, "channel_id") {
+                Some(c) => match channel_check(&Some(c)) {
+                    Ok(c) => Some(c),
+                    Err(e) => return fail(e),
+                },
+                None => None,
+            };
+            let thread_ts = s(a, "thread_ts");
+            let mut i = f.inner.lock().unwrap();
+            if let (Some(t), Some(ch)) = (&thread_ts, &channel) {
+                if !i.messages.iter().any(|m| &m.ts == t && &m.channel == ch) {
+                    return fail("invalid_thread_ts");
+                }
+            }
+            let mut done = Vec::new();
+            for file in &files {
+                let id = file["id"].as_str().unwrap_or_default().to_string();
+                let Some(p) = i.pending.get(&id) else {
+                    return fail("file_not_found");
+                };
+                let Some(bytes) = p.bytes.clone() else {
+                    return fail("file_upload_not_found");
+                };
+                if bytes.len() != p.length {
+                    return fail("file_upload_size_mismatch");
+                }
+                done.push((id, file["title"].as_str().map(str::to_string), bytes));
+            }
+            let mut answer = Vec::new();
+            for (id, title, bytes) in done {
+                let p = i.pending.remove(&id).unwrap();
+                answer.push(json!({"id": id, "name": p.filename, "title": title.clone()
+                    .unwrap_or_else(|| p.filename.clone()), "mimetype": "image/png",
+                    "size": bytes.len()}));
+                if let Some(ch) = &channel {
+                    i.files.push(SharedFile {
+                        id,
+                        filename: p.filename,
+                        title,
+                        alt_txt: p.alt_txt,
+                        channel: ch.clone(),
+                        thread_ts: thread_ts.clone(),
+                        bytes,
+                    });
+                }
+            }
+            ok(json!({"files": answer}))
+        }
         "apps.connections.open" => {
             ok(json!({"url": format!("ws://127.0.0.1:{}/link/?ticket=fake", f.ws_port)}))
         }
         _ => fail("unknown_method"),
+    }
+}
+
+/// The upload URL: takes the file's bytes, raw or as one multipart part
+/// (here raw), and answers like Slack with `OK - LENGTH` as text.
+async fn upload_bytes(State(f): State<FakeSlack>, Path(id): Path<String>, body: Bytes) -> Response {
+    let mut i = f.inner.lock().unwrap();
+    i.calls.push(Call {
+        method: "upload".into(),
+        at: Instant::now(),
+        status: 200,
+        error: None,
+    });
+    match i.pending.get_mut(&id) {
+        Some(p) => {
+            p.bytes = Some(body.to_vec());
+            (StatusCode::OK, format!("OK - {}", body.len())).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "not found").into_response(),
     }
 }
 
