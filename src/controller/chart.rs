@@ -11,8 +11,10 @@ use crate::judge::{Tick, TrackSample};
 use plotters::prelude::*;
 use std::collections::VecDeque;
 
-/// How many ticks a rollout's chart keeps (an hour at 10-second ticks).
-pub const HISTORY: usize = 360;
+/// The most points a rollout's chart keeps. When full, neighbouring points
+/// are averaged in pairs, so the chart always spans the whole rollout at a
+/// coarser resolution, and thousands of watched rollouts stay small in memory.
+pub const HISTORY: usize = 120;
 pub const WIDTH: u32 = 800;
 pub const HEIGHT: u32 = 400;
 
@@ -52,18 +54,72 @@ impl ChartPoint {
     }
 }
 
-/// The last [`HISTORY`] points of one rollout.
+/// A point as stored: seconds and the four figures as f32, NaN where missing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Compact {
+    t: f32,
+    v: [f32; 4],
+}
+
+impl Compact {
+    fn from(p: &ChartPoint) -> Compact {
+        let f = |x: Option<f64>| x.map(|v| v as f32).unwrap_or(f32::NAN);
+        Compact {
+            t: p.t as f32,
+            v: [
+                f(p.canary_error_rate),
+                f(p.baseline_error_rate),
+                f(p.canary_p99),
+                f(p.baseline_p99),
+            ],
+        }
+    }
+
+    fn point(&self) -> ChartPoint {
+        let o = |x: f32| (!x.is_nan()).then_some(x as f64);
+        ChartPoint {
+            t: self.t as f64,
+            canary_error_rate: o(self.v[0]),
+            baseline_error_rate: o(self.v[1]),
+            canary_p99: o(self.v[2]),
+            baseline_p99: o(self.v[3]),
+        }
+    }
+
+    /// The average of two neighbouring points (a missing figure is ignored).
+    fn merge(a: &Compact, b: &Compact) -> Compact {
+        let mut v = [f32::NAN; 4];
+        for (i, out) in v.iter_mut().enumerate() {
+            *out = match (a.v[i].is_nan(), b.v[i].is_nan()) {
+                (false, false) => (a.v[i] + b.v[i]) / 2.0,
+                (false, true) => a.v[i],
+                (true, false) => b.v[i],
+                (true, true) => f32::NAN,
+            };
+        }
+        Compact { t: b.t, v }
+    }
+}
+
+/// A rollout's chart data, at most [`HISTORY`] points covering all of it.
 #[derive(Clone, Debug, Default)]
 pub struct ChartHistory {
-    points: VecDeque<ChartPoint>,
+    points: VecDeque<Compact>,
 }
 
 impl ChartHistory {
     pub fn push(&mut self, p: ChartPoint) {
         if self.points.len() == HISTORY {
-            self.points.pop_front();
+            let old: Vec<Compact> = self.points.drain(..).collect();
+            self.points.extend(old.chunks(2).map(|c| {
+                if c.len() == 2 {
+                    Compact::merge(&c[0], &c[1])
+                } else {
+                    c[0]
+                }
+            }));
         }
-        self.points.push_back(p);
+        self.points.push_back(Compact::from(&p));
     }
 
     pub fn len(&self) -> usize {
@@ -75,7 +131,7 @@ impl ChartHistory {
     }
 
     pub fn points(&self) -> Vec<ChartPoint> {
-        self.points.iter().cloned().collect()
+        self.points.iter().map(Compact::point).collect()
     }
 }
 
@@ -284,16 +340,32 @@ mod tests {
     }
 
     #[test]
-    fn the_history_keeps_the_last_ticks() {
+    fn the_history_spans_the_whole_rollout_in_a_bounded_number_of_points() {
         let mut h = ChartHistory::default();
-        for i in 0..HISTORY + 10 {
-            h.push(ChartPoint::from_tick(&Tick {
-                t: i as f64,
-                ..Tick::default()
-            }));
+        let point = |i: usize| ChartPoint {
+            t: i as f64 * 10.0,
+            canary_error_rate: Some(i as f64),
+            baseline_error_rate: None,
+            canary_p99: Some(0.25),
+            baseline_p99: Some(0.2),
+        };
+        for i in 1..=360 {
+            h.push(point(i));
         }
-        assert_eq!(h.len(), HISTORY);
-        assert_eq!(h.points()[0].t, 10.0);
+        assert!(h.len() <= HISTORY, "{}", h.len());
+        let pts = h.points();
+        // Halved at 120, 240 and 300 ticks: the first point now averages
+        // ticks 1–16 (mean 8.5) and is stamped with the last of them.
+        assert_eq!(pts[0].t, 160.0);
+        assert_eq!(pts[0].canary_error_rate, Some(8.5));
+        // …the newest tick is kept as it is, and missing data stays missing.
+        assert_eq!(pts.last().unwrap().t, 3600.0);
+        assert_eq!(pts.last().unwrap().canary_error_rate, Some(360.0));
+        assert!(pts
+            .iter()
+            .all(|p| p.baseline_error_rate.is_none() && p.canary_p99 == Some(0.25)));
+        // Time only moves forward.
+        assert!(pts.windows(2).all(|w| w[0].t < w[1].t));
     }
 
     #[test]

@@ -238,15 +238,25 @@ impl Controller {
                 if let Some(eval) = a.watch.tick(&self.engine, &tick).await {
                     a.rollout.verdict = Some(eval.verdict.to_string());
                     a.rollout.score = eval.score.is_finite().then_some(eval.score);
-                    a.rollout.reasons = eval.reasons.clone();
                 }
                 if point == last {
                     self.scheduled_summary(a, point - step, point).await;
                 }
                 a.rollout.state = a.watch.state_text();
                 // Stored when something a reader would notice changed.
+                // The reasons live in the watch's last evaluation; they are
+                // copied only into the stored record, not kept twice.
                 if before != (a.rollout.state.clone(), a.rollout.verdict.clone()) {
-                    let _ = rollouts::save(&self.engine.store.settings, &a.rollout);
+                    let stored = Rollout {
+                        reasons: a
+                            .watch
+                            .last
+                            .as_ref()
+                            .map(|e| e.reasons.clone())
+                            .unwrap_or_default(),
+                        ..a.rollout.clone()
+                    };
+                    let _ = rollouts::save(&self.engine.store.settings, &stored);
                 }
                 a.next = point + step;
             }
