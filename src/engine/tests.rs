@@ -147,6 +147,18 @@ fn harness_with(latency_ms: u64) -> Harness {
     h
 }
 
+/// The newest `limit` audit entries of a service, newest first.
+fn entries(h: &Harness, service: &str, limit: usize) -> Vec<crate::audit::Entry> {
+    h.engine
+        .audit()
+        .query(&crate::audit::Query {
+            service: Some(service.into()),
+            limit,
+            ..Default::default()
+        })
+        .unwrap()
+}
+
 fn harness() -> Harness {
     harness_with(0)
 }
@@ -377,16 +389,7 @@ async fn freeze_refuses_promote_but_never_rollback() {
     );
     let o = h.engine.execute(promote("admin", "payments", true)).await;
     assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
-    let entry = h
-        .engine
-        .audit()
-        .query(&crate::audit::Query {
-            service: Some("payments".into()),
-            limit: 1,
-            ..Default::default()
-        })
-        .unwrap()
-        .remove(0);
+    let entry = entries(&h, "payments", 1).remove(0);
     assert_eq!(
         entry.record.parameters.get("break_glass"),
         Some(&json!(true))
@@ -630,15 +633,7 @@ async fn backend_failure_is_reported_and_audited() {
         "{}",
         o.message.text
     );
-    let e = h
-        .engine
-        .audit()
-        .query(&crate::audit::Query {
-            service: Some("payments".into()),
-            limit: 2,
-            ..Default::default()
-        })
-        .unwrap();
+    let e = entries(&h, "payments", 2);
     assert_eq!(e[0].record.outcome, AuditOutcome::Failed);
     assert_eq!(e[1].record.outcome, AuditOutcome::Requested);
     assert_eq!(e[0].record.correlation_id, e[1].record.correlation_id);
@@ -855,15 +850,7 @@ async fn automation_off_is_authorized_audited_shown_and_expires() {
     assert!(h.engine.automation_off("checkout").is_none());
 
     // Audited: requested then succeeded, with the duration and the end.
-    let entries = h
-        .engine
-        .audit()
-        .query(&crate::audit::Query {
-            service: Some("payments".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .unwrap();
+    let entries = entries(&h, "payments", 10);
     let autos: Vec<_> = entries
         .iter()
         .filter(|e| e.record.action == "automation")
@@ -1019,15 +1006,7 @@ async fn with_automation_off_the_controller_asks_instead_of_rolling_back() {
     );
     // Nothing was rolled back or paused: no backend action in the audit log
     // (prompts are recorded as pending requests, nothing more).
-    let entries = h
-        .engine
-        .audit()
-        .query(&crate::audit::Query {
-            service: Some("payments".into()),
-            limit: 100,
-            ..Default::default()
-        })
-        .unwrap();
+    let entries = entries(&h, "payments", 100);
     assert!(
         !entries.iter().any(|e| e.record.action == "rollback"
             || (e.record.action == "pause" && e.record.outcome != AuditOutcome::Pending)),
@@ -1083,15 +1062,7 @@ async fn with_automation_on_the_controller_rolls_back_by_itself() {
         "{:?}",
         watch.state
     );
-    let entries = h
-        .engine
-        .audit()
-        .query(&crate::audit::Query {
-            service: Some("payments".into()),
-            limit: 100,
-            ..Default::default()
-        })
-        .unwrap();
+    let entries = entries(&h, "payments", 100);
     assert!(entries.iter().any(|e| e.record.action == "rollback"));
 }
 
@@ -1168,15 +1139,7 @@ async fn an_unanswered_prompt_escalates_one_step_per_period_and_never_acts() {
         h.engine.backend_status("checkout").await.unwrap(),
         live_before
     );
-    let entries = h
-        .engine
-        .audit()
-        .query(&crate::audit::Query {
-            service: Some("checkout".into()),
-            limit: 50,
-            ..Default::default()
-        })
-        .unwrap();
+    let entries = entries(&h, "checkout", 50);
     assert_eq!(
         entries
             .iter()
