@@ -33,6 +33,38 @@ pub struct CallContext {
     pub correlation_id: String,
     /// Stable across retries of the same request.
     pub idempotency_key: String,
+    /// Where a long step (waiting for a rollout to complete) reports how far
+    /// it got; the engine posts each line in the action's thread.
+    #[serde(skip)]
+    pub progress: Progress,
+}
+
+/// A line-at-a-time progress report for the people watching an action.
+/// Cheap to clone; reporting to nobody is the default.
+#[derive(Clone, Default)]
+pub struct Progress(Option<std::sync::Arc<dyn Fn(String) + Send + Sync>>);
+
+impl Progress {
+    pub fn new(f: impl Fn(String) + Send + Sync + 'static) -> Self {
+        Progress(Some(std::sync::Arc::new(f)))
+    }
+
+    /// Reports one line, for example "2 of 3 replicas updated".
+    pub fn report(&self, line: impl Into<String>) {
+        if let Some(f) = &self.0 {
+            f(line.into());
+        }
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Progress(on)"
+        } else {
+            "Progress(off)"
+        })
+    }
 }
 
 /// A change a backend can make.

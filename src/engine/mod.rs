@@ -504,6 +504,7 @@ impl Engine {
             reason: req.reason.clone(),
             correlation_id: corr.into(),
             idempotency_key: req.idempotency_key.clone().unwrap_or_else(|| corr.into()),
+            progress: self.progress_reporter(svc, corr, via_prompt),
         };
         let timeout = self.config.engine.backend_timeout.0;
         let refusal_only = |e: &BackendError| !matches!(e, BackendError::Refused(_));
@@ -644,6 +645,27 @@ impl Engine {
     /// Posts to the deploy channel (and the incident channel for rollbacks)
     /// without waiting for chat; in `thread` (a prompt's messages) where the
     /// deploy channel has one.
+    /// Progress lines from a backend go to the prompt's thread when the
+    /// action answers a prompt, otherwise to the deploy channel.
+    fn progress_reporter(
+        &self,
+        svc: &ServiceConfig,
+        corr: &str,
+        via_prompt: Option<&Prompt>,
+    ) -> crate::backend::Progress {
+        let Some(ch) = svc.deploy_channel.as_ref().map(|c| c.as_ref().clone()) else {
+            return crate::backend::Progress::default();
+        };
+        let notifier = self.notifier.clone();
+        let thread = via_prompt.map(|p| p.messages.clone()).unwrap_or_default();
+        let (service, corr) = (svc.name().to_string(), corr.to_string());
+        crate::backend::Progress::new(move |line| {
+            let msg = Message::new(Severity::Info, format!("{service}: {line}"))
+                .context(format!("correlation {corr}"));
+            notifier.reply_or_post_detached(thread.clone(), ch.clone(), msg);
+        })
+    }
+
     fn announce(
         &self,
         svc: &ServiceConfig,
