@@ -12,14 +12,24 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 impl Engine {
+    /// Escalates every `every` until the process ends; used when no
+    /// controller runs (the controller escalates at each of its steps).
+    pub async fn escalate_forever(self: std::sync::Arc<Self>, every: std::time::Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.escalate_prompts(self.clock.now()).await {
+                tracing::error!(error = %e, "could not escalate unanswered prompts");
+            }
+        }
+    }
+
     /// Posts the escalations due at `now`, at most one step per prompt per
     /// call; returns how many were posted. The controller calls it every step.
     pub async fn escalate_prompts(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
         let mut posted = 0;
-        for p in self.prompts.open()? {
-            if p.expires <= now {
-                continue;
-            }
+        for p in self.prompts.open(now)? {
             let Some(svc) = self.config.service(&p.service) else {
                 continue;
             };

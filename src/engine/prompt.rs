@@ -162,6 +162,10 @@ pub fn parse_action_id(action_id: &str) -> Option<(String, bool)> {
 
 pub struct Prompts {
     tree: sled::Tree,
+    /// IDs of the prompts still open and not yet expired, so the periodic
+    /// escalation reads those instead of every prompt ever stored. Rebuilt
+    /// from the tree on first use (sled allows one process per store).
+    open: std::sync::Mutex<Option<std::collections::BTreeSet<String>>>,
 }
 
 /// The result of trying to answer.
@@ -174,7 +178,10 @@ pub enum Answer {
 
 impl Prompts {
     pub fn new(tree: sled::Tree) -> Prompts {
-        Prompts { tree }
+        Prompts {
+            tree,
+            open: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn get(&self, id: &str) -> anyhow::Result<Option<Prompt>> {
@@ -182,15 +189,44 @@ impl Prompts {
     }
 
     pub fn save(&self, p: &Prompt) -> anyhow::Result<()> {
-        crate::store::put(&self.tree, &p.id, p)
+        crate::store::put(&self.tree, &p.id, p)?;
+        if let Some(open) = self.open.lock().unwrap().as_mut() {
+            if p.state == PromptState::Open {
+                open.insert(p.id.clone());
+            } else {
+                open.remove(&p.id);
+            }
+        }
+        Ok(())
     }
 
-    pub fn open(&self) -> anyhow::Result<Vec<Prompt>> {
-        Ok(crate::store::all::<Prompt>(&self.tree)?
-            .into_iter()
-            .map(|(_, p)| p)
-            .filter(|p| p.state == PromptState::Open)
-            .collect())
+    /// The prompts still open at `now`; expired ones leave the index here.
+    pub fn open(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<Prompt>> {
+        let ids: Vec<String> = {
+            let mut open = self.open.lock().unwrap();
+            if open.is_none() {
+                *open = Some(
+                    crate::store::all::<Prompt>(&self.tree)?
+                        .into_iter()
+                        .filter(|(_, p)| p.state == PromptState::Open)
+                        .map(|(_, p)| p.id)
+                        .collect(),
+                );
+            }
+            open.iter().flatten().cloned().collect()
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.get(&id)? {
+                Some(p) if p.state == PromptState::Open && p.expires > now => out.push(p),
+                _ => {
+                    if let Some(open) = self.open.lock().unwrap().as_mut() {
+                        open.remove(&id);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Marks the prompt answered if it is still open; exactly one caller wins.
@@ -220,6 +256,9 @@ impl Prompts {
                 .compare_and_swap(id.as_bytes(), Some(old), Some(new))?
                 .is_ok()
             {
+                if let Some(open) = self.open.lock().unwrap().as_mut() {
+                    open.remove(id);
+                }
                 return Ok(Some(Answer::Accepted(p)));
             }
         }

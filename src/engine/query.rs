@@ -176,16 +176,17 @@ impl Engine {
         }
         for p in self
             .prompts
-            .open()?
+            .open(now)?
             .into_iter()
             .filter(|p| visible.iter().any(|s| s.name() == p.service))
         {
-            let state = if now >= p.expires { "expired" } else { "open" };
             m = m.field(
                 format!("Prompt {}", p.id),
                 format!(
-                    "{} ({state}, asked by {})",
-                    p.title, p.requested_by.display_name
+                    "{} (open until {}, asked by {})",
+                    p.title,
+                    p.expires.format("%H:%M UTC"),
+                    p.requested_by.display_name
                 ),
             );
         }

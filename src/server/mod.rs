@@ -139,8 +139,15 @@ pub async fn serve(
         controller: controller.clone(),
         discord,
     };
-    if let Some(c) = controller {
-        tokio::spawn(c.run());
+    match controller {
+        Some(c) => {
+            tokio::spawn(c.run());
+        }
+        // Without a metric source there is no controller loop, but prompts
+        // (a critical service's promotion) still escalate.
+        None => {
+            tokio::spawn(engine.clone().escalate_forever(Duration::from_secs(5)));
+        }
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -116,10 +116,17 @@ fn config(fake: &FakeDiscord) -> String {
 }
 
 async fn start() -> (FakeDiscord, Server, tempfile::TempDir) {
+    start_with(|c| c).await
+}
+
+/// [`start`] with the config text changed by `edit`.
+async fn start_with(
+    edit: impl FnOnce(String) -> String,
+) -> (FakeDiscord, Server, tempfile::TempDir) {
     let fake = FakeDiscord::start(TOKEN, &[DEPLOYS, INCIDENTS]).await;
     fake.add_channel(LOCKED, true);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&fake);
+    let cfg = edit(config(&fake));
     let d = dir.path().to_path_buf();
     let server = tokio::task::spawn_blocking(move || {
         Server::start(&d, &cfg, &[("ROLLBOT_TEST_DISCORD_TOKEN", TOKEN)])
@@ -1076,4 +1083,85 @@ token = "${ROLLBOT_TEST_API_TOKEN}"
         );
     });
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_prompt_escalates_with_a_real_ping_of_the_next_group() {
+    // No metric source: escalation still runs (there is no controller loop).
+    let (fake, s, _dir) = start_with(|c| {
+        c.replacen(
+            "critical = true\n",
+            &format!(
+                "critical = true\nescalate_after = \"1s\"\nescalation = [\"discord-role:{APPROVER_ROLE}\", \"discord:{}\"]\n",
+                omar().id
+            ),
+            1,
+        )
+    })
+    .await;
+    let url = s.url("/discord/interactions");
+    let ask = fake.command(
+        DEPLOYS,
+        &sam(),
+        "promote",
+        &[
+            ("service", json!("payments")),
+            ("reason", json!("@everyone canary clean")),
+        ],
+    );
+    let (_, answer, _) = fake.send(&url, &ask).await;
+    assert_eq!(answer["type"], 5);
+    let prompt = fake
+        .wait_for("the prompt in the deploy channel", |st| {
+            st.messages_in(DEPLOYS)
+                .into_iter()
+                .find(|m| m["components"].as_array().is_some_and(|c| !c.is_empty()))
+        })
+        .await;
+    // The prompt itself pings nobody, whatever its reason says.
+    assert_eq!(prompt["mention_everyone"], false, "{prompt}");
+    assert_eq!(prompt["mention_roles"], json!([]), "{prompt}");
+
+    let first = fake
+        .wait_for("the first escalation in the prompt's thread", |st| {
+            st.messages_under(DEPLOYS)
+                .into_iter()
+                .find(|m| m["channel_id"] != DEPLOYS && embed_text(m).contains("Still waiting"))
+        })
+        .await;
+    assert_eq!(first["content"], format!("<@&{APPROVER_ROLE}>"), "{first}");
+    assert_eq!(first["mention_roles"], json!([APPROVER_ROLE]), "{first}");
+    assert_eq!(first["mention_everyone"], false);
+    assert!(
+        embed_text(&first).contains("step 1 of 2"),
+        "{}",
+        embed_text(&first)
+    );
+
+    let second = fake
+        .wait_for("the second escalation, to a person", |st| {
+            st.messages_under(DEPLOYS)
+                .into_iter()
+                .find(|m| embed_text(m).contains("step 2 of 2"))
+        })
+        .await;
+    assert_eq!(second["content"], format!("<@{}>", omar().id), "{second}");
+    assert_eq!(second["mentions"][0]["id"], json!(omar().id), "{second}");
+    assert_eq!(second["mention_roles"], json!([]));
+
+    // Two steps in all, then it stays quiet; nothing was promoted.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let escalations = fake.with(|st| {
+        st.messages_under(DEPLOYS)
+            .into_iter()
+            .filter(|m| embed_text(m).contains("Still waiting"))
+            .count()
+    });
+    assert_eq!(escalations, 2);
+    let promoted = fake.with(|st| {
+        st.messages_under(DEPLOYS)
+            .into_iter()
+            .any(|m| embed_text(&m).contains("Promoted payments"))
+    });
+    assert!(!promoted, "escalation never acts");
 }

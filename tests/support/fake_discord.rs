@@ -218,6 +218,20 @@ fn invalid_form_with(body: &Value, files: usize) -> Option<Value> {
     if components.len() > 5 {
         errors.push("components: at most 5 rows".into());
     }
+    // Discord refuses a list of IDs next to the same kind in `parse`.
+    let am = &body["allowed_mentions"];
+    let parses = |k: &str| {
+        am["parse"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|v| v == k))
+    };
+    for (kind, ids) in [("users", &am["users"]), ("roles", &am["roles"])] {
+        if parses(kind) && ids.as_array().is_some_and(|a| !a.is_empty()) {
+            errors.push(format!(
+                "allowed_mentions: parse:[\"{kind}\"] and {kind}: [ids] are mutually exclusive"
+            ));
+        }
+    }
     for row in &components {
         let buttons = row["components"].as_array().cloned().unwrap_or_default();
         if row["type"] != 1 || buttons.is_empty() || buttons.len() > 5 {
@@ -270,8 +284,54 @@ fn message_object(
     if webhook {
         m["webhook_id"] = json!(APP_ID);
     }
+    let (users, roles, everyone) = pinged(body);
+    m["mentions"] = json!(users
+        .iter()
+        .map(|id| json!({"id": id, "username": format!("user{id}"), "discriminator": "0", "global_name": null, "avatar": null, "public_flags": 0}))
+        .collect::<Vec<_>>());
+    m["mention_roles"] = json!(roles);
+    m["mention_everyone"] = json!(everyone);
     let _ = s;
     m
+}
+
+/// Who a message notifies, as Discord decides it: mentions in `content`
+/// only (never in embeds), filtered by `allowed_mentions` when it is sent
+/// (`parse` lets a whole kind through, `users`/`roles` list IDs).
+fn pinged(body: &Value) -> (Vec<String>, Vec<String>, bool) {
+    let content = body["content"].as_str().unwrap_or("");
+    let am = body.get("allowed_mentions");
+    let allows = |kind: &str, id: &str| match am {
+        None => true,
+        Some(am) => {
+            am["parse"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|v| v == kind))
+                || am[kind]
+                    .as_array()
+                    .is_some_and(|ids| ids.iter().any(|v| v == id))
+        }
+    };
+    let (mut users, mut roles) = (Vec::new(), Vec::new());
+    let mut rest = content;
+    while let Some(start) = rest.find("<@") {
+        rest = &rest[start + 2..];
+        let Some(end) = rest.find('>') else { break };
+        let token = &rest[..end];
+        if let Some(id) = token.strip_prefix('&') {
+            if allows("roles", id) && !roles.iter().any(|r| r == id) {
+                roles.push(id.to_string());
+            }
+        } else {
+            let id = token.trim_start_matches('!');
+            if allows("users", id) && !users.iter().any(|u| u == id) {
+                users.push(id.to_string());
+            }
+        }
+    }
+    let everyone =
+        (content.contains("@everyone") || content.contains("@here")) && allows("everyone", "");
+    (users, roles, everyone)
 }
 
 /// Applies an edit body to a stored message, as Discord does: only the keys sent change.

@@ -76,10 +76,14 @@ impl DiscordSink {
 
     async fn create(&self, channel: &str, msg: &Message) -> Result<String, ChatError> {
         let ch = snowflake(channel, "channel")?;
-        let body = CreateMessage::new()
+        let (content, allowed) = render::pings(msg);
+        let mut body = CreateMessage::new()
             .embed(render::embed(msg))
             .components(render::components(&msg.buttons, false))
-            .allowed_mentions(render::no_mentions());
+            .allowed_mentions(allowed);
+        if !content.is_empty() {
+            body = body.content(content);
+        }
         let v = self
             .rest
             .call(

@@ -1,13 +1,15 @@
 //! The neutral [`Message`] as Discord embeds and components, with serenity's
 //! builders. Discord's limits are applied here (title 256, description 4096,
 //! 25 fields of 256/1024, footer 2048, 6000 in all, 5 buttons a row), and
-//! mentions are never parsed: a reason typed as `@everyone` pings nobody.
+//! only a message's own mentions ping (an escalation's next group): a reason
+//! typed as `@everyone` pings nobody.
 
 use crate::chat::{Button, ButtonStyle, Message, Severity};
 use serenity::builder::{
     CreateActionRow, CreateAllowedMentions, CreateButton, CreateEmbed, CreateEmbedFooter,
 };
 use serenity::model::application::ButtonStyle as DiscordStyle;
+use serenity::model::id::{RoleId, UserId};
 
 /// Embed colour by severity.
 pub fn colour(s: Severity) -> u32 {
@@ -69,8 +71,15 @@ pub fn embed(msg: &Message) -> CreateEmbed {
         let inline = value.chars().count() <= 40 && !value.contains('\n');
         e = e.field(name, value, inline);
     }
-    if !msg.mentions.is_empty() && budget > 20 && msg.fields.len() < 25 {
-        let who: Vec<String> = msg.mentions.iter().map(|m| mention(m)).collect();
+    // Discord users and roles are pinged in the content (see [`pings`]);
+    // the embed names the others as text.
+    let others: Vec<&String> = msg
+        .mentions
+        .iter()
+        .filter(|m| !m.starts_with("discord:") && !m.starts_with("discord-role:"))
+        .collect();
+    if !others.is_empty() && budget > 20 && msg.fields.len() < 25 {
+        let who: Vec<String> = others.iter().map(|m| mention(m)).collect();
         let value = take(&mut budget, &who.join(" "), 1024);
         e = e.field("Mentions", value, false);
     }
@@ -78,8 +87,7 @@ pub fn embed(msg: &Message) -> CreateEmbed {
 }
 
 /// A platform-qualified id as Discord mention syntax: `discord-role:…` →
-/// `<@&…>`, `discord:…` → `<@…>`; other platforms' ids as text. Shown in
-/// the embed, where Discord renders them but does not notify.
+/// `<@&…>`, `discord:…` → `<@…>`; other platforms' ids as text.
 pub fn mention(who: &str) -> String {
     match who.split_once(':') {
         Some(("discord-role", id)) => format!("<@&{id}>"),
@@ -125,6 +133,32 @@ pub fn no_mentions() -> CreateAllowedMentions {
     CreateAllowedMentions::new()
 }
 
+/// The message content and allowed mentions that ping the message's own
+/// mentions. Discord notifies only for mentions in `content`, never in an
+/// embed, and only those `allowed_mentions` names: so each Discord user and
+/// role in [`Message::mentions`] is listed by ID, and nothing echoed
+/// elsewhere in the message (a reason typed as `@everyone`) pings anyone.
+pub fn pings(msg: &Message) -> (String, CreateAllowedMentions) {
+    let (mut users, mut roles, mut shown) = (Vec::new(), Vec::new(), Vec::new());
+    for who in &msg.mentions {
+        let Some((kind, raw)) = who.split_once(':') else {
+            continue;
+        };
+        // Snowflakes are non-zero; anything else is shown as text only.
+        let Some(id) = raw.parse::<u64>().ok().filter(|n| *n != 0) else {
+            continue;
+        };
+        match kind {
+            "discord-role" => roles.push(RoleId::new(id)),
+            "discord" => users.push(UserId::new(id)),
+            _ => continue,
+        }
+        shown.push(mention(who));
+    }
+    let allowed = CreateAllowedMentions::new().users(users).roles(roles);
+    (shown.join(" "), allowed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +185,27 @@ mod tests {
             + 256
             + 4096;
         assert!(total <= 6000, "{total}");
+    }
+
+    #[test]
+    fn only_the_messages_own_discord_mentions_ping() {
+        let m = Message::new(Severity::Warning, "Still waiting")
+            .text("reason: @everyone <@&999>")
+            .mention("discord-role:123456789012345678")
+            .mention("discord:234567890123456789")
+            .mention("slack-group:S0LEADS")
+            .mention("discord:not-a-number");
+        let (content, allowed) = pings(&m);
+        assert_eq!(content, "<@&123456789012345678> <@234567890123456789>");
+        let allowed = serde_json::to_value(allowed).unwrap();
+        assert_eq!(allowed["parse"], serde_json::json!([]));
+        assert_eq!(allowed["roles"], serde_json::json!(["123456789012345678"]));
+        assert_eq!(allowed["users"], serde_json::json!(["234567890123456789"]));
+        // The embed shows the mentions Discord cannot ping, as text.
+        let e = serde_json::to_value(embed(&m)).unwrap();
+        let shown = e["fields"].to_string();
+        assert!(shown.contains("slack-group:S0LEADS"), "{shown}");
+        assert!(!shown.contains("123456789012345678"), "{shown}");
     }
 
     #[test]
