@@ -198,10 +198,18 @@ enum BenchCmd {
 /// to the OS at once instead of after 10 ms, which keeps the controller's
 /// resident memory at what it uses, not at its per-tick peaks.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() -> ExitCode {
     // SAFETY: sets a process-wide allocator option before any thread starts.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    // No transparent huge pages: the allocator's arenas are advised for
+    // them, and a 2 MiB page made resident for a few small per-rollout
+    // objects raised the controller's peak memory by about a third (152 MB
+    // against 116 MB with 5,000 rollouts). Faults from here on use 4 KiB.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     // One process-wide TLS provider, before any client is built: with more
     // than one compiled in, rustls refuses to pick.
     let _ = rustls::crypto::ring::default_provider().install_default();

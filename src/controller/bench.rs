@@ -161,18 +161,19 @@ pub async fn run(rollouts: usize, minutes: i64) -> anyhow::Result<String> {
     );
     let _ = writeln!(
         out,
-        "{:>5} {:>9} {:>12} {:>14} {:>10}",
-        "tick", "queries", "CPU (ms)", "wall (ms)", "RSS (MB)"
+        "{:>5} {:>9} {:>12} {:>14} {:>10} {:>10}",
+        "tick", "queries", "CPU (ms)", "wall (ms)", "RSS (MB)", "peak (MB)"
     );
     for (i, r) in rows.iter().enumerate() {
         let _ = writeln!(
             out,
-            "{:>5} {:>9} {:>12.0} {:>14.0} {:>10.0}",
+            "{:>5} {:>9} {:>12.0} {:>14.0} {:>10.0} {:>10.0}",
             i + 1,
             r.0,
             r.1.as_secs_f64() * 1e3,
             r.2.as_secs_f64() * 1e3,
-            r.3
+            r.3,
+            r.4
         );
     }
     let steady: Vec<_> = rows.iter().skip(1).collect();
@@ -206,7 +207,8 @@ pub async fn run(rollouts: usize, minutes: i64) -> anyhow::Result<String> {
     Ok(out)
 }
 
-type Row = (usize, Duration, Duration, f64);
+/// Queries, CPU time, wall time, resident and peak resident memory (MB).
+type Row = (usize, Duration, Duration, f64, f64);
 
 async fn measure(
     n: usize,
@@ -261,6 +263,7 @@ async fn measure(
             cpu_time().saturating_sub(cpu0),
             wall0.elapsed(),
             rss_mb("VmRSS:"),
+            rss_mb("VmHWM:"),
         ));
     }
     Ok((rows, rss_before))
