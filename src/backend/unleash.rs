@@ -455,6 +455,23 @@ impl UnleashBackend {
         trail: &mut Vec<String>,
     ) -> BackendError {
         let unleash_said = message(&first.body, &first.raw);
+        // Unleash lists an unknown project as empty: look for the project first.
+        let projects: Option<Vec<String>> =
+            match self.send(trail, Method::GET, "/api/admin/projects", token, None).await {
+                Ok(a) if a.ok() => a.body["projects"].as_array().map(|ps| {
+                    ps.iter()
+                        .filter_map(|x| x["id"].as_str().map(str::to_string))
+                        .collect()
+                }),
+                _ => None,
+            };
+        if let Some(ps) = projects.as_ref().filter(|ps| !ps.contains(&f.project)) {
+            return BackendError::Refused(format!(
+                "Unleash has no project `{}` ({unleash_said}); projects: {}. Fix project in the backend or the service's [services.target].",
+                f.project,
+                listed(ps, 20)
+            ));
+        }
         let list = format!("/api/admin/projects/{}/features", f.project);
         let exists = match self.send(trail, Method::GET, &list, token, None).await {
             Ok(a) if a.ok() => {
@@ -468,23 +485,7 @@ impl UnleashBackend {
                     .unwrap_or_default();
                 format!("flags in project `{}`: {}", f.project, listed(&names, 20))
             }
-            _ => match self
-                .send(trail, Method::GET, "/api/admin/projects", token, None)
-                .await
-            {
-                Ok(a) if a.ok() => {
-                    let names: Vec<String> = a.body["projects"]
-                        .as_array()
-                        .map(|ps| {
-                            ps.iter()
-                                .filter_map(|x| x["id"].as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    format!("projects: {}", listed(&names, 20))
-                }
-                _ => "the list of flags could not be read".into(),
-            },
+            _ => "the list of flags could not be read".into(),
         };
         BackendError::Refused(format!(
             "Unleash has no flag `{}` in project `{}` ({unleash_said}); {exists}. Fix flag (or project) in the service's [services.target], or create the flag in Unleash.",
@@ -620,8 +621,12 @@ impl UnleashBackend {
         token: &str,
         trail: &mut Vec<String>,
     ) -> Result<Option<(bool, Vec<u8>)>, String> {
-        let path = format!("/api/client/features?namePrefix={}", f.name);
-        let a = self.send(trail, Method::GET, &path, token, None).await?;
+        // The plain request, as SDKs send it: Unleash caches that answer
+        // separately from filtered ones (`?namePrefix=`), which are fresh
+        // sooner than what SDKs get.
+        let a = self
+            .send(trail, Method::GET, "/api/client/features", token, None)
+            .await?;
         if !a.ok() {
             return Err(format!(
                 "the client API answered HTTP {}: {}",
