@@ -493,9 +493,10 @@ impl UnleashBackend {
         ))
     }
 
-    fn by_hand(&self, f: &Flag, what: &str) -> String {
+    /// The UI step, and the API call that does the same.
+    fn by_hand(&self, f: &Flag, what: &str, api: &str) -> String {
         format!(
-            "To do it by hand: in the Unleash UI open project `{}`, flag `{}`, environment `{}` and {what}.",
+            "To do it by hand: in the Unleash UI open project `{}`, flag `{}`, environment `{}` and {what}; or send `{api}` with an admin token in the Authorization header.",
             f.project, f.name, f.environment
         )
     }
@@ -524,7 +525,13 @@ impl UnleashBackend {
                         "{undone} {}",
                         self.by_hand(
                             f,
-                            &format!("set the flexibleRollout strategy's rollout to {to}%")
+                            &format!("set the flexibleRollout strategy's rollout to {to}%"),
+                            &format!(
+                                "PUT {}{}/strategies/{} with parameters.rollout = \"{to}\"",
+                                self.s.url,
+                                self.env_path(f),
+                                s["id"].as_str().unwrap_or("ID")
+                            )
                         )
                     );
                     return Err(self.failure(
@@ -730,7 +737,11 @@ impl RollbackBackend for UnleashBackend {
                 &format!(
                     "{} {}",
                     if e.is_ok() { "The flag is as it was (on)." } else { "Check the flag before acting again." },
-                    self.by_hand(&f, "switch it off")
+                    self.by_hand(
+                        &f,
+                        "switch it off",
+                        &format!("POST {}{}/off", self.s.url, self.env_path(&f))
+                    )
                 ),
                 &trail,
             ));
@@ -780,7 +791,14 @@ impl RollbackBackend for UnleashBackend {
                 return Err(self.failure(
                     "switching the flag on",
                     e.as_ref().map_err(String::as_str),
-                    &format!("{undone} {}", self.by_hand(&f, &format!("make it {to}"))),
+                    &format!(
+                        "{undone} {}",
+                        self.by_hand(
+                            &f,
+                            "switch it on",
+                            &format!("POST {}{}/on", self.s.url, self.env_path(&f))
+                        )
+                    ),
                     &trail,
                 ));
             }
@@ -1028,6 +1046,88 @@ mod tests {
         let s = json!({"name": "flexibleRollout", "parameters": {"rollout": "25", "stickiness": "userId"}, "constraints": [{}], "disabled": false});
         assert_eq!(describe_strategy(&s), "flexibleRollout 25% (stickiness userId), 1 constraint");
         assert_eq!(describe_strategy(&json!({"name": "default"})), "default");
+    }
+
+    /// An Unleash stand-in that serves one flag and refuses changes with
+    /// a 500, recording every request.
+    async fn failing_unleash(
+        production: Value,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::{body::Bytes, extract::Request, http::StatusCode, Json};
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let log = log.clone();
+            let production = production.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body: Bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+                log.lock().unwrap().push(format!(
+                    "{} {} {}",
+                    parts.method,
+                    parts.uri.path(),
+                    String::from_utf8_lossy(&body)
+                ));
+                if parts.method == axum::http::Method::GET {
+                    (StatusCode::OK, Json(json!({"name": "new-checkout", "environments": [production]})))
+                } else if parts.method == axum::http::Method::PUT {
+                    (StatusCode::OK, Json(json!({})))
+                } else {
+                    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"message": "database is read-only"})))
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    fn backend_at(url: &str) -> (UnleashBackend, Target) {
+        std::env::set_var("ROLLBOT_TEST_UNLEASH_UNIT_ADMIN", "*:*.unit-admin-secret");
+        let b = UnleashBackend::new(UnleashSettings {
+            url: url.into(),
+            admin_token: Some(SecretSource::Env("ROLLBOT_TEST_UNLEASH_UNIT_ADMIN".into())),
+            environment: Some("production".into()),
+            ..Default::default()
+        });
+        let t = Target {
+            service: "checkout".into(),
+            environment: "prod".into(),
+            settings: [("flag".to_string(), "new-checkout".to_string())].into(),
+        };
+        (b, t)
+    }
+
+    #[tokio::test]
+    async fn a_refused_switch_says_the_flag_is_as_it_was_and_how_to_do_it_by_hand() {
+        let (url, seen) = failing_unleash(json!({"name": "production", "enabled": true, "strategies": []})).await;
+        let (b, t) = backend_at(&url);
+        let err = b.rollback(&t, None, &CallContext::default()).await.unwrap_err().to_string();
+        let off = format!("{url}/api/admin/projects/default/features/new-checkout/environments/production/off");
+        assert!(err.contains("HTTP 500: database is read-only"), "{err}");
+        assert!(err.contains("The flag is as it was (on)"), "{err}");
+        assert!(err.contains(&format!("send `POST {off}`")), "{err}");
+        assert!(err.contains(&format!("Requests: GET {url}/api/admin/projects/default/features/new-checkout → 200")), "{err}");
+        assert!(err.contains(&format!("POST {off} → 500")), "{err}");
+        assert!(!err.contains("unit-admin-secret"), "{err}");
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_switch_on_puts_the_raised_percentage_back() {
+        let strategy = json!({"id": "s1", "name": "flexibleRollout", "constraints": [], "variants": [], "segments": [],
+            "parameters": {"rollout": "25", "stickiness": "default", "groupId": "new-checkout"}});
+        let (url, seen) = failing_unleash(json!({"name": "production", "enabled": false, "strategies": [strategy]})).await;
+        let (b, t) = backend_at(&url);
+        let err = b.promote(&t, true, &CallContext::default()).await.unwrap_err().to_string();
+        assert!(err.contains("percentage was put back; the flag is as it was"), "{err}");
+        let seen = seen.lock().unwrap().clone();
+        let puts: Vec<&String> = seen.iter().filter(|r| r.starts_with("PUT")).collect();
+        assert_eq!(puts.len(), 2, "{seen:?}");
+        assert!(puts[0].contains("/strategies/s1") && puts[0].contains(r#""rollout":"100""#), "{seen:?}");
+        assert!(puts[1].contains(r#""rollout":"25""#) && puts[1].contains(r#""groupId":"new-checkout""#), "{seen:?}");
+        assert!(seen.iter().any(|r| r.starts_with("POST") && r.contains("/environments/production/on")));
     }
 
     #[tokio::test]
