@@ -79,7 +79,10 @@ pub fn parse_steps(text: &str) -> Result<Vec<u8>, String> {
         .split(',')
         .map(|p| {
             p.trim().trim_end_matches('%').parse::<u8>().map_err(|_| {
-                format!("steps `{text}`: `{}` is not a percentage; write for example \"10,25,50,100\"", p.trim())
+                format!(
+                    "steps `{text}`: `{}` is not a percentage; write for example \"10,25,50,100\"",
+                    p.trim()
+                )
             })
         })
         .collect::<Result<Vec<u8>, String>>()?;
@@ -209,7 +212,12 @@ fn listed(names: &[String], max: usize) -> String {
     if names.is_empty() {
         return "none".into();
     }
-    let mut out = names.iter().take(max).cloned().collect::<Vec<_>>().join(", ");
+    let mut out = names
+        .iter()
+        .take(max)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > max {
         out.push_str(&format!(" and {} more", names.len() - max));
     }
@@ -245,12 +253,16 @@ impl UnleashBackend {
     }
 
     fn flag(&self, t: &Target) -> Result<Flag, BackendError> {
-        let name = t.settings.get("flag").filter(|f| !f.is_empty()).ok_or_else(|| {
-            BackendError::Refused(format!(
-                "service `{}` names no flag: add flag = \"…\" under its [services.target]",
-                t.service
-            ))
-        })?;
+        let name = t
+            .settings
+            .get("flag")
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| {
+                BackendError::Refused(format!(
+                    "service `{}` names no flag: add flag = \"…\" under its [services.target]",
+                    t.service
+                ))
+            })?;
         let steps = match t.settings.get("steps") {
             Some(text) => parse_steps(text).map_err(BackendError::Refused)?,
             None => self.s.steps.clone(),
@@ -284,10 +296,7 @@ impl UnleashBackend {
     }
 
     fn feature_path(&self, f: &Flag) -> String {
-        format!(
-            "/api/admin/projects/{}/features/{}",
-            f.project, f.name
-        )
+        format!("/api/admin/projects/{}/features/{}", f.project, f.name)
     }
 
     fn env_path(&self, f: &Flag) -> String {
@@ -354,7 +363,13 @@ impl UnleashBackend {
     }
 
     /// The failure for an answer that was not 2xx, or for no answer.
-    fn failure(&self, what: &str, answer: Result<&Answer, &str>, by_hand: &str, trail: &[String]) -> BackendError {
+    fn failure(
+        &self,
+        what: &str,
+        answer: Result<&Answer, &str>,
+        by_hand: &str,
+        trail: &[String],
+    ) -> BackendError {
         let said = match answer {
             Ok(a) if a.code == 401 || a.code == 403 => format!(
                 "Unleash refused the admin token for {what} (HTTP {}: {}). Check admin_token: it must be an admin token (Unleash → Admin → API access) or a personal access token allowed to change flags in this project.",
@@ -368,10 +383,7 @@ impl UnleashBackend {
             ),
             Err(e) => format!("Unleash did not answer {what} ({e}); it may or may not have acted."),
         };
-        BackendError::Failed(format!(
-            "{said}\n{by_hand}\nRequests: {}",
-            trail.join("; ")
-        ))
+        BackendError::Failed(format!("{said}\n{by_hand}\nRequests: {}", trail.join("; ")))
     }
 
     /// The flag's state in its environment. A missing project, flag or
@@ -404,7 +416,10 @@ impl UnleashBackend {
                 ))
             }
         };
-        let envs = a.body["environments"].as_array().cloned().unwrap_or_default();
+        let envs = a.body["environments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let name_of = |e: &Value| e["name"].as_str().unwrap_or("?").to_string();
         let Some(env) = envs.iter().find(|e| e["name"] == f.environment.as_str()) else {
             let names: Vec<String> = envs.iter().map(name_of).collect();
@@ -456,15 +471,17 @@ impl UnleashBackend {
     ) -> BackendError {
         let unleash_said = message(&first.body, &first.raw);
         // Unleash lists an unknown project as empty: look for the project first.
-        let projects: Option<Vec<String>> =
-            match self.send(trail, Method::GET, "/api/admin/projects", token, None).await {
-                Ok(a) if a.ok() => a.body["projects"].as_array().map(|ps| {
-                    ps.iter()
-                        .filter_map(|x| x["id"].as_str().map(str::to_string))
-                        .collect()
-                }),
-                _ => None,
-            };
+        let projects: Option<Vec<String>> = match self
+            .send(trail, Method::GET, "/api/admin/projects", token, None)
+            .await
+        {
+            Ok(a) if a.ok() => a.body["projects"].as_array().map(|ps| {
+                ps.iter()
+                    .filter_map(|x| x["id"].as_str().map(str::to_string))
+                    .collect()
+            }),
+            _ => None,
+        };
         if let Some(ps) = projects.as_ref().filter(|ps| !ps.contains(&f.project)) {
             return BackendError::Refused(format!(
                 "Unleash has no project `{}` ({unleash_said}); projects: {}. Fix project in the backend or the service's [services.target].",
@@ -567,7 +584,10 @@ impl UnleashBackend {
             "parameters": parameters,
         });
         let path = format!("{}/strategies/{id}", self.env_path(f));
-        match self.send(trail, Method::PUT, &path, token, Some(&body)).await {
+        match self
+            .send(trail, Method::PUT, &path, token, Some(&body))
+            .await
+        {
             Ok(a) if a.ok() => {
                 Self::note(trail, &format!("rollout {to}%"));
                 Ok(())
@@ -736,7 +756,11 @@ impl RollbackBackend for UnleashBackend {
                 e.as_ref().map_err(String::as_str),
                 &format!(
                     "{} {}",
-                    if e.is_ok() { "The flag is as it was (on)." } else { "Check the flag before acting again." },
+                    if e.is_ok() {
+                        "The flag is as it was (on)."
+                    } else {
+                        "Check the flag before acting again."
+                    },
                     self.by_hand(
                         &f,
                         "switch it off",
@@ -812,7 +836,11 @@ impl RollbackBackend for UnleashBackend {
             Some(p) if p < 100 => format!(
                 "; next step {}% (steps {})",
                 f.steps.iter().find(|s| **s > p).copied().unwrap_or(100),
-                f.steps.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
+                f.steps
+                    .iter()
+                    .map(u8::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
             _ => String::new(),
         };
@@ -903,7 +931,10 @@ impl RollbackBackend for UnleashBackend {
                     f.name
                 ),
                 Err(e) if e.contains("client_token is a token of") => {
-                    return Ok(Verification { ok: false, detail: e })
+                    return Ok(Verification {
+                        ok: false,
+                        detail: e,
+                    })
                 }
                 Err(e) => e,
             };
@@ -913,7 +944,14 @@ impl RollbackBackend for UnleashBackend {
                     detail: format!(
                         "expected {want}, but after {} ({polls} polls) {last}. Requests: {}",
                         limit(self.s.verify_timeout),
-                        trail.iter().rev().take(3).rev().cloned().collect::<Vec<_>>().join("; ")
+                        trail
+                            .iter()
+                            .rev()
+                            .take(3)
+                            .rev()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("; ")
                     ),
                 });
             }
@@ -935,7 +973,11 @@ impl RollbackBackend for UnleashBackend {
         if state.percentage().is_some() {
             notes.push(format!(
                 "promote steps {}",
-                f.steps.iter().map(|s| format!("{s}%")).collect::<Vec<_>>().join(", ")
+                f.steps
+                    .iter()
+                    .map(|s| format!("{s}%"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         if !state.others.is_empty() {
@@ -1019,13 +1061,28 @@ mod tests {
     #[test]
     fn promote_goes_to_the_next_step_and_full_to_100() {
         let f = flag();
-        assert_eq!(promoted(&f, &state(true, &[10]), false), Some(("on at 25%".into(), Some(25))));
-        assert_eq!(promoted(&f, &state(true, &[30]), false), Some(("on at 50%".into(), Some(50))));
-        assert_eq!(promoted(&f, &state(true, &[25]), true), Some(("on at 100%".into(), Some(100))));
+        assert_eq!(
+            promoted(&f, &state(true, &[10]), false),
+            Some(("on at 25%".into(), Some(25)))
+        );
+        assert_eq!(
+            promoted(&f, &state(true, &[30]), false),
+            Some(("on at 50%".into(), Some(50)))
+        );
+        assert_eq!(
+            promoted(&f, &state(true, &[25]), true),
+            Some(("on at 100%".into(), Some(100)))
+        );
         assert_eq!(promoted(&f, &state(true, &[100]), false), None);
         // Switched off by a rollback: back on at the same percentage first.
-        assert_eq!(promoted(&f, &state(false, &[25]), false), Some(("on at 25%".into(), Some(25))));
-        assert_eq!(promoted(&f, &state(false, &[]), false), Some(("on".into(), None)));
+        assert_eq!(
+            promoted(&f, &state(false, &[25]), false),
+            Some(("on at 25%".into(), Some(25)))
+        );
+        assert_eq!(
+            promoted(&f, &state(false, &[]), false),
+            Some(("on".into(), None))
+        );
         assert_eq!(promoted(&f, &state(true, &[]), true), None);
     }
 
@@ -1044,7 +1101,10 @@ mod tests {
     #[test]
     fn strategies_are_described() {
         let s = json!({"name": "flexibleRollout", "parameters": {"rollout": "25", "stickiness": "userId"}, "constraints": [{}], "disabled": false});
-        assert_eq!(describe_strategy(&s), "flexibleRollout 25% (stickiness userId), 1 constraint");
+        assert_eq!(
+            describe_strategy(&s),
+            "flexibleRollout 25% (stickiness userId), 1 constraint"
+        );
         assert_eq!(describe_strategy(&json!({"name": "default"})), "default");
     }
 
@@ -1069,11 +1129,17 @@ mod tests {
                     String::from_utf8_lossy(&body)
                 ));
                 if parts.method == axum::http::Method::GET {
-                    (StatusCode::OK, Json(json!({"name": "new-checkout", "environments": [production]})))
+                    (
+                        StatusCode::OK,
+                        Json(json!({"name": "new-checkout", "environments": [production]})),
+                    )
                 } else if parts.method == axum::http::Method::PUT {
                     (StatusCode::OK, Json(json!({})))
                 } else {
-                    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"message": "database is read-only"})))
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        Json(json!({"message": "database is read-only"})),
+                    )
                 }
             }
         });
@@ -1101,14 +1167,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_switch_says_the_flag_is_as_it_was_and_how_to_do_it_by_hand() {
-        let (url, seen) = failing_unleash(json!({"name": "production", "enabled": true, "strategies": []})).await;
+        let (url, seen) =
+            failing_unleash(json!({"name": "production", "enabled": true, "strategies": []})).await;
         let (b, t) = backend_at(&url);
-        let err = b.rollback(&t, None, &CallContext::default()).await.unwrap_err().to_string();
-        let off = format!("{url}/api/admin/projects/default/features/new-checkout/environments/production/off");
+        let err = b
+            .rollback(&t, None, &CallContext::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        let off = format!(
+            "{url}/api/admin/projects/default/features/new-checkout/environments/production/off"
+        );
         assert!(err.contains("HTTP 500: database is read-only"), "{err}");
         assert!(err.contains("The flag is as it was (on)"), "{err}");
         assert!(err.contains(&format!("send `POST {off}`")), "{err}");
-        assert!(err.contains(&format!("Requests: GET {url}/api/admin/projects/default/features/new-checkout → 200")), "{err}");
+        assert!(
+            err.contains(&format!(
+                "Requests: GET {url}/api/admin/projects/default/features/new-checkout → 200"
+            )),
+            "{err}"
+        );
         assert!(err.contains(&format!("POST {off} → 500")), "{err}");
         assert!(!err.contains("unit-admin-secret"), "{err}");
         assert_eq!(seen.lock().unwrap().len(), 2);
@@ -1118,16 +1196,35 @@ mod tests {
     async fn a_failed_switch_on_puts_the_raised_percentage_back() {
         let strategy = json!({"id": "s1", "name": "flexibleRollout", "constraints": [], "variants": [], "segments": [],
             "parameters": {"rollout": "25", "stickiness": "default", "groupId": "new-checkout"}});
-        let (url, seen) = failing_unleash(json!({"name": "production", "enabled": false, "strategies": [strategy]})).await;
+        let (url, seen) = failing_unleash(
+            json!({"name": "production", "enabled": false, "strategies": [strategy]}),
+        )
+        .await;
         let (b, t) = backend_at(&url);
-        let err = b.promote(&t, true, &CallContext::default()).await.unwrap_err().to_string();
-        assert!(err.contains("percentage was put back; the flag is as it was"), "{err}");
+        let err = b
+            .promote(&t, true, &CallContext::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("percentage was put back; the flag is as it was"),
+            "{err}"
+        );
         let seen = seen.lock().unwrap().clone();
         let puts: Vec<&String> = seen.iter().filter(|r| r.starts_with("PUT")).collect();
         assert_eq!(puts.len(), 2, "{seen:?}");
-        assert!(puts[0].contains("/strategies/s1") && puts[0].contains(r#""rollout":"100""#), "{seen:?}");
-        assert!(puts[1].contains(r#""rollout":"25""#) && puts[1].contains(r#""groupId":"new-checkout""#), "{seen:?}");
-        assert!(seen.iter().any(|r| r.starts_with("POST") && r.contains("/environments/production/on")));
+        assert!(
+            puts[0].contains("/strategies/s1") && puts[0].contains(r#""rollout":"100""#),
+            "{seen:?}"
+        );
+        assert!(
+            puts[1].contains(r#""rollout":"25""#)
+                && puts[1].contains(r#""groupId":"new-checkout""#),
+            "{seen:?}"
+        );
+        assert!(seen
+            .iter()
+            .any(|r| r.starts_with("POST") && r.contains("/environments/production/on")));
     }
 
     #[tokio::test]
@@ -1146,8 +1243,14 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("no pause") && err.contains("rollback"), "{err}");
-        let t = Target { settings: BTreeMap::new(), ..t };
+        assert!(
+            err.contains("no pause") && err.contains("rollback"),
+            "{err}"
+        );
+        let t = Target {
+            settings: BTreeMap::new(),
+            ..t
+        };
         let err = b.status(&t).await.unwrap_err().to_string();
         assert!(err.contains("flag = "), "{err}");
     }

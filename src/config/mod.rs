@@ -1009,8 +1009,15 @@ impl Config {
             {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     errors.push(
-                        at(backend.span(), format!("backend `{name}`: url `{url}` is not an http:// or https:// URL"))
-                            .help("write Unleash's base URL, for example \"https://unleash.example.com\""),
+                        at(
+                            backend.span(),
+                            format!(
+                                "backend `{name}`: url `{url}` is not an http:// or https:// URL"
+                            ),
+                        )
+                        .help(
+                            "write Unleash's base URL, for example \"https://unleash.example.com\"",
+                        ),
                     );
                 }
                 match SecretSource::from_pair("admin_token", admin_token.as_ref(), admin_token_file.as_ref()) {
@@ -1021,7 +1028,11 @@ impl Config {
                     ),
                     Ok(Some(_)) => {}
                 }
-                if let Err(e) = SecretSource::from_pair("client_token", client_token.as_ref(), client_token_file.as_ref()) {
+                if let Err(e) = SecretSource::from_pair(
+                    "client_token",
+                    client_token.as_ref(),
+                    client_token_file.as_ref(),
+                ) {
                     errors.push(at(backend.span(), format!("backend `{name}`: {e}")));
                 }
                 if let Some(Err(e)) = steps.as_deref().map(crate::backend::unleash::check_steps) {
@@ -1033,15 +1044,21 @@ impl Config {
                 let limit = self.engine.backend_timeout.0;
                 for (key, v) in [
                     ("timeout", timeout.map(|t| t.0).unwrap_or(d.timeout)),
-                    ("verify_timeout", verify_timeout.map(|t| t.0).unwrap_or(d.verify_timeout)),
+                    (
+                        "verify_timeout",
+                        verify_timeout.map(|t| t.0).unwrap_or(d.verify_timeout),
+                    ),
                 ] {
                     if v >= limit {
                         errors.push(
-                            at(backend.span(), format!(
+                            at(
+                                backend.span(),
+                                format!(
                                 "backend `{name}`: {key} is {}, but [engine] backend_timeout is {}",
                                 crate::domain::human_duration(v),
                                 crate::domain::human_duration(limit)
-                            ))
+                            ),
+                            )
                             .help(format!("lower {key}, or raise backend_timeout in [engine]")),
                         );
                     }
@@ -1059,11 +1076,21 @@ impl Config {
             let name = s.name.as_ref();
             if s.target.get("flag").is_none_or(|f| f.trim().is_empty()) {
                 errors.push(
-                    at(s.name.span(), format!("service `{name}` uses Unleash backend `{}` but names no flag", s.backend.as_ref()))
-                        .help("add [services.target] with flag = \"the-flag-name\" under this service"),
+                    at(
+                        s.name.span(),
+                        format!(
+                            "service `{name}` uses Unleash backend `{}` but names no flag",
+                            s.backend.as_ref()
+                        ),
+                    )
+                    .help("add [services.target] with flag = \"the-flag-name\" under this service"),
                 );
             }
-            if let Some(Err(e)) = s.target.get("steps").map(|t| crate::backend::unleash::parse_steps(t)) {
+            if let Some(Err(e)) = s
+                .target
+                .get("steps")
+                .map(|t| crate::backend::unleash::parse_steps(t))
+            {
                 errors.push(at(s.name.span(), format!("service `{name}`: {e}")));
             }
         }

@@ -281,14 +281,20 @@ fn unleash_backends_need_a_token_and_each_service_a_flag() {
         "{e}"
     );
     assert_eq!((e.line, e.column), (12, 8), "{e}");
-    assert!(e.help.as_deref().unwrap().contains("[services.target]"), "{e}");
+    assert!(
+        e.help.as_deref().unwrap().contains("[services.target]"),
+        "{e}"
+    );
     let e = one(&ok.replace("flag = \"new-checkout\"", "flag = \"x\"\nsteps = \"50,10\""));
     assert!(e.message.contains("must rise"), "{e}");
     let e = one(&ok.replace("steps = [5, 50, 100]", "steps = [0, 100]"));
     assert!(e.message.contains("from 1 to 100"), "{e}");
     let e = one(&ok.replace("admin_token = \"${UNLEASH_ADMIN_TOKEN}\"\n", ""));
     assert!(e.message.contains("needs an admin API token"), "{e}");
-    assert!(e.help.as_deref().unwrap().contains("admin_token_file"), "{e}");
+    assert!(
+        e.help.as_deref().unwrap().contains("admin_token_file"),
+        "{e}"
+    );
     let e = one(&ok.replace("${UNLEASH_ADMIN_TOKEN}", "*:*.abc123"));
     assert!(e.message.contains("never written in the config"), "{e}");
     let e = one(&ok.replace("steps = [5, 50, 100]", "verify_timeout = \"5m\""));

@@ -115,8 +115,11 @@ fn requests(e: &Entry) -> Vec<String> {
 async fn rollback_switches_the_flag_off_in_its_environment_only() {
     let u = unleash::shared();
     let flag = "checkout-new-flow-rollback";
-    u.create_flag(flag, &[("development", true, None), ("production", true, None)])
-        .await;
+    u.create_flag(
+        flag,
+        &[("development", true, None), ("production", true, None)],
+    )
+    .await;
     // SDKs see it on before the rollback.
     u.client_view_when(flag, |f| f["enabled"] == true).await;
     let dir = tempfile::tempdir().unwrap();
@@ -165,7 +168,11 @@ async fn rollback_switches_the_flag_off_in_its_environment_only() {
     // A second rollback has nothing to do and says so.
     let again = rt.engine.execute(rollback("unleash-rb-2")).await;
     assert_eq!(again.status, Status::Succeeded, "{}", again.message.plain());
-    assert!(again.message.plain().contains("already off"), "{}", again.message.plain());
+    assert!(
+        again.message.plain().contains("already off"),
+        "{}",
+        again.message.plain()
+    );
 }
 
 #[tokio::test]
@@ -177,11 +184,17 @@ async fn promote_switches_an_off_flag_on() {
     let rt = start(dir.path(), ADMIN_TOKEN, "", &format!("flag = \"{flag}\"")).await;
     let out = rt.engine.execute(promote(false, "unleash-pr-1")).await;
     assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
-    assert!(out.message.plain().contains("off → on"), "{}", out.message.plain());
+    assert!(
+        out.message.plain().contains("off → on"),
+        "{}",
+        out.message.plain()
+    );
     assert_eq!(u.client_view(flag).await["enabled"], true);
     let reqs = requests(&result_entry(&rt, &out.correlation_id));
     assert!(
-        reqs.last().unwrap().contains("/environments/production/on → 200"),
+        reqs.last()
+            .unwrap()
+            .contains("/environments/production/on → 200"),
         "{reqs:?}"
     );
 }
@@ -203,11 +216,17 @@ async fn gradual_promote_raises_the_rollout_step_by_step() {
 
     let out = rt.engine.execute(promote(false, "unleash-gr-1")).await;
     assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
-    assert!(out.message.plain().contains("on at 10% → on at 25%"), "{}", out.message.plain());
+    assert!(
+        out.message.plain().contains("on at 10% → on at 25%"),
+        "{}",
+        out.message.plain()
+    );
     assert_eq!(rollout(&u.client_view(flag).await), "25");
     let reqs = requests(&result_entry(&rt, &out.correlation_id));
     assert!(
-        reqs.iter().any(|r| r.starts_with("PUT ") && r.contains("/strategies/") && r.contains("rollout 25%")),
+        reqs.iter().any(|r| r.starts_with("PUT ")
+            && r.contains("/strategies/")
+            && r.contains("rollout 25%")),
         "{reqs:?}"
     );
 
@@ -222,17 +241,28 @@ async fn gradual_promote_raises_the_rollout_step_by_step() {
     assert_eq!(u.client_view(flag).await["enabled"], false);
     let out = rt.engine.execute(promote(false, "unleash-gr-4")).await;
     assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
-    assert!(out.message.plain().contains("off → on at 50%"), "{}", out.message.plain());
+    assert!(
+        out.message.plain().contains("off → on at 50%"),
+        "{}",
+        out.message.plain()
+    );
     let out = rt.engine.execute(promote(true, "unleash-gr-5")).await;
     assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
     let seen = u.client_view(flag).await;
-    assert_eq!((seen["enabled"].clone(), rollout(&seen)), (true.into(), "100".into()));
+    assert_eq!(
+        (seen["enabled"].clone(), rollout(&seen)),
+        (true.into(), "100".into())
+    );
     // The strategy was changed in place: stickiness and group kept.
     assert_eq!(seen["strategies"].as_array().unwrap().len(), 1);
     assert_eq!(seen["strategies"][0]["parameters"]["groupId"], flag);
     let out = rt.engine.execute(promote(false, "unleash-gr-6")).await;
     assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
-    assert!(out.message.plain().contains("nothing to promote"), "{}", out.message.plain());
+    assert!(
+        out.message.plain().contains("nothing to promote"),
+        "{}",
+        out.message.plain()
+    );
 }
 
 #[tokio::test]
@@ -323,8 +353,11 @@ async fn a_wrong_admin_token_fails_clearly_and_changes_nothing() {
 async fn status_shows_state_and_strategies_and_pause_is_refused() {
     let u = unleash::shared();
     let flag = "checkout-new-flow-status";
-    u.create_flag(flag, &[("development", false, None), ("production", true, Some(25))])
-        .await;
+    u.create_flag(
+        flag,
+        &[("development", false, None), ("production", true, Some(25))],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let rt = start(dir.path(), ADMIN_TOKEN, "", &format!("flag = \"{flag}\"")).await;
     let st = rt.engine.backend_status("checkout").await.unwrap();
@@ -340,15 +373,27 @@ async fn status_shows_state_and_strategies_and_pause_is_refused() {
     // The same through /status.
     let out = rt
         .engine
-        .execute(request(Action::Query { view: View::Status }, "unleash-st-1"))
+        .execute(request(
+            Action::Query { view: View::Status },
+            "unleash-st-1",
+        ))
         .await;
     let text = out.message.plain();
-    assert!(text.contains("live on at 25%") && text.contains("flexibleRollout"), "{text}");
+    assert!(
+        text.contains("live on at 25%") && text.contains("flexibleRollout"),
+        "{text}"
+    );
 
-    let out = rt.engine.execute(request(Action::Pause, "unleash-st-2")).await;
+    let out = rt
+        .engine
+        .execute(request(Action::Pause, "unleash-st-2"))
+        .await;
     assert_ne!(out.status, Status::Succeeded);
     let text = out.message.plain();
-    assert!(text.contains("no pause") && text.contains("rollback"), "{text}");
+    assert!(
+        text.contains("no pause") && text.contains("rollback"),
+        "{text}"
+    );
     assert_eq!(u.env_state(flag, "production").await["enabled"], true);
 }
 
@@ -371,7 +416,8 @@ async fn verification_names_a_client_token_of_another_environment() {
     let text = out.message.plain();
     assert!(
         text.contains("NOT verified")
-            && text.contains("client_token is a token of environment `production`, not `development`"),
+            && text
+                .contains("client_token is a token of environment `production`, not `development`"),
         "{text}"
     );
     assert_eq!(u.env_state(flag, "development").await["enabled"], false);
@@ -380,7 +426,10 @@ async fn verification_names_a_client_token_of_another_environment() {
 #[tokio::test]
 async fn unleash_start_up_is_measured() {
     let u = unleash::shared();
-    eprintln!("unleash: start-up (PostgreSQL initdb + Unleash migrations): {} ms", u.startup.as_millis());
+    eprintln!(
+        "unleash: start-up (PostgreSQL initdb + Unleash migrations): {} ms",
+        u.startup.as_millis()
+    );
     let health = reqwest::get(format!("{}/health", u.url)).await.unwrap();
     assert!(health.status().is_success());
 }

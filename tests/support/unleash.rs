@@ -25,11 +25,17 @@ pub struct Unleash {
     pub startup: Duration,
     postgres: Child,
     node: Child,
+    /// Stops both when the test process is gone (see [`watchdog`]).
+    watchdog: Option<Child>,
     dir: PathBuf,
 }
 
 impl Drop for Unleash {
     fn drop(&mut self) {
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
         let _ = self.node.kill();
         let _ = self.node.wait();
         // SIGINT is PostgreSQL's fast shutdown; its children follow.
@@ -66,7 +72,10 @@ fn unleash_dir() -> PathBuf {
     let dir = std::env::var_os("ROLLBOT_UNLEASH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/opt/rollbot-test/unleash"));
-    if !dir.join("node_modules/unleash-server/package.json").exists() {
+    if !dir
+        .join("node_modules/unleash-server/package.json")
+        .exists()
+    {
         missing(&format!(
             "unleash-server in {}",
             dir.join("node_modules").display()
@@ -174,11 +183,7 @@ impl Unleash {
             .stderr(Stdio::from(std::fs::File::create(&pg_log).unwrap()));
         as_postgres(&mut initdb, who);
         let st = initdb.status().expect("run initdb");
-        assert!(
-            st.success(),
-            "initdb failed ({st}):\n{}",
-            log_tail(&pg_log)
-        );
+        assert!(st.success(), "initdb failed ({st}):\n{}", log_tail(&pg_log));
 
         let pg_port = free_port();
         let mut pg = Command::new(bin.join("postgres"));
@@ -226,9 +231,10 @@ impl Unleash {
             startup: Duration::ZERO,
             postgres,
             node,
+            watchdog: None,
             dir: dir.clone(),
         };
-        watchdog(&u);
+        u.watchdog = Some(watchdog(&u));
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             if http_get(port, "/health").is_some_and(|r| r.contains("GOOD")) {
@@ -356,7 +362,7 @@ impl Unleash {
 
 /// The shared server lives in a static, which is never dropped: a small
 /// shell loop stops PostgreSQL and Unleash once the test process is gone.
-fn watchdog(u: &Unleash) {
+fn watchdog(u: &Unleash) -> Child {
     let script = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {node} 2>/dev/null; kill -INT {pg} 2>/dev/null; \
          for i in $(seq 1 50); do kill -0 {pg} 2>/dev/null || break; sleep 0.2; done; rm -rf '{dir}'",
@@ -371,5 +377,5 @@ fn watchdog(u: &Unleash) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start the Unleash watchdog");
+        .expect("start the Unleash watchdog")
 }
