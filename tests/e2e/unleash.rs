@@ -164,6 +164,7 @@ async fn rollback_switches_the_flag_off_in_its_environment_only() {
     assert!(!all.contains("rollbot-test-admin") && !all.contains("rollbot-test-client"));
     let v = e.record.parameters["verification"]["detail"].to_string();
     assert!(v.contains("disabled"), "{v}");
+    eprintln!("unleash: verification: {v}");
 
     // A second rollback has nothing to do and says so.
     let again = rt.engine.execute(rollback("unleash-rb-2")).await;
@@ -432,4 +433,81 @@ async fn unleash_start_up_is_measured() {
     );
     let health = reqwest::get(format!("{}/health", u.url)).await.unwrap();
     assert!(health.status().is_success());
+}
+
+#[tokio::test]
+async fn rollback_through_rollbot_serve_and_the_http_api() {
+    let u = unleash::shared();
+    let flag = "checkout-new-flow-serve";
+    u.create_flag(flag, &[("production", true, Some(50))]).await;
+    u.client_view_when(flag, |f| f["enabled"] == true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = dir.path().join("unleash-client.token");
+    std::fs::write(&client, CLIENT_TOKEN).unwrap();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+
+[store]
+path = "{{data}}"
+
+[backends.flags]
+type = "unleash"
+url = "{url}"
+admin_token = "${{ROLLBOT_TEST_UNLEASH_ADMIN}}"
+client_token_file = "{client}"
+environment = "production"
+verify_interval = "100ms"
+
+[[services]]
+name = "checkout"
+backend = "flags"
+
+[services.target]
+flag = "{flag}"
+
+[[roles.responder]]
+members = ["api:ci"]
+
+[[api.clients]]
+name = "ci"
+token = "${{ROLLBOT_TEST_API_TOKEN}}"
+"#,
+        url = u.url,
+        client = client.display(),
+    );
+    let s = crate::support::Server::start(
+        dir.path(),
+        &config,
+        &[
+            ("ROLLBOT_TEST_UNLEASH_ADMIN", ADMIN_TOKEN),
+            ("ROLLBOT_TEST_API_TOKEN", "ci-token-7c1e"),
+        ],
+    );
+    let asked = Instant::now();
+    let r = reqwest::Client::new()
+        .post(s.url("/api/v1/actions"))
+        .bearer_auth("ci-token-7c1e")
+        .json(&serde_json::json!({"command": "/rollback checkout new flow breaks payments", "idempotency_key": "serve-rb-1"}))
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    let took = asked.elapsed();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["message"]["title"], "Rolled back checkout on at 50% → off",
+        "{body}"
+    );
+    eprintln!(
+        "unleash: POST /api/v1/actions rollback to verified-off answer: {} ms",
+        took.as_millis()
+    );
+    let seen = u.client_view(flag).await;
+    assert_eq!(seen["enabled"], false);
+    // Switched off, not edited: the percentage is still there for later.
+    assert_eq!(seen["strategies"][0]["parameters"]["rollout"], "50");
+    assert!(!s.log_text().contains("rollbot-test-admin"));
 }
