@@ -1042,11 +1042,14 @@ impl Config {
                 // limits must end first so its report survives.
                 let d = crate::backend::unleash::UnleashSettings::default();
                 let limit = self.engine.backend_timeout.0;
-                for (key, v) in [
-                    ("timeout", timeout.map(|t| t.0).unwrap_or(d.timeout)),
+                let one = timeout.map(|t| t.0).unwrap_or(d.timeout);
+                // A promote reads, raises, switches on and may put back: four
+                // requests in a row. Polling ends with one more request.
+                for (what, v) in [
+                    ("four requests (4 × timeout)", one * 4),
                     (
-                        "verify_timeout",
-                        verify_timeout.map(|t| t.0).unwrap_or(d.verify_timeout),
+                        "verification (verify_timeout + timeout)",
+                        verify_timeout.map(|t| t.0).unwrap_or(d.verify_timeout) + one,
                     ),
                 ] {
                     if v >= limit {
@@ -1054,12 +1057,12 @@ impl Config {
                             at(
                                 backend.span(),
                                 format!(
-                                "backend `{name}`: {key} is {}, but [engine] backend_timeout is {}",
-                                crate::domain::human_duration(v),
-                                crate::domain::human_duration(limit)
-                            ),
+                                    "backend `{name}`: {what} can take {}, but [engine] backend_timeout is {}",
+                                    crate::domain::human_duration(v),
+                                    crate::domain::human_duration(limit)
+                                ),
                             )
-                            .help(format!("lower {key}, or raise backend_timeout in [engine]")),
+                            .help("lower timeout or verify_timeout, or raise backend_timeout in [engine]"),
                         );
                     }
                 }

@@ -33,7 +33,7 @@ url = "{url}"
 admin_token_file = "{admin}"
 client_token_file = "{client}"
 environment = "production"
-timeout = "5s"
+timeout = "2s"
 verify_timeout = "10s"
 verify_interval = "100ms"
 {extra}
