@@ -9,6 +9,9 @@ need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 command -v sh >/dev/null 2>&1 || need_apt+=(dash)
+# PostgreSQL and Node for the real Unleash server of the unleash backend's tests.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: missing ${need_apt[*]}; run as root or install them" >&2
@@ -16,6 +19,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# unleash-server 6.10.1 is the newest that runs on Debian's Node 20; kept
+# outside the repository so later runs reuse it.
+unleash_dir="${ROLLBOT_UNLEASH_DIR:-/opt/rollbot-test/unleash}"
+if [ ! -f "$unleash_dir/node_modules/unleash-server/package.json" ]; then
+  mkdir -p "$unleash_dir"
+  [ -f "$unleash_dir/package.json" ] || echo '{"private": true}' > "$unleash_dir/package.json"
+  npm install --prefix "$unleash_dir" --no-audit --no-fund --loglevel=error unleash-server@6.10.1
 fi
 
 cargo test --locked "$@"

@@ -4,6 +4,7 @@
 use crate::backend::exec::ExecBackend;
 use crate::backend::gitops::{GitopsBackend, GitopsSettings};
 use crate::backend::simulated::SimulatedBackend;
+use crate::backend::unleash::{UnleashBackend, UnleashSettings};
 use crate::backend::webhook::{WebhookBackend, WebhookSettings};
 use crate::backend::RollbackBackend;
 use crate::chat::{ChatSink, Notifier};
@@ -131,6 +132,46 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                     timeout: timeout.map(|t| t.0).unwrap_or(Duration::from_secs(60)),
                 };
                 all.insert(name.clone(), Arc::new(GitopsBackend::new(s)));
+            }
+            BackendConfig::Unleash {
+                url,
+                admin_token,
+                admin_token_file,
+                client_token,
+                client_token_file,
+                project,
+                environment,
+                steps,
+                timeout,
+                verify_timeout,
+                verify_interval,
+            } => {
+                let d = UnleashSettings::default();
+                let s = UnleashSettings {
+                    url: url.clone(),
+                    // Checked when the config was loaded.
+                    admin_token: SecretSource::from_pair(
+                        "admin_token",
+                        admin_token.as_ref(),
+                        admin_token_file.as_ref(),
+                    )
+                    .ok()
+                    .flatten(),
+                    client_token: SecretSource::from_pair(
+                        "client_token",
+                        client_token.as_ref(),
+                        client_token_file.as_ref(),
+                    )
+                    .ok()
+                    .flatten(),
+                    project: project.clone().unwrap_or(d.project),
+                    environment: environment.clone(),
+                    steps: steps.clone().unwrap_or(d.steps),
+                    timeout: timeout.map(|t| t.0).unwrap_or(d.timeout),
+                    verify_timeout: verify_timeout.map(|t| t.0).unwrap_or(d.verify_timeout),
+                    verify_interval: verify_interval.map(|t| t.0).unwrap_or(d.verify_interval),
+                };
+                all.insert(name.clone(), Arc::new(UnleashBackend::new(s)));
             }
         }
     }

@@ -7,6 +7,7 @@
 pub mod exec;
 pub mod gitops;
 pub mod simulated;
+pub mod unleash;
 pub mod webhook;
 
 use async_trait::async_trait;

@@ -316,6 +316,46 @@ pub enum BackendConfig {
         #[serde(default)]
         timeout: Option<HumanDuration>,
     },
+    /// Switches a feature flag in Unleash: rollback turns it off in the
+    /// environment, promote turns it on or raises its gradual rollout.
+    Unleash {
+        /// Unleash's base URL (`http://` or `https://`).
+        url: String,
+        /// Admin API token: `"${ENV_VAR}"`, or `admin_token_file`.
+        #[serde(default)]
+        admin_token: Option<EnvRef>,
+        #[serde(default)]
+        admin_token_file: Option<PathBuf>,
+        /// Client API token of `environment`, used to verify what SDKs are
+        /// served: `"${ENV_VAR}"`, or `client_token_file`. Without it,
+        /// verification reads the admin API.
+        #[serde(default)]
+        client_token: Option<EnvRef>,
+        #[serde(default)]
+        client_token_file: Option<PathBuf>,
+        /// Unleash project of the flags (default `default`); a service's
+        /// `target.project` overrides it.
+        #[serde(default)]
+        project: Option<String>,
+        /// Unleash environment switched (default: the service's
+        /// `environment`); a service's `target.environment` overrides it.
+        #[serde(default)]
+        environment: Option<String>,
+        /// Rollout percentages a gradual promote moves through (default
+        /// [10, 25, 50, 100]); a service's `target.steps = "5,50,100"`
+        /// overrides them.
+        #[serde(default)]
+        steps: Option<Vec<u8>>,
+        /// Time limit of one request (default 10s).
+        #[serde(default)]
+        timeout: Option<HumanDuration>,
+        /// How long the client API is polled for the new state (default 30s).
+        #[serde(default)]
+        verify_timeout: Option<HumanDuration>,
+        /// Pause between polls (default 500ms).
+        #[serde(default)]
+        verify_interval: Option<HumanDuration>,
+    },
 }
 
 impl BackendConfig {
@@ -325,6 +365,7 @@ impl BackendConfig {
             BackendConfig::Exec { .. } => "exec",
             BackendConfig::Webhook { .. } => "webhook",
             BackendConfig::Gitops { .. } => "gitops",
+            BackendConfig::Unleash { .. } => "unleash",
         }
     }
 }
@@ -953,6 +994,107 @@ impl Config {
                         )).help(format!("use some of: {}", crate::backend::exec::SUPPORTABLE.join(", "))));
                     }
                 }
+            }
+            if let BackendConfig::Unleash {
+                url,
+                admin_token,
+                admin_token_file,
+                client_token,
+                client_token_file,
+                steps,
+                timeout,
+                verify_timeout,
+                ..
+            } = backend.as_ref()
+            {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    errors.push(
+                        at(
+                            backend.span(),
+                            format!(
+                                "backend `{name}`: url `{url}` is not an http:// or https:// URL"
+                            ),
+                        )
+                        .help(
+                            "write Unleash's base URL, for example \"https://unleash.example.com\"",
+                        ),
+                    );
+                }
+                match SecretSource::from_pair("admin_token", admin_token.as_ref(), admin_token_file.as_ref()) {
+                    Err(e) => errors.push(at(backend.span(), format!("backend `{name}`: {e}"))),
+                    Ok(None) => errors.push(
+                        at(backend.span(), format!("backend `{name}`: Unleash needs an admin API token"))
+                            .help("write admin_token = \"${UNLEASH_ADMIN_TOKEN}\" or admin_token_file = \"/path/to/token\""),
+                    ),
+                    Ok(Some(_)) => {}
+                }
+                if let Err(e) = SecretSource::from_pair(
+                    "client_token",
+                    client_token.as_ref(),
+                    client_token_file.as_ref(),
+                ) {
+                    errors.push(at(backend.span(), format!("backend `{name}`: {e}")));
+                }
+                if let Some(Err(e)) = steps.as_deref().map(crate::backend::unleash::check_steps) {
+                    errors.push(at(backend.span(), format!("backend `{name}`: {e}")));
+                }
+                // Each call is cut at backend_timeout; the backend's own
+                // limits must end first so its report survives.
+                let d = crate::backend::unleash::UnleashSettings::default();
+                let limit = self.engine.backend_timeout.0;
+                let one = timeout.map(|t| t.0).unwrap_or(d.timeout);
+                // A promote reads, raises, switches on and may put back: four
+                // requests in a row. Polling ends with one more request.
+                for (what, v) in [
+                    ("four requests (4 × timeout)", one * 4),
+                    (
+                        "verification (verify_timeout + timeout)",
+                        verify_timeout.map(|t| t.0).unwrap_or(d.verify_timeout) + one,
+                    ),
+                ] {
+                    if v >= limit {
+                        errors.push(
+                            at(
+                                backend.span(),
+                                format!(
+                                    "backend `{name}`: {what} can take {}, but [engine] backend_timeout is {}",
+                                    crate::domain::human_duration(v),
+                                    crate::domain::human_duration(limit)
+                                ),
+                            )
+                            .help("lower timeout or verify_timeout, or raise backend_timeout in [engine]"),
+                        );
+                    }
+                }
+            }
+        }
+
+        // A flag is the only thing an Unleash backend needs from a service.
+        for s in &self.services {
+            let Some(BackendConfig::Unleash { .. }) =
+                self.backends.get(s.backend.as_ref()).map(|b| b.as_ref())
+            else {
+                continue;
+            };
+            let name = s.name.as_ref();
+            if s.target.get("flag").is_none_or(|f| f.trim().is_empty()) {
+                errors.push(
+                    at(
+                        s.name.span(),
+                        format!(
+                            "service `{name}` uses Unleash backend `{}` but names no flag",
+                            s.backend.as_ref()
+                        ),
+                    )
+                    .help("add [services.target] with flag = \"the-flag-name\" under this service"),
+                );
+            }
+            if let Some(Err(e)) = s
+                .target
+                .get("steps")
+                .map(|t| crate::backend::unleash::parse_steps(t))
+            {
+                errors.push(at(s.name.span(), format!("service `{name}`: {e}")));
             }
         }
 

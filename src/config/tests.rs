@@ -259,3 +259,48 @@ fn gitops_backends_check_file_key_and_credentials() {
     let e = one(&ok.replace("mode = \"revert\"", "mode = \"undo\""));
     assert!(e.message.contains("unknown variant `undo`"), "{e}");
 }
+
+#[test]
+fn unleash_backends_need_a_token_and_each_service_a_flag() {
+    let ok = BASE
+        .replace(
+            "type = \"simulated\"",
+            "type = \"unleash\"\nurl = \"https://unleash.example.com\"\nadmin_token = \"${UNLEASH_ADMIN_TOKEN}\"\nenvironment = \"production\"\nsteps = [5, 50, 100]",
+        )
+        .replace(
+            "deploy_channel = \"deploys\"\n",
+            "deploy_channel = \"deploys\"\n\n[services.target]\nflag = \"new-checkout\"\n",
+        );
+    Config::parse(Path::new("rollbot.toml"), &ok).unwrap_or_else(|e| panic!("{e}"));
+
+    // The missing flag is reported at the service's name.
+    let e = one(&ok.replace("flag = \"new-checkout\"\n", "steps = \"10,50\"\n"));
+    assert!(
+        e.message
+            .contains("service `checkout` uses Unleash backend `sim` but names no flag"),
+        "{e}"
+    );
+    assert_eq!((e.line, e.column), (12, 8), "{e}");
+    assert!(
+        e.help.as_deref().unwrap().contains("[services.target]"),
+        "{e}"
+    );
+    let e = one(&ok.replace("flag = \"new-checkout\"", "flag = \"x\"\nsteps = \"50,10\""));
+    assert!(e.message.contains("must rise"), "{e}");
+    let e = one(&ok.replace("steps = [5, 50, 100]", "steps = [0, 100]"));
+    assert!(e.message.contains("from 1 to 100"), "{e}");
+    let e = one(&ok.replace("admin_token = \"${UNLEASH_ADMIN_TOKEN}\"\n", ""));
+    assert!(e.message.contains("needs an admin API token"), "{e}");
+    assert!(
+        e.help.as_deref().unwrap().contains("admin_token_file"),
+        "{e}"
+    );
+    let e = one(&ok.replace("${UNLEASH_ADMIN_TOKEN}", "*:*.abc123"));
+    assert!(e.message.contains("never written in the config"), "{e}");
+    let e = one(&ok.replace("steps = [5, 50, 100]", "verify_timeout = \"5m\""));
+    assert!(
+        e.message
+            .contains("verification (verify_timeout + timeout) can take 5m 10s"),
+        "{e}"
+    );
+}

@@ -13,3 +13,4 @@ mod discord;
 mod replay;
 mod serve;
 mod slack;
+mod unleash;

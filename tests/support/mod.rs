@@ -6,6 +6,7 @@
 pub mod app;
 pub mod fake_discord;
 pub mod prometheus;
+pub mod unleash;
 pub mod webhook_receiver;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,1257 @@
+//! Rolls back a change that sits behind a feature flag by switching the flag
+//! off in Unleash: the fastest rollback there is, no deploy involved.
+//!
+//! Everything goes through Unleash's admin API with an admin token:
+//! rollback is `POST …/environments/{env}/off`; promote is `…/on`, or, where
+//! the flag's environment has a gradual rollout (`flexibleRollout`), the next
+//! rollout percentage of the service's steps (`promote full`: 100% and on).
+//! Verification asks the client API, with a client token of that
+//! environment, what SDKs are served, retrying for a bounded time because
+//! Unleash caches it briefly. A flag has no pause, so pause and resume are
+//! refused.
+
+use super::*;
+use crate::config::SecretSource;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Rollout percentages a gradual promote moves through when neither the
+/// backend nor the service names its own.
+pub const DEFAULT_STEPS: [u8; 4] = [10, 25, 50, 100];
+
+/// How the backend is set up; built from `[backends.NAME]` with `type = "unleash"`.
+#[derive(Clone, Debug)]
+pub struct UnleashSettings {
+    /// Unleash's base URL, for example `https://unleash.example.com`.
+    pub url: String,
+    pub admin_token: Option<SecretSource>,
+    /// A client token of the flag's environment, for verification.
+    pub client_token: Option<SecretSource>,
+    pub project: String,
+    /// The environment flags are switched in; the service's own environment
+    /// when unset.
+    pub environment: Option<String>,
+    pub steps: Vec<u8>,
+    /// Time limit of one request.
+    pub timeout: Duration,
+    /// How long the client API is polled for the new state.
+    pub verify_timeout: Duration,
+    pub verify_interval: Duration,
+}
+
+impl Default for UnleashSettings {
+    fn default() -> Self {
+        UnleashSettings {
+            url: String::new(),
+            admin_token: None,
+            client_token: None,
+            project: "default".into(),
+            environment: None,
+            steps: DEFAULT_STEPS.to_vec(),
+            timeout: Duration::from_secs(10),
+            verify_timeout: Duration::from_secs(30),
+            verify_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Checks a list of rollout steps: percentages from 1 to 100, rising.
+pub fn check_steps(steps: &[u8]) -> Result<(), String> {
+    if steps.is_empty() {
+        return Err("steps is empty; write rising percentages such as 10,25,50,100".into());
+    }
+    if steps.iter().any(|s| *s == 0 || *s > 100) {
+        return Err(format!(
+            "steps {steps:?} must be percentages from 1 to 100, for example 10,25,50,100"
+        ));
+    }
+    if steps.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "steps {steps:?} must rise, for example 10,25,50,100"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a service's `steps = "10,25,50,100"`.
+pub fn parse_steps(text: &str) -> Result<Vec<u8>, String> {
+    let steps = text
+        .split(',')
+        .map(|p| {
+            p.trim().trim_end_matches('%').parse::<u8>().map_err(|_| {
+                format!(
+                    "steps `{text}`: `{}` is not a percentage; write for example \"10,25,50,100\"",
+                    p.trim()
+                )
+            })
+        })
+        .collect::<Result<Vec<u8>, String>>()?;
+    check_steps(&steps)?;
+    Ok(steps)
+}
+
+/// One service's flag: where it lives and how it is promoted.
+#[derive(Clone, Debug)]
+struct Flag {
+    project: String,
+    name: String,
+    environment: String,
+    steps: Vec<u8>,
+}
+
+/// The flag's state in one environment, as the admin API reports it.
+#[derive(Clone, Debug)]
+struct EnvState {
+    enabled: bool,
+    strategies: Vec<Value>,
+    /// The other environments of the flag, `name on|off`.
+    others: Vec<String>,
+}
+
+fn rollout_of(strategy: &Value) -> Option<u8> {
+    if strategy["name"] != "flexibleRollout" {
+        return None;
+    }
+    match &strategy["parameters"]["rollout"] {
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Number(n) => n.as_u64().and_then(|n| u8::try_from(n).ok()),
+        _ => None,
+    }
+}
+
+/// `flexibleRollout 25% (stickiness default)`, `default`, `userWithId, 2 constraints`.
+fn describe_strategy(s: &Value) -> String {
+    let name = s["name"].as_str().unwrap_or("?");
+    let mut out = match rollout_of(s) {
+        Some(p) => format!(
+            "{name} {p}% (stickiness {})",
+            s["parameters"]["stickiness"].as_str().unwrap_or("default")
+        ),
+        None => name.to_string(),
+    };
+    let constraints = s["constraints"].as_array().map_or(0, Vec::len);
+    if constraints > 0 {
+        out.push_str(&format!(
+            ", {constraints} constraint{}",
+            if constraints == 1 { "" } else { "s" }
+        ));
+    }
+    if s["disabled"] == true {
+        out.push_str(", disabled");
+    }
+    out
+}
+
+impl EnvState {
+    fn rollouts(&self) -> Vec<u8> {
+        self.strategies.iter().filter_map(rollout_of).collect()
+    }
+
+    /// The least exposed gradual rollout, when there is one.
+    fn percentage(&self) -> Option<u8> {
+        self.rollouts().into_iter().min()
+    }
+
+    /// The state as a revision: `off`, `on`, `on at 25%`.
+    fn revision(&self) -> String {
+        match (self.enabled, self.percentage()) {
+            (false, _) => "off".into(),
+            (true, None) => "on".into(),
+            (true, Some(p)) => format!("on at {p}%"),
+        }
+    }
+
+    fn strategies_text(&self) -> String {
+        if self.strategies.is_empty() {
+            return "no strategies (on means on for everyone)".into();
+        }
+        self.strategies
+            .iter()
+            .map(describe_strategy)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// What a revision promises: enabled, and the rollout percentage if any.
+fn expected(revision: &str) -> Option<(bool, Option<u8>)> {
+    match revision {
+        "off" => Some((false, None)),
+        "on" => Some((true, None)),
+        r => r
+            .strip_prefix("on at ")
+            .and_then(|p| p.strip_suffix('%'))
+            .and_then(|p| p.parse().ok())
+            .map(|p| (true, Some(p))),
+    }
+}
+
+/// Unleash's error message from an error body, else the beginning of the body.
+fn message(body: &Value, raw: &str) -> String {
+    body["message"]
+        .as_str()
+        .or_else(|| body["details"][0]["message"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let flat = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+            flat.chars().take(200).collect()
+        })
+}
+
+/// A duration for messages, in milliseconds below a second.
+fn limit(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        crate::domain::human_duration(d)
+    }
+}
+
+/// Names for a message, at most `max` of them.
+fn listed(names: &[String], max: usize) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    let mut out = names
+        .iter()
+        .take(max)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > max {
+        out.push_str(&format!(" and {} more", names.len() - max));
+    }
+    out
+}
+
+/// An answer from Unleash: status code, JSON body (Null when not JSON), raw text.
+struct Answer {
+    code: u16,
+    body: Value,
+    raw: String,
+}
+
+impl Answer {
+    fn ok(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+}
+
+pub struct UnleashBackend {
+    s: UnleashSettings,
+    http: reqwest::Client,
+}
+
+impl UnleashBackend {
+    pub fn new(mut s: UnleashSettings) -> UnleashBackend {
+        s.url = s.url.trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("rollbot/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("HTTP client");
+        UnleashBackend { s, http }
+    }
+
+    fn flag(&self, t: &Target) -> Result<Flag, BackendError> {
+        let name = t
+            .settings
+            .get("flag")
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| {
+                BackendError::Refused(format!(
+                    "service `{}` names no flag: add flag = \"…\" under its [services.target]",
+                    t.service
+                ))
+            })?;
+        let steps = match t.settings.get("steps") {
+            Some(text) => parse_steps(text).map_err(BackendError::Refused)?,
+            None => self.s.steps.clone(),
+        };
+        Ok(Flag {
+            project: t
+                .settings
+                .get("project")
+                .cloned()
+                .unwrap_or_else(|| self.s.project.clone()),
+            name: name.clone(),
+            environment: t
+                .settings
+                .get("environment")
+                .or(self.s.environment.as_ref())
+                .cloned()
+                .unwrap_or_else(|| t.environment.clone()),
+            steps,
+        })
+    }
+
+    fn admin_token(&self) -> Result<String, BackendError> {
+        let src = self.s.admin_token.as_ref().ok_or_else(|| {
+            BackendError::Failed(
+                "the unleash backend has no admin token; set admin_token = \"${VAR}\" or admin_token_file".into(),
+            )
+        })?;
+        src.resolve()
+            .map(|v| v.expose().to_string())
+            .map_err(|e| BackendError::Failed(format!("Unleash admin token: {e}")))
+    }
+
+    fn feature_path(&self, f: &Flag) -> String {
+        format!("/api/admin/projects/{}/features/{}", f.project, f.name)
+    }
+
+    fn env_path(&self, f: &Flag) -> String {
+        format!("{}/environments/{}", self.feature_path(f), f.environment)
+    }
+
+    /// Sends one request and records it, with its answer, in `trail`.
+    /// `Err` is a request that got no answer.
+    async fn send(
+        &self,
+        trail: &mut Vec<String>,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, String> {
+        let started = std::time::Instant::now();
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.s.url))
+            .timeout(self.s.timeout)
+            .header("Authorization", token)
+            .header("Accept", "application/json");
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let head = format!("{method} {}{path}", self.s.url);
+        let got = match req.send().await {
+            Ok(r) => {
+                let code = r.status().as_u16();
+                r.text().await.map(|raw| (code, raw))
+            }
+            Err(e) => Err(e),
+        };
+        match got {
+            Ok((code, raw)) => {
+                let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+                let took = started.elapsed().as_millis();
+                let mut line = format!("{head} → {code} in {took} ms");
+                if !(200..300).contains(&code) {
+                    line.push_str(&format!(": {}", message(&body, &raw)));
+                }
+                trail.push(line);
+                Ok(Answer { code, body, raw })
+            }
+            Err(e) if e.is_timeout() => {
+                let why = format!("no answer within {}", limit(self.s.timeout));
+                trail.push(format!("{head} → {why}"));
+                Err(why)
+            }
+            Err(e) => {
+                let why = e.without_url().to_string();
+                trail.push(format!("{head} → {why}"));
+                Err(why)
+            }
+        }
+    }
+
+    /// Adds what an answer said to the newest line of the trail.
+    fn note(trail: &mut [String], text: &str) {
+        if let Some(last) = trail.last_mut() {
+            last.push_str(&format!(": {text}"));
+        }
+    }
+
+    /// The failure for an answer that was not 2xx, or for no answer.
+    fn failure(
+        &self,
+        what: &str,
+        answer: Result<&Answer, &str>,
+        by_hand: &str,
+        trail: &[String],
+    ) -> BackendError {
+        let said = match answer {
+            Ok(a) if a.code == 401 || a.code == 403 => format!(
+                "Unleash refused the admin token for {what} (HTTP {}: {}). Check admin_token: it must be an admin token (Unleash → Admin → API access) or a personal access token allowed to change flags in this project.",
+                a.code,
+                message(&a.body, &a.raw)
+            ),
+            Ok(a) => format!(
+                "Unleash answered {what} with HTTP {}: {}.",
+                a.code,
+                message(&a.body, &a.raw)
+            ),
+            Err(e) => format!("Unleash did not answer {what} ({e}); it may or may not have acted."),
+        };
+        BackendError::Failed(format!("{said}\n{by_hand}\nRequests: {}", trail.join("; ")))
+    }
+
+    /// The flag's state in its environment. A missing project, flag or
+    /// environment is refused naming what exists.
+    async fn read(
+        &self,
+        f: &Flag,
+        token: &str,
+        trail: &mut Vec<String>,
+    ) -> Result<EnvState, BackendError> {
+        let path = self.feature_path(f);
+        let a = self.send(trail, Method::GET, &path, token, None).await;
+        let a = match a {
+            Ok(a) if a.ok() => a,
+            Ok(a) if a.code == 404 => return Err(self.missing_flag(f, &a, token, trail).await),
+            Ok(a) => {
+                return Err(self.failure(
+                    &format!("reading flag `{}`", f.name),
+                    Ok(&a),
+                    "Nothing was changed.",
+                    trail,
+                ))
+            }
+            Err(e) => {
+                return Err(self.failure(
+                    &format!("reading flag `{}`", f.name),
+                    Err(&e),
+                    "Nothing was changed.",
+                    trail,
+                ))
+            }
+        };
+        let envs = a.body["environments"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let name_of = |e: &Value| e["name"].as_str().unwrap_or("?").to_string();
+        let Some(env) = envs.iter().find(|e| e["name"] == f.environment.as_str()) else {
+            let names: Vec<String> = envs.iter().map(name_of).collect();
+            Self::note(trail, &format!("no environment {}", f.environment));
+            return Err(BackendError::Refused(format!(
+                "flag `{}` in project `{}` has no environment `{}`; it has: {}. Set environment in the backend or the service's [services.target] to one of them, or enable `{}` for project `{}` in Unleash.",
+                f.name,
+                f.project,
+                f.environment,
+                listed(&names, 20),
+                f.environment,
+                f.project
+            )));
+        };
+        let state = EnvState {
+            enabled: env["enabled"] == true,
+            strategies: env["strategies"].as_array().cloned().unwrap_or_default(),
+            others: envs
+                .iter()
+                .filter(|e| e["name"] != f.environment.as_str())
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        name_of(e),
+                        if e["enabled"] == true { "on" } else { "off" }
+                    )
+                })
+                .collect(),
+        };
+        Self::note(
+            trail,
+            &format!(
+                "{} {}, {}",
+                f.environment,
+                state.revision(),
+                state.strategies_text()
+            ),
+        );
+        Ok(state)
+    }
+
+    /// Says what exists when the flag (or its project) does not.
+    async fn missing_flag(
+        &self,
+        f: &Flag,
+        first: &Answer,
+        token: &str,
+        trail: &mut Vec<String>,
+    ) -> BackendError {
+        let unleash_said = message(&first.body, &first.raw);
+        // Unleash lists an unknown project as empty: look for the project first.
+        let projects: Option<Vec<String>> = match self
+            .send(trail, Method::GET, "/api/admin/projects", token, None)
+            .await
+        {
+            Ok(a) if a.ok() => a.body["projects"].as_array().map(|ps| {
+                ps.iter()
+                    .filter_map(|x| x["id"].as_str().map(str::to_string))
+                    .collect()
+            }),
+            _ => None,
+        };
+        if let Some(ps) = projects.as_ref().filter(|ps| !ps.contains(&f.project)) {
+            return BackendError::Refused(format!(
+                "Unleash has no project `{}` ({unleash_said}); projects: {}. Fix project in the backend or the service's [services.target].",
+                f.project,
+                listed(ps, 20)
+            ));
+        }
+        let list = format!("/api/admin/projects/{}/features", f.project);
+        let exists = match self.send(trail, Method::GET, &list, token, None).await {
+            Ok(a) if a.ok() => {
+                let names: Vec<String> = a.body["features"]
+                    .as_array()
+                    .map(|fs| {
+                        fs.iter()
+                            .filter_map(|x| x["name"].as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                format!("flags in project `{}`: {}", f.project, listed(&names, 20))
+            }
+            _ => "the list of flags could not be read".into(),
+        };
+        BackendError::Refused(format!(
+            "Unleash has no flag `{}` in project `{}` ({unleash_said}); {exists}. Fix flag (or project) in the service's [services.target], or create the flag in Unleash.",
+            f.name, f.project
+        ))
+    }
+
+    /// The UI step, and the API call that does the same.
+    fn by_hand(&self, f: &Flag, what: &str, api: &str) -> String {
+        format!(
+            "To do it by hand: in the Unleash UI open project `{}`, flag `{}`, environment `{}` and {what}; or send `{api}` with an admin token in the Authorization header.",
+            f.project, f.name, f.environment
+        )
+    }
+
+    /// Sets every gradual rollout of the environment to `to` percent;
+    /// on a failure, puts back the ones already changed.
+    async fn set_rollout(
+        &self,
+        f: &Flag,
+        state: &EnvState,
+        to: u8,
+        token: &str,
+        trail: &mut Vec<String>,
+    ) -> Result<Vec<(Value, u8)>, BackendError> {
+        let mut changed: Vec<(Value, u8)> = Vec::new();
+        for s in &state.strategies {
+            let Some(was) = rollout_of(s) else { continue };
+            if was == to {
+                continue;
+            }
+            match self.put_rollout(f, s, to, token, trail).await {
+                Ok(()) => changed.push((s.clone(), was)),
+                Err(e) => {
+                    let undone = self.undo_rollout(f, &changed, token, trail).await;
+                    let by_hand = format!(
+                        "{undone} {}",
+                        self.by_hand(
+                            f,
+                            &format!("set the flexibleRollout strategy's rollout to {to}%"),
+                            &format!(
+                                "PUT {}{}/strategies/{} with parameters.rollout = \"{to}\"",
+                                self.s.url,
+                                self.env_path(f),
+                                s["id"].as_str().unwrap_or("ID")
+                            )
+                        )
+                    );
+                    return Err(self.failure(
+                        &format!("the rollout change to {to}%"),
+                        e.as_ref().map_err(String::as_str),
+                        &by_hand,
+                        trail,
+                    ));
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn put_rollout(
+        &self,
+        f: &Flag,
+        s: &Value,
+        to: u8,
+        token: &str,
+        trail: &mut Vec<String>,
+    ) -> Result<(), Result<Answer, String>> {
+        let id = s["id"].as_str().unwrap_or_default();
+        let mut parameters = s["parameters"].clone();
+        parameters["rollout"] = json!(to.to_string());
+        let body = json!({
+            "name": s["name"],
+            "title": s["title"],
+            "disabled": s["disabled"],
+            "constraints": s["constraints"],
+            "variants": s["variants"],
+            "segments": s["segments"],
+            "parameters": parameters,
+        });
+        let path = format!("{}/strategies/{id}", self.env_path(f));
+        match self
+            .send(trail, Method::PUT, &path, token, Some(&body))
+            .await
+        {
+            Ok(a) if a.ok() => {
+                Self::note(trail, &format!("rollout {to}%"));
+                Ok(())
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Puts changed rollouts back; says what was restored.
+    async fn undo_rollout(
+        &self,
+        f: &Flag,
+        changed: &[(Value, u8)],
+        token: &str,
+        trail: &mut Vec<String>,
+    ) -> String {
+        if changed.is_empty() {
+            return "The flag is as it was.".into();
+        }
+        let mut failed = 0;
+        for (s, was) in changed {
+            if self.put_rollout(f, s, *was, token, trail).await.is_err() {
+                failed += 1;
+            }
+        }
+        if failed == 0 {
+            "The rollout percentage was put back; the flag is as it was.".into()
+        } else {
+            format!("{failed} rollout change(s) could not be put back: the flag is partly changed.")
+        }
+    }
+
+    async fn switch(
+        &self,
+        f: &Flag,
+        on: bool,
+        token: &str,
+        trail: &mut Vec<String>,
+    ) -> Result<(), Result<Answer, String>> {
+        let path = format!("{}/{}", self.env_path(f), if on { "on" } else { "off" });
+        match self.send(trail, Method::POST, &path, token, None).await {
+            Ok(a) if a.ok() => Ok(()),
+            other => Err(other),
+        }
+    }
+
+    fn where_(&self, f: &Flag) -> String {
+        format!(
+            "flag `{}` in environment `{}` (project `{}`)",
+            f.name, f.environment, f.project
+        )
+    }
+
+    /// Reads what the SDKs of the flag's environment are served.
+    async fn client_view(
+        &self,
+        f: &Flag,
+        token: &str,
+        trail: &mut Vec<String>,
+    ) -> Result<Option<(bool, Vec<u8>)>, String> {
+        // The plain request, as SDKs send it: Unleash caches that answer
+        // separately from filtered ones (`?namePrefix=`), which are fresh
+        // sooner than what SDKs get.
+        let a = self
+            .send(trail, Method::GET, "/api/client/features", token, None)
+            .await?;
+        if !a.ok() {
+            return Err(format!(
+                "the client API answered HTTP {}: {}",
+                a.code,
+                message(&a.body, &a.raw)
+            ));
+        }
+        if let Some(env) = a.body["query"]["environment"].as_str() {
+            if env != f.environment {
+                return Err(format!(
+                    "client_token is a token of environment `{env}`, not `{}`; give the backend a client token of `{}`",
+                    f.environment, f.environment
+                ));
+            }
+        }
+        let feature = a.body["features"]
+            .as_array()
+            .and_then(|fs| fs.iter().find(|x| x["name"] == f.name.as_str()));
+        Ok(feature.map(|x| {
+            let rollouts = x["strategies"]
+                .as_array()
+                .map(|ss| ss.iter().filter_map(rollout_of).collect())
+                .unwrap_or_default();
+            (x["enabled"] == true, rollouts)
+        }))
+    }
+}
+
+#[async_trait]
+impl RollbackBackend for UnleashBackend {
+    fn kind(&self) -> &'static str {
+        "unleash"
+    }
+
+    async fn preflight(
+        &self,
+        t: &Target,
+        op: &Operation,
+        _ctx: &CallContext,
+    ) -> Result<Preflight, BackendError> {
+        let f = self.flag(t)?;
+        match op {
+            Operation::Pause | Operation::Resume => {
+                return Err(BackendError::Refused(no_pause(&f)))
+            }
+            Operation::Rollback { to: Some(r) } => {
+                return Err(BackendError::Refused(format!(
+                    "a feature flag has no revision `{r}` to go back to: rollback switches {} off. Run the rollback without a revision.",
+                    self.where_(&f)
+                )))
+            }
+            _ => {}
+        }
+        let token = self.admin_token()?;
+        let mut trail = Vec::new();
+        let state = self.read(&f, &token, &mut trail).await?;
+        let to = match op {
+            Operation::Promote { full } => promoted(&f, &state, *full).map(|(r, _)| r),
+            _ => Some("off".into()),
+        };
+        Ok(Preflight {
+            from_revision: Some(state.revision()),
+            to_revision: to,
+            notes: vec![format!(
+                "{}: {}; strategies: {}",
+                self.where_(&f),
+                state.revision(),
+                state.strategies_text()
+            )],
+        })
+    }
+
+    async fn rollback(
+        &self,
+        t: &Target,
+        to: Option<&str>,
+        _ctx: &CallContext,
+    ) -> Result<ActionReport, BackendError> {
+        let f = self.flag(t)?;
+        if to.is_some() {
+            return Err(BackendError::Refused(
+                "a feature flag has no revisions: run the rollback without one".into(),
+            ));
+        }
+        let token = self.admin_token()?;
+        let mut trail = Vec::new();
+        let state = self.read(&f, &token, &mut trail).await?;
+        if !state.enabled {
+            return Ok(ActionReport {
+                summary: format!("{} was already off; nothing to do", self.where_(&f)),
+                from_revision: Some("off".into()),
+                to_revision: Some("off".into()),
+                changed: false,
+                requests: trail,
+            });
+        }
+        if let Err(e) = self.switch(&f, false, &token, &mut trail).await {
+            return Err(self.failure(
+                "switching the flag off",
+                e.as_ref().map_err(String::as_str),
+                &format!(
+                    "{} {}",
+                    if e.is_ok() {
+                        "The flag is as it was (on)."
+                    } else {
+                        "Check the flag before acting again."
+                    },
+                    self.by_hand(
+                        &f,
+                        "switch it off",
+                        &format!("POST {}{}/off", self.s.url, self.env_path(&f))
+                    )
+                ),
+                &trail,
+            ));
+        }
+        Ok(ActionReport {
+            summary: format!(
+                "switched {} off (was {}; other environments untouched)",
+                self.where_(&f),
+                state.revision()
+            ),
+            from_revision: Some(state.revision()),
+            to_revision: Some("off".into()),
+            changed: true,
+            requests: trail,
+        })
+    }
+
+    async fn promote(
+        &self,
+        t: &Target,
+        full: bool,
+        _ctx: &CallContext,
+    ) -> Result<ActionReport, BackendError> {
+        let f = self.flag(t)?;
+        let token = self.admin_token()?;
+        let mut trail = Vec::new();
+        let state = self.read(&f, &token, &mut trail).await?;
+        let from = state.revision();
+        let Some((to, percent)) = promoted(&f, &state, full) else {
+            return Ok(ActionReport {
+                summary: format!("{} is already {from}; nothing to promote", self.where_(&f)),
+                from_revision: Some(from.clone()),
+                to_revision: Some(from),
+                changed: false,
+                requests: trail,
+            });
+        };
+        // Raise the percentage while the flag may still be off, so switching
+        // it on exposes the new percentage at once.
+        let changed = match percent {
+            Some(p) => self.set_rollout(&f, &state, p, &token, &mut trail).await?,
+            None => Vec::new(),
+        };
+        if !state.enabled {
+            if let Err(e) = self.switch(&f, true, &token, &mut trail).await {
+                let undone = self.undo_rollout(&f, &changed, &token, &mut trail).await;
+                return Err(self.failure(
+                    "switching the flag on",
+                    e.as_ref().map_err(String::as_str),
+                    &format!(
+                        "{undone} {}",
+                        self.by_hand(
+                            &f,
+                            "switch it on",
+                            &format!("POST {}{}/on", self.s.url, self.env_path(&f))
+                        )
+                    ),
+                    &trail,
+                ));
+            }
+        }
+        let how = match percent {
+            Some(p) if state.enabled => format!("raised {} to {p}%", self.where_(&f)),
+            Some(p) => format!("switched {} on at {p}%", self.where_(&f)),
+            None => format!("switched {} on", self.where_(&f)),
+        };
+        let next = match percent {
+            Some(p) if p < 100 => format!(
+                "; next step {}% (steps {})",
+                f.steps.iter().find(|s| **s > p).copied().unwrap_or(100),
+                f.steps
+                    .iter()
+                    .map(u8::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            _ => String::new(),
+        };
+        Ok(ActionReport {
+            summary: format!("{how} (was {from}){next}"),
+            from_revision: Some(from),
+            to_revision: Some(to),
+            changed: true,
+            requests: trail,
+        })
+    }
+
+    async fn pause(&self, t: &Target, _ctx: &CallContext) -> Result<ActionReport, BackendError> {
+        Err(BackendError::Refused(no_pause(&self.flag(t)?)))
+    }
+
+    async fn resume(&self, t: &Target, _ctx: &CallContext) -> Result<ActionReport, BackendError> {
+        Err(BackendError::Refused(no_pause(&self.flag(t)?)))
+    }
+
+    async fn verify(
+        &self,
+        t: &Target,
+        _op: &Operation,
+        report: &ActionReport,
+        _ctx: &CallContext,
+    ) -> Result<Verification, BackendError> {
+        let f = self.flag(t)?;
+        let Some((want_on, want_pct)) = report.to_revision.as_deref().and_then(expected) else {
+            return Ok(Verification {
+                ok: false,
+                detail: "nothing to verify: the action promised no flag state".into(),
+            });
+        };
+        let want = report.to_revision.clone().unwrap_or_default();
+        let client = match &self.s.client_token {
+            Some(src) => Some(
+                src.resolve()
+                    .map(|v| v.expose().to_string())
+                    .map_err(|e| BackendError::Failed(format!("Unleash client token: {e}")))?,
+            ),
+            None => None,
+        };
+        let admin = self.admin_token()?;
+        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + self.s.verify_timeout;
+        let mut trail = Vec::new();
+        let mut polls = 0u32;
+        loop {
+            polls += 1;
+            let seen: Result<Option<(bool, Vec<u8>)>, String> = match &client {
+                Some(token) => self.client_view(&f, token, &mut trail).await,
+                None => match self.read(&f, &admin, &mut trail).await {
+                    Ok(s) => Ok(Some((s.enabled, s.rollouts()))),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            let last = match seen {
+                Ok(Some((on, rollouts))) => {
+                    let pct_ok = match want_pct {
+                        Some(p) => !rollouts.is_empty() && rollouts.iter().all(|r| *r == p),
+                        None => true,
+                    };
+                    let shown = match (on, rollouts.iter().min()) {
+                        (false, _) => "disabled".to_string(),
+                        (true, Some(p)) if want_pct.is_some() => format!("enabled at {p}%"),
+                        (true, _) => "enabled".to_string(),
+                    };
+                    if on == want_on && pct_ok {
+                        let via = match client {
+                            Some(_) => format!("the client API (environment `{}`)", f.environment),
+                            None => "the admin API (no client_token is set, so what SDKs are served was not checked)".into(),
+                        };
+                        return Ok(Verification {
+                            ok: true,
+                            detail: format!(
+                                "{via} reports flag `{}` {shown} after {polls} poll{} in {} ms",
+                                f.name,
+                                if polls == 1 { "" } else { "s" },
+                                started.elapsed().as_millis()
+                            ),
+                        });
+                    }
+                    format!("flag `{}` still {shown}", f.name)
+                }
+                Ok(None) => format!(
+                    "the client API does not list flag `{}` for this token",
+                    f.name
+                ),
+                Err(e) if e.contains("client_token is a token of") => {
+                    return Ok(Verification {
+                        ok: false,
+                        detail: e,
+                    })
+                }
+                Err(e) => e,
+            };
+            if tokio::time::Instant::now() + self.s.verify_interval > deadline {
+                return Ok(Verification {
+                    ok: false,
+                    detail: format!(
+                        "expected {want}, but after {} ({polls} polls) {last}. Requests: {}",
+                        limit(self.s.verify_timeout),
+                        trail
+                            .iter()
+                            .rev()
+                            .take(3)
+                            .rev()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                });
+            }
+            tokio::time::sleep(self.s.verify_interval).await;
+        }
+    }
+
+    async fn status(&self, t: &Target) -> Result<BackendStatus, BackendError> {
+        let f = self.flag(t)?;
+        let token = self.admin_token()?;
+        let mut trail = Vec::new();
+        let state = self.read(&f, &token, &mut trail).await?;
+        let mut notes = vec![format!(
+            "{}: {}; strategies: {}",
+            self.where_(&f),
+            state.revision(),
+            state.strategies_text()
+        )];
+        if state.percentage().is_some() {
+            notes.push(format!(
+                "promote steps {}",
+                f.steps
+                    .iter()
+                    .map(|s| format!("{s}%"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !state.others.is_empty() {
+            notes.push(format!("other environments: {}", state.others.join(", ")));
+        }
+        Ok(BackendStatus {
+            live_revision: Some(state.revision()),
+            canary_weight: state.percentage().filter(|_| state.enabled),
+            notes,
+            ..Default::default()
+        })
+    }
+}
+
+/// Where a promote takes the flag: the revision and, for a gradual
+/// rollout, the percentage. `None` when it is already fully promoted.
+fn promoted(f: &Flag, state: &EnvState, full: bool) -> Option<(String, Option<u8>)> {
+    match state.percentage() {
+        None if state.enabled => None,
+        None => Some(("on".into(), None)),
+        Some(p) => {
+            let to = if full {
+                100
+            } else if !state.enabled {
+                // Back on where it was before the rollback; the next
+                // promote raises it.
+                p
+            } else {
+                f.steps.iter().copied().find(|s| *s > p).unwrap_or(100)
+            };
+            let all_there = state.rollouts().iter().all(|r| *r == to);
+            if state.enabled && all_there {
+                None
+            } else {
+                Some((format!("on at {to}%"), Some(to)))
+            }
+        }
+    }
+}
+
+fn no_pause(f: &Flag) -> String {
+    format!(
+        "a feature flag has no pause: flag `{}` is on or off in `{}`. To stop exposure use rollback (switches the flag off); a gradual rollout stays at its percentage until someone promotes it.",
+        f.name, f.environment
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(enabled: bool, rollouts: &[u8]) -> EnvState {
+        EnvState {
+            enabled,
+            strategies: rollouts
+                .iter()
+                .map(|r| json!({"name": "flexibleRollout", "parameters": {"rollout": r.to_string(), "stickiness": "default"}}))
+                .collect(),
+            others: vec![],
+        }
+    }
+
+    fn flag() -> Flag {
+        Flag {
+            project: "default".into(),
+            name: "new-checkout".into(),
+            environment: "production".into(),
+            steps: DEFAULT_STEPS.to_vec(),
+        }
+    }
+
+    #[test]
+    fn steps_are_rising_percentages() {
+        assert_eq!(parse_steps("10, 25,50%,100").unwrap(), [10, 25, 50, 100]);
+        assert!(parse_steps("10,5").unwrap_err().contains("rise"));
+        assert!(parse_steps("0,50").unwrap_err().contains("1 to 100"));
+        assert!(parse_steps("ten").unwrap_err().contains("`ten`"));
+        assert!(check_steps(&[]).is_err());
+    }
+
+    #[test]
+    fn promote_goes_to_the_next_step_and_full_to_100() {
+        let f = flag();
+        assert_eq!(
+            promoted(&f, &state(true, &[10]), false),
+            Some(("on at 25%".into(), Some(25)))
+        );
+        assert_eq!(
+            promoted(&f, &state(true, &[30]), false),
+            Some(("on at 50%".into(), Some(50)))
+        );
+        assert_eq!(
+            promoted(&f, &state(true, &[25]), true),
+            Some(("on at 100%".into(), Some(100)))
+        );
+        assert_eq!(promoted(&f, &state(true, &[100]), false), None);
+        // Switched off by a rollback: back on at the same percentage first.
+        assert_eq!(
+            promoted(&f, &state(false, &[25]), false),
+            Some(("on at 25%".into(), Some(25)))
+        );
+        assert_eq!(
+            promoted(&f, &state(false, &[]), false),
+            Some(("on".into(), None))
+        );
+        assert_eq!(promoted(&f, &state(true, &[]), true), None);
+    }
+
+    #[test]
+    fn revisions_round_trip_to_what_verification_expects() {
+        for (s, want) in [
+            (state(false, &[25]), (false, None)),
+            (state(true, &[]), (true, None)),
+            (state(true, &[50]), (true, Some(50))),
+        ] {
+            assert_eq!(expected(&s.revision()), Some(want));
+        }
+        assert_eq!(expected("v7"), None);
+    }
+
+    #[test]
+    fn strategies_are_described() {
+        let s = json!({"name": "flexibleRollout", "parameters": {"rollout": "25", "stickiness": "userId"}, "constraints": [{}], "disabled": false});
+        assert_eq!(
+            describe_strategy(&s),
+            "flexibleRollout 25% (stickiness userId), 1 constraint"
+        );
+        assert_eq!(describe_strategy(&json!({"name": "default"})), "default");
+    }
+
+    /// An Unleash stand-in that serves one flag and refuses changes with
+    /// a 500, recording every request.
+    async fn failing_unleash(
+        production: Value,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::{body::Bytes, extract::Request, http::StatusCode, Json};
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let log = log.clone();
+            let production = production.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body: Bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+                log.lock().unwrap().push(format!(
+                    "{} {} {}",
+                    parts.method,
+                    parts.uri.path(),
+                    String::from_utf8_lossy(&body)
+                ));
+                if parts.method == axum::http::Method::GET {
+                    (
+                        StatusCode::OK,
+                        Json(json!({"name": "new-checkout", "environments": [production]})),
+                    )
+                } else if parts.method == axum::http::Method::PUT {
+                    (StatusCode::OK, Json(json!({})))
+                } else {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        Json(json!({"message": "database is read-only"})),
+                    )
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    fn backend_at(url: &str) -> (UnleashBackend, Target) {
+        std::env::set_var("ROLLBOT_TEST_UNLEASH_UNIT_ADMIN", "*:*.unit-admin-secret");
+        let b = UnleashBackend::new(UnleashSettings {
+            url: url.into(),
+            admin_token: Some(SecretSource::Env("ROLLBOT_TEST_UNLEASH_UNIT_ADMIN".into())),
+            environment: Some("production".into()),
+            ..Default::default()
+        });
+        let t = Target {
+            service: "checkout".into(),
+            environment: "prod".into(),
+            settings: [("flag".to_string(), "new-checkout".to_string())].into(),
+        };
+        (b, t)
+    }
+
+    #[tokio::test]
+    async fn a_refused_switch_says_the_flag_is_as_it_was_and_how_to_do_it_by_hand() {
+        let (url, seen) =
+            failing_unleash(json!({"name": "production", "enabled": true, "strategies": []})).await;
+        let (b, t) = backend_at(&url);
+        let err = b
+            .rollback(&t, None, &CallContext::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        let off = format!(
+            "{url}/api/admin/projects/default/features/new-checkout/environments/production/off"
+        );
+        assert!(err.contains("HTTP 500: database is read-only"), "{err}");
+        assert!(err.contains("The flag is as it was (on)"), "{err}");
+        assert!(err.contains(&format!("send `POST {off}`")), "{err}");
+        assert!(
+            err.contains(&format!(
+                "Requests: GET {url}/api/admin/projects/default/features/new-checkout → 200"
+            )),
+            "{err}"
+        );
+        assert!(err.contains(&format!("POST {off} → 500")), "{err}");
+        assert!(!err.contains("unit-admin-secret"), "{err}");
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_switch_on_puts_the_raised_percentage_back() {
+        let strategy = json!({"id": "s1", "name": "flexibleRollout", "constraints": [], "variants": [], "segments": [],
+            "parameters": {"rollout": "25", "stickiness": "default", "groupId": "new-checkout"}});
+        let (url, seen) = failing_unleash(
+            json!({"name": "production", "enabled": false, "strategies": [strategy]}),
+        )
+        .await;
+        let (b, t) = backend_at(&url);
+        let err = b
+            .promote(&t, true, &CallContext::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("percentage was put back; the flag is as it was"),
+            "{err}"
+        );
+        let seen = seen.lock().unwrap().clone();
+        let puts: Vec<&String> = seen.iter().filter(|r| r.starts_with("PUT")).collect();
+        assert_eq!(puts.len(), 2, "{seen:?}");
+        assert!(
+            puts[0].contains("/strategies/s1") && puts[0].contains(r#""rollout":"100""#),
+            "{seen:?}"
+        );
+        assert!(
+            puts[1].contains(r#""rollout":"25""#)
+                && puts[1].contains(r#""groupId":"new-checkout""#),
+            "{seen:?}"
+        );
+        assert!(seen
+            .iter()
+            .any(|r| r.starts_with("POST") && r.contains("/environments/production/on")));
+    }
+
+    #[tokio::test]
+    async fn a_flag_has_no_pause() {
+        let b = UnleashBackend::new(UnleashSettings {
+            url: "http://127.0.0.1:9".into(),
+            ..Default::default()
+        });
+        let t = Target {
+            service: "checkout".into(),
+            environment: "prod".into(),
+            settings: [("flag".to_string(), "new-checkout".to_string())].into(),
+        };
+        let err = b
+            .preflight(&t, &Operation::Pause, &CallContext::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no pause") && err.contains("rollback"),
+            "{err}"
+        );
+        let t = Target {
+            settings: BTreeMap::new(),
+            ..t
+        };
+        let err = b.status(&t).await.unwrap_err().to_string();
+        assert!(err.contains("flag = "), "{err}");
+    }
+}
