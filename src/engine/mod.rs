@@ -594,7 +594,7 @@ impl Engine {
                 } else {
                     "The service may be unchanged or partly changed."
                 };
-                let by_hand = by_hand_hint(action, name, svc.backend.as_ref());
+                let by_hand = by_hand_hint(action, name, svc.backend.as_ref(), slot.backend.kind());
                 let m = Message::new(
                     Severity::Critical,
                     format!("{} of {name} failed", capitalize(action)),
@@ -1337,10 +1337,12 @@ fn describe(e: Rejected<BackendError>) -> String {
     }
 }
 
-fn by_hand_hint(action: &str, service: &str, backend: &str) -> String {
+/// What to do when a backend call failed. Each backend's error names the
+/// exact step for its platform; this adds where to look afterwards.
+fn by_hand_hint(action: &str, service: &str, backend: &str, kind: &str) -> String {
     match action {
-        "rollback" => format!("To roll back by hand, use the platform behind backend `{backend}` directly (for Kubernetes: `kubectl rollout undo`), then check `/status {service}`."),
-        _ => format!("Check `/status {service}` and the platform behind backend `{backend}`."),
+        "rollback" => format!("To roll back by hand, act on the platform behind backend `{backend}` ({kind}) as the error says, then check `/status {service}`."),
+        _ => format!("Check `/status {service}` and the platform behind backend `{backend}` ({kind})."),
     }
 }
 
