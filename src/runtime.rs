@@ -132,6 +132,42 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                 };
                 all.insert(name.clone(), Arc::new(GitopsBackend::new(s)));
             }
+            BackendConfig::KubernetesDeployment {
+                api_server,
+                token,
+                token_file,
+                namespace,
+                request_timeout,
+                rollout_timeout,
+                poll_interval,
+            } => {
+                use crate::backend::kube_common::KubeConnection;
+                use crate::backend::kubernetes_deployment as kd;
+                let d = kd::KubernetesDeploymentSettings::default();
+                let s = kd::KubernetesDeploymentSettings {
+                    connection: KubeConnection {
+                        api_server: api_server.clone(),
+                        // Checked when the config was loaded.
+                        token: SecretSource::from_pair(
+                            "token",
+                            token.as_ref(),
+                            token_file.as_ref(),
+                        )
+                        .ok()
+                        .flatten(),
+                        namespace: namespace.clone(),
+                        request_timeout: request_timeout.map(|t| t.0),
+                    },
+                    rollout_timeout: rollout_timeout.map(|t| t.0).unwrap_or_else(|| {
+                        kd::default_rollout_timeout(config.engine.backend_timeout.0)
+                    }),
+                    poll_interval: poll_interval.map(|t| t.0).unwrap_or(d.poll_interval),
+                };
+                all.insert(
+                    name.clone(),
+                    Arc::new(kd::KubernetesDeploymentBackend::new(s)),
+                );
+            }
         }
     }
     (all, simulated)

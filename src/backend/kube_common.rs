@@ -52,20 +52,14 @@ impl KubeConnection {
                 ))
             })?,
         };
-        match &self.token {
-            // kube re-reads a token file as it rotates (projected service account tokens).
-            Some(SecretSource::File(p)) => {
-                config.auth_info.token = None;
-                config.auth_info.token_file = Some(p.display().to_string());
-            }
-            Some(src @ SecretSource::Env(_)) => {
-                let v = src
-                    .resolve()
-                    .map_err(|e| BackendError::Failed(format!("Kubernetes API token: {e}")))?;
-                config.auth_info.token = Some(v.expose().to_string().into());
-                config.auth_info.token_file = None;
-            }
-            None => {}
+        // Read on every connect (each action), so a rotated token file is
+        // picked up; trailing newlines are trimmed.
+        if let Some(src) = &self.token {
+            let v = src
+                .resolve()
+                .map_err(|e| BackendError::Failed(format!("Kubernetes API token: {e}")))?;
+            config.auth_info.token = Some(v.expose().to_string().into());
+            config.auth_info.token_file = None;
         }
         let timeout = self.request_timeout.unwrap_or(Duration::from_secs(10));
         config.connect_timeout = Some(timeout);

@@ -128,7 +128,6 @@ struct Place {
 
 pub struct KubernetesDeploymentBackend {
     s: KubernetesDeploymentSettings,
-    client: tokio::sync::OnceCell<KubeClient>,
 }
 
 /// One revision of a Deployment: its ReplicaSet.
@@ -540,18 +539,13 @@ fn pick_revision<'a>(
 
 impl KubernetesDeploymentBackend {
     pub fn new(s: KubernetesDeploymentSettings) -> KubernetesDeploymentBackend {
-        KubernetesDeploymentBackend {
-            s,
-            client: tokio::sync::OnceCell::new(),
-        }
+        KubernetesDeploymentBackend { s }
     }
 
     async fn session(&self, t: &Target) -> Result<Session, BackendError> {
-        let kc = self
-            .client
-            .get_or_try_init(|| self.s.connection.connect())
-            .await?
-            .clone();
+        // A client per call: cheap next to the requests, and it picks up
+        // rotated credentials.
+        let kc = self.s.connection.connect().await?;
         let mechanism = Mechanism::parse(t.settings.get("mechanism").map(String::as_str))
             .map_err(BackendError::Refused)?;
         let place = Place {

@@ -316,6 +316,35 @@ pub enum BackendConfig {
         #[serde(default)]
         timeout: Option<HumanDuration>,
     },
+    /// Rolls back a Kubernetes Deployment like `kubectl rollout undo`
+    /// (or scales a canary Deployment to zero, or pins an image); a
+    /// service's `[services.target]` names `namespace`, `deployment`,
+    /// `mechanism`, `canary_deployment`, `container`.
+    KubernetesDeployment {
+        /// API server URL; default: the in-cluster service account, else
+        /// the kubeconfig (`KUBECONFIG` or `~/.kube/config`).
+        #[serde(default)]
+        api_server: Option<String>,
+        /// Bearer token: `"${ENV_VAR}"`, or `token_file` (re-read as it rotates).
+        #[serde(default)]
+        token: Option<EnvRef>,
+        #[serde(default)]
+        token_file: Option<PathBuf>,
+        /// Namespace of services whose target names none (default: the
+        /// inferred one, else `default`).
+        #[serde(default)]
+        namespace: Option<String>,
+        /// Time limit of one API request (default 10s).
+        #[serde(default)]
+        request_timeout: Option<HumanDuration>,
+        /// How long verification waits for the rollout to complete
+        /// (default 5m, or 10s less than [engine] backend_timeout).
+        #[serde(default)]
+        rollout_timeout: Option<HumanDuration>,
+        /// Pause between reads while waiting (default 2s).
+        #[serde(default)]
+        poll_interval: Option<HumanDuration>,
+    },
 }
 
 impl BackendConfig {
@@ -325,6 +354,7 @@ impl BackendConfig {
             BackendConfig::Exec { .. } => "exec",
             BackendConfig::Webhook { .. } => "webhook",
             BackendConfig::Gitops { .. } => "gitops",
+            BackendConfig::KubernetesDeployment { .. } => "kubernetes-deployment",
         }
     }
 }
@@ -943,6 +973,69 @@ impl Config {
                         )
                         .help("use ssh_key_file for ssh URLs, a token for https URLs"),
                     );
+                }
+            }
+            if let BackendConfig::KubernetesDeployment {
+                api_server,
+                token,
+                token_file,
+                request_timeout,
+                rollout_timeout,
+                poll_interval,
+                ..
+            } = backend.as_ref()
+            {
+                if let Some(u) = api_server {
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        errors.push(
+                            at(backend.span(), format!("backend `{name}`: api_server `{u}` is not an http:// or https:// URL"))
+                                .help("write the API server's URL, for example \"https://10.0.0.1:6443\", or leave it out to use the in-cluster service account or the kubeconfig"),
+                        );
+                    }
+                }
+                if let Err(e) =
+                    SecretSource::from_pair("token", token.as_ref(), token_file.as_ref())
+                {
+                    errors.push(at(backend.span(), format!("backend `{name}`: {e}")));
+                }
+                // The engine cuts verification at backend_timeout: the
+                // rollout wait must end first so its report survives.
+                let limit = self.engine.backend_timeout.0;
+                if let Some(r) = rollout_timeout {
+                    if r.0 >= limit {
+                        errors.push(
+                            at(backend.span(), format!(
+                                "backend `{name}`: rollout_timeout is {}, but [engine] backend_timeout is {}",
+                                crate::domain::human_duration(r.0),
+                                crate::domain::human_duration(limit)
+                            ))
+                            .help("lower rollout_timeout or raise backend_timeout in [engine]"),
+                        );
+                    }
+                }
+                for (key, d) in [
+                    ("request_timeout", request_timeout),
+                    ("poll_interval", poll_interval),
+                ] {
+                    if d.is_some_and(|d| d.0.is_zero() || d.0 >= limit) {
+                        errors.push(
+                            at(backend.span(), format!(
+                                "backend `{name}`: {key} must be longer than 0s and shorter than [engine] backend_timeout ({})",
+                                crate::domain::human_duration(limit)
+                            )),
+                        );
+                    }
+                }
+                for s in self.services.iter().filter(|s| s.backend.as_ref() == name) {
+                    if let Err(e) = crate::backend::kubernetes_deployment::check_target(&s.target) {
+                        errors.push(
+                            at(
+                                s.backend.span(),
+                                format!("service `{}`: {e}", s.name.as_ref()),
+                            )
+                            .help("set it in the service's [services.target] table"),
+                        );
+                    }
                 }
             }
             if let BackendConfig::Exec { supports, .. } = backend.as_ref() {

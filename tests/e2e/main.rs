@@ -11,6 +11,7 @@ mod controller;
 mod demo;
 mod discord;
 mod kube_api;
+mod kubernetes;
 mod replay;
 mod serve;
 mod slack;
