@@ -18,4 +18,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# The Kubernetes tests use the real kubectl as the reference client.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "scripts/test.sh: kubectl is missing; install it (https://kubernetes.io/docs/tasks/tools/ or apt package kubectl from pkgs.k8s.io)" >&2
+  exit 1
+fi
+
 cargo test --locked "$@"

@@ -479,7 +479,7 @@ fn validate(kind: &Kind, name: &str, obj: &Value) -> Result<(), ApiError> {
     if kind.kind == "Deployment" || kind.kind == "ReplicaSet" {
         let spec = &obj["spec"];
         if let Some(r) = spec.get("replicas") {
-            if !r.as_i64().is_some_and(|r| r >= 0) {
+            if r.as_i64().is_none_or(|r| r < 0) {
                 return bad(
                     "spec.replicas",
                     format!("Invalid value: {r}: must be greater than or equal to 0"),
@@ -1174,7 +1174,7 @@ fn serve(
                         Some("status") => next["status"] = after["status"].clone(),
                         Some("scale") => {
                             let r = &after["spec"]["replicas"];
-                            if !r.as_i64().is_some_and(|r| r >= 0) {
+                            if r.as_i64().is_none_or(|r| r < 0) {
                                 return Err(ApiError::invalid(
                                     &kind,
                                     &name,
