@@ -742,3 +742,39 @@ async fn kubectl_gets_patches_and_undoes_against_the_fake() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn kube_lease_manager_elects_one_leader_and_hands_over_on_release() {
+    use kube_lease_manager::LeaseManagerBuilder;
+    use std::time::Duration;
+    let fake = FakeKube::standard().await;
+    let manager = |id: &str| {
+        LeaseManagerBuilder::new(client(&fake), "rollbot-leader")
+            .with_namespace("prod")
+            .with_identity(id)
+            .with_duration(3)
+            .with_grace(1)
+            .build()
+    };
+    let a = manager("pod-a").await.unwrap();
+    let b = manager("pod-b").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), a.changed()).await;
+    assert!(matches!(got, Ok(Ok(true))), "pod-a leads: {got:?}");
+    let lease = fake.get("leases", "prod", "rollbot-leader").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "pod-a");
+    // pod-b waits while pod-a holds a fresh lease.
+    let waited = tokio::time::timeout(Duration::from_millis(1500), b.changed()).await;
+    assert!(waited.is_err(), "pod-b must not lead yet: {waited:?}");
+    a.release().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), b.changed()).await;
+    assert!(
+        matches!(got, Ok(Ok(true))),
+        "pod-b leads after release: {got:?}"
+    );
+    let lease = fake.get("leases", "prod", "rollbot-leader").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "pod-b");
+    assert!(
+        lease["spec"]["leaseTransitions"].as_i64().unwrap() >= 1,
+        "{lease}"
+    );
+}
