@@ -136,6 +136,7 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                 api_server,
                 token,
                 token_file,
+                ca_file,
                 namespace,
                 request_timeout,
                 rollout_timeout,
@@ -157,6 +158,7 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                         .flatten(),
                         namespace: namespace.clone(),
                         request_timeout: request_timeout.map(|t| t.0),
+                        ca_file: ca_file.clone(),
                     },
                     rollout_timeout: rollout_timeout.map(|t| t.0).unwrap_or_else(|| {
                         kd::default_rollout_timeout(config.engine.backend_timeout.0)

@@ -20,6 +20,9 @@ pub struct KubeConnection {
     pub namespace: Option<String>,
     /// Time limit of one request (default 10s).
     pub request_timeout: Option<Duration>,
+    /// PEM file with the cluster's CA certificates, for an `https` `api_server`
+    /// whose certificate the system's roots do not vouch for.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// How many times a write is tried when someone else wrote in between.
@@ -61,6 +64,9 @@ impl KubeConnection {
             config.auth_info.token = Some(v.expose().to_string().into());
             config.auth_info.token_file = None;
         }
+        if let Some(path) = &self.ca_file {
+            config.root_cert = Some(read_ca(path)?);
+        }
         let timeout = self.request_timeout.unwrap_or(Duration::from_secs(10));
         config.connect_timeout = Some(timeout);
         config.read_timeout = Some(timeout);
@@ -81,6 +87,27 @@ impl KubeConnection {
             server: server.trim_end_matches('/').to_string(),
         })
     }
+}
+
+/// DER certificates from a PEM file.
+fn read_ca(path: &std::path::Path) -> Result<Vec<Vec<u8>>, BackendError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |e: String| {
+        BackendError::Failed(format!(
+            "ca_file {}: {e}; it should hold the cluster's CA certificate in PEM (the certificate-authority-data of a kubeconfig, base64-decoded)",
+            path.display()
+        ))
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate found".into()));
+    }
+    Ok(certs)
 }
 
 /// The Kubernetes `Status` of a failed call, when the API server answered one.
@@ -245,6 +272,29 @@ mod tests {
             &Ok(()),
         );
         assert_eq!(l, "PATCH /apis/apps/v1/namespaces/prod/deployments/web (application/merge-patch+json) {\"spec\":{\"paused\":true}} → 200");
+    }
+
+    #[tokio::test]
+    async fn a_ca_file_without_certificates_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.pem");
+        std::fs::write(&f, "not a certificate\n").unwrap();
+        let c = KubeConnection {
+            api_server: Some("https://127.0.0.1:9".into()),
+            ca_file: Some(f.clone()),
+            ..Default::default()
+        };
+        let err = c.connect().await.err().unwrap().to_string();
+        assert!(
+            err.contains("ca.pem") && err.contains("no certificate found"),
+            "{err}"
+        );
+        let c = KubeConnection {
+            ca_file: Some(dir.path().join("missing.pem")),
+            ..c
+        };
+        let err = c.connect().await.err().unwrap().to_string();
+        assert!(err.contains("missing.pem"), "{err}");
     }
 
     #[tokio::test]

@@ -843,7 +843,10 @@ impl KubernetesDeploymentBackend {
                 }
                 last = Some(state.clone());
             }
-            let took = crate::domain::human_duration(started.elapsed());
+            let took = match started.elapsed() {
+                t if t < Duration::from_secs(1) => format!("{} ms", t.as_millis()),
+                t => crate::domain::human_duration(t),
+            };
             match state {
                 Rollout::Done => {
                     let rev = revision_of(&d.metadata)

@@ -330,6 +330,10 @@ pub enum BackendConfig {
         token: Option<EnvRef>,
         #[serde(default)]
         token_file: Option<PathBuf>,
+        /// PEM file with the cluster's CA certificates, for an https
+        /// `api_server` the system's roots do not vouch for.
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
         /// Namespace of services whose target names none (default: the
         /// inferred one, else `default`).
         #[serde(default)]
