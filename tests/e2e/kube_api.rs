@@ -624,6 +624,24 @@ async fn deployment_controller_builds_history_and_rolls_out_at_its_pace() {
     let (_, d) = http.get(&format!("{DEPLOY}/web")).await;
     assert_eq!(d["status"]["replicas"], 3, "no old replicas left: {d}");
     assert_eq!(d["metadata"]["annotations"][REVISION], "4");
+
+    // One replica per 200 ms.
+    ctl.set_pace(Pace::Every(std::time::Duration::from_millis(200)));
+    fake.merge_patch(
+        "deployments",
+        "prod",
+        "web",
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "web:5"}]}}}}),
+    );
+    let (_, d) = http.get(&format!("{DEPLOY}/web")).await;
+    assert_eq!(d["status"]["updatedReplicas"], 0);
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    let (_, d) = http.get(&format!("{DEPLOY}/web")).await;
+    assert_eq!(d["status"]["updatedReplicas"], 2);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (_, d) = http.get(&format!("{DEPLOY}/web")).await;
+    assert_eq!(d["status"]["updatedReplicas"], 3);
+    assert_eq!(d["status"]["availableReplicas"], 3);
 }
 
 #[tokio::test]

@@ -1624,6 +1624,9 @@ pub enum Pace {
     PerGets(u32),
     /// One new pod is created and never becomes ready (a bad image).
     Stalled,
+    /// One more replica is updated and ready per period since the template
+    /// changed (seen when the Deployment is read).
+    Every(std::time::Duration),
 }
 
 /// The Deployment controller's visible behaviour: on a new pod template it
@@ -1638,6 +1641,8 @@ pub enum Pace {
 pub struct DeploymentController {
     pace: Arc<Mutex<Pace>>,
     gets: Arc<Mutex<HashMap<(String, String), u32>>>,
+    /// When the last replica moved, per Deployment (for `Pace::Every`).
+    moved: Arc<Mutex<HashMap<(String, String), std::time::Instant>>>,
 }
 
 impl DeploymentController {
@@ -1646,6 +1651,7 @@ impl DeploymentController {
         let c = DeploymentController {
             pace: Arc::new(Mutex::new(pace)),
             gets: Arc::default(),
+            moved: Arc::default(),
         };
         let me = c.clone();
         fake.on(
@@ -1661,9 +1667,20 @@ impl DeploymentController {
 
     fn react(&self, store: &mut Store, ev: &Event) {
         let pace = *self.pace.lock().unwrap();
+        let key = (ev.namespace.clone(), ev.name.clone());
         match ev.verb {
             Verb::Delete => {}
             Verb::Get => {
+                if let Pace::Every(period) = pace {
+                    let mut moved = self.moved.lock().unwrap();
+                    let since = moved.entry(key).or_insert_with(std::time::Instant::now);
+                    let due = (since.elapsed().as_nanos() / period.as_nanos().max(1)) as u32;
+                    if due > 0 {
+                        *since += period * due;
+                        drop(moved);
+                        reconcile(store, &ev.namespace, &ev.name, due as i64, pace);
+                    }
+                }
                 if let Pace::PerGets(n) = pace {
                     let mut gets = self.gets.lock().unwrap();
                     let count = gets
@@ -1679,6 +1696,12 @@ impl DeploymentController {
             }
             _ if ev.subresource.as_deref() == Some("status") => {}
             _ => {
+                // Counting starts again at each write.
+                self.gets.lock().unwrap().remove(&key);
+                self.moved
+                    .lock()
+                    .unwrap()
+                    .insert(key, std::time::Instant::now());
                 let step = if pace == Pace::Immediate { i64::MAX } else { 0 };
                 reconcile(store, &ev.namespace, &ev.name, step, pace);
             }
