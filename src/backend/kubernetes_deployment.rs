@@ -855,8 +855,9 @@ impl KubernetesDeploymentBackend {
                     return Ok(Verification {
                         ok: true,
                         detail: format!(
-                            "deployment \"{name}\" successfully rolled out{rev} ({} replicas updated and available, after {took}, {reads} reads)",
-                            d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+                            "deployment \"{name}\" successfully rolled out{rev} ({} replicas updated and available, after {took}, {reads} {})",
+                            d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                            if reads == 1 { "read" } else { "reads" }
                         ),
                     });
                 }
@@ -1104,6 +1105,28 @@ impl RollbackBackend for KubernetesDeploymentBackend {
             Rollout::Stuck(w) => w,
             Rollout::NotObserved => "the controller has not observed the latest spec yet".into(),
         }];
+        // The chat view of `/status` shows notes, not history details: the
+        // newest revisions go there too, as `kubectl rollout history` lists them.
+        if !revisions.is_empty() {
+            let recent: Vec<String> = revisions
+                .iter()
+                .rev()
+                .take(5)
+                .rev()
+                .map(|r| {
+                    format!(
+                        "{}{} {}{}",
+                        r.number,
+                        if Some(r.number) == live { "*" } else { "" },
+                        r.images(),
+                        r.change_cause()
+                            .map(|c| format!(" ({c})"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            notes.push(format!("history: {}", recent.join("; ")));
+        }
         let mut canary_revision = None;
         if let (Mechanism::ScaleCanary, Some(c)) = (s.place.mechanism, s.place.canary.clone()) {
             match s.deployment(&c).await {

@@ -9,7 +9,7 @@ use rollbot::audit::{Entry, Outcome as AuditOutcome};
 use rollbot::chat::{ChatError, ChatSink, Message, MessageRef};
 use rollbot::clock::SystemClock;
 use rollbot::config::Config;
-use rollbot::domain::{Action, Actor, Platform};
+use rollbot::domain::{Action, Actor, Platform, View};
 use rollbot::engine::{Outcome, Request, Status};
 use rollbot::runtime::Runtime;
 use serde_json::{json, Value};
@@ -635,6 +635,32 @@ async fn status_shows_the_history_with_change_causes_and_images() {
         st.notes.iter().any(|n| n.contains("fully rolled out")),
         "{:?}",
         st.notes
+    );
+    assert!(
+        st.notes.iter().any(|n| n
+            == "history: 1 registry.example.com/web:1.0 (deploy 1.0); 2 registry.example.com/web:1.1 (deploy 1.1); 3* registry.example.com/web:1.2 (deploy 1.2 (bad))"),
+        "{:?}",
+        st.notes
+    );
+    // And /status in chat shows it.
+    let out = bot
+        .rt
+        .engine
+        .status(
+            &Request::new(
+                Actor::new(Platform::Console, "ana", "Ana Admin"),
+                Action::Query { view: View::Status },
+            )
+            .service("web"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        out.message
+            .plain()
+            .contains("3* registry.example.com/web:1.2 (deploy 1.2 (bad))"),
+        "{}",
+        out.message.plain()
     );
 
     // After an undo, revision 2's ReplicaSet is revision 4, as kubectl shows it.
