@@ -796,3 +796,45 @@ async fn kube_lease_manager_elects_one_leader_and_hands_over_on_release() {
         "{lease}"
     );
 }
+
+#[tokio::test]
+async fn kube_rs_discovery_and_dynamic_objects_with_status() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    use kube::discovery::{Discovery, Scope};
+    let fake = FakeKube::standard().await;
+    let c = client(&fake);
+    let discovery = Discovery::new(c.clone()).run().await.unwrap();
+    let (ar, caps) = discovery
+        .resolve_gvk(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"))
+        .expect("Rollout is discovered");
+    assert_eq!(ar.plural, "rollouts");
+    assert_eq!(caps.scope, Scope::Namespaced);
+    assert!(caps
+        .subresources
+        .iter()
+        .any(|(s, _)| s.plural == "rollouts/status" || s.plural == "status"));
+    let vs = discovery.get("networking.istio.io").expect("istio group");
+    assert_eq!(vs.preferred_version_or_latest(), "v1");
+
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Rollout"),
+        "rollouts",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(c, "prod", &ar);
+    let mut ro = DynamicObject::new("web", &ar);
+    ro.data = json!({"spec": {"replicas": 2, "paused": true}});
+    api.create(&PostParams::default(), &ro).await.unwrap();
+    let patched = api
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"abort": true}, "spec": {"paused": false}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.data["status"]["abort"], true);
+    assert_eq!(
+        patched.data["spec"]["paused"], true,
+        "/status leaves spec alone"
+    );
+}
