@@ -642,6 +642,36 @@ async fn status_shows_the_history_with_change_causes_and_images() {
         "{:?}",
         st.notes
     );
+    // The same history kubectl shows.
+    let (ok, out, err) = kubectl(
+        &fake,
+        dir.path(),
+        "prod",
+        &["rollout", "history", "deployment/web"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let kubectl_history: Vec<(String, String)> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (rev, cause) = l.split_once(char::is_whitespace).unwrap();
+            (rev.to_string(), cause.trim().to_string())
+        })
+        .collect();
+    let ours: Vec<(String, String)> = st
+        .history
+        .iter()
+        .map(|r| {
+            (
+                r.revision.clone(),
+                r.change_cause.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(ours, kubectl_history, "{out}");
     // And /status in chat shows it.
     let out = bot
         .rt
