@@ -711,9 +711,23 @@ impl KubernetesDeploymentBackend {
                 requests: std::mem::take(&mut s.requests),
             });
         }
-        // The body `kubectl set image deployment/NAME CONTAINER=IMAGE` sends.
+        // The body `kubectl set image deployment/NAME CONTAINER=IMAGE` sends;
+        // `$setElementOrder` keeps the containers in their order.
+        let order: Vec<Value> = current
+            .spec
+            .as_ref()
+            .map(|s| {
+                s.containers
+                    .iter()
+                    .map(|c| json!({"name": c.name}))
+                    .collect()
+            })
+            .unwrap_or_default();
         let patch = Patch::Strategic(json!({
-            "spec": {"template": {"spec": {"containers": [{"name": container, "image": want}]}}}
+            "spec": {"template": {"spec": {
+                "$setElementOrder/containers": order,
+                "containers": [{"name": container, "image": want}],
+            }}}
         }));
         let sent = s.patch_retrying(&name, None, &patch).await;
         sent.map_err(|e| {

@@ -838,3 +838,31 @@ async fn kube_rs_discovery_and_dynamic_objects_with_status() {
         "/status leaves spec alone"
     );
 }
+
+#[test]
+fn strategic_merge_directives() {
+    use crate::support::fake_kube::strategic_merge;
+    let mut doc = json!({"spec": {"containers": [
+        {"name": "app", "image": "a:1", "env": [{"name": "X", "value": "1"}]},
+        {"name": "proxy", "image": "p:1"},
+    ], "nodeSelector": {"zone": "a", "disk": "ssd"}}});
+    strategic_merge(
+        &mut doc,
+        &json!({"spec": {
+            "$setElementOrder/containers": [{"name": "app"}, {"name": "proxy"}],
+            "containers": [
+                {"name": "app", "env": [{"name": "Y", "value": "2"}]},
+                {"name": "proxy", "$patch": "delete"},
+                {"name": "debug", "image": "d:1"},
+            ],
+            "nodeSelector": {"$patch": "replace", "zone": "b"},
+        }}),
+    );
+    assert_eq!(
+        doc,
+        json!({"spec": {"containers": [
+            {"name": "app", "image": "a:1", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]},
+            {"name": "debug", "image": "d:1"},
+        ], "nodeSelector": {"zone": "b"}}})
+    );
+}

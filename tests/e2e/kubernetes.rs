@@ -531,7 +531,10 @@ async fn scale_canary_and_set_image_send_the_expected_patches() {
     assert_eq!(p[0].content_type, "application/strategic-merge-patch+json");
     assert_eq!(
         p[0].json(),
-        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.example.com/web:1.1"}]}}}})
+        json!({"spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "app"}],
+            "containers": [{"name": "app", "image": "registry.example.com/web:1.1"}],
+        }}}})
     );
     let d = fake.get("deployments", "prod", "web").unwrap();
     assert_eq!(image(&d), "registry.example.com/web:1.1");
@@ -837,4 +840,83 @@ token = "${{ROLLBOT_TEST_API_TOKEN}}"
         "{text}"
     );
     assert!(!export.contains(TOKEN));
+}
+
+#[tokio::test]
+async fn scale_canary_and_set_image_send_what_kubectl_scale_and_set_image_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let canary = || {
+        let mut c =
+            crate::support::fake_kube::deployment("web-canary", "registry.example.com/web:1.3", 2);
+        c["spec"]["selector"]["matchLabels"]["track"] = json!("canary");
+        c["spec"]["template"]["metadata"]["labels"]["track"] = json!("canary");
+        c
+    };
+    let (by_kubectl, _c1) = cluster(Pace::Immediate).await;
+    let (by_rollbot, _c2) = cluster(Pace::Immediate).await;
+    by_kubectl.create("deployments", "prod", canary());
+    by_rollbot.create("deployments", "prod", canary());
+    by_kubectl.clear_requests();
+    by_rollbot.clear_requests();
+
+    let (ok, _, err) = kubectl(
+        &by_kubectl,
+        dir.path(),
+        "prod",
+        &["scale", "deployment/web-canary", "--replicas=0"],
+    )
+    .await;
+    assert!(ok, "kubectl scale failed: {err}");
+    let bot = start(
+        dir.path(),
+        &by_rollbot,
+        "mechanism = \"scale-canary\"\ncanary_deployment = \"web-canary\"",
+        "10s",
+    )
+    .await;
+    assert_eq!(bot.rollback(None).await.status, Status::Succeeded);
+    drop(bot);
+    let (k, r) = (patches(&by_kubectl), patches(&by_rollbot));
+    assert_eq!(k.len(), 1, "{k:?}");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        (&r[0].path, &r[0].content_type, r[0].json()),
+        (&k[0].path, &k[0].content_type, k[0].json())
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (by_kubectl, _c1) = cluster(Pace::Immediate).await;
+    let (by_rollbot, _c2) = cluster(Pace::Immediate).await;
+    let (ok, _, err) = kubectl(
+        &by_kubectl,
+        dir.path(),
+        "prod",
+        &[
+            "set",
+            "image",
+            "deployment/web",
+            "app=registry.example.com/web:1.1",
+        ],
+    )
+    .await;
+    assert!(ok, "kubectl set image failed: {err}");
+    let bot = start(
+        dir.path(),
+        &by_rollbot,
+        "mechanism = \"set-image\"\ncontainer = \"app\"",
+        "10s",
+    )
+    .await;
+    assert_eq!(bot.rollback(None).await.status, Status::Succeeded);
+    let (k, r) = (patches(&by_kubectl), patches(&by_rollbot));
+    assert_eq!(k.len(), 1, "{k:?}");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        (&r[0].path, &r[0].content_type, r[0].json()),
+        (&k[0].path, &k[0].content_type, k[0].json())
+    );
+    assert_eq!(
+        comparable(by_rollbot.get("deployments", "prod", "web").unwrap()),
+        comparable(by_kubectl.get("deployments", "prod", "web").unwrap())
+    );
 }

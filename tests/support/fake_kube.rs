@@ -1361,18 +1361,29 @@ fn apply_patch(
 /// Strategic merge patch, the part kubectl and kube-rs clients send: maps
 /// merge recursively (`null` deletes), lists of objects that all carry a
 /// `name` (containers, env, volumes, ports) merge by that name, other lists
-/// are replaced. Not modelled: `$patch`/`$retainKeys`/`$setElementOrder`
-/// directives and per-field merge keys other than `name`.
+/// are replaced. Directives: `$patch: replace` (a map) and `$patch: delete`
+/// (a named list element) are applied; `$setElementOrder/…` is accepted and
+/// the existing order kept (new elements go last); `$retainKeys` and merge
+/// keys other than `name` are not modelled.
 pub fn strategic_merge(doc: &mut Value, patch: &Value) {
     let Some(p) = patch.as_object() else {
         *doc = patch.clone();
         return;
     };
+    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut rest = patch.clone();
+        rest.as_object_mut().unwrap().remove("$patch");
+        *doc = rest;
+        return;
+    }
     if !doc.is_object() {
         *doc = json!({});
     }
     let d = doc.as_object_mut().unwrap();
     for (k, v) in p {
+        if k.starts_with('$') {
+            continue;
+        }
         if v.is_null() {
             d.remove(k);
             continue;
@@ -1383,9 +1394,18 @@ pub fn strategic_merge(doc: &mut Value, patch: &Value) {
                 if named(existing) && named(items) =>
             {
                 for item in items {
+                    if item["$patch"] == "delete" {
+                        existing.retain(|e| e["name"] != item["name"]);
+                        continue;
+                    }
                     match existing.iter_mut().find(|e| e["name"] == item["name"]) {
                         Some(e) => strategic_merge(e, item),
-                        None => existing.push(item.clone()),
+                        None => {
+                            // Merged into nothing: directives dropped.
+                            let mut fresh = json!({});
+                            strategic_merge(&mut fresh, item);
+                            existing.push(fresh)
+                        }
                     }
                 }
             }
