@@ -866,3 +866,63 @@ fn strategic_merge_directives() {
         ], "nodeSelector": {"zone": "b"}}})
     );
 }
+
+#[tokio::test]
+async fn watches_stream_changes_for_kube_rs_and_kubectl_rollout_status() {
+    use futures_util::StreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeKube::standard().await;
+    let ctl = DeploymentController::install(&fake, Pace::Immediate);
+    seed_history(&fake, "prod", "web", 3, &[("web:1", "first")]);
+    let deploys: Api<Deployment> = Api::namespaced(client(&fake), "prod");
+    let list = deploys.list(&ListParams::default()).await.unwrap();
+    let rv = list.metadata.resource_version.unwrap();
+    let mut events = deploys
+        .watch(
+            &WatchParams::default()
+                .fields("metadata.name=web")
+                .timeout(5),
+            &rv,
+        )
+        .await
+        .unwrap()
+        .boxed();
+    fake.merge_patch(
+        "deployments",
+        "prod",
+        "web",
+        json!({"spec": {"replicas": 4}}),
+    );
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(5), events.next())
+        .await
+        .expect("an event within 5 s")
+        .unwrap()
+        .unwrap();
+    match ev {
+        WatchEvent::Modified(d) => assert_eq!(d.spec.unwrap().replicas, Some(4)),
+        other => panic!("{other:?}"),
+    }
+
+    // kubectl rollout status follows a rollout moving one replica per 150 ms.
+    ctl.set_pace(Pace::Every(std::time::Duration::from_millis(150)));
+    fake.merge_patch(
+        "deployments",
+        "prod",
+        "web",
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "web:2"}]}}}}),
+    );
+    let (ok, out, err) = kubectl(
+        &fake,
+        dir.path(),
+        "prod",
+        &["rollout", "status", "deployment/web", "--timeout=20s"],
+    )
+    .await;
+    assert!(ok, "kubectl rollout status failed: {err}\n{out}");
+    assert!(out.contains("new replicas have been updated"), "{out}");
+    assert!(
+        out.contains("deployment \"web\" successfully rolled out"),
+        "{out}"
+    );
+}

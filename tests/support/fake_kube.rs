@@ -2,7 +2,8 @@
 //! for the endpoints rollbot and kubectl use: legacy discovery, GET/LIST with
 //! label and field selectors, create, replace with `resourceVersion`
 //! conflicts, JSON patch / merge patch / (a subset of) strategic merge patch,
-//! delete, the `/status` and `/scale` subresources, and `Status` error bodies.
+//! delete, watch (by polling the store), the `/status` and `/scale`
+//! subresources, and `Status` error bodies.
 //!
 //! Tests drive it from the outside (seed objects, deny verbs like RBAC would,
 //! make the next writes conflict, change objects behind a client's back) and
@@ -225,6 +226,9 @@ impl ApiError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verb {
     Get,
+    /// A watch is open on the object (once per poll of the watch, about
+    /// every 50 ms), so controllers paced by time move on for watchers too.
+    Watch,
     Create,
     Update,
     Patch,
@@ -593,6 +597,20 @@ struct Inner {
     reactors: Vec<(String, Reactor)>,
     user: String,
     port: u16,
+    /// Set by `serve` for a watch request; `handle` streams it.
+    pending_watch: Option<WatchSpec>,
+}
+
+/// An open watch: what it selects and where it starts.
+#[derive(Clone)]
+struct WatchSpec {
+    kind: Kind,
+    namespace: Option<String>,
+    labels: Vec<Requirement>,
+    fields: Vec<(String, bool, String)>,
+    /// `None`: send every current object as ADDED first.
+    since: Option<u64>,
+    timeout: std::time::Duration,
 }
 
 /// The fake API server, stopped on drop.
@@ -625,6 +643,7 @@ impl FakeKube {
             reactors: vec![],
             user: "system:serviceaccount:rollbot:rollbot".into(),
             port,
+            pending_watch: None,
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let task = tokio::spawn(async move {
@@ -894,13 +913,13 @@ fn header(headers: &HeaderMap, name: &str) -> String {
 }
 
 async fn handle(
-    State(inner): State<Arc<Mutex<Inner>>>,
+    State(shared): State<Arc<Mutex<Inner>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut inner = inner.lock().unwrap();
+    let mut inner = shared.lock().unwrap();
     let query = uri.query().unwrap_or("").to_string();
     let (code, answer) = match serve(&mut inner, &method, uri.path(), &query, &headers, &body) {
         Ok((code, v)) => (code, v),
@@ -916,7 +935,115 @@ async fn handle(
         body: String::from_utf8_lossy(&body).into_owned(),
         status: code,
     });
+    if let Some(spec) = inner.pending_watch.take() {
+        drop(inner);
+        return watch_response(shared.clone(), spec);
+    }
     json_response(code, answer)
+}
+
+/// Streams watch events (`{"type": "ADDED"|"MODIFIED"|"DELETED", "object": …}`,
+/// one JSON document per line) by comparing the store every 50 ms, until
+/// `timeoutSeconds`. Bookmarks are not sent.
+fn watch_response(shared: Arc<Mutex<Inner>>, spec: WatchSpec) -> Response {
+    let select = |inner: &Inner, spec: &WatchSpec| -> BTreeMap<(String, String), Value> {
+        inner
+            .store
+            .list(&spec.kind.plural, spec.namespace.as_deref())
+            .into_iter()
+            .filter(|o| {
+                spec.labels
+                    .iter()
+                    .all(|r| r.matches(&o["metadata"]["labels"]))
+            })
+            .filter(|o| {
+                spec.fields.iter().all(|(f, eq, v)| {
+                    (o["metadata"][f.as_str()].as_str().unwrap_or("") == v) == *eq
+                })
+            })
+            .map(|o| {
+                let key = (
+                    meta_str(&o, "namespace").unwrap_or_default(),
+                    meta_str(&o, "name").unwrap_or_default(),
+                );
+                (key, o)
+            })
+            .collect()
+    };
+    let rv = |o: &Value| -> u64 {
+        o["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0)
+    };
+    let seen: BTreeMap<(String, String), u64> = match spec.since {
+        None => BTreeMap::new(),
+        Some(since) => {
+            let inner = shared.lock().unwrap();
+            select(&inner, &spec)
+                .into_iter()
+                .filter(|(_, o)| rv(o) <= since)
+                .map(|(k, o)| (k, rv(&o)))
+                .collect()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + spec.timeout;
+    let stream = futures_util::stream::unfold(
+        (shared, spec, seen),
+        move |(shared, spec, mut seen)| async move {
+            loop {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                let mut out = String::new();
+                {
+                    let mut inner = shared.lock().unwrap();
+                    let names: Vec<(String, String)> = select(&inner, &spec).into_keys().collect();
+                    for (ns, name) in &names {
+                        react(&mut inner, Verb::Watch, &spec.kind.plural, None, ns, name);
+                    }
+                    let now = select(&inner, &spec);
+                    for (k, o) in &now {
+                        let kind = match seen.get(k) {
+                            None => "ADDED",
+                            Some(r) if *r != rv(o) => "MODIFIED",
+                            Some(_) => continue,
+                        };
+                        seen.insert(k.clone(), rv(o));
+                        let ev = json!({"type": kind, "object": view(&spec.kind, o.clone(), None)});
+                        out.push_str(&format!("{ev}\n"));
+                    }
+                    let gone: Vec<(String, String)> = seen
+                        .keys()
+                        .filter(|k| !now.contains_key(*k))
+                        .cloned()
+                        .collect();
+                    for k in gone {
+                        seen.remove(&k);
+                        let obj = json!({
+                            "apiVersion": spec.kind.api_version(), "kind": spec.kind.kind,
+                            "metadata": {"namespace": k.0, "name": k.1,
+                                         "resourceVersion": inner.store.resource_version.to_string()},
+                        });
+                        out.push_str(&format!("{}\n", json!({"type": "DELETED", "object": obj})));
+                    }
+                }
+                if !out.is_empty() {
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(Bytes::from(out)),
+                        (shared, spec, seen),
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        },
+    );
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 fn not_served(path: &str) -> ApiError {
@@ -995,7 +1122,7 @@ fn serve(
                 resources.push(json!({
                     "name": k.plural, "singularName": k.kind.to_lowercase(),
                     "namespaced": k.namespaced, "kind": k.kind,
-                    "verbs": ["create", "delete", "get", "list", "patch", "update"],
+                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
                     "shortNames": k.short_names,
                 }));
                 if k.status_subresource {
@@ -1081,9 +1208,39 @@ fn serve(
             }
             let name = name.unwrap_or_default();
             match verb {
-                "watch" => Err(ApiError::bad_request(
-                    "watch is not served by this test API server; poll with GET instead",
-                )),
+                "watch" => {
+                    let labels = match params.get("labelSelector") {
+                        Some(s) => parse_label_selector(s)?,
+                        None => vec![],
+                    };
+                    let fields = match params.get("fieldSelector") {
+                        Some(s) => parse_field_selector(s)?,
+                        None => vec![],
+                    };
+                    let since = params
+                        .get("resourceVersion")
+                        .filter(|rv| !rv.is_empty() && *rv != "0")
+                        .map(|rv| {
+                            rv.parse::<u64>().map_err(|_| {
+                                ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                            })
+                        })
+                        .transpose()?;
+                    let timeout = params
+                        .get("timeoutSeconds")
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .unwrap_or(300)
+                        .min(1800);
+                    inner.pending_watch = Some(WatchSpec {
+                        kind: kind.clone(),
+                        namespace: namespace.clone(),
+                        labels,
+                        fields,
+                        since,
+                        timeout: std::time::Duration::from_secs(timeout),
+                    });
+                    Ok((200, Value::Null))
+                }
                 "list" => list(inner, &kind, namespace.as_deref(), &params),
                 "get" => {
                     react(inner, Verb::Get, &plural, sub.as_deref(), &ns, &name);
@@ -1690,7 +1847,7 @@ impl DeploymentController {
         let key = (ev.namespace.clone(), ev.name.clone());
         match ev.verb {
             Verb::Delete => {}
-            Verb::Get => {
+            Verb::Get | Verb::Watch => {
                 if let Pace::Every(period) = pace {
                     let mut moved = self.moved.lock().unwrap();
                     let since = moved.entry(key).or_insert_with(std::time::Instant::now);
@@ -1701,7 +1858,7 @@ impl DeploymentController {
                         reconcile(store, &ev.namespace, &ev.name, due as i64, pace);
                     }
                 }
-                if let Pace::PerGets(n) = pace {
+                if let (Pace::PerGets(n), Verb::Get) = (pace, &ev.verb) {
                     let mut gets = self.gets.lock().unwrap();
                     let count = gets
                         .entry((ev.namespace.clone(), ev.name.clone()))
