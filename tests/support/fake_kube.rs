@@ -226,9 +226,6 @@ impl ApiError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verb {
     Get,
-    /// A watch is open on the object (once per poll of the watch, about
-    /// every 50 ms), so controllers paced by time move on for watchers too.
-    Watch,
     Create,
     Update,
     Patch,
@@ -997,11 +994,7 @@ fn watch_response(shared: Arc<Mutex<Inner>>, spec: WatchSpec) -> Response {
                 }
                 let mut out = String::new();
                 {
-                    let mut inner = shared.lock().unwrap();
-                    let names: Vec<(String, String)> = select(&inner, &spec).into_keys().collect();
-                    for (ns, name) in &names {
-                        react(&mut inner, Verb::Watch, &spec.kind.plural, None, ns, name);
-                    }
+                    let inner = shared.lock().unwrap();
                     let now = select(&inner, &spec);
                     for (k, o) in &now {
                         let kind = match seen.get(k) {
@@ -1802,7 +1795,7 @@ pub enum Pace {
     /// One new pod is created and never becomes ready (a bad image).
     Stalled,
     /// One more replica is updated and ready per period since the template
-    /// changed (seen when the Deployment is read).
+    /// changed.
     Every(std::time::Duration),
 }
 
@@ -1835,7 +1828,33 @@ impl DeploymentController {
             "deployments",
             Arc::new(move |store: &mut Store, ev: &Event| me.react(store, ev)),
         );
+        // `Pace::Every` moves on with time, whether or not anyone reads.
+        let inner = Arc::downgrade(&fake.inner);
+        let me = c.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let Some(inner) = inner.upgrade() else { return };
+                let pace = *me.pace.lock().unwrap();
+                if let Pace::Every(_) = pace {
+                    me.tick(&mut inner.lock().unwrap().store, pace);
+                }
+            }
+        });
         c
+    }
+
+    /// Moves every Deployment in progress on by the periods elapsed.
+    fn tick(&self, store: &mut Store, pace: Pace) {
+        let Pace::Every(period) = pace else { return };
+        let mut moved = self.moved.lock().unwrap();
+        for ((ns, name), since) in moved.iter_mut() {
+            let due = (since.elapsed().as_nanos() / period.as_nanos().max(1)) as u32;
+            if due > 0 {
+                *since += period * due;
+                reconcile(store, ns, name, due as i64, pace);
+            }
+        }
     }
 
     pub fn set_pace(&self, pace: Pace) {
@@ -1847,18 +1866,11 @@ impl DeploymentController {
         let key = (ev.namespace.clone(), ev.name.clone());
         match ev.verb {
             Verb::Delete => {}
-            Verb::Get | Verb::Watch => {
-                if let Pace::Every(period) = pace {
-                    let mut moved = self.moved.lock().unwrap();
-                    let since = moved.entry(key).or_insert_with(std::time::Instant::now);
-                    let due = (since.elapsed().as_nanos() / period.as_nanos().max(1)) as u32;
-                    if due > 0 {
-                        *since += period * due;
-                        drop(moved);
-                        reconcile(store, &ev.namespace, &ev.name, due as i64, pace);
-                    }
+            Verb::Get => {
+                if let Pace::Every(_) = pace {
+                    self.tick(store, pace);
                 }
-                if let (Pace::PerGets(n), Verb::Get) = (pace, &ev.verb) {
+                if let Pace::PerGets(n) = pace {
                     let mut gets = self.gets.lock().unwrap();
                     let count = gets
                         .entry((ev.namespace.clone(), ev.name.clone()))
