@@ -426,7 +426,7 @@ impl Session {
         name: &str,
         subresource: Option<&str>,
         patch: &Patch<Value>,
-    ) -> Result<Deployment, kube::Error> {
+    ) -> Result<(), kube::Error> {
         let (ct, body) = match patch {
             Patch::Json(p) => (
                 "application/json-patch+json",
@@ -447,8 +447,8 @@ impl Session {
                 .deployments
                 .patch_scale(name, &pp, patch)
                 .await
-                .map(|_| None),
-            _ => self.deployments.patch(name, &pp, patch).await.map(Some),
+                .map(|_| ()),
+            _ => self.deployments.patch(name, &pp, patch).await.map(|_| ()),
         };
         self.requests.push(request_line(
             "PATCH",
@@ -457,11 +457,7 @@ impl Session {
             Some(&body),
             &got.as_ref().map(|_| ()).map_err(describe),
         ));
-        match got {
-            Ok(Some(d)) => Ok(d),
-            Ok(None) => self.deployments.get(name).await,
-            Err(e) => Err(e),
-        }
+        got
     }
 }
 
@@ -473,7 +469,7 @@ impl Session {
         name: &str,
         subresource: Option<&str>,
         patch: &Patch<Value>,
-    ) -> Result<Deployment, kube::Error> {
+    ) -> Result<(), kube::Error> {
         let mut attempt = 1;
         loop {
             match self.patch(name, subresource, patch).await {
@@ -991,8 +987,16 @@ impl RollbackBackend for KubernetesDeploymentBackend {
                     images(&current),
                     rev.images()
                 )];
-                if same_template(&rev.template(), &current) {
-                    notes.push("the template already matches the target revision".into());
+                match (s.place.mechanism, s.place.container.as_deref()) {
+                    (Mechanism::SetImage, Some(c)) => notes.push(format!(
+                        "container {c}: live image {}, target image {}",
+                        image_of(&current, c).unwrap_or_else(|| "none".into()),
+                        image_of(&rev.template(), c).unwrap_or_else(|| "none".into())
+                    )),
+                    _ if same_template(&rev.template(), &current) => {
+                        notes.push("the template already matches the target revision".into())
+                    }
+                    _ => {}
                 }
                 Ok(Preflight {
                     from_revision: live.map(|l| l.to_string()),
