@@ -611,7 +611,8 @@ impl KubernetesDeploymentBackend {
                         s.place.namespace,
                         rev.images()
                     ),
-                    from_revision: from,
+                    // The title reads "to 3", not "3 → 3": nothing moved.
+                    from_revision: None,
                     to_revision: Some(target.to_string()),
                     changed: false,
                     requests: std::mem::take(&mut s.requests),
@@ -701,7 +702,7 @@ impl KubernetesDeploymentBackend {
                     "nothing to do: container {container} of Deployment {}/{name} already runs {want}",
                     s.place.namespace
                 ),
-                from_revision: from,
+                from_revision: None,
                 to_revision: Some(target.to_string()),
                 changed: false,
                 requests: std::mem::take(&mut s.requests),

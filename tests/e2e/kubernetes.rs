@@ -341,6 +341,7 @@ async fn a_template_that_already_matches_is_nothing_to_do() {
     let text = out.message.plain();
     assert_eq!(out.status, Status::Succeeded, "{text}");
     assert!(text.contains("nothing to do"), "{text}");
+    assert_eq!(out.message.title, "Rolled back web to 3");
     assert!(patches(&fake).is_empty());
     let e = bot.result_entry(&out.correlation_id);
     assert_eq!(e.record.parameters["report"]["changed"], false);
