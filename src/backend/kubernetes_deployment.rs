@@ -502,16 +502,21 @@ fn pick_revision<'a>(
     };
     match to {
         Some(t) => {
-            let n: i64 = t
-                .trim()
-                .trim_start_matches("revision")
-                .trim()
-                .parse()
-                .map_err(|_| {
+            let t = t.trim();
+            let Ok(n) = t.trim_start_matches("revision").trim().parse::<i64>() else {
+                // An image or tag names the newest revision that ran it.
+                let runs = |r: &&Revision| {
+                    let images = r.images();
+                    images.split(", ").any(|i| {
+                        i == t || i.ends_with(&format!(":{t}")) || i.ends_with(&format!("/{t}"))
+                    })
+                };
+                return revisions.iter().rev().find(runs).ok_or_else(|| {
                     BackendError::Refused(format!(
-                        "`{t}` is not a revision number; Deployment {deployment} has revisions {existing} (see `/status`)"
+                        "`{t}` is neither a revision number nor an image or tag of Deployment {deployment}; revisions that exist: {existing} (see `/status` for their images)"
                     ))
-                })?;
+                });
+            };
             revisions.iter().find(|r| r.number == n).ok_or_else(|| {
                 BackendError::Refused(format!(
                     "revision {n} of Deployment {deployment} does not exist (its ReplicaSet is gone, e.g. beyond revisionHistoryLimit); revisions that exist: {existing}"
@@ -1176,9 +1181,49 @@ mod tests {
     fn rev(n: i64) -> Revision {
         let rs: ReplicaSet = serde_json::from_value(json!({
             "metadata": {"name": format!("web-{n}"), "annotations": {REVISION: n.to_string()}},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [
+                {"name": "app", "image": format!("registry.example.com/web:1.{}", n % 3)},
+            ]}}},
         }))
         .unwrap();
         Revision { number: n, rs }
+    }
+
+    #[test]
+    fn an_image_or_tag_names_the_newest_revision_that_ran_it() {
+        // Revisions 2 and 5 both ran web:1.2.
+        let revs = [rev(2), rev(4), rev(5)];
+        assert_eq!(
+            pick_revision(&revs, Some(5), Some("1.2"), "p/web")
+                .unwrap()
+                .number,
+            5
+        );
+        assert_eq!(
+            pick_revision(&revs, Some(5), Some("1.1"), "p/web")
+                .unwrap()
+                .number,
+            4
+        );
+        assert_eq!(
+            pick_revision(
+                &revs,
+                Some(5),
+                Some("registry.example.com/web:1.1"),
+                "p/web"
+            )
+            .unwrap()
+            .number,
+            4
+        );
+        assert_eq!(
+            pick_revision(&revs, Some(5), Some("web:1.1"), "p/web")
+                .unwrap()
+                .number,
+            4
+        );
+        assert!(pick_revision(&revs, Some(5), Some("eb:1.1"), "p/web").is_err());
+        assert!(pick_revision(&revs, Some(5), Some("1.7"), "p/web").is_err());
     }
 
     #[test]
@@ -1213,7 +1258,7 @@ mod tests {
         let err = pick_revision(&revs, Some(5), Some("v1.2"), "p/web")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("not a revision number"), "{err}");
+        assert!(err.contains("neither a revision number"), "{err}");
     }
 
     #[test]
