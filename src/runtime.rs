@@ -161,7 +161,12 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                         ca_file: ca_file.clone(),
                     },
                     rollout_timeout: rollout_timeout.map(|t| t.0).unwrap_or_else(|| {
-                        kd::default_rollout_timeout(config.engine.backend_timeout.0)
+                        kd::default_rollout_timeout_for(
+                            config.engine.backend_timeout.0,
+                            request_timeout
+                                .map(|t| t.0)
+                                .unwrap_or(crate::backend::kube_common::DEFAULT_REQUEST_TIMEOUT),
+                        )
                     }),
                     poll_interval: poll_interval.map(|t| t.0).unwrap_or(d.poll_interval),
                 };

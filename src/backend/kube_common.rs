@@ -25,6 +25,9 @@ pub struct KubeConnection {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+/// Time limit of one request when the config sets none.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How many times a write is tried when someone else wrote in between.
 pub const CONFLICT_TRIES: u32 = 3;
 
@@ -67,7 +70,7 @@ impl KubeConnection {
         if let Some(path) = &self.ca_file {
             config.root_cert = Some(read_ca(path)?);
         }
-        let timeout = self.request_timeout.unwrap_or(Duration::from_secs(10));
+        let timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
         config.connect_timeout = Some(timeout);
         config.read_timeout = Some(timeout);
         config.write_timeout = Some(timeout);

@@ -57,11 +57,26 @@ impl Default for KubernetesDeploymentSettings {
 pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The default rollout timeout for an engine whose backend calls are cut at
-/// `backend_timeout`: 5 minutes, or less so that verification ends (and
-/// reports) 10 seconds before the engine would cut it.
+/// `backend_timeout`, with the default request time limit.
 pub fn default_rollout_timeout(backend_timeout: Duration) -> Duration {
-    DEFAULT_ROLLOUT_TIMEOUT.min(backend_timeout.saturating_sub(Duration::from_secs(10)))
+    default_rollout_timeout_for(backend_timeout, kube_common::DEFAULT_REQUEST_TIMEOUT)
 }
+
+/// 5 minutes, or less so that verification, whose last read may take
+/// `request_timeout`, ends (and reports) 5 seconds before the engine cuts it.
+pub fn default_rollout_timeout_for(
+    backend_timeout: Duration,
+    request_timeout: Duration,
+) -> Duration {
+    DEFAULT_ROLLOUT_TIMEOUT.min(
+        backend_timeout
+            .saturating_sub(request_timeout)
+            .saturating_sub(ROLLOUT_MARGIN),
+    )
+}
+
+/// Room left between the end of verification and the engine's cut.
+pub const ROLLOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// How a rollback is done, per service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1369,7 +1384,11 @@ mod tests {
             .contains("`deploy`"));
         assert_eq!(
             default_rollout_timeout(Duration::from_secs(120)),
-            Duration::from_secs(110)
+            Duration::from_secs(105)
+        );
+        assert_eq!(
+            default_rollout_timeout_for(Duration::from_secs(120), Duration::from_secs(30)),
+            Duration::from_secs(85)
         );
         assert_eq!(
             default_rollout_timeout(Duration::from_secs(900)),

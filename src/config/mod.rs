@@ -341,8 +341,9 @@ pub enum BackendConfig {
         /// Time limit of one API request (default 10s).
         #[serde(default)]
         request_timeout: Option<HumanDuration>,
-        /// How long verification waits for the rollout to complete
-        /// (default 5m, or 10s less than [engine] backend_timeout).
+        /// How long verification waits for the rollout to complete; with
+        /// one request it must end before [engine] backend_timeout
+        /// (default 5m, or less to fit).
         #[serde(default)]
         rollout_timeout: Option<HumanDuration>,
         /// Pause between reads while waiting (default 2s).
@@ -1005,17 +1006,28 @@ impl Config {
                 // The engine cuts verification at backend_timeout: the
                 // rollout wait must end first so its report survives.
                 let limit = self.engine.backend_timeout.0;
-                if let Some(r) = rollout_timeout {
-                    if r.0 >= limit {
-                        errors.push(
-                            at(backend.span(), format!(
-                                "backend `{name}`: rollout_timeout is {}, but [engine] backend_timeout is {}",
-                                crate::domain::human_duration(r.0),
-                                crate::domain::human_duration(limit)
-                            ))
-                            .help("lower rollout_timeout or raise backend_timeout in [engine]"),
-                        );
-                    }
+                let request = request_timeout
+                    .map(|t| t.0)
+                    .unwrap_or(crate::backend::kube_common::DEFAULT_REQUEST_TIMEOUT);
+                match rollout_timeout {
+                    Some(r) if r.0 + request >= limit => errors.push(
+                        at(backend.span(), format!(
+                            "backend `{name}`: rollout_timeout ({}) plus one request ({}) is not shorter than [engine] backend_timeout ({})",
+                            crate::domain::human_duration(r.0),
+                            crate::domain::human_duration(request),
+                            crate::domain::human_duration(limit)
+                        ))
+                        .help("lower rollout_timeout or request_timeout, or raise backend_timeout in [engine]"),
+                    ),
+                    None if crate::backend::kubernetes_deployment::default_rollout_timeout_for(limit, request).is_zero() => errors.push(
+                        at(backend.span(), format!(
+                            "backend `{name}`: [engine] backend_timeout ({}) leaves no time to wait for a rollout after a request ({})",
+                            crate::domain::human_duration(limit),
+                            crate::domain::human_duration(request)
+                        ))
+                        .help("raise backend_timeout in [engine], for example to \"120s\""),
+                    ),
+                    _ => {}
                 }
                 for (key, d) in [
                     ("request_timeout", request_timeout),

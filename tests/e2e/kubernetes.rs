@@ -72,6 +72,7 @@ type = "kubernetes-deployment"
 api_server = "{url}"
 token_file = "{token}"
 namespace = "prod"
+request_timeout = "2s"
 rollout_timeout = "{rollout_timeout}"
 poll_interval = "20ms"
 
@@ -749,9 +750,12 @@ backend = "k8s"
     assert!(e.contains("`deploymnet` is not a target setting"), "{e}");
     let e = config("rollout_timeout = \"5m\"", "");
     assert!(
-        e.contains("rollout_timeout is 5m") && e.contains("backend_timeout is 1m"),
+        e.contains("rollout_timeout (5m) plus one request (10s) is not shorter than [engine] backend_timeout (1m)"),
         "{e}"
     );
+    let e = config("rollout_timeout = \"50s\"\nrequest_timeout = \"10s\"", "");
+    assert!(e.contains("not shorter than"), "{e}");
+    assert_eq!(config("rollout_timeout = \"45s\"", ""), "");
     let e = config("token = \"eyJhbGciOi.secret\"", "");
     assert!(e.contains("never written in the config"), "{e}");
     let e = config("api_server = \"10.0.0.1:6443\"", "");
