@@ -156,6 +156,21 @@ pub fn failed(what: &str, e: &kube::Error, by_hand: &str) -> BackendError {
     ))
 }
 
+/// [`failed`], saying which API server could not be reached when the
+/// error is not an answer from it.
+pub fn failed_at(what: &str, e: &kube::Error, server: &str, by_hand: &str) -> BackendError {
+    let why = match api_status(e) {
+        Some(_) => describe(e),
+        None => format!(
+            "cannot reach the Kubernetes API server at {server} ({})",
+            describe(e)
+        ),
+    };
+    BackendError::Failed(format!(
+        "{what} failed: {why}\nNothing else was changed. To do it by hand: {by_hand}"
+    ))
+}
+
 /// One request for `ActionReport.requests`: method, path, content type, body
 /// and the answer, so the audit entry shows exactly what was sent.
 pub fn request_line(

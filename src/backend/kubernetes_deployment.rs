@@ -324,6 +324,8 @@ struct Session {
     replica_sets: Api<ReplicaSet>,
     place: Place,
     requests: Vec<String>,
+    /// The kubectl command that does the current operation by hand.
+    by_hand: String,
 }
 
 impl Session {
@@ -353,7 +355,7 @@ impl Session {
     }
 
     fn fail(&self, what: &str, e: &kube::Error, by_hand: &str) -> BackendError {
-        let mut msg = kube_common::failed(what, e, by_hand).to_string();
+        let mut msg = kube_common::failed_at(what, e, &self.kc.server, by_hand).to_string();
         msg.push_str(&self.trail());
         BackendError::Failed(msg)
     }
@@ -379,7 +381,7 @@ impl Session {
             Err(e) => Err(self.fail(
                 &format!("reading Deployment {}/{name}", self.place.namespace),
                 &e,
-                &self.kubectl(&format!("get deployment {name}")),
+                &self.by_hand,
             )),
         }
     }
@@ -408,16 +410,8 @@ impl Session {
             None,
             &got.as_ref().map(|_| ()).map_err(describe),
         ));
-        let list = got.map_err(|e| {
-            self.fail(
-                "listing the Deployment's ReplicaSets",
-                &e,
-                &self.kubectl(&format!(
-                    "rollout history deployment/{}",
-                    self.place.deployment
-                )),
-            )
-        })?;
+        let list =
+            got.map_err(|e| self.fail("listing the Deployment's ReplicaSets", &e, &self.by_hand))?;
         let uid = d.metadata.uid.clone().unwrap_or_default();
         let mut out: Vec<Revision> = list
             .items
@@ -579,13 +573,43 @@ impl KubernetesDeploymentBackend {
             canary: t.settings.get("canary_deployment").cloned(),
             container: t.settings.get("container").cloned(),
         };
+        let by_hand = format!(
+            "`kubectl -n {} rollout status deployment/{}`",
+            place.namespace, place.deployment
+        );
         Ok(Session {
             deployments: Api::namespaced(kc.client.clone(), &place.namespace),
             replica_sets: Api::namespaced(kc.client.clone(), &place.namespace),
             kc,
             place,
+            by_hand,
             requests: vec![],
         })
+    }
+
+    /// A session for `op`: its errors name the kubectl command for `op`.
+    async fn session_for(&self, t: &Target, op: &Operation) -> Result<Session, BackendError> {
+        let mut s = self.session(t).await?;
+        let (d, ns) = (s.place.deployment.clone(), s.place.namespace.clone());
+        let cmd = match op {
+            Operation::Rollback { .. } if s.place.mechanism == Mechanism::ScaleCanary => format!(
+                "scale deployment/{} --replicas=0",
+                s.place.canary.clone().unwrap_or_default()
+            ),
+            Operation::Rollback { .. } if s.place.mechanism == Mechanism::SetImage => format!(
+                "rollout history deployment/{d}` for the image, then `kubectl -n {ns} set image deployment/{d} {}=IMAGE",
+                s.place.container.clone().unwrap_or_default(),
+            ),
+            Operation::Rollback { to } => match to.as_deref().map(str::parse::<i64>) {
+                Some(Ok(n)) => format!("rollout undo deployment/{d} --to-revision={n}"),
+                _ => format!("rollout undo deployment/{d}"),
+            },
+            Operation::Pause => format!("rollout pause deployment/{d}"),
+            Operation::Resume => format!("rollout resume deployment/{d}"),
+            Operation::Promote { .. } => format!("rollout status deployment/{d}"),
+        };
+        s.by_hand = format!("`kubectl -n {ns} {cmd}`");
+        Ok(s)
     }
 
     /// Checks a rollback can be done, without changing anything.
@@ -805,7 +829,12 @@ impl KubernetesDeploymentBackend {
     }
 
     async fn set_paused(&self, t: &Target, paused: bool) -> Result<ActionReport, BackendError> {
-        let mut s = self.session(t).await?;
+        let op = if paused {
+            Operation::Pause
+        } else {
+            Operation::Resume
+        };
+        let mut s = self.session_for(t, &op).await?;
         let name = s.place.deployment.clone();
         let verb = if paused { "pause" } else { "resume" };
         let d = s.deployment(&name).await?;
@@ -975,7 +1004,7 @@ impl RollbackBackend for KubernetesDeploymentBackend {
         op: &Operation,
         _ctx: &CallContext,
     ) -> Result<Preflight, BackendError> {
-        let mut s = self.session(t).await?;
+        let mut s = self.session_for(t, op).await?;
         match op {
             Operation::Promote { .. } => Err(BackendError::Refused(NO_PROMOTE.into())),
             Operation::Rollback { to } if s.place.mechanism == Mechanism::ScaleCanary => {
@@ -1051,7 +1080,10 @@ impl RollbackBackend for KubernetesDeploymentBackend {
         to: Option<&str>,
         _ctx: &CallContext,
     ) -> Result<ActionReport, BackendError> {
-        let mut s = self.session(t).await?;
+        let op = Operation::Rollback {
+            to: to.map(str::to_string),
+        };
+        let mut s = self.session_for(t, &op).await?;
         match s.place.mechanism {
             Mechanism::Undo => self.undo(&mut s, to).await,
             Mechanism::SetImage => self.set_image(&mut s, to).await,

@@ -925,3 +925,23 @@ async fn scale_canary_and_set_image_send_what_kubectl_scale_and_set_image_send()
         comparable(by_kubectl.get("deployments", "prod", "web").unwrap())
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_api_server_fails_fast_and_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeKube::standard().await;
+    let bot = start(dir.path(), &fake, "", "10s").await;
+    drop(fake); // Nothing listens there any more.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let out = bot.rollback(None).await;
+    assert_eq!(out.status, Status::Failed);
+    let text = out.message.plain();
+    assert!(
+        text.contains("reading Deployment prod/web failed")
+            && text.contains("cannot reach the Kubernetes API server at http://127.0.0.1:")
+            && text.contains("kubectl -n prod rollout undo deployment/web`"),
+        "{text}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
