@@ -10,6 +10,17 @@
 //! read the exact requests it received. Reactors stand in for controllers:
 //! [`DeploymentController`] creates ReplicaSets and moves a rollout along
 //! the way the real Deployment controller does.
+//!
+//! ```ignore
+//! let fake = FakeKube::standard().await;            // Deployments, Rollouts, VirtualServices, Leases…
+//! DeploymentController::install(&fake, Pace::Immediate);
+//! seed_history(&fake, "prod", "web", 3, &[("web:1", "first"), ("web:2", "second")]);
+//! fake.deny("patch", "apps", "deployments");         // 403 like RBAC
+//! fake.fail_next_writes("deployments", "web", 1);    // 409 once
+//! fake.on("rollouts", Arc::new(|store, ev| { /* a controller */ }));
+//! // rollbot: api_server = fake.url(); kubectl: kubectl(&fake, dir, "prod", &["get", "deploy"])
+//! let sent = fake.writes();                           // method, path, content type, body, status
+//! ```
 
 use axum::body::Bytes;
 use axum::extract::State;
