@@ -30,4 +30,10 @@ if [ ! -f "$unleash_dir/node_modules/unleash-server/package.json" ]; then
   npm install --prefix "$unleash_dir" --no-audit --no-fund --loglevel=error unleash-server@6.10.1
 fi
 
+# The Kubernetes tests use the real kubectl as the reference client.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "scripts/test.sh: kubectl is missing; install it (https://kubernetes.io/docs/tasks/tools/ or apt package kubectl from pkgs.k8s.io)" >&2
+  exit 1
+fi
+
 cargo test --locked "$@"

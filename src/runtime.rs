@@ -173,6 +173,49 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                 };
                 all.insert(name.clone(), Arc::new(UnleashBackend::new(s)));
             }
+            BackendConfig::KubernetesDeployment {
+                api_server,
+                token,
+                token_file,
+                ca_file,
+                namespace,
+                request_timeout,
+                rollout_timeout,
+                poll_interval,
+            } => {
+                use crate::backend::kube_common::KubeConnection;
+                use crate::backend::kubernetes_deployment as kd;
+                let d = kd::KubernetesDeploymentSettings::default();
+                let s = kd::KubernetesDeploymentSettings {
+                    connection: KubeConnection {
+                        api_server: api_server.clone(),
+                        // Checked when the config was loaded.
+                        token: SecretSource::from_pair(
+                            "token",
+                            token.as_ref(),
+                            token_file.as_ref(),
+                        )
+                        .ok()
+                        .flatten(),
+                        namespace: namespace.clone(),
+                        request_timeout: request_timeout.map(|t| t.0),
+                        ca_file: ca_file.clone(),
+                    },
+                    rollout_timeout: rollout_timeout.map(|t| t.0).unwrap_or_else(|| {
+                        kd::default_rollout_timeout_for(
+                            config.engine.backend_timeout.0,
+                            request_timeout
+                                .map(|t| t.0)
+                                .unwrap_or(crate::backend::kube_common::DEFAULT_REQUEST_TIMEOUT),
+                        )
+                    }),
+                    poll_interval: poll_interval.map(|t| t.0).unwrap_or(d.poll_interval),
+                };
+                all.insert(
+                    name.clone(),
+                    Arc::new(kd::KubernetesDeploymentBackend::new(s)),
+                );
+            }
         }
     }
     (all, simulated)

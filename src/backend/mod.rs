@@ -6,6 +6,8 @@
 
 pub mod exec;
 pub mod gitops;
+pub mod kube_common;
+pub mod kubernetes_deployment;
 pub mod simulated;
 pub mod unleash;
 pub mod webhook;

@@ -356,6 +356,40 @@ pub enum BackendConfig {
         #[serde(default)]
         verify_interval: Option<HumanDuration>,
     },
+    /// Rolls back a Kubernetes Deployment like `kubectl rollout undo`
+    /// (or scales a canary Deployment to zero, or pins an image); a
+    /// service's `[services.target]` names `namespace`, `deployment`,
+    /// `mechanism`, `canary_deployment`, `container`.
+    KubernetesDeployment {
+        /// API server URL; default: the in-cluster service account, else
+        /// the kubeconfig (`KUBECONFIG` or `~/.kube/config`).
+        #[serde(default)]
+        api_server: Option<String>,
+        /// Bearer token: `"${ENV_VAR}"`, or `token_file` (re-read as it rotates).
+        #[serde(default)]
+        token: Option<EnvRef>,
+        #[serde(default)]
+        token_file: Option<PathBuf>,
+        /// PEM file with the cluster's CA certificates, for an https
+        /// `api_server` the system's roots do not vouch for.
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+        /// Namespace of services whose target names none (default: the
+        /// inferred one, else `default`).
+        #[serde(default)]
+        namespace: Option<String>,
+        /// Time limit of one API request (default 10s).
+        #[serde(default)]
+        request_timeout: Option<HumanDuration>,
+        /// How long verification waits for the rollout to complete; with
+        /// one request it must end before [engine] backend_timeout
+        /// (default 5m, or less to fit).
+        #[serde(default)]
+        rollout_timeout: Option<HumanDuration>,
+        /// Pause between reads while waiting (default 2s).
+        #[serde(default)]
+        poll_interval: Option<HumanDuration>,
+    },
 }
 
 impl BackendConfig {
@@ -366,6 +400,7 @@ impl BackendConfig {
             BackendConfig::Webhook { .. } => "webhook",
             BackendConfig::Gitops { .. } => "gitops",
             BackendConfig::Unleash { .. } => "unleash",
+            BackendConfig::KubernetesDeployment { .. } => "kubernetes-deployment",
         }
     }
 }
@@ -984,6 +1019,80 @@ impl Config {
                         )
                         .help("use ssh_key_file for ssh URLs, a token for https URLs"),
                     );
+                }
+            }
+            if let BackendConfig::KubernetesDeployment {
+                api_server,
+                token,
+                token_file,
+                request_timeout,
+                rollout_timeout,
+                poll_interval,
+                ..
+            } = backend.as_ref()
+            {
+                if let Some(u) = api_server {
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        errors.push(
+                            at(backend.span(), format!("backend `{name}`: api_server `{u}` is not an http:// or https:// URL"))
+                                .help("write the API server's URL, for example \"https://10.0.0.1:6443\", or leave it out to use the in-cluster service account or the kubeconfig"),
+                        );
+                    }
+                }
+                if let Err(e) =
+                    SecretSource::from_pair("token", token.as_ref(), token_file.as_ref())
+                {
+                    errors.push(at(backend.span(), format!("backend `{name}`: {e}")));
+                }
+                // The engine cuts verification at backend_timeout: the
+                // rollout wait must end first so its report survives.
+                let limit = self.engine.backend_timeout.0;
+                let request = request_timeout
+                    .map(|t| t.0)
+                    .unwrap_or(crate::backend::kube_common::DEFAULT_REQUEST_TIMEOUT);
+                match rollout_timeout {
+                    Some(r) if r.0 + request >= limit => errors.push(
+                        at(backend.span(), format!(
+                            "backend `{name}`: rollout_timeout ({}) plus one request ({}) is not shorter than [engine] backend_timeout ({})",
+                            crate::domain::human_duration(r.0),
+                            crate::domain::human_duration(request),
+                            crate::domain::human_duration(limit)
+                        ))
+                        .help("lower rollout_timeout or request_timeout, or raise backend_timeout in [engine]"),
+                    ),
+                    None if crate::backend::kubernetes_deployment::default_rollout_timeout_for(limit, request).is_zero() => errors.push(
+                        at(backend.span(), format!(
+                            "backend `{name}`: [engine] backend_timeout ({}) leaves no time to wait for a rollout after a request ({})",
+                            crate::domain::human_duration(limit),
+                            crate::domain::human_duration(request)
+                        ))
+                        .help("raise backend_timeout in [engine], for example to \"120s\""),
+                    ),
+                    _ => {}
+                }
+                for (key, d) in [
+                    ("request_timeout", request_timeout),
+                    ("poll_interval", poll_interval),
+                ] {
+                    if d.is_some_and(|d| d.0.is_zero() || d.0 >= limit) {
+                        errors.push(
+                            at(backend.span(), format!(
+                                "backend `{name}`: {key} must be longer than 0s and shorter than [engine] backend_timeout ({})",
+                                crate::domain::human_duration(limit)
+                            )),
+                        );
+                    }
+                }
+                for s in self.services.iter().filter(|s| s.backend.as_ref() == name) {
+                    if let Err(e) = crate::backend::kubernetes_deployment::check_target(&s.target) {
+                        errors.push(
+                            at(
+                                s.backend.span(),
+                                format!("service `{}`: {e}", s.name.as_ref()),
+                            )
+                            .help("set it in the service's [services.target] table"),
+                        );
+                    }
                 }
             }
             if let BackendConfig::Exec { supports, .. } = backend.as_ref() {

@@ -10,6 +10,8 @@ mod check_config;
 mod controller;
 mod demo;
 mod discord;
+mod kube_api;
+mod kubernetes;
 mod replay;
 mod serve;
 mod slack;

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod fake_discord;
+pub mod fake_kube;
 pub mod prometheus;
 pub mod unleash;
 pub mod webhook_receiver;
