@@ -625,22 +625,38 @@ async fn deployment_controller_builds_history_and_rolls_out_at_its_pace() {
     assert_eq!(d["status"]["replicas"], 3, "no old replicas left: {d}");
     assert_eq!(d["metadata"]["annotations"][REVISION], "4");
 
-    // One replica per 200 ms.
+    // One replica per 200 ms, moving on with time (bounds leave room for a
+    // busy machine).
     ctl.set_pace(Pace::Every(std::time::Duration::from_millis(200)));
+    let started = std::time::Instant::now();
     fake.merge_patch(
         "deployments",
         "prod",
         "web",
         json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "web:5"}]}}}}),
     );
-    let (_, d) = http.get(&format!("{DEPLOY}/web")).await;
-    assert_eq!(d["status"]["updatedReplicas"], 0);
-    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
-    let (_, d) = http.get(&format!("{DEPLOY}/web")).await;
-    assert_eq!(d["status"]["updatedReplicas"], 2);
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let (_, d) = http.get(&format!("{DEPLOY}/web")).await;
-    assert_eq!(d["status"]["updatedReplicas"], 3);
+    let mut seen = vec![];
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        let d = fake.get("deployments", "prod", "web").unwrap();
+        let n = d["status"]["updatedReplicas"].as_i64().unwrap();
+        let expected_at_most = (started.elapsed().as_millis() / 200) as i64;
+        assert!(
+            n <= expected_at_most.min(3),
+            "{n} updated after {:?}",
+            started.elapsed()
+        );
+        if seen.last() != Some(&n) {
+            seen.push(n);
+        }
+        if n == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    assert_eq!(seen.last(), Some(&3), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert!(seen.len() >= 3, "progress in steps: {seen:?}");
+    let d = fake.get("deployments", "prod", "web").unwrap();
     assert_eq!(d["status"]["availableReplicas"], 3);
 }
 
