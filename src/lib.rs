@@ -26,6 +26,7 @@ pub mod engine;
 pub mod freeze;
 pub mod intake;
 pub mod judge;
+pub mod leader;
 pub mod metrics;
 pub mod roles;
 pub mod runtime;

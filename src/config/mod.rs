@@ -51,9 +51,96 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Only the holder of a Kubernetes Lease acts (see `src/leader.rs`).
+    #[serde(default)]
+    pub leader_election: Option<LeaderElectionConfig>,
     /// Service name and `environment/name` → position in `services`.
     #[serde(skip)]
     index: std::collections::HashMap<String, usize>,
+}
+
+/// `[leader_election]`: replicas compete for a `coordination.k8s.io/v1`
+/// Lease and only the holder acts; the others answer not-ready.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderElectionConfig {
+    /// Name of the Lease (default `rollbot`).
+    #[serde(default)]
+    pub lease: Option<String>,
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// This replica's name in the Lease (default: the `POD_NAME`
+    /// environment variable, else the host name).
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// How long a Lease nobody renews stays taken (default 15s).
+    #[serde(default)]
+    pub lease_duration: Option<HumanDuration>,
+    /// How long after its last renewal was sent a holder keeps acting
+    /// (default 10s); shorter than `lease_duration`.
+    #[serde(default)]
+    pub renew_deadline: Option<HumanDuration>,
+    /// Pause between attempts to take or renew the Lease (default 2s);
+    /// shorter than `renew_deadline`.
+    #[serde(default)]
+    pub retry_period: Option<HumanDuration>,
+    /// API server URL; default: the in-cluster service account, else the
+    /// kubeconfig.
+    #[serde(default)]
+    pub api_server: Option<String>,
+    /// Bearer token: `"${ENV_VAR}"`, or `token_file`.
+    #[serde(default)]
+    pub token: Option<EnvRef>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// PEM file with the cluster's CA certificates for an https `api_server`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl LeaderElectionConfig {
+    /// The settings with defaults filled in; `identity` falls back to
+    /// `POD_NAME`, then the host name.
+    pub fn settings(&self) -> crate::leader::ElectionSettings {
+        let secs = |d: &Option<HumanDuration>, default: u64| {
+            d.map(|d| d.0)
+                .unwrap_or(std::time::Duration::from_secs(default))
+        };
+        let identity = self
+            .identity
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| format!("rollbot-{}", std::process::id()));
+        crate::leader::ElectionSettings {
+            connection: crate::backend::kube_common::KubeConnection {
+                api_server: self.api_server.clone(),
+                // Checked when the config was loaded.
+                token: SecretSource::from_pair(
+                    "token",
+                    self.token.as_ref(),
+                    self.token_file.as_ref(),
+                )
+                .ok()
+                .flatten(),
+                namespace: self.namespace.clone(),
+                request_timeout: None,
+                ca_file: self.ca_file.clone(),
+            },
+            lease: self.lease.clone().unwrap_or_else(|| "rollbot".into()),
+            namespace: self.namespace.clone(),
+            identity,
+            lease_duration: secs(&self.lease_duration, 15),
+            renew_deadline: secs(&self.renew_deadline, 10),
+            retry_period: secs(&self.retry_period, 2),
+        }
+    }
 }
 
 /// Where the controller reads canary and baseline metrics.
@@ -1295,6 +1382,38 @@ impl Config {
             if discord.gateway {
                 errors.push(ConfigError::at(path, source, section, "[chat.discord] gateway = true is not supported by this build of rollbot")
                     .help("remove it: commands and buttons arrive at POST /discord/interactions (set that URL as the application's Interactions Endpoint URL)"));
+            }
+        }
+        if let Some(le) = &self.leader_election {
+            let here = find_span(source, "leader_election");
+            let e = |msg: String| ConfigError::at(path, source, here.clone(), msg);
+            let st = le.settings();
+            if st.renew_deadline >= st.lease_duration {
+                errors.push(e(format!(
+                    "[leader_election] renew_deadline ({}) must be shorter than lease_duration ({})",
+                    crate::domain::human_duration(st.renew_deadline),
+                    crate::domain::human_duration(st.lease_duration)
+                ))
+                .help("a holder must stop acting before another replica may take the Lease: for example lease_duration = \"15s\", renew_deadline = \"10s\""));
+            }
+            if st.retry_period.is_zero() || st.retry_period >= st.renew_deadline {
+                errors.push(e(format!(
+                    "[leader_election] retry_period ({}) must be longer than 0s and shorter than renew_deadline ({})",
+                    crate::domain::human_duration(st.retry_period),
+                    crate::domain::human_duration(st.renew_deadline)
+                ))
+                .help("renewals are tried every retry_period; for example retry_period = \"2s\""));
+            }
+            if let Some(u) = &le.api_server {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    errors.push(e(format!("[leader_election] api_server `{u}` is not an http:// or https:// URL"))
+                        .help("write the API server's URL, or leave it out to use the in-cluster service account"));
+                }
+            }
+            if let Err(err) =
+                SecretSource::from_pair("token", le.token.as_ref(), le.token_file.as_ref())
+            {
+                errors.push(e(format!("[leader_election]: {err}")));
             }
         }
         let m = &self.metrics;

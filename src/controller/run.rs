@@ -369,7 +369,11 @@ impl Controller {
     pub async fn run(self: Arc<Self>) {
         loop {
             let now = self.engine.clock.now();
-            self.step(now).await;
+            // A standby replica judges nothing: the leader does, and acting
+            // on its verdicts from two places would act twice.
+            if self.engine.leadership.is_leader() {
+                self.step(now).await;
+            }
             let next = grid_floor(now, self.interval)
                 + chrono::Duration::from_std(self.interval).unwrap_or_default();
             let wait = (next - self.engine.clock.now())

@@ -19,6 +19,9 @@ impl Engine {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if !self.leadership.is_leader() {
+                continue;
+            }
             if let Err(e) = self.escalate_prompts(self.clock.now()).await {
                 tracing::error!(error = %e, "could not escalate unanswered prompts");
             }

@@ -156,6 +156,8 @@ pub struct Engine {
     pub telemetry: Arc<Telemetry>,
     active: tokio::sync::watch::Sender<usize>,
     closing: AtomicBool,
+    /// Whether this replica may act (always, unless `[leader_election]`).
+    pub leadership: crate::leader::Leadership,
 }
 
 pub fn new_id() -> String {
@@ -206,6 +208,7 @@ impl Engine {
             store: parts.store,
             active: tokio::sync::watch::channel(0).0,
             closing: AtomicBool::new(false),
+            leadership: crate::leader::Leadership::default(),
         }
     }
 
@@ -269,6 +272,16 @@ impl Engine {
     }
 
     async fn run(&self, req: &Request, corr: &str) -> anyhow::Result<Outcome> {
+        if !self.leadership.is_leader() {
+            let view = self.leadership.view();
+            return Ok(plain_outcome(
+                Status::Refused,
+                Severity::Warning,
+                "this rollbot replica is standing by",
+                &format!("{}. Nothing was done; send the command to the leader (the Service routes to it once it is ready) or retry in a few seconds.", view.describe()),
+                corr,
+            ));
+        }
         if self.closing.load(Ordering::SeqCst) {
             return Ok(plain_outcome(
                 Status::Refused,

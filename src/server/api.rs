@@ -65,6 +65,17 @@ pub async fn action(
         Ok(n) => n,
         Err(refusal) => return refusal,
     };
+    // A standby replica answers 503 so clients retry (against the leader,
+    // once the Service routes to it) instead of treating it as a refusal.
+    let leader = state.engine.leadership.view();
+    if !leader.leader {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"error": format!("{}; nothing was done, retry in a few seconds", leader.describe()), "leader": leader.holder}),
+            ),
+        );
+    }
     let body: ActionBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {

@@ -75,6 +75,15 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
             "store unavailable\n".to_string(),
         );
     }
+    // A standby replica is not ready, so the Service sends chat and gate
+    // traffic to the Lease holder.
+    let leader = s.engine.leadership.view();
+    if !leader.leader {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready:\n{}\n", leader.describe()),
+        );
+    }
     let problems: Vec<String> = s.checks.iter().flat_map(|c| c()).collect();
     if !problems.is_empty() {
         return (
@@ -97,9 +106,10 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     (
         StatusCode::OK,
         format!(
-            "ready: {} services, audit log at #{}\n{metrics}\n",
+            "ready: {} services, audit log at #{}\n{metrics}\n{}\n",
             s.engine.config.services.len(),
-            s.engine.audit().len()
+            s.engine.audit().len(),
+            leader.describe()
         ),
     )
 }
@@ -149,6 +159,12 @@ pub async fn serve(
             tokio::spawn(engine.clone().escalate_forever(Duration::from_secs(5)));
         }
     }
+    let (stop_electing, electing) = tokio::sync::watch::channel(false);
+    let elector = engine
+        .config
+        .leader_election
+        .as_ref()
+        .map(|le| tokio::spawn(engine.leadership.elect(le.settings()).run(electing)));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}; change [server] listen"))?;
@@ -170,6 +186,11 @@ pub async fn serve(
         tracing::warn!("some actions were still running after 60s; they will be reported as interrupted at the next start");
     }
     engine.store.flush().await?;
+    // Last: give the Lease up so another replica need not wait for it to expire.
+    let _ = stop_electing.send(true);
+    if let Some(e) = elector {
+        let _ = tokio::time::timeout(Duration::from_secs(5), e).await;
+    }
     Ok(())
 }
 

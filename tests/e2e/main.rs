@@ -12,6 +12,7 @@ mod demo;
 mod discord;
 mod kube_api;
 mod kubernetes;
+mod leader;
 mod replay;
 mod serve;
 mod slack;

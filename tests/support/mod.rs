@@ -7,6 +7,7 @@ pub mod app;
 pub mod fake_discord;
 pub mod fake_kube;
 pub mod prometheus;
+pub mod tcp_proxy;
 pub mod unleash;
 pub mod webhook_receiver;
 

@@ -1,0 +1,404 @@
+//! Leader election with a `coordination.k8s.io/v1` Lease, so that only one
+//! rollbot replica acts (controller, escalations, chat and API actions,
+//! gates) while others stand by and report not-ready on `/readyz`.
+//!
+//! The algorithm is client-go's `leaderelection`: every `retry_period` the
+//! elector reads the Lease; it takes it when it is free, its own, or not
+//! renewed for `lease_duration`, and writes it back with the
+//! `resourceVersion` it read, so two replicas racing for it cannot both win
+//! (the loser gets 409). Expiry is judged by *this* replica's monotonic
+//! clock from when it saw the Lease change, never by the `renewTime`
+//! written by another machine, so clock skew between nodes does not matter.
+//!
+//! Safety: a holder acts only until `renew_deadline` after it *sent* its last
+//! successful renewal; another replica takes over only `lease_duration`
+//! after it *saw* that renewal, which cannot be earlier than it was sent.
+//! With `renew_deadline < lease_duration` a holder that cannot renew (API
+//! server unreachable, network partition, a paused process) has stopped
+//! acting before anyone else can start. kube-lease-manager keeps reporting
+//! leadership while renewals fail, which is why this is written out here.
+
+use crate::backend::kube_common::KubeConnection;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{ObjectMeta, PostParams};
+use kube::Api;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The timings of an election (client-go's defaults are 15s / 10s / 2s).
+#[derive(Clone, Debug)]
+pub struct ElectionSettings {
+    pub connection: KubeConnection,
+    /// Name of the Lease.
+    pub lease: String,
+    /// Namespace of the Lease (default: the connection's default namespace).
+    pub namespace: Option<String>,
+    /// This replica's name in the Lease's `holderIdentity`.
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+/// What this replica knows about the election, for `/readyz` and refusals.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeaderView {
+    /// Whether leader election is configured at all.
+    pub elected: bool,
+    pub leader: bool,
+    pub identity: String,
+    pub lease: String,
+    /// The holder last seen in the Lease (this replica when leader).
+    pub holder: Option<String>,
+    /// Why the last attempt to read or write the Lease failed.
+    pub error: Option<String>,
+}
+
+impl LeaderView {
+    /// One line for `/readyz` and for refusals on a standby replica.
+    pub fn describe(&self) -> String {
+        if !self.elected {
+            return "leader election: off (this replica acts)".into();
+        }
+        let base = if self.leader {
+            format!("leader: {} holds the Lease `{}`", self.identity, self.lease)
+        } else {
+            match &self.holder {
+                Some(h) if h != &self.identity => format!(
+                    "standby: the Lease `{}` is held by {h}; this replica ({}) takes no actions",
+                    self.lease, self.identity
+                ),
+                _ => format!(
+                    "standby: {} does not hold the Lease `{}` (yet); it takes no actions",
+                    self.identity, self.lease
+                ),
+            }
+        };
+        match &self.error {
+            Some(e) => format!("{base}; last Lease error: {e}"),
+            None => base,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    elected: bool,
+    identity: String,
+    lease: String,
+    /// Until when this replica may act (`None`: not the holder).
+    valid_until: Option<Instant>,
+    holder: Option<String>,
+    error: Option<String>,
+}
+
+/// A cheap handle asked before acting. Without an election it always says
+/// yes; once [`Leadership::elect`] is called it says yes only while the
+/// elector holds a fresh Lease.
+#[derive(Clone, Debug, Default)]
+pub struct Leadership(Arc<Mutex<State>>);
+
+impl Leadership {
+    pub fn is_leader(&self) -> bool {
+        let s = self.0.lock().unwrap();
+        !s.elected || s.valid_until.is_some_and(|v| Instant::now() < v)
+    }
+
+    pub fn view(&self) -> LeaderView {
+        let leader = self.is_leader();
+        let s = self.0.lock().unwrap();
+        LeaderView {
+            elected: s.elected,
+            leader,
+            identity: s.identity.clone(),
+            lease: s.lease.clone(),
+            holder: s.holder.clone(),
+            error: s.error.clone(),
+        }
+    }
+
+    /// Switches to elected mode (not the leader until the first Lease is
+    /// won) and returns the elector to run.
+    pub fn elect(&self, settings: ElectionSettings) -> Elector {
+        {
+            let mut s = self.0.lock().unwrap();
+            s.elected = true;
+            s.identity = settings.identity.clone();
+            s.lease = settings.lease.clone();
+            s.valid_until = None;
+        }
+        Elector {
+            settings,
+            handle: self.clone(),
+            observed: None,
+        }
+    }
+
+    fn won(&self, until: Instant, holder: &str) {
+        let mut s = self.0.lock().unwrap();
+        s.valid_until = Some(until);
+        s.holder = Some(holder.to_string());
+        s.error = None;
+    }
+
+    fn lost(&self, holder: Option<String>) {
+        let mut s = self.0.lock().unwrap();
+        s.valid_until = None;
+        s.holder = holder;
+        s.error = None;
+    }
+
+    /// A failed attempt: leadership, if any, runs out at its deadline.
+    fn failed(&self, e: String) {
+        self.0.lock().unwrap().error = Some(e);
+    }
+}
+
+/// Runs the election loop for one replica.
+pub struct Elector {
+    settings: ElectionSettings,
+    handle: Leadership,
+    /// The Lease's resourceVersion and when this replica first saw it.
+    observed: Option<(String, Instant)>,
+}
+
+/// What one attempt found.
+#[derive(Debug, PartialEq)]
+enum Attempt {
+    Holding,
+    HeldBy(Option<String>),
+}
+
+impl Elector {
+    /// Tries to take or renew the Lease every `retry_period` until
+    /// `shutdown` fires, then gives the Lease up so a successor need not wait
+    /// for it to expire.
+    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut was_leader = false;
+        loop {
+            let api = match self.api().await {
+                Ok(a) => a,
+                Err(e) => {
+                    self.handle.failed(e);
+                    if wait_or_stop(&mut shutdown, self.settings.retry_period).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let sent = Instant::now();
+            match self.attempt(&api).await {
+                Ok(Attempt::Holding) => {
+                    self.handle
+                        .won(sent + self.settings.renew_deadline, &self.settings.identity);
+                }
+                Ok(Attempt::HeldBy(h)) => self.handle.lost(h),
+                Err(e) => {
+                    tracing::warn!(lease = %self.settings.lease, error = %e, "could not read or renew the leader Lease");
+                    self.handle.failed(e);
+                }
+            }
+            let leader = self.handle.is_leader();
+            if leader != was_leader {
+                tracing::warn!(
+                    identity = %self.settings.identity,
+                    lease = %self.settings.lease,
+                    leader,
+                    "{}",
+                    if leader { "became the leader" } else { "stopped leading" }
+                );
+                was_leader = leader;
+            }
+            if wait_or_stop(&mut shutdown, self.settings.retry_period).await {
+                if self.handle.is_leader() {
+                    self.release(&api).await;
+                }
+                return;
+            }
+        }
+    }
+
+    async fn api(&self) -> Result<Api<Lease>, String> {
+        let c = self
+            .settings
+            .connection
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let ns = self
+            .settings
+            .namespace
+            .clone()
+            .unwrap_or(c.default_namespace);
+        Ok(Api::namespaced(c.client, &ns))
+    }
+
+    /// client-go's `tryAcquireOrRenew`.
+    async fn attempt(&mut self, api: &Api<Lease>) -> Result<Attempt, String> {
+        let me = self.settings.identity.clone();
+        let duration_s = self.settings.lease_duration.as_secs().max(1) as i32;
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        let current = api
+            .get_opt(&self.settings.lease)
+            .await
+            .map_err(|e| describe(&e))?;
+        let Some(mut lease) = current else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.settings.lease.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(me.clone()),
+                    lease_duration_seconds: Some(duration_s),
+                    acquire_time: Some(now.clone()),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match api.create(&PostParams::default(), &lease).await {
+                Ok(created) => {
+                    self.observe(&created);
+                    Ok(Attempt::Holding)
+                }
+                // Another replica created it first.
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::HeldBy(None)),
+                Err(e) => Err(describe(&e)),
+            };
+        };
+        self.observe(&lease);
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+        let theirs = spec
+            .lease_duration_seconds
+            .map(|s| Duration::from_secs(s.max(1) as u64))
+            .unwrap_or(self.settings.lease_duration);
+        let seen = self
+            .observed
+            .as_ref()
+            .map(|(_, t)| *t)
+            .unwrap_or_else(Instant::now);
+        if let Some(h) = &holder {
+            if h != &me && seen.elapsed() < theirs {
+                return Ok(Attempt::HeldBy(holder));
+            }
+        }
+        let mut next = spec.clone();
+        if holder.as_deref() != Some(me.as_str()) {
+            next.acquire_time = Some(now.clone());
+            next.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            next.holder_identity = Some(me.clone());
+        }
+        next.renew_time = Some(now);
+        next.lease_duration_seconds = Some(duration_s);
+        lease.spec = Some(next);
+        // `replace` sends the resourceVersion read above: a replica that
+        // wrote in between makes this a 409, and that replica keeps it.
+        match api
+            .replace(&self.settings.lease, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(written) => {
+                self.observe(&written);
+                Ok(Attempt::Holding)
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::HeldBy(holder)),
+            Err(e) => Err(describe(&e)),
+        }
+    }
+
+    /// Remembers when the Lease last changed, by this replica's clock.
+    fn observe(&mut self, lease: &Lease) {
+        let rv = lease.metadata.resource_version.clone().unwrap_or_default();
+        if self.observed.as_ref().map(|(v, _)| v) != Some(&rv) {
+            self.observed = Some((rv, Instant::now()));
+        }
+    }
+
+    /// Empties the holder so a successor takes over at its next attempt
+    /// (client-go's `ReleaseOnCancel`). Stops acting first.
+    async fn release(&mut self, api: &Api<Lease>) {
+        self.handle.lost(None);
+        let Ok(Some(mut lease)) = api.get_opt(&self.settings.lease).await else {
+            return;
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.settings.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+        match api
+            .replace(&self.settings.lease, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!(lease = %self.settings.lease, "released the leader Lease"),
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), "could not release the leader Lease; it expires by itself")
+            }
+        }
+    }
+}
+
+/// Sleeps for `d`; true when shutdown was asked for meanwhile.
+async fn wait_or_stop(shutdown: &mut tokio::sync::watch::Receiver<bool>, d: Duration) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *shutdown.borrow(),
+        r = shutdown.changed() => r.is_err() || *shutdown.borrow(),
+    }
+}
+
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_an_election_every_replica_acts() {
+        let l = Leadership::default();
+        assert!(l.is_leader());
+        assert!(l.view().describe().contains("off"));
+    }
+
+    #[test]
+    fn leadership_runs_out_at_its_deadline_without_a_renewal() {
+        let l = Leadership::default();
+        let _ = l.elect(ElectionSettings {
+            connection: KubeConnection::default(),
+            lease: "rollbot".into(),
+            namespace: None,
+            identity: "rollbot-0".into(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        });
+        assert!(!l.is_leader(), "not the leader before winning the Lease");
+        l.won(Instant::now() + Duration::from_millis(50), "rollbot-0");
+        assert!(l.is_leader());
+        l.failed("connection refused".into());
+        assert!(l.is_leader(), "a failed renewal does not end it early");
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!l.is_leader(), "it ends at the deadline");
+        let v = l.view();
+        assert!(v.describe().contains("standby"), "{}", v.describe());
+        assert!(
+            v.describe().contains("connection refused"),
+            "{}",
+            v.describe()
+        );
+        l.lost(Some("rollbot-1".into()));
+        assert!(l.view().describe().contains("held by rollbot-1"));
+    }
+}

@@ -1,0 +1,216 @@
+//! Leader election: two `rollbot serve` replicas share one Lease on the
+//! test Kubernetes API server; only the holder is ready and acts.
+
+use crate::support::fake_kube::FakeKube;
+use crate::support::tcp_proxy::TcpProxy;
+use crate::support::Server;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const LEASE_DURATION: Duration = Duration::from_secs(3);
+const RENEW_DEADLINE: Duration = Duration::from_secs(2);
+
+fn config(identity: &str, api_server: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+
+[store]
+path = "{{data}}"
+
+[leader_election]
+lease = "rollbot"
+namespace = "rollbot"
+identity = "{identity}"
+api_server = "{api_server}"
+lease_duration = "3s"
+renew_deadline = "2s"
+retry_period = "250ms"
+
+[backends.sim]
+type = "simulated"
+history = {{ checkout = ["v1", "v2"] }}
+
+[[services]]
+name = "checkout"
+backend = "sim"
+
+[[roles.responder]]
+members = ["api:ci"]
+
+[[api.clients]]
+name = "ci"
+token = "${{ROLLBOT_TEST_API_TOKEN}}"
+"#
+    )
+}
+
+fn replica(dir: &std::path::Path, identity: &str, api_server: &str) -> Server {
+    let d = dir.join(identity);
+    std::fs::create_dir_all(&d).unwrap();
+    Server::start(
+        &d,
+        &config(identity, api_server),
+        &[("ROLLBOT_TEST_API_TOKEN", "api-token-1")],
+    )
+}
+
+/// `/readyz`: (ready, body).
+async fn ready(http: &reqwest::Client, s: &Server) -> (bool, String) {
+    match http.get(s.url("/readyz")).send().await {
+        Ok(r) => (r.status() == 200, r.text().await.unwrap_or_default()),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// Waits (bounded) until `s` is ready or not, as asked.
+async fn wait_ready(http: &reqwest::Client, s: &Server, want: bool, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (r, body) = ready(http, s).await;
+        if r == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica on port {} not {} within {within:?}: {body}\n{}",
+            s.port,
+            if want { "ready" } else { "standing by" },
+            s.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn rollback(http: &reqwest::Client, s: &Server) -> (u16, Value) {
+    let r = http
+        .post(s.url("/api/v1/actions"))
+        .bearer_auth("api-token-1")
+        .json(&json!({"command": "/rollback checkout bad canary"}))
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_replica_leads_and_a_cut_off_leader_stops_before_another_takes_over() {
+    let fake = FakeKube::standard().await;
+    let to_a = TcpProxy::start(&format!("127.0.0.1:{}", fake.port)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+
+    let a = replica(dir.path(), "rollbot-a", &to_a.url());
+    let body = wait_ready(&http, &a, true, Duration::from_secs(10)).await;
+    assert!(
+        body.contains("leader: rollbot-a holds the Lease `rollbot`"),
+        "{body}"
+    );
+    let b = replica(dir.path(), "rollbot-b", &fake.url());
+    let body = wait_ready(&http, &b, false, Duration::from_secs(5)).await;
+    assert!(body.contains("held by rollbot-a"), "{body}");
+
+    // For longer than a Lease lasts, the holder renews and B stays out.
+    let until = Instant::now() + LEASE_DURATION + Duration::from_secs(1);
+    while Instant::now() < until {
+        let ((ra, _), (rb, body_b)) = tokio::join!(ready(&http, &a), ready(&http, &b));
+        assert!(ra && !rb, "exactly one leader: a={ra} b={rb} {body_b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The standby takes no action and says who leads; the leader acts.
+    let (code, answer) = rollback(&http, &b).await;
+    assert_eq!(code, 503, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("rollbot-a"),
+        "{answer}"
+    );
+    assert_eq!(answer["leader"], "rollbot-a");
+    let (code, answer) = rollback(&http, &a).await;
+    assert_eq!(code, 200, "{answer}");
+
+    // A loses the API server. It stops acting within the renew deadline of
+    // its last renewal; B takes over only a full Lease duration after it
+    // last saw the Lease change: never both at once.
+    let cut = Instant::now();
+    to_a.cut();
+    let (mut a_stopped, mut b_leads) = (None, None);
+    let deadline = cut + Duration::from_secs(15);
+    while b_leads.is_none() {
+        assert!(Instant::now() < deadline, "no takeover within 15 s");
+        let ((ra, body_a), (rb, _)) = tokio::join!(ready(&http, &a), ready(&http, &b));
+        assert!(!(ra && rb), "both replicas report leading");
+        if !ra && a_stopped.is_none() {
+            a_stopped = Some(cut.elapsed());
+            assert!(body_a.contains("standby"), "{body_a}");
+            assert!(body_a.contains("last Lease error"), "{body_a}");
+        }
+        if rb {
+            b_leads = Some(cut.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let (a_stopped, b_leads) = (a_stopped.expect("A stopped"), b_leads.unwrap());
+    eprintln!("leader: A stopped acting {a_stopped:?} after the cut, B led after {b_leads:?}");
+    assert!(
+        a_stopped <= RENEW_DEADLINE + Duration::from_millis(300),
+        "{a_stopped:?}"
+    );
+    assert!(b_leads >= LEASE_DURATION - RENEW_DEADLINE, "{b_leads:?}");
+    assert!(a_stopped < b_leads);
+    let (code, answer) = rollback(&http, &a).await;
+    assert_eq!(code, 503, "the cut-off replica must not act: {answer}");
+
+    // Back on the network, A finds B holding the Lease and stays standby.
+    to_a.restore();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (ra, body_a) = ready(&http, &a).await;
+    assert!(!ra, "{body_a}");
+    assert!(body_a.contains("held by rollbot-b"), "{body_a}");
+    let lease = fake.get("leases", "rollbot", "rollbot").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "rollbot-b", "{lease}");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 3, "{lease}");
+
+    // Every write to the Lease carried the resourceVersion it was read at.
+    for w in fake.writes() {
+        if w.method == "PUT" {
+            assert!(
+                w.json()["metadata"]["resourceVersion"].is_string(),
+                "a replace without resourceVersion: {}",
+                w.json()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_shuts_down_hands_the_lease_over_at_once() {
+    let fake = FakeKube::standard().await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let a = replica(dir.path(), "rollbot-a", &fake.url());
+    wait_ready(&http, &a, true, Duration::from_secs(10)).await;
+    let b = replica(dir.path(), "rollbot-b", &fake.url());
+    wait_ready(&http, &b, false, Duration::from_secs(5)).await;
+
+    let stopping = Instant::now();
+    assert!(a.terminate().success());
+    let lease = fake.get("leases", "rollbot", "rollbot").unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"].is_null(),
+        "released: {lease}"
+    );
+    wait_ready(&http, &b, true, Duration::from_secs(2)).await;
+    let took = stopping.elapsed();
+    eprintln!("leader: handover after a graceful stop took {took:?}");
+    assert!(
+        took < LEASE_DURATION,
+        "{took:?}: B waited for expiry instead"
+    );
+}
