@@ -8,10 +8,12 @@
 //! does not exist, duplicate names, a chat section without its secrets.
 
 mod error;
+mod gates;
 mod secret;
 mod values;
 
 pub use error::{closest, line_col, ConfigError, ConfigErrors};
+pub use gates::GatesConfig;
 pub use secret::{EnvRef, SecretSource, SecretValue};
 pub use values::{
     check_glob, parse_crontab, parse_duration, CronSchedule, GlobPattern, HumanDuration, TimeZone,
@@ -51,6 +53,9 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Webhooks Flagger and Argo Rollouts call (`/gates/...`).
+    #[serde(default)]
+    pub gates: GatesConfig,
     /// Service name and `environment/name` → position in `services`.
     #[serde(skip)]
     index: std::collections::HashMap<String, usize>,
@@ -316,6 +321,14 @@ pub enum BackendConfig {
         #[serde(default)]
         timeout: Option<HumanDuration>,
     },
+    /// Answers Flagger's confirm and rollback webhooks (`/gates/flagger/…`);
+    /// a service's `target.namespace` and `target.canary` name its Canary.
+    Flagger {
+        /// How long an action waits for Flagger to call the opened gate
+        /// (default 20s); Flagger calls once per analysis interval.
+        #[serde(default)]
+        verify_wait: Option<HumanDuration>,
+    },
 }
 
 impl BackendConfig {
@@ -325,6 +338,7 @@ impl BackendConfig {
             BackendConfig::Exec { .. } => "exec",
             BackendConfig::Webhook { .. } => "webhook",
             BackendConfig::Gitops { .. } => "gitops",
+            BackendConfig::Flagger { .. } => "flagger",
         }
     }
 }
@@ -1111,6 +1125,7 @@ impl Config {
                 ));
             }
         }
+        errors.extend(self.validate_gates(path, source));
         errors
     }
 }
