@@ -229,7 +229,9 @@ impl FlaggerBackend {
 
     fn book(&self) -> Result<&GateBook, BackendError> {
         self.book.get().ok_or_else(|| {
-            BackendError::Unavailable("the Flagger gates are not attached to rollbot's store".into())
+            BackendError::Unavailable(
+                "the Flagger gates are not attached to rollbot's store".into(),
+            )
         })
     }
 
@@ -371,7 +373,11 @@ impl RollbackBackend for FlaggerBackend {
             };
             return Err(BackendError::Refused(why));
         };
-        let phase = st.last.as_ref().map(|l| l.phase.clone()).unwrap_or_default();
+        let phase = st
+            .last
+            .as_ref()
+            .map(|l| l.phase.clone())
+            .unwrap_or_default();
         Ok(Preflight {
             from_revision: None,
             to_revision: None,
@@ -626,7 +632,13 @@ mod tests {
         let v = b.verify(&t, &op, &r, &ctx).await.unwrap();
         assert!(v.ok && v.detail.contains("passed"), "{v:?}");
         let e = b
-            .preflight(&t, &Operation::Rollback { to: Some("v1".into()) }, &ctx)
+            .preflight(
+                &t,
+                &Operation::Rollback {
+                    to: Some("v1".into()),
+                },
+                &ctx,
+            )
             .await
             .unwrap_err();
         assert!(e.to_string().contains("primary"), "{e}");

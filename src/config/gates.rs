@@ -72,7 +72,10 @@ impl Config {
         }
         let mut canaries: BTreeMap<String, &str> = BTreeMap::new();
         for s in &self.services {
-            if !flagger.iter().any(|(n, _)| n.as_str() == s.backend.as_ref()) {
+            if !flagger
+                .iter()
+                .any(|(n, _)| n.as_str() == s.backend.as_ref())
+            {
                 continue;
             }
             let name = s.name();
@@ -153,7 +156,10 @@ target = { namespace = "test" }
         let no_ns = ok.replace("target = { namespace = \"test\" }", "");
         let e = errors(&no_ns);
         assert!(e.contains("no target.namespace"), "{e}");
-        assert!(e.contains("rollbot.toml:7:8:"), "located at the service name: {e}");
+        assert!(
+            e.contains("rollbot.toml:7:8:"),
+            "located at the service name: {e}"
+        );
     }
 
     #[test]
@@ -163,7 +169,10 @@ target = { namespace = "test" }
             "{ok}\n[[services]]\nname = \"podinfo-b\"\nbackend = \"flagger\"\ntarget = {{ namespace = \"test\", canary = \"podinfo\" }}\n"
         );
         let e = errors(&twice);
-        assert!(e.contains("both stand for Flagger canary podinfo.test"), "{e}");
+        assert!(
+            e.contains("both stand for Flagger canary podinfo.test"),
+            "{e}"
+        );
 
         let long = ok.replace("verify_wait = \"10s\"", "verify_wait = \"5m\"");
         let e = errors(&long);

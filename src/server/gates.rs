@@ -70,7 +70,9 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), Answer> {
         Some(t) if same(expected.expose(), t) => Ok(()),
         _ => Err((
             StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "missing or wrong bearer token; send Authorization: Bearer <the [gates] token>"})),
+            Json(
+                json!({"error": "missing or wrong bearer token; send Authorization: Bearer <the [gates] token>"}),
+            ),
         )),
     }
 }
@@ -151,7 +153,9 @@ async fn flagger(
         Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(json!({"error": format!("body must be Flagger's webhook payload {{\"name\", \"namespace\", \"phase\", \"checksum\", \"metadata\"}}: {e}")})),
+                Json(
+                    json!({"error": format!("body must be Flagger's webhook payload {{\"name\", \"namespace\", \"phase\", \"checksum\", \"metadata\"}}: {e}")}),
+                ),
             )
         }
     };
@@ -266,7 +270,11 @@ async fn flagger(
         Err(e) => return failed(e),
     };
     if first_pass || newly_held {
-        let by = gate.opened.as_ref().map(|o| o.by.clone()).unwrap_or_default();
+        let by = gate
+            .opened
+            .as_ref()
+            .map(|o| o.by.clone())
+            .unwrap_or_default();
         let corr = gate
             .opened
             .as_ref()
@@ -328,9 +336,7 @@ async fn flagger(
             let m = Message::new(sev, title)
                 .text(detail)
                 .context(format!("correlation {corr}"));
-            engine
-                .notifier
-                .post_detached(ch.as_ref().clone(), m);
+            engine.notifier.post_detached(ch.as_ref().clone(), m);
         }
     }
     (code, Json(body))
@@ -345,7 +351,9 @@ fn closed_reason(
 ) -> String {
     let name = svc.name();
     if hook == Hook::Rollback {
-        return format!("nobody asked to roll back {name}; `/rollback {name}` in chat opens this gate");
+        return format!(
+            "nobody asked to roll back {name}; `/rollback {name}` in chat opens this gate"
+        );
     }
     let command = if hook == Hook::ConfirmRollout {
         format!("/resume {name}")
@@ -459,7 +467,9 @@ pub async fn argo_analysis(
     let Some(name) = q.service.filter(|s| !s.is_empty()) else {
         return (
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": "name the service: /gates/argo/analysis?service=NAME", "known": known})),
+            Json(
+                json!({"error": "name the service: /gates/argo/analysis?service=NAME", "known": known}),
+            ),
         );
     };
     let svc = match state.engine.resolve(Some(&name)) {
@@ -477,11 +487,15 @@ pub async fn argo_analysis(
     let no_data = |why: &str| {
         (
             StatusCode::OK,
-            Json(json!({"verdict": "no_data", "score": null, "reasons": [why], "service": svc.name()})),
+            Json(
+                json!({"verdict": "no_data", "score": null, "reasons": [why], "service": svc.name()}),
+            ),
         )
     };
     let Some(controller) = &state.controller else {
-        return no_data("no metric source is configured ([metrics] source), so rollbot judges nothing");
+        return no_data(
+            "no metric source is configured ([metrics] source), so rollbot judges nothing",
+        );
     };
     let rollouts = match controller.list() {
         Ok(r) => r,

@@ -10,6 +10,7 @@ mod check_config;
 mod controller;
 mod demo;
 mod discord;
+mod gates;
 mod replay;
 mod serve;
 mod slack;
