@@ -9,6 +9,7 @@ mod backends;
 mod check_config;
 mod controller;
 mod demo;
+mod deploy;
 mod discord;
 mod gates;
 mod replay;
