@@ -12,7 +12,9 @@
 //!   Rollouts web metric (`{"verdict", "score", "reasons"}`); `no_data`
 //!   when nothing is being judged.
 //!
-//! Every gate needs `Authorization: Bearer <[gates] token>`.
+//! Every gate needs the `[gates]` token: `Authorization: Bearer <token>`,
+//! or, for Flagger, which sends no headers of its own (fluxcd/flagger#1192),
+//! `token` in the webhook's `metadata`, which Flagger copies into the body.
 
 use super::AppState;
 use crate::audit::{Outcome as AuditOutcome, Record};
@@ -55,26 +57,39 @@ fn same(a: &str, b: &str) -> bool {
         == 0
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), Answer> {
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+}
+
+/// Checks the token sent: the bearer header, else `fallback` (Flagger's
+/// metadata token).
+fn authenticate_with(
+    state: &AppState,
+    headers: &HeaderMap,
+    fallback: Option<&str>,
+) -> Result<(), Answer> {
     let Some(expected) = &state.gates.token else {
         return Err((
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "the gates are off: rollbot's config has no [gates] token"})),
         ));
     };
-    let sent = headers
-        .get("authorization")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "));
-    match sent {
+    match bearer(headers).or(fallback) {
         Some(t) if same(expected.expose(), t) => Ok(()),
         _ => Err((
             StatusCode::UNAUTHORIZED,
             Json(
-                json!({"error": "missing or wrong bearer token; send Authorization: Bearer <the [gates] token>"}),
+                json!({"error": "missing or wrong token; send Authorization: Bearer <the [gates] token> (Flagger: put it in the webhook's metadata as token)"}),
             ),
         )),
     }
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(), Answer> {
+    authenticate_with(state, headers, None)
 }
 
 pub async fn confirm_rollout(s: State<AppState>, h: HeaderMap, body: axum::body::Bytes) -> Answer {
@@ -145,10 +160,32 @@ async fn flagger(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    if let Err(refusal) = authenticate(&state, &headers) {
+    // The metadata token is read only to authenticate, then dropped: it is
+    // never stored, echoed or logged.
+    let mut raw: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Err(refusal) = authenticate(&state, &headers) {
+                return refusal;
+            }
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    json!({"error": format!("the body is not JSON ({e}); Flagger sends {{\"name\", \"namespace\", \"phase\", \"checksum\", \"metadata\"}}")}),
+                ),
+            );
+        }
+    };
+    let token = raw
+        .get_mut("metadata")
+        .and_then(|m| m.as_object_mut())
+        .and_then(|m| m.remove("token"));
+    if let Err(refusal) =
+        authenticate_with(&state, &headers, token.as_ref().and_then(Value::as_str))
+    {
         return refusal;
     }
-    let p: Payload = match serde_json::from_slice(&body) {
+    let mut p: Payload = match serde_json::from_value(raw) {
         Ok(p) => p,
         Err(e) => {
             return (
@@ -156,9 +193,10 @@ async fn flagger(
                 Json(
                     json!({"error": format!("body must be Flagger's webhook payload {{\"name\", \"namespace\", \"phase\", \"checksum\", \"metadata\"}}: {e}")}),
                 ),
-            )
+            );
         }
     };
+    p.metadata.clear();
     let canary = format!("{}.{}", p.name, p.namespace);
     let svc = match service_for(&state, &canary) {
         Ok(s) => s,

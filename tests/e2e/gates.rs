@@ -119,20 +119,28 @@ async fn rig() -> Rig {
     }
 }
 
-/// Flagger's webhook body for canary podinfo.test.
+/// Flagger's webhook body for canary podinfo.test, with no token.
 fn payload(phase: &str, checksum: &str) -> Value {
     json!({"name": "podinfo", "namespace": "test", "phase": phase, "checksum": checksum,
         "metadata": {"cluster": "eu-1"}})
 }
 
+/// What Flagger sends: it cannot set headers, so the token travels in the
+/// webhook's metadata, which Flagger copies into the body.
+fn with_token(body: &Value, token: &str) -> Value {
+    let mut b = body.clone();
+    b["metadata"]["token"] = json!(token);
+    b
+}
+
 impl Rig {
-    /// Calls a Flagger gate the way Flagger does: POST JSON with the token.
+    /// Calls a Flagger gate the way Flagger does: POST JSON, the token in
+    /// the metadata, no Authorization header.
     async fn gate(&self, hook: &str, body: &Value) -> (u16, Value) {
         let r = self
             .http
             .post(self.server.url(&format!("/gates/flagger/{hook}")))
-            .bearer_auth(GATES_TOKEN)
-            .json(body)
+            .json(&with_token(body, GATES_TOKEN))
             .send()
             .await
             .unwrap();
@@ -516,8 +524,9 @@ async fn gates_refuse_a_missing_or_wrong_token_and_name_what_they_know() {
         let none = r.http.post(&url).json(&body).send().await.unwrap();
         assert_eq!(none.status(), 401, "{hook}");
         let err: Value = none.json().await.unwrap();
-        assert!(err["error"].as_str().unwrap().contains("bearer"), "{err}");
-        let wrong = r
+        assert!(err["error"].as_str().unwrap().contains("token"), "{err}");
+        assert!(!err.to_string().contains(GATES_TOKEN));
+        let wrong_header = r
             .http
             .post(&url)
             .bearer_auth("gates-token-5b2f")
@@ -525,8 +534,40 @@ async fn gates_refuse_a_missing_or_wrong_token_and_name_what_they_know() {
             .send()
             .await
             .unwrap();
-        assert_eq!(wrong.status(), 401, "{hook}");
+        assert_eq!(wrong_header.status(), 401, "{hook}");
+        let wrong_metadata = r
+            .http
+            .post(&url)
+            .json(&with_token(&body, "gates-token-5b2f"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong_metadata.status(), 401, "{hook}");
+        // A wrong header is not rescued by a right metadata token.
+        let both = r
+            .http
+            .post(&url)
+            .bearer_auth("gates-token-5b2f")
+            .json(&with_token(&body, GATES_TOKEN))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(both.status(), 401, "{hook}");
     }
+    // The header alone is enough (any caller that can set one).
+    let header = r
+        .http
+        .post(r.server.url("/gates/flagger/rollback"))
+        .bearer_auth(GATES_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header.status(),
+        403,
+        "authenticated; nobody asked to roll back"
+    );
     let argo = r.server.url("/gates/argo/analysis?service=checkout");
     assert_eq!(r.http.get(&argo).send().await.unwrap().status(), 401);
     let basic = r
@@ -537,9 +578,10 @@ async fn gates_refuse_a_missing_or_wrong_token_and_name_what_they_know() {
         .await
         .unwrap();
     assert_eq!(basic.status(), 401);
-    // Nothing was asked of anyone.
+    // Nothing was asked of anyone, and the token is nowhere in the log.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(r.prompts().is_empty());
+    assert!(!r.server.log_text().contains(GATES_TOKEN));
 
     // A canary rollbot does not know: 404 naming the ones it knows.
     let other =
