@@ -667,6 +667,7 @@ async fn the_argo_web_metric_serves_the_judges_verdict() {
         assert!(Instant::now() < deadline, "never failing: {v}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    eprintln!("argo web metric answer: {failing}");
     assert!(failing["score"].is_number(), "{failing}");
     assert!(
         !failing["reasons"].as_array().unwrap().is_empty(),
