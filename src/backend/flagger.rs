@@ -97,7 +97,22 @@ pub struct CanaryGates {
     pub confirm_rollout: Option<Gate>,
     pub confirm_promotion: Option<Gate>,
     pub rollback: Option<Gate>,
+    /// The latest prompts the gates posted, with the revision each asked
+    /// about, so approving an old prompt cannot open a newer revision.
+    #[serde(default)]
+    pub asked: Vec<Asked>,
 }
+
+/// A prompt a gate posted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Asked {
+    pub prompt: String,
+    pub hook: Hook,
+    pub checksum: String,
+}
+
+/// How many past prompts are remembered per canary.
+const ASKED_KEPT: usize = 16;
 
 impl CanaryGates {
     pub fn gate(&self, hook: Hook) -> Option<&Gate> {
@@ -127,6 +142,36 @@ impl CanaryGates {
             });
         }
         slot.as_mut().expect("just set")
+    }
+
+    /// Records that `prompt` asks about `checksum` at `hook`.
+    pub fn remember_prompt(&mut self, prompt: &str, hook: Hook, checksum: &str) {
+        self.asked.retain(|a| a.prompt != prompt);
+        self.asked.push(Asked {
+            prompt: prompt.to_string(),
+            hook,
+            checksum: checksum.to_string(),
+        });
+        let extra = self.asked.len().saturating_sub(ASKED_KEPT);
+        self.asked.drain(..extra);
+    }
+
+    /// Why an action answering a gate prompt must not open `hook`'s gate
+    /// now: the prompt asked about another revision (or another gate).
+    pub fn stale_prompt(&self, hook: Hook, idempotency_key: &str) -> Option<String> {
+        let id = idempotency_key.strip_prefix("prompt:")?.split(':').next()?;
+        let asked = self.asked.iter().find(|a| a.prompt == id)?;
+        let now = self.gate(hook).map(|g| g.checksum.as_str()).unwrap_or("");
+        if asked.hook == hook && asked.checksum == now {
+            return None;
+        }
+        Some(format!(
+            "prompt {id} asked about revision {} at the {} gate; Flagger now waits at the {} gate with revision {}, which has its own prompt. Nothing was changed; answer the newer prompt",
+            short(&asked.checksum),
+            asked.hook.name(),
+            hook.name(),
+            short(now)
+        ))
     }
 
     /// The revision Flagger is working on, from its latest call.
@@ -257,18 +302,23 @@ impl FlaggerBackend {
         let (_, done) = self
             .book()?
             .update(&t.service, |st| {
-                let checksum = match hook {
+                if let Some(why) = st.stale_prompt(hook, &ctx.idempotency_key) {
+                    return Err(why);
+                }
+                let Some(checksum) = (match hook {
                     // A rollback is for whatever Flagger runs now.
                     Hook::Rollback => st.current_checksum().map(str::to_string),
                     _ => st.gate(hook).map(|g| g.checksum.clone()),
-                }?;
+                }) else {
+                    return Ok(None);
+                };
                 let g = st.gate_for(hook, &checksum);
                 let changed = g.opened.is_none();
                 if changed {
                     g.opened = Some(opened.clone());
                     g.held = None;
                 }
-                Some((checksum, changed))
+                Ok(Some((checksum, changed)))
             })
             .await
             .map_err(|e| {
@@ -278,7 +328,7 @@ impl FlaggerBackend {
                 ))
             })?;
         // Preflight saw the checksum; only a concurrent reset can lose it.
-        let (checksum, changed) = done.ok_or_else(|| {
+        let (checksum, changed) = done.map_err(BackendError::Refused)?.ok_or_else(|| {
             BackendError::Refused(format!(
                 "Flagger has not asked rollbot about canary {canary}; nothing was changed"
             ))
@@ -342,7 +392,7 @@ impl RollbackBackend for FlaggerBackend {
         &self,
         t: &Target,
         op: &Operation,
-        _ctx: &CallContext,
+        ctx: &CallContext,
     ) -> Result<Preflight, BackendError> {
         let canary = canary_of(&t.service, &t.settings);
         let Some(hook) = hook_of(op) else {
@@ -359,6 +409,9 @@ impl RollbackBackend for FlaggerBackend {
             )));
         }
         let st = self.state(t)?;
+        if let Some(why) = st.stale_prompt(hook, &ctx.idempotency_key) {
+            return Err(BackendError::Refused(why));
+        }
         let checksum = match hook {
             Hook::Rollback => st.current_checksum().map(str::to_string),
             _ => st
@@ -606,6 +659,51 @@ mod tests {
         let g = st.gate(Hook::ConfirmPromotion).unwrap();
         assert_eq!(g.checksum, "def456");
         assert!(g.opened.is_none());
+    }
+
+    #[tokio::test]
+    async fn approving_an_old_revisions_prompt_opens_nothing() {
+        let (b, store, _d) = backend().await;
+        let t = target();
+        let book = GateBook::open(&store.db).unwrap();
+        book.update("podinfo", called(Hook::ConfirmPromotion, "old1"))
+            .await
+            .unwrap();
+        book.update("podinfo", |st| {
+            st.remember_prompt("p1", Hook::ConfirmPromotion, "old1")
+        })
+        .await
+        .unwrap();
+        book.update("podinfo", called(Hook::ConfirmPromotion, "new2"))
+            .await
+            .unwrap();
+        book.update("podinfo", |st| {
+            st.remember_prompt("p2", Hook::ConfirmPromotion, "new2")
+        })
+        .await
+        .unwrap();
+        let op = Operation::Promote { full: true };
+        let old = CallContext {
+            idempotency_key: "prompt:p1:approve".into(),
+            ..CallContext::default()
+        };
+        let e = b.preflight(&t, &op, &old).await.unwrap_err();
+        assert!(e.to_string().contains("revision old1"), "{e}");
+        let e = b.promote(&t, true, &old).await.unwrap_err();
+        assert!(e.to_string().contains("Nothing was changed"), "{e}");
+        let st = book.get("podinfo").unwrap();
+        assert!(st.gate(Hook::ConfirmPromotion).unwrap().opened.is_none());
+
+        // The current prompt, or a chat /promote (no prompt), opens it.
+        let new = CallContext {
+            idempotency_key: "prompt:p2:approve".into(),
+            ..CallContext::default()
+        };
+        b.preflight(&t, &op, &new).await.unwrap();
+        assert!(b.promote(&t, true, &new).await.unwrap().changed);
+        // A confirm-promotion prompt does not answer the rollout gate.
+        let e = b.preflight(&t, &Operation::Resume, &new).await.unwrap_err();
+        assert!(e.to_string().contains("prompt p2"), "{e}");
     }
 
     #[tokio::test]

@@ -216,6 +216,7 @@ async fn flagger(
             let ask = asks && g.prompt.is_none() && g.opened.is_none();
             if ask {
                 g.prompt = Some(prompt_id.clone());
+                st.remember_prompt(&prompt_id, hook, &p.checksum);
             }
             ask
         })

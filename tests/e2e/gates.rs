@@ -516,7 +516,7 @@ async fn the_rollback_gate_opens_only_after_a_rollback_in_chat() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gates_refuse_a_missing_or_wrong_token_and_name_what_they_know() {
+async fn gates_check_the_token_name_known_canaries_and_bind_prompts_to_their_revision() {
     let r = rig().await;
     let body = payload("WaitingPromotion", "abc");
     for hook in ["confirm-rollout", "confirm-promotion", "rollback"] {
@@ -610,6 +610,32 @@ async fn gates_refuse_a_missing_or_wrong_token_and_name_what_they_know() {
     assert_eq!(code, 403);
     let p = r.prompt_number(1).await;
     assert!(p.text.contains("start its canary analysis"), "{}", p.text);
+
+    // Flagger moves on to a new revision before anyone answers: approving
+    // the old prompt must not open the new revision's gate.
+    let (code, _) = r
+        .gate("confirm-rollout", &payload("Progressing", "r2"))
+        .await;
+    assert_eq!(code, 403);
+    r.prompt_number(2).await;
+    let approve = p
+        .buttons()
+        .into_iter()
+        .find(|b| b.ends_with(":approve"))
+        .unwrap();
+    r.press(APPROVER, &p, &approve, "trig-stale").await;
+    let failed = r.said("answer the newer prompt").await;
+    assert!(
+        failed.current_text().contains("Nothing was changed"),
+        "{}",
+        failed.current_text()
+    );
+    assert_eq!(
+        r.gate("confirm-rollout", &payload("Progressing", "r2"))
+            .await
+            .0,
+        403
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
