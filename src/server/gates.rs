@@ -226,18 +226,34 @@ async fn flagger(
         Err(e) => return failed(e),
     };
     if ask {
-        if let Err(e) = ask_people(&state, svc, hook, &p, &canary, &prompt_id).await {
-            tracing::error!(service = %svc.name(), error = %e, "could not post the Flagger prompt");
-            // Let the next call ask again.
-            let _ = book
-                .update(svc.name(), |st| {
-                    let g = st.gate_for(hook, &p.checksum);
-                    if g.prompt.as_deref() == Some(prompt_id.as_str()) {
-                        g.prompt = None;
-                    }
-                })
-                .await;
-        }
+        // Posting waits for chat; Flagger's webhook timeout (10s by
+        // default) must not, so the prompt is posted beside the answer.
+        let (state, name, p, canary) = (
+            state.clone(),
+            svc.name().to_string(),
+            p.clone(),
+            canary.clone(),
+        );
+        let prompt_id = prompt_id.clone();
+        tokio::spawn(async move {
+            let Ok(svc) = state.engine.resolve(Some(&name)) else {
+                return;
+            };
+            if let Err(e) = ask_people(&state, svc, hook, &p, &canary, &prompt_id).await {
+                tracing::error!(service = %name, error = %e, "could not post the Flagger prompt");
+                // Let the next call ask again.
+                let _ = state
+                    .gates
+                    .book
+                    .update(&name, |st| {
+                        let g = st.gate_for(hook, &p.checksum);
+                        if g.prompt.as_deref() == Some(prompt_id.as_str()) {
+                            g.prompt = None;
+                        }
+                    })
+                    .await;
+            }
+        });
     }
     let gate = st.gate(hook).cloned().unwrap_or_default();
     let now = engine.clock.now();

@@ -283,8 +283,14 @@ async fn confirm_promotion_asks_once_per_revision_and_opens_when_an_approver_app
     let c1 = payload("WaitingPromotion", "8a3f1c9d0e2b");
 
     // Flagger calls every analysis interval: one prompt, 403 each time.
-    for _ in 0..4 {
+    for i in 0..4 {
+        let t0 = Instant::now();
         let (code, answer) = r.gate("confirm-promotion", &c1).await;
+        eprintln!(
+            "flagger gate call {} answered {code} in {} ms",
+            i + 1,
+            t0.elapsed().as_millis()
+        );
         assert_eq!(code, 403, "{answer}");
         assert_eq!(answer["open"], false);
         assert!(reason(&answer).contains("waiting for approval"), "{answer}");
@@ -313,8 +319,13 @@ async fn confirm_promotion_asks_once_per_revision_and_opens_when_an_approver_app
 
     // The approver approves: the engine promotes through the flagger
     // backend, which opens the gate; Flagger's next call passes.
+    let pressed = Instant::now();
     r.press(APPROVER, &prompt, &approve, "trig-approver").await;
     let answer = r.gate_until("confirm-promotion", &c1, 200, 15).await;
+    eprintln!(
+        "flagger gate open {} ms after Approve (polling every 200 ms)",
+        pressed.elapsed().as_millis()
+    );
     assert_eq!(answer["open"], true);
     assert_eq!(answer["service"], "podinfo");
     let done = r.said("Promoted podinfo").await;
@@ -490,6 +501,27 @@ async fn the_rollback_gate_opens_only_after_a_rollback_in_chat() {
     for _ in 0..3 {
         assert_eq!(r.gate("rollback", &c1).await.0, 200);
     }
+    // /status shows what Flagger last asked and each gate's state.
+    r.slash("/status", "podinfo", RESPONDER, "trig-status")
+        .await;
+    let status = r
+        .fake
+        .wait_for(10, "the status answer", |f| {
+            let eph = f.ephemerals(RESPONDER).into_iter().map(|m| m.text);
+            let resp = f
+                .responses("trig-status")
+                .into_iter()
+                .map(|v| v.to_string());
+            eph.chain(resp).find(|t| t.contains("Status of podinfo"))
+        })
+        .await;
+    assert!(status.contains("last call rollback"), "{status}");
+    assert!(
+        status.contains("rollback gate, revision 5eed5eed5e: open"),
+        "{status}"
+    );
+    assert!(status.contains("passed by Flagger"), "{status}");
+
     // The next revision starts with the gate shut.
     assert_eq!(
         r.gate("rollback", &payload("Progressing", "0ther")).await.0,
