@@ -12,6 +12,8 @@ command -v sh >/dev/null 2>&1 || need_apt+=(dash)
 # PostgreSQL and Node for the real Unleash server of the unleash backend's tests.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# PyYAML reads deploy/'s manifests in the test that checks them against the binary.
+python3 -c 'import yaml' >/dev/null 2>&1 || need_apt+=(python3-yaml)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: missing ${need_apt[*]}; run as root or install them" >&2

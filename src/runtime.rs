@@ -216,6 +216,16 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                     Arc::new(kd::KubernetesDeploymentBackend::new(s)),
                 );
             }
+            BackendConfig::Flagger { verify_wait } => {
+                let mut s = crate::backend::flagger::FlaggerSettings::default();
+                if let Some(w) = verify_wait {
+                    s.verify_wait = w.0;
+                }
+                all.insert(
+                    name.clone(),
+                    Arc::new(crate::backend::flagger::FlaggerBackend::new(s)),
+                );
+            }
         }
     }
     (all, simulated)
@@ -242,6 +252,9 @@ pub async fn start_with(
 ) -> anyhow::Result<Runtime> {
     let store = Arc::new(Store::open(store_dir)?);
     let (backends, simulated) = build_backends(&config);
+    for b in backends.values() {
+        b.attach(&store)?;
+    }
     let mut notifier = Notifier::new(
         config.channels.clone(),
         config.engine.chat_pool,

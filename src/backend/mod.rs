@@ -5,6 +5,7 @@
 //! bounded pool per backend (see `crate::breaker`).
 
 pub mod exec;
+pub mod flagger;
 pub mod gitops;
 pub mod kube_common;
 pub mod kubernetes_deployment;
@@ -157,6 +158,11 @@ pub enum BackendError {
 pub trait RollbackBackend: Send + Sync {
     /// The `type` in `[backends.NAME]`.
     fn kind(&self) -> &'static str;
+    /// Gives a backend that keeps state in rollbot's store (the Flagger
+    /// gates) its store, once, before the first call.
+    fn attach(&self, _store: &crate::store::Store) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Checks that the action can be done (the target revision exists, the
     /// object is not paused…) without changing anything.
     async fn preflight(

@@ -8,10 +8,12 @@
 //! does not exist, duplicate names, a chat section without its secrets.
 
 mod error;
+mod gates;
 mod secret;
 mod values;
 
 pub use error::{closest, line_col, ConfigError, ConfigErrors};
+pub use gates::GatesConfig;
 pub use secret::{EnvRef, SecretSource, SecretValue};
 pub use values::{
     check_glob, parse_crontab, parse_duration, CronSchedule, GlobPattern, HumanDuration, TimeZone,
@@ -54,6 +56,9 @@ pub struct Config {
     /// Only the holder of a Kubernetes Lease acts (see `src/leader.rs`).
     #[serde(default)]
     pub leader_election: Option<LeaderElectionConfig>,
+    /// Webhooks Flagger and Argo Rollouts call (`/gates/...`).
+    #[serde(default)]
+    pub gates: GatesConfig,
     /// Service name and `environment/name` → position in `services`.
     #[serde(skip)]
     index: std::collections::HashMap<String, usize>,
@@ -477,6 +482,14 @@ pub enum BackendConfig {
         #[serde(default)]
         poll_interval: Option<HumanDuration>,
     },
+    /// Answers Flagger's confirm and rollback webhooks (`/gates/flagger/…`);
+    /// a service's `target.namespace` and `target.canary` name its Canary.
+    Flagger {
+        /// How long an action waits for Flagger to call the opened gate
+        /// (default 20s); Flagger calls once per analysis interval.
+        #[serde(default)]
+        verify_wait: Option<HumanDuration>,
+    },
 }
 
 impl BackendConfig {
@@ -488,6 +501,7 @@ impl BackendConfig {
             BackendConfig::Gitops { .. } => "gitops",
             BackendConfig::Unleash { .. } => "unleash",
             BackendConfig::KubernetesDeployment { .. } => "kubernetes-deployment",
+            BackendConfig::Flagger { .. } => "flagger",
         }
     }
 }
@@ -1481,6 +1495,7 @@ impl Config {
                 ));
             }
         }
+        errors.extend(self.validate_gates(path, source));
         errors
     }
 }

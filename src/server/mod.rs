@@ -6,6 +6,8 @@
 //! - `GET /metrics`: rollbot's own metrics in the Prometheus text format.
 //! - `POST /api/v1/actions`: a command for an API client (`[[api.clients]]`),
 //!   bearer-token authenticated, answered with the engine's outcome as JSON.
+//! - `/gates/flagger/*`, `GET /gates/argo/analysis`: Flagger's webhooks and
+//!   an Argo Rollouts web metric, with the `[gates]` bearer token (`gates.rs`).
 //! - `POST /discord/interactions`: Discord's slash commands, buttons and
 //!   autocomplete, signature-verified (`discord.rs`).
 //! - Chat adapters mount their own endpoints (`/slack/commands`, …) and
@@ -13,6 +15,7 @@
 
 mod api;
 pub mod discord;
+pub mod gates;
 mod rollouts;
 
 use crate::engine::Engine;
@@ -45,6 +48,7 @@ pub struct AppState {
     pub controller: Option<Arc<crate::controller::Controller>>,
     /// Set when `[chat.discord]` is configured.
     pub discord: Option<Arc<discord::Interactions>>,
+    pub gates: Arc<gates::Gates>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -58,6 +62,16 @@ pub fn router(state: AppState) -> Router {
             post(rollouts::announce).get(rollouts::list),
         )
         .route("/discord/interactions", post(discord::interactions))
+        .route(
+            "/gates/flagger/confirm-rollout",
+            post(gates::confirm_rollout),
+        )
+        .route(
+            "/gates/flagger/confirm-promotion",
+            post(gates::confirm_promotion),
+        )
+        .route("/gates/flagger/rollback", post(gates::rollback))
+        .route("/gates/argo/analysis", get(gates::argo_analysis))
         .with_state(state)
 }
 
@@ -141,7 +155,20 @@ pub async fn serve(
                 .map_err(|e| anyhow::anyhow!("api client {}: {e}", c.name))?,
         ));
     }
+    let gates_token = match engine.config.gates.token_source() {
+        Ok(Some(src)) => Some(
+            src.resolve()
+                .map_err(|e| anyhow::anyhow!("[gates] token: {e}"))?,
+        ),
+        Ok(None) => None,
+        Err(e) => anyhow::bail!("[gates]: {e}"),
+    };
+    let gates = Arc::new(gates::Gates::new(
+        gates_token,
+        crate::backend::flagger::GateBook::open(&engine.store.db)?,
+    ));
     let state = AppState {
+        gates,
         engine: engine.clone(),
         api_tokens: Arc::new(tokens),
         shutting_down: Arc::new(AtomicBool::new(false)),
