@@ -198,6 +198,37 @@ enum BenchCmd {
 /// to the OS at once instead of after 10 ms, which keeps the controller's
 /// resident memory at what it uses, not at its per-tick peaks.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// Logs go to standard error, as text or, with `ROLLBOT_LOG_FORMAT=json`,
+/// one JSON object per line for a cluster's log pipeline. `serve` logs every
+/// audit entry too (`rollbot::audit` at info), so the pipeline keeps a copy
+/// of the log beyond the store's volume; `ROLLBOT_LOG` overrides the filter.
+fn init_logging(serve: bool) {
+    let default = if serve {
+        "warn,rollbot::audit=info"
+    } else {
+        "warn,rollbot::audit=off"
+    };
+    // An empty ROLLBOT_LOG (a manifest's placeholder) counts as unset.
+    let filter = std::env::var("ROLLBOT_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| default.into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("ROLLBOT_LOG_FORMAT").as_deref() {
+        Ok("json") => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        _ => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
 fn main() -> ExitCode {
     // SAFETY: sets a process-wide allocator option before any thread starts.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
@@ -213,15 +244,8 @@ fn main() -> ExitCode {
     // One process-wide TLS provider, before any client is built: with more
     // than one compiled in, rustls refuses to pick.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROLLBOT_LOG")
-                .unwrap_or_else(|_| "warn,rollbot::audit=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    init_logging(matches!(cli.command, Cmd::Serve { .. }));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

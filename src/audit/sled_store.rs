@@ -207,7 +207,21 @@ impl AuditStore for SledAuditStore {
         for e in &entries {
             // A copy of every entry in the structured log, for log pipelines
             // that keep history beyond this volume.
-            tracing::info!(target: "rollbot::audit", entry = %serde_json::to_string(e).unwrap_or_default());
+            // The key fields stand alone (searchable in a log pipeline);
+            // `entry` carries the whole entry with its hashes, so the chain
+            // can be checked from the logs alone.
+            tracing::info!(
+                target: "rollbot::audit",
+                seq = e.seq,
+                action = %e.record.action,
+                service = e.record.service.as_deref().unwrap_or(""),
+                outcome = e.record.outcome.name(),
+                actor = %e.record.actor.qualified_id(),
+                correlation_id = %e.record.correlation_id,
+                hash = %e.hash,
+                entry = %serde_json::to_string(e).unwrap_or_default(),
+                "audit entry"
+            );
         }
         Ok(entries)
     }

@@ -304,3 +304,40 @@ fn unleash_backends_need_a_token_and_each_service_a_flag() {
         "{e}"
     );
 }
+
+#[test]
+fn leader_election_timings_must_let_a_holder_stop_before_another_takes_over() {
+    let base =
+        "[backends.sim]\ntype = \"simulated\"\n[[services]]\nname = \"a\"\nbackend = \"sim\"\n";
+    let parse = |le: &str| {
+        Config::parse(
+            Path::new("t.toml"),
+            &format!("{base}[leader_election]\n{le}"),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+    };
+    assert_eq!(parse("lease = \"rollbot\"\n"), "", "defaults are valid");
+    let e = parse("lease_duration = \"10s\"\nrenew_deadline = \"10s\"\n");
+    assert!(e.contains("t.toml:6:1"), "{e}");
+    assert!(
+        e.contains("renew_deadline (10s) must be shorter than lease_duration (10s)"),
+        "{e}"
+    );
+    let e = parse("retry_period = \"12s\"\n");
+    assert!(
+        e.contains(
+            "retry_period (12s) must be longer than 0s and shorter than renew_deadline (10s)"
+        ),
+        "{e}"
+    );
+    let e = parse("token = \"plain-text\"\n");
+    assert!(e.contains("t.toml:7:9"), "{e}");
+    assert!(
+        e.contains("secrets are never written in the config itself"),
+        "{e}"
+    );
+    let e = parse("leese = \"x\"\n");
+    assert!(e.contains("leese"), "{e}");
+}

@@ -78,7 +78,19 @@ fn authenticate_with(
         ));
     };
     match bearer(headers).or(fallback) {
-        Some(t) if same(expected.expose(), t) => Ok(()),
+        Some(t) if same(expected.expose(), t) => {
+            // Only the Lease holder answers gates: a standby's 503 makes
+            // Flagger ask again (through the Service, at the leader).
+            let leader = state.engine.leadership.view();
+            if leader.leader {
+                Ok(())
+            } else {
+                Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"error": leader.describe(), "leader": leader.holder})),
+                ))
+            }
+        }
         _ => Err((
             StatusCode::UNAUTHORIZED,
             Json(

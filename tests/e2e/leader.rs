@@ -42,6 +42,9 @@ members = ["api:ci"]
 [[api.clients]]
 name = "ci"
 token = "${{ROLLBOT_TEST_API_TOKEN}}"
+
+[gates]
+token = "${{ROLLBOT_TEST_API_TOKEN}}"
 "#
     )
 }
@@ -133,6 +136,17 @@ async fn only_one_replica_leads_and_a_cut_off_leader_stops_before_another_takes_
     assert_eq!(answer["leader"], "rollbot-a");
     let (code, answer) = rollback(&http, &a).await;
     assert_eq!(code, 200, "{answer}");
+    // Gates too: Flagger and Argo get their answers from the leader only.
+    let gate = |s: &Server| {
+        http.get(s.url("/gates/argo/analysis?service=checkout"))
+            .bearer_auth("api-token-1")
+            .send()
+    };
+    assert_eq!(gate(&a).await.unwrap().status(), 200);
+    let standby = gate(&b).await.unwrap();
+    assert_eq!(standby.status(), 503);
+    let body: Value = standby.json().await.unwrap();
+    assert_eq!(body["leader"], "rollbot-a", "{body}");
 
     // A loses the API server. It stops acting within the renew deadline of
     // its last renewal; B takes over only a full Lease duration after it

@@ -267,3 +267,59 @@ async fn a_crash_mid_action_is_found_at_the_next_start() {
             .success()
     );
 }
+
+#[tokio::test]
+async fn with_json_logs_every_audit_entry_is_one_json_line_that_matches_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        format!("{}-dashboard-token", dir.path().join("data").display()),
+        "dash-token\n",
+    )
+    .unwrap();
+    // serve's own default filter: audit entries at info, everything else warn.
+    let s = Server::start(
+        dir.path(),
+        CONFIG,
+        &[
+            ("ROLLBOT_TEST_TOKEN", TOKEN),
+            ("ROLLBOT_TEST_SLEEP", "0"),
+            ("ROLLBOT_LOG_FORMAT", "json"),
+            ("ROLLBOT_LOG", ""),
+        ],
+    );
+    let (code, _) = act(&s, TOKEN, "/rollback checkout bad canary").await;
+    assert_eq!(code, 200);
+    let (code, _) = act(&s, TOKEN, "/promote payments").await;
+    assert_eq!(code, 403, "api:ci is no deployer");
+    let log_path = s.log.clone();
+    assert!(s.terminate().success());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    let mut from_log = Vec::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+        if v["target"] == "rollbot::audit" {
+            let entry: serde_json::Value =
+                serde_json::from_str(v["entry"].as_str().unwrap()).unwrap();
+            assert_eq!(v["seq"], entry["seq"]);
+            assert_eq!(v["hash"], entry["hash"]);
+            assert_eq!(v["action"], entry["action"]);
+            from_log.push(entry);
+        }
+    }
+    let data = dir.path().join("data");
+    let out = rollbot(&["audit", "export", "--data", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stored: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        stored.len() >= 3,
+        "requested, succeeded, refused: {stored:?}"
+    );
+    assert_eq!(from_log, stored, "the log holds exactly the stored entries");
+    assert!(from_log
+        .iter()
+        .any(|e| e["action"] == "promote" && e["outcome"] == "refused"));
+}
