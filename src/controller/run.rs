@@ -30,6 +30,22 @@ struct Active {
     warned: bool,
 }
 
+impl Active {
+    /// The rollout as stored and listed: the reasons live in the watch's
+    /// last evaluation and are copied here, not kept twice.
+    fn record(&self) -> Rollout {
+        Rollout {
+            reasons: self
+                .watch
+                .last
+                .as_ref()
+                .map(|e| e.reasons.clone())
+                .unwrap_or_default(),
+            ..self.rollout.clone()
+        }
+    }
+}
+
 /// Whether metrics flow, for `/readyz` and `/status`.
 #[derive(Clone, Debug, Default)]
 pub struct Health {
@@ -166,9 +182,18 @@ impl Controller {
         Ok(())
     }
 
-    /// Every rollout, newest first.
-    pub fn list(&self) -> anyhow::Result<Vec<Rollout>> {
+    /// Every rollout, newest first. Active ones show their latest score
+    /// and reasons, which are stored only when the verdict or state changes.
+    pub async fn list(&self) -> anyhow::Result<Vec<Rollout>> {
         let mut all = rollouts::load_all(&self.engine.store.settings)?;
+        let active = self.active.lock().await;
+        let live: std::collections::HashMap<&str, &Active> =
+            active.iter().map(|a| (a.rollout.id.as_str(), a)).collect();
+        for r in &mut all {
+            if let Some(a) = live.get(r.id.as_str()) {
+                *r = a.record();
+            }
+        }
         all.reverse();
         Ok(all)
     }
@@ -247,16 +272,7 @@ impl Controller {
                 // The reasons live in the watch's last evaluation; they are
                 // copied only into the stored record, not kept twice.
                 if before != (a.rollout.state.clone(), a.rollout.verdict.clone()) {
-                    let stored = Rollout {
-                        reasons: a
-                            .watch
-                            .last
-                            .as_ref()
-                            .map(|e| e.reasons.clone())
-                            .unwrap_or_default(),
-                        ..a.rollout.clone()
-                    };
-                    let _ = rollouts::save(&self.engine.store.settings, &stored);
+                    let _ = rollouts::save(&self.engine.store.settings, &a.record());
                 }
                 a.next = point + step;
             }
@@ -382,5 +398,76 @@ impl Controller {
             // Evaluate just after the instant so the scrape for it has landed.
             tokio::time::sleep(wait + Duration::from_millis(250)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+    use std::path::Path;
+
+    #[tokio::test]
+    async fn the_rollout_list_shows_the_latest_reasons_between_verdict_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[store]\npath = \"{}\"\n[metrics]\nsource = \"simulated\"\ninterval = \"10s\"\nscenarios = {{ checkout = \"good: identical, 1% errors\" }}\n[backends.sim]\ntype = \"simulated\"\n[[services]]\nname = \"checkout\"\nbackend = \"sim\"\n",
+            dir.path().join("store").display()
+        );
+        let config = Config::parse(Path::new("t.toml"), &text).unwrap();
+        let begin = Utc::now() - chrono::Duration::hours(1);
+        let clock = ManualClock::new(begin);
+        let rt = crate::runtime::start(
+            config,
+            &dir.path().join("store"),
+            vec![],
+            Arc::new(clock.clone()),
+        )
+        .await
+        .unwrap();
+        let c = rt.controller.clone().unwrap();
+        c.announce(Rollout {
+            id: "r1".into(),
+            service: "checkout".into(),
+            from_revision: "v1".into(),
+            to_revision: "v2".into(),
+            strategy: "canary".into(),
+            start: begin,
+            announced_by: "test".into(),
+            state: "watching".into(),
+            verdict: None,
+            score: None,
+            reasons: vec![],
+        })
+        .await
+        .unwrap();
+        let mut at = begin;
+        let mut step = |n: i64| {
+            at += chrono::Duration::seconds(10 * n);
+            clock.set(at);
+            at
+        };
+        // Past the judge's warm-up: the verdict settles.
+        let now = step(60);
+        c.step(now).await;
+        let first = c.list().await.unwrap().remove(0);
+        let verdict = first.verdict.clone();
+        assert!(verdict.is_some(), "{first:?}");
+        let now = step(3);
+        c.step(now).await;
+        let later = c.list().await.unwrap().remove(0);
+        assert_eq!(later.verdict, verdict, "the same verdict: {later:?}");
+        assert_ne!(
+            later.reasons, first.reasons,
+            "the listing follows each evaluation"
+        );
+        let stored = rollouts::load_all(&rt.engine.store.settings)
+            .unwrap()
+            .remove(0);
+        assert_ne!(
+            stored.reasons, later.reasons,
+            "the store is written only when the verdict or state changes"
+        );
     }
 }

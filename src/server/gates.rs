@@ -564,7 +564,7 @@ pub async fn argo_analysis(
             "no metric source is configured ([metrics] source), so rollbot judges nothing",
         );
     };
-    let rollouts = match controller.list() {
+    let rollouts = match controller.list().await {
         Ok(r) => r,
         Err(e) => {
             return (

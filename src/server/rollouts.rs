@@ -144,7 +144,7 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> (StatusC
     }
     match &state.controller {
         None => (StatusCode::OK, Json(json!({"rollouts": []}))),
-        Some(c) => match c.list() {
+        Some(c) => match c.list().await {
             Ok(all) => (StatusCode::OK, Json(json!({"rollouts": all}))),
             Err(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
