@@ -2,8 +2,10 @@
 //! latency (bottom panel) over the rollout, drawn in-process as a PNG and
 //! attached to the canary health summary.
 //!
-//! The picture carries no text (no font files are needed); the legend and
-//! the scales go in the summary message as [`legend`].
+//! Axis labels, panel titles and the legend are drawn with a small subset
+//! of DejaVu Sans compiled into the binary (`assets/fonts/`), so no font
+//! needs to be installed where rollbot runs; [`legend`] repeats the scales
+//! as text for the message and for screen readers.
 
 use crate::chat::Attachment;
 use crate::judge::stats::histogram_quantile;
@@ -211,39 +213,108 @@ pub fn legend(points: &[ChartPoint]) -> String {
     )
 }
 
+/// The font family the chart's text is drawn in.
+const FONT: &str = "sans-serif";
+const TEXT: RGBColor = RGBColor(60, 60, 60);
+
+/// Registers the compiled-in font once per process.
+fn font() -> Result<(), String> {
+    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        plotters::style::register_font(
+            FONT,
+            FontStyle::Normal,
+            include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf"),
+        )
+        .map_err(|_| "the chart font does not load".to_string())
+    })
+    .clone()
+}
+
+/// One panel: a title, a y axis formatted by `y_label`, minutes since the
+/// start on the x axis, and the legend in the upper panel only.
+#[allow(clippy::too_many_arguments)]
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
     x: (f64, f64),
     y_top: f64,
+    y_label: &dyn Fn(&f64) -> String,
     canary: &Series,
     baseline: &Series,
+    with_legend: bool,
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .build_cartesian_2d(x.0..x.1, 0.0..y_top)
+        .margin(10)
+        .caption(title, (FONT, 15).into_font().color(&TEXT))
+        .x_label_area_size(20)
+        .y_label_area_size(62)
+        .build_cartesian_2d(x.0 / 60.0..x.1 / 60.0, 0.0..y_top)
         .map_err(err)?;
-    let plot = chart.plotting_area();
-    for i in 1..4 {
-        let y = y_top * i as f64 / 4.0;
-        plot.draw(&PathElement::new(vec![(x.0, y), (x.1, y)], GRID))
+    // Minutes on the x axis, so the axis picks whole minutes for its labels.
+    let minutes = |s: &Series| s.iter().map(|&(t, v)| (t / 60.0, v)).collect::<Vec<_>>();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .bold_line_style(GRID)
+        .light_line_style(WHITE)
+        .axis_style(FRAME)
+        .x_labels(7)
+        .y_labels(5)
+        .x_label_formatter(&|m| {
+            if (m - m.round()).abs() < 1e-9 {
+                format!("{m:.0}m")
+            } else {
+                format!("{m:.1}m")
+            }
+        })
+        .y_label_formatter(y_label)
+        .label_style((FONT, 12).into_font().color(&TEXT))
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(LineSeries::new(minutes(baseline), BASELINE.stroke_width(2)))
+        .map_err(err)?
+        .label("baseline")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BASELINE.stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(minutes(canary), CANARY.stroke_width(2)))
+        .map_err(err)?
+        .label("canary")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], CANARY.stroke_width(2)));
+    if with_legend {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(FRAME)
+            .label_font((FONT, 12).into_font().color(&TEXT))
+            .draw()
             .map_err(err)?;
     }
-    plot.draw(&Rectangle::new([(x.0, 0.0), (x.1, y_top)], FRAME))
-        .map_err(err)?;
-    chart
-        .draw_series(LineSeries::new(
-            baseline.iter().copied(),
-            BASELINE.stroke_width(2),
-        ))
-        .map_err(err)?;
-    chart
-        .draw_series(LineSeries::new(
-            canary.iter().copied(),
-            CANARY.stroke_width(2),
-        ))
-        .map_err(err)?;
     Ok(())
+}
+
+/// "0.25%", "3.3%": error rates on the axis.
+fn percent(v: &f64) -> String {
+    let p = v * 100.0;
+    if p == 0.0 {
+        "0%".into()
+    } else if p < 1.0 {
+        format!("{p:.2}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+/// "250 ms", "1.2 s": latencies on the axis.
+fn millis(v: &f64) -> String {
+    if *v >= 1.0 {
+        format!("{v:.1} s")
+    } else {
+        format!("{:.0} ms", v * 1000.0)
+    }
 }
 
 /// Draws the two panels into an RGB buffer of `w`×`h`.
@@ -255,9 +326,28 @@ pub fn draw_rgb(points: &[ChartPoint], w: u32, h: u32) -> Result<Vec<u8>, String
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
+        font()?;
         let (upper, lower) = root.split_vertically(h / 2);
-        panel(&upper, x, err_top, &p.error_rate.0, &p.error_rate.1)?;
-        panel(&lower, x, lat_top, &p.p99.0, &p.p99.1)?;
+        panel(
+            &upper,
+            "Error rate",
+            x,
+            err_top,
+            &percent,
+            &p.error_rate.0,
+            &p.error_rate.1,
+            true,
+        )?;
+        panel(
+            &lower,
+            "p99 latency",
+            x,
+            lat_top,
+            &millis,
+            &p.p99.0,
+            &p.p99.1,
+            false,
+        )?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(buf)
@@ -410,11 +500,27 @@ mod tests {
         let good = plotted(&points(false));
         assert_eq!(good.error_rate.0, good.error_rate.1);
         assert_eq!(good.p99.0, good.p99.1);
-        // Equal lines: the canary's is drawn over the baseline's and hides it.
+        // Equal lines: the canary's is drawn over the baseline's and hides
+        // it; only the legend's short baseline stroke is left.
         let (_, rgb) = decode(&render_png(&points(false), WIDTH, HEIGHT).unwrap());
-        assert_eq!(count(&rgb, BASELINE), 0);
+        assert!(count(&rgb, BASELINE) < 100, "{}", count(&rgb, BASELINE));
         let (_, rgb) = decode(&render_png(&points(true), WIDTH, HEIGHT).unwrap());
         assert!(count(&rgb, BASELINE) > 500);
+    }
+
+    #[test]
+    fn axis_labels_read_as_percent_and_milliseconds() {
+        assert_eq!(percent(&0.0), "0%");
+        assert_eq!(percent(&0.0025), "0.25%");
+        assert_eq!(percent(&0.033), "3.3%");
+        assert_eq!(millis(&0.25), "250 ms");
+        assert_eq!(millis(&1.2), "1.2 s");
+        // The panel title is drawn: the strip above the upper panel, where
+        // no line or axis goes, holds the caption's pixels.
+        let (_, rgb) = decode(&render_png(&points(true), WIDTH, HEIGHT).unwrap());
+        let strip = &rgb[..(WIDTH * 28 * 3) as usize];
+        let inked = strip.chunks(3).filter(|p| p != &[255, 255, 255]).count();
+        assert!(inked > 100, "{inked} pixels of title");
     }
 
     #[test]

@@ -202,7 +202,7 @@ impl RolloutWatch {
         self.charted = Some(verdict);
     }
 
-    /// The chart has no text: its legend and scales go in the summary.
+    /// The chart's legend and scales also go in the summary as text.
     fn with_legend(&self, msg: crate::chat::Message) -> crate::chat::Message {
         if self.chart.is_empty() {
             return msg;

@@ -115,8 +115,17 @@ async fn only_one_replica_leads_and_a_cut_off_leader_stops_before_another_takes_
         "{body}"
     );
     let b = replica(dir.path(), "rollbot-b", &fake.url());
-    let body = wait_ready(&http, &b, false, Duration::from_secs(5)).await;
-    assert!(body.contains("held by rollbot-a"), "{body}");
+    // B's first look at the Lease finds A holding it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (rb, body) = ready(&http, &b).await;
+        assert!(!rb, "{body}");
+        if body.contains("held by rollbot-a") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // For longer than a Lease lasts, the holder renews and B stays out.
     let until = Instant::now() + LEASE_DURATION + Duration::from_secs(1);
@@ -172,7 +181,8 @@ async fn only_one_replica_leads_and_a_cut_off_leader_stops_before_another_takes_
     let (a_stopped, b_leads) = (a_stopped.expect("A stopped"), b_leads.unwrap());
     eprintln!("leader: A stopped acting {a_stopped:?} after the cut, B led after {b_leads:?}");
     assert!(
-        a_stopped <= RENEW_DEADLINE + Duration::from_millis(300),
+        // Its renew deadline, plus polling and a loaded machine's lag.
+        a_stopped <= RENEW_DEADLINE + Duration::from_secs(1),
         "{a_stopped:?}"
     );
     assert!(b_leads >= LEASE_DURATION - RENEW_DEADLINE, "{b_leads:?}");
