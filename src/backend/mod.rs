@@ -4,6 +4,7 @@
 //! it always goes preflight → act → verify, through a circuit breaker and a
 //! bounded pool per backend (see `crate::breaker`).
 
+pub mod argo_rollouts;
 pub mod exec;
 pub mod gitops;
 pub mod kube_common;

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod argo_rollouts;
 mod audit_cli;
 mod backends;
 mod check_config;
