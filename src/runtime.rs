@@ -212,6 +212,37 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                 };
                 all.insert(name.clone(), Arc::new(ar::ArgoRolloutsBackend::new(s)));
             }
+            BackendConfig::Istio {
+                api_server,
+                token,
+                token_file,
+                ca_file,
+                namespace,
+                request_timeout,
+                api_version,
+            } => {
+                use crate::backend::istio;
+                let s = istio::IstioSettings {
+                    connection: crate::backend::kube_common::KubeConnection {
+                        api_server: api_server.clone(),
+                        // Checked when the config was loaded.
+                        token: SecretSource::from_pair(
+                            "token",
+                            token.as_ref(),
+                            token_file.as_ref(),
+                        )
+                        .ok()
+                        .flatten(),
+                        namespace: namespace.clone(),
+                        request_timeout: request_timeout.map(|t| t.0),
+                        ca_file: ca_file.clone(),
+                    },
+                    api_version: api_version
+                        .clone()
+                        .unwrap_or_else(|| istio::IstioSettings::default().api_version),
+                };
+                all.insert(name.clone(), Arc::new(istio::IstioBackend::new(s)));
+            }
         }
     }
     (all, simulated)

@@ -102,6 +102,7 @@ pub fn check_backend(
     request_timeout: Option<Duration>,
     rollout_timeout: Option<Duration>,
     poll_interval: Option<Duration>,
+    waits_for_controller: bool,
 ) -> Vec<(String, Option<String>)> {
     let mut out = vec![];
     if let Some(u) = api_server {
@@ -117,7 +118,7 @@ pub fn check_backend(
     }
     let human = crate::domain::human_duration;
     let request = request_timeout.unwrap_or(kube_common::DEFAULT_REQUEST_TIMEOUT);
-    match rollout_timeout {
+    match rollout_timeout.filter(|_| waits_for_controller) {
         // The engine cuts verification at backend_timeout: the wait must
         // end first so its report survives.
         Some(r) if r + request >= backend_timeout => out.push((
@@ -129,7 +130,11 @@ pub fn check_backend(
             ),
             Some("lower rollout_timeout or request_timeout, or raise backend_timeout in [engine]".into()),
         )),
-        None if super::kubernetes_deployment::default_rollout_timeout_for(backend_timeout, request)
+        None if waits_for_controller
+            && super::kubernetes_deployment::default_rollout_timeout_for(
+                backend_timeout,
+                request,
+            )
             .is_zero() =>
         {
             out.push((

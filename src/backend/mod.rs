@@ -7,6 +7,7 @@
 pub mod argo_rollouts;
 pub mod exec;
 pub mod gitops;
+pub mod istio;
 pub mod kube_common;
 pub mod kubernetes_deployment;
 pub mod simulated;

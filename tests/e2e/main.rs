@@ -11,6 +11,7 @@ mod check_config;
 mod controller;
 mod demo;
 mod discord;
+mod istio;
 mod kube_api;
 mod kubernetes;
 mod replay;
