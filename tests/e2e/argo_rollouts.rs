@@ -745,3 +745,50 @@ token = "${{ROLLBOT_TEST_API_TOKEN}}"
     );
     assert!(!export.contains(TOKEN));
 }
+
+#[test]
+fn config_mistakes_are_reported_with_what_to_write() {
+    let config = |backend: &str, target: &str| {
+        let text = format!(
+            r#"
+[engine]
+backend_timeout = "60s"
+
+[backends.argo]
+type = "argo-rollouts"
+{backend}
+
+[[services]]
+name = "web"
+environment = "prod"
+backend = "argo"
+[services.target]
+{target}
+"#
+        );
+        match Config::parse(Path::new("rollbot.toml"), &text) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    };
+    assert_eq!(config("namespace = \"prod\"", "rollout = \"web\""), "");
+    let e = config("", "mechanism = \"rollback\"");
+    assert!(
+        e.contains("abort, undo") && e.contains("rollbot.toml:"),
+        "{e}"
+    );
+    let e = config("", "deployment = \"web\"");
+    assert!(
+        e.contains("`deployment` is not a target setting of an argo-rollouts backend"),
+        "{e}"
+    );
+    let e = config("rollout_timeout = \"5m\"", "");
+    assert!(
+        e.contains("not shorter than [engine] backend_timeout (1m)"),
+        "{e}"
+    );
+    let e = config("token = \"eyJhbGciOi.secret\"", "");
+    assert!(e.contains("never written in the config"), "{e}");
+    let e = config("api_server = \"10.0.0.1:6443\"", "");
+    assert!(e.contains("not an http:// or https:// URL"), "{e}");
+}

@@ -515,3 +515,57 @@ token = "${{ROLLBOT_TEST_API_TOKEN}}"
     );
     assert!(!export.contains(TOKEN));
 }
+
+#[test]
+fn config_mistakes_are_reported_with_what_to_write() {
+    let config = |backend: &str, target: &str| {
+        let text = format!(
+            r#"
+[engine]
+backend_timeout = "60s"
+
+[backends.mesh]
+type = "istio"
+{backend}
+
+[[services]]
+name = "web"
+environment = "prod"
+backend = "mesh"
+[services.target]
+{target}
+"#
+        );
+        match Config::parse(Path::new("rollbot.toml"), &text) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    };
+    assert_eq!(
+        config(
+            "api_version = \"v1beta1\"",
+            "rollback_steps = \"50, 0\"\nstep_interval = \"20s\""
+        ),
+        ""
+    );
+    let e = config("api_version = \"v2\"", "");
+    assert!(
+        e.contains("api_version `v2` is not one of v1, v1beta1"),
+        "{e}"
+    );
+    let e = config(
+        "",
+        "rollback_steps = \"50, 20, 0\"\nstep_interval = \"40s\"",
+    );
+    assert!(
+        e.contains("backend_timeout") && e.contains("rollbot.toml:"),
+        "{e}"
+    );
+    let e = config("", "canary_subset = \"canary\"\nsubset = \"x\"");
+    assert!(
+        e.contains("`subset` is not a target setting of an istio backend"),
+        "{e}"
+    );
+    let e = config("", "step_interval = \"soon\"");
+    assert!(e.contains("step_interval `soon` is not a duration"), "{e}");
+}
