@@ -935,10 +935,6 @@ impl ArgoRolloutsBackend {
                 ..Default::default()
             });
         }
-        self.promoted_from
-            .lock()
-            .unwrap()
-            .insert(ctx.correlation_id.clone(), step_index(&ro));
         let fail = |e: &kube::Error| {
             s.fail(
                 &format!("promoting Rollout {}/{}", s.namespace, s.name),
@@ -960,6 +956,11 @@ impl ArgoRolloutsBackend {
                 .await
                 .map_err(|e| fail(&e))?;
         }
+        // Kept for verification only once something was sent.
+        self.promoted_from
+            .lock()
+            .unwrap()
+            .insert(ctx.correlation_id.clone(), step_index(&ro));
         Ok(ActionReport {
             summary: format!(
                 "Rollout {}/{} {} (was {before})",
@@ -1305,10 +1306,13 @@ impl RollbackBackend for ArgoRolloutsBackend {
             })
             .collect();
         let mut notes = vec![format!("phase {}", describe_rollout(&ro))];
-        if let Some(m) = str_at(&ro, "/status/message").filter(|m| !m.is_empty()) {
+        let reasons = pause_reasons(&ro);
+        // The controller's message, unless it only repeats the pause reason.
+        if let Some(m) = str_at(&ro, "/status/message")
+            .filter(|m| !m.is_empty() && !reasons.iter().any(|r| r == m))
+        {
             notes.push(format!("message: {m}"));
         }
-        let reasons = pause_reasons(&ro);
         if !reasons.is_empty() {
             notes.push(format!("paused: {}", reasons.join(", ")));
         }

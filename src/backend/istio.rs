@@ -585,7 +585,6 @@ impl RollbackBackend for IstioBackend {
         let before = splits(&vs, &s.plan, &s.where_())?;
         let now = canary_now(&before);
         let from = format!("canary {now}%");
-        self.promise(ctx, 0);
         if before.iter().all(|x| x.canary_weight == 0) {
             return Ok(ActionReport {
                 summary: format!(
@@ -664,10 +663,9 @@ impl RollbackBackend for IstioBackend {
             s.plan.promote_steps.iter().copied().find(|w| *w > now)
         };
         let Some(next) = next.filter(|n| before.iter().any(|x| x.canary_weight != *n)) else {
-            self.promise(ctx, now);
             return Ok(ActionReport {
                 summary: format!(
-                    "nothing to do: the canary already gets all its traffic in VirtualService {} ({})",
+                    "nothing to do: the canary is already at its last promote step in VirtualService {} ({})",
                     s.where_(),
                     weights_line(&before)
                 ),
@@ -676,8 +674,8 @@ impl RollbackBackend for IstioBackend {
                 ..Default::default()
             });
         };
-        self.promise(ctx, next);
         let after = s.shift(next, Some(vs)).await?;
+        self.promise(ctx, next);
         Ok(ActionReport {
             summary: format!(
                 "VirtualService {}: canary {} moved from {now}% to {next}% ({})",

@@ -646,7 +646,6 @@ async fn status_shows_phase_step_weight_pause_reason_and_revisions() {
         st.notes,
         [
             "phase Paused (CanaryPauseStep), step 1 of 6, canary weight 20%",
-            "message: CanaryPauseStep",
             "paused: CanaryPauseStep",
             "stable: revision 2 (registry.example.com/web:1.1)",
             "canary: revision 3 (registry.example.com/web:1.2)",
@@ -664,6 +663,39 @@ async fn status_shows_phase_step_weight_pause_reason_and_revisions() {
             ("2", "registry.example.com/web:1.1", true),
             ("3", "registry.example.com/web:1.2", false),
         ]
+    );
+    // And /status in chat.
+    let out = bot
+        .rt
+        .engine
+        .status(
+            &Request::new(
+                Actor::new(Platform::Console, "ana", "Ana Admin"),
+                Action::Query {
+                    view: rollbot::domain::View::Status,
+                },
+            )
+            .service("web"),
+        )
+        .await
+        .unwrap();
+    let text = out.message.plain();
+    assert!(
+        text.contains("live 2, canary 3 at 20% (step 1 of 6), paused; revisions 1 2* 3")
+            && text.contains("paused: CanaryPauseStep"),
+        "{text}"
+    );
+
+    // After an abort, the controller's message shows.
+    assert_eq!(bot.rollback(None).await.status, Status::Succeeded);
+    let st = bot.rt.engine.backend_status("web").await.unwrap();
+    assert_eq!(st.canary_weight, Some(0));
+    assert!(
+        st.notes
+            .iter()
+            .any(|n| n == "message: RolloutAborted: Rollout aborted update to revision 3"),
+        "{:?}",
+        st.notes
     );
 }
 
