@@ -226,6 +226,74 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                     Arc::new(crate::backend::flagger::FlaggerBackend::new(s)),
                 );
             }
+            BackendConfig::ArgoRollouts {
+                api_server,
+                token,
+                token_file,
+                ca_file,
+                namespace,
+                request_timeout,
+                rollout_timeout,
+                poll_interval,
+            } => {
+                use crate::backend::argo_rollouts as ar;
+                let connection = crate::backend::kube_common::KubeConnection {
+                    api_server: api_server.clone(),
+                    // Checked when the config was loaded.
+                    token: SecretSource::from_pair("token", token.as_ref(), token_file.as_ref())
+                        .ok()
+                        .flatten(),
+                    namespace: namespace.clone(),
+                    request_timeout: request_timeout.map(|t| t.0),
+                    ca_file: ca_file.clone(),
+                };
+                let s = ar::ArgoRolloutsSettings {
+                    connection,
+                    rollout_timeout: rollout_timeout.map(|t| t.0).unwrap_or_else(|| {
+                        crate::backend::kubernetes_deployment::default_rollout_timeout_for(
+                            config.engine.backend_timeout.0,
+                            request_timeout
+                                .map(|t| t.0)
+                                .unwrap_or(crate::backend::kube_common::DEFAULT_REQUEST_TIMEOUT),
+                        )
+                    }),
+                    poll_interval: poll_interval
+                        .map(|t| t.0)
+                        .unwrap_or(ar::ArgoRolloutsSettings::default().poll_interval),
+                };
+                all.insert(name.clone(), Arc::new(ar::ArgoRolloutsBackend::new(s)));
+            }
+            BackendConfig::Istio {
+                api_server,
+                token,
+                token_file,
+                ca_file,
+                namespace,
+                request_timeout,
+                api_version,
+            } => {
+                use crate::backend::istio;
+                let s = istio::IstioSettings {
+                    connection: crate::backend::kube_common::KubeConnection {
+                        api_server: api_server.clone(),
+                        // Checked when the config was loaded.
+                        token: SecretSource::from_pair(
+                            "token",
+                            token.as_ref(),
+                            token_file.as_ref(),
+                        )
+                        .ok()
+                        .flatten(),
+                        namespace: namespace.clone(),
+                        request_timeout: request_timeout.map(|t| t.0),
+                        ca_file: ca_file.clone(),
+                    },
+                    api_version: api_version
+                        .clone()
+                        .unwrap_or_else(|| istio::IstioSettings::default().api_version),
+                };
+                all.insert(name.clone(), Arc::new(istio::IstioBackend::new(s)));
+            }
         }
     }
     (all, simulated)

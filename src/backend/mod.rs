@@ -4,9 +4,11 @@
 //! it always goes preflight → act → verify, through a circuit breaker and a
 //! bounded pool per backend (see `crate::breaker`).
 
+pub mod argo_rollouts;
 pub mod exec;
 pub mod flagger;
 pub mod gitops;
+pub mod istio;
 pub mod kube_common;
 pub mod kubernetes_deployment;
 pub mod simulated;

@@ -490,6 +490,61 @@ pub enum BackendConfig {
         #[serde(default)]
         verify_wait: Option<HumanDuration>,
     },
+    /// Aborts, undoes, promotes, pauses and resumes an Argo Rollouts
+    /// `Rollout` with the patches `kubectl argo rollouts` sends; a service's
+    /// `[services.target]` names `namespace`, `rollout`, `mechanism`
+    /// (`abort` or `undo`).
+    ArgoRollouts {
+        /// API server URL; default: the in-cluster service account, else
+        /// the kubeconfig.
+        #[serde(default)]
+        api_server: Option<String>,
+        /// Bearer token: `"${ENV_VAR}"`, or `token_file` (re-read as it rotates).
+        #[serde(default)]
+        token: Option<EnvRef>,
+        #[serde(default)]
+        token_file: Option<PathBuf>,
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+        #[serde(default)]
+        namespace: Option<String>,
+        /// Time limit of one API request (default 10s).
+        #[serde(default)]
+        request_timeout: Option<HumanDuration>,
+        /// How long verification waits for the Argo Rollouts controller; with
+        /// one request it must end before [engine] backend_timeout.
+        #[serde(default)]
+        rollout_timeout: Option<HumanDuration>,
+        /// Pause between reads while waiting (default 2s).
+        #[serde(default)]
+        poll_interval: Option<HumanDuration>,
+    },
+    /// Shifts traffic between the stable and canary destinations of an
+    /// Istio VirtualService; a service's `[services.target]` names
+    /// `namespace`, `virtual_service`, `route`, `stable_subset`,
+    /// `canary_subset` (or `stable_host`, `canary_host`), `rollback_steps`,
+    /// `step_interval`, `promote_steps`.
+    Istio {
+        /// API server URL; default: the in-cluster service account, else
+        /// the kubeconfig.
+        #[serde(default)]
+        api_server: Option<String>,
+        /// Bearer token: `"${ENV_VAR}"`, or `token_file` (re-read as it rotates).
+        #[serde(default)]
+        token: Option<EnvRef>,
+        #[serde(default)]
+        token_file: Option<PathBuf>,
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+        #[serde(default)]
+        namespace: Option<String>,
+        /// Time limit of one API request (default 10s).
+        #[serde(default)]
+        request_timeout: Option<HumanDuration>,
+        /// `networking.istio.io` version: `v1` (default, Istio 1.22+) or `v1beta1`.
+        #[serde(default)]
+        api_version: Option<String>,
+    },
 }
 
 impl BackendConfig {
@@ -502,6 +557,8 @@ impl BackendConfig {
             BackendConfig::Unleash { .. } => "unleash",
             BackendConfig::KubernetesDeployment { .. } => "kubernetes-deployment",
             BackendConfig::Flagger { .. } => "flagger",
+            BackendConfig::ArgoRollouts { .. } => "argo-rollouts",
+            BackendConfig::Istio { .. } => "istio",
         }
     }
 }
@@ -1186,6 +1243,96 @@ impl Config {
                 }
                 for s in self.services.iter().filter(|s| s.backend.as_ref() == name) {
                     if let Err(e) = crate::backend::kubernetes_deployment::check_target(&s.target) {
+                        errors.push(
+                            at(
+                                s.backend.span(),
+                                format!("service `{}`: {e}", s.name.as_ref()),
+                            )
+                            .help("set it in the service's [services.target] table"),
+                        );
+                    }
+                }
+            }
+            if let BackendConfig::ArgoRollouts {
+                api_server,
+                token,
+                token_file,
+                request_timeout,
+                rollout_timeout,
+                poll_interval,
+                ..
+            } = backend.as_ref()
+            {
+                let problems = crate::backend::argo_rollouts::check_backend(
+                    api_server.as_deref(),
+                    SecretSource::from_pair("token", token.as_ref(), token_file.as_ref()).err(),
+                    self.engine.backend_timeout.0,
+                    request_timeout.map(|t| t.0),
+                    rollout_timeout.map(|t| t.0),
+                    poll_interval.map(|t| t.0),
+                    true,
+                );
+                for (msg, help) in problems {
+                    let e = at(backend.span(), format!("backend `{name}`: {msg}"));
+                    errors.push(match help {
+                        Some(h) => e.help(h),
+                        None => e,
+                    });
+                }
+                for s in self.services.iter().filter(|s| s.backend.as_ref() == name) {
+                    if let Err(e) = crate::backend::argo_rollouts::check_target(&s.target) {
+                        errors.push(
+                            at(
+                                s.backend.span(),
+                                format!("service `{}`: {e}", s.name.as_ref()),
+                            )
+                            .help("set it in the service's [services.target] table"),
+                        );
+                    }
+                }
+            }
+            if let BackendConfig::Istio {
+                api_server,
+                token,
+                token_file,
+                request_timeout,
+                api_version,
+                ..
+            } = backend.as_ref()
+            {
+                let limit = self.engine.backend_timeout.0;
+                let problems = crate::backend::argo_rollouts::check_backend(
+                    api_server.as_deref(),
+                    SecretSource::from_pair("token", token.as_ref(), token_file.as_ref()).err(),
+                    limit,
+                    request_timeout.map(|t| t.0),
+                    None,
+                    None,
+                    // Nothing waits for a controller: one request is the limit.
+                    false,
+                );
+                for (msg, help) in problems {
+                    let e = at(backend.span(), format!("backend `{name}`: {msg}"));
+                    errors.push(match help {
+                        Some(h) => e.help(h),
+                        None => e,
+                    });
+                }
+                if let Some(v) = api_version {
+                    if !crate::backend::istio::API_VERSIONS.contains(&v.as_str()) {
+                        errors.push(
+                            at(
+                                backend.span(),
+                                format!(
+                                    "backend `{name}`: api_version `{v}` is not one of v1, v1beta1"
+                                ),
+                            )
+                            .help("write \"v1\" for Istio 1.22 and later, \"v1beta1\" before"),
+                        );
+                    }
+                }
+                for s in self.services.iter().filter(|s| s.backend.as_ref() == name) {
+                    if let Err(e) = crate::backend::istio::check_target(&s.target, limit) {
                         errors.push(
                             at(
                                 s.backend.span(),

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod argo_rollouts;
 mod audit_cli;
 mod backends;
 mod check_config;
@@ -12,6 +13,7 @@ mod demo;
 mod deploy;
 mod discord;
 mod gates;
+mod istio;
 mod kube_api;
 mod kubernetes;
 mod leader;

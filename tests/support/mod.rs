@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod fake_argo;
 pub mod fake_discord;
 pub mod fake_kube;
 pub mod prometheus;
