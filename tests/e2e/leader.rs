@@ -129,11 +129,16 @@ async fn only_one_replica_leads_and_a_cut_off_leader_stops_before_another_takes_
 
     // For longer than a Lease lasts, the holder renews and B stays out.
     let until = Instant::now() + LEASE_DURATION + Duration::from_secs(1);
+    let mut led = 0;
     while Instant::now() < until {
         let ((ra, _), (rb, body_b)) = tokio::join!(ready(&http, &a), ready(&http, &b));
-        assert!(ra && !rb, "exactly one leader: a={ra} b={rb} {body_b}");
+        // B never leads while A renews (A may miss a beat on a loaded machine,
+        // but never long enough for the Lease to pass).
+        assert!(!rb, "B leads while A renews: a={ra} {body_b}");
+        led += ra as u32;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(led > 0, "A never reported leading");
 
     // The standby takes no action and says who leads; the leader acts.
     let (code, answer) = rollback(&http, &b).await;
@@ -225,12 +230,21 @@ async fn a_leader_that_shuts_down_hands_the_lease_over_at_once() {
 
     let stopping = Instant::now();
     assert!(a.terminate().success());
-    let lease = fake.get("leases", "rollbot", "rollbot").unwrap();
+    // A's last write empties the holder (B may already have taken it).
+    let release = fake
+        .writes()
+        .into_iter()
+        .rev()
+        .find(|w| w.method == "PUT" && w.json()["spec"]["leaseDurationSeconds"] == 1)
+        .expect("a release written by A");
     assert!(
-        lease["spec"]["holderIdentity"].is_null(),
-        "released: {lease}"
+        release.json()["spec"]["holderIdentity"].is_null(),
+        "{}",
+        release.json()
     );
     wait_ready(&http, &b, true, Duration::from_secs(2)).await;
+    let lease = fake.get("leases", "rollbot", "rollbot").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "rollbot-b", "{lease}");
     let took = stopping.elapsed();
     eprintln!("leader: handover after a graceful stop took {took:?}");
     assert!(
