@@ -3,150 +3,24 @@
 //! stays byte for byte, a stepped rollback reports each step.
 
 use crate::support::fake_kube::FakeKube;
-use rollbot::audit::{Entry, Outcome as AuditOutcome};
-use rollbot::chat::{ChatError, ChatSink, Message, MessageRef};
-use rollbot::clock::SystemClock;
+use crate::support::kube_bot::{Backend, Bot};
 use rollbot::config::Config;
-use rollbot::domain::{Action, Actor, Platform};
-use rollbot::engine::{Outcome, Request, Status};
-use rollbot::runtime::Runtime;
+use rollbot::domain::Action;
+use rollbot::engine::Status;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 const TOKEN: &str = "istio-token-0b5e77";
 const PATH: &str = "/apis/networking.istio.io/v1/namespaces/prod/virtualservices/web";
 
-#[derive(Default)]
-struct Chat(Mutex<Vec<String>>);
-
-#[async_trait::async_trait]
-impl ChatSink for Chat {
-    fn platform(&self) -> Platform {
-        Platform::Console
-    }
-    async fn post(&self, channel: &str, msg: &Message) -> Result<MessageRef, ChatError> {
-        let mut v = self.0.lock().unwrap();
-        v.push(msg.plain());
-        Ok(MessageRef {
-            platform: Platform::Console,
-            channel: channel.into(),
-            id: v.len().to_string(),
-            thread: None,
-        })
-    }
-    async fn reply(&self, t: &MessageRef, msg: &Message) -> Result<MessageRef, ChatError> {
-        self.post(&t.channel, msg).await
-    }
-    async fn update(&self, _at: &MessageRef, msg: &Message) -> Result<(), ChatError> {
-        self.0.lock().unwrap().push(msg.plain());
-        Ok(())
-    }
-    async fn ephemeral(&self, channel: &str, _u: &Actor, msg: &Message) -> Result<(), ChatError> {
-        self.post(channel, msg).await.map(|_| ())
-    }
-}
-
-struct Bot {
-    rt: Runtime,
-    chat: Arc<Chat>,
-}
+const BACKEND: Backend = Backend {
+    table: "mesh",
+    kind: "istio",
+    token: TOKEN,
+};
 
 async fn start(dir: &Path, fake: &FakeKube, target: &str) -> Bot {
-    let token = dir.join("kube.token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let text = format!(
-        r#"
-[engine]
-backend_timeout = "20s"
-
-[channels.deploys]
-console = "deploys"
-
-[backends.mesh]
-type = "istio"
-api_server = "{url}"
-token_file = "{token}"
-namespace = "prod"
-request_timeout = "2s"
-
-[[services]]
-name = "web"
-environment = "prod"
-backend = "mesh"
-deploy_channel = "deploys"
-[services.target]
-{target}
-
-[[roles.admin]]
-members = ["console:ana"]
-"#,
-        url = fake.url(),
-        token = token.display(),
-    );
-    let path = dir.join("rollbot.toml");
-    std::fs::write(&path, &text).unwrap();
-    let config = Config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
-    let chat = Arc::new(Chat::default());
-    let rt = rollbot::runtime::start(
-        config,
-        &dir.join("data"),
-        vec![chat.clone() as Arc<dyn ChatSink>],
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
-    Bot { rt, chat }
-}
-
-impl Bot {
-    async fn run(&self, action: Action) -> Outcome {
-        self.rt
-            .engine
-            .execute(
-                Request::new(Actor::new(Platform::Console, "ana", "Ana Admin"), action)
-                    .service("web")
-                    .reason("errors after deploy"),
-            )
-            .await
-    }
-
-    fn result_entry(&self, corr: &str) -> Entry {
-        let mut found = None;
-        self.rt
-            .engine
-            .audit()
-            .for_each(&mut |e| {
-                if e.record.correlation_id == corr
-                    && matches!(
-                        e.record.outcome,
-                        AuditOutcome::Succeeded | AuditOutcome::Failed
-                    )
-                {
-                    found = Some(e);
-                }
-                true
-            })
-            .unwrap();
-        found.expect("a result entry")
-    }
-
-    async fn chat_lines(&self, containing: &str) -> Vec<String> {
-        for _ in 0..100 {
-            if self
-                .chat
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(containing))
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        self.chat.0.lock().unwrap().clone()
-    }
+    BACKEND.start(dir, fake, "", target).await
 }
 
 /// VirtualService `web`: an internal route (stable only), the primary route

@@ -5,163 +5,27 @@
 use crate::support::fake_kube::{
     kubectl, seed_history, strip_nulls, DeploymentController, FakeKube, Logged, Pace, REVISION,
 };
-use rollbot::audit::{Entry, Outcome as AuditOutcome};
-use rollbot::chat::{ChatError, ChatSink, Message, MessageRef};
-use rollbot::clock::SystemClock;
+use crate::support::kube_bot::{rollout_keys, Backend, Bot};
 use rollbot::config::Config;
 use rollbot::domain::{Action, Actor, Platform, View};
-use rollbot::engine::{Outcome, Request, Status};
-use rollbot::runtime::Runtime;
+use rollbot::engine::{Request, Status};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 const TOKEN: &str = "kube-token-7f3a9c";
 
-/// Remembers what was posted in chat.
-#[derive(Default)]
-struct Chat(Mutex<Vec<String>>);
-
-#[async_trait::async_trait]
-impl ChatSink for Chat {
-    fn platform(&self) -> Platform {
-        Platform::Console
-    }
-    async fn post(&self, channel: &str, msg: &Message) -> Result<MessageRef, ChatError> {
-        let mut v = self.0.lock().unwrap();
-        v.push(msg.plain());
-        Ok(MessageRef {
-            platform: Platform::Console,
-            channel: channel.into(),
-            id: v.len().to_string(),
-            thread: None,
-        })
-    }
-    async fn reply(&self, t: &MessageRef, msg: &Message) -> Result<MessageRef, ChatError> {
-        self.post(&t.channel, msg).await
-    }
-    async fn update(&self, _at: &MessageRef, msg: &Message) -> Result<(), ChatError> {
-        self.0.lock().unwrap().push(msg.plain());
-        Ok(())
-    }
-    async fn ephemeral(&self, channel: &str, _u: &Actor, msg: &Message) -> Result<(), ChatError> {
-        self.post(channel, msg).await.map(|_| ())
-    }
-}
-
-struct Bot {
-    rt: Runtime,
-    chat: Arc<Chat>,
-}
+const BACKEND: Backend = Backend {
+    table: "k8s",
+    kind: "kubernetes-deployment",
+    token: TOKEN,
+};
 
 /// rollbot with one service `web` on a kubernetes-deployment backend
 /// pointing at `fake`; `target` is the body of `[services.target]`.
 async fn start(dir: &Path, fake: &FakeKube, target: &str, rollout_timeout: &str) -> Bot {
-    let token = dir.join("kube.token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let text = format!(
-        r#"
-[engine]
-backend_timeout = "20s"
-
-[channels.deploys]
-console = "deploys"
-
-[backends.k8s]
-type = "kubernetes-deployment"
-api_server = "{url}"
-token_file = "{token}"
-namespace = "prod"
-request_timeout = "2s"
-rollout_timeout = "{rollout_timeout}"
-poll_interval = "20ms"
-
-[[services]]
-name = "web"
-environment = "prod"
-backend = "k8s"
-deploy_channel = "deploys"
-[services.target]
-{target}
-
-[[roles.admin]]
-members = ["console:ana"]
-"#,
-        url = fake.url(),
-        token = token.display(),
-    );
-    let path = dir.join("rollbot.toml");
-    std::fs::write(&path, &text).unwrap();
-    let config = Config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
-    let chat = Arc::new(Chat::default());
-    let rt = rollbot::runtime::start(
-        config,
-        &dir.join("data"),
-        vec![chat.clone() as Arc<dyn ChatSink>],
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
-    Bot { rt, chat }
-}
-
-impl Bot {
-    async fn run(&self, action: Action) -> Outcome {
-        self.rt
-            .engine
-            .execute(
-                Request::new(Actor::new(Platform::Console, "ana", "Ana Admin"), action)
-                    .service("web")
-                    .reason("errors after deploy"),
-            )
-            .await
-    }
-
-    async fn rollback(&self, to: Option<&str>) -> Outcome {
-        self.run(Action::Rollback {
-            to: to.map(str::to_string),
-        })
+    BACKEND
+        .start(dir, fake, &rollout_keys(rollout_timeout), target)
         .await
-    }
-
-    /// The final audit entry of an action.
-    fn result_entry(&self, corr: &str) -> Entry {
-        let mut found = None;
-        self.rt
-            .engine
-            .audit()
-            .for_each(&mut |e| {
-                if e.record.correlation_id == corr
-                    && matches!(
-                        e.record.outcome,
-                        AuditOutcome::Succeeded | AuditOutcome::Failed
-                    )
-                {
-                    found = Some(e);
-                }
-                true
-            })
-            .unwrap();
-        found.expect("a result entry")
-    }
-
-    /// Chat lines so far, waiting a little for detached posts.
-    async fn chat_lines(&self, containing: &str) -> Vec<String> {
-        for _ in 0..100 {
-            if self
-                .chat
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(containing))
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        self.chat.0.lock().unwrap().clone()
-    }
 }
 
 /// A fake with the Deployment controller and `web` at revisions 1–3.

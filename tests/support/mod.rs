@@ -7,6 +7,7 @@ pub mod app;
 pub mod fake_argo;
 pub mod fake_discord;
 pub mod fake_kube;
+pub mod kube_bot;
 pub mod prometheus;
 pub mod tcp_proxy;
 pub mod unleash;

@@ -1,0 +1,184 @@
+//! rollbot in-process with one service `web` on a backend that talks to the
+//! fake Kubernetes API server ([`super::fake_kube`]), and what the
+//! end-to-end tests of those backends do with it: run an action as an
+//! admin, find its audit entry, read what was posted in chat.
+
+use super::fake_kube::FakeKube;
+use rollbot::audit::{Entry, Outcome as AuditOutcome};
+use rollbot::chat::{ChatError, ChatSink, Message, MessageRef};
+use rollbot::clock::SystemClock;
+use rollbot::config::Config;
+use rollbot::domain::{Action, Actor, Platform};
+use rollbot::engine::{Outcome, Request};
+use rollbot::runtime::Runtime;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Remembers what was posted in chat.
+#[derive(Default)]
+pub struct Chat(pub Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl ChatSink for Chat {
+    fn platform(&self) -> Platform {
+        Platform::Console
+    }
+    async fn post(&self, channel: &str, msg: &Message) -> Result<MessageRef, ChatError> {
+        let mut v = self.0.lock().unwrap();
+        v.push(msg.plain());
+        Ok(MessageRef {
+            platform: Platform::Console,
+            channel: channel.into(),
+            id: v.len().to_string(),
+            thread: None,
+        })
+    }
+    async fn reply(&self, t: &MessageRef, msg: &Message) -> Result<MessageRef, ChatError> {
+        self.post(&t.channel, msg).await
+    }
+    async fn update(&self, _at: &MessageRef, msg: &Message) -> Result<(), ChatError> {
+        self.0.lock().unwrap().push(msg.plain());
+        Ok(())
+    }
+    async fn ephemeral(&self, channel: &str, _u: &Actor, msg: &Message) -> Result<(), ChatError> {
+        self.post(channel, msg).await.map(|_| ())
+    }
+}
+
+/// What differs between the backends: the `[backends.<table>]` name, its
+/// `type`, and the bearer token written to its `token_file`.
+pub struct Backend {
+    pub table: &'static str,
+    pub kind: &'static str,
+    pub token: &'static str,
+}
+
+/// The backend keys of the backends that wait for a rollout: how long, and
+/// how often they look.
+pub fn rollout_keys(rollout_timeout: &str) -> String {
+    format!("rollout_timeout = \"{rollout_timeout}\"\npoll_interval = \"20ms\"\n")
+}
+
+pub struct Bot {
+    pub rt: Runtime,
+    pub chat: Arc<Chat>,
+}
+
+impl Backend {
+    /// rollbot with one service `web` on this backend pointing at `fake`
+    /// in namespace `prod`; `keys` are further lines of the backend's
+    /// table (each ending in a newline), `target` is the body of
+    /// `[services.target]`.
+    pub async fn start(&self, dir: &Path, fake: &FakeKube, keys: &str, target: &str) -> Bot {
+        let token = dir.join("kube.token");
+        std::fs::write(&token, format!("{}\n", self.token)).unwrap();
+        let text = format!(
+            r#"
+[engine]
+backend_timeout = "20s"
+
+[channels.deploys]
+console = "deploys"
+
+[backends.{table}]
+type = "{kind}"
+api_server = "{url}"
+token_file = "{token}"
+namespace = "prod"
+request_timeout = "2s"
+{keys}
+[[services]]
+name = "web"
+environment = "prod"
+backend = "{table}"
+deploy_channel = "deploys"
+[services.target]
+{target}
+
+[[roles.admin]]
+members = ["console:ana"]
+"#,
+            table = self.table,
+            kind = self.kind,
+            url = fake.url(),
+            token = token.display(),
+        );
+        let path = dir.join("rollbot.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = Config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+        let chat = Arc::new(Chat::default());
+        let rt = rollbot::runtime::start(
+            config,
+            &dir.join("data"),
+            vec![chat.clone() as Arc<dyn ChatSink>],
+            Arc::new(SystemClock),
+        )
+        .await
+        .unwrap();
+        Bot { rt, chat }
+    }
+}
+
+impl Bot {
+    /// `action` on `web`, asked by the admin Ana.
+    pub async fn run(&self, action: Action) -> Outcome {
+        self.rt
+            .engine
+            .execute(
+                Request::new(Actor::new(Platform::Console, "ana", "Ana Admin"), action)
+                    .service("web")
+                    .reason("errors after deploy"),
+            )
+            .await
+    }
+
+    pub async fn rollback(&self, to: Option<&str>) -> Outcome {
+        self.run(Action::Rollback {
+            to: to.map(str::to_string),
+        })
+        .await
+    }
+
+    pub async fn promote(&self, full: bool) -> Outcome {
+        self.run(Action::Promote { full, force: false }).await
+    }
+
+    /// The final audit entry of an action.
+    pub fn result_entry(&self, corr: &str) -> Entry {
+        let mut found = None;
+        self.rt
+            .engine
+            .audit()
+            .for_each(&mut |e| {
+                if e.record.correlation_id == corr
+                    && matches!(
+                        e.record.outcome,
+                        AuditOutcome::Succeeded | AuditOutcome::Failed
+                    )
+                {
+                    found = Some(e);
+                }
+                true
+            })
+            .unwrap();
+        found.expect("a result entry")
+    }
+
+    /// Chat lines so far, waiting a little for detached posts.
+    pub async fn chat_lines(&self, containing: &str) -> Vec<String> {
+        for _ in 0..100 {
+            if self
+                .chat
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(containing))
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.chat.0.lock().unwrap().clone()
+    }
+}
