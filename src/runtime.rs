@@ -183,24 +183,17 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                 rollout_timeout,
                 poll_interval,
             } => {
-                use crate::backend::kube_common::KubeConnection;
                 use crate::backend::kubernetes_deployment as kd;
                 let d = kd::KubernetesDeploymentSettings::default();
                 let s = kd::KubernetesDeploymentSettings {
-                    connection: KubeConnection {
-                        api_server: api_server.clone(),
-                        // Checked when the config was loaded.
-                        token: SecretSource::from_pair(
-                            "token",
-                            token.as_ref(),
-                            token_file.as_ref(),
-                        )
-                        .ok()
-                        .flatten(),
-                        namespace: namespace.clone(),
-                        request_timeout: request_timeout.map(|t| t.0),
-                        ca_file: ca_file.clone(),
-                    },
+                    connection: crate::backend::kube_common::KubeConnection::from_config(
+                        api_server,
+                        token.as_ref(),
+                        token_file.as_ref(),
+                        namespace,
+                        *request_timeout,
+                        ca_file,
+                    ),
                     rollout_timeout: rollout_timeout.map(|t| t.0).unwrap_or_else(|| {
                         kd::default_rollout_timeout_for(
                             config.engine.backend_timeout.0,
@@ -237,16 +230,14 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                 poll_interval,
             } => {
                 use crate::backend::argo_rollouts as ar;
-                let connection = crate::backend::kube_common::KubeConnection {
-                    api_server: api_server.clone(),
-                    // Checked when the config was loaded.
-                    token: SecretSource::from_pair("token", token.as_ref(), token_file.as_ref())
-                        .ok()
-                        .flatten(),
-                    namespace: namespace.clone(),
-                    request_timeout: request_timeout.map(|t| t.0),
-                    ca_file: ca_file.clone(),
-                };
+                let connection = crate::backend::kube_common::KubeConnection::from_config(
+                    api_server,
+                    token.as_ref(),
+                    token_file.as_ref(),
+                    namespace,
+                    *request_timeout,
+                    ca_file,
+                );
                 let s = ar::ArgoRolloutsSettings {
                     connection,
                     rollout_timeout: rollout_timeout.map(|t| t.0).unwrap_or_else(|| {
@@ -274,20 +265,14 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
             } => {
                 use crate::backend::istio;
                 let s = istio::IstioSettings {
-                    connection: crate::backend::kube_common::KubeConnection {
-                        api_server: api_server.clone(),
-                        // Checked when the config was loaded.
-                        token: SecretSource::from_pair(
-                            "token",
-                            token.as_ref(),
-                            token_file.as_ref(),
-                        )
-                        .ok()
-                        .flatten(),
-                        namespace: namespace.clone(),
-                        request_timeout: request_timeout.map(|t| t.0),
-                        ca_file: ca_file.clone(),
-                    },
+                    connection: crate::backend::kube_common::KubeConnection::from_config(
+                        api_server,
+                        token.as_ref(),
+                        token_file.as_ref(),
+                        namespace,
+                        *request_timeout,
+                        ca_file,
+                    ),
                     api_version: api_version
                         .clone()
                         .unwrap_or_else(|| istio::IstioSettings::default().api_version),

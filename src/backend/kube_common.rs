@@ -25,6 +25,30 @@ pub struct KubeConnection {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
+impl KubeConnection {
+    /// From the connection keys every Kubernetes table of the config has
+    /// (`[backends.X]` of a Kubernetes type, `[leader_election]`). The token
+    /// source was checked when the config was loaded.
+    pub fn from_config(
+        api_server: &Option<String>,
+        token: Option<&crate::config::EnvRef>,
+        token_file: Option<&std::path::PathBuf>,
+        namespace: &Option<String>,
+        request_timeout: Option<crate::config::HumanDuration>,
+        ca_file: &Option<std::path::PathBuf>,
+    ) -> KubeConnection {
+        KubeConnection {
+            api_server: api_server.clone(),
+            token: SecretSource::from_pair("token", token, token_file)
+                .ok()
+                .flatten(),
+            namespace: namespace.clone(),
+            request_timeout: request_timeout.map(|t| t.0),
+            ca_file: ca_file.clone(),
+        }
+    }
+}
+
 /// Time limit of one request when the config sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -124,20 +124,14 @@ impl LeaderElectionConfig {
             })
             .unwrap_or_else(|| format!("rollbot-{}", std::process::id()));
         crate::leader::ElectionSettings {
-            connection: crate::backend::kube_common::KubeConnection {
-                api_server: self.api_server.clone(),
-                // Checked when the config was loaded.
-                token: SecretSource::from_pair(
-                    "token",
-                    self.token.as_ref(),
-                    self.token_file.as_ref(),
-                )
-                .ok()
-                .flatten(),
-                namespace: self.namespace.clone(),
-                request_timeout: None,
-                ca_file: self.ca_file.clone(),
-            },
+            connection: crate::backend::kube_common::KubeConnection::from_config(
+                &self.api_server,
+                self.token.as_ref(),
+                self.token_file.as_ref(),
+                &self.namespace,
+                None,
+                &self.ca_file,
+            ),
             lease: self.lease.clone().unwrap_or_else(|| "rollbot".into()),
             namespace: self.namespace.clone(),
             identity,
