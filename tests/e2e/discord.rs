@@ -452,20 +452,21 @@ async fn a_member_without_the_role_is_refused_ephemerally_naming_the_role() {
     );
 }
 
-#[tokio::test]
-async fn prompt_buttons_refuse_non_approvers_and_act_once_for_approvers() {
-    let (fake, s, _dir) = start().await;
-    let url = s.url("/discord/interactions");
+/// Sam (a deployer) runs `/promote payments`: payments is critical, so the
+/// answer is deferred and a prompt with buttons appears in the deploy
+/// channel. Returns the interaction sent and the prompt message.
+async fn sam_asks_to_promote_payments(
+    fake: &FakeDiscord,
+    url: &str,
+    reason: &str,
+) -> (Value, Value) {
     let ask = fake.command(
         DEPLOYS,
         &sam(),
         "promote",
-        &[
-            ("service", json!("payments")),
-            ("reason", json!("canary clean")),
-        ],
+        &[("service", json!("payments")), ("reason", json!(reason))],
     );
-    let (_, answer, _) = fake.send(&url, &ask).await;
+    let (_, answer, _) = fake.send(url, &ask).await;
     assert_eq!(answer["type"], 5);
     let prompt = fake
         .wait_for("the prompt in the deploy channel", |st| {
@@ -474,6 +475,14 @@ async fn prompt_buttons_refuse_non_approvers_and_act_once_for_approvers() {
                 .find(|m| m["components"].as_array().is_some_and(|c| !c.is_empty()))
         })
         .await;
+    (ask, prompt)
+}
+
+#[tokio::test]
+async fn prompt_buttons_refuse_non_approvers_and_act_once_for_approvers() {
+    let (fake, s, _dir) = start().await;
+    let url = s.url("/discord/interactions");
+    let (ask, prompt) = sam_asks_to_promote_payments(&fake, &url, "canary clean").await;
     let buttons = prompt["components"][0]["components"]
         .as_array()
         .unwrap()
@@ -1100,24 +1109,7 @@ async fn an_unanswered_prompt_escalates_with_a_real_ping_of_the_next_group() {
     })
     .await;
     let url = s.url("/discord/interactions");
-    let ask = fake.command(
-        DEPLOYS,
-        &sam(),
-        "promote",
-        &[
-            ("service", json!("payments")),
-            ("reason", json!("@everyone canary clean")),
-        ],
-    );
-    let (_, answer, _) = fake.send(&url, &ask).await;
-    assert_eq!(answer["type"], 5);
-    let prompt = fake
-        .wait_for("the prompt in the deploy channel", |st| {
-            st.messages_in(DEPLOYS)
-                .into_iter()
-                .find(|m| m["components"].as_array().is_some_and(|c| !c.is_empty()))
-        })
-        .await;
+    let (_, prompt) = sam_asks_to_promote_payments(&fake, &url, "@everyone canary clean").await;
     // The prompt itself pings nobody, whatever its reason says.
     assert_eq!(prompt["mention_everyone"], false, "{prompt}");
     assert_eq!(prompt["mention_roles"], json!([]), "{prompt}");
