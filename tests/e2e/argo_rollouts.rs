@@ -6,7 +6,7 @@
 
 use crate::support::fake_argo::{seed_rollout, template, ArgoController, HASH_LABEL, REVISION};
 use crate::support::fake_kube::{standard_kinds, FakeKube, Kind, Logged};
-use crate::support::kube_bot::{rollout_keys, Backend, Bot};
+use crate::support::kube_bot::{api_action, exported_result, rollout_keys, Backend, Bot};
 use rollbot::config::Config;
 use rollbot::domain::{Action, Actor, Platform};
 use rollbot::engine::{Request, Status};
@@ -566,73 +566,16 @@ async fn status_shows_phase_step_weight_pause_reason_and_revisions() {
 async fn rollbot_serve_aborts_through_the_api_and_exports_the_patch_in_the_audit_log() {
     let dir = tempfile::tempdir().unwrap();
     let (fake, _ctl) = cluster().await;
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-
-[store]
-path = "{{data}}"
-
-[backends.argo]
-type = "argo-rollouts"
-api_server = "{url}"
-token = "${{ROLLBOT_TEST_ARGO_TOKEN}}"
-namespace = "prod"
-poll_interval = "20ms"
-
-[[services]]
-name = "web"
-backend = "argo"
-
-[[roles.responder]]
-members = ["api:ci"]
-
-[[api.clients]]
-name = "ci"
-token = "${{ROLLBOT_TEST_API_TOKEN}}"
-"#,
-        url = fake.url()
-    );
-    let server = crate::support::Server::start(
-        dir.path(),
-        &config,
-        &[
-            ("ROLLBOT_TEST_ARGO_TOKEN", TOKEN),
-            ("ROLLBOT_TEST_API_TOKEN", "api-token-1"),
-        ],
-    );
-    let r = reqwest::Client::new()
-        .post(server.url("/api/v1/actions"))
-        .bearer_auth("api-token-1")
-        .json(&json!({"command": "/rollback web bad canary", "idempotency_key": "argo-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
+    let server = BACKEND.serve(dir.path(), &fake, "poll_interval = \"20ms\"\n");
+    let (code, body) = api_action(&server, "/rollback web bad canary", "argo-1").await;
+    assert_eq!(code, 200, "{body}");
     assert_eq!(body["message"]["title"], "Rolled back web 3 → 2", "{body}");
     assert_eq!(rollout(&fake)["status"]["phase"], "Degraded");
     let log = server.log_text();
     assert!(server.terminate().success());
     assert!(!log.contains(TOKEN), "the token is not logged");
 
-    let out = crate::support::rollbot(&[
-        "audit",
-        "export",
-        "--format",
-        "jsonl",
-        "--data",
-        dir.path().join("data").to_str().unwrap(),
-    ]);
-    let export = crate::support::text(&out);
-    assert!(out.status.success(), "{export}");
-    let result = export
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|e| e.to_string().contains("succeeded") && e.to_string().contains("merge-patch"))
-        .unwrap_or_else(|| panic!("no result entry with the patch in {export}"));
-    let text = result.to_string();
+    let (export, text) = exported_result(dir.path(), "merge-patch");
     assert!(
         text.contains("/rollouts/web/status (application/merge-patch+json)")
             && text.contains("abort"),

@@ -3,7 +3,7 @@
 //! stays byte for byte, a stepped rollback reports each step.
 
 use crate::support::fake_kube::FakeKube;
-use crate::support::kube_bot::{Backend, Bot};
+use crate::support::kube_bot::{api_action, exported_result, Backend, Bot};
 use rollbot::config::Config;
 use rollbot::domain::Action;
 use rollbot::engine::Status;
@@ -309,50 +309,9 @@ async fn forbidden_surfaces_the_status_message_and_the_patch_to_apply_by_hand() 
 async fn rollbot_serve_shifts_traffic_through_the_api_and_exports_the_patch_in_the_audit_log() {
     let dir = tempfile::tempdir().unwrap();
     let fake = cluster(20).await;
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-
-[store]
-path = "{{data}}"
-
-[backends.mesh]
-type = "istio"
-api_server = "{url}"
-token = "${{ROLLBOT_TEST_ISTIO_TOKEN}}"
-namespace = "prod"
-
-[[services]]
-name = "web"
-backend = "mesh"
-
-[[roles.responder]]
-members = ["api:ci"]
-
-[[api.clients]]
-name = "ci"
-token = "${{ROLLBOT_TEST_API_TOKEN}}"
-"#,
-        url = fake.url()
-    );
-    let server = crate::support::Server::start(
-        dir.path(),
-        &config,
-        &[
-            ("ROLLBOT_TEST_ISTIO_TOKEN", TOKEN),
-            ("ROLLBOT_TEST_API_TOKEN", "api-token-1"),
-        ],
-    );
-    let r = reqwest::Client::new()
-        .post(server.url("/api/v1/actions"))
-        .bearer_auth("api-token-1")
-        .json(&json!({"command": "/rollback web canary errors", "idempotency_key": "istio-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
+    let server = BACKEND.serve(dir.path(), &fake, "");
+    let (code, body) = api_action(&server, "/rollback web canary errors", "istio-1").await;
+    assert_eq!(code, 200, "{body}");
     assert_eq!(
         body["message"]["title"], "Rolled back web canary 20% → canary 0%",
         "{body}"
@@ -366,22 +325,7 @@ token = "${{ROLLBOT_TEST_API_TOKEN}}"
     assert!(server.terminate().success());
     assert!(!log.contains(TOKEN));
 
-    let out = crate::support::rollbot(&[
-        "audit",
-        "export",
-        "--format",
-        "jsonl",
-        "--data",
-        dir.path().join("data").to_str().unwrap(),
-    ]);
-    let export = crate::support::text(&out);
-    assert!(out.status.success(), "{export}");
-    let result = export
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|e| e.to_string().contains("succeeded") && e.to_string().contains("json-patch"))
-        .unwrap_or_else(|| panic!("no result entry with the patch in {export}"));
-    let text = result.to_string();
+    let (export, text) = exported_result(dir.path(), "json-patch");
     assert!(
         text.contains("/virtualservices/web (application/json-patch+json)")
             && text.contains("/spec/http/1/route/1/weight"),

@@ -5,7 +5,7 @@
 use crate::support::fake_kube::{
     kubectl, seed_history, strip_nulls, DeploymentController, FakeKube, Logged, Pace, REVISION,
 };
-use crate::support::kube_bot::{rollout_keys, Backend, Bot};
+use crate::support::kube_bot::{api_action, exported_result, rollout_keys, Backend, Bot};
 use rollbot::config::Config;
 use rollbot::domain::{Action, Actor, Platform, View};
 use rollbot::engine::{Request, Status};
@@ -630,51 +630,9 @@ backend = "k8s"
 async fn rollbot_serve_rolls_back_through_the_api_and_exports_the_patch_in_the_audit_log() {
     let dir = tempfile::tempdir().unwrap();
     let (fake, _c) = cluster(Pace::Immediate).await;
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{{port}}"
-
-[store]
-path = "{{data}}"
-
-[backends.k8s]
-type = "kubernetes-deployment"
-api_server = "{url}"
-token = "${{ROLLBOT_TEST_KUBE_TOKEN}}"
-namespace = "prod"
-poll_interval = "20ms"
-
-[[services]]
-name = "web"
-backend = "k8s"
-
-[[roles.responder]]
-members = ["api:ci"]
-
-[[api.clients]]
-name = "ci"
-token = "${{ROLLBOT_TEST_API_TOKEN}}"
-"#,
-        url = fake.url()
-    );
-    let server = crate::support::Server::start(
-        dir.path(),
-        &config,
-        &[
-            ("ROLLBOT_TEST_KUBE_TOKEN", TOKEN),
-            ("ROLLBOT_TEST_API_TOKEN", "api-token-1"),
-        ],
-    );
-    let r = reqwest::Client::new()
-        .post(server.url("/api/v1/actions"))
-        .bearer_auth("api-token-1")
-        .json(&json!({"command": "/rollback web to 1 bad 1.2 release", "idempotency_key": "k8s-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
+    let server = BACKEND.serve(dir.path(), &fake, "poll_interval = \"20ms\"\n");
+    let (code, body) = api_action(&server, "/rollback web to 1 bad 1.2 release", "k8s-1").await;
+    assert_eq!(code, 200, "{body}");
     assert_eq!(body["message"]["title"], "Rolled back web 3 → 1", "{body}");
     assert_eq!(
         image(&fake.get("deployments", "prod", "web").unwrap()),
@@ -688,22 +646,7 @@ token = "${{ROLLBOT_TEST_API_TOKEN}}"
     assert!(server.terminate().success());
     assert!(!log.contains(TOKEN), "the token is not logged");
 
-    let out = crate::support::rollbot(&[
-        "audit",
-        "export",
-        "--format",
-        "jsonl",
-        "--data",
-        dir.path().join("data").to_str().unwrap(),
-    ]);
-    let export = crate::support::text(&out);
-    assert!(out.status.success(), "{export}");
-    let result = export
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|e| e.to_string().contains("succeeded") && e.to_string().contains("json-patch"))
-        .unwrap_or_else(|| panic!("no result entry with the patch in {export}"));
-    let text = result.to_string();
+    let (export, text) = exported_result(dir.path(), "json-patch");
     assert!(
         text.contains("/spec/template") && text.contains("registry.example.com/web:1.0"),
         "{text}"

@@ -182,3 +182,92 @@ impl Bot {
         self.chat.0.lock().unwrap().clone()
     }
 }
+
+/// The API client `ci`'s token in [`Backend::serve`].
+pub const API_TOKEN: &str = "api-token-1";
+
+impl Backend {
+    /// `rollbot serve` with one service `web` on this backend pointing at
+    /// `fake` in namespace `prod`, its token from the environment, and an
+    /// API client `ci` with the responder role; `keys` are further lines of
+    /// the backend's table.
+    pub fn serve(&self, dir: &Path, fake: &FakeKube, keys: &str) -> super::Server {
+        let config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{{port}}"
+
+[store]
+path = "{{data}}"
+
+[backends.{table}]
+type = "{kind}"
+api_server = "{url}"
+token = "${{ROLLBOT_TEST_KUBE_TOKEN}}"
+namespace = "prod"
+{keys}
+[[services]]
+name = "web"
+backend = "{table}"
+
+[[roles.responder]]
+members = ["api:ci"]
+
+[[api.clients]]
+name = "ci"
+token = "${{ROLLBOT_TEST_API_TOKEN}}"
+"#,
+            table = self.table,
+            kind = self.kind,
+            url = fake.url(),
+        );
+        super::Server::start(
+            dir,
+            &config,
+            &[
+                ("ROLLBOT_TEST_KUBE_TOKEN", self.token),
+                ("ROLLBOT_TEST_API_TOKEN", API_TOKEN),
+            ],
+        )
+    }
+}
+
+/// `command` through `POST /api/v1/actions` as the API client `ci`:
+/// the status code and the outcome.
+pub async fn api_action(
+    server: &super::Server,
+    command: &str,
+    key: &str,
+) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(server.url("/api/v1/actions"))
+        .bearer_auth(API_TOKEN)
+        .json(&serde_json::json!({"command": command, "idempotency_key": key}))
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    (code, r.json().await.unwrap())
+}
+
+/// `rollbot audit export` of the store under `dir` (after the server
+/// stopped), and the JSON text of the succeeded entry whose request lines
+/// name `content_type` (`json-patch`, `merge-patch`).
+pub fn exported_result(dir: &Path, content_type: &str) -> (String, String) {
+    let out = super::rollbot(&[
+        "audit",
+        "export",
+        "--format",
+        "jsonl",
+        "--data",
+        dir.join("data").to_str().unwrap(),
+    ]);
+    let export = super::text(&out);
+    assert!(out.status.success(), "{export}");
+    let result = export
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e.to_string().contains("succeeded") && e.to_string().contains(content_type))
+        .unwrap_or_else(|| panic!("no result entry with the patch in {export}"));
+    (export.clone(), result.to_string())
+}
