@@ -986,8 +986,9 @@ async fn a_press_on_an_expired_prompt_says_so_and_acts_on_nothing() {
     assert_eq!(count(&audit, "approve", "refused"), 1, "{audit:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rollout_summary_is_one_message_updated_in_place() {
+/// Slack over HTTP with the simulated metric source, and CI announcing a
+/// checkout rollout that started 20 minutes ago with a bad canary.
+async fn rig_with_a_bad_canary_announced() -> Rig {
     let extra = r#"[metrics]
 source = "simulated"
 interval = "1s"
@@ -1014,6 +1015,12 @@ token = "${SLACK_SIGNING_SECRET}"
         .await
         .unwrap();
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_summary_is_one_message_updated_in_place() {
+    let r = rig_with_a_bad_canary_announced().await;
     let summary = r
         .fake
         .wait_for(30, "the summary updated as the verdict changes", |f| {
@@ -1042,32 +1049,7 @@ token = "${SLACK_SIGNING_SECRET}"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_summary_arrives_with_its_chart_in_its_thread() {
-    let extra = r#"[metrics]
-source = "simulated"
-interval = "1s"
-scenarios = { checkout = "bad: errors 3× at 5%, 1% base" }
-
-[[roles.deployer]]
-members = ["api:ci"]
-
-[[api.clients]]
-name = "ci"
-token = "${SLACK_SIGNING_SECRET}"
-"#;
-    let r = rig_with("http", extra, fake_slack::BOT_TOKEN, &[]).await;
-    let start = chrono::Utc::now() - chrono::Duration::minutes(20);
-    let resp = r
-        .http
-        .post(r.server.url("/api/v1/rollouts"))
-        .bearer_auth(fake_slack::SIGNING_SECRET)
-        .json(
-            &json!({"service": "checkout", "from_revision": "v41", "to_revision": "v42",
-            "start_time": start.to_rfc3339()}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let r = rig_with_a_bad_canary_announced().await;
     let file = r
         .fake
         .wait_for(30, "the summary's chart shared", |f| {
