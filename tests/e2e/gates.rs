@@ -3,7 +3,7 @@
 //! the fake Slack (tests/support/fake_slack.rs).
 
 use crate::support::fake_slack::{self, FakeSlack, Posted};
-use crate::support::{rollbot, text, Server};
+use crate::support::Server;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -242,16 +242,13 @@ impl Rig {
     fn audit(self) -> Vec<(String, String, String, String)> {
         let st = self.server.terminate();
         assert!(st.success(), "rollbot serve exited with {st}");
-        let out = rollbot(&["audit", "export", "--data", self.data.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", text(&out));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).unwrap();
+        crate::support::audit_export(&self.data)
+            .iter()
+            .map(|v| {
                 let r = if v["record"].is_object() {
                     &v["record"]
                 } else {
-                    &v
+                    v
                 };
                 (
                     r["action"].as_str().unwrap_or_default().to_string(),

@@ -308,12 +308,7 @@ async fn with_json_logs_every_audit_entry_is_one_json_line_that_matches_the_stor
         }
     }
     let data = dir.path().join("data");
-    let out = rollbot(&["audit", "export", "--data", data.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let stored: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let stored = crate::support::audit_export(&data);
     assert!(
         stored.len() >= 3,
         "requested, succeeded, refused: {stored:?}"

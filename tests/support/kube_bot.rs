@@ -254,20 +254,12 @@ pub async fn api_action(
 /// stopped), and the JSON text of the succeeded entry whose request lines
 /// name `content_type` (`json-patch`, `merge-patch`).
 pub fn exported_result(dir: &Path, content_type: &str) -> (String, String) {
-    let out = super::rollbot(&[
-        "audit",
-        "export",
-        "--format",
-        "jsonl",
-        "--data",
-        dir.join("data").to_str().unwrap(),
-    ]);
-    let export = super::text(&out);
-    assert!(out.status.success(), "{export}");
-    let result = export
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e.to_string().contains("succeeded") && e.to_string().contains(content_type))
+    let entries = super::audit_export(&dir.join("data"));
+    let export: String = entries.iter().map(|e| format!("{e}\n")).collect();
+    let result = entries
+        .iter()
+        .map(|e| e.to_string())
+        .find(|e| e.contains("succeeded") && e.contains(content_type))
         .unwrap_or_else(|| panic!("no result entry with the patch in {export}"));
-    (export.clone(), result.to_string())
+    (export, result)
 }

@@ -153,3 +153,14 @@ pub fn free_port_for(config: &Path) -> u16 {
         .unwrap()
 }
 pub mod fake_slack;
+
+/// `rollbot audit export` (JSON Lines) of the store in `data`, parsed: one
+/// value per entry, oldest first. Read after the server stopped.
+pub fn audit_export(data: &Path) -> Vec<serde_json::Value> {
+    let out = rollbot(&["audit", "export", "--data", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
