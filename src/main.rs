@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 // contended glibc arenas.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use rollbot::audit::{export, AuditStore, Query, SledAuditStore};
+use rollbot::audit::{export, AuditStore, Query};
 use rollbot::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -339,7 +339,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = rollbot::store::Store::open(&store_dir(data, config)?)?;
             print!(
                 "{}",
-                rollbot::controller::postmortem::write(&store, &rollout)?
+                rollbot::controller::postmortem::write(&store, &rollout).await?
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -349,8 +349,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data,
         } => {
             let dir = store_dir(data, config)?;
-            let db = rollbot::store::Store::open(&dir)?;
-            audit(command, db.audit.as_ref())
+            // Reading tools work on a full disk too: they read a copy.
+            let (db, _copy) = rollbot::store::open::open_for_reading(&dir)?;
+            rollbot::store::open::no_panic(&dir, || audit(command, db.audit()))?
         }
         Cmd::Replay {
             input: None,
@@ -554,7 +555,7 @@ fn store_dir(data: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<P
     Ok(dir)
 }
 
-fn audit(cmd: AuditCmd, store: &SledAuditStore) -> anyhow::Result<ExitCode> {
+fn audit(cmd: AuditCmd, store: &dyn AuditStore) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCmd::List {
             service,

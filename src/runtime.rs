@@ -303,7 +303,10 @@ pub async fn start_with(
     clock: SharedClock,
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<Runtime> {
-    let store = Arc::new(Store::open(store_dir)?);
+    let store = Arc::new(Store::open_with(store_dir, &(&config.store).into())?);
+    // A damaged store is reported (log, /readyz, deploy channels) and acts
+    // on nothing; it is not a reason to stay down and silent.
+    let damaged = store.check_integrity(store_dir).await.err();
     let (backends, simulated) = build_backends(&config);
     for b in backends.values() {
         b.attach(&store)?;
@@ -316,14 +319,23 @@ pub async fn start_with(
     for s in sinks {
         notifier.add_sink(s);
     }
-    let engine = Arc::new(Engine::new(EngineParts {
+    let engine = Engine::new(EngineParts {
         config: Arc::new(config),
         store,
         backends,
         notifier,
         clock,
         telemetry: telemetry.clone(),
-    }));
+    });
+    if let Some(what) = damaged {
+        engine.announce_damaged_store(&what).await;
+        return Ok(Runtime {
+            engine,
+            controller: None,
+            telemetry,
+            simulated,
+        });
+    }
     let interrupted = engine.recover().await?;
     if !interrupted.is_empty() {
         tracing::warn!(

@@ -2,8 +2,9 @@
 //! commit), "last 50 entries for one service" latency, and full-chain
 //! verification time, measured on a real sled store.
 
-use super::{AuditStore, Outcome, Query, Record, SledAuditStore};
+use super::{Outcome, Query, Record};
 use crate::domain::{Actor, Platform};
+use crate::store::{Store, StoreOptions};
 use chrono::Utc;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -51,11 +52,15 @@ pub async fn run(entries: u64, dir: Option<PathBuf>) -> anyhow::Result<String> {
     let tmp = tempfile::Builder::new()
         .prefix("rollbot-bench-")
         .tempdir_in(dir.unwrap_or_else(std::env::temp_dir))?;
-    let db = sled::Config::new()
-        .path(tmp.path())
-        .cache_capacity(256 * 1024 * 1024)
-        .open()?;
-    let store = SledAuditStore::open(&db)?;
+    // The settings `serve` uses, with a generous time limit: the bench
+    // measures throughput, not the watchdog.
+    let store = Store::open_with(
+        tmp.path(),
+        &StoreOptions {
+            timeout: Duration::from_secs(600),
+            ..StoreOptions::default()
+        },
+    )?;
 
     // 1. One durable append at a time: each waits for its own fsync.
     let singles = 500u64.min(entries);
@@ -85,7 +90,7 @@ pub async fn run(entries: u64, dir: Option<PathBuf>) -> anyhow::Result<String> {
             ..Default::default()
         };
         let t = Instant::now();
-        let got = store.query(&q)?;
+        let got = store.audit().query(&q)?;
         lat.push(t.elapsed());
         anyhow::ensure!(
             got.len() == 50.min((entries / SERVICES) as usize),
@@ -97,13 +102,13 @@ pub async fn run(entries: u64, dir: Option<PathBuf>) -> anyhow::Result<String> {
 
     // 4. Verify the whole chain.
     let t = Instant::now();
-    let report = store.verify()?;
+    let report = store.audit().verify()?;
     let verify = t.elapsed();
     anyhow::ensure!(
         report.first_bad.is_none(),
         "fresh log failed verification: {report}"
     );
-    let disk = db.size_on_disk().unwrap_or(0);
+    let disk = store.size_on_disk().unwrap_or(0);
 
     let ok = |b: bool| if b { "met" } else { "NOT met" };
     let mut out = String::new();

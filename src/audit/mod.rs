@@ -14,7 +14,6 @@ pub mod export;
 pub mod sled_store;
 
 use crate::domain::Actor;
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -153,23 +152,29 @@ impl fmt::Display for VerifyReport {
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit store: {0}")]
-    Store(#[from] sled::Error),
+    Store(String),
     #[error("audit store: entry #{0} cannot be read: {1}")]
     Corrupt(u64, String),
 }
 
-#[async_trait]
+impl From<sled::Error> for AuditError {
+    fn from(e: sled::Error) -> Self {
+        AuditError::Store(e.to_string())
+    }
+}
+
+/// The audit log's read side. Appends go through [`crate::store::Store`],
+/// so they share its one writer and its time limit.
 pub trait AuditStore: Send + Sync {
-    /// Appends one entry and returns it once it is durable on disk.
-    async fn append(&self, record: Record) -> Result<Entry, AuditError>;
-    /// Appends several entries with one flush (group commit).
-    async fn append_batch(&self, records: Vec<Record>) -> Result<Vec<Entry>, AuditError>;
     fn get(&self, seq: u64) -> Result<Option<Entry>, AuditError>;
     /// Matching entries, newest first.
     fn query(&self, q: &Query) -> Result<Vec<Entry>, AuditError>;
     /// Every entry in sequence order, for export.
     fn for_each(&self, f: &mut dyn FnMut(Entry) -> bool) -> Result<(), AuditError>;
     fn verify(&self) -> Result<VerifyReport, AuditError>;
+    /// Checks the head record and the last `n` entries only: what start-up
+    /// can afford on a large log.
+    fn verify_tail(&self, n: u64) -> Result<VerifyReport, AuditError>;
     fn len(&self) -> u64;
     fn is_empty(&self) -> bool {
         self.len() == 0

@@ -8,8 +8,8 @@
 //!   `c` + correlation id + 0 + seq        → (empty)   one action's steps
 //!   `h`                                   → last seq + its hash, so entries
 //!                                           deleted from the end are noticed
-//! Durability is explicit: `append` returns after `flush`, and a batch shares
-//! one flush (group commit).
+//! Entries are written by the store's one writer (`store::sled_store`), which
+//! flushes once per group of commits.
 
 use super::*;
 use std::sync::Mutex;
@@ -36,6 +36,16 @@ fn index_key(kind: u8, value: &str, seq: u64) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+fn index_keys(record: &Record, seq: u64) -> Vec<Vec<u8>> {
+    let mut keys = Vec::with_capacity(3);
+    if let Some(s) = &record.service {
+        keys.push(index_key(b's', s, seq));
+    }
+    keys.push(index_key(b'a', &record.actor.qualified_id(), seq));
+    keys.push(index_key(b'c', &record.correlation_id, seq));
+    keys
 }
 
 fn index_prefix(kind: u8, value: &str) -> Vec<u8> {
@@ -67,6 +77,10 @@ fn decode(seq: u64, value: &[u8]) -> Result<Entry, AuditError> {
 }
 
 impl SledAuditStore {
+    /// Opens the log and repairs what a crash in the middle of an append
+    /// can leave: entries written after the last head record get their
+    /// index keys and the head moved to them, so no entry is ever written
+    /// twice under one sequence number.
     pub fn open(db: &sled::Db) -> Result<SledAuditStore, AuditError> {
         let tree = db.open_tree("audit")?;
         let recorded = tree.get(HEAD_KEY)?.filter(|v| v.len() == 40).map(|v| {
@@ -75,29 +89,65 @@ impl SledAuditStore {
                 hex::encode(&v[8..]),
             )
         });
-        let head = match recorded {
-            Some(h) => h,
-            None => match tree.scan_prefix([b'e']).next_back() {
-                Some(kv) => {
-                    let (k, v) = kv?;
-                    let seq = u64::from_be_bytes(k[1..9].try_into().expect("9-byte entry key"));
-                    (seq, hex::encode(&v[..32.min(v.len())]))
-                }
-                None => (0, GENESIS_HASH.to_string()),
-            },
+        let last = match tree.scan_prefix([b'e']).next_back() {
+            Some(kv) => {
+                let (k, v) = kv?;
+                let seq = u64::from_be_bytes(k[1..9].try_into().expect("9-byte entry key"));
+                Some((seq, hex::encode(&v[..32.min(v.len())])))
+            }
+            None => None,
         };
-        Ok(SledAuditStore {
+        let store = SledAuditStore {
             tree,
-            head: Mutex::new(head),
-        })
+            head: Mutex::new((0, GENESIS_HASH.to_string())),
+        };
+        let head = match (recorded, last) {
+            (Some(h), Some(l)) if l.0 > h.0 => {
+                tracing::warn!(
+                    from = h.0 + 1,
+                    to = l.0,
+                    "audit log: completing entries written when rollbot stopped"
+                );
+                store.repair(h.0 + 1, l.0)?;
+                l
+            }
+            (Some(h), _) => h,
+            (None, Some(l)) => l,
+            (None, None) => (0, GENESIS_HASH.to_string()),
+        };
+        *store.head.lock().expect("audit head lock") = head;
+        Ok(store)
     }
 
-    /// Seals records into the chain and writes them in one atomic batch.
-    fn write(&self, records: Vec<Record>) -> Result<Vec<Entry>, AuditError> {
+    /// Writes the index keys of entries `from..=to` and the head record.
+    fn repair(&self, from: u64, to: u64) -> Result<(), AuditError> {
+        let mut last_hash = None;
+        for seq in from..=to {
+            let Some(v) = self.tree.get(entry_key(seq))? else {
+                continue;
+            };
+            let e = decode(seq, &v)?;
+            for k in index_keys(&e.record, seq) {
+                self.tree.insert(k, &[])?;
+            }
+            last_hash = Some(v[..32].to_vec());
+        }
+        if let Some(h) = last_hash {
+            let mut head = Vec::with_capacity(40);
+            head.extend_from_slice(&to.to_be_bytes());
+            head.extend_from_slice(&h);
+            self.tree.insert(HEAD_KEY, head)?;
+        }
+        Ok(())
+    }
+
+    /// Seals records into the chain and writes them: each entry, then its
+    /// index keys, then the head. Called only by the store's one writer.
+    pub(crate) fn write(&self, records: Vec<Record>) -> Result<Vec<Entry>, AuditError> {
         let mut head = self.head.lock().expect("audit head lock");
         let (mut seq, mut prev) = head.clone();
-        let mut batch = sled::Batch::default();
         let mut out = Vec::with_capacity(records.len());
+        let mut last_hash = [0u8; 32];
         for record in records {
             seq += 1;
             let body = serde_json::to_vec(&Body {
@@ -110,13 +160,12 @@ impl SledAuditStore {
             let mut value = Vec::with_capacity(32 + body.len());
             value.extend_from_slice(&hash);
             value.extend_from_slice(&body);
-            batch.insert(&entry_key(seq), value);
-            if let Some(s) = &record.service {
-                batch.insert(index_key(b's', s, seq), &[]);
+            self.tree.insert(entry_key(seq), value)?;
+            for k in index_keys(&record, seq) {
+                self.tree.insert(k, &[])?;
             }
-            batch.insert(index_key(b'a', &record.actor.qualified_id(), seq), &[]);
-            batch.insert(index_key(b'c', &record.correlation_id, seq), &[]);
             let hash_hex = hex::encode(hash);
+            last_hash = hash;
             out.push(Entry {
                 seq,
                 record,
@@ -124,159 +173,24 @@ impl SledAuditStore {
                 hash: hash_hex,
             });
         }
-        let mut h = Vec::with_capacity(40);
-        h.extend_from_slice(&seq.to_be_bytes());
-        h.extend_from_slice(&hex::decode(&prev).expect("hashes are hex"));
-        batch.insert(HEAD_KEY, h);
-        self.tree.apply_batch(batch)?;
-        *head = (seq, prev);
-        Ok(out)
-    }
-
-    fn entries_from_index(
-        &self,
-        prefix: Vec<u8>,
-        q: &Query,
-        out: &mut Vec<Entry>,
-    ) -> Result<(), AuditError> {
-        for kv in self.tree.scan_prefix(prefix).rev() {
-            let (k, _) = kv?;
-            let seq = seq_of_index_key(&k);
-            let Some(e) = self.get(seq)? else { continue };
-            if !keep(&e, q, out)? {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// The raw tree, for tools that inspect or repair the log by hand.
-    pub fn tree(&self) -> &sled::Tree {
-        &self.tree
-    }
-}
-
-/// Applies the filters; returns false once the scan can stop.
-fn keep(e: &Entry, q: &Query, out: &mut Vec<Entry>) -> Result<bool, AuditError> {
-    if let Some(since) = q.since {
-        if e.record.time < since {
-            return Ok(false);
-        }
-    }
-    let matches = q
-        .service
-        .as_ref()
-        .is_none_or(|s| e.record.service.as_deref() == Some(s))
-        && q.actor
-            .as_ref()
-            .is_none_or(|a| e.record.actor.qualified_id() == *a)
-        && q.correlation_id
-            .as_ref()
-            .is_none_or(|c| e.record.correlation_id == *c);
-    if matches {
-        out.push(e.clone());
-    }
-    Ok(q.limit == 0 || out.len() < q.limit)
-}
-
-/// Decimal digits of `n`, without allocating.
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).expect("ascii digits")
-}
-
-#[async_trait]
-impl AuditStore for SledAuditStore {
-    async fn append(&self, record: Record) -> Result<Entry, AuditError> {
-        let mut v = self.append_batch(vec![record]).await?;
-        Ok(v.pop().expect("one entry"))
-    }
-
-    async fn append_batch(&self, records: Vec<Record>) -> Result<Vec<Entry>, AuditError> {
-        let entries = self.write(records)?;
-        // Outside the head lock, so concurrent appenders share one fsync.
-        self.tree.flush_async().await?;
-        for e in &entries {
-            // A copy of every entry in the structured log, for log pipelines
-            // that keep history beyond this volume.
-            // The key fields stand alone (searchable in a log pipeline);
-            // `entry` carries the whole entry with its hashes, so the chain
-            // can be checked from the logs alone.
-            tracing::info!(
-                target: "rollbot::audit",
-                seq = e.seq,
-                action = %e.record.action,
-                service = e.record.service.as_deref().unwrap_or(""),
-                outcome = e.record.outcome.name(),
-                actor = %e.record.actor.qualified_id(),
-                correlation_id = %e.record.correlation_id,
-                hash = %e.hash,
-                entry = %serde_json::to_string(e).unwrap_or_default(),
-                "audit entry"
-            );
-        }
-        Ok(entries)
-    }
-
-    fn get(&self, seq: u64) -> Result<Option<Entry>, AuditError> {
-        match self.tree.get(entry_key(seq))? {
-            Some(v) => decode(seq, &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn query(&self, q: &Query) -> Result<Vec<Entry>, AuditError> {
-        let mut out = Vec::new();
-        if let Some(c) = &q.correlation_id {
-            self.entries_from_index(index_prefix(b'c', c), q, &mut out)?;
-        } else if let Some(s) = &q.service {
-            self.entries_from_index(index_prefix(b's', s), q, &mut out)?;
-        } else if let Some(a) = &q.actor {
-            self.entries_from_index(index_prefix(b'a', a), q, &mut out)?;
-        } else {
-            for kv in self.tree.scan_prefix([b'e']).rev() {
-                let (k, v) = kv?;
-                let e = decode(
-                    u64::from_be_bytes(k[1..9].try_into().expect("entry key")),
-                    &v,
-                )?;
-                if !keep(&e, q, &mut out)? {
-                    break;
-                }
-            }
+        if !out.is_empty() {
+            let mut h = Vec::with_capacity(40);
+            h.extend_from_slice(&seq.to_be_bytes());
+            h.extend_from_slice(&last_hash);
+            self.tree.insert(HEAD_KEY, h)?;
+            *head = (seq, prev);
         }
         Ok(out)
     }
 
-    fn for_each(&self, f: &mut dyn FnMut(Entry) -> bool) -> Result<(), AuditError> {
-        for kv in self.tree.scan_prefix([b'e']) {
-            let (k, v) = kv?;
-            if !f(decode(
-                u64::from_be_bytes(k[1..9].try_into().expect("entry key")),
-                &v,
-            )?) {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn verify(&self) -> Result<VerifyReport, AuditError> {
+    /// Checks entries from `start` on, the first linking to `prev`.
+    fn verify_from(&self, start: u64, mut prev: String) -> Result<VerifyReport, AuditError> {
         #[derive(Deserialize)]
         struct Head<'a> {
             seq: u64,
             #[serde(borrow)]
             prev_hash: &'a str,
         }
-        let mut prev = GENESIS_HASH.to_string();
         let mut checked = 0u64;
         let mut prefix = String::with_capacity(128);
         let mut digits = [0u8; 20];
@@ -286,7 +200,8 @@ impl AuditStore for SledAuditStore {
                 first_bad: Some((seq, what)),
             })
         };
-        for (expected, kv) in (1u64..).zip(self.tree.scan_prefix([b'e'])) {
+        for (expected, kv) in (start..).zip(self.tree.range(entry_key(start)..=entry_key(u64::MAX)))
+        {
             let (k, v) = kv?;
             let key_seq = u64::from_be_bytes(k[1..9].try_into().expect("entry key"));
             if key_seq != expected {
@@ -358,15 +273,150 @@ impl AuditStore for SledAuditStore {
             checked += 1;
         }
         let head = self.head.lock().expect("audit head lock").0;
-        if checked < head {
-            return bad(checked + 1, format!(
-                "missing: the log ends at #{checked} but #{head} was written (entries deleted from the end)"
+        let last = start + checked - 1;
+        if last < head {
+            return bad(last + 1, format!(
+                "missing: the log ends at #{last} but #{head} was written (entries deleted from the end)"
             ), checked);
         }
         Ok(VerifyReport {
             checked,
             first_bad: None,
         })
+    }
+
+    fn entries_from_index(
+        &self,
+        prefix: Vec<u8>,
+        q: &Query,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), AuditError> {
+        for kv in self.tree.scan_prefix(prefix).rev() {
+            let (k, _) = kv?;
+            let seq = seq_of_index_key(&k);
+            let Some(e) = self.get(seq)? else { continue };
+            if !keep(&e, q, out)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The raw tree, for tools that inspect or repair the log by hand.
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+}
+
+/// Applies the filters; returns false once the scan can stop.
+fn keep(e: &Entry, q: &Query, out: &mut Vec<Entry>) -> Result<bool, AuditError> {
+    if let Some(since) = q.since {
+        if e.record.time < since {
+            return Ok(false);
+        }
+    }
+    let matches = q
+        .service
+        .as_ref()
+        .is_none_or(|s| e.record.service.as_deref() == Some(s))
+        && q.actor
+            .as_ref()
+            .is_none_or(|a| e.record.actor.qualified_id() == *a)
+        && q.correlation_id
+            .as_ref()
+            .is_none_or(|c| e.record.correlation_id == *c);
+    if matches {
+        out.push(e.clone());
+    }
+    Ok(q.limit == 0 || out.len() < q.limit)
+}
+
+/// Decimal digits of `n`, without allocating.
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).expect("ascii digits")
+}
+
+impl AuditStore for SledAuditStore {
+    fn get(&self, seq: u64) -> Result<Option<Entry>, AuditError> {
+        match self.tree.get(entry_key(seq))? {
+            Some(v) => decode(seq, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn query(&self, q: &Query) -> Result<Vec<Entry>, AuditError> {
+        let mut out = Vec::new();
+        if let Some(c) = &q.correlation_id {
+            self.entries_from_index(index_prefix(b'c', c), q, &mut out)?;
+        } else if let Some(s) = &q.service {
+            self.entries_from_index(index_prefix(b's', s), q, &mut out)?;
+        } else if let Some(a) = &q.actor {
+            self.entries_from_index(index_prefix(b'a', a), q, &mut out)?;
+        } else {
+            for kv in self.tree.scan_prefix([b'e']).rev() {
+                let (k, v) = kv?;
+                let e = decode(
+                    u64::from_be_bytes(k[1..9].try_into().expect("entry key")),
+                    &v,
+                )?;
+                if !keep(&e, q, &mut out)? {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(Entry) -> bool) -> Result<(), AuditError> {
+        for kv in self.tree.scan_prefix([b'e']) {
+            let (k, v) = kv?;
+            if !f(decode(
+                u64::from_be_bytes(k[1..9].try_into().expect("entry key")),
+                &v,
+            )?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn verify(&self) -> Result<VerifyReport, AuditError> {
+        self.verify_from(1, GENESIS_HASH.to_string())
+    }
+
+    fn verify_tail(&self, n: u64) -> Result<VerifyReport, AuditError> {
+        let head = self.len();
+        if head <= n {
+            return self.verify();
+        }
+        let from = head - n + 1;
+        // The first checked entry's link backwards is taken on trust; every
+        // link after it, and the head record, are checked.
+        match self.tree.get(entry_key(from))? {
+            Some(v) => match decode(from, &v) {
+                Ok(e) => self.verify_from(from, e.prev_hash),
+                Err(e) => Ok(VerifyReport {
+                    checked: 0,
+                    first_bad: Some((from, format!("its contents are not a readable entry ({e})"))),
+                }),
+            },
+            None => Ok(VerifyReport {
+                checked: 0,
+                first_bad: Some((
+                    from,
+                    "missing: an entry before the head is gone (entries deleted)".into(),
+                )),
+            }),
+        }
     }
 
     fn len(&self) -> u64 {
@@ -400,8 +450,7 @@ mod tests {
         let s = SledAuditStore::open(&db).unwrap();
         for i in 0..n {
             let svc = if i % 2 == 0 { "checkout" } else { "payments" };
-            s.append(record(svc, "rollback", Outcome::Succeeded))
-                .await
+            s.write(vec![record(svc, "rollback", Outcome::Succeeded)])
                 .unwrap();
         }
         (dir, db, s)

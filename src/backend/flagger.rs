@@ -15,9 +15,9 @@
 //! of the canary's spec, so a new revision is a new question.
 
 use super::*;
-use crate::store::Store;
+use crate::store::{Change, Store, Table};
 use chrono::{DateTime, Utc};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// The sled tree holding every Flagger canary's gates.
 pub const TREE: &str = "flagger_gates";
@@ -186,45 +186,42 @@ impl CanaryGates {
 /// The stored gates, shared by the backend and the HTTP handlers.
 #[derive(Clone)]
 pub struct GateBook {
-    tree: sled::Tree,
+    store: Arc<Store>,
 }
 
 impl GateBook {
-    pub fn open(db: &sled::Db) -> anyhow::Result<GateBook> {
-        Ok(GateBook {
-            tree: db.open_tree(TREE)?,
-        })
+    pub fn open(store: &Arc<Store>) -> GateBook {
+        GateBook {
+            store: store.clone(),
+        }
     }
 
-    pub fn get(&self, service: &str) -> anyhow::Result<CanaryGates> {
-        Ok(crate::store::get(&self.tree, service)?.unwrap_or_default())
+    pub async fn get(&self, service: &str) -> anyhow::Result<CanaryGates> {
+        Ok(self
+            .store
+            .get(Table::Gates, service)
+            .await?
+            .unwrap_or_default())
     }
 
     /// Changes a service's record with `f` as one compare-and-swap, so the
     /// gate handler and the backend never overwrite each other; `f` may run
-    /// more than once. Flushed, because Flagger acts on what it is told.
+    /// more than once. Durable before it returns, because Flagger acts on
+    /// what it is told.
     pub async fn update<R>(
         &self,
         service: &str,
         mut f: impl FnMut(&mut CanaryGates) -> R,
     ) -> anyhow::Result<(CanaryGates, R)> {
-        loop {
-            let old = self.tree.get(service.as_bytes())?;
-            let mut state: CanaryGates = match &old {
-                Some(v) => serde_json::from_slice(v)?,
-                None => CanaryGates::default(),
-            };
-            let r = f(&mut state);
-            let new = serde_json::to_vec(&state)?;
-            if self
-                .tree
-                .compare_and_swap(service.as_bytes(), old, Some(new))?
-                .is_ok()
-            {
-                self.tree.flush_async().await?;
-                return Ok((state, r));
-            }
-        }
+        let ((state, r), _) = self
+            .store
+            .update(Table::Gates, service, |cur: Option<CanaryGates>| {
+                let mut state = cur.unwrap_or_default();
+                let r = f(&mut state);
+                Change::set(state.clone(), (state, r))
+            })
+            .await?;
+        Ok((state, r))
     }
 }
 
@@ -280,9 +277,10 @@ impl FlaggerBackend {
         })
     }
 
-    fn state(&self, t: &Target) -> Result<CanaryGates, BackendError> {
+    async fn state(&self, t: &Target) -> Result<CanaryGates, BackendError> {
         self.book()?
             .get(&t.service)
+            .await
             .map_err(|e| BackendError::Failed(format!("cannot read the Flagger gates: {e}")))
     }
 
@@ -381,8 +379,8 @@ impl RollbackBackend for FlaggerBackend {
         "flagger"
     }
 
-    fn attach(&self, store: &Store) -> anyhow::Result<()> {
-        let book = GateBook::open(&store.db)?;
+    fn attach(&self, store: &Arc<Store>) -> anyhow::Result<()> {
+        let book = GateBook::open(store);
         // A second attach (tests re-using a backend) keeps the first store.
         let _ = self.book.set(book);
         Ok(())
@@ -408,7 +406,7 @@ impl RollbackBackend for FlaggerBackend {
                 t.service
             )));
         }
-        let st = self.state(t)?;
+        let st = self.state(t).await?;
         if let Some(why) = st.stale_prompt(hook, &ctx.idempotency_key) {
             return Err(BackendError::Refused(why));
         }
@@ -488,7 +486,7 @@ impl RollbackBackend for FlaggerBackend {
         };
         let deadline = tokio::time::Instant::now() + self.s.verify_wait;
         loop {
-            let st = self.state(t)?;
+            let st = self.state(t).await?;
             let Some(g) = st.gate(hook) else {
                 return Ok(Verification {
                     ok: false,
@@ -530,7 +528,7 @@ impl RollbackBackend for FlaggerBackend {
     }
 
     async fn status(&self, t: &Target) -> Result<BackendStatus, BackendError> {
-        let st = self.state(t)?;
+        let st = self.state(t).await?;
         let canary = canary_of(&t.service, &t.settings);
         let mut notes = vec![];
         match &st.last {
@@ -636,7 +634,7 @@ mod tests {
         let e = b.preflight(&t, &op, &ctx).await.unwrap_err();
         assert!(e.to_string().contains("not waiting"), "{e}");
 
-        let book = GateBook::open(&store.db).unwrap();
+        let book = GateBook::open(&store);
         book.update("podinfo", called(Hook::ConfirmPromotion, "abc123"))
             .await
             .unwrap();
@@ -655,7 +653,7 @@ mod tests {
         book.update("podinfo", called(Hook::ConfirmPromotion, "def456"))
             .await
             .unwrap();
-        let st = book.get("podinfo").unwrap();
+        let st = book.get("podinfo").await.unwrap();
         let g = st.gate(Hook::ConfirmPromotion).unwrap();
         assert_eq!(g.checksum, "def456");
         assert!(g.opened.is_none());
@@ -665,7 +663,7 @@ mod tests {
     async fn approving_an_old_revisions_prompt_opens_nothing() {
         let (b, store, _d) = backend().await;
         let t = target();
-        let book = GateBook::open(&store.db).unwrap();
+        let book = GateBook::open(&store);
         book.update("podinfo", called(Hook::ConfirmPromotion, "old1"))
             .await
             .unwrap();
@@ -691,7 +689,7 @@ mod tests {
         assert!(e.to_string().contains("revision old1"), "{e}");
         let e = b.promote(&t, true, &old).await.unwrap_err();
         assert!(e.to_string().contains("Nothing was changed"), "{e}");
-        let st = book.get("podinfo").unwrap();
+        let st = book.get("podinfo").await.unwrap();
         assert!(st.gate(Hook::ConfirmPromotion).unwrap().opened.is_none());
 
         // The current prompt, or a chat /promote (no prompt), opens it.
@@ -711,7 +709,7 @@ mod tests {
         let (b, store, _d) = backend().await;
         let t = target();
         let ctx = CallContext::default();
-        let book = GateBook::open(&store.db).unwrap();
+        let book = GateBook::open(&store);
         book.update("podinfo", called(Hook::Rollback, "abc"))
             .await
             .unwrap();

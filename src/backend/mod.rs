@@ -162,7 +162,7 @@ pub trait RollbackBackend: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Gives a backend that keeps state in rollbot's store (the Flagger
     /// gates) its store, once, before the first call.
-    fn attach(&self, _store: &crate::store::Store) -> anyhow::Result<()> {
+    fn attach(&self, _store: &std::sync::Arc<crate::store::Store>) -> anyhow::Result<()> {
         Ok(())
     }
     /// Checks that the action can be done (the target revision exists, the

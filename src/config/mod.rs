@@ -232,6 +232,28 @@ pub struct StoreConfig {
     /// Directory of the sled database (audit log, freezes, prompts).
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// Upper bound of the store's page cache, in MiB.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+    /// Longest a store call may take; beyond it the call is refused and
+    /// `/readyz` fails, instead of the server hanging.
+    #[serde(default = "default_store_timeout")]
+    pub timeout: HumanDuration,
+    /// How long an idempotency key's outcome is kept for repeats.
+    #[serde(default = "default_idempotency_ttl")]
+    pub idempotency_ttl: HumanDuration,
+}
+
+fn default_cache_mb() -> u64 {
+    64
+}
+
+fn default_store_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(5))
+}
+
+fn default_idempotency_ttl() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(24 * 3600))
 }
 
 fn default_store_path() -> PathBuf {
@@ -242,6 +264,9 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: default_store_path(),
+            cache_mb: default_cache_mb(),
+            timeout: default_store_timeout(),
+            idempotency_ttl: default_idempotency_ttl(),
         }
     }
 }

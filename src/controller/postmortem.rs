@@ -3,12 +3,12 @@
 //! sections for the causes and action items people write afterwards.
 
 use super::rollouts::{self, Rollout};
-use crate::audit::{AuditStore, Entry, Query};
+use crate::audit::{Entry, Query};
 use crate::store::Store;
 use std::fmt::Write as _;
 
-fn rollout(store: &Store, id: &str) -> anyhow::Result<Rollout> {
-    let all = rollouts::load_all(&store.settings)?;
+async fn rollout(store: &Store, id: &str) -> anyhow::Result<Rollout> {
+    let all = rollouts::load_all(store).await?;
     if let Some(r) = all.iter().find(|r| r.id == id) {
         return Ok(r.clone());
     }
@@ -36,9 +36,9 @@ fn rollout(store: &Store, id: &str) -> anyhow::Result<Rollout> {
     )
 }
 
-pub fn write(store: &Store, id: &str) -> anyhow::Result<String> {
-    let r = rollout(store, id)?;
-    let mut entries: Vec<Entry> = store.audit.query(&Query {
+pub async fn write(store: &Store, id: &str) -> anyhow::Result<String> {
+    let r = rollout(store, id).await?;
+    let mut entries: Vec<Entry> = store.audit().query(&Query {
         service: Some(r.service.clone()),
         since: Some(r.start - chrono::Duration::minutes(1)),
         limit: 0,

@@ -1,6 +1,7 @@
 //! Rollouts under watch: announced by CI (`POST /api/v1/rollouts`) or taken
 //! from services marked `watch = true`. Stored, so a restart resumes them.
 
+use crate::store::{Store, Table};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -33,16 +34,19 @@ impl Rollout {
 
 const PREFIX: &str = "rollout:";
 
-pub fn save(tree: &sled::Tree, r: &Rollout) -> anyhow::Result<()> {
-    crate::store::put(tree, &format!("{PREFIX}{}", r.id), r)
+pub async fn save(store: &Store, r: &Rollout) -> anyhow::Result<()> {
+    Ok(store
+        .put(Table::Settings, &format!("{PREFIX}{}", r.id), r)
+        .await?)
 }
 
-pub fn load_all(tree: &sled::Tree) -> anyhow::Result<Vec<Rollout>> {
-    let mut out = Vec::new();
-    for kv in tree.scan_prefix(PREFIX.as_bytes()) {
-        let (_, v) = kv?;
-        out.push(serde_json::from_slice(&v)?);
-    }
+pub async fn load_all(store: &Store) -> anyhow::Result<Vec<Rollout>> {
+    let mut out: Vec<Rollout> = store
+        .scan(Table::Settings, PREFIX)
+        .await?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
     out.sort_by_key(|r: &Rollout| r.start);
     Ok(out)
 }

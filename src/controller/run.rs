@@ -109,8 +109,7 @@ impl Controller {
 
     /// Loads stored rollouts and the services marked `watch = true`.
     pub async fn load(&self) -> anyhow::Result<()> {
-        let tree = &self.engine.store.settings;
-        let stored = rollouts::load_all(tree)?;
+        let stored = rollouts::load_all(&self.engine.store).await?;
         for r in stored.into_iter().filter(Rollout::active) {
             self.watch(r).await?;
         }
@@ -149,15 +148,15 @@ impl Controller {
 
     /// Starts watching a rollout (replacing an earlier one of the same service).
     pub async fn announce(&self, r: Rollout) -> anyhow::Result<Rollout> {
-        let tree = &self.engine.store.settings;
+        let store = &self.engine.store;
         let mut active = self.active.lock().await;
         for a in active.iter_mut().filter(|a| a.rollout.service == r.service) {
             a.rollout.state = format!("replaced by rollout {}", r.id);
-            rollouts::save(tree, &a.rollout)?;
+            rollouts::save(store, &a.rollout).await?;
         }
         active.retain(|a| a.rollout.service != r.service);
         drop(active);
-        rollouts::save(tree, &r)?;
+        rollouts::save(store, &r).await?;
         self.watch(r.clone()).await?;
         Ok(r)
     }
@@ -185,7 +184,7 @@ impl Controller {
     /// Every rollout, newest first. Active ones show their latest score
     /// and reasons, which are stored only when the verdict or state changes.
     pub async fn list(&self) -> anyhow::Result<Vec<Rollout>> {
-        let mut all = rollouts::load_all(&self.engine.store.settings)?;
+        let mut all = rollouts::load_all(&self.engine.store).await?;
         let active = self.active.lock().await;
         let live: std::collections::HashMap<&str, &Active> =
             active.iter().map(|a| (a.rollout.id.as_str(), a)).collect();
@@ -272,7 +271,7 @@ impl Controller {
                 // The reasons live in the watch's last evaluation; they are
                 // copied only into the stored record, not kept twice.
                 if before != (a.rollout.state.clone(), a.rollout.verdict.clone()) {
-                    let _ = rollouts::save(&self.engine.store.settings, &a.record());
+                    let _ = rollouts::save(&self.engine.store, &a.record()).await;
                 }
                 a.next = point + step;
             }
@@ -462,7 +461,8 @@ mod tests {
             later.reasons, first.reasons,
             "the listing follows each evaluation"
         );
-        let stored = rollouts::load_all(&rt.engine.store.settings)
+        let stored = rollouts::load_all(&rt.engine.store)
+            .await
             .unwrap()
             .remove(0);
         assert_ne!(

@@ -138,6 +138,7 @@ impl RolloutWatch {
         let eval = self.judge.observe(tick);
         let changed = self.last.as_ref().is_none_or(|l| l.verdict != eval.verdict);
         self.last = Some(eval.clone());
+        let automation_off = engine.automation_off(&self.service).await.is_some();
         match (eval.verdict, eval.recommendation) {
             (Verdict::Failing, _) | (_, Recommendation::Rollback) => {
                 self.on_failing(engine, svc, &eval).await
@@ -148,9 +149,7 @@ impl RolloutWatch {
                 self.on_borderline(engine, svc, &eval).await
             }
             (Verdict::Healthy, Recommendation::Promote)
-                if svc.auto_promote
-                    && self.state == WatchState::Watching
-                    && engine.automation_off(&self.service).is_some() =>
+                if svc.auto_promote && self.state == WatchState::Watching && automation_off =>
             {
                 self.note_no_auto_promote(engine, svc).await
             }
@@ -243,7 +242,7 @@ impl RolloutWatch {
     /// Notices a rollback of this service made outside the watch (a
     /// `/rollback` from chat or the API) and follows it into an incident.
     async fn rolled_back_by_hand(&mut self, engine: &Engine, svc: &ServiceConfig) -> bool {
-        let latest = engine.recent_rollback(&self.service);
+        let latest = engine.recent_rollback(&self.service).await;
         let at = latest.as_ref().map(|r| r.at);
         let Some(seen) = self.rollbacks_seen else {
             self.rollbacks_seen = Some(at);
@@ -257,7 +256,7 @@ impl RolloutWatch {
         if matches!(self.state, WatchState::Asking { .. }) {
             // An answered prompt of ours explains it; check_prompt handles that.
             if let WatchState::Asking { prompt } = &self.state {
-                if let Ok(Some(p)) = engine.prompts.get(prompt) {
+                if let Ok(Some(p)) = engine.prompts.get(prompt).await {
                     if p.state != PromptState::Open {
                         return false;
                     }
@@ -305,7 +304,7 @@ impl RolloutWatch {
         let WatchState::Asking { prompt } = &self.state else {
             return false;
         };
-        let Ok(Some(p)) = engine.prompts.get(prompt) else {
+        let Ok(Some(p)) = engine.prompts.get(prompt).await else {
             return false;
         };
         let PromptState::Answered { choice, by, .. } = &p.state else {
@@ -380,7 +379,7 @@ impl RolloutWatch {
             .cloned()
             .unwrap_or_else(|| "the judge found the canary failing".into());
         // With automation off, a failing canary is asked about, never rolled back.
-        let policy = match engine.automation_off(&self.service) {
+        let policy = match engine.automation_off(&self.service).await {
             Some(_) => OnFailing::PageAndSuggest,
             None => svc.on_failing,
         };
@@ -392,6 +391,7 @@ impl RolloutWatch {
                     if let Ok(Some(crate::engine::prompt::Answer::Accepted(p))) = engine
                         .prompts
                         .answer(prompt, &controller(), false, engine.clock.now())
+                        .await
                     {
                         engine.notifier.update(&p.messages, &p.message()).await;
                     }
@@ -446,7 +446,7 @@ impl RolloutWatch {
 
     async fn on_borderline(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
         self.record_verdict(engine, eval).await;
-        if engine.automation_off(&self.service).is_some() {
+        if engine.automation_off(&self.service).await.is_some() {
             // Not paused: approving only means "stop asking".
             return self
                 .ask(
@@ -516,7 +516,7 @@ impl RolloutWatch {
             approve.label,
             reject.label
         );
-        if let Some(off) = engine.automation_off(&self.service) {
+        if let Some(off) = engine.automation_off(&self.service).await {
             question.push_str(&format!(
                 "\nAutomation is off for {} {}, so rollbot asks instead of acting by itself.",
                 self.service,
@@ -564,7 +564,7 @@ impl RolloutWatch {
         if self.automation_noted {
             return;
         }
-        let Some(off) = engine.automation_off(&self.service) else {
+        let Some(off) = engine.automation_off(&self.service).await else {
             return;
         };
         self.automation_noted = true;
@@ -589,7 +589,7 @@ impl RolloutWatch {
     }
 
     async fn on_promote(&mut self, engine: &Engine, eval: &Evaluation) {
-        if let Some(until) = engine.cooldown_until(&self.service) {
+        if let Some(until) = engine.cooldown_until(&self.service).await {
             if !self.cooldown_noted {
                 self.cooldown_noted = true;
                 let m = crate::chat::Message::new(crate::chat::Severity::Info, format!("Automatic promotion of {} is held", self.service))

@@ -12,6 +12,7 @@ use crate::audit::Outcome as AuditOutcome;
 use crate::chat::{Message, Severity};
 use crate::config::ServiceConfig;
 use crate::domain::{human_duration, Action};
+use crate::store::{Table, Tx};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -55,8 +56,11 @@ fn key(service: &str) -> String {
 impl Engine {
     /// Whether automatic actions on `service` are switched off now, and by
     /// whom. A command's switch wins over the config's (it says who and why).
-    pub fn automation_off(&self, service: &str) -> Option<AutomationOff> {
-        let stored: Option<AutomationOff> = crate::store::get(&self.store.settings, &key(service))
+    pub async fn automation_off(&self, service: &str) -> Option<AutomationOff> {
+        let stored: Option<AutomationOff> = self
+            .store
+            .get(Table::Settings, &key(service))
+            .await
             .ok()
             .flatten();
         let now = self.clock.now();
@@ -95,10 +99,11 @@ impl Engine {
             String::new(),
         )
         .await?;
+        let change;
         let message = if *enabled {
             let was: Option<AutomationOff> =
-                crate::store::get(&self.store.settings, &key(svc.name()))?;
-            self.store.settings.remove(key(svc.name()))?;
+                self.store.get(Table::Settings, &key(svc.name())).await?;
+            change = Tx::new().remove(Table::Settings, &key(svc.name()));
             let was = was.filter(|o| o.until.is_none_or(|u| u > now));
             let mut text = match &was {
                 Some(o) => format!(
@@ -123,7 +128,7 @@ impl Engine {
                 since: Some(now),
                 until: Some(until),
             };
-            crate::store::put(&self.store.settings, &key(svc.name()), &off)?;
+            change = Tx::new().put(Table::Settings, &key(svc.name()), &off);
             params.insert("until".into(), json!(until.to_rfc3339()));
             Message::new(Severity::Warning, format!("Automation off: {}", svc.name()))
                 .text(format!(
@@ -137,13 +142,14 @@ impl Engine {
                 .field("Reason", or_dash(&req.reason))
         };
         let entry = self
-            .record(
+            .record_with(
                 req,
                 corr,
                 Some(svc.name()),
                 params,
                 AuditOutcome::Succeeded,
                 message.plain(),
+                change,
             )
             .await?;
         let message = message

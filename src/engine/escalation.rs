@@ -32,7 +32,7 @@ impl Engine {
     /// call; returns how many were posted. The controller calls it every step.
     pub async fn escalate_prompts(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
         let mut posted = 0;
-        for p in self.prompts.open(now)? {
+        for p in self.prompts.open(now).await? {
             let Some(svc) = self.config.service(&p.service) else {
                 continue;
             };
@@ -43,7 +43,7 @@ impl Engine {
                 continue;
             }
             let step = p.escalated + 1;
-            if !self.prompts.escalate(&p.id, step)? {
+            if !self.prompts.escalate(&p.id, step).await? {
                 continue;
             }
             let who = svc.escalation[step - 1].clone();

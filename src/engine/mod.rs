@@ -18,6 +18,7 @@ mod automation;
 mod escalation;
 mod idempotency;
 mod lock;
+mod maintenance;
 pub mod prompt;
 mod query;
 mod recovery;
@@ -38,7 +39,7 @@ use crate::config::{Config, ServiceConfig};
 use crate::domain::{human_duration, Action, Actor, Scope};
 use crate::freeze::{AdHocFreeze, Freezes};
 use crate::roles::{Permission, Role, RoleBook};
-use crate::store::Store;
+use crate::store::{Store, StoreError, Table, Tx};
 use crate::telemetry::{ActionKind, Telemetry};
 use idempotency::{Claim, Idempotency};
 use lock::{Holder, ServiceLocks};
@@ -47,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// A request for an action.
@@ -89,6 +90,41 @@ impl Request {
     pub fn correlation_id(mut self, c: impl Into<String>) -> Self {
         self.correlation_id = Some(c.into());
         self
+    }
+
+    /// The request as a person would type it, to name it in messages (an
+    /// idempotency key reused for another command says which).
+    pub fn command_line(&self) -> String {
+        let svc = self.service.as_deref().unwrap_or("");
+        match &self.action {
+            Action::Rollback { to: None } => format!("/rollback {svc}"),
+            Action::Rollback { to: Some(t) } => format!("/rollback {svc} to {t}"),
+            Action::Promote { full, force } => format!(
+                "/promote {svc}{}{}",
+                if *full { " full" } else { "" },
+                if *force { " force" } else { "" }
+            ),
+            Action::Pause => format!("/pause {svc}"),
+            Action::Resume => format!("/resume {svc}"),
+            Action::Freeze { scope, duration } => {
+                format!("/freeze {scope} for {}", human_duration(*duration))
+            }
+            Action::Unfreeze { scope } => format!("/unfreeze {scope}"),
+            Action::Automation { enabled: true, .. } => format!("/auto {svc} on"),
+            Action::Automation {
+                enabled: false,
+                duration,
+            } => format!("/auto {svc} off for {}", human_duration(*duration)),
+            Action::Approve { prompt } => format!("approve prompt {prompt}"),
+            Action::Reject { prompt } => format!("reject prompt {prompt}"),
+            Action::Query { view } => {
+                let v = match view {
+                    crate::domain::View::Status => "status",
+                    crate::domain::View::Audit => "audit",
+                };
+                format!("/{v} {svc}").trim_end().to_string()
+            }
+        }
     }
 }
 
@@ -144,7 +180,8 @@ pub struct EngineParts {
 pub struct Engine {
     pub config: Arc<Config>,
     pub store: Arc<Store>,
-    audit: Arc<dyn AuditStore>,
+    /// This engine, so an action can run in a task of its own.
+    me: Weak<Engine>,
     pub roles: RoleBook,
     pub freezes: Freezes,
     backends: HashMap<String, BackendSlot>,
@@ -174,7 +211,7 @@ impl Drop for ActiveGuard<'_> {
 }
 
 impl Engine {
-    pub fn new(parts: EngineParts) -> Engine {
+    pub fn new(parts: EngineParts) -> Arc<Engine> {
         let c = &parts.config.engine;
         let backends = parts
             .backends
@@ -190,15 +227,12 @@ impl Engine {
                 (name, BackendSlot { backend, breaker })
             })
             .collect();
-        Engine {
-            audit: parts.store.audit.clone(),
+        Arc::new_cyclic(|me| Engine {
+            me: me.clone(),
             roles: RoleBook::from_config(&parts.config),
-            freezes: Freezes::new(
-                parts.store.freezes.clone(),
-                parts.config.freeze.windows.clone(),
-            ),
-            idem: Idempotency::new(parts.store.idempotency.clone()),
-            prompts: Prompts::new(parts.store.prompts.clone()),
+            freezes: Freezes::new(parts.store.clone(), parts.config.freeze.windows.clone()),
+            idem: Idempotency::new(parts.store.clone()),
+            prompts: Prompts::new(parts.store.clone()),
             locks: ServiceLocks::default(),
             backends,
             notifier: parts.notifier,
@@ -209,11 +243,11 @@ impl Engine {
             active: tokio::sync::watch::channel(0).0,
             closing: AtomicBool::new(false),
             leadership: crate::leader::Leadership::default(),
-        }
+        })
     }
 
     pub fn audit(&self) -> &dyn AuditStore {
-        self.audit.as_ref()
+        self.store.audit()
     }
 
     pub fn breakers(&self) -> Vec<BreakerStatus> {
@@ -235,7 +269,32 @@ impl Engine {
 
     /// Runs one request to its outcome. Never panics on bad input; every
     /// path ends in an audited outcome.
+    ///
+    /// The request runs in a task of its own: once accepted it runs to its
+    /// end and is audited even if whoever asked goes away (a closed HTTP
+    /// connection, a cancelled chat handler).
     pub async fn execute(&self, req: Request) -> Outcome {
+        let Some(me) = self.me.upgrade() else {
+            return self.execute_here(req).await;
+        };
+        let correlation = req.correlation_id.clone();
+        let action = req.action.name();
+        match tokio::spawn(async move { me.execute_here(req).await }).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, action, "an action stopped unexpectedly");
+                plain_outcome(
+                    Status::Failed,
+                    Severity::Critical,
+                    &format!("{action} stopped unexpectedly"),
+                    "rollbot hit an internal error while running it. Check `/status` and the audit log before repeating it.",
+                    correlation.as_deref().unwrap_or("-"),
+                )
+            }
+        }
+    }
+
+    async fn execute_here(&self, req: Request) -> Outcome {
         self.active.send_modify(|n| *n += 1);
         let _active = ActiveGuard(&self.active);
         let started = Instant::now();
@@ -279,6 +338,15 @@ impl Engine {
                 Severity::Warning,
                 "this rollbot replica is standing by",
                 &format!("{}. Nothing was done; send the command to the leader (the Service routes to it once it is ready) or retry in a few seconds.", view.describe()),
+                corr,
+            ));
+        }
+        if let Some(what) = self.store.health.damaged() {
+            return Ok(plain_outcome(
+                Status::Refused,
+                Severity::Critical,
+                "rollbot's store is damaged",
+                &format!("{what}. rollbot does not act on a store it cannot trust: nothing was done. Act on the platform by hand, and restore the store from a backup (see `/readyz`)."),
                 corr,
             ));
         }
@@ -336,17 +404,15 @@ impl Engine {
         }
         if let Action::Automation { .. } = &req.action {
             return self
-                .once(
-                    req.idempotency_key.as_deref(),
-                    self.automation_action(req, corr, svc),
-                )
+                .once(req, corr, self.automation_action(req, corr, svc))
                 .await;
         }
         let mut params = BTreeMap::new();
         if let Action::Promote { force, .. } = &req.action {
-            if let Some(block) =
-                self.freezes
-                    .promotion_block(&svc.environment, svc.name(), self.clock.now())?
+            if let Some(block) = self
+                .freezes
+                .promotion_block(&svc.environment, svc.name(), self.clock.now())
+                .await?
             {
                 let may_override = self
                     .roles
@@ -407,11 +473,8 @@ impl Engine {
         params: BTreeMap<String, serde_json::Value>,
         via_prompt: Option<&Prompt>,
     ) -> anyhow::Result<Outcome> {
-        self.once(
-            req.idempotency_key.as_deref(),
-            self.act_once(req, corr, svc, params, via_prompt),
-        )
-        .await
+        self.once(req, corr, self.act_once(req, corr, svc, params, via_prompt))
+            .await
     }
 
     /// Runs `work` once per idempotency key; a repeat gets the stored outcome.
@@ -419,19 +482,41 @@ impl Engine {
     /// retry may succeed later.
     async fn once(
         &self,
-        key: Option<&str>,
+        req: &Request,
+        corr: &str,
         work: impl std::future::Future<Output = anyhow::Result<Outcome>>,
     ) -> anyhow::Result<Outcome> {
-        let Some(k) = key else { return work.await };
-        match self.idem.claim(k).await? {
+        let Some(k) = req.idempotency_key.as_deref() else {
+            return work.await;
+        };
+        let command = req.command_line();
+        let now = self.clock.now();
+        let ttl = chrono::Duration::from_std(self.config.store.idempotency_ttl.0)?;
+        match self.idem.claim(k, &command, now, ttl).await? {
             Claim::Done(mut o) => {
                 o.repeat = true;
                 Ok(o)
             }
+            Claim::Conflict { first } => {
+                let text = format!(
+                    "The idempotency key `{k}` was already used for `{first}`, so `{command}` was not run. Send a new key with a new command; repeat a key only to retry the same command."
+                );
+                self.refuse(
+                    req,
+                    corr,
+                    None,
+                    "idempotency_conflict",
+                    "Idempotency key reused",
+                    text,
+                )
+                .await
+            }
             Claim::Run(tx) => {
                 let outcome = work.await;
                 if let Ok(o) = &outcome {
-                    self.idem.finish(k, tx, o, o.status != Status::Refused)?;
+                    self.idem
+                        .finish(k, &command, now, tx, o, o.status != Status::Refused)
+                        .await?;
                 }
                 outcome
             }
@@ -463,8 +548,24 @@ impl Engine {
             .get(svc.backend.as_ref())
             .ok_or_else(|| anyhow::anyhow!("backend {} is not running", svc.backend.as_ref()))?;
 
-        // Durable before any side effect: a crash from here on is found at
-        // the next start (see recovery.rs).
+        // Durable before any side effect, in this order: the `requested`
+        // entry, then the `inflight` record. So at the next start an
+        // `inflight` record means "may have acted" and a `requested` entry
+        // without one means "never acted" (see recovery.rs).
+        if let Err(e) = self
+            .record(
+                req,
+                corr,
+                Some(svc.name()),
+                params.clone(),
+                AuditOutcome::Requested,
+                String::new(),
+            )
+            .await
+        {
+            self.close_unrecorded(req, corr, svc, &e);
+            return Err(e);
+        }
         let inflight = Inflight {
             correlation_id: corr.into(),
             service: svc.name().into(),
@@ -472,17 +573,14 @@ impl Engine {
             actor: req.actor.clone(),
             started: self.clock.now(),
             channel: svc.deploy_channel.as_ref().map(|c| c.as_ref().clone()),
+            idempotency_key: req.idempotency_key.clone(),
+            command: Some(req.command_line()),
         };
-        crate::store::put(&self.store.inflight, corr, &inflight)?;
-        self.record(
-            req,
-            corr,
-            Some(svc.name()),
-            params.clone(),
-            AuditOutcome::Requested,
-            String::new(),
-        )
-        .await?;
+        if let Err(e) = self.store.put(Table::Inflight, corr, &inflight).await {
+            let e = anyhow::Error::from(e);
+            self.close_unrecorded(req, corr, svc, &e);
+            return Err(e);
+        }
 
         let holder = Holder {
             who: req.actor.display_name.clone(),
@@ -496,13 +594,21 @@ impl Engine {
         {
             Ok(g) => g,
             Err(h) => {
-                self.store.inflight.remove(corr.as_bytes())?;
                 let text = format!(
                     "Another action is running on {}: {} by {} since {} ({} ago). Nothing was changed; try again when it finishes.",
                     svc.name(), h.action, h.who, h.since.format("%H:%M:%S UTC"), human_duration((self.clock.now() - h.since).to_std().unwrap_or_default())
                 );
                 return self
-                    .refuse_recorded(req, corr, svc, "lock", "Busy", text)
+                    .refuse_with(
+                        req,
+                        corr,
+                        Some(svc.name()),
+                        BTreeMap::new(),
+                        "lock",
+                        "Busy",
+                        text,
+                        Tx::new().remove(Table::Inflight, corr),
+                    )
                     .await;
             }
         };
@@ -561,8 +667,8 @@ impl Engine {
         }
         .await;
 
-        self.store.inflight.remove(corr.as_bytes())?;
         let name = svc.name();
+        let mut change = Tx::new();
         let action = req.action.name();
         let (status, audit_outcome, message) = match result {
             Ok((report, vtext, verified)) => {
@@ -580,7 +686,7 @@ impl Engine {
                     _ => String::new(),
                 };
                 if verified && action == "rollback" {
-                    self.record_rollback(svc, req)?;
+                    change = self.record_rollback(change, svc, req);
                 }
                 if verified {
                     let m = Message::new(
@@ -618,12 +724,35 @@ impl Engine {
             }
         };
         let detail = message.plain();
-        let entry = self
-            .record(req, corr, Some(name), params.clone(), audit_outcome, detail)
-            .await?;
-        let message = message
-            .context(format!("correlation {corr}"))
-            .context(format!("audit #{}", entry.seq));
+        // The result and the end of `inflight` land together.
+        let change = change.remove(Table::Inflight, corr);
+        let result = self
+            .record_with(
+                req,
+                corr,
+                Some(name),
+                params.clone(),
+                audit_outcome,
+                detail.clone(),
+                change.clone(),
+            )
+            .await;
+        let message = match result {
+            Ok(entry) => message
+                .context(format!("correlation {corr}"))
+                .context(format!("audit #{}", entry.seq)),
+            Err(e) => {
+                // The backend acted: say what happened, and keep trying to
+                // record it rather than pretend nothing was done.
+                tracing::error!(error = %e, correlation = %corr, "the result of an action could not be recorded");
+                let record =
+                    self.record_of(req, corr, Some(name), params.clone(), audit_outcome, detail);
+                self.record_later(record, change);
+                message
+                    .text(format!("⚠ rollbot's audit log could not record this result yet ({e}); it keeps trying, and the next start reports the action if it never can."))
+                    .context(format!("correlation {corr}"))
+            }
+        };
         if params.contains_key("break_glass") {
             let warn = Message::new(
                 Severity::Critical,
@@ -751,7 +880,7 @@ impl Engine {
 
     /// Stores a prompt, audits it as pending and posts it with its buttons.
     pub async fn post_prompt(&self, mut prompt: Prompt, req: &Request) -> anyhow::Result<Outcome> {
-        self.prompts.save(&prompt)?;
+        self.prompts.save(&prompt).await?;
         let mut params = BTreeMap::new();
         params.insert("prompt".into(), json!(prompt.id));
         params.insert(
@@ -776,7 +905,7 @@ impl Engine {
                 .notifier
                 .reply_or_post(&prompt.thread, ch, &prompt.message())
                 .await;
-            self.prompts.save(&prompt)?;
+            self.prompts.save(&prompt).await?;
         }
         let announced = !prompt.messages.is_empty();
         let message = Message::new(
@@ -804,7 +933,7 @@ impl Engine {
         id: &str,
         approve: bool,
     ) -> anyhow::Result<Outcome> {
-        let Some(p) = self.prompts.get(id)? else {
+        let Some(p) = self.prompts.get(id).await? else {
             return self.refuse(req, corr, None, "invalid", "Unknown prompt", format!("There is no prompt `{id}`; the button may be forged or from another rollbot.")).await;
         };
         let svc = match self.resolve(Some(&p.service)) {
@@ -864,12 +993,13 @@ impl Engine {
         if p.promotes && approve {
             if let Some(block) = self
                 .freezes
-                .promotion_block(&svc.environment, svc.name(), now)?
+                .promotion_block(&svc.environment, svc.name(), now)
+                .await?
             {
                 return self.refuse(req, corr, Some(svc), "freeze", "Approval refused: frozen", format!("{block}.\nThe prompt stays open; approve it after the freeze, or an admin can `/promote {} force <reason>`.", svc.name())).await;
             }
         }
-        let p = match self.prompts.answer(id, &req.actor, approve, now)? {
+        let p = match self.prompts.answer(id, &req.actor, approve, now).await? {
             Some(Answer::Accepted(p)) => p,
             Some(Answer::AlreadyAnswered(p)) => {
                 let text = match &p.state {
@@ -999,11 +1129,8 @@ impl Engine {
                     .await;
             }
         }
-        self.once(
-            req.idempotency_key.as_deref(),
-            self.apply_freeze(req, corr, scope, &covered),
-        )
-        .await
+        self.once(req, corr, self.apply_freeze(req, corr, scope, &covered))
+            .await
     }
 
     /// Records and applies an authorized freeze or unfreeze.
@@ -1046,10 +1173,18 @@ impl Engine {
             String::new(),
         )
         .await?;
-        let message = match freeze {
+        let unfrozen = |f: &AdHocFreeze| {
+            Message::new(Severity::Success, format!("Unfrozen: {scope}")).text(format!(
+                "The freeze by {} ({}) is lifted; promotions of {} are allowed again.",
+                f.author.display_name,
+                or_dash(&f.reason),
+                names.join(", ")
+            ))
+        };
+        // The freeze and its `succeeded` entry land in one commit.
+        let (message, entry) = match freeze {
             Some(f) => {
-                self.freezes.add(&f)?;
-                Message::new(Severity::Warning, format!("Frozen: {scope}"))
+                let m = Message::new(Severity::Warning, format!("Frozen: {scope}"))
                     .text(format!(
                         "Promotions of {} are refused until {} ({}). Rollbacks are not affected.",
                         names.join(", "),
@@ -1057,58 +1192,71 @@ impl Engine {
                         human_duration((f.until - f.start).to_std().unwrap_or_default())
                     ))
                     .field("By", req.actor.display_name.clone())
-                    .field("Reason", or_dash(&req.reason))
+                    .field("Reason", or_dash(&req.reason));
+                let rec = self.record_of(
+                    req,
+                    corr,
+                    service_label,
+                    params,
+                    AuditOutcome::Succeeded,
+                    m.plain(),
+                );
+                let mut entries = self.freezes.add(&f, vec![rec]).await?;
+                self.telemetry.audit_appends.inc();
+                (m, entries.remove(0))
             }
-            None => match self.freezes.remove(scope)? {
-                Some(f) => {
-                    Message::new(Severity::Success, format!("Unfrozen: {scope}")).text(format!(
-                        "The freeze by {} ({}) is lifted; promotions of {} are allowed again.",
-                        f.author.display_name,
-                        or_dash(&f.reason),
-                        names.join(", ")
-                    ))
-                }
-                None => {
-                    let others: Vec<String> = self
-                        .freezes
-                        .active_ad_hoc(now)?
-                        .iter()
-                        .filter(|f| {
-                            covered
-                                .iter()
-                                .any(|s| f.scope.covers(&s.environment, s.name()))
-                        })
-                        .map(|f| format!("`{}` by {}", f.scope, f.author.display_name))
-                        .collect();
-                    let text = if others.is_empty() {
-                        format!("There is no freeze on `{scope}`.")
-                    } else {
-                        format!("There is no freeze on exactly `{scope}`; these cover it: {}. Lift one with `/unfreeze <that scope>`.", others.join(", "))
-                    };
-                    return self
-                        .refuse_recorded_scope(
+            None => {
+                let removed = self
+                    .freezes
+                    .remove(scope, |f| {
+                        vec![self.record_of(
                             req,
                             corr,
                             service_label,
-                            params,
-                            "invalid",
-                            "Nothing to unfreeze",
-                            text,
-                        )
-                        .await;
+                            params.clone(),
+                            AuditOutcome::Succeeded,
+                            unfrozen(f).plain(),
+                        )]
+                    })
+                    .await?;
+                match removed {
+                    Some((f, mut entries)) => {
+                        self.telemetry.audit_appends.inc();
+                        (unfrozen(&f), entries.remove(0))
+                    }
+                    None => {
+                        let others: Vec<String> = self
+                            .freezes
+                            .active_ad_hoc(now)
+                            .await?
+                            .iter()
+                            .filter(|f| {
+                                covered
+                                    .iter()
+                                    .any(|s| f.scope.covers(&s.environment, s.name()))
+                            })
+                            .map(|f| format!("`{}` by {}", f.scope, f.author.display_name))
+                            .collect();
+                        let text = if others.is_empty() {
+                            format!("There is no freeze on `{scope}`.")
+                        } else {
+                            format!("There is no freeze on exactly `{scope}`; these cover it: {}. Lift one with `/unfreeze <that scope>`.", others.join(", "))
+                        };
+                        return self
+                            .refuse_recorded_scope(
+                                req,
+                                corr,
+                                service_label,
+                                params,
+                                "invalid",
+                                "Nothing to unfreeze",
+                                text,
+                            )
+                            .await;
+                    }
                 }
-            },
+            }
         };
-        let entry = self
-            .record(
-                req,
-                corr,
-                service_label,
-                params,
-                AuditOutcome::Succeeded,
-                message.plain(),
-            )
-            .await?;
         let message = message
             .context(format!("correlation {corr}"))
             .context(format!("audit #{}", entry.seq));
@@ -1131,33 +1279,101 @@ impl Engine {
         })
     }
 
-    /// Holds automatic promotion of a service for its `cooldown`.
-    /// Remembers a service's latest rollback: it starts the cooldown and
-    /// lets a watched rollout notice a rollback made by hand.
-    fn record_rollback(&self, svc: &ServiceConfig, req: &Request) -> anyhow::Result<()> {
+    /// Remembers a service's latest rollback (in `tx`): it starts the
+    /// cooldown that holds automatic promotion, and lets a watched rollout
+    /// notice a rollback made by hand.
+    fn record_rollback(&self, tx: Tx, svc: &ServiceConfig, req: &Request) -> Tx {
         let rb = RecentRollback {
             at: self.clock.now(),
             by: req.actor.display_name.clone(),
             reason: req.reason.clone(),
         };
-        crate::store::put(
-            &self.store.settings,
-            &format!("rollback:{}", svc.name()),
-            &rb,
-        )
+        tx.put(Table::Settings, &format!("rollback:{}", svc.name()), &rb)
     }
 
     /// The latest successful rollback of `service`, if any.
-    pub fn recent_rollback(&self, service: &str) -> Option<RecentRollback> {
-        crate::store::get(&self.store.settings, &format!("rollback:{service}")).ok()?
+    pub async fn recent_rollback(&self, service: &str) -> Option<RecentRollback> {
+        self.store
+            .get(Table::Settings, &format!("rollback:{service}"))
+            .await
+            .ok()?
     }
 
     /// Until when automatic promotion of `service` is held after a rollback.
-    pub fn cooldown_until(&self, service: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    pub async fn cooldown_until(&self, service: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         let svc = self.config.service(service)?;
-        let until =
-            self.recent_rollback(service)?.at + chrono::Duration::from_std(svc.cooldown.0).ok()?;
+        let until = self.recent_rollback(service).await?.at
+            + chrono::Duration::from_std(svc.cooldown.0).ok()?;
         (until > self.clock.now()).then_some(until)
+    }
+
+    /// After the `requested` commit failed: nothing was sent, but the entry
+    /// may still reach the disk once the store answers. A `failed` entry is
+    /// queued behind it (the writer keeps order), so the log never shows a
+    /// request without its end.
+    fn close_unrecorded(&self, req: &Request, corr: &str, svc: &ServiceConfig, e: &anyhow::Error) {
+        let maybe_written = matches!(
+            e.downcast_ref::<StoreError>(),
+            Some(StoreError::Stalled { .. } | StoreError::NotDurable(_))
+        );
+        if !maybe_written {
+            return;
+        }
+        let mut params = BTreeMap::new();
+        params.insert("not_acted".into(), json!(true));
+        let record = self.record_of(
+            req,
+            corr,
+            Some(svc.name()),
+            params,
+            AuditOutcome::Failed,
+            format!("Not done: rollbot's store did not confirm the request ({e}), so nothing was sent to the backend."),
+        );
+        self.record_later(record, Tx::new().remove(Table::Inflight, corr));
+    }
+
+    /// Appends `record` (with `tx`) in the background, retrying for a few
+    /// minutes while the store does not answer.
+    fn record_later(&self, record: Record, tx: Tx) {
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            for _ in 0..8 {
+                let t = Tx {
+                    records: vec![record.clone()],
+                    writes: tx.writes.clone(),
+                };
+                match me.store.apply(t).await {
+                    Ok(_) => {
+                        me.telemetry.audit_appends.inc();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, correlation = %record.correlation_id, "audit entry still not recorded; retrying")
+                    }
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+            tracing::error!(correlation = %record.correlation_id, "gave up recording an audit entry; the next start reports the action");
+        });
+    }
+
+    /// Tells every deploy channel that the store failed its check at start.
+    pub async fn announce_damaged_store(&self, what: &str) {
+        let m = Message::new(Severity::Critical, "rollbot's store is damaged: actions are refused")
+            .text(format!("{what}.\nrollbot started but acts on nothing until its store is restored from a backup. Roll back by hand on the platform meanwhile; `/readyz` says the same."));
+        let mut channels: Vec<String> = self
+            .config
+            .services
+            .iter()
+            .filter_map(|s| s.deploy_channel.as_ref().map(|c| c.as_ref().clone()))
+            .collect();
+        channels.sort();
+        channels.dedup();
+        for ch in channels {
+            self.notifier.post(&ch, &m).await;
+        }
     }
 
     /// Finds a configured service by name or `env/name`.
@@ -1187,10 +1403,45 @@ impl Engine {
         req: &Request,
         corr: &str,
         service: Option<&str>,
-        mut params: BTreeMap<String, serde_json::Value>,
+        params: BTreeMap<String, serde_json::Value>,
         outcome: AuditOutcome,
         detail: String,
     ) -> anyhow::Result<crate::audit::Entry> {
+        self.record_with(req, corr, service, params, outcome, detail, Tx::new())
+            .await
+    }
+
+    /// Appends an audit entry for this request together with `change`
+    /// (state that must not exist without its entry, written after it).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_with(
+        &self,
+        req: &Request,
+        corr: &str,
+        service: Option<&str>,
+        params: BTreeMap<String, serde_json::Value>,
+        outcome: AuditOutcome,
+        detail: String,
+        mut change: Tx,
+    ) -> anyhow::Result<crate::audit::Entry> {
+        let record = self.record_of(req, corr, service, params, outcome, detail);
+        change.records.insert(0, record);
+        let n = change.records.len();
+        let mut entries = self.store.apply(change).await?;
+        self.telemetry.audit_appends.inc_by(n as u64);
+        Ok(entries.remove(0))
+    }
+
+    /// The audit record of this request at one step.
+    fn record_of(
+        &self,
+        req: &Request,
+        corr: &str,
+        service: Option<&str>,
+        mut params: BTreeMap<String, serde_json::Value>,
+        outcome: AuditOutcome,
+        detail: String,
+    ) -> Record {
         match &req.action {
             Action::Rollback { to: Some(t) } => {
                 params.entry("to".into()).or_insert(json!(t));
@@ -1210,7 +1461,7 @@ impl Engine {
             }
             _ => {}
         }
-        self.append(Record {
+        Record {
             time: self.clock.now(),
             actor: req.actor.clone(),
             action: req.action.name().into(),
@@ -1221,13 +1472,12 @@ impl Engine {
             detail,
             correlation_id: corr.into(),
             idempotency_key: req.idempotency_key.clone(),
-        })
-        .await
+        }
     }
 
     /// Appends any record durably and counts it.
     pub async fn append(&self, record: Record) -> anyhow::Result<crate::audit::Entry> {
-        let entry = self.audit.append(record).await?;
+        let entry = self.store.append(record).await?;
         self.telemetry.audit_appends.inc();
         Ok(entry)
     }
@@ -1246,29 +1496,24 @@ impl Engine {
             .await
     }
 
-    async fn refuse_recorded(
+    #[allow(clippy::too_many_arguments)]
+    async fn refuse_recorded_scope(
         &self,
         req: &Request,
         corr: &str,
-        svc: &ServiceConfig,
+        service: Option<&str>,
+        params: BTreeMap<String, serde_json::Value>,
         why: &str,
         title: &str,
         text: String,
     ) -> anyhow::Result<Outcome> {
-        self.refuse_recorded_scope(
-            req,
-            corr,
-            Some(svc.name()),
-            BTreeMap::new(),
-            why,
-            title,
-            text,
-        )
-        .await
+        self.refuse_with(req, corr, service, params, why, title, text, Tx::new())
+            .await
     }
 
+    /// A refusal recorded together with `change`.
     #[allow(clippy::too_many_arguments)]
-    async fn refuse_recorded_scope(
+    async fn refuse_with(
         &self,
         req: &Request,
         corr: &str,
@@ -1277,16 +1522,18 @@ impl Engine {
         why: &str,
         title: &str,
         text: String,
+        change: Tx,
     ) -> anyhow::Result<Outcome> {
         params.insert("refusal".into(), json!(why));
         let entry = self
-            .record(
+            .record_with(
                 req,
                 corr,
                 service,
                 params,
                 AuditOutcome::Refused,
                 text.clone(),
+                change,
             )
             .await?;
         self.telemetry.count_refusal(req.action.name(), why);

@@ -6,8 +6,10 @@
 use crate::chat::{ButtonStyle, Message, MessageRef, Severity};
 use crate::domain::{Action, Actor};
 use crate::roles::Role;
+use crate::store::{Change, Store, Table};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
@@ -161,10 +163,10 @@ pub fn parse_action_id(action_id: &str) -> Option<(String, bool)> {
 }
 
 pub struct Prompts {
-    tree: sled::Tree,
+    store: Arc<Store>,
     /// IDs of the prompts still open and not yet expired, so the periodic
     /// escalation reads those instead of every prompt ever stored. Rebuilt
-    /// from the tree on first use (sled allows one process per store).
+    /// from the store on first use.
     open: std::sync::Mutex<Option<std::collections::BTreeSet<String>>>,
 }
 
@@ -177,19 +179,19 @@ pub enum Answer {
 }
 
 impl Prompts {
-    pub fn new(tree: sled::Tree) -> Prompts {
+    pub fn new(store: Arc<Store>) -> Prompts {
         Prompts {
-            tree,
+            store,
             open: std::sync::Mutex::new(None),
         }
     }
 
-    pub fn get(&self, id: &str) -> anyhow::Result<Option<Prompt>> {
-        crate::store::get(&self.tree, id)
+    pub async fn get(&self, id: &str) -> anyhow::Result<Option<Prompt>> {
+        Ok(self.store.get(Table::Prompts, id).await?)
     }
 
-    pub fn save(&self, p: &Prompt) -> anyhow::Result<()> {
-        crate::store::put(&self.tree, &p.id, p)?;
+    pub async fn save(&self, p: &Prompt) -> anyhow::Result<()> {
+        self.store.put(Table::Prompts, &p.id, p).await?;
         if let Some(open) = self.open.lock().unwrap().as_mut() {
             if p.state == PromptState::Open {
                 open.insert(p.id.clone());
@@ -201,23 +203,28 @@ impl Prompts {
     }
 
     /// The prompts still open at `now`; expired ones leave the index here.
-    pub fn open(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<Prompt>> {
-        let ids: Vec<String> = {
-            let mut open = self.open.lock().unwrap();
-            if open.is_none() {
-                *open = Some(
-                    crate::store::all::<Prompt>(&self.tree)?
-                        .into_iter()
-                        .filter(|(_, p)| p.state == PromptState::Open)
-                        .map(|(_, p)| p.id)
-                        .collect(),
-                );
+    pub async fn open(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<Prompt>> {
+        let known = self.open.lock().unwrap().clone();
+        let ids: Vec<String> = match known {
+            Some(ids) => ids.into_iter().collect(),
+            None => {
+                let ids: std::collections::BTreeSet<String> = self
+                    .store
+                    .scan::<Prompt>(Table::Prompts, "")
+                    .await?
+                    .into_iter()
+                    .filter(|(_, p)| p.state == PromptState::Open && p.expires > now)
+                    .map(|(_, p)| p.id)
+                    .collect();
+                let mut open = self.open.lock().unwrap();
+                let merged = open.get_or_insert_with(Default::default);
+                merged.extend(ids);
+                merged.iter().cloned().collect()
             }
-            open.iter().flatten().cloned().collect()
         };
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            match self.get(&id)? {
+            match self.get(&id).await? {
                 Some(p) if p.state == PromptState::Open && p.expires > now => out.push(p),
                 _ => {
                     if let Some(open) = self.open.lock().unwrap().as_mut() {
@@ -230,66 +237,53 @@ impl Prompts {
     }
 
     /// Marks the prompt answered if it is still open; exactly one caller wins.
-    pub fn answer(
+    pub async fn answer(
         &self,
         id: &str,
         by: &Actor,
         approve: bool,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<Answer>> {
-        loop {
-            let Some(old) = self.tree.get(id.as_bytes())? else {
-                return Ok(None);
-            };
-            let mut p: Prompt = serde_json::from_slice(&old)?;
-            if p.state != PromptState::Open {
-                return Ok(Some(Answer::AlreadyAnswered(p)));
-            }
-            p.state = PromptState::Answered {
-                by: by.clone(),
-                choice: p.choice(approve).label.clone(),
-                at: now,
-            };
-            let new = serde_json::to_vec(&p)?;
-            if self
-                .tree
-                .compare_and_swap(id.as_bytes(), Some(old), Some(new))?
-                .is_ok()
-            {
-                if let Some(open) = self.open.lock().unwrap().as_mut() {
-                    open.remove(id);
+        let (answer, _) = self
+            .store
+            .update(Table::Prompts, id, |cur: Option<Prompt>| match cur {
+                None => Change::unchanged(None),
+                Some(p) if p.state != PromptState::Open => {
+                    Change::unchanged(Some(Answer::AlreadyAnswered(p)))
                 }
-                return Ok(Some(Answer::Accepted(p)));
+                Some(mut p) => {
+                    p.state = PromptState::Answered {
+                        by: by.clone(),
+                        choice: p.choice(approve).label.clone(),
+                        at: now,
+                    };
+                    Change::set(p.clone(), Some(Answer::Accepted(p)))
+                }
+            })
+            .await?;
+        if let Some(Answer::Accepted(_)) = &answer {
+            if let Some(open) = self.open.lock().unwrap().as_mut() {
+                open.remove(id);
             }
         }
+        Ok(answer)
     }
 
     /// Records that escalation step `step` (1-based) was posted, if the
     /// prompt is still open and not escalated that far; true when this
     /// caller moved it on (so the step is posted once).
-    pub fn escalate(&self, id: &str, step: usize) -> anyhow::Result<bool> {
-        loop {
-            let Some(old) = self.tree.get(id.as_bytes())? else {
-                return Ok(false);
-            };
-            let mut p: Prompt = serde_json::from_slice(&old)?;
-            if p.state != PromptState::Open || p.escalated >= step {
-                return Ok(false);
-            }
-            p.escalated = step;
-            let new = serde_json::to_vec(&p)?;
-            if self
-                .tree
-                .compare_and_swap(id.as_bytes(), Some(old), Some(new))?
-                .is_ok()
-            {
-                return Ok(true);
-            }
-        }
-    }
-
-    pub fn tree(&self) -> &sled::Tree {
-        &self.tree
+    pub async fn escalate(&self, id: &str, step: usize) -> anyhow::Result<bool> {
+        let (moved, _) = self
+            .store
+            .update(Table::Prompts, id, |cur: Option<Prompt>| match cur {
+                Some(mut p) if p.state == PromptState::Open && p.escalated < step => {
+                    p.escalated = step;
+                    Change::set(p, true)
+                }
+                _ => Change::unchanged(false),
+            })
+            .await?;
+        Ok(moved)
     }
 }
 

@@ -132,22 +132,23 @@ impl Engine {
             );
             if let Some(block) = self
                 .freezes
-                .promotion_block(&s.environment, s.name(), now)?
+                .promotion_block(&s.environment, s.name(), now)
+                .await?
             {
                 name.push_str(&format!(" — promotions blocked: {block}"));
             }
-            if let Some(until) = self.cooldown_until(s.name()) {
+            if let Some(until) = self.cooldown_until(s.name()).await {
                 name.push_str(&format!(
                     " — automatic promotion held until {} after a rollback",
                     until.format("%H:%M UTC")
                 ));
             }
-            if let Some(off) = self.automation_off(s.name()) {
+            if let Some(off) = self.automation_off(s.name()).await {
                 name.push_str(&format!(" — automation off {}", off.describe()));
             }
             m = m.field(name, line);
         }
-        let freezes = self.freezes.active_ad_hoc(now)?;
+        let freezes = self.freezes.active_ad_hoc(now).await?;
         if freezes.is_empty() {
             m = m.field("Freezes", "none");
         }
@@ -176,7 +177,8 @@ impl Engine {
         }
         for p in self
             .prompts
-            .open(now)?
+            .open(now)
+            .await?
             .into_iter()
             .filter(|p| visible.iter().any(|s| s.name() == p.service))
         {
@@ -252,11 +254,14 @@ impl Engine {
                 .refuse(req, &corr, svc, "permission", "Not allowed", r.to_string())
                 .await;
         }
-        let entries = self.audit.query(&Query {
-            service: svc.map(|s| s.name().to_string()),
-            limit: last.clamp(1, 200),
-            ..Default::default()
-        })?;
+        let entries = self
+            .store
+            .audit_query(Query {
+                service: svc.map(|s| s.name().to_string()),
+                limit: last.clamp(1, 200),
+                ..Default::default()
+            })
+            .await?;
         let title = match svc {
             Some(s) => format!("Audit log of {} (last {})", s.name(), entries.len()),
             None => format!("Audit log (last {})", entries.len()),

@@ -123,14 +123,14 @@ fn harness_at(path: &Path, latency_ms: u64) -> Harness {
     notifier.add_sink(chat.clone());
     let backends: HashMap<String, Arc<dyn RollbackBackend>> =
         [("sim".to_string(), sim.clone() as Arc<dyn RollbackBackend>)].into();
-    let engine = Arc::new(Engine::new(EngineParts {
+    let engine = Engine::new(EngineParts {
         config: Arc::new(config),
         store,
         backends,
         notifier,
         clock: Arc::new(clock.clone()),
         telemetry,
-    }));
+    });
     Harness {
         engine,
         sim,
@@ -355,9 +355,13 @@ async fn freeze_refuses_promote_but_never_rollback() {
     assert_eq!(r.status, Status::Succeeded, "{}", r.message.plain());
     assert_eq!(h.sim.count("payments", "rollback"), 1);
     // The rollback holds automatic promotion for the service's cooldown.
-    let until = h.engine.cooldown_until("payments").expect("a cooldown");
+    let until = h
+        .engine
+        .cooldown_until("payments")
+        .await
+        .expect("a cooldown");
     assert_eq!(until, h.clock.now() + chrono::Duration::minutes(30));
-    assert!(h.engine.cooldown_until("checkout").is_none());
+    assert!(h.engine.cooldown_until("checkout").await.is_none());
     h.sim.start_canary("payments", "v3");
     // force without admin: refused; admin without reason: refused; admin with reason: break-glass.
     let o = h
@@ -481,7 +485,7 @@ async fn two_person_rule_for_critical_promotions() {
         own.message.text
     );
     assert_eq!(
-        h.engine.prompts.get(&id).unwrap().unwrap().state,
+        h.engine.prompts.get(&id).await.unwrap().unwrap().state,
         PromptState::Open
     );
     let ok = h
@@ -642,24 +646,36 @@ async fn backend_failure_is_reported_and_audited() {
 #[tokio::test]
 async fn an_interrupted_action_is_found_marked_and_announced() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        // An action that never finishes, cut off as a crash would.
-        let h = harness_at(dir.path(), 0);
-        h.sim.inject_hang("payments", "rollback", 1);
-        let e = h.engine.clone();
-        let task = tokio::spawn(async move {
-            e.execute(rollback("responder", "payments").correlation_id("crash-1"))
-                .await
-        });
-        for _ in 0..200 {
-            if !h.engine.audit().is_empty() {
-                break;
+    let path = dir.path().to_path_buf();
+    // An action that never finishes, cut off as a crash would: its whole
+    // runtime goes away, as the process would.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let h = harness_at(&path, 0);
+            h.sim.inject_hang("payments", "rollback", 1);
+            let e = h.engine.clone();
+            tokio::spawn(async move {
+                e.execute(rollback("responder", "payments").correlation_id("crash-1"))
+                    .await
+            });
+            for _ in 0..200 {
+                let inflight = h
+                    .engine
+                    .store
+                    .get_raw(crate::store::Table::Inflight, "crash-1")
+                    .await
+                    .unwrap();
+                if inflight.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        task.abort();
-        let _ = task.await;
-    }
+        });
+        rt.shutdown_timeout(Duration::from_secs(5));
+    })
+    .join()
+    .unwrap();
     let h = harness_at(dir.path(), 0);
     let found = h.engine.recover().await.unwrap();
     assert_eq!(found.len(), 1);
@@ -764,7 +780,7 @@ async fn a_freeze_refuses_approving_a_promotion_and_the_prompt_stays_open() {
         o.message.text
     );
     assert_eq!(
-        h.engine.prompts.get(&id).unwrap().unwrap().state,
+        h.engine.prompts.get(&id).await.unwrap().unwrap().state,
         PromptState::Open
     );
     assert_eq!(h.sim.count("checkout", "promote"), 0);
@@ -838,16 +854,16 @@ async fn automation_off_is_authorized_audited_shown_and_expires() {
         "{}",
         o.message.text
     );
-    assert!(h.engine.automation_off("payments").is_none());
+    assert!(h.engine.automation_off("payments").await.is_none());
 
     let o = h.engine.execute(off("responder")).await;
     assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
     let now = h.clock.now();
-    let state = h.engine.automation_off("payments").expect("off");
+    let state = h.engine.automation_off("payments").await.expect("off");
     assert_eq!(state.by, "responder");
     assert_eq!(state.reason, "database maintenance");
     assert_eq!(state.until, Some(now + chrono::Duration::hours(2)));
-    assert!(h.engine.automation_off("checkout").is_none());
+    assert!(h.engine.automation_off("checkout").await.is_none());
 
     // Audited: requested then succeeded, with the duration and the end.
     let entries = entries(&h, "payments", 10);
@@ -898,11 +914,11 @@ async fn automation_off_is_authorized_audited_shown_and_expires() {
 
     // It expires by itself.
     h.clock.advance(Duration::from_secs(7200 + 1));
-    assert!(h.engine.automation_off("payments").is_none());
+    assert!(h.engine.automation_off("payments").await.is_none());
 
     // And can be switched back on early.
     h.engine.execute(off("admin")).await;
-    assert!(h.engine.automation_off("payments").is_some());
+    assert!(h.engine.automation_off("payments").await.is_some());
     let o = h
         .engine
         .execute(
@@ -922,7 +938,7 @@ async fn automation_off_is_authorized_audited_shown_and_expires() {
         "{}",
         o.message.text
     );
-    assert!(h.engine.automation_off("payments").is_none());
+    assert!(h.engine.automation_off("payments").await.is_none());
 }
 
 /// Feeds a failing canary to a rollout watch until it rolls back or asks
@@ -941,7 +957,7 @@ async fn watch_failing_canary(h: &Harness) -> (crate::controller::RolloutWatch, 
         match &watch.state {
             WatchState::Watching => {}
             WatchState::Asking { prompt } => {
-                let p = h.engine.prompts.get(prompt).unwrap().unwrap();
+                let p = h.engine.prompts.get(prompt).await.unwrap().unwrap();
                 if p.approve.label != "Approve" || p.state != PromptState::Open {
                     break;
                 }
@@ -994,6 +1010,7 @@ async fn with_automation_off_the_controller_asks_instead_of_rolling_back() {
         .engine
         .prompts
         .get(prompt)
+        .await
         .unwrap()
         .expect("stored prompt");
     assert_eq!(p.approve.label, "Roll back");
@@ -1132,7 +1149,7 @@ async fn an_unanswered_prompt_escalates_one_step_per_period_and_never_acts() {
             "slack:U0MANAGER"
         ]
     );
-    let p = h.engine.prompts.get(&id).unwrap().unwrap();
+    let p = h.engine.prompts.get(&id).await.unwrap().unwrap();
     assert_eq!(p.state, PromptState::Open);
     assert_eq!(p.escalated, 3);
     assert_eq!(

@@ -10,11 +10,14 @@ mod window;
 
 pub use window::{ActiveWindow, WindowKind};
 
+use crate::audit::{Entry, Record};
 use crate::config::WindowConfig;
 use crate::domain::{human_duration, Actor, Scope};
+use crate::store::{Change, Store, Table, Tx};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AdHocFreeze {
@@ -78,44 +81,81 @@ impl fmt::Display for Block {
 
 /// All freezes, ad hoc and scheduled.
 pub struct Freezes {
-    tree: sled::Tree,
+    store: Arc<Store>,
     windows: Vec<WindowConfig>,
 }
 
 impl Freezes {
-    pub fn new(tree: sled::Tree, windows: Vec<WindowConfig>) -> Freezes {
-        Freezes { tree, windows }
+    pub fn new(store: Arc<Store>, windows: Vec<WindowConfig>) -> Freezes {
+        Freezes { store, windows }
     }
 
     fn key(scope: &Scope) -> String {
         scope.to_string()
     }
 
-    /// Adds or replaces the ad hoc freeze on exactly this scope.
-    pub fn add(&self, f: &AdHocFreeze) -> anyhow::Result<()> {
-        crate::store::put(&self.tree, &Self::key(&f.scope), f)
+    /// Adds or replaces the ad hoc freeze on exactly this scope, together
+    /// with the audit records that say so.
+    pub async fn add(&self, f: &AdHocFreeze, records: Vec<Record>) -> anyhow::Result<Vec<Entry>> {
+        let mut tx = Tx::new().put(Table::Freezes, &Self::key(&f.scope), f);
+        tx.records = records;
+        // The records come first in the commit: never a freeze without its entry.
+        Ok(self.store.apply(tx).await?)
     }
 
-    /// Lifts the ad hoc freeze on exactly this scope.
-    pub fn remove(&self, scope: &Scope) -> anyhow::Result<Option<AdHocFreeze>> {
-        match self.tree.remove(Self::key(scope).as_bytes())? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
-            None => Ok(None),
-        }
+    /// Lifts the ad hoc freeze on exactly this scope, recording what
+    /// `records` makes of it in the same commit.
+    pub async fn remove(
+        &self,
+        scope: &Scope,
+        mut records: impl FnMut(&AdHocFreeze) -> Vec<Record>,
+    ) -> anyhow::Result<Option<(AdHocFreeze, Vec<Entry>)>> {
+        let (found, entries) = self
+            .store
+            .update(
+                Table::Freezes,
+                &Self::key(scope),
+                |cur: Option<AdHocFreeze>| match cur {
+                    Some(f) => Change::remove(Some(f.clone())).with_records(records(&f)),
+                    None => Change::unchanged(None),
+                },
+            )
+            .await?;
+        Ok(found.map(|f| (f, entries)))
     }
 
-    /// Ad hoc freezes in force at `now`; expired ones are dropped.
-    pub fn active_ad_hoc(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<AdHocFreeze>> {
-        let mut out = Vec::new();
-        for (k, f) in crate::store::all::<AdHocFreeze>(&self.tree)? {
-            if f.until <= now {
-                self.tree.remove(k.as_bytes())?;
-            } else {
-                out.push(f);
-            }
-        }
+    /// Ad hoc freezes in force at `now`.
+    pub async fn active_ad_hoc(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<AdHocFreeze>> {
+        let mut out: Vec<AdHocFreeze> = self
+            .store
+            .scan::<AdHocFreeze>(Table::Freezes, "")
+            .await?
+            .into_iter()
+            .map(|(_, f)| f)
+            .filter(|f| f.until > now)
+            .collect();
         out.sort_by_key(|f| f.until);
         Ok(out)
+    }
+
+    /// Removes ad hoc freezes that ended before `now`.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let expired: Vec<String> = self
+            .store
+            .scan::<AdHocFreeze>(Table::Freezes, "")
+            .await?
+            .into_iter()
+            .filter(|(_, f)| f.until <= now)
+            .map(|(k, _)| k)
+            .collect();
+        let mut tx = Tx::new();
+        for k in &expired {
+            tx = tx.remove(Table::Freezes, k);
+        }
+        if !tx.is_empty() {
+            self.store.apply(tx).await?;
+        }
+        Ok(expired.len())
     }
 
     pub fn active_windows(&self, now: DateTime<Utc>) -> Vec<ActiveWindow> {
@@ -127,14 +167,15 @@ impl Freezes {
 
     /// Why promoting `environment/name` is blocked at `now`, if it is.
     /// Deny wins over allow; an ad hoc freeze is reported first.
-    pub fn promotion_block(
+    pub async fn promotion_block(
         &self,
         environment: &str,
         name: &str,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<Block>> {
         if let Some(f) = self
-            .active_ad_hoc(now)?
+            .active_ad_hoc(now)
+            .await?
             .into_iter()
             .find(|f| f.scope.covers(environment, name))
         {

@@ -497,7 +497,7 @@ fn component(engine: Arc<Engine>, discord: Arc<Interactions>, c: ComponentIntera
         // The prompt's message shows its state: answered (who, what, when)
         // or expired, with its buttons disabled; an open prompt is left
         // as it is.
-        let Ok(Some(p)) = engine.prompts.get(&prompt_id) else {
+        let Ok(Some(p)) = engine.prompts.get(&prompt_id).await else {
             return;
         };
         let now = engine.clock.now();

@@ -274,6 +274,7 @@ async fn flagger(
         match engine
             .freezes
             .promotion_block(&svc.environment, svc.name(), now)
+            .await
         {
             Ok(b) => b.map(|b| b.to_string()),
             Err(e) => return failed(e),
@@ -294,7 +295,7 @@ async fn flagger(
             }),
         ),
         (None, _) => {
-            let mut reason = closed_reason(&state, svc, hook, &gate.prompt);
+            let mut reason = closed_reason(&state, svc, hook, &gate.prompt).await;
             if let Some(block) = &frozen {
                 reason.push_str(&format!(" Also frozen: {block}."));
             }
@@ -410,7 +411,7 @@ async fn flagger(
 }
 
 /// Why a gate is closed, and what a person can do about it.
-fn closed_reason(
+async fn closed_reason(
     state: &AppState,
     svc: &ServiceConfig,
     hook: Hook,
@@ -427,9 +428,10 @@ fn closed_reason(
     } else {
         format!("/promote {name}")
     };
-    let stored = prompt
-        .as_deref()
-        .and_then(|id| state.engine.prompts.get(id).ok().flatten());
+    let stored = match prompt.as_deref() {
+        Some(id) => state.engine.prompts.get(id).await.ok().flatten(),
+        None => None,
+    };
     match stored {
         Some(p) => match &p.state {
             PromptState::Answered { by, choice, .. } => format!(

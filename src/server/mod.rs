@@ -82,11 +82,12 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
             "shutting down\n".to_string(),
         );
     }
-    let store_ok = s.engine.store.db.size_on_disk().is_ok();
-    if !store_ok {
+    let store = s.engine.store.problems();
+    if !store.is_empty() {
+        let lines: Vec<&str> = store.iter().map(|p| p.text.as_str()).collect();
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "store unavailable\n".to_string(),
+            format!("not ready:\n{}\n", lines.join("\n")),
         );
     }
     // A standby replica is not ready, so the Service sends chat and gate
@@ -122,7 +123,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         format!(
             "ready: {} services, audit log at #{}\n{metrics}\n{}\n",
             s.engine.config.services.len(),
-            s.engine.audit().len(),
+            s.engine.store.audit_len(),
             leader.describe()
         ),
     )
@@ -165,7 +166,7 @@ pub async fn serve(
     };
     let gates = Arc::new(gates::Gates::new(
         gates_token,
-        crate::backend::flagger::GateBook::open(&engine.store.db)?,
+        crate::backend::flagger::GateBook::open(&engine.store),
     ));
     let state = AppState {
         gates,
@@ -186,6 +187,7 @@ pub async fn serve(
             tokio::spawn(engine.clone().escalate_forever(Duration::from_secs(5)));
         }
     }
+    tokio::spawn(engine.clone().maintain_forever());
     let (stop_electing, electing) = tokio::sync::watch::channel(false);
     let elector = engine
         .config

@@ -1,0 +1,660 @@
+//! rollbot's state: the audit log and everything that must survive a restart
+//! (freezes, prompts, idempotency records, actions in flight, rollouts, gate
+//! states, seen signatures), behind one [`Store`].
+//!
+//! Three rules keep the store from ever holding the server hostage:
+//!
+//! - every write is a [`Tx`] (audit records plus key writes) that one writer
+//!   applies in order and makes durable with a shared flush (group commit);
+//!   nothing else writes, so a compare-and-swap is a read and a write;
+//! - every call has a time limit (`[store] timeout`): a store that stops
+//!   answering becomes a clear refusal and a failing `/readyz`, never a hung
+//!   request;
+//! - reads never queue behind the writer.
+//!
+//! [`StateStore`] is what an implementation provides; [`sled_store`] is the
+//! embedded one.
+
+mod health;
+pub mod open;
+pub mod sled_store;
+
+pub use health::{Health, StoreProblem};
+
+use crate::audit::{AuditStore, Entry, Query, Record};
+use async_trait::async_trait;
+use serde::{de::DeserializeOwned, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A namespace of JSON values keyed by strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Table {
+    Freezes,
+    Prompts,
+    /// Outcomes of requests that carried an idempotency key.
+    Idempotency,
+    /// Actions between `requested` and their result.
+    Inflight,
+    /// Per-service switches, rollouts and other small state.
+    Settings,
+    /// Flagger gate states, per service.
+    Gates,
+    /// Request signatures already seen (replay protection), with expiry.
+    Seen,
+}
+
+impl Table {
+    pub const ALL: [Table; 7] = [
+        Table::Freezes,
+        Table::Prompts,
+        Table::Idempotency,
+        Table::Inflight,
+        Table::Settings,
+        Table::Gates,
+        Table::Seen,
+    ];
+
+    /// The name on disk; existing stores keep theirs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Freezes => "freezes",
+            Table::Prompts => "prompts",
+            Table::Idempotency => "idempotency",
+            Table::Inflight => "inflight",
+            Table::Settings => "settings",
+            Table::Gates => "flagger_gates",
+            Table::Seen => "seen",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        Table::ALL.iter().position(|t| *t == self).expect("listed")
+    }
+}
+
+/// One key write of a [`Tx`].
+#[derive(Clone, Debug)]
+pub enum Write {
+    Put {
+        table: Table,
+        key: String,
+        value: Vec<u8>,
+    },
+    Remove {
+        table: Table,
+        key: String,
+    },
+    /// The whole transaction applies only if `key` holds exactly `value`
+    /// (`None`: absent) when it is applied.
+    Expect {
+        table: Table,
+        key: String,
+        value: Option<Vec<u8>>,
+    },
+}
+
+/// Audit records and key writes that land together, in this order, or not
+/// at all.
+#[derive(Clone, Debug, Default)]
+pub struct Tx {
+    pub records: Vec<Record>,
+    pub writes: Vec<Write>,
+}
+
+impl Tx {
+    pub fn new() -> Tx {
+        Tx::default()
+    }
+
+    pub fn record(mut self, r: Record) -> Tx {
+        self.records.push(r);
+        self
+    }
+
+    pub fn put<T: Serialize>(mut self, table: Table, key: &str, value: &T) -> Tx {
+        self.writes.push(Write::Put {
+            table,
+            key: key.to_string(),
+            value: serde_json::to_vec(value).expect("stored values serialize"),
+        });
+        self
+    }
+
+    pub fn put_raw(mut self, table: Table, key: &str, value: Vec<u8>) -> Tx {
+        self.writes.push(Write::Put {
+            table,
+            key: key.to_string(),
+            value,
+        });
+        self
+    }
+
+    pub fn remove(mut self, table: Table, key: &str) -> Tx {
+        self.writes.push(Write::Remove {
+            table,
+            key: key.to_string(),
+        });
+        self
+    }
+
+    pub fn expect(mut self, table: Table, key: &str, value: Option<Vec<u8>>) -> Tx {
+        self.writes.push(Write::Expect {
+            table,
+            key: key.to_string(),
+            value,
+        });
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.writes.is_empty()
+    }
+}
+
+/// What a commit did.
+#[derive(Debug)]
+pub enum Committed {
+    /// Applied and durable; the audit records as sealed entries.
+    Done(Vec<Entry>),
+    /// An `Expect` did not hold; nothing was applied.
+    Conflict,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rollbot's store did not answer within {} ({op}); check the disk under [store] path and `/readyz`", crate::domain::human_duration(*after))]
+    Stalled { op: &'static str, after: Duration },
+    /// The write reached the store but may not be on disk.
+    #[error("rollbot's store could not make a write durable: {0}")]
+    NotDurable(String),
+    #[error("rollbot's store failed: {0}")]
+    Failed(String),
+    #[error("a stored value cannot be read: {0}")]
+    Corrupt(String),
+    #[error("rollbot's store is closed")]
+    Closed,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Failed(e.to_string())
+    }
+}
+
+/// What a store implementation provides. Reads may block; [`Store`] runs
+/// them where blocking is allowed and bounds every call in time.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Keys starting with `prefix`, in key order, after `after` (when
+    /// given), at most `limit`.
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Applies `tx` atomically with respect to other commits and returns
+    /// once it is durable.
+    async fn commit(&self, tx: Tx) -> Result<Committed, StoreError>;
+    /// Makes every earlier commit durable.
+    async fn flush(&self) -> Result<(), StoreError>;
+    /// The audit log's read side.
+    fn audit(&self) -> Arc<dyn AuditStore>;
+    /// How long the writer has been busy with its current group, if it is.
+    fn writer_busy_for(&self) -> Option<Duration>;
+    /// Bytes on disk, for `/readyz` and benchmarks.
+    fn size_on_disk(&self) -> Option<u64>;
+}
+
+/// Store settings from `[store]`.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Upper bound of sled's page cache.
+    pub cache_bytes: u64,
+    /// Longest a store call may take before it is refused.
+    pub timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 64 * 1024 * 1024,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl From<&crate::config::StoreConfig> for StoreOptions {
+    fn from(c: &crate::config::StoreConfig) -> Self {
+        StoreOptions {
+            cache_bytes: c.cache_mb.max(1).saturating_mul(1024 * 1024),
+            timeout: c.timeout.0,
+        }
+    }
+}
+
+/// The handle everything uses: typed, time-limited, health-tracking.
+pub struct Store {
+    inner: Arc<dyn StateStore>,
+    audit: Arc<dyn AuditStore>,
+    timeout: Duration,
+    pub health: Arc<Health>,
+}
+
+/// At most this many attempts of one read-modify-write; each attempt only
+/// fails when another commit changed the same key in between.
+const UPDATE_ATTEMPTS: usize = 64;
+
+impl Store {
+    pub fn new(inner: Arc<dyn StateStore>, timeout: Duration) -> Store {
+        Store {
+            audit: inner.audit(),
+            inner,
+            timeout,
+            health: Arc::new(Health::default()),
+        }
+    }
+
+    /// Opens the sled store at `path`.
+    pub fn open(path: &std::path::Path) -> anyhow::Result<Store> {
+        Store::open_with(path, &StoreOptions::default())
+    }
+
+    pub fn open_with(path: &std::path::Path, opts: &StoreOptions) -> anyhow::Result<Store> {
+        let s = sled_store::SledStore::open(path, opts.cache_bytes)?;
+        Ok(Store::new(Arc::new(s), opts.timeout))
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs `f` with the time limit and records how it went.
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        write: bool,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(Ok(v)) => {
+                self.health.answered(write);
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                self.health.failed(write, &e);
+                Err(e)
+            }
+            Err(_) => {
+                let e = StoreError::Stalled {
+                    op,
+                    after: self.timeout,
+                };
+                self.health.failed(write, &e);
+                tracing::error!(
+                    op,
+                    timeout_ms = self.timeout.as_millis() as u64,
+                    "store call timed out"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// A blocking read on the blocking pool, bounded in time.
+    async fn read<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&dyn StateStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        self.bounded(op, false, async move {
+            tokio::task::spawn_blocking(move || f(inner.as_ref()))
+                .await
+                .map_err(|e| StoreError::Failed(format!("store read panicked: {e}")))?
+        })
+        .await
+    }
+
+    pub async fn get_raw(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_string();
+        self.read("read", move |s| s.get(table, &key)).await
+    }
+
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.get_raw(table, key).await? {
+            Some(v) => decode(table, key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn scan<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let p = prefix.to_string();
+        let raw = self
+            .read("scan", move |s| s.scan(table, &p, None, usize::MAX))
+            .await?;
+        raw.into_iter()
+            .map(|(k, v)| decode(table, &k, &v).map(|t| (k, t)))
+            .collect()
+    }
+
+    /// One page of a scan, for sweeps over tables that may be large.
+    pub async fn scan_page(
+        &self,
+        table: Table,
+        prefix: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let p = prefix.to_string();
+        self.read("scan", move |s| s.scan(table, &p, after.as_deref(), limit))
+            .await
+    }
+
+    /// Removes every key of `table` for which `expired` says so, a page at
+    /// a time so memory stays bounded; returns how many.
+    pub async fn sweep(
+        &self,
+        table: Table,
+        mut expired: impl FnMut(&[u8]) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut after = None;
+        let mut removed = 0;
+        loop {
+            let page = self.scan_page(table, "", after.clone(), 500).await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(removed);
+            };
+            after = Some(last.clone());
+            let mut tx = Tx::new();
+            for (k, v) in &page {
+                if expired(v) {
+                    // Only if unchanged since read: a fresh write wins.
+                    tx = tx.expect(table, k, Some(v.clone())).remove(table, k);
+                }
+            }
+            if !tx.is_empty() {
+                let n = tx.writes.len() / 2;
+                if let Committed::Done(_) = self.commit(tx).await? {
+                    removed += n;
+                }
+            }
+        }
+    }
+
+    /// Applies a transaction durably.
+    pub async fn commit(&self, tx: Tx) -> Result<Committed, StoreError> {
+        let c = self.bounded("write", true, self.inner.commit(tx)).await?;
+        if let Committed::Done(entries) = &c {
+            entries.iter().for_each(log_entry);
+        }
+        Ok(c)
+    }
+
+    /// Commits a transaction that has no `Expect`.
+    pub async fn apply(&self, tx: Tx) -> Result<Vec<Entry>, StoreError> {
+        match self.commit(tx).await? {
+            Committed::Done(e) => Ok(e),
+            Committed::Conflict => Err(StoreError::Failed(
+                "a write without a condition reported a conflict".into(),
+            )),
+        }
+    }
+
+    pub async fn put<T: Serialize>(
+        &self,
+        table: Table,
+        key: &str,
+        v: &T,
+    ) -> Result<(), StoreError> {
+        self.apply(Tx::new().put(table, key, v)).await.map(drop)
+    }
+
+    pub async fn remove(&self, table: Table, key: &str) -> Result<(), StoreError> {
+        self.apply(Tx::new().remove(table, key)).await.map(drop)
+    }
+
+    /// Appends one audit entry durably.
+    pub async fn append(&self, r: Record) -> Result<Entry, StoreError> {
+        let mut v = self.apply(Tx::new().record(r)).await?;
+        Ok(v.pop().expect("one record, one entry"))
+    }
+
+    /// Appends several entries with one flush.
+    pub async fn append_batch(&self, records: Vec<Record>) -> Result<Vec<Entry>, StoreError> {
+        self.apply(Tx {
+            records,
+            writes: vec![],
+        })
+        .await
+    }
+
+    /// Read-modify-write of one key as a compare-and-swap: `f` sees the
+    /// current value and returns the new one (`None` removes it), the
+    /// records to append with it, and a result. `f` may run more than once.
+    pub async fn update<T, R>(
+        &self,
+        table: Table,
+        key: &str,
+        mut f: impl FnMut(Option<T>) -> Change<T, R>,
+    ) -> Result<(R, Vec<Entry>), StoreError>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let old = self.get_raw(table, key).await?;
+            let current = match &old {
+                Some(v) => Some(decode::<T>(table, key, v)?),
+                None => None,
+            };
+            let change = f(current);
+            if matches!(change.value, Keep::Unchanged) && change.records.is_empty() {
+                return Ok((change.result, vec![]));
+            }
+            let mut tx = Tx::new().expect(table, key, old);
+            tx.records = change.records;
+            tx = match change.value {
+                Keep::Unchanged => tx,
+                Keep::Set(v) => tx.put(table, key, &v),
+                Keep::Remove => tx.remove(table, key),
+            };
+            if let Committed::Done(entries) = self.commit(tx).await? {
+                return Ok((change.result, entries));
+            }
+        }
+        Err(StoreError::Failed(format!(
+            "{} `{key}` kept changing under {UPDATE_ATTEMPTS} attempts to update it",
+            table.name()
+        )))
+    }
+
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.bounded("flush", true, self.inner.flush()).await
+    }
+
+    /// The audit log's read side, for tools that may block (the CLI).
+    pub fn audit(&self) -> &dyn AuditStore {
+        self.audit.as_ref()
+    }
+
+    /// A shared handle on the audit log's read side, for blocking readers.
+    pub fn audit_handle(&self) -> Arc<dyn AuditStore> {
+        self.audit.clone()
+    }
+
+    /// Audit entries matching `q`, newest first, off the async workers.
+    pub async fn audit_query(&self, q: Query) -> Result<Vec<Entry>, StoreError> {
+        let audit = self.audit.clone();
+        self.bounded("audit read", false, async move {
+            tokio::task::spawn_blocking(move || {
+                audit
+                    .query(&q)
+                    .map_err(|e| StoreError::Failed(e.to_string()))
+            })
+            .await
+            .map_err(|e| StoreError::Failed(format!("audit read panicked: {e}")))?
+        })
+        .await
+    }
+
+    pub async fn audit_get(&self, seq: u64) -> Result<Option<Entry>, StoreError> {
+        let audit = self.audit.clone();
+        self.bounded("audit read", false, async move {
+            tokio::task::spawn_blocking(move || {
+                audit
+                    .get(seq)
+                    .map_err(|e| StoreError::Failed(e.to_string()))
+            })
+            .await
+            .map_err(|e| StoreError::Failed(format!("audit read panicked: {e}")))?
+        })
+        .await
+    }
+
+    /// The last sequence number (kept in memory: never blocks).
+    pub fn audit_len(&self) -> u64 {
+        self.audit.len()
+    }
+
+    /// What is wrong with the store now, for `/readyz` and refusals.
+    pub fn problems(&self) -> Vec<StoreProblem> {
+        self.health
+            .problems(self.inner.writer_busy_for(), self.timeout)
+    }
+
+    pub fn size_on_disk(&self) -> Option<u64> {
+        self.inner.size_on_disk()
+    }
+
+    /// Checks the store before it is trusted: the audit log's head and
+    /// chain (every entry when the log is small enough to read in a few
+    /// seconds, else the last [`TAIL_CHECK`]), and that every stored value
+    /// of every table decodes. A failure marks the store damaged, which
+    /// `/readyz`, the log and the engine's refusals then say.
+    pub async fn check_integrity(&self, path: &std::path::Path) -> Result<(), String> {
+        let audit = self.audit.clone();
+        let inner = self.inner.clone();
+        let path = path.to_path_buf();
+        let verdict = tokio::task::spawn_blocking(move || {
+            open::no_panic(&path, || -> Result<(), String> {
+                let report = if audit.len() <= FULL_CHECK {
+                    audit.verify()
+                } else {
+                    audit.verify_tail(TAIL_CHECK)
+                }
+                .map_err(|e| e.to_string())?;
+                if let Some((seq, what)) = report.first_bad {
+                    return Err(format!("audit log entry #{seq}: {what}"));
+                }
+                for t in Table::ALL {
+                    let mut after: Option<String> = None;
+                    loop {
+                        let page = inner
+                            .scan(t, "", after.as_deref(), 1000)
+                            .map_err(|e| format!("{}: {e}", t.name()))?;
+                        let Some((last, _)) = page.last() else { break };
+                        for (k, v) in &page {
+                            if serde_json::from_slice::<serde::de::IgnoredAny>(v).is_err() {
+                                return Err(format!("{} `{k}` is not readable", t.name()));
+                            }
+                        }
+                        after = Some(last.clone());
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+        })
+        .await
+        .map_err(|e| format!("the check stopped: {e}"))
+        .and_then(|r| r);
+        if let Err(what) = &verdict {
+            tracing::error!(problem = %what, "the store failed its integrity check; rollbot refuses actions until it is restored");
+            self.health.set_damaged(what.clone());
+        }
+        verdict
+    }
+}
+
+/// Logs up to this many entries are verified whole at start-up (about a
+/// second on a small machine).
+pub const FULL_CHECK: u64 = 300_000;
+/// Entries verified at start-up on a larger log.
+pub const TAIL_CHECK: u64 = 10_000;
+
+/// What [`Store::update`]'s function decides.
+pub struct Change<T, R> {
+    pub value: Keep<T>,
+    pub records: Vec<Record>,
+    pub result: R,
+}
+
+pub enum Keep<T> {
+    Unchanged,
+    Set(T),
+    Remove,
+}
+
+impl<T, R> Change<T, R> {
+    pub fn set(v: T, result: R) -> Self {
+        Change {
+            value: Keep::Set(v),
+            records: vec![],
+            result,
+        }
+    }
+    pub fn unchanged(result: R) -> Self {
+        Change {
+            value: Keep::Unchanged,
+            records: vec![],
+            result,
+        }
+    }
+    pub fn remove(result: R) -> Self {
+        Change {
+            value: Keep::Remove,
+            records: vec![],
+            result,
+        }
+    }
+    pub fn with_records(mut self, records: Vec<Record>) -> Self {
+        self.records = records;
+        self
+    }
+}
+
+/// A copy of every durable entry in the structured log, for log pipelines
+/// that keep history beyond this volume. The key fields stand alone
+/// (searchable); `entry` carries the whole entry with its hashes, so the
+/// chain can be checked from the logs alone.
+fn log_entry(e: &Entry) {
+    tracing::info!(
+        target: "rollbot::audit",
+        seq = e.seq,
+        action = %e.record.action,
+        service = e.record.service.as_deref().unwrap_or(""),
+        outcome = e.record.outcome.name(),
+        actor = %e.record.actor.qualified_id(),
+        correlation_id = %e.record.correlation_id,
+        hash = %e.hash,
+        entry = %serde_json::to_string(e).unwrap_or_default(),
+        "audit entry"
+    );
+}
+
+fn decode<T: DeserializeOwned>(table: Table, key: &str, v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v)
+        .map_err(|e| StoreError::Corrupt(format!("{} `{key}`: {e}", table.name())))
+}

@@ -1,0 +1,157 @@
+//! Opening a sled database so that every way it can fail is a clear error:
+//! in use by another process, damaged (sled panics while reading a
+//! truncated log), or on a full disk.
+
+use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+
+thread_local! {
+    /// While set, a panic on this thread is captured here instead of printed.
+    static CAPTURE: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+}
+
+fn install_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let captured = CAPTURE.with(|c| {
+                let mut c = c.borrow_mut();
+                match c.as_mut() {
+                    Some(slot) => {
+                        let at = info
+                            .location()
+                            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                            .unwrap_or_default();
+                        let msg = info
+                            .payload()
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "panic".into());
+                        *slot = Some(format!("{msg}{at}"));
+                        true
+                    }
+                    None => false,
+                }
+            });
+            if !captured {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic inside the storage engine into an error that
+/// says the store at `path` is damaged and what to do.
+pub fn no_panic<T>(path: &Path, f: impl FnOnce() -> T) -> anyhow::Result<T> {
+    install_hook();
+    CAPTURE.with(|c| *c.borrow_mut() = Some(None));
+    let r = std::panic::catch_unwind(AssertUnwindSafe(f));
+    let msg = CAPTURE.with(|c| c.borrow_mut().take().flatten());
+    r.map_err(|_| {
+        anyhow::anyhow!(
+            "the store at {} is damaged: its database cannot be read ({}). rollbot does not act on a damaged store. \
+             Restore the directory from a backup; every audit entry is also in rollbot's log (target rollbot::audit, one JSON entry each) if you need to rebuild the trail",
+            path.display(),
+            msg.unwrap_or_else(|| "the storage engine stopped".into())
+        )
+    })
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    DiskFull(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Opens the sled database at `path`.
+pub fn open_sled(path: &Path, cache_bytes: u64) -> anyhow::Result<sled::Db> {
+    let cfg = super::sled_store::sled_config(path, cache_bytes);
+    match no_panic(path, || cfg.open())? {
+        Ok(db) => Ok(db),
+        Err(sled::Error::Io(io)) if io.raw_os_error() == Some(libc::ENOSPC) => {
+            Err(OpenError::DiskFull(format!(
+                "the store at {} cannot be opened: the disk is full ({io}). Free space on that disk; `rollbot audit verify` and `audit export` read a copy meanwhile",
+                path.display()
+            ))
+            .into())
+        }
+        Err(e) => Err(describe(path, e)),
+    }
+}
+
+/// Opens the store at `path` for a tool that only reads it. sled writes
+/// while it opens, so on a full disk the store is copied to a temporary
+/// directory on another file system (memory-backed where there is one)
+/// and the copy is opened; the original is not touched.
+pub fn open_for_reading(path: &Path) -> anyhow::Result<(super::Store, Option<tempfile::TempDir>)> {
+    match super::Store::open(path) {
+        Ok(s) => Ok((s, None)),
+        Err(e)
+            if e.downcast_ref::<OpenError>()
+                .is_some_and(|o| matches!(o, OpenError::DiskFull(_))) =>
+        {
+            let base = [Path::new("/dev/shm"), &std::env::temp_dir()]
+                .into_iter()
+                .find(|d| d.is_dir())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(std::env::temp_dir);
+            let copy = tempfile::Builder::new()
+                .prefix("rollbot-store-copy-")
+                .tempdir_in(&base)
+                .map_err(|c| {
+                    anyhow::anyhow!("{e}; and no room for a copy in {}: {c}", base.display())
+                })?;
+            copy_dir(path, copy.path()).map_err(|c| {
+                anyhow::anyhow!(
+                    "{e}; copying it to {} failed too: {c}",
+                    copy.path().display()
+                )
+            })?;
+            eprintln!(
+                "note: the disk under {} is full; reading a copy in {} (the store itself is not changed)",
+                path.display(),
+                copy.path().display()
+            );
+            Ok((super::Store::open(copy.path())?, Some(copy)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+fn describe(path: &Path, e: sled::Error) -> anyhow::Error {
+    match e {
+        sled::Error::Io(ref io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+        {
+            anyhow::anyhow!(
+                "the store at {} is in use by another rollbot process; stop it or point [store] path elsewhere",
+                path.display()
+            )
+        }
+        sled::Error::Corruption { .. } => anyhow::anyhow!(
+            "the store at {} is damaged ({e}). rollbot does not act on a damaged store; restore the directory from a backup",
+            path.display()
+        ),
+        other => anyhow::anyhow!("cannot open the store at {}: {other}", path.display()),
+    }
+}
