@@ -20,7 +20,8 @@ type = "simulated"
 [backends.script]
 type = "exec"
 program = "sh"
-args = ["-c", "sleep $ROLLBOT_TEST_SLEEP; echo rolled back {service}"]
+args = ["-c", "sleep $ROLLBOT_TEST_SLEEP; echo rolled back $ROLLBOT_SERVICE"]
+env = ["PATH", "ROLLBOT_TEST_SLEEP"]
 timeout = "60s"
 
 [[services]]
