@@ -44,3 +44,26 @@ impl Clock for ManualClock {
 }
 
 pub type SharedClock = Arc<dyn Clock>;
+
+/// Is a request's timestamp `at` within `window` seconds of `now` (Unix
+/// seconds)? Checked arithmetic: a timestamp near `i64::MIN` is far from
+/// now, not a wrapped-around small difference.
+pub fn within(now: i64, at: i64, window: i64) -> bool {
+    now.checked_sub(at)
+        .and_then(i64::checked_abs)
+        .is_some_and(|d| d <= window)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_far_from_now_are_not_fresh() {
+        let now = 1_700_000_000;
+        assert!(super::within(now, now - 300, 300));
+        assert!(super::within(now, now + 300, 300));
+        assert!(!super::within(now, now - 301, 300));
+        assert!(!super::within(now, now - (1 << 62) - (1 << 62), 300));
+        assert!(!super::within(now, i64::MIN, 300));
+        assert!(!super::within(-10, i64::MAX, 300));
+    }
+}

@@ -27,6 +27,7 @@ pub mod freeze;
 pub mod intake;
 pub mod judge;
 pub mod leader;
+pub mod limits;
 pub mod metrics;
 pub mod roles;
 pub mod runtime;

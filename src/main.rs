@@ -269,6 +269,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
+                for w in c.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: ok ({} services, {} backends, {} channels)",
                     file.display(),
@@ -285,6 +288,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Cmd::Serve { config } => {
             let c = load(&config)?;
+            for w in c.warnings() {
+                tracing::warn!("{w}");
+            }
             let listen = c.server.listen.clone();
             let store = c.store.path.clone();
             let telemetry = std::sync::Arc::new(rollbot::telemetry::Telemetry::new());

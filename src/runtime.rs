@@ -50,17 +50,14 @@ pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<Simulat
                 args,
                 timeout,
                 supports,
+                env,
             } => {
                 let t = timeout.map(|t| t.0).unwrap_or(Duration::from_secs(300));
-                all.insert(
-                    name.clone(),
-                    Arc::new(ExecBackend::new(
-                        program.clone(),
-                        args.clone(),
-                        t,
-                        supports.clone(),
-                    )),
-                );
+                let mut exec = ExecBackend::new(program.clone(), args.clone(), t, supports.clone());
+                if let Some(env) = env {
+                    exec = exec.with_env(env.clone());
+                }
+                all.insert(name.clone(), Arc::new(exec));
             }
             BackendConfig::Webhook {
                 url,

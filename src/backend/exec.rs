@@ -5,6 +5,14 @@
 //! `ROLLBOT_*` environment variables. Exit status 0 is success; anything else
 //! is a failed action reported with the tail of its output. The program is
 //! killed when it exceeds its time limit.
+//!
+//! The program does not inherit rollbot's environment, which holds the Slack
+//! signing secret and the API and gate tokens: it starts with an empty one,
+//! plus the variables named in the backend's `env` (default [`DEFAULT_ENV`])
+//! and the `ROLLBOT_*` variables set here. Placeholders are filled once, from
+//! the configured arguments only, and a revision must be a name (see
+//! [`crate::limits::check_revision`]) so it never reaches the program as an
+//! option.
 
 use super::*;
 use std::process::Stdio;
@@ -20,11 +28,43 @@ pub const SUPPORTABLE: &[&str] = &[
     "status",
 ];
 
+/// What the program gets from rollbot's environment when `env` is not set.
+pub const DEFAULT_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
+
+/// The variables rollbot sets for every run; `env` cannot name them.
+pub const SET_BY_ROLLBOT: &[&str] = &[
+    "ROLLBOT_ACTION",
+    "ROLLBOT_SERVICE",
+    "ROLLBOT_ENVIRONMENT",
+    "ROLLBOT_REVISION",
+    "ROLLBOT_REASON",
+    "ROLLBOT_ACTOR",
+    "ROLLBOT_CORRELATION_ID",
+    "ROLLBOT_PROMOTE",
+];
+
+/// Prefix of the variables made from `[services.target]` keys.
+pub const TARGET_PREFIX: &str = "ROLLBOT_TARGET_";
+
+/// The placeholders `args` may use.
+pub const PLACEHOLDERS: &[&str] = &[
+    "action",
+    "service",
+    "environment",
+    "revision",
+    "reason",
+    "actor",
+    "correlation_id",
+    "full",
+];
+
 pub struct ExecBackend {
     program: String,
     args: Vec<String>,
     timeout: Duration,
     supports: Vec<String>,
+    /// Names of rollbot's environment variables the program may see.
+    env: Vec<String>,
 }
 
 /// Per-run values filled into the argument placeholders.
@@ -62,6 +102,22 @@ impl ExecBackend {
             args,
             timeout,
             supports,
+            env: DEFAULT_ENV.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// The variables passed on from rollbot's environment (the `env` key).
+    pub fn with_env(mut self, env: Vec<String>) -> ExecBackend {
+        self.env = env;
+        self
+    }
+
+    /// Refuses a revision that is not a name before anything runs.
+    fn check_revision(revision: Option<&str>) -> Result<(), BackendError> {
+        match revision {
+            Some(r) => crate::limits::check_revision(r)
+                .map_err(|e| BackendError::Refused(format!("{e}; nothing was run"))),
+            None => Ok(()),
         }
     }
 
@@ -83,19 +139,26 @@ impl ExecBackend {
         t: &Target,
         ctx: &RunContext<'_>,
     ) -> Result<String, BackendError> {
-        let fill = |a: &str| {
-            a.replace("{action}", action)
-                .replace("{service}", &t.service)
-                .replace("{environment}", &t.environment)
-                .replace("{revision}", ctx.revision.unwrap_or(""))
-                .replace("{reason}", ctx.reason)
-                .replace("{actor}", ctx.actor)
-                .replace("{correlation_id}", ctx.correlation_id)
-                .replace("{full}", if ctx.full { "full" } else { "step" })
-        };
+        Self::check_revision(ctx.revision)?;
+        let values = [
+            ("action", action),
+            ("service", &t.service),
+            ("environment", &t.environment),
+            ("revision", ctx.revision.unwrap_or("")),
+            ("reason", ctx.reason),
+            ("actor", ctx.actor),
+            ("correlation_id", ctx.correlation_id),
+            ("full", if ctx.full { "full" } else { "step" }),
+        ];
         let mut cmd = Command::new(&self.program);
-        cmd.args(self.args.iter().map(|a| fill(a)))
-            .env("ROLLBOT_ACTION", action)
+        cmd.args(self.args.iter().map(|a| super::fill(a, &values)))
+            .env_clear();
+        for name in &self.env {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
+        cmd.env("ROLLBOT_ACTION", action)
             .env("ROLLBOT_SERVICE", &t.service)
             .env("ROLLBOT_ENVIRONMENT", &t.environment)
             .env("ROLLBOT_REVISION", ctx.revision.unwrap_or(""))
@@ -110,7 +173,7 @@ impl ExecBackend {
         for (k, v) in &t.settings {
             cmd.env(
                 format!(
-                    "ROLLBOT_TARGET_{}",
+                    "{TARGET_PREFIX}{}",
                     k.to_uppercase().replace(['-', '.'], "_")
                 ),
                 v,
@@ -212,6 +275,7 @@ impl RollbackBackend for ExecBackend {
             Operation::Rollback { to } => to.clone(),
             _ => None,
         };
+        Self::check_revision(to.as_deref())?;
         if self.supports("preflight") {
             let out = self
                 .run(
@@ -386,6 +450,60 @@ mod tests {
             Err(BackendError::Timeout(_))
         ));
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn placeholders_inside_values_stay_as_written() {
+        let b = ExecBackend::new(
+            "sh".into(),
+            vec![
+                "-c".into(),
+                "printf '%s|' \"$@\"".into(),
+                "rollbot".into(),
+                "{reason}".into(),
+                "{actor}".into(),
+            ],
+            Duration::from_secs(10),
+            vec![],
+        );
+        let ctx = CallContext {
+            actor: "Ana (console:ana)".into(),
+            reason: "{actor} asked, see {correlation_id}".into(),
+            correlation_id: "c-1".into(),
+            ..Default::default()
+        };
+        let r = b.rollback(&target(), None, &ctx).await.unwrap();
+        assert_eq!(
+            r.summary,
+            "{actor} asked, see {correlation_id}|Ana (console:ana)|"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revision_like_an_option_is_refused_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let b = sh(
+            &format!("touch '{}'", marker.display()),
+            Duration::from_secs(10),
+        );
+        let op = Operation::Rollback {
+            to: Some("--force".into()),
+        };
+        let e = b
+            .preflight(&target(), &op, &CallContext::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, BackendError::Refused(m) if m.contains("starts with `-`")),
+            "{e:?}"
+        );
+        let e = b
+            .rollback(&target(), Some("--force"), &CallContext::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackendError::Refused(_)), "{e:?}");
+        assert!(!marker.exists(), "the program ran");
     }
 
     #[tokio::test]

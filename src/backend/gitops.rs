@@ -226,8 +226,10 @@ impl GitopsBackend {
 
     fn place(&self, t: &Target) -> Where {
         let fill = |v: &str| {
-            v.replace("{service}", &t.service)
-                .replace("{environment}", &t.environment)
+            super::fill(
+                v,
+                &[("service", &t.service), ("environment", &t.environment)],
+            )
         };
         Where {
             file: fill(t.settings.get("file").unwrap_or(&self.s.file)),

@@ -206,6 +206,38 @@ pub trait RollbackBackend: Send + Sync {
     async fn status(&self, target: &Target) -> Result<BackendStatus, BackendError>;
 }
 
+/// Fills the `{name}` placeholders of a configured template in one pass.
+/// Values go in as they are and are never read again, so a reason that
+/// says `{actor}` stays `{actor}`; names not in `values` are left as
+/// written.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            values
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v, close))
+        });
+        match value {
+            Some((v, close)) => {
+                out.push_str(v);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Runs an operation on a backend.
 pub async fn perform(
     b: &dyn RollbackBackend,
@@ -218,5 +250,28 @@ pub async fn perform(
         Operation::Promote { full } => b.promote(target, *full, ctx).await,
         Operation::Pause => b.pause(target, ctx).await,
         Operation::Resume => b.resume(target, ctx).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill;
+
+    #[test]
+    fn placeholders_are_filled_once_from_the_template_only() {
+        let v = [
+            ("service", "checkout"),
+            ("reason", "{actor} said {service}"),
+            ("actor", "Ana"),
+        ];
+        assert_eq!(
+            fill("{service}: {reason} ({actor})", &v),
+            "checkout: {actor} said {service} (Ana)"
+        );
+        assert_eq!(
+            fill("{{service}} {unknown} {", &v),
+            "{checkout} {unknown} {"
+        );
+        assert_eq!(fill("no placeholders é", &v), "no placeholders é");
     }
 }

@@ -146,12 +146,16 @@ impl WebhookBackend {
     }
 
     fn fill(&self, template: &str, t: &Target, action: &str, ctx: &CallContext) -> String {
-        template
-            .replace("{service}", &t.service)
-            .replace("{environment}", &t.environment)
-            .replace("{action}", action)
-            .replace("{correlation_id}", &ctx.correlation_id)
-            .replace("{idempotency_key}", &ctx.idempotency_key)
+        super::fill(
+            template,
+            &[
+                ("service", &t.service),
+                ("environment", &t.environment),
+                ("action", action),
+                ("correlation_id", &ctx.correlation_id),
+                ("idempotency_key", &ctx.idempotency_key),
+            ],
+        )
     }
 
     async fn once(

@@ -6,8 +6,8 @@
 //! (`rollbot commands discord-json`); a test fails when it is stale.
 
 use super::{
-    automation_duration, err, freeze_duration, scope, service, spec, unknown_command, Command,
-    ParseError,
+    automation_duration, checked_reason, err, freeze_duration, revision, scope, service, spec,
+    unknown_command, Command, ParseError,
 };
 use super::{COMMANDS, MAX_AUDIT};
 use serenity::builder::{CreateCommand, CreateCommandOption};
@@ -245,7 +245,13 @@ pub fn to_command(
     opts: &[(String, OptionValue)],
     services: &[&str],
 ) -> Result<Command, ParseError> {
-    let reason = || text(opts, "reason").unwrap_or_default().to_string();
+    // Discord enforces the options' max_length in its client; the limits
+    // are checked here as well, as for text commands.
+    let reason = |cmd: &str| -> Result<String, ParseError> {
+        let r = text(opts, "reason").unwrap_or_default();
+        checked_reason(r, cmd)?;
+        Ok(r.to_string())
+    };
     let one_word = |what: &str, cmd: &str| -> Result<Option<String>, ParseError> {
         match text(opts, what) {
             Some(w) if w.contains(char::is_whitespace) => {
@@ -257,19 +263,21 @@ pub fn to_command(
     match name {
         "rollback" => Ok(Command::Rollback {
             service: service(text(opts, "service"), "rollback", services)?,
-            to: one_word("revision", "rollback")?,
-            reason: reason(),
+            to: one_word("revision", "rollback")?
+                .map(|r| revision(&r, "rollback"))
+                .transpose()?,
+            reason: reason("rollback")?,
         }),
         "promote" => Ok(Command::Promote {
             service: service(text(opts, "service"), "promote", services)?,
             full: flag(opts, "full"),
             force: flag(opts, "force"),
-            reason: reason(),
+            reason: reason("promote")?,
         }),
         "freeze" => Ok(Command::Freeze {
             scope: scope(text(opts, "scope"), "freeze", services)?,
             duration: text(opts, "duration").map(freeze_duration).transpose()?,
-            reason: reason(),
+            reason: reason("freeze")?,
         }),
         "unfreeze" => Ok(Command::Unfreeze {
             scope: scope(text(opts, "scope"), "unfreeze", services)?,
@@ -287,7 +295,11 @@ pub fn to_command(
                 service: service(text(opts, "service"), "auto", services)?,
                 enabled,
                 duration: duration.map(automation_duration).transpose()?,
-                reason: if enabled { String::new() } else { reason() },
+                reason: if enabled {
+                    String::new()
+                } else {
+                    reason("auto")?
+                },
             })
         }
         "status" => Ok(Command::Status {
@@ -415,6 +427,36 @@ mod tests {
         assert!(e.message.contains("at most 30d"), "{e}");
         let e = to_command("audit", &[("last".into(), OptionValue::Int(0))], SERVICES).unwrap_err();
         assert!(e.message.contains("from 1 to 200"), "{e}");
+    }
+
+    #[test]
+    fn revisions_and_lengths_are_checked_like_text_commands() {
+        let rollback = |revision: &str, reason: &str| {
+            to_command(
+                "rollback",
+                &[
+                    ("service".to_string(), s("checkout")),
+                    ("revision".to_string(), s(revision)),
+                    ("reason".to_string(), s(reason)),
+                ],
+                SERVICES,
+            )
+        };
+        let e = rollback("--force", "").unwrap_err();
+        assert!(e.message.contains("starts with `-`"), "{e}");
+        let e = rollback("v41", &"x".repeat(2_001)).unwrap_err();
+        assert!(e.message.contains("at most 2,000"), "{e}");
+        assert!(rollback("v41", &"x".repeat(2_000)).is_ok());
+        let e = to_command(
+            "freeze",
+            &[
+                ("scope".to_string(), s("all")),
+                ("reason".to_string(), s(&"y".repeat(2_001))),
+            ],
+            SERVICES,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("the reason is 2,001 characters"), "{e}");
     }
 
     #[test]

@@ -14,11 +14,17 @@
 //! A scope is a service, a glob such as `prod/*`, or `all`. The parser never
 //! panics: every input ends in a `Command` or a `ParseError` that says what
 //! to write.
+//!
+//! Lengths and revisions are checked here, where every platform's text
+//! passes (Slack, Discord, the console, `POST /api/v1/actions`), so an
+//! oversized reason or a revision such as `--force` is refused before the
+//! engine sees it: nothing runs and nothing is written to the audit log.
 
 pub mod discord;
 
 use crate::config::closest;
 use crate::domain::Scope;
+use crate::limits::{self, MAX_COMMAND, MAX_REASON, MAX_SCOPE};
 use std::fmt;
 use std::time::Duration;
 
@@ -130,6 +136,15 @@ pub fn parse(line: &str, services: &[&str]) -> Result<Command, ParseError> {
 /// and Discord deliver them.
 pub fn parse_parts(command: &str, text: &str, services: &[&str]) -> Result<Command, ParseError> {
     let name = command.trim().trim_start_matches('/').to_ascii_lowercase();
+    if let Err(e) = limits::check_length("the command", text, MAX_COMMAND) {
+        return Err(err(
+            format!(
+                "{e}; write a shorter reason (at most {} characters) and link to details",
+                limits::thousands(MAX_REASON)
+            ),
+            &name,
+        ));
+    }
     let words: Vec<&str> = text.split_whitespace().collect();
     match name.as_str() {
         "rollback" => rollback(&words, services),
@@ -208,6 +223,7 @@ fn service(word: Option<&str>, command: &str, services: &[&str]) -> Result<Strin
             command,
         ));
     };
+    limits::check_length("the service name", w, MAX_SCOPE).map_err(|e| err(e, command))?;
     let bare = w.rsplit('/').next().unwrap_or(w);
     if services.is_empty() || services.contains(&w) || services.contains(&bare) {
         return Ok(w.to_string());
@@ -235,6 +251,7 @@ fn scope(word: Option<&str>, command: &str, services: &[&str]) -> Result<Scope, 
             command,
         ));
     };
+    limits::check_length("the scope", w, MAX_SCOPE).map_err(|e| err(e, command))?;
     match Scope::parse(w) {
         Scope::Glob(g) => {
             crate::config::check_glob(&g).map_err(|e| err(e, command))?;
@@ -245,8 +262,26 @@ fn scope(word: Option<&str>, command: &str, services: &[&str]) -> Result<Scope, 
     }
 }
 
-fn reason(words: &[&str]) -> String {
-    words.join(" ")
+/// The rest of the line, at most [`MAX_REASON`] characters.
+fn reason(words: &[&str], command: &str) -> Result<String, ParseError> {
+    let r = words.join(" ");
+    checked_reason(&r, command)?;
+    Ok(r)
+}
+
+fn checked_reason(r: &str, command: &str) -> Result<(), ParseError> {
+    limits::check_length("the reason", r, MAX_REASON).map_err(|e| {
+        err(
+            format!("{e}; shorten it and link to the incident or ticket for details"),
+            command,
+        )
+    })
+}
+
+/// A revision is a name, never an option (see [`limits::check_revision`]).
+fn revision(word: &str, command: &str) -> Result<String, ParseError> {
+    limits::check_revision(word).map_err(|e| err(format!("{e}; nothing was done"), command))?;
+    Ok(word.to_string())
 }
 
 fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
@@ -256,7 +291,7 @@ fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
     if rest.first().is_some_and(|w| w.eq_ignore_ascii_case("to")) {
         match rest.get(1) {
             Some(rev) => {
-                to = Some(rev.to_string());
+                to = Some(revision(rev, "rollback")?);
                 rest = &rest[2..];
             }
             None => {
@@ -270,7 +305,7 @@ fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
     Ok(Command::Rollback {
         service: svc,
         to,
-        reason: reason(rest),
+        reason: reason(rest, "rollback")?,
     })
 }
 
@@ -292,7 +327,7 @@ fn promote(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
         service: svc,
         full,
         force,
-        reason: reason(rest),
+        reason: reason(rest, "promote")?,
     })
 }
 
@@ -313,7 +348,7 @@ fn freeze(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
     Ok(Command::Freeze {
         scope,
         duration,
-        reason: reason(rest),
+        reason: reason(rest, "freeze")?,
     })
 }
 
@@ -361,7 +396,7 @@ fn auto(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
                 service: svc,
                 enabled: false,
                 duration,
-                reason: reason(rest),
+                reason: reason(rest, "auto")?,
             })
         }
         _ => Err(err(
@@ -525,6 +560,48 @@ mod tests {
         assert!(e
             .message
             .contains("known services: checkout, payments, search"));
+    }
+
+    #[test]
+    fn revisions_are_names_and_free_text_is_bounded() {
+        let e = parse("/rollback checkout to --force", SERVICES).unwrap_err();
+        assert!(
+            e.message.contains("starts with `-`") && e.message.contains("nothing was done"),
+            "{e}"
+        );
+        assert!(parse("/rollback checkout to v41;reboot", SERVICES).is_err());
+        assert!(parse(
+            "/rollback checkout to ghcr.io/acme/app@sha256:0f3a",
+            SERVICES
+        )
+        .is_ok());
+        // A reason may say anything, including what looks like an option.
+        assert!(parse("/rollback checkout --force", SERVICES).is_ok());
+
+        let long = "x".repeat(2_001);
+        for line in [
+            format!("/rollback checkout {long}"),
+            format!("/promote checkout full {long}"),
+            format!("/freeze all for 1h {long}"),
+            format!("/auto checkout off {long}"),
+        ] {
+            let e = parse(&line, SERVICES).unwrap_err();
+            assert!(
+                e.message.starts_with(
+                    "the reason is 2,001 characters long; rollbot accepts at most 2,000"
+                ),
+                "{e}"
+            );
+        }
+        assert!(parse(
+            &format!("/rollback checkout {}", "x".repeat(2_000)),
+            SERVICES
+        )
+        .is_ok());
+        let e = parse(&format!("/freeze {}*", "p".repeat(300)), SERVICES).unwrap_err();
+        assert!(e.message.contains("the scope is 301 characters"), "{e}");
+        let e = parse(&format!("/status {}", "x".repeat(6_000)), SERVICES).unwrap_err();
+        assert!(e.message.contains("the command is 6,000 characters"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! does not exist, duplicate names, a chat section without its secrets.
 
 mod error;
+mod exec;
 mod gates;
 mod secret;
 mod values;
@@ -62,6 +63,9 @@ pub struct Config {
     /// Service name and `environment/name` → position in `services`.
     #[serde(skip)]
     index: std::collections::HashMap<String, usize>,
+    /// What is allowed but probably a mistake (see [`Config::warnings`]).
+    #[serde(skip)]
+    warnings: Vec<ConfigError>,
 }
 
 /// `[leader_election]`: replicas compete for a `coordination.k8s.io/v1`
@@ -338,7 +342,8 @@ pub enum BackendConfig {
         /// Program to run (absolute path or on PATH).
         program: String,
         /// Arguments; `{action}`, `{service}`, `{environment}`, `{revision}`,
-        /// `{reason}`, `{actor}`, `{correlation_id}` are filled in.
+        /// `{reason}`, `{actor}`, `{correlation_id}`, `{full}` are filled in
+        /// once, from the template only.
         #[serde(default)]
         args: Vec<String>,
         /// Time limit of one run.
@@ -348,6 +353,12 @@ pub enum BackendConfig {
         /// `pause`, `resume`, `preflight`, `verify`, `status`.
         #[serde(default)]
         supports: Vec<String>,
+        /// Names of rollbot's environment variables the program sees; it
+        /// gets nothing else from rollbot's environment (which holds its
+        /// secrets) besides the `ROLLBOT_*` variables of the action.
+        /// Default: PATH, HOME, LANG, LC_ALL, TZ.
+        #[serde(default)]
+        env: Option<Vec<String>>,
     },
     /// POSTs each action as signed JSON to a URL (see the README for the
     /// signature scheme receivers check).
@@ -946,6 +957,7 @@ impl Config {
         }
         let errors = config.validate(path, source);
         if errors.is_empty() {
+            config.warnings = config.exec_warnings(path, source);
             Ok(config)
         } else {
             Err(ConfigErrors(errors))
@@ -959,6 +971,12 @@ impl Config {
 
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
         self.index.get(name).map(|&i| &self.services[i])
+    }
+
+    /// Located warnings: allowed, but probably not what was meant
+    /// (`check-config` prints them; `serve` logs them).
+    pub fn warnings(&self) -> &[ConfigError] {
+        &self.warnings
     }
 
     pub fn service_names(&self) -> Vec<&str> {
@@ -1662,6 +1680,7 @@ impl Config {
             }
         }
         errors.extend(self.validate_gates(path, source));
+        errors.extend(self.validate_exec(path, source));
         errors
     }
 }

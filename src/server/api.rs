@@ -1,11 +1,13 @@
 //! `POST /api/v1/actions` for CI and scripts: the same command grammar as
 //! chat, run as the API client `api:NAME`, which needs roles like anyone.
 //!
-//! Body: `{"command": "/rollback checkout bad deploy", "idempotency_key": "ci-1234"}`.
+//! Body: `{"command": "/rollback checkout bad deploy", "idempotency_key": "ci-1234"}`,
+//! at most 64 KiB (413 beyond), the key at most 200 characters.
 
 use super::AppState;
 use crate::domain::{Actor, Platform};
 use crate::engine::Status;
+use crate::limits::{check_length, MAX_API_BODY, MAX_IDEMPOTENCY_KEY};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -56,13 +58,46 @@ fn client(state: &AppState, headers: &HeaderMap) -> Option<String> {
         .map(|(n, _)| n.clone())
 }
 
+/// Reads a request body of at most [`MAX_API_BODY`] bytes; a longer one
+/// is answered 413 naming the limit, and is never read to its end.
+pub(super) async fn read_body(
+    body: axum::body::Body,
+    endpoint: &str,
+) -> Result<axum::body::Bytes, (StatusCode, Json<Value>)> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("could not read the request body: {e}")})),
+            )
+        })?;
+        if out.len() + chunk.len() > MAX_API_BODY {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(
+                    json!({"error": format!("the request body is larger than {} KiB, the most {endpoint} accepts; nothing was done", MAX_API_BODY / 1024)}),
+                ),
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.into())
+}
+
 pub async fn action(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> (StatusCode, Json<Value>) {
     let name = match authenticate(&state, &headers) {
         Ok(n) => n,
+        Err(refusal) => return refusal,
+    };
+    let body = match read_body(body, "/api/v1/actions").await {
+        Ok(b) => b,
         Err(refusal) => return refusal,
     };
     // A standby replica answers 503 so clients retry (against the leader,
@@ -87,6 +122,16 @@ pub async fn action(
             )
         }
     };
+    if let Some(Err(e)) = body
+        .idempotency_key
+        .as_deref()
+        .map(|k| check_length("idempotency_key", k, MAX_IDEMPOTENCY_KEY))
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("{e}; nothing was done")})),
+        );
+    }
     let command = match crate::command::parse(&body.command, &state.engine.config.service_names()) {
         Ok(c) => c,
         Err(e) => {

@@ -185,7 +185,7 @@ pub async fn interactions(
     let now = engine.clock.now().timestamp();
     let fresh = timestamp
         .parse::<i64>()
-        .is_ok_and(|t| (now - t).abs() <= MAX_SKEW_SECS);
+        .is_ok_and(|t| crate::clock::within(now, t, MAX_SKEW_SECS));
     if !fresh
         || discord
             .verifier

@@ -6,7 +6,7 @@
 //! (`strategy` defaults to canary, `start_time` to now). The client needs the
 //! deployer role on the service.
 
-use super::api::authenticate;
+use super::api::{authenticate, read_body};
 use super::AppState;
 use crate::controller::Rollout;
 use crate::domain::{Actor, Platform};
@@ -42,10 +42,14 @@ fn bad(field: &str, what: String) -> (StatusCode, Json<Value>) {
 pub async fn announce(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> (StatusCode, Json<Value>) {
     let name = match authenticate(&state, &headers) {
         Ok(n) => n,
+        Err(refusal) => return refusal,
+    };
+    let body = match read_body(body, "/api/v1/rollouts").await {
+        Ok(b) => b,
         Err(refusal) => return refusal,
     };
     let Some(controller) = &state.controller else {
@@ -84,6 +88,9 @@ pub async fn announce(
                 field,
                 format!("{field} is empty; name the revision, for example \"v42\""),
             );
+        }
+        if let Err(e) = crate::limits::check_revision(v) {
+            return bad(field, format!("{field}: {e}"));
         }
     }
     let strategy = a.strategy.unwrap_or_else(|| "canary".into());

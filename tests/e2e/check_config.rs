@@ -67,3 +67,71 @@ fn a_missing_file_says_so() {
         text(&o)
     );
 }
+
+/// Runs check-config on `config`: exit code, output, the file's path.
+fn check(config: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rollbot.toml");
+    std::fs::write(&path, config).unwrap();
+    let o = rollbot(&["check-config", path.to_str().unwrap()]);
+    (o.status.code(), text(&o), path.display().to_string())
+}
+
+#[test]
+fn exec_env_entries_are_checked_at_their_place() {
+    let (code, t, p) = check(
+        "[backends.script]\ntype = \"exec\"\nprogram = \"/usr/local/bin/deploy\"\nenv = [\"PATH\", \"MY-VAR\", \"ROLLBOT_REASON\"]\n\n[[services]]\nname = \"checkout\"\nbackend = \"script\"\n",
+    );
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains(&format!(
+            "{p}:4:16: backend `script`: `MY-VAR` in `env` is not an environment variable name"
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "{p}:4:26: backend `script`: `ROLLBOT_REASON` in `env` is set by rollbot for each run"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("2 errors in the configuration"), "{t}");
+
+    let (code, t, _) = check(
+        "[backends.script]\ntype = \"exec\"\nprogram = \"/usr/local/bin/deploy\"\nenv = [\"PATH\", \"KUBECONFIG\"]\n\n[[services]]\nname = \"checkout\"\nbackend = \"script\"\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
+    assert!(!t.contains("warning"), "{t}");
+}
+
+#[test]
+fn a_shell_script_with_placeholders_or_a_secret_in_env_gets_a_warning() {
+    let (code, t, p) = check(
+        "[backends.script]\ntype = \"exec\"\nprogram = \"bash\"\nargs = [\"-c\", \"deploy --to {revision} --why '{reason}'\"]\nenv = [\"PATH\", \"CI_TOKEN\"]\n\n[[services]]\nname = \"checkout\"\nbackend = \"script\"\n\n[[api.clients]]\nname = \"ci\"\ntoken = \"${CI_TOKEN}\"\n",
+    );
+    // Warnings, not errors: the config is usable.
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t.contains(": ok (1 services"), "{t}");
+    assert!(
+        t.contains(&format!(
+            "warning: {p}:4:28: backend `script`: {{revision}}, {{reason}} are filled into the script `bash -c` runs"
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains("\"$ROLLBOT_REVISION\", \"$ROLLBOT_REASON\""),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "warning: {p}:5:16: backend `script`: `env` passes CI_TOKEN to the program"
+        )),
+        "{t}"
+    );
+    // Placeholders passed as arguments after the script are safe.
+    let (code, t, _) = check(
+        "[backends.script]\ntype = \"exec\"\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"deploy --to \\\"$1\\\"\", \"rollbot\", \"{revision}\"]\n\n[[services]]\nname = \"checkout\"\nbackend = \"script\"\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
+    assert!(!t.contains("warning"), "{t}");
+}

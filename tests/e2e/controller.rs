@@ -394,6 +394,17 @@ async fn bad_announcements_name_the_field() {
             "strategy",
             "not one of canary",
         ),
+        // Revisions are names, as in `/rollback … to`, and bounded.
+        (
+            serde_json::json!({"service": "checkout", "from_revision": "v1", "to_revision": "--force"}),
+            "to_revision",
+            "starts with `-`",
+        ),
+        (
+            serde_json::json!({"service": "checkout", "from_revision": "v".repeat(101), "to_revision": "v2"}),
+            "from_revision",
+            "rollbot accepts at most 100",
+        ),
     ] {
         let r = c
             .post(s.url("/api/v1/rollouts"))

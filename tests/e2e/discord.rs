@@ -1157,3 +1157,55 @@ async fn an_unanswered_prompt_escalates_with_a_real_ping_of_the_next_group() {
     });
     assert!(!promoted, "escalation never acts");
 }
+
+/// A timestamp 2^63 seconds ago is stale, not (wrapped around) fresh; a
+/// reason over the limit is refused at once with the limit, and nothing
+/// is done or audited.
+#[tokio::test]
+async fn an_ancient_timestamp_and_an_oversized_reason_are_refused() {
+    let (fake, s, _dir) = start().await;
+    let url = s.url("/discord/interactions");
+    let payload = fake.command(
+        DEPLOYS,
+        &omar(),
+        "rollback",
+        &[("service", json!("checkout"))],
+    );
+    let body = payload.to_string();
+    let ancient = (chrono::Utc::now().timestamp() - (1_i64 << 62) - (1_i64 << 62)).to_string();
+    let (code, _, _) = fake
+        .post_raw(
+            &url,
+            &body,
+            Some(&fake.sign(&ancient, &body)),
+            Some(&ancient),
+        )
+        .await;
+    assert_eq!(code, 401);
+
+    let long = fake.command(
+        DEPLOYS,
+        &omar(),
+        "rollback",
+        &[
+            ("service", json!("checkout")),
+            ("reason", json!("x".repeat(2_001))),
+        ],
+    );
+    let (code, answer, _) = fake.send(&url, &long).await;
+    assert_eq!((code, answer["type"].as_u64()), (200, Some(4)), "{answer}");
+    assert_eq!(answer["data"]["flags"], 64, "{answer}");
+    let shown = embed_text(&answer["data"]);
+    assert!(
+        shown.contains("the reason is 2,001 characters long; rollbot accepts at most 2,000"),
+        "{shown}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = metrics(&s).await;
+    assert!(
+        m.contains("rollbot_signature_failures_total{platform=\"discord\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains("rollbot_actions_total{"), "{m}");
+    assert!(m.contains("rollbot_audit_appends_total 0"), "{m}");
+}

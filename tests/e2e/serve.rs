@@ -20,7 +20,8 @@ type = "simulated"
 [backends.script]
 type = "exec"
 program = "sh"
-args = ["-c", "sleep $ROLLBOT_TEST_SLEEP; echo rolled back {service}"]
+args = ["-c", "sleep $ROLLBOT_TEST_SLEEP; echo rolled back $ROLLBOT_SERVICE"]
+env = ["PATH", "ROLLBOT_TEST_SLEEP"]
 timeout = "60s"
 
 [[services]]
@@ -317,4 +318,89 @@ async fn with_json_logs_every_audit_entry_is_one_json_line_that_matches_the_stor
     assert!(from_log
         .iter()
         .any(|e| e["action"] == "promote" && e["outcome"] == "refused"));
+}
+
+/// A client with no role once stored 1.9 MB refusal entries. Every free text
+/// field is capped, the answer names the limit, and nothing oversized is
+/// stored.
+#[tokio::test]
+async fn oversized_input_is_refused_naming_the_limit_and_never_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), "0");
+    let long = "x".repeat(2_001);
+    let c = client();
+    let post_as = |token: &str, path: &str, body: String| {
+        c.post(s.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let post = |path: &str, body: String| post_as(TOKEN, path, body);
+    // A responder and a client with no role alike.
+    for token in [TOKEN, "dash-token"] {
+        for command in [
+            format!("/rollback checkout {long}"),
+            format!("/promote checkout {long}"),
+            format!("/freeze all for 1h {long}"),
+        ] {
+            let r = post_as(
+                token,
+                "/api/v1/actions",
+                serde_json::json!({ "command": command }).to_string(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.status(), 400);
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert!(
+                body["error"].as_str().unwrap().starts_with(
+                    "the reason is 2,001 characters long; rollbot accepts at most 2,000"
+                ),
+                "{body}"
+            );
+        }
+    }
+    let r = post(
+        "/api/v1/actions",
+        serde_json::json!({"command": "/status", "idempotency_key": "k".repeat(201)}).to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let e = r.text().await.unwrap();
+    assert!(
+        e.contains("idempotency_key is 201 characters long; rollbot accepts at most 200"),
+        "{e}"
+    );
+    // Bodies: a 1.9 MB reason never gets as far as the parser.
+    for path in ["/api/v1/actions", "/api/v1/rollouts"] {
+        let big =
+            serde_json::json!({"command": format!("/rollback checkout {}", "y".repeat(1_900_000))});
+        let r = post(path, big.to_string()).await.unwrap();
+        assert_eq!(r.status(), 413, "{path}");
+        let e = r.text().await.unwrap();
+        assert!(e.contains("larger than 64 KiB") && e.contains(path), "{e}");
+    }
+    // Within the limits it acts.
+    let r = post(
+        "/api/v1/actions",
+        serde_json::json!({"command": format!("/rollback checkout {}", "z".repeat(2_000)), "idempotency_key": "k".repeat(200)}).to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let data = dir.path().join("data");
+    assert!(s.terminate().success());
+    for e in crate::support::audit_export(&data) {
+        let text = e.to_string();
+        assert!(
+            !text.contains(&long)
+                && !text.contains(&"k".repeat(201))
+                && !text.contains("yyyyyyyyyy"),
+            "an oversized value was stored: {}",
+            &text[..text.len().min(300)]
+        );
+    }
 }

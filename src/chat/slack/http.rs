@@ -56,7 +56,7 @@ impl Verifier {
         let Ok(at) = ts.parse::<i64>() else {
             return Err("bad timestamp");
         };
-        if (now - at).abs() > MAX_AGE_SECS {
+        if !crate::clock::within(now, at, MAX_AGE_SECS) {
             return Err("timestamp more than 5 minutes from now");
         }
         let Some(Ok(expected)) = sig.strip_prefix("v0=").map(hex::decode) else {
@@ -72,8 +72,10 @@ impl Verifier {
             return Err("signature does not match");
         }
         let mut seen = self.seen.lock().unwrap();
-        seen.retain(|_, t| (now - *t).abs() <= MAX_AGE_SECS);
-        if seen.insert(sig.to_string(), at).is_some() {
+        seen.retain(|_, t| crate::clock::within(now, *t, MAX_AGE_SECS));
+        // Keyed by the decoded bytes in lower-case hex: `v0=AB…` and
+        // `v0=ab…` are the same signature, so the same replay.
+        if seen.insert(hex::encode(&expected), at).is_some() {
             return Err("replayed request");
         }
         Ok(())
@@ -205,6 +207,16 @@ mod tests {
             v.check(&h, body.as_bytes(), 1531420618 + 360),
             Err("timestamp more than 5 minutes from now")
         );
+        // The same signature in upper or mixed case is still a replay.
+        let upper = format!("v0={}", sig[3..].to_uppercase());
+        assert_eq!(
+            v.check(
+                &headers(&upper, "1531420618"),
+                body.as_bytes(),
+                1531420618 + 30
+            ),
+            Err("replayed request")
+        );
         let v2 = Verifier::new("another-secret", Arc::new(Telemetry::new()));
         assert_eq!(
             v2.check(&h, body.as_bytes(), 1531420618),
@@ -213,5 +225,22 @@ mod tests {
         assert!(v2
             .check(&HeaderMap::new(), body.as_bytes(), 1531420618)
             .is_err());
+    }
+
+    /// now − 2^63 is 2^63 seconds away, not (after wrapping) a few.
+    #[test]
+    fn a_timestamp_near_the_start_of_i64_is_stale() {
+        let v = Verifier::new("secret", Arc::new(Telemetry::new()));
+        let now = 1_700_000_000_i64;
+        let at = now - (1 << 62) - (1 << 62);
+        let body = b"text=";
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"secret").unwrap();
+        mac.update(format!("v0:{at}:").as_bytes());
+        mac.update(body);
+        let sig = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(
+            v.check(&headers(&sig, &at.to_string()), body, now),
+            Err("timestamp more than 5 minutes from now")
+        );
     }
 }
