@@ -58,8 +58,19 @@ pub struct Breaker {
     threshold: u32,
     cooldown: Duration,
     inner: Mutex<Inner>,
+    /// Slots for actions (rollback, promote, …).
     pool: Semaphore,
+    /// Slots for reads (`/status`), apart: a flood of reads never takes
+    /// the slot a rollback needs.
+    reads: Semaphore,
     telemetry: Arc<Telemetry>,
+}
+
+/// Which pool a call takes its slot from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    Action,
+    Read,
 }
 
 /// Why a guarded call did not run or did not finish.
@@ -97,6 +108,7 @@ impl Breaker {
                 trial_in_flight: false,
             }),
             pool: Semaphore::new(pool.max(1)),
+            reads: Semaphore::new(pool.max(1)),
             telemetry,
         };
         b.telemetry
@@ -186,9 +198,10 @@ impl Breaker {
         }
     }
 
-    /// Runs `f` inside this dependency's pool, with a time limit, through the
-    /// breaker. `counts_as_failure` tells which errors are the dependency's
-    /// fault (a refusal such as "revision does not exist" is not).
+    /// Runs an action `f` inside this dependency's pool, with a time limit,
+    /// through the breaker. `counts_as_failure` tells which errors are the
+    /// dependency's fault (a refusal such as "revision does not exist" is
+    /// not).
     pub async fn call<T, E, F>(
         &self,
         timeout: Duration,
@@ -199,12 +212,39 @@ impl Breaker {
         F: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
-        self.admit()?;
-        let _slot = self
-            .pool
-            .acquire()
+        self.call_in(Lane::Action, timeout, f, counts_as_failure)
             .await
-            .expect("breaker pool is never closed");
+    }
+
+    /// [`Breaker::call`] in the given lane. The time limit covers the wait
+    /// for a slot too; a wait that runs out is not the dependency's fault
+    /// and does not count against it.
+    pub async fn call_in<T, E, F>(
+        &self,
+        lane: Lane,
+        timeout: Duration,
+        f: F,
+        counts_as_failure: impl Fn(&E) -> bool,
+    ) -> Result<T, Rejected<E>>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        self.admit()?;
+        let started = Instant::now();
+        let pool = match lane {
+            Lane::Action => &self.pool,
+            Lane::Read => &self.reads,
+        };
+        let _slot = match tokio::time::timeout(timeout, pool.acquire()).await {
+            Ok(slot) => slot.expect("breaker pool is never closed"),
+            Err(_) => {
+                // Admitted as a half-open trial but never made: let another try.
+                self.inner.lock().unwrap().trial_in_flight = false;
+                return Err(Rejected::Timeout(timeout));
+            }
+        };
+        let timeout = timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(timeout, f).await {
             Err(_) => {
                 self.record(

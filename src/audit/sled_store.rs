@@ -18,6 +18,10 @@ pub struct SledAuditStore {
     tree: sled::Tree,
     /// Sequence number and hash of the last entry; the lock also orders appends.
     head: Mutex<(u64, String)>,
+    /// The last entry known to have been durable, kept outside the
+    /// database (see [`HeadFile`]): a database that lost its tail cannot
+    /// hide it in its own head record.
+    acknowledged: Mutex<Option<(u64, String)>>,
 }
 
 const HEAD_KEY: &[u8] = b"h";
@@ -100,6 +104,7 @@ impl SledAuditStore {
         let store = SledAuditStore {
             tree,
             head: Mutex::new((0, GENESIS_HASH.to_string())),
+            acknowledged: Mutex::new(None),
         };
         let head = match (recorded, last) {
             (Some(h), Some(l)) if l.0 > h.0 => {
@@ -117,6 +122,16 @@ impl SledAuditStore {
         };
         *store.head.lock().expect("audit head lock") = head;
         Ok(store)
+    }
+
+    /// The last sequence number and hash.
+    pub(crate) fn head(&self) -> (u64, String) {
+        self.head.lock().expect("audit head lock").clone()
+    }
+
+    /// Remembers what the head file says was durable.
+    pub(crate) fn set_acknowledged(&self, head: Option<(u64, String)>) {
+        *self.acknowledged.lock().expect("audit head lock") = head;
     }
 
     /// Writes the index keys of entries `from..=to` and the head record.
@@ -279,6 +294,27 @@ impl SledAuditStore {
                 "missing: the log ends at #{last} but #{head} was written (entries deleted from the end)"
             ), checked);
         }
+        let acknowledged = self.acknowledged.lock().expect("audit head lock").clone();
+        if let Some((seq, hash)) = acknowledged {
+            if last < seq {
+                return bad(last + 1, format!(
+                    "missing: the log ends at #{last} but #{seq} was durably written before (the store lost its last {} entries)",
+                    seq - last
+                ), checked);
+            }
+            if seq >= start {
+                match self.get(seq)? {
+                    Some(e) if e.hash == hash => {}
+                    _ => {
+                        return bad(
+                            seq,
+                            "it differs from the entry durably written under that number (the log was rewritten)".into(),
+                            checked,
+                        )
+                    }
+                }
+            }
+        }
         Ok(VerifyReport {
             checked,
             first_bad: None,
@@ -421,6 +457,45 @@ impl AuditStore for SledAuditStore {
 
     fn len(&self) -> u64 {
         self.head.lock().expect("audit head lock").0
+    }
+}
+
+/// A small file beside the database that holds the last durable entry's
+/// sequence number and hash, rewritten after each flush that appended.
+/// Written only after the database's own flush, it is never ahead of what
+/// the database made durable, so a database holding less lost data.
+pub struct HeadFile(std::path::PathBuf);
+
+impl HeadFile {
+    pub fn at(dir: &std::path::Path) -> HeadFile {
+        HeadFile(dir.join("rollbot-audit-head"))
+    }
+
+    fn line(seq: u64, hash: &str) -> String {
+        let check = hex::encode(&Sha256::digest(format!("{seq} {hash}").as_bytes())[..8]);
+        format!("{seq} {hash} {check}\n")
+    }
+
+    pub fn write(&self, seq: u64, hash: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        // One small write at offset 0 of a fixed-length line: the
+        // content is either the old or the new line, and a torn one fails
+        // its check and is ignored.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.0)?;
+        f.write_all(Self::line(seq, hash).as_bytes())
+    }
+
+    pub fn read(&self) -> Option<(u64, String)> {
+        let text = std::fs::read_to_string(&self.0).ok()?;
+        let mut parts = text.split_whitespace();
+        let seq: u64 = parts.next()?.parse().ok()?;
+        let hash = parts.next()?.to_string();
+        let line = Self::line(seq, &hash);
+        (text.starts_with(line.trim_end())).then_some((seq, hash))
     }
 }
 

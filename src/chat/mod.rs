@@ -8,6 +8,7 @@ pub mod console;
 pub mod discord;
 pub mod log;
 mod notifier;
+pub mod recent;
 pub mod slack;
 
 pub use notifier::Notifier;
@@ -161,6 +162,10 @@ pub enum ChatError {
     Config(String),
     #[error("chat platform: {0}")]
     Platform(String),
+    /// Too much is waiting to be sent already; this message was dropped
+    /// to keep memory bounded.
+    #[error("chat overloaded: {0}")]
+    Overloaded(String),
 }
 
 /// A picture that goes with a message (the canary chart).

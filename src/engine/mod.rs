@@ -186,6 +186,9 @@ pub struct Engine {
     pub freezes: Freezes,
     backends: HashMap<String, BackendSlot>,
     locks: ServiceLocks,
+    status_cache: query::StatusCache,
+    /// Turns for read-only views (see `query_turn`).
+    queries: tokio::sync::Semaphore,
     idem: Idempotency,
     pub prompts: Prompts,
     pub notifier: Notifier,
@@ -234,6 +237,8 @@ impl Engine {
             idem: Idempotency::new(parts.store.clone()),
             prompts: Prompts::new(parts.store.clone()),
             locks: ServiceLocks::default(),
+            status_cache: query::StatusCache::default(),
+            queries: tokio::sync::Semaphore::new(query::QUERIES_AT_ONCE),
             backends,
             notifier: parts.notifier,
             clock: parts.clock,
@@ -667,6 +672,8 @@ impl Engine {
         }
         .await;
 
+        // Whatever happened, the backend's status may have changed.
+        self.status_cache.forget(svc.name());
         let name = svc.name();
         let mut change = Tx::new();
         let action = req.action.name();

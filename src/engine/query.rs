@@ -8,37 +8,66 @@ use crate::breaker::State;
 use crate::chat::{Message, Severity};
 use crate::domain::human_duration;
 use crate::roles::Permission;
+use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a backend's status answer is shared between askers.
+pub const STATUS_FRESH: Duration = Duration::from_secs(2);
+
 impl Engine {
-    /// The backend's view of a service, through its breaker.
+    /// The backend's view of a service, through its breaker's read lane.
+    /// Answers are shared for [`STATUS_FRESH`]: a burst of `/status` asks
+    /// the backend once, not once each.
     pub async fn backend_status(
         &self,
         service: &str,
+    ) -> Result<crate::backend::BackendStatus, String> {
+        self.backend_status_within(service, self.config.engine.backend_timeout.0)
+            .await
+    }
+
+    /// [`Engine::backend_status`] with its own time limit.
+    pub async fn backend_status_within(
+        &self,
+        service: &str,
+        timeout: Duration,
     ) -> Result<crate::backend::BackendStatus, String> {
         let s = self.resolve(Some(service))?;
         let slot = self
             .backends
             .get(s.backend.as_ref())
             .ok_or_else(|| format!("backend {} is not running", s.backend.as_ref()))?;
+        let turn = self.status_cache.turn(s.name());
+        let _turn = turn.lock().await;
+        if let Some(fresh) = self.status_cache.fresh(s.name(), STATUS_FRESH) {
+            return fresh;
+        }
         let target = Target {
             service: s.name().into(),
             environment: s.environment.clone(),
             settings: s.target.clone(),
         };
-        slot.breaker
-            .call(
-                self.config.engine.backend_timeout.0,
+        let asked_at = self.status_cache.generation(s.name());
+        let r = slot
+            .breaker
+            .call_in(
+                crate::breaker::Lane::Read,
+                timeout,
                 slot.backend.status(&target),
                 |_| true,
             )
             .await
-            .map_err(super::describe)
+            .map_err(super::describe);
+        self.status_cache.keep(s.name(), asked_at, r.clone());
+        r
     }
 
     /// `/status [service]`: revisions, canary, freezes, prompts, breakers.
     pub async fn status(&self, req: &Request) -> anyhow::Result<Outcome> {
         let corr = super::new_id();
+        let Some(_turn) = self.query_turn().await else {
+            return Ok(busy(&corr));
+        };
         let services: Vec<_> = match req.service.as_deref() {
             Some(name) => match self.resolve(Some(name)) {
                 Ok(s) => vec![s],
@@ -78,21 +107,11 @@ impl Engine {
             },
         );
         for s in &visible {
-            let Some(slot) = self.backends.get(s.backend.as_ref()) else {
+            if !self.backends.contains_key(s.backend.as_ref()) {
                 continue;
-            };
-            let target = Target {
-                service: s.name().into(),
-                environment: s.environment.clone(),
-                settings: s.target.clone(),
-            };
-            let line = match slot
-                .breaker
-                .call(
-                    Duration::from_secs(10),
-                    slot.backend.status(&target),
-                    |_| true,
-                )
+            }
+            let line = match self
+                .backend_status_within(s.name(), Duration::from_secs(10))
                 .await
             {
                 Ok(st) => {
@@ -122,7 +141,7 @@ impl Engine {
                     }
                     l
                 }
-                Err(e) => format!("status unavailable: {}", super::describe(e)),
+                Err(e) => format!("status unavailable: {e}"),
             };
             let mut name = format!(
                 "{} ({}{})",
@@ -220,6 +239,9 @@ impl Engine {
     /// `/audit [service] [last N]`.
     pub async fn audit_view(&self, req: &Request, last: usize) -> anyhow::Result<Outcome> {
         let corr = super::new_id();
+        let Some(_turn) = self.query_turn().await else {
+            return Ok(busy(&corr));
+        };
         let svc = match req.service.as_deref() {
             Some(name) => match self.resolve(Some(name)) {
                 Ok(s) => Some(s),
@@ -285,6 +307,32 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A turn to build a read-only view. Views run a few at a time, so a
+    /// flood of `/status` cannot queue up work ahead of an action's own
+    /// reads; an asker who waits too long is told to try again.
+    async fn query_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(QUERY_WAIT, self.queries.acquire())
+            .await
+            .ok()?
+            .ok()
+    }
+}
+
+/// Views built at once, and how long an asker waits for a turn.
+pub(super) const QUERIES_AT_ONCE: usize = 16;
+const QUERY_WAIT: Duration = Duration::from_secs(5);
+
+fn busy(corr: &str) -> Outcome {
+    plain_outcome(
+        Status::Refused,
+        Severity::Warning,
+        "rollbot is busy answering other requests",
+        "Many views were asked for at once; nothing was done. Try again in a few seconds. Actions (rollback, promote, freeze) are not held up by this.",
+        corr,
+    )
+}
+
 /// One audit entry as a line: `#12 03:14:05 rollback checkout by Ada — succeeded`.
 pub fn audit_line(e: &Entry) -> String {
     let r = &e.record;
@@ -307,4 +355,67 @@ pub fn audit_line(e: &Entry) -> String {
         l.push_str(&format!(": {first}"));
     }
     l
+}
+
+/// A backend's status answer and when it came.
+type Answer = (
+    std::time::Instant,
+    Result<crate::backend::BackendStatus, String>,
+);
+
+/// Recent backend status answers per service, and one asker at a time per
+/// service. Bounded by the number of configured services.
+#[derive(Default)]
+pub(super) struct StatusCache {
+    answers: std::sync::Mutex<std::collections::HashMap<String, Answer>>,
+    turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bumped by every action on a service: an answer asked for before it
+    /// is not kept.
+    generations: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl StatusCache {
+    fn turn(&self, service: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.turns
+            .lock()
+            .unwrap()
+            .entry(service.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn fresh(
+        &self,
+        service: &str,
+        within: Duration,
+    ) -> Option<Result<crate::backend::BackendStatus, String>> {
+        match self.answers.lock().unwrap().get(service) {
+            Some((at, r)) if at.elapsed() < within => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    fn generation(&self, service: &str) -> u64 {
+        *self.generations.lock().unwrap().get(service).unwrap_or(&0)
+    }
+
+    fn keep(&self, service: &str, asked_at: u64, r: Result<crate::backend::BackendStatus, String>) {
+        if self.generation(service) == asked_at {
+            self.answers
+                .lock()
+                .unwrap()
+                .insert(service.to_string(), (std::time::Instant::now(), r));
+        }
+    }
+
+    /// Drops the service's answer: an action changed what it would say.
+    pub(super) fn forget(&self, service: &str) {
+        *self
+            .generations
+            .lock()
+            .unwrap()
+            .entry(service.to_string())
+            .or_default() += 1;
+        self.answers.lock().unwrap().remove(service);
+    }
 }

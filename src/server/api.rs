@@ -59,7 +59,12 @@ fn client(state: &AppState, headers: &HeaderMap) -> Option<String> {
 }
 
 /// Reads a request body of at most [`MAX_API_BODY`] bytes; a longer one
-/// is answered 413 naming the limit, and is never read to its end.
+/// is answered 413 naming the limit. Its rest is read and dropped (up to
+/// [`MAX_DRAIN`], within a few seconds) so the client, still sending, gets
+/// the answer instead of a reset connection; nothing of it is kept.
+/// The most of an oversized body read (and dropped) before answering.
+const MAX_DRAIN: usize = 4 * 1024 * 1024;
+
 pub(super) async fn read_body(
     body: axum::body::Body,
     endpoint: &str,
@@ -75,6 +80,17 @@ pub(super) async fn read_body(
             )
         })?;
         if out.len() + chunk.len() > MAX_API_BODY {
+            let mut drained = out.len() + chunk.len();
+            drop(out);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while drained < MAX_DRAIN {
+                    match stream.next().await {
+                        Some(Ok(c)) => drained += c.len(),
+                        _ => break,
+                    }
+                }
+            })
+            .await;
             return Err((
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Json(

@@ -22,7 +22,13 @@ fn install_hook() {
                     Some(slot) => {
                         let at = info
                             .location()
-                            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                            .map(|l| {
+                                let file = Path::new(l.file())
+                                    .file_name()
+                                    .map(|f| f.to_string_lossy().into_owned())
+                                    .unwrap_or_default();
+                                format!(" in {file}:{}", l.line())
+                            })
                             .unwrap_or_default();
                         let msg = info
                             .payload()
@@ -66,7 +72,7 @@ pub enum OpenError {
     #[error("{0}")]
     DiskFull(String),
     #[error("{0}")]
-    Other(String),
+    InUse(String),
 }
 
 /// Opens the sled database at `path`.
@@ -86,16 +92,18 @@ pub fn open_sled(path: &Path, cache_bytes: u64) -> anyhow::Result<sled::Db> {
 }
 
 /// Opens the store at `path` for a tool that only reads it. sled writes
-/// while it opens, so on a full disk the store is copied to a temporary
-/// directory on another file system (memory-backed where there is one)
-/// and the copy is opened; the original is not touched.
+/// while it opens and allows one process at a time, so on a full disk, or
+/// while `rollbot serve` holds the store, a copy in a temporary directory on
+/// another file system (memory-backed where there is one) is opened; the
+/// store itself is not touched.
 pub fn open_for_reading(path: &Path) -> anyhow::Result<(super::Store, Option<tempfile::TempDir>)> {
     match super::Store::open(path) {
         Ok(s) => Ok((s, None)),
-        Err(e)
-            if e.downcast_ref::<OpenError>()
-                .is_some_and(|o| matches!(o, OpenError::DiskFull(_))) =>
-        {
+        Err(e) if e.downcast_ref::<OpenError>().is_some() => {
+            let why = match e.downcast_ref::<OpenError>() {
+                Some(OpenError::DiskFull(_)) => "the disk under it is full",
+                _ => "a running rollbot holds it",
+            };
             let base = [Path::new("/dev/shm"), &std::env::temp_dir()]
                 .into_iter()
                 .find(|d| d.is_dir())
@@ -114,7 +122,7 @@ pub fn open_for_reading(path: &Path) -> anyhow::Result<(super::Store, Option<tem
                 )
             })?;
             eprintln!(
-                "note: the disk under {} is full; reading a copy in {} (the store itself is not changed)",
+                "note: {why}; reading a copy of {} made in {} (the store itself is not changed)",
                 path.display(),
                 copy.path().display()
             );
@@ -125,8 +133,17 @@ pub fn open_for_reading(path: &Path) -> anyhow::Result<(super::Store, Option<tem
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    // The head file first: it must never be newer than the database copied
+    // after it, or the copy would look like it lost entries.
+    let head = from.join("rollbot-audit-head");
+    if head.exists() {
+        std::fs::copy(&head, to.join("rollbot-audit-head"))?;
+    }
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
+        if entry.file_name() == "rollbot-audit-head" {
+            continue;
+        }
         let target = to.join(entry.file_name());
         if entry.file_type()?.is_dir() {
             std::fs::create_dir_all(&target)?;
@@ -143,10 +160,11 @@ fn describe(path: &Path, e: sled::Error) -> anyhow::Error {
         sled::Error::Io(ref io)
             if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
         {
-            anyhow::anyhow!(
+            OpenError::InUse(format!(
                 "the store at {} is in use by another rollbot process; stop it or point [store] path elsewhere",
                 path.display()
-            )
+            ))
+            .into()
         }
         sled::Error::Corruption { .. } => anyhow::anyhow!(
             "the store at {} is damaged ({e}). rollbot does not act on a damaged store; restore the directory from a backup",

@@ -18,6 +18,7 @@
 //! entry).
 
 use super::{Committed, StateStore, StoreError, Table, Tx, Write};
+use crate::audit::sled_store::HeadFile;
 use crate::audit::{AuditStore, SledAuditStore};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,8 @@ impl SledStore {
             super::open::no_panic(path, || SledAuditStore::open(&db))?
                 .map_err(|e| anyhow::anyhow!("opening the audit log at {}: {e}", path.display()))?,
         );
+        let head_file = HeadFile::at(path);
+        audit.set_acknowledged(head_file.read());
         let trees = Arc::new(trees);
         let (tx, rx) = mpsc::channel();
         let busy_since = Arc::new(AtomicU64::new(0));
@@ -88,7 +91,7 @@ impl SledStore {
             std::thread::Builder::new()
                 .name("rollbot-store-writer".into())
                 .spawn(move || {
-                    write_loop(db, trees, audit, rx, busy, epoch);
+                    write_loop(db, trees, audit, head_file, rx, busy, epoch);
                     let _ = done_tx.send(());
                 })?;
         }
@@ -201,10 +204,12 @@ fn write_loop(
     db: sled::Db,
     trees: Arc<Vec<sled::Tree>>,
     audit: Arc<SledAuditStore>,
+    head_file: HeadFile,
     rx: mpsc::Receiver<Job>,
     busy: Arc<AtomicU64>,
     epoch: Instant,
 ) {
+    let mut written_head = audit.head().0;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < GROUP {
@@ -213,6 +218,8 @@ fn write_loop(
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
+        let group = jobs.len();
         busy.store(
             (epoch.elapsed().as_millis() as u64).max(1),
             Ordering::Release,
@@ -241,8 +248,20 @@ fn write_loop(
             Ok(())
         };
         busy.store(0, Ordering::Release);
-        if let Err(e) = &flushed {
-            tracing::error!(error = %e, "the store could not flush to disk");
+        tracing::debug!(target: "rollbot::store", commits = group, took_ms = started.elapsed().as_millis() as u64, "group committed");
+        match &flushed {
+            Err(e) => tracing::error!(error = %e, "the store could not flush to disk"),
+            Ok(()) => {
+                let (seq, hash) = audit.head();
+                if seq != written_head {
+                    match head_file.write(seq, &hash) {
+                        Ok(()) => written_head = seq,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not note the audit log's head beside the store")
+                        }
+                    }
+                }
+            }
         }
         for (reply, result) in replies.into_iter().zip(results) {
             match reply {

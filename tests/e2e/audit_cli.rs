@@ -20,7 +20,7 @@ fn store_with_entries(dir: &Path) -> PathBuf {
     data
 }
 
-fn entry_key(seq: u64) -> Vec<u8> {
+pub(crate) fn entry_key(seq: u64) -> Vec<u8> {
     let mut k = vec![b'e'];
     k.extend_from_slice(&seq.to_be_bytes());
     k
@@ -31,14 +31,14 @@ fn verify(data: &Path) -> (Option<i32>, String) {
     (o.status.code(), text(&o))
 }
 
-fn tamper(data: &Path, f: impl FnOnce(&sled::Tree)) {
+pub(crate) fn tamper(data: &Path, f: impl FnOnce(&sled::Tree)) {
     let db = sled::open(data).unwrap();
     let tree = db.open_tree("audit").unwrap();
     f(&tree);
     db.flush().unwrap();
 }
 
-fn fresh_copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn fresh_copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
     let dst = dir.join(name);
     std::fs::create_dir_all(&dst).unwrap();
     for e in std::fs::read_dir(src).unwrap() {

@@ -18,6 +18,7 @@ mod istio;
 mod kube_api;
 mod kubernetes;
 mod leader;
+mod never_hang;
 mod replay;
 mod serve;
 mod slack;

@@ -20,6 +20,7 @@ use slack_morphism::errors::{SlackClientError, SlackClientSystemError};
 use slack_morphism::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,20 @@ enum Failure {
     Give(ChatError),
 }
 
+/// Private replies sent at once.
+const EPHEMERAL_LANES: usize = 4;
+/// Private replies that may wait; more are dropped.
+pub const EPHEMERAL_PENDING: usize = 1_000;
+
+/// Counts a waiting reply until it is sent or dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 pub struct SlackApi {
     pub client: Arc<Client>,
     bot: SlackApiToken,
@@ -64,6 +79,10 @@ pub struct SlackApi {
     interval: Duration,
     retries: u32,
     queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
+    /// Private replies being sent (a few at a time) and waiting.
+    ephemeral_lane: tokio::sync::Semaphore,
+    ephemeral_waiting: AtomicUsize,
+    ephemeral_dropped: AtomicUsize,
     /// Configuration problems by subject ("auth", "channel C…").
     problems: Mutex<BTreeMap<String, String>>,
     /// The bot's own user ID, from `auth.test`.
@@ -107,6 +126,9 @@ impl SlackApi {
             interval: c.channel_interval.0,
             retries: c.retries,
             queues: Mutex::new(HashMap::new()),
+            ephemeral_lane: tokio::sync::Semaphore::new(EPHEMERAL_LANES),
+            ephemeral_waiting: AtomicUsize::new(0),
+            ephemeral_dropped: AtomicUsize::new(0),
             problems: Mutex::new(BTreeMap::new()),
             bot_user: Mutex::new(None),
         })
@@ -308,26 +330,50 @@ impl SlackApi {
         .await
     }
 
+    /// A private reply. It is not a channel message, so it does not wait in
+    /// the channel's queue behind announcements (a flood of `/status` must
+    /// not delay a rollback's announcement); a few are sent at a time, and
+    /// at most [`EPHEMERAL_PENDING`] wait: beyond that a reply is dropped
+    /// (its asker already has the immediate acknowledgement) so memory
+    /// stays bounded.
     pub async fn post_ephemeral(
         self: &Arc<Self>,
         req: SlackApiChatPostEphemeralRequest,
     ) -> Result<(), ChatError> {
         let channel = req.channel.to_string();
-        self.in_channel(&channel.clone(), move |api| async move {
-            let subject = format!("channel {channel}");
-            api.retrying(&subject, || {
-                let (api, req) = (&api, &req);
+        let waiting = self.ephemeral_waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.ephemeral_waiting);
+        if waiting >= EPHEMERAL_PENDING {
+            let dropped = self.ephemeral_dropped.fetch_add(1, Ordering::SeqCst) + 1;
+            // One line per thousand, not one per reply: a flood must not
+            // flood the log too.
+            if dropped % 1000 == 1 {
+                tracing::warn!(channel = %channel, waiting, dropped, "slack: too many private replies waiting; replies are being dropped");
+            }
+            return Err(ChatError::Overloaded(format!(
+                "{waiting} private replies are already waiting to be sent; this one was dropped"
+            )));
+        }
+        let Ok(_turn) = self.ephemeral_lane.acquire().await else {
+            return Err(ChatError::Platform("the reply lane is closed".into()));
+        };
+        let subject = format!("channel {channel}");
+        let r = self
+            .retrying(&subject, || {
+                let req = &req;
                 async move {
-                    api.client
-                        .open_session(&api.bot)
+                    self.client
+                        .open_session(&self.bot)
                         .chat_post_ephemeral(req)
                         .await
                 }
             })
             .await
-            .map(|_| ())
-        })
-        .await
+            .map(|_| ());
+        if r.is_ok() {
+            self.clear_problem(&subject);
+        }
+        r
     }
 
     /// Shares a file in `channel` (in the thread `thread_ts` when given)

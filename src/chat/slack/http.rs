@@ -23,29 +23,66 @@ use serde_json::json;
 use sha2::Sha256;
 use slack_morphism::prelude::*;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Slack's window for a request's timestamp.
 pub const MAX_AGE_SECS: i64 = 300;
 
 pub struct Verifier {
     secret: Vec<u8>,
-    /// Signatures already accepted, with their timestamps, for replay checks.
-    seen: Mutex<HashMap<String, i64>>,
+    /// Signatures already accepted, kept in the store until they are too
+    /// old to be replayed, so a restart does not forget them.
+    seen: crate::store::Seen,
     telemetry: Arc<Telemetry>,
 }
 
+/// Why a request is not taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not from Slack, stale or replayed: 401.
+    Unauthorized(&'static str),
+    /// rollbot cannot tell (its store does not answer): 503.
+    Unavailable(String),
+}
+
 impl Verifier {
-    pub fn new(secret: &str, telemetry: Arc<Telemetry>) -> Verifier {
+    pub fn new(
+        secret: &str,
+        telemetry: Arc<Telemetry>,
+        store: Arc<crate::store::Store>,
+    ) -> Verifier {
         Verifier {
             secret: secret.as_bytes().to_vec(),
-            seen: Mutex::new(HashMap::new()),
+            seen: crate::store::Seen::new(store, "slack"),
             telemetry,
         }
     }
 
-    /// Checks a request at `now` (Unix seconds); the error says why it failed.
-    pub fn check(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), &'static str> {
+    /// Checks a request at `now` (Unix seconds): signed by Slack, fresh,
+    /// and not seen before.
+    pub async fn check(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Rejection> {
+        let (signature, at) = self
+            .signed(headers, body, now)
+            .map_err(Rejection::Unauthorized)?;
+        // Keyed by the decoded bytes: `v0=AB…` and `v0=ab…` are the same
+        // signature, so the same replay.
+        match self.seen.first_time(&signature, at).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Rejection::Unauthorized("replayed request")),
+            Err(e) => Err(Rejection::Unavailable(format!(
+                "rollbot cannot check this request for replays: {e}"
+            ))),
+        }
+    }
+
+    /// The request's signature bytes and timestamp, if Slack signed it
+    /// within the window; the error says why not.
+    pub fn signed(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(Vec<u8>, i64), &'static str> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let (Some(sig), Some(ts)) = (
             header("x-slack-signature"),
@@ -71,14 +108,17 @@ impl Verifier {
         if mac.verify_slice(&expected).is_err() {
             return Err("signature does not match");
         }
-        let mut seen = self.seen.lock().unwrap();
-        seen.retain(|_, t| crate::clock::within(now, *t, MAX_AGE_SECS));
-        // Keyed by the decoded bytes in lower-case hex: `v0=AB…` and
-        // `v0=ab…` are the same signature, so the same replay.
-        if seen.insert(hex::encode(&expected), at).is_some() {
-            return Err("replayed request");
+        Ok((expected, at))
+    }
+
+    fn reject(&self, r: Rejection) -> Response {
+        match r {
+            Rejection::Unauthorized(why) => self.refuse(why),
+            Rejection::Unavailable(why) => {
+                tracing::error!(reason = %why, "slack request not taken");
+                (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
+            }
         }
-        Ok(())
     }
 
     fn refuse(&self, why: &str) -> Response {
@@ -100,13 +140,14 @@ struct Http {
 }
 
 impl Http {
-    /// The 401 answer when the request is not from Slack.
-    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
+    /// The answer when the request is not taken (401, or 503).
+    async fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
         let now = chrono::Utc::now().timestamp();
         self.verifier
             .check(headers, body, now)
+            .await
             .err()
-            .map(|why| self.verifier.refuse(why))
+            .map(|r| self.verifier.reject(r))
     }
 }
 
@@ -124,7 +165,7 @@ fn bad_request(what: &str, e: impl std::fmt::Display) -> Response {
 }
 
 async fn commands(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = h.verify(&headers, &body) {
+    if let Some(r) = h.verify(&headers, &body).await {
         return r;
     }
     let event: SlackCommandEvent = match serde_urlencoded::from_bytes(&body) {
@@ -138,7 +179,7 @@ async fn commands(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Res
 }
 
 async fn interactions(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = h.verify(&headers, &body) {
+    if let Some(r) = h.verify(&headers, &body).await {
         return r;
     }
     let form: HashMap<String, String> = match serde_urlencoded::from_bytes(&body) {
@@ -157,7 +198,7 @@ async fn interactions(State(h): State<Http>, headers: HeaderMap, body: Bytes) ->
 }
 
 async fn events(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = h.verify(&headers, &body) {
+    if let Some(r) = h.verify(&headers, &body).await {
         return r;
     }
     match serde_json::from_slice::<SlackPushEvent>(&body) {
@@ -189,23 +230,28 @@ mod tests {
     }
 
     /// Slack's own example from "Verifying requests from Slack".
-    #[test]
-    fn slacks_documented_example_verifies_once() {
+    fn store() -> (tempfile::TempDir, Arc<crate::store::Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Arc::new(crate::store::Store::open(dir.path()).unwrap());
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn slacks_documented_example_verifies_once() {
         let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
         let sig = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
-        let v = Verifier::new(
-            "8f742231b10e8888abcd99yyyzzz85a5",
-            Arc::new(Telemetry::new()),
-        );
+        let (_d, store) = store();
+        let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+        let v = Verifier::new(secret, Arc::new(Telemetry::new()), store.clone());
         let h = headers(sig, "1531420618");
-        assert_eq!(v.check(&h, body.as_bytes(), 1531420618 + 10), Ok(()));
+        let replay = Err(Rejection::Unauthorized("replayed request"));
+        assert_eq!(v.check(&h, body.as_bytes(), 1531420618 + 10).await, Ok(()));
+        assert_eq!(v.check(&h, body.as_bytes(), 1531420618 + 20).await, replay);
         assert_eq!(
-            v.check(&h, body.as_bytes(), 1531420618 + 20),
-            Err("replayed request")
-        );
-        assert_eq!(
-            v.check(&h, body.as_bytes(), 1531420618 + 360),
-            Err("timestamp more than 5 minutes from now")
+            v.check(&h, body.as_bytes(), 1531420618 + 360).await,
+            Err(Rejection::Unauthorized(
+                "timestamp more than 5 minutes from now"
+            ))
         );
         // The same signature in upper or mixed case is still a replay.
         let upper = format!("v0={}", sig[3..].to_uppercase());
@@ -214,23 +260,31 @@ mod tests {
                 &headers(&upper, "1531420618"),
                 body.as_bytes(),
                 1531420618 + 30
-            ),
-            Err("replayed request")
+            )
+            .await,
+            replay
         );
-        let v2 = Verifier::new("another-secret", Arc::new(Telemetry::new()));
+        // A verifier on the same store (after a restart) remembers it.
+        let again = Verifier::new(secret, Arc::new(Telemetry::new()), store.clone());
         assert_eq!(
-            v2.check(&h, body.as_bytes(), 1531420618),
+            again.check(&h, body.as_bytes(), 1531420618 + 40).await,
+            replay
+        );
+        let v2 = Verifier::new("another-secret", Arc::new(Telemetry::new()), store);
+        assert_eq!(
+            v2.signed(&h, body.as_bytes(), 1531420618),
             Err("signature does not match")
         );
         assert!(v2
-            .check(&HeaderMap::new(), body.as_bytes(), 1531420618)
+            .signed(&HeaderMap::new(), body.as_bytes(), 1531420618)
             .is_err());
     }
 
     /// now − 2^63 is 2^63 seconds away, not (after wrapping) a few.
-    #[test]
-    fn a_timestamp_near_the_start_of_i64_is_stale() {
-        let v = Verifier::new("secret", Arc::new(Telemetry::new()));
+    #[tokio::test]
+    async fn a_timestamp_near_the_start_of_i64_is_stale() {
+        let (_d, store) = store();
+        let v = Verifier::new("secret", Arc::new(Telemetry::new()), store);
         let now = 1_700_000_000_i64;
         let at = now - (1 << 62) - (1 << 62);
         let body = b"text=";
@@ -239,7 +293,7 @@ mod tests {
         mac.update(body);
         let sig = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
         assert_eq!(
-            v.check(&headers(&sig, &at.to_string()), body, now),
+            v.signed(&headers(&sig, &at.to_string()), body, now),
             Err("timestamp more than 5 minutes from now")
         );
     }

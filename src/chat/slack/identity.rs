@@ -15,6 +15,9 @@ pub struct Identities {
     groups: Vec<String>,
     ttl: Duration,
     cache: Mutex<HashMap<String, (Instant, HashSet<String>)>>,
+    /// One lookup at a time: a burst of commands waits for one answer
+    /// instead of asking Slack once each.
+    refresh: tokio::sync::Mutex<()>,
 }
 
 impl Identities {
@@ -33,14 +36,25 @@ impl Identities {
             groups,
             ttl,
             cache: Mutex::new(HashMap::new()),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn cached(&self, group: &str) -> Option<HashSet<String>> {
+        match self.cache.lock().unwrap().get(group) {
+            Some((at, m)) if at.elapsed() < self.ttl => Some(m.clone()),
+            _ => None,
         }
     }
 
     async fn members(&self, group: &str) -> Option<HashSet<String>> {
-        if let Some((at, m)) = self.cache.lock().unwrap().get(group) {
-            if at.elapsed() < self.ttl {
-                return Some(m.clone());
-            }
+        if let Some(m) = self.cached(group) {
+            return Some(m);
+        }
+        let _turn = self.refresh.lock().await;
+        // Someone else may have looked it up while this one waited.
+        if let Some(m) = self.cached(group) {
+            return Some(m);
         }
         match self.api.usergroup_members(group).await {
             Ok(users) => {

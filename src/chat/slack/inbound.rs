@@ -22,13 +22,13 @@ use crate::domain::Platform;
 use crate::engine::{Engine, Outcome, Status};
 use serde_json::{json, Value};
 use slack_morphism::prelude::*;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// How long a delivery ID is remembered for dropping retries (Slack retries
-/// events for about 5 minutes).
-const SEEN_FOR: Duration = Duration::from_secs(3600);
+/// for about 5 minutes), and how many are kept at most.
+const SEEN_FOR: Duration = Duration::from_secs(600);
+const SEEN_MAX: usize = 20_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Via {
@@ -52,7 +52,7 @@ pub struct Inbound {
     pub engine: Arc<Engine>,
     pub api: Arc<SlackApi>,
     pub identities: Identities,
-    seen: Mutex<HashMap<String, Instant>>,
+    seen: crate::chat::recent::RecentIds,
 }
 
 /// A slash command as Slack sends it (form fields, or a Socket Mode payload).
@@ -68,23 +68,13 @@ impl Inbound {
             engine,
             api,
             identities,
-            seen: Mutex::new(HashMap::new()),
+            seen: crate::chat::recent::RecentIds::new(SEEN_FOR, SEEN_MAX),
         }
     }
 
     /// True the first time a delivery ID is seen.
     fn first_time(&self, id: &str) -> bool {
-        let mut seen = self.seen.lock().unwrap();
-        if seen.len() > 10_000 {
-            seen.retain(|_, at| at.elapsed() < SEEN_FOR);
-        }
-        match seen.get(id) {
-            Some(at) if at.elapsed() < SEEN_FOR => false,
-            _ => {
-                seen.insert(id.to_string(), Instant::now());
-                true
-            }
-        }
+        self.seen.first_time(id)
     }
 
     /// A slash command: returns the immediate (ephemeral) answer and runs
@@ -277,6 +267,10 @@ impl Inbound {
         .opt_thread_ts(origin.thread_ts.clone().map(Into::into));
         match self.api.post_ephemeral(req).await {
             Ok(()) => {}
+            // A flood: the asker has the acknowledgement; nothing more is queued.
+            Err(e @ crate::chat::ChatError::Overloaded(_)) => {
+                tracing::debug!(error = %e, "slack: private reply dropped")
+            }
             Err(e) => match &origin.response_url {
                 Some(url) => {
                     let mut body = serde_json::to_value(blocks::content(msg)).unwrap_or_default();

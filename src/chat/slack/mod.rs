@@ -80,6 +80,7 @@ impl Slack {
         let verifier = Arc::new(http::Verifier::new(
             secret.expose(),
             engine.telemetry.clone(),
+            engine.store.clone(),
         ));
         adapters
             .routes
