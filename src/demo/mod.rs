@@ -277,12 +277,7 @@ impl Demo {
     async fn reply(&self, o: crate::engine::Outcome) {
         self.rt.engine.notifier.settle().await;
         // A result already posted in the channel is not repeated.
-        if o.announced
-            && matches!(
-                o.status,
-                Status::Succeeded | Status::Failed | Status::Pending
-            )
-        {
+        if o.announced {
             return;
         }
         let text = self.console.render(

@@ -157,6 +157,7 @@ impl Engine {
             prompt: None,
             announced,
             repeat: false,
+            refusal: None,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Read-only views: `/status` and `/audit`. They need the `view` permission
 //! and are audited like everything else would be if refused.
 
-use super::{plain_outcome, Engine, Outcome, Request, Status};
+use super::{plain_outcome, Engine, Outcome, Refusal, Request, Status};
 use crate::audit::{Entry, Query};
 use crate::backend::Target;
 use crate::breaker::State;
@@ -44,7 +44,14 @@ impl Engine {
                 Ok(s) => vec![s],
                 Err(t) => {
                     return self
-                        .refuse(req, &corr, None, "invalid", "Unknown service", t)
+                        .refuse(
+                            req,
+                            &corr,
+                            None,
+                            Refusal::UnknownService,
+                            "Unknown service",
+                            t,
+                        )
                         .await
                 }
             },
@@ -66,7 +73,14 @@ impl Engine {
                 roles: Permission::View.granted_by(),
             };
             return self
-                .refuse(req, &corr, svc, "permission", "Not allowed", r.to_string())
+                .refuse(
+                    req,
+                    &corr,
+                    svc,
+                    Refusal::NotAllowed,
+                    "Not allowed",
+                    r.to_string(),
+                )
                 .await;
         }
         let now = self.clock.now();
@@ -212,6 +226,7 @@ impl Engine {
             prompt: None,
             announced: false,
             repeat: false,
+            refusal: None,
         })
     }
 
@@ -223,7 +238,14 @@ impl Engine {
                 Ok(s) => Some(s),
                 Err(t) => {
                     return self
-                        .refuse(req, &corr, None, "invalid", "Unknown service", t)
+                        .refuse(
+                            req,
+                            &corr,
+                            None,
+                            Refusal::UnknownService,
+                            "Unknown service",
+                            t,
+                        )
                         .await
                 }
             },
@@ -249,7 +271,14 @@ impl Engine {
                 roles: Permission::View.granted_by(),
             };
             return self
-                .refuse(req, &corr, svc, "permission", "Not allowed", r.to_string())
+                .refuse(
+                    req,
+                    &corr,
+                    svc,
+                    Refusal::NotAllowed,
+                    "Not allowed",
+                    r.to_string(),
+                )
                 .await;
         }
         let entries = self.audit.query(&Query {

@@ -356,7 +356,7 @@ async fn gitops_rollback_edits_one_line_and_names_everything() {
         to: Some("v99".into()),
     };
     let out = rt.engine.execute(req).await;
-    assert_eq!(out.status, Status::Failed);
+    assert_eq!(out.status, Status::Refused);
     assert!(
         out.message.plain().contains("v99 was never the value"),
         "{}",

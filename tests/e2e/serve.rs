@@ -318,3 +318,140 @@ async fn with_json_logs_every_audit_entry_is_one_json_line_that_matches_the_stor
         .iter()
         .any(|e| e["action"] == "promote" && e["outcome"] == "refused"));
 }
+
+const REFUSALS: &str = r##"
+[server]
+listen = "127.0.0.1:{port}"
+
+[store]
+path = "{data}"
+
+[engine]
+lock_wait = "200ms"
+
+[backends.sim]
+type = "simulated"
+
+[backends.slow]
+type = "exec"
+program = "sh"
+args = ["-c", "sleep 3; echo rolled back {service}"]
+
+[backends.broken]
+type = "exec"
+program = "sh"
+args = ["-c", "echo 'deploy API: disk full' >&2; exit 1"]
+
+[[services]]
+name = "checkout"
+backend = "sim"
+
+[[services]]
+name = "search"
+backend = "slow"
+
+[[services]]
+name = "payments"
+backend = "broken"
+
+[[roles.admin]]
+members = ["api:ci"]
+
+[[roles.viewer]]
+members = ["api:dashboard"]
+
+[[api.clients]]
+name = "ci"
+token = "${ROLLBOT_TEST_TOKEN}"
+
+[[api.clients]]
+name = "dashboard"
+token = "${ROLLBOT_TEST_DASHBOARD_TOKEN}"
+"##;
+
+#[tokio::test]
+async fn refusals_answer_4xx_with_a_reason_and_only_a_failing_backend_answers_502() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        REFUSALS,
+        &[
+            ("ROLLBOT_TEST_TOKEN", TOKEN),
+            ("ROLLBOT_TEST_DASHBOARD_TOKEN", "dash-token"),
+        ],
+    );
+    let refused = |code: u16, body: &serde_json::Value, http: u16, why: &str| {
+        assert_eq!(code, http, "{body}");
+        assert_eq!(body["status"], "refused", "{body}");
+        assert_eq!(body["refusal"], why, "{body}");
+    };
+
+    // A revision that does not exist: the backend refused at preflight.
+    let (code, body) = act(&s, TOKEN, "/rollback checkout to v9 typo").await;
+    refused(code, &body, 422, "preflight");
+    assert_eq!(body["message"]["title"], "Rollback of checkout refused");
+    let text = body["message"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("revision v9 does not exist") && text.contains("Nothing was changed"),
+        "{body}"
+    );
+
+    let (code, body) = act(&s, "dash-token", "/rollback checkout").await;
+    refused(code, &body, 403, "not_allowed");
+
+    let (code, body) = act(&s, TOKEN, "/freeze checkout for 1h launch").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = act(&s, TOKEN, "/promote checkout").await;
+    refused(code, &body, 409, "frozen");
+    let (code, body) = act(&s, TOKEN, "/promote checkout force").await;
+    refused(code, &body, 422, "invalid");
+    let (code, body) = act(&s, TOKEN, "/unfreeze search").await;
+    refused(code, &body, 409, "not_frozen");
+
+    // A second action on a service that is busy.
+    let first = {
+        let url = s.url("/api/v1/actions");
+        tokio::spawn(async move {
+            client()
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({"command": "/rollback search", "idempotency_key": "a"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (code, body) = act(&s, TOKEN, "/rollback search again").await;
+    refused(code, &body, 409, "busy");
+    assert_eq!(first.await.unwrap(), 200);
+
+    // The backend was called and failed: 502, and no refusal reason.
+    let (code, body) = act(&s, TOKEN, "/rollback payments").await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(body["refusal"].is_null(), "{body}");
+    assert!(s.terminate().success());
+
+    // The audit keeps the words it always used for refusals.
+    let stored = crate::support::audit_export(&dir.path().join("data"));
+    let refusals: Vec<&str> = stored
+        .iter()
+        .filter(|e| e["outcome"] == "refused")
+        .filter_map(|e| e["parameters"]["refusal"].as_str())
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            "preflight",
+            "permission",
+            "freeze",
+            "invalid",
+            "invalid",
+            "lock"
+        ],
+        "{stored:?}"
+    );
+}
