@@ -17,7 +17,6 @@ use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::controller::{RolloutWatch, WatchState};
 use crate::domain::{Actor, Platform};
-use crate::engine::Status;
 use crate::judge::sim::{Scenario, Simulator};
 use crate::runtime::Runtime;
 use chrono::{SubsecRound, Utc};
