@@ -32,14 +32,16 @@ enum Cmd {
     /// Check a configuration file and report every problem with its line.
     CheckConfig { file: PathBuf },
     /// Run the whole loop on embedded defaults: console chat, simulated
-    /// backend and metrics, audit log in ./rollbot-data.
+    /// backend and metrics. Each run starts from a fresh state in a
+    /// temporary directory unless --data is given.
     Demo {
         /// Read commands from this file instead of the terminal, then exit.
         #[arg(long)]
         script: Option<PathBuf>,
-        /// Store directory.
-        #[arg(long, default_value = "./rollbot-data")]
-        data: PathBuf,
+        /// Keep the state (audit log, freezes, prompts) in this directory,
+        /// and continue from what a previous run left there.
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// Simulated seconds per real second in interactive mode.
         #[arg(long, default_value_t = 10.0)]
         speed: f64,
