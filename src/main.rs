@@ -11,6 +11,22 @@ use rollbot::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `print!` that returns an error instead of panicking when standard
+/// output is closed (`rollbot audit export | head`); `main` then ends quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!($($arg)*))?
+    };
+}
+
+/// `println!` the same way.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        out!($($arg)*);
+        out!("\n");
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "rollbot",
@@ -254,11 +270,20 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(code) => code,
+        // The reader has all it wanted (`| head`): not an error.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
@@ -271,7 +296,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(c) => {
-                println!(
+                outln!(
                     "{}: ok ({} services, {} backends, {} channels)",
                     file.display(),
                     c.services.len(),
@@ -339,7 +364,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data,
         } => {
             let store = rollbot::store::Store::open(&store_dir(data, config)?)?;
-            print!(
+            out!(
                 "{}",
                 rollbot::controller::postmortem::write(&store, &rollout)?
             );
@@ -399,7 +424,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 service_config: svc,
                 json,
             };
-            print!("{}", replay.run().await?);
+            out!("{}", replay.run().await?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Replay {
@@ -413,7 +438,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         ) {
             Ok(out) => {
-                print!("{out}");
+                out!("{out}");
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -434,13 +459,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The simulation is CPU-bound; keep it off the async workers.
             let table =
                 tokio::task::spawn_blocking(move || rollbot::judge::bench::run(&opts)).await??;
-            println!("{table}");
+            outln!("{table}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench {
             command: BenchCmd::Controller { rollouts, minutes },
         } => {
-            println!(
+            outln!(
                 "{}",
                 rollbot::controller::bench::run(rollouts, minutes).await?
             );
@@ -449,13 +474,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Commands {
             command: CommandsCmd::Reference,
         } => {
-            print!("{}", rollbot::command::reference_markdown());
+            out!("{}", rollbot::command::reference_markdown());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Commands {
             command: CommandsCmd::DiscordJson,
         } => {
-            print!("{}", rollbot::command::discord::application_commands_json());
+            out!("{}", rollbot::command::discord::application_commands_json());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Commands {
@@ -493,8 +518,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("Discord refused the commands: {e}"))?;
                 let n = answer.as_array().map(|a| a.len()).unwrap_or(0);
                 match g {
-                    Some(g) => println!("registered {n} commands in server {g}"),
-                    None => println!(
+                    Some(g) => outln!("registered {n} commands in server {g}"),
+                    None => outln!(
                         "registered {n} global commands (they may take up to an hour to appear)"
                     ),
                 }
@@ -504,14 +529,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Commands {
             command: CommandsCmd::SlackManifest { url, socket },
         } => {
-            print!("{}", rollbot::chat::slack::manifest::manifest(&url, socket));
+            out!("{}", rollbot::chat::slack::manifest::manifest(&url, socket));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench {
             command: BenchCmd::Audit { entries, dir },
         } => {
             let table = rollbot::audit::bench::run(entries, dir).await?;
-            println!("{table}");
+            outln!("{table}");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -579,7 +604,7 @@ fn audit(cmd: AuditCmd, store: &SledAuditStore) -> anyhow::Result<ExitCode> {
                 limit,
             })?;
             for e in &entries {
-                println!("{}", rollbot::engine::audit_line(e));
+                outln!("{}", rollbot::engine::audit_line(e));
             }
             if entries.is_empty() {
                 eprintln!("no matching entries");
@@ -594,7 +619,7 @@ fn audit(cmd: AuditCmd, store: &SledAuditStore) -> anyhow::Result<ExitCode> {
         }
         AuditCmd::Verify => {
             let report = store.verify()?;
-            println!("{report}");
+            outln!("{report}");
             Ok(if report.first_bad.is_none() {
                 ExitCode::SUCCESS
             } else {
