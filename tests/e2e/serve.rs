@@ -455,3 +455,109 @@ async fn refusals_answer_4xx_with_a_reason_and_only_a_failing_backend_answers_50
         "{stored:?}"
     );
 }
+
+/// Accepts one HTTP request on 127.0.0.1, answers 200, and hands back the
+/// request's bytes as they came over the wire.
+fn one_raw_request() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+            .unwrap();
+        tx.send(String::from_utf8_lossy(&got).to_string()).unwrap();
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn a_webhook_receives_the_documented_idempotency_key_under_a_lower_case_header_name() {
+    let (port, request) = one_raw_request();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r##"
+[server]
+listen = "127.0.0.1:{{port}}"
+
+[store]
+path = "{{data}}"
+
+[backends.pipeline]
+type = "webhook"
+url = "http://127.0.0.1:{port}/rollbot/actions"
+secret = "${{ROLLBOT_TEST_WEBHOOK_SECRET}}"
+
+[[services]]
+name = "checkout"
+backend = "pipeline"
+
+[[roles.responder]]
+members = ["api:ci"]
+
+[[api.clients]]
+name = "ci"
+token = "${{ROLLBOT_TEST_TOKEN}}"
+"##
+    );
+    let s = Server::start(
+        dir.path(),
+        &config,
+        &[
+            ("ROLLBOT_TEST_TOKEN", TOKEN),
+            ("ROLLBOT_TEST_WEBHOOK_SECRET", "hook-secret"),
+        ],
+    );
+    let r = client()
+        .post(s.url("/api/v1/actions"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"command": "/rollback checkout", "idempotency_key": "ci-1234"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let raw = request
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the webhook was called");
+    assert!(s.terminate().success());
+    assert!(
+        raw.contains("\r\nidempotency-key: api:ci:ci-1234\r\n"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("\"idempotency_key\":\"api:ci:ci-1234\""),
+        "{raw}"
+    );
+
+    // The reference configuration tells receivers exactly that.
+    let example = std::fs::read_to_string("config/rollbot.example.toml").unwrap();
+    assert!(
+        example.contains("arrives as\n# \"api:ci:ci-1234\" (api:CLIENT:KEY)")
+            && example.contains("Header names arrive in lower case"),
+        "config/rollbot.example.toml does not document the key's form"
+    );
+}
