@@ -205,7 +205,11 @@ fn verify_names_the_first_bad_entry() {
 /// Runs rollbot with its standard output going to a pipe nobody reads any
 /// more, as in `rollbot audit export | head` once `head` has its lines.
 fn into_closed_pipe(args: &[&str]) -> std::process::Output {
-    let (reader, writer) = std::io::pipe().unwrap();
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills both descriptors, each owned once below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     drop(reader);
     std::process::Command::new(crate::support::bin())
         .args(args)
