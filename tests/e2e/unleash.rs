@@ -91,7 +91,7 @@ fn result_entry(rt: &Runtime, corr: &str) -> Entry {
             if e.record.correlation_id == corr
                 && matches!(
                     e.record.outcome,
-                    AuditOutcome::Succeeded | AuditOutcome::Failed
+                    AuditOutcome::Succeeded | AuditOutcome::Failed | AuditOutcome::Refused
                 )
             {
                 found = Some(e);
