@@ -4,7 +4,7 @@
 use crate::chat::{Message, Severity};
 use crate::command::{self, Command};
 use crate::domain::{Action, Actor, View};
-use crate::engine::{Engine, Outcome, Request, Status};
+use crate::engine::{Engine, Outcome, Refusal, Request, Status};
 
 /// Runs a parsed command for `actor`. `idempotency_key` comes from the
 /// platform (a Slack retry, a Discord interaction id).
@@ -100,6 +100,7 @@ pub async fn handle(
             prompt: None,
             announced: false,
             repeat: false,
+            refusal: None,
         },
     }
 }
@@ -122,6 +123,7 @@ pub async fn handle_line(
             prompt: None,
             announced: false,
             repeat: false,
+            refusal: Some(Refusal::Unreadable),
         },
     }
 }
@@ -152,6 +154,7 @@ pub async fn press(
             prompt: None,
             announced: false,
             repeat: false,
+            refusal: Some(Refusal::UnknownPrompt),
         },
     }
 }
@@ -166,5 +169,6 @@ fn failure(e: &str) -> Outcome {
         prompt: None,
         announced: false,
         repeat: false,
+        refusal: None,
     }
 }

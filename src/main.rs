@@ -11,6 +11,22 @@ use rollbot::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `print!` that returns an error instead of panicking when standard
+/// output is closed (`rollbot audit export | head`); `main` then ends quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!($($arg)*))?
+    };
+}
+
+/// `println!` the same way.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        out!($($arg)*);
+        out!("\n");
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "rollbot",
@@ -32,14 +48,16 @@ enum Cmd {
     /// Check a configuration file and report every problem with its line.
     CheckConfig { file: PathBuf },
     /// Run the whole loop on embedded defaults: console chat, simulated
-    /// backend and metrics, audit log in ./rollbot-data.
+    /// backend and metrics. Each run starts from a fresh state in a
+    /// temporary directory unless --data is given.
     Demo {
         /// Read commands from this file instead of the terminal, then exit.
         #[arg(long)]
         script: Option<PathBuf>,
-        /// Store directory.
-        #[arg(long, default_value = "./rollbot-data")]
-        data: PathBuf,
+        /// Keep the state (audit log, freezes, prompts) in this directory,
+        /// and continue from what a previous run left there.
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// Simulated seconds per real second in interactive mode.
         #[arg(long, default_value_t = 10.0)]
         speed: f64,
@@ -252,11 +270,20 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(code) => code,
+        // The reader has all it wanted (`| head`): not an error.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
@@ -272,7 +299,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for w in c.warnings() {
                     eprintln!("warning: {w}");
                 }
-                println!(
+                outln!(
                     "{}: ok ({} services, {} backends, {} channels)",
                     file.display(),
                     c.services.len(),
@@ -343,7 +370,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data,
         } => {
             let store = rollbot::store::Store::open(&store_dir(data, config)?)?;
-            print!(
+            out!(
                 "{}",
                 rollbot::controller::postmortem::write(&store, &rollout).await?
             );
@@ -404,7 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 service_config: svc,
                 json,
             };
-            print!("{}", replay.run().await?);
+            out!("{}", replay.run().await?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Replay {
@@ -418,7 +445,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         ) {
             Ok(out) => {
-                print!("{out}");
+                out!("{out}");
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -439,13 +466,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The simulation is CPU-bound; keep it off the async workers.
             let table =
                 tokio::task::spawn_blocking(move || rollbot::judge::bench::run(&opts)).await??;
-            println!("{table}");
+            outln!("{table}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench {
             command: BenchCmd::Controller { rollouts, minutes },
         } => {
-            println!(
+            outln!(
                 "{}",
                 rollbot::controller::bench::run(rollouts, minutes).await?
             );
@@ -454,13 +481,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Commands {
             command: CommandsCmd::Reference,
         } => {
-            print!("{}", rollbot::command::reference_markdown());
+            out!("{}", rollbot::command::reference_markdown());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Commands {
             command: CommandsCmd::DiscordJson,
         } => {
-            print!("{}", rollbot::command::discord::application_commands_json());
+            out!("{}", rollbot::command::discord::application_commands_json());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Commands {
@@ -498,8 +525,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("Discord refused the commands: {e}"))?;
                 let n = answer.as_array().map(|a| a.len()).unwrap_or(0);
                 match g {
-                    Some(g) => println!("registered {n} commands in server {g}"),
-                    None => println!(
+                    Some(g) => outln!("registered {n} commands in server {g}"),
+                    None => outln!(
                         "registered {n} global commands (they may take up to an hour to appear)"
                     ),
                 }
@@ -509,14 +536,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Commands {
             command: CommandsCmd::SlackManifest { url, socket },
         } => {
-            print!("{}", rollbot::chat::slack::manifest::manifest(&url, socket));
+            out!("{}", rollbot::chat::slack::manifest::manifest(&url, socket));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench {
             command: BenchCmd::Audit { entries, dir },
         } => {
             let table = rollbot::audit::bench::run(entries, dir).await?;
-            println!("{table}");
+            outln!("{table}");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -584,7 +611,7 @@ fn audit(cmd: AuditCmd, store: &dyn AuditStore) -> anyhow::Result<ExitCode> {
                 limit,
             })?;
             for e in &entries {
-                println!("{}", rollbot::engine::audit_line(e));
+                outln!("{}", rollbot::engine::audit_line(e));
             }
             if entries.is_empty() {
                 eprintln!("no matching entries");
@@ -599,7 +626,7 @@ fn audit(cmd: AuditCmd, store: &dyn AuditStore) -> anyhow::Result<ExitCode> {
         }
         AuditCmd::Verify => {
             let report = store.verify()?;
-            println!("{report}");
+            outln!("{report}");
             Ok(if report.first_bad.is_none() {
                 ExitCode::SUCCESS
             } else {

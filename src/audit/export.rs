@@ -67,7 +67,7 @@ pub fn export(store: &dyn AuditStore, format: Format, out: &mut dyn Write) -> an
         }
         Format::Csv => {
             let mut w = csv::Writer::from_writer(&mut *out);
-            w.write_record(CSV_HEADER)?;
+            w.write_record(CSV_HEADER).map_err(std::io::Error::from)?;
             let mut csv_err: Option<csv::Error> = None;
             store.for_each(&mut |e| match w.write_record(csv_row(&e)) {
                 Ok(()) => {
@@ -79,8 +79,9 @@ pub fn export(store: &dyn AuditStore, format: Format, out: &mut dyn Write) -> an
                     false
                 }
             })?;
+            // As an io::Error, so a closed pipe is recognised as one.
             if let Some(e) = csv_err {
-                return Err(e.into());
+                return Err(std::io::Error::from(e).into());
             }
             w.flush()?;
         }

@@ -648,9 +648,9 @@ impl GitopsBackend {
         ));
         if let Err(first) = self.push().await {
             log.push(format!(
-                "git push origin {} → rejected: {}",
+                "git push origin {} → {}",
                 self.s.branch,
-                first.output.lines().last().unwrap_or("")
+                push_refusal(&first.output)
             ));
             let before = self
                 .git(&["rev-parse", &self.origin()])
@@ -747,6 +747,25 @@ impl GitopsBackend {
             self.s.branch
         ))
     }
+}
+
+/// Why a push failed, from `git push --porcelain`: the status of the
+/// refused ref (`! HEAD:refs/heads/main [rejected] (fetch first)` gives
+/// "rejected (fetch first)"), else git's first error line. The output's
+/// last line is only "Done".
+fn push_refusal(output: &str) -> String {
+    let refused = output.lines().find_map(|l| {
+        let status = l.strip_prefix('!')?.split('\t').nth(2)?;
+        Some(status.replace(['[', ']'], "").trim().to_string())
+    });
+    refused
+        .or_else(|| {
+            output
+                .lines()
+                .find(|l| l.starts_with("error:") || l.starts_with("fatal:"))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| format!("failed: {}", output.trim()))
 }
 
 fn short(commit: &str) -> String {
@@ -902,6 +921,20 @@ impl RollbackBackend for GitopsBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_push_names_gits_reason_not_its_last_line() {
+        // stderr, then stdout, as `git` collects them.
+        let fetch_first = "error: failed to push some refs to '/srv/deploy.git'\nhint: Updates were rejected because the remote contains work that you do not\nTo /srv/deploy.git\n!\tHEAD:refs/heads/main\t[rejected] (fetch first)\nDone";
+        assert_eq!(push_refusal(fetch_first), "rejected (fetch first)");
+        let hook = "To /srv/deploy.git\n!\tHEAD:refs/heads/main\t[remote rejected] (pre-receive hook declined)\nDone";
+        assert_eq!(
+            push_refusal(hook),
+            "remote rejected (pre-receive hook declined)"
+        );
+        let auth = "fatal: Authentication failed for 'https://git.example.com/deploy.git/'";
+        assert_eq!(push_refusal(auth), auth);
+    }
 
     const VALUES: &str = "# checkout in prod\nreplicaCount: 3\nimage:\n  repository: registry.example.com/checkout  # the app\n  # pinned by CI\n  tag: \"v7\"   # current\n  pullPolicy: IfNotPresent\nsidecar:\n  image:\n    tag: v1\n";
 

@@ -7,6 +7,18 @@
 //! beginning of the answer; 5xx, connection errors and timeouts are retried
 //! with exponential backoff and the same `Idempotency-Key`. An optional
 //! `status_url` is polled (signed GET) to verify the action finished.
+//!
+//! The `Idempotency-Key` header (and the body's `idempotency_key`) is the
+//! engine's key for the action, unique across everything that asks rollbot
+//! to act, so a receiver can deduplicate on it alone: an HTTP API call with
+//! `"idempotency_key": "ci-1234"` from the client `ci` arrives as
+//! `api:ci:ci-1234` (sent as the client gave it, two clients' keys could
+//! meet and the second action would be dropped as a repeat), a controller
+//! step as `controller:ROLLOUT:STEP`, a prompt's button as
+//! `prompt:ID:approve`, and the correlation id when nobody gave a key.
+//! Header names go out in lower case (`idempotency-key`,
+//! `x-rollbot-signature`, `x-rollbot-timestamp`), as HTTP/2 requires and
+//! HTTP/1.1 allows: receivers must look them up case-insensitively.
 
 use super::*;
 use crate::config::SecretSource;

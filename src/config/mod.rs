@@ -10,10 +10,11 @@
 mod error;
 mod exec;
 mod gates;
+mod read;
 mod secret;
 mod values;
 
-pub use error::{closest, line_col, ConfigError, ConfigErrors};
+pub use error::{closest, line_col, ConfigError, ConfigErrors, LineIndex};
 pub use gates::GatesConfig;
 pub use secret::{EnvRef, SecretSource, SecretValue};
 pub use values::{
@@ -947,21 +948,28 @@ impl Config {
         Config::parse(path, &source)
     }
 
-    /// Parses and checks config text; `path` is used in messages.
+    /// Parses and checks config text; `path` is used in messages. Reports
+    /// every problem it can find, not just the first.
     pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
-        let mut config: Config =
-            toml::from_str(source).map_err(|e| ConfigErrors(vec![from_toml(path, source, &e)]))?;
-        for (i, s) in config.services.iter().enumerate() {
-            config.index.entry(s.key()).or_insert(i);
-            config.index.entry(s.name().to_string()).or_insert(i);
+        let read = read::read_all(path, source);
+        let mut errors = read.errors;
+        if let Some(mut config) = read.config {
+            for (i, s) in config.services.iter().enumerate() {
+                config.index.entry(s.key()).or_insert(i);
+                config.index.entry(s.name().to_string()).or_insert(i);
+            }
+            let checked = config.validate(path, source);
+            if errors.is_empty() && checked.is_empty() {
+                config.warnings = config.exec_warnings(path, source);
+                return Ok(config);
+            }
+            errors.extend(read::drop_echoes(checked, &read.skipped));
         }
-        let errors = config.validate(path, source);
-        if errors.is_empty() {
-            config.warnings = config.exec_warnings(path, source);
-            Ok(config)
-        } else {
-            Err(ConfigErrors(errors))
-        }
+        error::locate(&mut errors, source);
+        // In the order of the file, whichever check found them; a note
+        // about the whole file last.
+        errors.sort_by_key(|e| (e.offset().is_none(), e.line, e.column));
+        Err(ConfigErrors(errors))
     }
 
     pub fn demo() -> Config {
@@ -986,6 +994,7 @@ impl Config {
     /// The checks that need the whole file.
     fn validate(&self, path: &Path, source: &str) -> Vec<ConfigError> {
         let mut errors = Vec::new();
+        let lines = LineIndex::new(source);
         let at = |span: std::ops::Range<usize>, msg: String| {
             ConfigError::at(path, source, Some(span), msg)
         };
@@ -1011,7 +1020,7 @@ impl Config {
                 );
             }
             if let Some(first) = seen.insert(name.to_string(), s.name.span()) {
-                let (l, _) = line_col(source, first.start);
+                let (l, _) = lines.line_col(first.start);
                 errors.push(
                     at(
                         s.name.span(),

@@ -341,3 +341,55 @@ fn leader_election_timings_must_let_a_holder_stop_before_another_takes_over() {
     let e = parse("leese = \"x\"\n");
     assert!(e.contains("leese"), "{e}");
 }
+
+#[test]
+fn independent_errors_are_all_reported_and_none_twice() {
+    let text = format!(
+        "{}\n[chat.slack]\nsigning_secret = \"8f742231b10e8888abcd99yyyzzz85a5\"\nbot_token = \"${{SLACK_BOT_TOKEN}}\"\n\n[[freeze.windows]]\nname = \"nights\"\nkind = \"deny\"\nschedule = \"0 22 * * *\"\nduration = \"8h\"\ntimezone = \"Berlin\"\n",
+        BASE.replace("slack:U0123ABCD", "alice")
+            .replace("type = \"simulated\"", "type = \"simulated\"\nlatency = \"soon\"")
+            .replace("backend = \"sim\"", "backend = \"sim\"\ncritical = \"yes\"")
+    );
+    let e = errors(&text);
+    let shown: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+    let all = shown.join("\n");
+    for (line, what) in [
+        (6, "not a duration"),
+        (11, "invalid type"),
+        (19, "never written in the config"),
+        (27, "not an IANA time zone"),
+        (15, "no platform prefix"),
+    ] {
+        assert!(
+            e.iter().any(|e| e.line == line && e.message.contains(what)),
+            "{what} at line {line} missing from:\n{all}"
+        );
+    }
+    // The secret's line was left out to read on; that is not a second problem.
+    assert_eq!(e.len(), 5, "{all}");
+    assert!(!all.contains("needs signing_secret"), "{all}");
+    assert!(!all.contains("zzz85a5\""), "{all}");
+}
+
+#[test]
+fn a_required_key_left_out_to_read_on_is_not_reported_missing() {
+    let text = format!(
+        "{}\n[[freeze.windows]]\nname = \"w\"\nkind = \"deny\"\nschedule = \"61 25 * * *\"\nduration = \"1h\"\n",
+        BASE.replace("slack:U0123ABCD", "alice")
+    );
+    let e = errors(&text);
+    let all: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+    assert_eq!(e.len(), 1, "{all:?}");
+    assert!(
+        e[0].message
+            .starts_with("`61 25 * * *`: minute `61` is not in 0-59; hour `25` is not in 0-23"),
+        "{all:?}"
+    );
+    assert_eq!(e[0].line, 19);
+}
+
+#[test]
+fn text_that_is_not_toml_is_one_error() {
+    let e = one(&format!("{BASE}\nname = \"unterminated\n"));
+    assert_eq!(e.line, 16, "{e}");
+}

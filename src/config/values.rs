@@ -108,6 +108,121 @@ impl<'de> Deserialize<'de> for CronSchedule {
 }
 
 const DAY_NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTH_NAMES: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// One field of a crontab line and the values it takes.
+struct CrontabField {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    /// Names allowed instead of numbers (months, days), the first = `min`.
+    names: &'static [&'static str],
+}
+
+const CRONTAB_FIELDS: [CrontabField; 5] = [
+    CrontabField {
+        name: "minute",
+        min: 0,
+        max: 59,
+        names: &[],
+    },
+    CrontabField {
+        name: "hour",
+        min: 0,
+        max: 23,
+        names: &[],
+    },
+    CrontabField {
+        name: "day-of-month",
+        min: 1,
+        max: 31,
+        names: &[],
+    },
+    CrontabField {
+        name: "month",
+        min: 1,
+        max: 12,
+        names: &MONTH_NAMES,
+    },
+    CrontabField {
+        name: "day-of-week",
+        min: 0,
+        max: 7,
+        names: &DAY_NAMES,
+    },
+];
+
+impl CrontabField {
+    fn range(&self) -> String {
+        match self.names {
+            [] => format!("{}-{}", self.min, self.max),
+            n => format!("{}-{} or {}..{}", self.min, self.max, n[0], n[n.len() - 1]),
+        }
+    }
+
+    /// Checks `*`, `N`, `N-M`, each with an optional `/STEP`, comma-separated.
+    fn check(&self, value: &str) -> Result<(), String> {
+        // "minute `61` is not in 0-59", or "minute `5,61`: `61` is not in 0-59".
+        let bad = |token: &str, what: String| {
+            if token == value {
+                Err(format!("{} `{value}` {what}", self.name))
+            } else {
+                Err(format!("{} `{value}`: `{token}` {what}", self.name))
+            }
+        };
+        for part in value.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (part, None),
+            };
+            if let Some(s) = step {
+                if !s.parse::<u32>().is_ok_and(|n| (1..=self.max).contains(&n)) {
+                    return bad(
+                        part,
+                        format!("has step `{s}`, which is not in 1-{}", self.max),
+                    );
+                }
+            }
+            if range == "*" || (range == "?" && self.name.starts_with("day")) {
+                continue;
+            }
+            let ends: Vec<&str> = range.split('-').collect();
+            if ends.len() > 2 {
+                return bad(range, "is not a value or a range such as 1-5".into());
+            }
+            let mut numbers = Vec::new();
+            for end in &ends {
+                match self.value(end) {
+                    Some(n) if (self.min..=self.max).contains(&n) => numbers.push(n),
+                    _ => return bad(end, format!("is not in {}", self.range())),
+                }
+            }
+            if numbers.len() == 2 && numbers[1] < numbers[0] {
+                return bad(
+                    range,
+                    format!(
+                        "runs backwards; write it from low to high in {}",
+                        self.range()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn value(&self, token: &str) -> Option<u32> {
+        if let Some(i) = self
+            .names
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(token))
+        {
+            return Some(self.min + i as u32);
+        }
+        token.parse().ok()
+    }
+}
 
 /// Translates crontab's five fields into the cron crate's form (seconds
 /// first, days of the week by name so the numbering cannot be confused).
@@ -118,6 +233,16 @@ pub fn parse_crontab(text: &str) -> Result<CronSchedule, String> {
     let translated = if fields.len() == 1 && fields[0].starts_with('@') {
         fields[0].to_string()
     } else if fields.len() == 5 {
+        // Checked here, in the user's terms: the cron crate's own errors
+        // show its 6-field translation and its own wording.
+        let wrong: Vec<String> = CRONTAB_FIELDS
+            .iter()
+            .zip(&fields)
+            .filter_map(|(f, value)| f.check(value).err())
+            .collect();
+        if !wrong.is_empty() {
+            return Err(format!("`{text}`: {}; {hint}", wrong.join("; ")));
+        }
         let dow = translate_day_of_week(fields[4])
             .map_err(|e| format!("`{text}`: day-of-week {e}; {hint}"))?;
         format!(
@@ -127,8 +252,13 @@ pub fn parse_crontab(text: &str) -> Result<CronSchedule, String> {
     } else {
         return Err(format!("`{text}` has {} fields; {hint}", fields.len()));
     };
-    let schedule = cron::Schedule::from_str(&translated)
-        .map_err(|e| format!("`{text}` is not a valid cron schedule ({e}); {hint}"))?;
+    let schedule = cron::Schedule::from_str(&translated).map_err(|e| {
+        // The crate's message repeats its own form of the line above a
+        // caret; its last line is the reason.
+        let e = e.to_string();
+        let why = e.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        format!("`{text}` is not a valid cron schedule ({why}); {hint}")
+    })?;
     Ok(CronSchedule {
         text: text.to_string(),
         schedule,
@@ -229,9 +359,47 @@ mod tests {
         let e = parse_crontab("0 0 18 * * 5").unwrap_err();
         assert!(e.contains("6 fields") && e.contains("0 18 * * 5"), "{e}");
         let e = parse_crontab("0 18 * * 9").unwrap_err();
-        assert!(e.contains("`9` is not a day"), "{e}");
+        assert!(
+            e.contains("day-of-week `9` is not in 0-7 or Sun..Sat"),
+            "{e}"
+        );
         let e = parse_crontab("61 18 * * 5").unwrap_err();
-        assert!(e.contains("not a valid cron schedule"), "{e}");
+        assert!(
+            e.starts_with("`61 18 * * 5`: minute `61` is not in 0-59;"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_crontab_line_names_the_users_line_each_field_at_fault_and_its_range() {
+        let e = parse_crontab("61 25 * * *").unwrap_err();
+        assert!(
+            e.starts_with("`61 25 * * *`: minute `61` is not in 0-59; hour `25` is not in 0-23; write a crontab line with 5 fields"),
+            "{e}"
+        );
+        // Nothing of the cron crate's 6-field form or wording.
+        assert!(!e.contains("0 61 25") && !e.contains("less than"), "{e}");
+        let e = parse_crontab("0 9 0 13 *").unwrap_err();
+        assert!(
+            e.contains("day-of-month `0` is not in 1-31; month `13` is not in 1-12 or Jan..Dec"),
+            "{e}"
+        );
+        let e = parse_crontab("*/0 9-5 1,32 * *").unwrap_err();
+        assert!(
+            e.contains("minute `*/0` has step `0`, which is not in 1-59")
+                && e.contains("hour `9-5` runs backwards")
+                && e.contains("day-of-month `1,32`: `32` is not in 1-31"),
+            "{e}"
+        );
+        // What crontab accepts still reads.
+        for line in [
+            "*/15 9-17 * * 1-5",
+            "0 0 1,15 jan,jul *",
+            "30 2 * * sun",
+            "0 0 * * 5-7",
+        ] {
+            assert!(parse_crontab(line).is_ok(), "{line}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! Besides the chat commands, the console understands:
 //!   /press N          press button N of a posted message
 //!   /as NAME          act as one of the demo config's people (dana, sam, priya, omar, rita, you)
-//!   /wait DURATION    let simulated time pass (10 s ticks), e.g. /wait 5m
+//!   /wait DURATION    let simulated time pass (10 s ticks), e.g. /wait 5m (at most 1d)
 //!   /wait until prompt   …until the controller asks a question (at most 30m)
 //!   /deploy SERVICE REVISION   start a new canary
 //!   /quit
@@ -17,7 +17,6 @@ use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::controller::{RolloutWatch, WatchState};
 use crate::domain::{Actor, Platform};
-use crate::engine::Status;
 use crate::judge::sim::{Scenario, Simulator};
 use crate::runtime::Runtime;
 use chrono::{SubsecRound, Utc};
@@ -28,12 +27,18 @@ use std::time::Duration;
 
 pub struct DemoOptions {
     pub script: Option<PathBuf>,
-    pub data: PathBuf,
+    /// Where to keep the state; `None` starts from a fresh temporary
+    /// directory, removed at the end, so one run never changes the next.
+    pub data: Option<PathBuf>,
     /// Simulated seconds per real second in interactive mode.
     pub speed: f64,
 }
 
 pub const TICK: Duration = Duration::from_secs(10);
+
+/// The longest `/wait`: the simulated scenarios last a day, and a longer
+/// wait would only keep the console busy.
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// The story the metrics tell: `checkout`'s canary starts failing requests
 /// seven minutes in, slowly at first.
@@ -72,9 +77,11 @@ fn person(name: &str) -> Actor {
 }
 
 impl Demo {
-    /// Starts rollbot on the demo config, writing everything to `out`.
+    /// Starts rollbot on the demo config, writing everything to `out`. The
+    /// state lives in `data`; `kept` says whether it outlives the demo.
     pub async fn start(
         data: &std::path::Path,
+        kept: bool,
         out: Arc<Mutex<dyn Write + Send>>,
     ) -> anyhow::Result<Demo> {
         let config = Config::demo();
@@ -92,10 +99,25 @@ impl Demo {
             watched: Vec::new(),
             seed: 7,
         };
+        let earlier = demo.rt.engine.audit().len();
+        let state = match (kept, earlier) {
+            (false, _) => format!(
+                "State: a fresh temporary directory, {}, removed when the demo ends (--data DIR keeps it).",
+                data.display()
+            ),
+            (true, 0) => format!(
+                "State: {} (kept; read it later with `rollbot audit list --data {}`).",
+                data.display(),
+                data.display()
+            ),
+            (true, n) => format!(
+                "State: {}, continuing from an earlier run ({n} audit entries, its freezes and rollbacks). Leave out --data for a fresh start.",
+                data.display()
+            ),
+        };
         demo.say(&format!(
-            "rollbot demo — console chat, simulated backend and metrics, audit log in {}\n\
-             You are `you` (admin). Type /help, or /wait 5m to let time pass. Others: /as dana|sam|priya|omar|rita\n",
-            data.display()
+            "rollbot demo — console chat, simulated backend and metrics\n{state}\n\
+             You are `you` (admin). Type /help, or /wait 5m to let time pass. Others: /as dana|sam|priya|omar|rita\n"
         ));
         demo.watch("checkout", checkout_scenario()).await;
         demo.watch("search", healthy_scenario("demo: search canary healthy"))
@@ -209,7 +231,15 @@ impl Demo {
                 };
                 match crate::config::parse_duration(text) {
                     Ok(d) => {
-                        let passed = self.advance(d, until_prompt).await;
+                        if d > MAX_WAIT {
+                            self.say(&format!(
+                                "waiting {} instead of {}: /wait goes at most {} at a time",
+                                crate::domain::human_duration(MAX_WAIT),
+                                crate::domain::human_duration(d),
+                                crate::domain::human_duration(MAX_WAIT)
+                            ));
+                        }
+                        let passed = self.advance(d.min(MAX_WAIT), until_prompt).await;
                         self.say(&format!(
                             "… {} later ({})",
                             crate::domain::human_duration(passed),
@@ -277,12 +307,7 @@ impl Demo {
     async fn reply(&self, o: crate::engine::Outcome) {
         self.rt.engine.notifier.settle().await;
         // A result already posted in the channel is not repeated.
-        if o.announced
-            && matches!(
-                o.status,
-                Status::Succeeded | Status::Failed | Status::Pending
-            )
-        {
+        if o.announced {
             return;
         }
         let text = self.console.render(
@@ -303,7 +328,18 @@ impl Demo {
 /// Runs the demo on the terminal or a script.
 pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
     let out: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(std::io::stdout()));
-    let mut demo = Demo::start(&o.data, out).await?;
+    // A fresh directory is removed when `_fresh` is dropped, after the demo.
+    let (data, _fresh) = match &o.data {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("rollbot-demo-")
+                .tempdir()
+                .map_err(|e| anyhow::anyhow!("cannot create a temporary directory for the demo's state ({e}); pass --data DIR"))?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let mut demo = Demo::start(&data, o.data.is_some(), out).await?;
     if let Some(path) = o.script {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| anyhow::anyhow!("cannot read script {}: {e}", path.display()))?;

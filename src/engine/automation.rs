@@ -163,6 +163,7 @@ impl Engine {
             prompt: None,
             announced,
             repeat: false,
+            refusal: None,
         })
     }
 }

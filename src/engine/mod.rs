@@ -22,11 +22,13 @@ mod maintenance;
 pub mod prompt;
 mod query;
 mod recovery;
+mod refusal;
 
 pub use automation::{AutomationOff, DEFAULT_AUTOMATION_OFF, MAX_AUTOMATION_OFF};
 pub use prompt::{parse_action_id, Prompt, PromptState};
 pub use query::audit_line;
 pub use recovery::Inflight;
+pub use refusal::Refusal;
 
 use crate::audit::{AuditStore, Outcome as AuditOutcome, Record};
 use crate::backend::{
@@ -150,6 +152,9 @@ pub struct Outcome {
     /// This is the stored outcome of an earlier identical request.
     #[serde(default)]
     pub repeat: bool,
+    /// Why it was refused, when `status` is `refused`.
+    #[serde(default)]
+    pub refusal: Option<Refusal>,
 }
 
 /// A service's latest successful rollback.
@@ -308,16 +313,15 @@ impl Engine {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, correlation = %correlation, "action could not be recorded");
-                Outcome {
-                    status: Status::Failed,
-                    message: Message::new(Severity::Critical, format!("{} could not be recorded", req.action.name()))
-                        .text(format!("rollbot's store failed ({e}). Nothing was changed. Check the service by hand and retry."))
-                        .context(format!("correlation {correlation}")),
-                    correlation_id: correlation.clone(),
-                    prompt: None,
-                    announced: false,
-                    repeat: false,
-                }
+                // Every path that reaches a backend records its result
+                // itself (see `act_once`); an error here came before that.
+                plain_refusal(
+                    Refusal::StoreUnavailable,
+                    Severity::Critical,
+                    &format!("{} could not be recorded", req.action.name()),
+                    &format!("rollbot's store did not record the request ({e}), so no backend was asked to act. Check `/readyz`, and retry when the store answers, or act on the platform by hand."),
+                    &correlation,
+                )
             }
         };
         if outcome.repeat {
@@ -338,8 +342,8 @@ impl Engine {
     async fn run(&self, req: &Request, corr: &str) -> anyhow::Result<Outcome> {
         if !self.leadership.is_leader() {
             let view = self.leadership.view();
-            return Ok(plain_outcome(
-                Status::Refused,
+            return Ok(plain_refusal(
+                Refusal::Standby,
                 Severity::Warning,
                 "this rollbot replica is standing by",
                 &format!("{}. Nothing was done; send the command to the leader (the Service routes to it once it is ready) or retry in a few seconds.", view.describe()),
@@ -347,8 +351,8 @@ impl Engine {
             ));
         }
         if let Some(what) = self.store.health.damaged() {
-            return Ok(plain_outcome(
-                Status::Refused,
+            return Ok(plain_refusal(
+                Refusal::StoreDamaged,
                 Severity::Critical,
                 "rollbot's store is damaged",
                 &format!("{what}. rollbot does not act on a store it cannot trust: nothing was done. Act on the platform by hand, and restore the store from a backup (see `/readyz`)."),
@@ -356,8 +360,8 @@ impl Engine {
             ));
         }
         if self.closing.load(Ordering::SeqCst) {
-            return Ok(plain_outcome(
-                Status::Refused,
+            return Ok(plain_refusal(
+                Refusal::ShuttingDown,
                 Severity::Warning,
                 "rollbot is shutting down",
                 "This instance is stopping and takes no new actions; retry in a moment.",
@@ -382,7 +386,14 @@ impl Engine {
             Ok(s) => s,
             Err(text) => {
                 return self
-                    .refuse(req, corr, None, "invalid", "Unknown service", text)
+                    .refuse(
+                        req,
+                        corr,
+                        None,
+                        Refusal::UnknownService,
+                        "Unknown service",
+                        text,
+                    )
                     .await
             }
         };
@@ -401,7 +412,7 @@ impl Engine {
                     req,
                     corr,
                     Some(svc),
-                    "permission",
+                    Refusal::NotAllowed,
                     "Not allowed",
                     r.to_string(),
                 )
@@ -435,14 +446,14 @@ impl Engine {
                             req,
                             corr,
                             Some(svc),
-                            "freeze",
+                            Refusal::Frozen,
                             "Promotion refused: frozen",
                             format!("{block}.\n{hint}"),
                         )
                         .await;
                 }
                 if !may_override {
-                    return self.refuse(req, corr, Some(svc), "permission", "Break-glass refused", format!("{block}.\nOnly the admin role may promote through a freeze with `force`.")).await;
+                    return self.refuse(req, corr, Some(svc), Refusal::NotAllowed, "Break-glass refused", format!("{block}.\nOnly the admin role may promote through a freeze with `force`.")).await;
                 }
                 if req.reason.trim().is_empty() {
                     return self
@@ -450,7 +461,7 @@ impl Engine {
                             req,
                             corr,
                             Some(svc),
-                            "invalid",
+                            Refusal::Invalid,
                             "Break-glass needs a reason",
                             format!(
                                 "{block}.\nSay why: `/promote {} force <reason>`.",
@@ -510,7 +521,7 @@ impl Engine {
                     req,
                     corr,
                     None,
-                    "idempotency_conflict",
+                    Refusal::IdempotencyConflict,
                     "Idempotency key reused",
                     text,
                 )
@@ -609,7 +620,7 @@ impl Engine {
                         corr,
                         Some(svc.name()),
                         BTreeMap::new(),
-                        "lock",
+                        Refusal::Busy,
                         "Busy",
                         text,
                         Tx::new().remove(Table::Inflight, corr),
@@ -642,7 +653,15 @@ impl Engine {
                     refusal_only,
                 )
                 .await
-                .map_err(|e| (describe(e), "preflight"))?;
+                .map_err(|e| {
+                    // The backend saying "cannot be done as asked" at
+                    // preflight is a refusal: nothing was sent to change.
+                    let stage = match e {
+                        Rejected::Inner(BackendError::Refused(_)) => "preflight refused",
+                        _ => "preflight",
+                    };
+                    (describe(e), stage)
+                })?;
             params.insert(
                 "preflight".into(),
                 serde_json::to_value(&pre).unwrap_or_default(),
@@ -677,6 +696,7 @@ impl Engine {
         let name = svc.name();
         let mut change = Tx::new();
         let action = req.action.name();
+        let mut refusal = None;
         let (status, audit_outcome, message) = match result {
             Ok((report, vtext, verified)) => {
                 params.insert(
@@ -711,6 +731,25 @@ impl Engine {
                         .field("By", req.actor.display_name.clone());
                     (Status::Failed, AuditOutcome::Failed, m)
                 }
+            }
+            Err((error, "preflight refused")) => {
+                // `failed_at` stays as it was before refusals had a reason.
+                params.insert("failed_at".into(), json!("preflight"));
+                params.insert("refusal".into(), json!(Refusal::Preflight.audit_name()));
+                params.insert("error".into(), json!(error));
+                self.telemetry
+                    .count_refusal(action, Refusal::Preflight.audit_name());
+                refusal = Some(Refusal::Preflight);
+                // A rollback that will not happen stays loud.
+                let sev = if action == "rollback" {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                };
+                let m = Message::new(sev, format!("{} of {name} refused", capitalize(action)))
+                    .text(format!("{error}\nNothing was changed."))
+                    .field("By", req.actor.display_name.clone());
+                (Status::Refused, AuditOutcome::Refused, m)
             }
             Err((error, stage)) => {
                 params.insert("failed_at".into(), json!(stage));
@@ -760,7 +799,7 @@ impl Engine {
                     .context(format!("correlation {corr}"))
             }
         };
-        if params.contains_key("break_glass") {
+        if params.contains_key("break_glass") && status != Status::Refused {
             let warn = Message::new(
                 Severity::Critical,
                 format!(
@@ -788,6 +827,7 @@ impl Engine {
             prompt: None,
             announced,
             repeat: false,
+            refusal,
         })
     }
 
@@ -929,6 +969,7 @@ impl Engine {
             prompt: Some(prompt.id.clone()),
             announced,
             repeat: false,
+            refusal: None,
         })
     }
 
@@ -941,19 +982,26 @@ impl Engine {
         approve: bool,
     ) -> anyhow::Result<Outcome> {
         let Some(p) = self.prompts.get(id).await? else {
-            return self.refuse(req, corr, None, "invalid", "Unknown prompt", format!("There is no prompt `{id}`; the button may be forged or from another rollbot.")).await;
+            return self.refuse(req, corr, None, Refusal::UnknownPrompt, "Unknown prompt", format!("There is no prompt `{id}`; the button may be forged or from another rollbot.")).await;
         };
         let svc = match self.resolve(Some(&p.service)) {
             Ok(s) => s,
             Err(t) => {
                 return self
-                    .refuse(req, corr, None, "invalid", "Unknown service", t)
+                    .refuse(
+                        req,
+                        corr,
+                        None,
+                        Refusal::UnknownService,
+                        "Unknown service",
+                        t,
+                    )
                     .await
             }
         };
         if let PromptState::Answered { by, choice, at } = &p.state {
-            return Ok(plain_outcome(
-                Status::Refused,
+            return Ok(plain_refusal(
+                Refusal::AlreadyAnswered,
                 Severity::Info,
                 "Already answered",
                 &format!(
@@ -976,7 +1024,7 @@ impl Engine {
                     req,
                     corr,
                     Some(svc),
-                    "expired",
+                    Refusal::Expired,
                     "Prompt expired",
                     format!(
                         "This prompt expired at {}. Ask again, for example `/promote {}`.",
@@ -991,10 +1039,10 @@ impl Engine {
             .roles_on(&req.actor, &svc.environment, svc.name());
         if !roles.iter().any(|r| p.allowed_roles.contains(r)) {
             let names: Vec<&str> = p.allowed_roles.iter().map(|r| r.name()).collect();
-            return self.refuse(req, corr, Some(svc), "permission", "Not allowed to answer", format!("Answering this prompt needs the role {} on {}. The prompt stays open for someone who holds it.", names.join(" or "), svc.name())).await;
+            return self.refuse(req, corr, Some(svc), Refusal::NotAllowed, "Not allowed to answer", format!("Answering this prompt needs the role {} on {}. The prompt stays open for someone who holds it.", names.join(" or "), svc.name())).await;
         }
         if p.other_person_required && req.actor.qualified_id() == p.requested_by.qualified_id() {
-            return self.refuse(req, corr, Some(svc), "two_person", "Second person needed", format!("You asked for this promotion of {}; a different person must approve it. The prompt stays open.", svc.name())).await;
+            return self.refuse(req, corr, Some(svc), Refusal::TwoPerson, "Second person needed", format!("You asked for this promotion of {}; a different person must approve it. The prompt stays open.", svc.name())).await;
         }
         let choice = p.choice(approve).clone();
         if p.promotes && approve {
@@ -1003,7 +1051,7 @@ impl Engine {
                 .promotion_block(&svc.environment, svc.name(), now)
                 .await?
             {
-                return self.refuse(req, corr, Some(svc), "freeze", "Approval refused: frozen", format!("{block}.\nThe prompt stays open; approve it after the freeze, or an admin can `/promote {} force <reason>`.", svc.name())).await;
+                return self.refuse(req, corr, Some(svc), Refusal::Frozen, "Approval refused: frozen", format!("{block}.\nThe prompt stays open; approve it after the freeze, or an admin can `/promote {} force <reason>`.", svc.name())).await;
             }
         }
         let p = match self.prompts.answer(id, &req.actor, approve, now).await? {
@@ -1017,8 +1065,8 @@ impl Engine {
                     ),
                     PromptState::Open => "answered".into(),
                 };
-                return Ok(plain_outcome(
-                    Status::Refused,
+                return Ok(plain_refusal(
+                    Refusal::AlreadyAnswered,
                     Severity::Info,
                     "Already answered",
                     &text,
@@ -1032,7 +1080,7 @@ impl Engine {
                         req,
                         corr,
                         Some(svc),
-                        "invalid",
+                        Refusal::UnknownPrompt,
                         "Unknown prompt",
                         format!("Prompt `{id}` disappeared."),
                     )
@@ -1075,6 +1123,7 @@ impl Engine {
                     prompt: Some(p.id.clone()),
                     announced: svc.deploy_channel.is_some(),
                     repeat: false,
+                    refusal: None,
                 })
             }
             Some(action) => {
@@ -1124,7 +1173,7 @@ impl Engine {
                 Some(n) => format!("did you mean {n}?"),
                 None => format!("known services: {}", names.join(", ")),
             };
-            return self.refuse(req, corr, None, "invalid", "Scope matches no service", format!("`{scope}` covers no service; {hint} A scope is a service, a glob such as `prod/*`, or `all`.")).await;
+            return self.refuse(req, corr, None, Refusal::UnknownService, "Scope matches no service", format!("`{scope}` covers no service; {hint} A scope is a service, a glob such as `prod/*`, or `all`.")).await;
         }
         for s in &covered {
             if let Err(r) =
@@ -1132,7 +1181,14 @@ impl Engine {
                     .check(&req.actor, Permission::Freeze, &s.environment, s.name())
             {
                 return self
-                    .refuse(req, corr, None, "permission", "Not allowed", r.to_string())
+                    .refuse(
+                        req,
+                        corr,
+                        None,
+                        Refusal::NotAllowed,
+                        "Not allowed",
+                        r.to_string(),
+                    )
                     .await;
             }
         }
@@ -1255,7 +1311,7 @@ impl Engine {
                                 corr,
                                 service_label,
                                 params,
-                                "invalid",
+                                Refusal::NotFrozen,
                                 "Nothing to unfreeze",
                                 text,
                             )
@@ -1283,6 +1339,7 @@ impl Engine {
             prompt: None,
             announced: !channels.is_empty(),
             repeat: false,
+            refusal: None,
         })
     }
 
@@ -1494,7 +1551,7 @@ impl Engine {
         req: &Request,
         corr: &str,
         svc: Option<&ServiceConfig>,
-        why: &str,
+        why: Refusal,
         title: &str,
         text: String,
     ) -> anyhow::Result<Outcome> {
@@ -1510,7 +1567,7 @@ impl Engine {
         corr: &str,
         service: Option<&str>,
         params: BTreeMap<String, serde_json::Value>,
-        why: &str,
+        why: Refusal,
         title: &str,
         text: String,
     ) -> anyhow::Result<Outcome> {
@@ -1526,12 +1583,12 @@ impl Engine {
         corr: &str,
         service: Option<&str>,
         mut params: BTreeMap<String, serde_json::Value>,
-        why: &str,
+        why: Refusal,
         title: &str,
         text: String,
         change: Tx,
     ) -> anyhow::Result<Outcome> {
-        params.insert("refusal".into(), json!(why));
+        params.insert("refusal".into(), json!(why.audit_name()));
         let entry = self
             .record_with(
                 req,
@@ -1543,7 +1600,8 @@ impl Engine {
                 change,
             )
             .await?;
-        self.telemetry.count_refusal(req.action.name(), why);
+        self.telemetry
+            .count_refusal(req.action.name(), why.audit_name());
         let what = match service {
             Some(s) => format!("{}: {} {s}", title, req.action.name()),
             None => format!("{}: {}", title, req.action.name()),
@@ -1559,6 +1617,7 @@ impl Engine {
             prompt: None,
             announced: false,
             repeat: false,
+            refusal: Some(why),
         })
     }
 }
@@ -1589,6 +1648,22 @@ fn plain_outcome(status: Status, sev: Severity, title: &str, text: &str, corr: &
         prompt: None,
         announced: false,
         repeat: false,
+        refusal: None,
+    }
+}
+
+/// A refusal that is not audited (nothing was asked of a service yet).
+fn plain_refusal(why: Refusal, sev: Severity, title: &str, text: &str, corr: &str) -> Outcome {
+    Outcome {
+        status: Status::Refused,
+        message: Message::new(sev, title)
+            .text(text)
+            .context(format!("correlation {corr}")),
+        correlation_id: corr.into(),
+        prompt: None,
+        announced: false,
+        repeat: false,
+        refusal: Some(why),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Read-only views: `/status` and `/audit`. They need the `view` permission
 //! and are audited like everything else would be if refused.
 
-use super::{plain_outcome, Engine, Outcome, Request, Status};
+use super::{plain_outcome, Engine, Outcome, Refusal, Request, Status};
 use crate::audit::{Entry, Query};
 use crate::backend::Target;
 use crate::breaker::State;
@@ -73,7 +73,14 @@ impl Engine {
                 Ok(s) => vec![s],
                 Err(t) => {
                     return self
-                        .refuse(req, &corr, None, "invalid", "Unknown service", t)
+                        .refuse(
+                            req,
+                            &corr,
+                            None,
+                            Refusal::UnknownService,
+                            "Unknown service",
+                            t,
+                        )
                         .await
                 }
             },
@@ -95,7 +102,14 @@ impl Engine {
                 roles: Permission::View.granted_by(),
             };
             return self
-                .refuse(req, &corr, svc, "permission", "Not allowed", r.to_string())
+                .refuse(
+                    req,
+                    &corr,
+                    svc,
+                    Refusal::NotAllowed,
+                    "Not allowed",
+                    r.to_string(),
+                )
                 .await;
         }
         let now = self.clock.now();
@@ -233,6 +247,7 @@ impl Engine {
             prompt: None,
             announced: false,
             repeat: false,
+            refusal: None,
         })
     }
 
@@ -247,7 +262,14 @@ impl Engine {
                 Ok(s) => Some(s),
                 Err(t) => {
                     return self
-                        .refuse(req, &corr, None, "invalid", "Unknown service", t)
+                        .refuse(
+                            req,
+                            &corr,
+                            None,
+                            Refusal::UnknownService,
+                            "Unknown service",
+                            t,
+                        )
                         .await
                 }
             },
@@ -273,7 +295,14 @@ impl Engine {
                 roles: Permission::View.granted_by(),
             };
             return self
-                .refuse(req, &corr, svc, "permission", "Not allowed", r.to_string())
+                .refuse(
+                    req,
+                    &corr,
+                    svc,
+                    Refusal::NotAllowed,
+                    "Not allowed",
+                    r.to_string(),
+                )
                 .await;
         }
         let entries = self
@@ -324,8 +353,8 @@ pub(super) const QUERIES_AT_ONCE: usize = 16;
 const QUERY_WAIT: Duration = Duration::from_secs(5);
 
 fn busy(corr: &str) -> Outcome {
-    plain_outcome(
-        Status::Refused,
+    super::plain_refusal(
+        super::Refusal::Overloaded,
         Severity::Warning,
         "rollbot is busy answering other requests",
         "Many views were asked for at once; nothing was done. Try again in a few seconds. Actions (rollback, promote, freeze) are not held up by this.",

@@ -160,6 +160,7 @@ impl Engine {
                 prompt: None,
                 announced: f.channel.is_some(),
                 repeat: false,
+                refusal: None,
             };
             tx = tx.put(
                 Table::Idempotency,

@@ -443,20 +443,36 @@ async fn scheduled_deny_window_refuses_at_the_right_times() {
         h.clock.set(t);
         let o = h.engine.execute(promote("deployer", "search", false)).await;
         if blocked {
-            assert_eq!(o.status, Status::Refused, "{t}: {}", o.message.plain());
+            assert_eq!(
+                o.refusal,
+                Some(Refusal::Frozen),
+                "{t}: {}",
+                o.message.plain()
+            );
             assert!(
                 o.message.text.contains("friday-evening"),
                 "{}",
                 o.message.text
             );
         } else {
-            assert_ne!(o.status, Status::Refused, "{t}: {}", o.message.plain());
+            // Not frozen (the simulated backend may have no canary to promote).
+            assert_ne!(
+                o.refusal,
+                Some(Refusal::Frozen),
+                "{t}: {}",
+                o.message.plain()
+            );
         }
-        // Rollbacks pass inside the window too.
+        // Rollbacks pass inside the window too (until the simulated
+        // backend runs out of older revisions, which is not the freeze).
+        let o = h.engine.execute(rollback("admin", "search")).await;
         assert_ne!(
-            h.engine.execute(rollback("admin", "search")).await.status,
-            Status::Refused
+            o.refusal,
+            Some(Refusal::Frozen),
+            "{t}: {}",
+            o.message.plain()
         );
+        assert_ne!(o.refusal, Some(Refusal::NotAllowed));
     }
 }
 
@@ -479,6 +495,7 @@ async fn two_person_rule_for_critical_promotions() {
         ))
         .await;
     assert_eq!(own.status, Status::Refused);
+    assert_eq!(own.refusal, Some(Refusal::TwoPerson));
     assert!(
         own.message.text.contains("a different person must approve"),
         "{}",
@@ -613,6 +630,7 @@ async fn a_busy_service_refuses_after_the_bounded_wait_naming_the_holder() {
         .execute(Request::new(who("admin"), Action::Pause).service("payments"))
         .await;
     assert_eq!(second.status, Status::Refused);
+    assert_eq!(second.refusal, Some(Refusal::Busy));
     assert!(
         second.message.text.contains("rollback by responder since"),
         "{}",
@@ -707,6 +725,7 @@ async fn unknown_service_suggests_and_is_audited() {
     let h = harness();
     let o = h.engine.execute(rollback("responder", "paymnts")).await;
     assert_eq!(o.status, Status::Refused);
+    assert_eq!(o.refusal, Some(Refusal::UnknownService));
     assert_eq!(
         o.message.text,
         "There is no service `paymnts`; did you mean payments?"
@@ -824,6 +843,7 @@ async fn an_expired_prompt_cannot_be_answered() {
         ))
         .await;
     assert_eq!(o.status, Status::Refused);
+    assert_eq!(o.refusal, Some(Refusal::Expired));
     assert!(
         o.message.text.contains("expired") && o.message.text.contains("/promote checkout"),
         "{}",
@@ -1304,4 +1324,41 @@ async fn a_rollback_by_hand_of_a_watched_canary_opens_the_incident() {
         ),
         "{timeline}"
     );
+}
+
+#[tokio::test]
+async fn a_preflight_refusal_is_a_refusal_not_a_failure() {
+    let h = harness();
+    let to_nowhere = Request::new(
+        who("responder"),
+        Action::Rollback {
+            to: Some("v9".into()),
+        },
+    )
+    .service("payments")
+    .reason("test");
+    let o = h.engine.execute(to_nowhere).await;
+    assert_eq!(o.status, Status::Refused, "{}", o.message.plain());
+    assert_eq!(o.refusal, Some(Refusal::Preflight));
+    assert_eq!(o.message.title, "Rollback of payments refused");
+    assert!(
+        o.message.text.contains("revision v9 does not exist")
+            && o.message.text.contains("Nothing was changed")
+            && !o.message.text.contains("by hand"),
+        "{}",
+        o.message.text
+    );
+    assert_eq!(h.sim.count("payments", "rollback"), 0);
+    let e = entries(&h, "payments", 2);
+    assert_eq!(e[0].record.outcome, AuditOutcome::Refused);
+    assert_eq!(e[0].record.parameters["refusal"], "preflight");
+    assert_eq!(e[0].record.parameters["failed_at"], "preflight");
+    assert_eq!(e[1].record.outcome, AuditOutcome::Requested);
+
+    // A backend that fails at preflight (it cannot be reached) still fails.
+    h.sim
+        .inject_failure("payments", "preflight", 1, "connection refused");
+    let o = h.engine.execute(rollback("responder", "payments")).await;
+    assert_eq!(o.status, Status::Failed, "{}", o.message.plain());
+    assert_eq!(o.refusal, None);
 }

@@ -444,11 +444,24 @@ pub fn targets(r: &BenchResult) -> String {
     let mut o = String::from("\nTargets (rollbot's judge)\n");
     let mark = |ok: bool| if ok { "met    " } else { "NOT MET" };
     let mut all = true;
+    let mut undecided = 0;
+    let enough = seeds_to_judge();
     for (si, sc) in r.scenarios.iter().enumerate().filter(|(_, s)| s.good) {
         let c = &r.cells[0][si];
-        let (_, hi) = wilson(c.rollbacks, c.runs, 1.959_964);
+        let (lo, hi) = wilson(c.rollbacks, c.runs, 1.959_964);
         let rate = c.rollbacks as f64 / c.runs as f64;
-        let ok = rate <= 0.01 && hi <= 0.02;
+        // Below `enough` seeds the upper bound stays above 2% even with no
+        // false rollback at all: only a lower bound above 2% decides then.
+        if c.runs < enough && lo <= FALSE_ROLLBACK_BOUND {
+            undecided += 1;
+            let _ = writeln!(
+                o,
+                "  ?       {}: too few seeds to judge (false rollbacks {} of {}; the Wilson upper bound can reach 2% only from {enough} seeds)",
+                sc.name, c.rollbacks, c.runs
+            );
+            continue;
+        }
+        let ok = rate <= 0.01 && hi <= FALSE_ROLLBACK_BOUND;
         all &= ok;
         let _ = writeln!(
             o,
@@ -577,16 +590,27 @@ pub fn targets(r: &BenchResult) -> String {
         all &= ok;
         let _ = writeln!(o, "  {} {}: {}", mark(ok), sc.name, notes.join("; "));
     }
-    let _ = writeln!(
-        o,
-        "  overall: {}",
-        if all {
-            "all targets met"
-        } else {
-            "some targets not met (see above)"
-        }
-    );
+    let more =
+        format!("{undecided} good scenarios need more seeds to judge (--seeds {enough} or more)");
+    let overall = match (all, undecided) {
+        (true, 0) => "all targets met".to_string(),
+        (true, _) => format!("no target missed, but {more}"),
+        (false, 0) => "some targets not met (see above)".to_string(),
+        (false, _) => format!("some targets not met (see above); {more}"),
+    };
+    let _ = writeln!(o, "  overall: {overall}");
     o
+}
+
+/// The Wilson upper bound a good scenario's false rollbacks must stay under.
+const FALSE_ROLLBACK_BOUND: f64 = 0.02;
+
+/// The fewest seeds whose Wilson upper bound can be at most 2% (with no
+/// false rollback at all): 189.
+pub fn seeds_to_judge() -> u64 {
+    (1..)
+        .find(|&n| wilson(0, n, 1.959_964).1 <= FALSE_ROLLBACK_BOUND)
+        .expect("the bound shrinks to 0 as seeds grow")
 }
 
 #[cfg(test)]
@@ -623,6 +647,61 @@ mod tests {
         }
         assert_eq!(ours, 0);
         assert!(p4 >= 5, "P4 rolled back {p4} of 20");
+    }
+
+    /// A result with rollbot's judge alone and these (runs, rollbacks) on
+    /// good scenarios.
+    fn good_only(cells: &[(u64, u64)]) -> BenchResult {
+        let cell = |runs, rollbacks| Cell {
+            runs,
+            rollbacks,
+            pauses: 0,
+            ttd_median: f64::INFINITY,
+            ttd_p90: f64::INFINITY,
+            blast_median: 0.0,
+            ttd_after_warm_up_median: f64::INFINITY,
+            blast_after_warm_up_median: 0.0,
+            promote_median: 600.0,
+        };
+        BenchResult {
+            policy_names: vec!["rollbot".into()],
+            scenarios: (0..cells.len())
+                .map(|i| Scenario::new(&format!("good {i}"), true))
+                .collect(),
+            cells: vec![cells.iter().map(|&(n, k)| cell(n, k)).collect()],
+            cpu_per_eval: vec![Duration::ZERO],
+            wall: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn ten_seeds_are_too_few_to_judge_a_good_canary_but_not_a_bad_judge() {
+        assert_eq!(seeds_to_judge(), 189);
+        let t = targets(&good_only(&[(10, 0), (10, 1), (10, 6)]));
+        assert!(
+            t.contains("?       good 0: too few seeds to judge (false rollbacks 0 of 10")
+                && t.contains("?       good 1: too few seeds to judge"),
+            "{t}"
+        );
+        // Six false rollbacks in ten is bad whatever more seeds would show.
+        assert!(t.contains("NOT MET good 2"), "{t}");
+        assert!(
+            !t.contains("NOT MET good 0") && !t.contains("NOT MET good 1"),
+            "{t}"
+        );
+        assert!(t.contains("some targets not met"), "{t}");
+
+        let t = targets(&good_only(&[(10, 0), (10, 0)]));
+        assert!(
+            t.contains("overall: no target missed, but 2 good scenarios need more seeds to judge (--seeds 189 or more)"),
+            "{t}"
+        );
+        let t = targets(&good_only(&[(1000, 0), (1000, 3)]));
+        assert!(
+            t.contains("met     good 0") && t.contains("met     good 1"),
+            "{t}"
+        );
+        assert!(t.contains("overall: all targets met"), "{t}");
     }
 
     #[test]

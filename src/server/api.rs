@@ -3,10 +3,20 @@
 //!
 //! Body: `{"command": "/rollback checkout bad deploy", "idempotency_key": "ci-1234"}`,
 //! at most 64 KiB (413 beyond), the key at most 200 characters.
+//!
+//! The answer is the engine's outcome as JSON. Its HTTP status says who has
+//! to act: 200 done, 202 waiting for a person, 4xx refused with nothing
+//! changed (`"status": "refused"` and a machine-readable `"refusal"`: 403
+//! not allowed, 409 frozen or busy, 422 the backend's preflight refused…),
+//! 502 only when the backend was called and failed.
+//!
+//! The engine's idempotency key is `api:CLIENT:KEY`, so two clients' keys
+//! never meet; backends receive that same key (a webhook's
+//! `Idempotency-Key` header, a GitOps commit's trailer).
 
 use super::AppState;
 use crate::domain::{Actor, Platform};
-use crate::engine::Status;
+use crate::engine::{Refusal, Status};
 use crate::limits::{check_length, MAX_API_BODY, MAX_IDEMPOTENCY_KEY};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -163,11 +173,37 @@ pub async fn action(
     let code = match outcome.status {
         Status::Succeeded => StatusCode::OK,
         Status::Pending => StatusCode::ACCEPTED,
-        Status::Refused => StatusCode::FORBIDDEN,
+        Status::Refused => outcome
+            .refusal
+            .map(refusal_status)
+            .unwrap_or(StatusCode::FORBIDDEN),
         Status::Failed => StatusCode::BAD_GATEWAY,
     };
     (
         code,
         Json(serde_json::to_value(&outcome).unwrap_or_default()),
     )
+}
+
+/// The HTTP status of a refusal: what the client can do about it.
+fn refusal_status(r: Refusal) -> StatusCode {
+    match r {
+        Refusal::NotAllowed | Refusal::TwoPerson => StatusCode::FORBIDDEN,
+        // The request is fine; the service's state is in the way right now.
+        Refusal::Frozen
+        | Refusal::Busy
+        | Refusal::AlreadyAnswered
+        | Refusal::NotFrozen
+        | Refusal::IdempotencyConflict => StatusCode::CONFLICT,
+        Refusal::Preflight | Refusal::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        Refusal::UnknownService | Refusal::UnknownPrompt => StatusCode::NOT_FOUND,
+        Refusal::Expired => StatusCode::GONE,
+        Refusal::Unreadable => StatusCode::BAD_REQUEST,
+        // rollbot itself cannot act now; the same request may work later.
+        Refusal::Standby
+        | Refusal::ShuttingDown
+        | Refusal::StoreDamaged
+        | Refusal::StoreUnavailable
+        | Refusal::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }

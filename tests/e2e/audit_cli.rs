@@ -201,3 +201,41 @@ fn verify_names_the_first_bad_entry() {
     // The untouched original still verifies.
     assert_eq!(verify(&data).0, Some(0));
 }
+
+/// Runs rollbot with its standard output going to a pipe nobody reads any
+/// more, as in `rollbot audit export | head` once `head` has its lines.
+fn into_closed_pipe(args: &[&str]) -> std::process::Output {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills both descriptors, each owned once below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    std::process::Command::new(crate::support::bin())
+        .args(args)
+        .env("ROLLBOT_LOG", "warn")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .unwrap()
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = store_with_entries(dir.path());
+    let data = data.to_str().unwrap();
+    for args in [
+        vec!["audit", "export", "--data", data],
+        vec!["audit", "export", "--format", "csv", "--data", data],
+        vec!["audit", "list", "--data", data],
+        vec!["audit", "verify", "--data", data],
+    ] {
+        let o = into_closed_pipe(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?}: {:?} {err}", o.status);
+        assert!(err.trim().is_empty(), "{args:?}: {err}");
+    }
+}

@@ -356,7 +356,7 @@ async fn gitops_rollback_edits_one_line_and_names_everything() {
         to: Some("v99".into()),
     };
     let out = rt.engine.execute(req).await;
-    assert_eq!(out.status, Status::Failed);
+    assert_eq!(out.status, Status::Refused);
     assert!(
         out.message.plain().contains("v99 was never the value"),
         "{}",
@@ -435,10 +435,16 @@ async fn gitops_concurrent_push_is_fetched_and_reapplied() {
     );
     let e = result_entry(&rt, &out.correlation_id);
     let requests = e.record.parameters["report"]["requests"].to_string();
-    assert!(
-        requests.contains("rejected") && requests.contains("re-applied"),
-        "{requests}"
-    );
+    // git's reason for the refusal (here "remote rejected (failed to update
+    // ref)": the ref moved under the push), not the last line of its
+    // porcelain output ("Done").
+    let push = requests
+        .split("\",\"")
+        .find(|r| r.starts_with("git push origin main → ") && r.contains("rejected"))
+        .unwrap_or_else(|| panic!("no refused push in {requests}"));
+    assert!(push.contains("rejected ("), "{push}");
+    assert!(requests.contains("re-applied"), "{requests}");
+    assert!(!requests.contains("Done"), "{requests}");
 }
 
 #[tokio::test]

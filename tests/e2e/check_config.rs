@@ -135,3 +135,59 @@ fn a_shell_script_with_placeholders_or_a_secret_in_env_gets_a_warning() {
     assert_eq!(code, Some(0), "{t}");
     assert!(!t.contains("warning"), "{t}");
 }
+
+#[test]
+fn independent_problems_are_all_reported_and_a_bad_crontab_line_is_shown_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.toml");
+    std::fs::write(
+        &path,
+        r##"[channels.deploys]
+console = "#d"
+
+[chat.slack]
+bot_token = "xoxb-123-456"
+signing_secret = "${SLACK_SIGNING_SECRET}"
+
+[backends.sim]
+type = "simulated"
+
+[[services]]
+name = "checkout"
+backend = "sim"
+deploy_channel = "deploys"
+
+[[roles.admin]]
+members = ["alice"]
+
+[freeze]
+windows = [{ name = "nights", schedule = "61 25 * * *", duration = "1h" }]
+"##,
+    )
+    .unwrap();
+    let o = rollbot(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    let p = path.display();
+    assert!(
+        t.contains(&format!(
+            "{p}:5:13: secrets are never written in the config"
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("{p}:17:12: `alice` has no platform prefix")),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "{p}:20:42: `61 25 * * *`: minute `61` is not in 0-59; hour `25` is not in 0-23"
+        )),
+        "{t}"
+    );
+    assert!(
+        !t.contains("0 61 25 * * *") && !t.contains("less than 59"),
+        "{t}"
+    );
+    assert!(t.contains("3 errors in the configuration"), "{t}");
+}

@@ -58,3 +58,99 @@ fn the_tour_shows_the_whole_loop() {
     );
     assert!(lt.contains("promote checkout by you — refused"), "{lt}");
 }
+
+/// `rollbot demo ARGS` run in `cwd`, stopped (and the test failed) if it
+/// has not ended within `limit`.
+fn demo_in(cwd: &std::path::Path, args: &[&str], limit: std::time::Duration) -> String {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(crate::support::bin())
+        .arg("demo")
+        .args(args)
+        .current_dir(cwd)
+        .env("ROLLBOT_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rollbot demo {args:?} did not end within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    t
+}
+
+#[test]
+fn each_run_starts_fresh_unless_data_is_given_and_says_where_its_state_is() {
+    let cwd = tempfile::tempdir().unwrap();
+    let script = cwd.path().join("freeze.txt");
+    std::fs::write(&script, "/freeze payments for 1h run\n/audit payments\n").unwrap();
+    let script = script.to_str().unwrap();
+    let minute = std::time::Duration::from_secs(60);
+    for _ in 0..2 {
+        let t = demo_in(cwd.path(), &["--script", script], minute);
+        assert!(t.contains("State: a fresh temporary directory"), "{t}");
+        // The freeze of this run only: the first run's is gone.
+        assert_eq!(
+            t.matches("freeze payments by you — succeeded").count(),
+            1,
+            "{t}"
+        );
+        let dir = t
+            .split("State: a fresh temporary directory, ")
+            .nth(1)
+            .and_then(|r| r.split(", removed").next())
+            .unwrap();
+        assert!(!std::path::Path::new(dir).exists(), "{dir} is left behind");
+    }
+    assert!(
+        !cwd.path().join("rollbot-data").exists(),
+        "nothing is kept in the working directory"
+    );
+
+    let data = cwd.path().join("kept");
+    let data = data.to_str().unwrap();
+    let first = demo_in(cwd.path(), &["--script", script, "--data", data], minute);
+    assert!(
+        first.contains(&format!(
+            "State: {data} (kept; read it later with `rollbot audit list --data {data}`)"
+        )),
+        "{first}"
+    );
+    let second = demo_in(cwd.path(), &["--script", script, "--data", data], minute);
+    assert!(
+        second.contains(&format!(
+            "State: {data}, continuing from an earlier run (2 audit entries"
+        )),
+        "{second}"
+    );
+    assert_eq!(
+        second.matches("freeze payments by you — succeeded").count(),
+        2,
+        "{second}"
+    );
+}
+
+#[test]
+fn a_wait_of_years_is_capped_at_a_day() {
+    let cwd = tempfile::tempdir().unwrap();
+    let script = cwd.path().join("wait.txt");
+    std::fs::write(&script, "/wait 99999999d\n/status checkout\n").unwrap();
+    let t = demo_in(
+        cwd.path(),
+        &["--script", script.to_str().unwrap()],
+        std::time::Duration::from_secs(120),
+    );
+    assert!(
+        t.contains("waiting 1d instead of 99999999d: /wait goes at most 1d at a time"),
+        "{t}"
+    );
+    assert!(t.contains("… 1d later"), "{t}");
+}

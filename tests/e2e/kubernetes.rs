@@ -8,7 +8,7 @@ use crate::support::fake_kube::{
 use crate::support::kube_bot::{api_action, exported_result, rollout_keys, Backend, Bot};
 use rollbot::config::Config;
 use rollbot::domain::{Action, Actor, Platform, View};
-use rollbot::engine::{Request, Status};
+use rollbot::engine::{Refusal, Request, Status};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -185,9 +185,12 @@ async fn a_paused_deployment_is_refused_with_only_reads_sent() {
     });
     let bot = start(dir.path(), &fake, "", "10s").await;
     let out = bot.rollback(None).await;
-    assert_ne!(out.status, Status::Succeeded);
+    // Nothing was sent to change: a refusal, not a backend failure.
+    assert_eq!(out.status, Status::Refused);
+    assert_eq!(out.refusal, Some(Refusal::Preflight));
     let text = out.message.plain();
     assert!(text.contains("is paused"), "{text}");
+    assert!(text.contains("Rollback of web refused"), "{text}");
     assert!(
         text.contains("kubectl -n prod rollout resume deployment/web"),
         "{text}"
@@ -631,6 +634,17 @@ async fn rollbot_serve_rolls_back_through_the_api_and_exports_the_patch_in_the_a
     let dir = tempfile::tempdir().unwrap();
     let (fake, _c) = cluster(Pace::Immediate).await;
     let server = BACKEND.serve(dir.path(), &fake, "poll_interval = \"20ms\"\n");
+    // A revision that does not exist: refused at preflight, nothing sent,
+    // and CI can tell that from a broken backend.
+    let (code, body) = api_action(&server, "/rollback web to 9 typo", "k8s-0").await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["status"], "refused", "{body}");
+    assert_eq!(body["refusal"], "preflight", "{body}");
+    assert_eq!(
+        body["message"]["title"], "Rollback of web refused",
+        "{body}"
+    );
+    assert!(fake.requests().iter().all(|r| r.method == "GET"));
     let (code, body) = api_action(&server, "/rollback web to 1 bad 1.2 release", "k8s-1").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["message"]["title"], "Rolled back web 3 → 1", "{body}");

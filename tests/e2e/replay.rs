@@ -17,6 +17,20 @@ fn exported_scenarios_replay_to_the_right_verdicts() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("GOOD canaries"), "{}", text(&o));
+    // One seed cannot show a false-rollback rate under 2%: the bench says
+    // so instead of failing every good scenario.
+    let report = text(&o);
+    let good: Vec<&str> = report
+        .lines()
+        .skip_while(|l| !l.starts_with("Targets"))
+        .filter(|l| l.contains(" good:"))
+        .collect();
+    assert!(!good.is_empty(), "{report}");
+    assert!(
+        good.iter().all(|l| l.contains("too few seeds to judge")),
+        "{report}"
+    );
+    assert!(report.contains("--seeds 189 or more"), "{report}");
 
     let summary = |file: &str| -> serde_json::Value {
         let o = rollbot(&[

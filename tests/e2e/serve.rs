@@ -404,3 +404,246 @@ async fn oversized_input_is_refused_naming_the_limit_and_never_stored() {
         );
     }
 }
+
+const REFUSALS: &str = r##"
+[server]
+listen = "127.0.0.1:{port}"
+
+[store]
+path = "{data}"
+
+[engine]
+lock_wait = "200ms"
+
+[backends.sim]
+type = "simulated"
+
+[backends.slow]
+type = "exec"
+program = "sh"
+args = ["-c", "sleep 3; echo rolled back {service}"]
+
+[backends.broken]
+type = "exec"
+program = "sh"
+args = ["-c", "echo 'deploy API: disk full' >&2; exit 1"]
+
+[[services]]
+name = "checkout"
+backend = "sim"
+
+[[services]]
+name = "search"
+backend = "slow"
+
+[[services]]
+name = "payments"
+backend = "broken"
+
+[[roles.admin]]
+members = ["api:ci"]
+
+[[roles.viewer]]
+members = ["api:dashboard"]
+
+[[api.clients]]
+name = "ci"
+token = "${ROLLBOT_TEST_TOKEN}"
+
+[[api.clients]]
+name = "dashboard"
+token = "${ROLLBOT_TEST_DASHBOARD_TOKEN}"
+"##;
+
+#[tokio::test]
+async fn refusals_answer_4xx_with_a_reason_and_only_a_failing_backend_answers_502() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        REFUSALS,
+        &[
+            ("ROLLBOT_TEST_TOKEN", TOKEN),
+            ("ROLLBOT_TEST_DASHBOARD_TOKEN", "dash-token"),
+        ],
+    );
+    let refused = |code: u16, body: &serde_json::Value, http: u16, why: &str| {
+        assert_eq!(code, http, "{body}");
+        assert_eq!(body["status"], "refused", "{body}");
+        assert_eq!(body["refusal"], why, "{body}");
+    };
+
+    // A revision that does not exist: the backend refused at preflight.
+    let (code, body) = act(&s, TOKEN, "/rollback checkout to v9 typo").await;
+    refused(code, &body, 422, "preflight");
+    assert_eq!(body["message"]["title"], "Rollback of checkout refused");
+    let text = body["message"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("revision v9 does not exist") && text.contains("Nothing was changed"),
+        "{body}"
+    );
+
+    let (code, body) = act(&s, "dash-token", "/rollback checkout").await;
+    refused(code, &body, 403, "not_allowed");
+
+    let (code, body) = act(&s, TOKEN, "/freeze checkout for 1h launch").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = act(&s, TOKEN, "/promote checkout").await;
+    refused(code, &body, 409, "frozen");
+    let (code, body) = act(&s, TOKEN, "/promote checkout force").await;
+    refused(code, &body, 422, "invalid");
+    let (code, body) = act(&s, TOKEN, "/unfreeze search").await;
+    refused(code, &body, 409, "not_frozen");
+
+    // A second action on a service that is busy.
+    let first = {
+        let url = s.url("/api/v1/actions");
+        tokio::spawn(async move {
+            client()
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({"command": "/rollback search", "idempotency_key": "a"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (code, body) = act(&s, TOKEN, "/rollback search again").await;
+    refused(code, &body, 409, "busy");
+    assert_eq!(first.await.unwrap(), 200);
+
+    // The backend was called and failed: 502, and no refusal reason.
+    let (code, body) = act(&s, TOKEN, "/rollback payments").await;
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(body["refusal"].is_null(), "{body}");
+    assert!(s.terminate().success());
+
+    // The audit keeps the words it always used for refusals.
+    let stored = crate::support::audit_export(&dir.path().join("data"));
+    let refusals: Vec<&str> = stored
+        .iter()
+        .filter(|e| e["outcome"] == "refused")
+        .filter_map(|e| e["parameters"]["refusal"].as_str())
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            "preflight",
+            "permission",
+            "freeze",
+            "invalid",
+            "invalid",
+            "lock"
+        ],
+        "{stored:?}"
+    );
+}
+
+/// Accepts one HTTP request on 127.0.0.1, answers 200, and hands back the
+/// request's bytes as they came over the wire.
+fn one_raw_request() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+            .unwrap();
+        tx.send(String::from_utf8_lossy(&got).to_string()).unwrap();
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn a_webhook_receives_the_documented_idempotency_key_under_a_lower_case_header_name() {
+    let (port, request) = one_raw_request();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r##"
+[server]
+listen = "127.0.0.1:{{port}}"
+
+[store]
+path = "{{data}}"
+
+[backends.pipeline]
+type = "webhook"
+url = "http://127.0.0.1:{port}/rollbot/actions"
+secret = "${{ROLLBOT_TEST_WEBHOOK_SECRET}}"
+
+[[services]]
+name = "checkout"
+backend = "pipeline"
+
+[[roles.responder]]
+members = ["api:ci"]
+
+[[api.clients]]
+name = "ci"
+token = "${{ROLLBOT_TEST_TOKEN}}"
+"##
+    );
+    let s = Server::start(
+        dir.path(),
+        &config,
+        &[
+            ("ROLLBOT_TEST_TOKEN", TOKEN),
+            ("ROLLBOT_TEST_WEBHOOK_SECRET", "hook-secret"),
+        ],
+    );
+    let r = client()
+        .post(s.url("/api/v1/actions"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"command": "/rollback checkout", "idempotency_key": "ci-1234"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let raw = request
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the webhook was called");
+    assert!(s.terminate().success());
+    assert!(
+        raw.contains("\r\nidempotency-key: api:ci:ci-1234\r\n"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("\"idempotency_key\":\"api:ci:ci-1234\""),
+        "{raw}"
+    );
+
+    // The reference configuration tells receivers exactly that.
+    let example = std::fs::read_to_string("config/rollbot.example.toml").unwrap();
+    assert!(
+        example.contains("arrives as\n# \"api:ci:ci-1234\" (api:CLIENT:KEY)")
+            && example.contains("Header names arrive in lower case"),
+        "config/rollbot.example.toml does not document the key's form"
+    );
+}

@@ -91,7 +91,7 @@ fn result_entry(rt: &Runtime, corr: &str) -> Entry {
             if e.record.correlation_id == corr
                 && matches!(
                     e.record.outcome,
-                    AuditOutcome::Succeeded | AuditOutcome::Failed
+                    AuditOutcome::Succeeded | AuditOutcome::Failed | AuditOutcome::Refused
                 )
             {
                 found = Some(e);
@@ -275,7 +275,7 @@ async fn a_missing_flag_or_environment_is_refused_naming_what_exists() {
     let dir = tempfile::tempdir().unwrap();
     let rt = start(dir.path(), ADMIN_TOKEN, "", "flag = \"checkout-new-flwo\"").await;
     let out = rt.engine.execute(rollback("unleash-pf-1")).await;
-    assert_eq!(out.status, Status::Failed);
+    assert_eq!(out.status, Status::Refused);
     let text = out.message.plain();
     assert!(
         text.contains("no flag `checkout-new-flwo` in project `default`")
@@ -295,7 +295,7 @@ async fn a_missing_flag_or_environment_is_refused_naming_what_exists() {
     )
     .await;
     let out = rt.engine.execute(rollback("unleash-pf-2")).await;
-    assert_eq!(out.status, Status::Failed);
+    assert_eq!(out.status, Status::Refused);
     let text = out.message.plain();
     assert!(
         text.contains("no environment `staging`")
@@ -313,7 +313,7 @@ async fn a_missing_flag_or_environment_is_refused_naming_what_exists() {
     )
     .await;
     let out = rt.engine.execute(rollback("unleash-pf-3")).await;
-    assert_eq!(out.status, Status::Failed);
+    assert_eq!(out.status, Status::Refused);
     let text = out.message.plain();
     assert!(
         text.contains("no project `payments`") && text.contains("projects: default"),
