@@ -960,7 +960,9 @@ impl Config {
             }
             let checked = config.validate(path, source);
             if errors.is_empty() && checked.is_empty() {
-                config.warnings = config.exec_warnings(path, source);
+                let mut warnings = config.exec_warnings(path, source);
+                error::locate(&mut warnings, source);
+                config.warnings = warnings;
                 return Ok(config);
             }
             errors.extend(read::drop_echoes(checked, &read.skipped));
