@@ -155,11 +155,23 @@ impl Rig {
         user: &str,
         trigger: &str,
     ) -> (u16, Value, Duration) {
+        self.slash_in(DEPLOYS, command, text, user, trigger).await
+    }
+
+    /// A slash command typed in `channel` (a DM, a channel the bot is not in).
+    async fn slash_in(
+        &self,
+        channel: &str,
+        command: &str,
+        text: &str,
+        user: &str,
+        trigger: &str,
+    ) -> (u16, Value, Duration) {
         let body = fake_slack::slash_body(
             command,
             text,
             user,
-            DEPLOYS,
+            channel,
             trigger,
             &self.fake.response_url(trigger),
         );
@@ -728,6 +740,53 @@ async fn configuration_errors_are_reported_at_start_up_and_in_readyz() {
     let r = rig("http").await;
     let (code, body) = r.readyz().await;
     assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_from_a_dm_is_answered_privately_and_rollbot_stays_ready() {
+    let r = rig("http").await;
+    assert_eq!(r.readyz().await.0, 200);
+    // A DM the bot is not part of: chat.postEphemeral answers
+    // channel_not_found, so the answer goes through response_url.
+    let dm = "D0RESPDM";
+    let (code, _, _) = r
+        .slash_in(dm, "/rollbot", "status checkout", RESPONDER, "trig-dm-1")
+        .await;
+    assert_eq!(code, 200);
+    let answer = r
+        .fake
+        .wait_for(15, "the status through response_url", |f| {
+            f.responses("trig-dm-1").into_iter().next()
+        })
+        .await;
+    assert_eq!(answer["response_type"], "ephemeral", "{answer}");
+    assert!(answer.to_string().contains("checkout"), "{answer}");
+    assert!(
+        r.fake
+            .calls("chat.postEphemeral")
+            .iter()
+            .any(|c| c.error.as_deref() == Some("channel_not_found")),
+        "the DM was tried first"
+    );
+    // One person's conversation is not rollbot's configuration: the pod
+    // stays in its Service (deploy/statefulset.yaml probes /readyz).
+    for _ in 0..10 {
+        let (code, body) = r.readyz().await;
+        assert_eq!(code, 200, "{body}");
+        assert!(!body.contains(dm), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A refused action from the DM reaches the person too.
+    r.slash_in(dm, "/rollback", "checkout", OUTSIDER, "trig-dm-2")
+        .await;
+    let refusal = r
+        .fake
+        .wait_for(15, "the refusal through response_url", |f| {
+            f.responses("trig-dm-2").into_iter().next()
+        })
+        .await;
+    assert!(refusal.to_string().contains("responder"), "{refusal}");
+    assert_eq!(r.readyz().await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
