@@ -232,18 +232,27 @@ impl Rig {
             .unwrap()
     }
 
-    /// Stops the server and reads the audit log: (action, outcome, actor id).
-    fn audit(self) -> Vec<(String, String, String)> {
+    /// Stops the server and reads the audit log's records.
+    fn audit_records(self) -> Vec<Value> {
         let st = self.server.terminate();
         assert!(st.success(), "rollbot serve exited with {st}");
         crate::support::audit_export(&self.data)
-            .iter()
+            .into_iter()
             .map(|v| {
-                let r = if v["record"].is_object() {
-                    &v["record"]
+                if v["record"].is_object() {
+                    v["record"].clone()
                 } else {
                     v
-                };
+                }
+            })
+            .collect()
+    }
+
+    /// Stops the server and reads the audit log: (action, outcome, actor id).
+    fn audit(self) -> Vec<(String, String, String)> {
+        self.audit_records()
+            .iter()
+            .map(|r| {
                 (
                     r["action"].as_str().unwrap_or_default().to_string(),
                     r["outcome"].as_str().unwrap_or_default().to_string(),
@@ -548,8 +557,15 @@ async fn a_prompt_refuses_a_non_approver_and_acts_once_for_an_approver() {
         })
         .await;
     assert!(answered.buttons().is_empty(), "buttons removed");
+    // People are shown as mentions, which Slack renders as their current
+    // display name, never as the payload's deprecated user_name.
+    let shown = answered.current_blocks().to_string();
     assert!(
-        answered.current_text().contains("Approve by u0appr"),
+        shown.contains("Approve by <@U0APPR> at") && shown.contains("<@U0DEPLOY>"),
+        "{shown}"
+    );
+    assert!(
+        answered.current_text().contains("Approve by <@U0APPR>"),
         "{}",
         answered.current_text()
     );
@@ -562,6 +578,15 @@ async fn a_prompt_refuses_a_non_approver_and_acts_once_for_an_approver() {
         })
         .await;
     assert_eq!(result.thread_ts.as_deref(), Some(prompt.ts.as_str()));
+    let shown = result.current_blocks().to_string();
+    assert!(shown.contains("*By*\\n<@U0APPR>"), "{shown}");
+    for m in r.fake.messages(DEPLOYS) {
+        let all = format!("{} {}", m.current_text(), m.current_blocks());
+        assert!(
+            !all.contains("u0appr") && !all.contains("u0deploy"),
+            "a username in {all}"
+        );
+    }
     r.fake
         .wait_for(10, "already answered", |f| {
             f.ephemerals(APPROVER)
@@ -590,9 +615,26 @@ async fn a_prompt_refuses_a_non_approver_and_acts_once_for_an_approver() {
             .count(),
         1
     );
-    let audit = r.audit();
-    assert_eq!(count(&audit, "promote", "succeeded"), 1, "{audit:?}");
-    assert_eq!(count(&audit, "promote", "pending"), 1, "{audit:?}");
+    let records = r.audit_records();
+    let promoted = records
+        .iter()
+        .find(|r| r["action"] == "promote" && r["outcome"] == "succeeded")
+        .expect("the promotion is audited");
+    assert_eq!(promoted["actor"]["id"], APPROVER);
+    assert_eq!(promoted["actor"]["display_name"], "<@U0APPR>", "{promoted}");
+    let asked = records
+        .iter()
+        .filter(|r| r["action"] == "promote" && r["outcome"] == "pending")
+        .collect::<Vec<_>>();
+    assert_eq!(asked.len(), 1, "{records:?}");
+    assert_eq!(asked[0]["actor"]["display_name"], "<@U0DEPLOY>");
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["action"] == "promote" && r["outcome"] == "succeeded")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
