@@ -338,7 +338,14 @@ async fn a_good_canary_is_not_rolled_back_and_auto_promote_promotes() {
     announce(&s, "checkout", "v41", "v42", start).await;
     let r = wait_for_state(&s, "checkout", "fully promoted", Duration::from_secs(60)).await;
     assert_eq!(r["verdict"], "healthy", "{r}");
-    assert!(s.log_text().contains("Canary checkout v42: healthy"));
+    let log = s.log_text();
+    assert!(log.contains("Canary checkout v42: healthy"));
+    // The first tick's window ends at the start, before the canary's first
+    // scrape: a gap that short is no reason to alarm anyone.
+    assert!(
+        !log.contains("No metrics for checkout") && !log.contains("Metrics for checkout are back"),
+        "{log}"
+    );
     assert!(s.terminate().success());
     let list = text(&rollbot(&[
         "audit",
@@ -356,6 +363,52 @@ async fn a_good_canary_is_not_rolled_back_and_auto_promote_promotes() {
         3,
         "three steps to 100%: {list}"
     );
+}
+
+#[tokio::test]
+async fn a_canary_without_series_is_warned_about_once_naming_the_track_and_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    // The canary's pods are not scraped with the labels rollbot queries.
+    let history: Vec<Tick> = ticks(&Scenario::new("good", true).canary_share(0.05), 10)
+        .into_iter()
+        .map(|t| Tick { canary: None, ..t })
+        .collect();
+    let start = start_ago(10);
+    let prom = Prometheus::with_history(
+        &dir.path().join("prom"),
+        &openmetrics("checkout", start, &history),
+    );
+    let s = Server::start(
+        dir.path(),
+        &config(&prom.url(), ""),
+        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
+    );
+    announce(&s, "checkout", "v41", "v42", start).await;
+    wait_until("the warning", Duration::from_secs(60), async || {
+        s.log_text().contains("No metrics for checkout v42")
+    })
+    .await;
+    // Every tick since has no canary series: still one warning.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = s.log_text();
+    assert_eq!(
+        log.matches("No metrics for checkout v42").count(),
+        1,
+        "{log}"
+    );
+    let warning = &log[log.find("No metrics for checkout v42").unwrap()..];
+    assert!(
+        warning.contains("track=\"canary\"")
+            && warning.contains("`sum by (service, track) (increase(http_requests_total[10s]))`"),
+        "the warning names neither the track nor the query: {warning}"
+    );
+    assert!(
+        !warning[..warning.find("rollbot never acts").unwrap()].contains("track=\"baseline\""),
+        "{warning}"
+    );
+    let r = &rollouts(&s).await[0];
+    assert_eq!(r["verdict"], "no_data", "{r}");
+    assert_eq!(r["state"], "watching", "{r}");
 }
 
 #[tokio::test]
