@@ -174,7 +174,9 @@ impl Controller {
             .engine
             .resolve(Some(&r.service))
             .map_err(anyhow::Error::msg)?;
-        let watch = RolloutWatch::new(svc, &r.from_revision, &r.to_revision).with_id(&r.id);
+        let watch = RolloutWatch::new(svc, &r.from_revision, &r.to_revision)
+            .with_id(&r.id)
+            .with_start(r.start);
         let next = grid_ceil(
             r.start
                 .max(self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP)?),
