@@ -395,20 +395,37 @@ impl RollbackBackend for SimulatedBackend {
         let _busy = self.enter(&t.service, "verify").await?;
         Ok(self.with(&t.service, |s| {
             let live = &s.revisions[s.live];
-            let ok = match op {
-                Operation::Rollback { .. } => {
-                    s.canary.is_none() && report.to_revision.as_ref() == Some(live)
-                }
-                Operation::Promote { .. } => true,
-                Operation::Pause => s.paused,
-                Operation::Resume => !s.paused,
-            };
-            Verification {
-                ok,
-                detail: format!(
-                    "{live} is live{}",
-                    if s.paused { ", rollout paused" } else { "" }
-                ),
+            let paused = if s.paused { ", rollout paused" } else { "" };
+            let promised = report.to_revision.as_ref();
+            match (op, s.canary) {
+                (Operation::Rollback { .. }, _) => Verification {
+                    ok: s.canary.is_none() && promised == Some(live),
+                    detail: format!("{live} is live{paused}"),
+                },
+                // A promotion step: the canary carries more traffic, the
+                // stable revision the rest; say it that way round.
+                (Operation::Promote { .. }, Some((c, step))) => Verification {
+                    ok: promised == Some(&s.revisions[c]),
+                    detail: format!(
+                        "canary {} takes {}% of traffic (step {} of {}); {live} serves the rest{paused}",
+                        s.revisions[c],
+                        STEPS[step],
+                        step + 1,
+                        STEPS.len()
+                    ),
+                },
+                (Operation::Promote { .. }, None) => Verification {
+                    ok: promised == Some(live),
+                    detail: format!("{live} is live and serves 100%{paused}"),
+                },
+                (Operation::Pause, _) => Verification {
+                    ok: s.paused,
+                    detail: format!("{live} is live{paused}"),
+                },
+                (Operation::Resume, _) => Verification {
+                    ok: !s.paused,
+                    detail: format!("{live} is live{paused}"),
+                },
             }
         }))
     }

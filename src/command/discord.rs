@@ -6,8 +6,8 @@
 //! (`rollbot commands discord-json`); a test fails when it is stale.
 
 use super::{
-    automation_duration, checked_reason, err, freeze_duration, revision, scope, service, spec,
-    unknown_command, Command, ParseError,
+    automation_duration, checked_reason, err, freeze_duration, help_topic, revision, scope,
+    service, unknown_command, Command, ParseError,
 };
 use super::{COMMANDS, MAX_AUDIT};
 use serenity::builder::{CreateCommand, CreateCommandOption};
@@ -328,17 +328,9 @@ pub fn to_command(
                 last: last as usize,
             })
         }
-        "help" => match text(opts, "command") {
-            None => Ok(Command::Help { command: None }),
-            Some(c) => {
-                let c = c.trim_start_matches('/').to_ascii_lowercase();
-                if spec(&c).is_some() {
-                    Ok(Command::Help { command: Some(c) })
-                } else {
-                    Err(unknown_command(&c))
-                }
-            }
-        },
+        "help" => Ok(Command::Help {
+            command: text(opts, "command").map(help_topic),
+        }),
         other => Err(unknown_command(other)),
     }
 }

@@ -174,14 +174,10 @@ pub fn parse_parts(command: &str, text: &str, services: &[&str]) -> Result<Comma
         "audit" => audit(&words, services),
         "help" => match words.as_slice() {
             [] => Ok(Command::Help { command: None }),
-            [c] => {
-                let c = c.trim_start_matches('/').to_ascii_lowercase();
-                if spec(&c).is_some() {
-                    Ok(Command::Help { command: Some(c) })
-                } else {
-                    Err(unknown_command(&c))
-                }
-            }
+            // Help on anything is help: an unknown topic gets the list.
+            [c] => Ok(Command::Help {
+                command: Some(help_topic(c)),
+            }),
             _ => Err(err("/help takes at most one command name", "help")),
         },
         "" => Err(ParseError {
@@ -440,19 +436,41 @@ fn audit(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
     Ok(Command::Audit { service: svc, last })
 }
 
-/// `/help` text.
+/// A `/help` topic as typed (`/Freeze`, `freeze`) → `freeze`, at most 40
+/// characters.
+pub fn help_topic(word: &str) -> String {
+    word.trim_start_matches('/')
+        .to_ascii_lowercase()
+        .chars()
+        .take(40)
+        .collect()
+}
+
+/// `/help` text: one command's, or the list (with a word on why, when the
+/// topic is not a command).
 pub fn help(command: Option<&str>) -> String {
-    match command.and_then(spec) {
-        Some(s) => format!("{}\n{}\nExample: {}", s.usage, s.description, s.example),
-        None => {
-            let mut t = String::from("rollbot commands:\n");
-            for c in COMMANDS {
-                t.push_str(&format!("{:<45} {}\n", c.usage, c.description));
-            }
-            t.push_str("Buttons on prompts (Approve / Roll back) are answered by people with the approver role.");
-            t
-        }
+    if let Some(s) = command.and_then(spec) {
+        return format!("{}\n{}\nExample: {}", s.usage, s.description, s.example);
     }
+    let mut t = String::new();
+    if let Some(topic) = command {
+        let names = COMMANDS.iter().map(|c| c.name);
+        let near = match closest(topic, names).first() {
+            Some(best) => format!(" Did you mean /{best}?"),
+            None => String::new(),
+        };
+        t.push_str(&format!(
+            "There is no command /{topic}.{near} `/help COMMAND` explains one of these:\n"
+        ));
+    }
+    t.push_str("rollbot commands:\n");
+    for c in COMMANDS {
+        t.push_str(&format!("{:<45} {}\n", c.usage, c.description));
+    }
+    t.push_str(
+        "Buttons on prompts (Approve / Roll back) are answered by people with the approver role.",
+    );
+    t
 }
 
 /// The command reference in Markdown; `commands/reference.md` is generated
@@ -664,6 +682,18 @@ mod tests {
             .message
             .contains("did you mean /rollback?"));
         assert!(help(Some("freeze")).contains("/freeze <scope>"));
+        // Help on something that is not a command still helps.
+        assert_eq!(
+            parse("/help /Press", SERVICES).unwrap(),
+            Command::Help {
+                command: Some("press".into())
+            }
+        );
+        let t = help(Some("press"));
+        assert!(t.starts_with("There is no command /press."), "{t}");
+        for c in COMMANDS {
+            assert!(t.contains(c.usage), "{t}");
+        }
     }
 
     proptest! {

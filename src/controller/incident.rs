@@ -1,13 +1,155 @@
 //! Incident status updates for a rolled-back canary, in the service's
 //! incident channel: Identified → Monitoring → Resolved, each with the
-//! timeline so far. Resolved is decided by post-rollback verification: the
-//! service's error rate back within the baseline's pre-incident range for
-//! `resolve_after`.
+//! timeline so far.
+//!
+//! Resolved rests on what the service did after the rollback, on the
+//! signals that opened the incident:
+//!
+//! - only ticks whose whole window lies after the rollback count, by their
+//!   instant on the wall clock, not by their place in the rollout: a rollout
+//!   caught up from history is not resolved on data from before the
+//!   rollback took effect, and `resolve_after` is real time;
+//! - the signals are those the judge found failing (else borderline), each
+//!   held to the baseline's own level before the incident: an incident
+//!   opened for latency is resolved when latency is back, not on the error
+//!   rate alone. Without evidence (a rollback by hand before any verdict)
+//!   the error rate is watched.
 
 use crate::chat::{Message, MessageRef, Severity};
 use crate::config::ServiceConfig;
 use crate::engine::Engine;
-use crate::judge::{Evaluation, Tick};
+use crate::judge::sequential::fmt_bound;
+use crate::judge::stats::count_above;
+use crate::judge::{Evaluation, MetricClass, Tick, TrackSample, Verdict};
+use chrono::{DateTime, Utc};
+use std::collections::VecDeque;
+
+/// What a signal counts in each request.
+#[derive(Clone, Debug, PartialEq)]
+enum Measure {
+    /// 5xx responses.
+    Errors,
+    /// Responses slower than the histogram bound, named as in the judge's
+    /// evidence (`250ms`).
+    SlowerThan(String),
+}
+
+/// One signal the incident waits on, with the baseline's level before it.
+#[derive(Clone, Debug, PartialEq)]
+struct Signal {
+    measure: Measure,
+    /// The baseline's share before the incident; None when unknown.
+    reference: Option<f64>,
+}
+
+impl Signal {
+    fn from_evidence(metric: &str, baseline: f64) -> Option<Signal> {
+        let measure = if metric == "error_rate" {
+            Measure::Errors
+        } else {
+            Measure::SlowerThan(metric.strip_prefix("latency_above_")?.to_string())
+        };
+        Some(Signal {
+            measure,
+            reference: Some(baseline).filter(|r| r.is_finite()),
+        })
+    }
+
+    /// The signals behind a verdict: the failing ones, else the borderline
+    /// ones, else the error rate.
+    fn behind(eval: &Evaluation) -> Vec<Signal> {
+        for class in [MetricClass::Failing, MetricClass::Borderline] {
+            let found: Vec<Signal> = eval
+                .evidence
+                .iter()
+                .filter(|e| e.class == class)
+                .filter_map(|e| Signal::from_evidence(&e.metric, e.baseline))
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+        }
+        let errors = eval
+            .evidence
+            .iter()
+            .find(|e| e.metric == "error_rate")
+            .and_then(|e| Signal::from_evidence(&e.metric, e.baseline));
+        vec![errors.unwrap_or(Signal {
+            measure: Measure::Errors,
+            reference: None,
+        })]
+    }
+
+    fn name(&self) -> String {
+        match &self.measure {
+            Measure::Errors => "error rate".into(),
+            Measure::SlowerThan(b) => format!("share of requests slower than {b}"),
+        }
+    }
+
+    /// (events, requests) in one track's sample; None when the sample has
+    /// traffic but cannot tell (no histogram bucket at this bound).
+    fn count(&self, s: &TrackSample) -> Option<(u64, u64)> {
+        if s.requests == 0 {
+            return Some((0, 0));
+        }
+        match &self.measure {
+            Measure::Errors => Some((s.errors.min(s.requests), s.requests)),
+            Measure::SlowerThan(bound) => {
+                let le = s
+                    .latency_buckets
+                    .iter()
+                    .map(|b| b.0)
+                    .find(|le| le.is_finite() && fmt_bound(*le) == *bound)?;
+                count_above(&s.latency_buckets, le)
+            }
+        }
+    }
+
+    /// Both tracks of a tick pooled: the service as its users see it.
+    fn pooled(&self, tick: &Tick) -> Option<(u64, u64)> {
+        let mut total = (0, 0);
+        for s in [&tick.baseline, &tick.canary].into_iter().flatten() {
+            let (e, n) = self.count(s)?;
+            total = (total.0 + e, total.1 + n);
+        }
+        (total.1 > 0).then_some(total)
+    }
+
+    /// Whether `events` of `n` is back within the reference, with margin:
+    /// up to [`RANGE`] times it plus three standard errors of the count.
+    fn recovered(&self, events: u64, n: u64) -> bool {
+        let rate = events as f64 / n as f64;
+        match self.reference {
+            Some(r) => rate <= r * RANGE + 3.0 * (r.max(1.0 / n as f64) / n as f64).sqrt(),
+            None => true,
+        }
+    }
+
+    /// "its error rate stays at or below 0.13% (the baseline's 0.10% …)".
+    fn target(&self) -> String {
+        match self.reference {
+            Some(r) => format!(
+                "the {} stays at or below {} (the baseline's {} before the incident, with margin)",
+                self.name(),
+                pct(r * RANGE),
+                pct(r)
+            ),
+            None => format!(
+                "the {} keeps being measured (the baseline's earlier level is unknown)",
+                self.name()
+            ),
+        }
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+/// One counted tick after the rollback: its instant and, per signal,
+/// (events, requests).
+type Counted = (DateTime<Utc>, Vec<(u64, u64)>);
 
 pub struct Incident {
     service: String,
@@ -18,11 +160,14 @@ pub struct Incident {
     root: Vec<MessageRef>,
     timeline: Vec<String>,
     status: &'static str,
-    /// The baseline's error rate before the incident; None when unknown.
-    reference: Option<f64>,
-    resolve_after: f64,
-    /// Recent ticks since the rollback: (t, requests, errors).
-    window: std::collections::VecDeque<(f64, u64, u64)>,
+    signals: Vec<Signal>,
+    resolve_after: chrono::Duration,
+    /// The metric interval: a tick's window is this long.
+    interval: chrono::Duration,
+    /// When the rollback was made; no data before it counts.
+    rolled_back_at: Option<DateTime<Utc>>,
+    /// Counted ticks since the rollback, within `resolve_after`.
+    window: VecDeque<Counted>,
 }
 
 /// The error rate counts as back to normal up to this many times the
@@ -30,6 +175,14 @@ pub struct Incident {
 /// `resolve_after` window is pooled, so per-tick noise does not keep an
 /// incident open forever.
 const RANGE: f64 = 1.25;
+
+/// "is failing", "is borderline": the judge's word for the canary.
+fn verdict_words(v: Verdict) -> String {
+    match v {
+        Verdict::Failing | Verdict::Borderline => format!("is {v}"),
+        other => format!("was judged {other}"),
+    }
+}
 
 impl Incident {
     /// Opens the incident as Identified, with the judge's reasons.
@@ -42,12 +195,7 @@ impl Incident {
         eval: &Evaluation,
         identified: Option<String>,
     ) -> Incident {
-        let reference = eval
-            .evidence
-            .iter()
-            .find(|m| m.metric == "error_rate")
-            .map(|m| m.baseline)
-            .filter(|r| r.is_finite());
+        let to_chrono = |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or_default();
         let mut i = Incident {
             service: svc.name().into(),
             canary: canary.into(),
@@ -61,19 +209,19 @@ impl Incident {
             root: Vec::new(),
             timeline: Vec::new(),
             status: "Identified",
-            reference,
-            resolve_after: svc.resolve_after.0.as_secs_f64(),
-            window: std::collections::VecDeque::new(),
+            signals: Signal::behind(eval),
+            resolve_after: to_chrono(svc.resolve_after.0),
+            interval: to_chrono(engine.config.metrics.interval.0),
+            rolled_back_at: None,
+            window: VecDeque::new(),
         };
-        let why = eval
-            .reasons
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "the judge found the canary failing".into());
+        let why = super::short_reason(eval);
         let line = identified.unwrap_or_else(|| {
             format!(
-                "Identified: canary {} of {} is failing — {why}",
-                i.canary, i.service
+                "Identified: canary {} of {} {} — {why}",
+                i.canary,
+                i.service,
+                verdict_words(eval.verdict)
             )
         });
         i.note(engine, line);
@@ -142,61 +290,167 @@ impl Incident {
             .await;
     }
 
-    /// The rollback is done: watch the service until it is healthy again.
-    pub async fn rolled_back(&mut self, engine: &Engine, by: &str) {
-        let range = match self.reference {
-            Some(r) => format!("its error rate stays at or below {:.2}% (the baseline's {:.2}% before the incident, with margin)", r * RANGE * 100.0, r * 100.0),
-            None => "metrics keep arriving (the baseline's earlier error rate is unknown)".into(),
-        };
+    /// The rollback was made at `at`: watch the service on what it does
+    /// from then on until it is healthy again.
+    pub async fn rolled_back(&mut self, engine: &Engine, by: &str, at: DateTime<Utc>) {
+        self.rolled_back_at = Some(at);
+        let targets: Vec<String> = self.signals.iter().map(Signal::target).collect();
         let text = format!(
-            "rolled back to {} by {by}; monitoring until {range} for {}",
+            "rolled back to {} by {by}; monitoring until {} for {}, measured from the rollback on",
             self.stable,
-            crate::domain::human_duration(std::time::Duration::from_secs_f64(self.resolve_after))
+            targets.join(", and "),
+            crate::domain::human_duration(self.resolve_after.to_std().unwrap_or_default())
         );
         self.publish(engine, "Monitoring", Severity::Warning, text)
             .await;
     }
 
-    /// Checks one tick after the rollback; true once resolved.
-    pub async fn observe(&mut self, engine: &Engine, tick: &Tick) -> bool {
-        let (req, err) = [&tick.baseline, &tick.canary]
-            .iter()
-            .filter_map(|s| s.as_ref())
-            .fold((0u64, 0u64), |a, s| (a.0 + s.requests, a.1 + s.errors));
-        if req == 0 {
+    /// Checks one tick, whose window ends at `at`; true once resolved.
+    pub async fn observe(&mut self, engine: &Engine, tick: &Tick, at: DateTime<Utc>) -> bool {
+        let Some(since) = self.rolled_back_at else {
+            return false;
+        };
+        if at - self.interval < since {
+            // Its window began before the rollback (history being caught
+            // up, or the tick the rollback happened in): it says nothing
+            // about the service after it.
+            return false;
+        }
+        let counts: Option<Vec<(u64, u64)>> = self.signals.iter().map(|s| s.pooled(tick)).collect();
+        let Some(counts) = counts else {
             // No data is not good data: the window starts again when it returns.
             self.window.clear();
             return false;
-        }
-        self.window.push_back((tick.t, req, err));
-        let newest = tick.t;
-        while self.window.len() > 1 && newest - self.window[1].0 >= self.resolve_after {
+        };
+        self.window.push_back((at, counts));
+        while self.window.len() > 1 && at - self.window[1].0 >= self.resolve_after {
             self.window.pop_front();
         }
-        let span = newest - self.window.front().map(|w| w.0).unwrap_or(newest);
+        let first = self.window.front().map(|w| w.0).unwrap_or(at);
+        // The first tick's own window counts too.
+        let span = at - first + self.interval;
         if span < self.resolve_after {
             return false;
         }
-        let (n, e) = self
-            .window
-            .iter()
-            .fold((0u64, 0u64), |a, w| (a.0 + w.1, a.1 + w.2));
-        let rate = e as f64 / n as f64;
-        let ok = match self.reference {
-            Some(r) => rate <= r * RANGE + 3.0 * (r.max(1.0 / n as f64) / n as f64).sqrt(),
-            None => true,
-        };
-        if !ok {
-            return false;
+        let mut measured = Vec::new();
+        for (k, s) in self.signals.iter().enumerate() {
+            let (e, n) = self
+                .window
+                .iter()
+                .fold((0u64, 0u64), |a, w| (a.0 + w.1[k].0, a.1 + w.1[k].1));
+            if !s.recovered(e, n) {
+                return false;
+            }
+            measured.push(format!("{} {}", s.name(), pct(e as f64 / n as f64)));
         }
         let text = format!(
-            "error rate {:.2}% over the last {} is within the baseline's range after the rollback to {}",
-            rate * 100.0,
-            crate::domain::human_duration(std::time::Duration::from_secs_f64(span)),
-            self.stable
+            "{} over the last {}, all after the rollback to {}, {} within the baseline's range",
+            measured.join(" and "),
+            crate::domain::human_duration(self.resolve_after.to_std().unwrap_or_default()),
+            self.stable,
+            if measured.len() == 1 { "is" } else { "are" }
         );
         self.publish(engine, "Resolved", Severity::Success, text)
             .await;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::{EffectKind, MetricEvidence, Recommendation, StatisticKind};
+
+    fn evidence(metric: &str, baseline: f64, class: MetricClass) -> MetricEvidence {
+        MetricEvidence {
+            metric: metric.into(),
+            critical: true,
+            canary: baseline * 3.0,
+            baseline,
+            effect: 3.0,
+            effect_kind: EffectKind::Ratio,
+            interval: (2.0, 4.0),
+            tolerance: 1.1,
+            statistic: 1e4,
+            statistic_kind: StatisticKind::EValue,
+            threshold: 100.0,
+            canary_n: 10_000,
+            baseline_n: 100_000,
+            class,
+            baseline_degraded: false,
+        }
+    }
+
+    fn eval(evidence: Vec<MetricEvidence>) -> Evaluation {
+        Evaluation {
+            t: 600.0,
+            verdict: Verdict::Failing,
+            score: 0.0,
+            recommendation: Recommendation::Rollback,
+            evidence,
+            reasons: vec![],
+        }
+    }
+
+    fn sample(requests: u64, errors: u64, slow: u64) -> TrackSample {
+        TrackSample {
+            requests,
+            errors,
+            latency_buckets: vec![(0.1, requests - slow), (f64::INFINITY, requests)],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_incident_waits_on_the_signals_that_opened_it() {
+        let e = eval(vec![
+            evidence("error_rate", 0.001, MetricClass::Pass),
+            evidence("latency_above_100ms", 0.1, MetricClass::Failing),
+        ]);
+        let signals = Signal::behind(&e);
+        assert_eq!(
+            signals,
+            vec![Signal {
+                measure: Measure::SlowerThan("100ms".into()),
+                reference: Some(0.1)
+            }]
+        );
+        // Few errors but half the requests still slow: not recovered.
+        let slow = Tick {
+            t: 0.0,
+            baseline: Some(sample(1000, 1, 500)),
+            canary: Some(sample(0, 0, 0)),
+        };
+        let (e, n) = signals[0].pooled(&slow).unwrap();
+        assert!(!signals[0].recovered(e, n));
+        let back = Tick {
+            baseline: Some(sample(1000, 1, 95)),
+            ..slow
+        };
+        let (e, n) = signals[0].pooled(&back).unwrap();
+        assert!(signals[0].recovered(e, n));
+        // A histogram without that bound cannot tell.
+        let other = Tick {
+            baseline: Some(TrackSample {
+                latency_buckets: vec![(0.25, 900), (f64::INFINITY, 1000)],
+                ..sample(1000, 1, 0)
+            }),
+            canary: None,
+            t: 0.0,
+        };
+        assert_eq!(signals[0].pooled(&other), None);
+    }
+
+    #[test]
+    fn without_failing_evidence_the_borderline_then_the_error_rate_is_watched() {
+        let e = eval(vec![
+            evidence("error_rate", 0.002, MetricClass::Borderline),
+            evidence("latency_above_100ms", 0.1, MetricClass::Pass),
+        ]);
+        assert_eq!(Signal::behind(&e)[0].measure, Measure::Errors);
+        assert_eq!(Signal::behind(&e)[0].reference, Some(0.002));
+        let none = Signal::behind(&eval(vec![]));
+        assert_eq!(none[0].measure, Measure::Errors);
+        assert_eq!(none[0].reference, None);
     }
 }

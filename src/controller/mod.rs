@@ -23,5 +23,5 @@ mod watch;
 
 pub use rollouts::Rollout;
 pub use run::{Controller, Health};
-pub use summary::summary_message;
+pub use summary::{short_reason, summary_message};
 pub use watch::{RolloutWatch, WatchState};

@@ -8,7 +8,7 @@
 //! the judge's evidence covers the whole rollout.
 
 use super::rollouts::{self, Rollout};
-use super::RolloutWatch;
+use super::{RolloutWatch, WatchState};
 use crate::breaker::{Breaker, Rejected};
 use crate::chat::{Message, Severity};
 use crate::engine::Engine;
@@ -21,6 +21,11 @@ use std::time::Duration;
 /// The most history caught up at once.
 const MAX_CATCH_UP: Duration = Duration::from_secs(24 * 3600);
 
+/// Metrics missing for fewer intervals than this are not warned about: a
+/// new canary's first tick covers a window before its first scrape, and a
+/// single late scrape is not an outage.
+const MISSING_GRACE: u32 = 2;
+
 struct Active {
     rollout: Rollout,
     watch: RolloutWatch,
@@ -28,6 +33,8 @@ struct Active {
     next: DateTime<Utc>,
     /// A "no metrics" warning was posted and not yet followed by "back".
     warned: bool,
+    /// The first grid instant of the current run of ticks without metrics.
+    missing_since: Option<DateTime<Utc>>,
 }
 
 impl Active {
@@ -166,7 +173,9 @@ impl Controller {
             .engine
             .resolve(Some(&r.service))
             .map_err(anyhow::Error::msg)?;
-        let watch = RolloutWatch::new(svc, &r.from_revision, &r.to_revision).with_id(&r.id);
+        let watch = RolloutWatch::new(svc, &r.from_revision, &r.to_revision)
+            .with_id(&r.id)
+            .with_start(r.start);
         let next = grid_ceil(
             r.start
                 .max(self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP)?),
@@ -177,6 +186,7 @@ impl Controller {
             watch,
             next,
             warned: false,
+            missing_since: None,
         });
         Ok(())
     }
@@ -257,7 +267,11 @@ impl Controller {
                     Ok(f) => f.missing.get(&w.service).cloned(),
                     Err(e) => Some(e.to_string()),
                 };
-                self.data_notice(a, why_missing).await;
+                // After a rollback the canary's series are expected to go.
+                let expected =
+                    matches!(a.watch.state, WatchState::Monitoring(_)) && tick.baseline.is_some();
+                self.data_notice(a, why_missing.filter(|_| !expected), point)
+                    .await;
                 let before = (a.rollout.state.clone(), a.rollout.verdict.clone());
                 if let Some(eval) = a.watch.tick(&self.engine, &tick).await {
                     a.rollout.verdict = Some(eval.verdict.to_string());
@@ -347,22 +361,36 @@ impl Controller {
         }
     }
 
-    /// One warning when a rollout's metrics go missing, one notice when
-    /// they return; never one per tick.
-    async fn data_notice(&self, a: &mut Active, missing: Option<String>) {
+    /// One warning when a rollout's metrics stay missing for
+    /// [`MISSING_GRACE`] intervals, one notice when they return; never one
+    /// per tick, and nothing for a gap shorter than the grace (a new
+    /// canary's first tick, whose window mostly precedes its first scrape).
+    async fn data_notice(&self, a: &mut Active, missing: Option<String>, at: DateTime<Utc>) {
+        let since = match &missing {
+            Some(_) => *a.missing_since.get_or_insert(at),
+            None => {
+                a.missing_since = None;
+                at
+            }
+        };
+        let grace = self.interval * MISSING_GRACE;
+        let lasting = missing.filter(|_| (at - since).to_std().unwrap_or_default() >= grace);
         let Some(svc) = self.engine.config.service(&a.rollout.service) else {
             return;
         };
         let Some(channel) = svc.deploy_channel.as_ref().map(|c| c.as_ref().clone()) else {
-            a.warned = missing.is_some();
+            a.warned = lasting.is_some();
             return;
         };
-        match (missing, a.warned) {
+        match (lasting, a.warned) {
             (Some(why), false) => {
                 a.warned = true;
                 tracing::warn!(service = %a.rollout.service, error = %why, "no metrics for a watched rollout");
+                let gap = crate::domain::human_duration(
+                    (at - since).to_std().unwrap_or_default() + self.interval,
+                );
                 let m = Message::new(Severity::Warning, format!("No metrics for {} {}", a.rollout.service, a.rollout.to_revision))
-                    .text(format!("{why}\nrollbot never acts on missing data: the verdict is no_data until metrics return. Watch the canary by hand meanwhile."))
+                    .text(format!("{why}\nNo data for {gap}. rollbot never acts on missing data: the verdict is no_data until metrics return. Watch the canary by hand meanwhile."))
                     .context(format!("rollout {}", a.rollout.id));
                 self.engine.notifier.post(&channel, &m).await;
             }

@@ -7,6 +7,7 @@ use crate::engine::prompt::Choice;
 use crate::engine::{new_id, Engine, Prompt, PromptState, Request, Status};
 use crate::judge::{Evaluation, Judge, Recommendation, SequentialJudge, Tick, Verdict};
 use crate::roles::Role;
+use chrono::{DateTime, Utc};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum WatchState {
@@ -46,6 +47,9 @@ pub struct RolloutWatch {
     chart: super::chart::ChartHistory,
     /// The verdict the summary's chart was last attached for.
     charted: Option<Verdict>,
+    /// When the rollout started, so a tick's `t` is an instant on the wall
+    /// clock; without it, a tick is taken to be about now.
+    start: Option<DateTime<Utc>>,
 }
 
 /// "12m40s" since the rollout started.
@@ -81,6 +85,21 @@ impl RolloutWatch {
             automation_noted: false,
             chart: Default::default(),
             charted: None,
+            start: None,
+        }
+    }
+
+    /// Dates ticks from the rollout's start (`t` seconds after it).
+    pub fn with_start(mut self, start: DateTime<Utc>) -> Self {
+        self.start = Some(start);
+        self
+    }
+
+    /// The instant a tick's window ends.
+    fn instant(&self, engine: &Engine, tick: &Tick) -> DateTime<Utc> {
+        match self.start {
+            Some(s) => s + chrono::Duration::milliseconds((tick.t * 1000.0) as i64),
+            None => engine.clock.now(),
         }
     }
 
@@ -114,8 +133,9 @@ impl RolloutWatch {
             // After a rollback the judge has nothing to compare; the incident
             // checks that the service recovers.
             let what = what.clone();
+            let at = self.instant(engine, tick);
             if let Some(incident) = &mut self.incident {
-                if incident.observe(engine, tick).await {
+                if incident.observe(engine, tick, at).await {
                     self.state = WatchState::Done(format!("{what}; resolved"));
                 }
             }
@@ -294,7 +314,7 @@ impl RolloutWatch {
             Some(line),
         )
         .await;
-        incident.rolled_back(engine, &rb.by).await;
+        incident.rolled_back(engine, &rb.by, rb.at).await;
         self.incident = Some(incident);
         true
     }
@@ -307,7 +327,7 @@ impl RolloutWatch {
         let Ok(Some(p)) = engine.prompts.get(prompt).await else {
             return false;
         };
-        let PromptState::Answered { choice, by, .. } = &p.state else {
+        let PromptState::Answered { choice, by, at } = &p.state else {
             return false;
         };
         // What the chosen button did decides what comes next: a rollback
@@ -329,11 +349,24 @@ impl RolloutWatch {
         let who = by.display_name.clone();
         self.state = WatchState::Monitoring(format!("rolled back ({who} chose {choice})"));
         if let (Some(svc), Some(eval)) = (engine.config.service(&self.service), self.last.clone()) {
+            let line = format!(
+                "Identified: {who} chose {choice} for canary {} of {}, which the judge found {} — {}",
+                self.to,
+                self.service,
+                eval.verdict,
+                super::short_reason(&eval)
+            );
             let mut incident = super::incident::Incident::open(
-                engine, svc, &self.id, &self.from, &self.to, &eval, None,
+                engine,
+                svc,
+                &self.id,
+                &self.from,
+                &self.to,
+                &eval,
+                Some(line),
             )
             .await;
-            incident.rolled_back(engine, &who).await;
+            incident.rolled_back(engine, &who, *at).await;
             self.incident = Some(incident);
         }
         true
@@ -373,11 +406,7 @@ impl RolloutWatch {
     }
 
     async fn on_failing(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
-        let reason = eval
-            .reasons
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "the judge found the canary failing".into());
+        let reason = format!("{} — {}", eval.verdict, super::short_reason(eval));
         // With automation off, a failing canary is asked about, never rolled back.
         let policy = match engine.automation_off(&self.service).await {
             Some(_) => OnFailing::PageAndSuggest,
@@ -408,7 +437,9 @@ impl RolloutWatch {
                     ))
                     .await;
                 if o.status == Status::Succeeded {
-                    incident.rolled_back(engine, "rollbot controller").await;
+                    incident
+                        .rolled_back(engine, "rollbot controller", engine.clock.now())
+                        .await;
                     self.incident = Some(incident);
                     self.state = WatchState::Monitoring("rolled back automatically".into());
                 } else {
@@ -426,7 +457,7 @@ impl RolloutWatch {
                         engine,
                         svc,
                         eval,
-                        "The canary is failing",
+                        &format!("The canary is {}", eval.verdict),
                         Choice {
                             label: "Roll back".into(),
                             action: Some(Action::Rollback { to: None }),
@@ -470,10 +501,7 @@ impl RolloutWatch {
         let paused = engine
             .execute(self.request(
                 Action::Pause,
-                format!(
-                    "borderline: {}",
-                    eval.reasons.first().cloned().unwrap_or_default()
-                ),
+                format!("borderline — {}", super::short_reason(eval)),
                 "pause",
             ))
             .await;
@@ -509,10 +537,21 @@ impl RolloutWatch {
         reject: Choice,
     ) {
         let now = engine.clock.now();
+        // In the summary's thread the evidence is one message up: the
+        // question does not repeat it.
+        let evidence = if self.summary.is_empty() {
+            format!("{}\n", eval.reasons.join("\n"))
+        } else {
+            String::new()
+        };
         let mut question = format!(
-            "{}\nScore {:.0}/100. {} or {}?",
-            eval.reasons.join("\n"),
+            "{evidence}Score {:.0}/100{}. {} or {}?",
             eval.score,
+            if self.summary.is_empty() {
+                ""
+            } else {
+                "; the evidence is in the summary above"
+            },
             approve.label,
             reject.label
         );
@@ -529,7 +568,7 @@ impl RolloutWatch {
             title: format!("{headline}: {} {}", self.service, self.to),
             question,
             requested_by: controller(),
-            reason: eval.reasons.first().cloned().unwrap_or_default(),
+            reason: format!("{} — {}", eval.verdict, super::short_reason(eval)),
             approve,
             reject,
             allowed_roles: vec![Role::Approver, Role::Admin],

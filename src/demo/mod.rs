@@ -40,6 +40,18 @@ pub const TICK: Duration = Duration::from_secs(10);
 /// wait would only keep the console busy.
 pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
+/// `/help` for the console's own commands.
+fn demo_help(topic: &str) -> Option<&'static str> {
+    Some(match topic {
+        "press" => "/press N\nPress button N ([1], [2], …) of the messages above, as the person you act as.\nExample: /press 2",
+        "as" => "/as NAME\nAct as one of the demo's people: dana (viewer), sam (deployer), priya (approver), omar (responder), rita (release manager), you (admin).\nExample: /as priya",
+        "wait" => "/wait DURATION | /wait until prompt\nLet simulated time pass in 10 s ticks, or until the controller asks a question (at most 1d).\nExample: /wait 5m",
+        "deploy" => "/deploy SERVICE REVISION\nStart a new canary of SERVICE at REVISION; rollbot watches it.\nExample: /deploy payments v9",
+        "quit" | "exit" => "/quit\nLeave the demo; the audit log stays in the data directory.",
+        _ => return None,
+    })
+}
+
 /// The story the metrics tell: `checkout`'s canary starts failing requests
 /// seven minutes in, slowly at first.
 pub fn checkout_scenario() -> Scenario {
@@ -289,6 +301,9 @@ impl Demo {
             "/help" if rest.is_empty() => {
                 self.say(&crate::command::help(None));
                 self.say("Demo commands: /press N, /as NAME, /wait DURATION, /wait until prompt, /deploy SERVICE REVISION, /quit");
+            }
+            "/help" if demo_help(&crate::command::help_topic(rest)).is_some() => {
+                self.say(demo_help(&crate::command::help_topic(rest)).unwrap_or_default());
             }
             _ => {
                 let o =

@@ -1010,7 +1010,8 @@ fn fmt_interval((lo, hi): (f64, f64)) -> String {
     }
 }
 
-fn fmt_bound(le: f64) -> String {
+/// How a latency bound appears in metric names (`latency_above_250ms`).
+pub fn fmt_bound(le: f64) -> String {
     if le < 1.0 {
         format!("{}ms", (le * 1000.0).round())
     } else {

@@ -257,6 +257,35 @@ impl PrometheusSource {
     }
 }
 
+impl PrometheusSource {
+    /// Says which tracks of a service the request query had no series for,
+    /// and the query as it was sent.
+    fn no_series(&self, w: &Watched, absent: &[&str], window: Duration) -> String {
+        let own = Kind::Requests.template(&w.queries);
+        let template = own
+            .or(Kind::Requests.template(&self.defaults))
+            .or(Kind::Requests.default())
+            .unwrap_or_default();
+        let tracks: Vec<String> = absent.iter().map(|t| format!("track=\"{t}\"")).collect();
+        let queries: Vec<String> = match own {
+            // The service's own query, once per track when it names one.
+            Some(t) if t.contains("$track") => absent
+                .iter()
+                .map(|track| render(t, &w.service, &w.namespace, track, window))
+                .collect(),
+            Some(t) => vec![render(t, &w.service, &w.namespace, "", window)],
+            None => vec![render(template, "", "", "", window)],
+        };
+        format!(
+            "the request query `{}` returned no series for service=\"{}\", {}; check that the {} pods are scraped with these labels, or set the service's [services.metrics] requests query",
+            queries.join("` / `"),
+            w.service,
+            tracks.join(" and "),
+            absent.join(" and "),
+        )
+    }
+}
+
 fn root_cause(e: &dyn std::error::Error) -> String {
     let mut cause = e.to_string();
     let mut src = e.source();
@@ -401,8 +430,14 @@ impl MetricSource for PrometheusSource {
             }
             let baseline = sample(&collected, &w.service, "baseline");
             let canary = sample(&collected, &w.service, "canary");
-            if baseline.is_none() && canary.is_none() {
-                out.missing.insert(w.service.clone(), format!("no series for service=\"{}\" in the request query; check the labels or [services.metrics]", w.service));
+            let absent: Vec<&str> = [("baseline", &baseline), ("canary", &canary)]
+                .into_iter()
+                .filter(|(_, s)| s.is_none())
+                .map(|(track, _)| track)
+                .collect();
+            if !absent.is_empty() {
+                out.missing
+                    .insert(w.service.clone(), self.no_series(w, &absent, window));
             }
             out.ticks.insert(
                 w.service.clone(),

@@ -9,10 +9,17 @@
 //! 3. A command or a button is acknowledged at once (a deferred response,
 //!    type 5 or 6, in the HTTP answer), well inside Discord's 3 seconds;
 //!    the engine runs meanwhile and its result edits the deferred answer
-//!    (`@original`) or arrives as a follow-up. Results of actions are
-//!    visible in the channel; refusals, errors and read-only views are
-//!    ephemeral.
-//! 4. The interaction ID is the idempotency key, so the same interaction
+//!    (`@original`) or, for a button, arrives as a follow-up.
+//! 4. Who sees the answer is decided before deferring, because Discord
+//!    keeps the deferral's visibility: the first follow-up after a type 5
+//!    edits the deferred message and ignores its ephemeral flag. Read-only
+//!    views, and commands the engine will refuse on grounds known at once
+//!    (the roles in `[roles]`, a freeze on a promotion), are deferred
+//!    ephemerally (flags 64) and answered only to their author; actions
+//!    are deferred visibly and their result shows in the channel. A refusal
+//!    only the backend or a lock can tell (a busy service, a revision that
+//!    does not exist) is shown where the deferral is, in the channel.
+//! 5. The interaction ID is the idempotency key, so the same interaction
 //!    never acts twice.
 //!
 //! Who asks is `discord:USER_ID` with `discord-role:ROLE_ID` for each role
@@ -28,6 +35,7 @@ use crate::command::Command;
 use crate::config::DiscordConfig;
 use crate::domain::{Actor, Platform};
 use crate::engine::{Engine, Outcome, PromptState, Status};
+use crate::roles::Permission;
 use crate::telemetry::{InteractionLabels, PlatformLabels};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -218,7 +226,7 @@ pub async fn interactions(
         Interaction::Ping(_) => respond(CreateInteractionResponse::Pong),
         Interaction::Command(c) => {
             count(&engine, "command");
-            command(engine, discord, c)
+            command(engine, discord, c).await
         }
         Interaction::Autocomplete(c) => {
             count(&engine, "autocomplete");
@@ -328,7 +336,11 @@ fn options(c: &CommandInteraction) -> Vec<(String, OptionValue)> {
         .collect()
 }
 
-fn command(engine: Arc<Engine>, discord: Arc<Interactions>, c: CommandInteraction) -> Response {
+async fn command(
+    engine: Arc<Engine>,
+    discord: Arc<Interactions>,
+    c: CommandInteraction,
+) -> Response {
     let who = actor(c.member.as_deref(), &c.user);
     let parent = c
         .channel
@@ -348,69 +360,87 @@ fn command(engine: Arc<Engine>, discord: Arc<Interactions>, c: CommandInteractio
             )
         }
     };
-    let view = matches!(
-        cmd,
-        Command::Status { .. } | Command::Audit { .. } | Command::Help { .. }
-    );
-    let defer = CreateInteractionResponseMessage::new().ephemeral(view);
+    let private = only_for_the_author(&engine, &who, &cmd).await;
+    let defer = CreateInteractionResponseMessage::new().ephemeral(private);
     let (response, sent) = deferred(CreateInteractionResponse::Defer(defer));
     let key = format!("discord:{}", c.id.get());
     let token = c.token.clone();
     tokio::spawn(async move {
         let outcome = crate::intake::handle(&engine, who, cmd, Some(key)).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), sent).await;
-        deliver(&engine, &discord.rest, &token, &outcome, view).await;
+        deliver(&engine, &discord.rest, &token, &outcome).await;
     });
     response
 }
 
-/// Puts a command's outcome where it belongs: the deferred answer for
-/// results (visible) and views (already ephemeral); an ephemeral follow-up
-/// for refusals, with the visible placeholder removed.
-async fn deliver(engine: &Engine, rest: &Arc<Rest>, token: &str, o: &Outcome, view: bool) {
-    let queue = format!("interaction:{token}");
-    let embed = render::embed(&o.message);
-    let result = if view || o.status != Status::Refused {
-        let body = EditInteractionResponse::new()
-            .embed(embed)
-            .allowed_mentions(render::no_mentions());
-        rest.call(
-            &queue,
+/// Whether a command is answered only to the person who typed it: a
+/// read-only view, or a command the engine will refuse for reasons it can
+/// tell locally and at once, the same checks in the same order as
+/// `Engine::execute` (the service exists, the actor's role grants the
+/// permission, no freeze blocks a promotion that is not a valid
+/// break-glass).
+async fn only_for_the_author(engine: &Engine, who: &Actor, cmd: &Command) -> bool {
+    let allowed = |perm: Permission, name: &str| {
+        engine.config.service(name).is_some_and(|s| {
+            engine
+                .roles
+                .check(who, perm, &s.environment, s.name())
+                .is_ok()
+        })
+    };
+    match cmd {
+        Command::Status { .. } | Command::Audit { .. } | Command::Help { .. } => true,
+        Command::Rollback { service, .. } => !allowed(Permission::Rollback, service),
+        Command::Auto { service, .. } => !allowed(Permission::Pause, service),
+        Command::Promote {
+            service,
+            force,
+            reason,
+            ..
+        } => {
+            let Some(svc) = engine.config.service(service) else {
+                return true;
+            };
+            if !allowed(Permission::Promote, service) {
+                return true;
+            }
+            let frozen = engine
+                .freezes
+                .promotion_block(&svc.environment, svc.name(), engine.clock.now())
+                .await
+                .is_ok_and(|b| b.is_some());
+            frozen
+                && (!force
+                    || reason.trim().is_empty()
+                    || !allowed(Permission::OverrideFreeze, service))
+        }
+        Command::Freeze { scope, .. } | Command::Unfreeze { scope } => {
+            let mut covered = engine
+                .config
+                .services
+                .iter()
+                .filter(|s| scope.covers(&s.environment, s.name()))
+                .peekable();
+            covered.peek().is_none() || covered.any(|s| !allowed(Permission::Freeze, s.name()))
+        }
+    }
+}
+
+/// Puts a command's outcome in the deferred answer (`@original`), which
+/// is visible or ephemeral as the deferral was.
+async fn deliver(engine: &Engine, rest: &Arc<Rest>, token: &str, o: &Outcome) {
+    let body = EditInteractionResponse::new()
+        .embed(render::embed(&o.message))
+        .allowed_mentions(render::no_mentions());
+    let result = rest
+        .call(
+            &format!("interaction:{token}"),
             Call::EditOriginal {
                 token: token.into(),
             },
             Some(&serde_json::to_value(body).expect("builders serialize")),
         )
-        .await
-        .map(|_| ())
-    } else {
-        let body = CreateInteractionResponseFollowup::new()
-            .embed(embed)
-            .allowed_mentions(render::no_mentions())
-            .ephemeral(true);
-        let sent = rest
-            .call(
-                &queue,
-                Call::Followup {
-                    token: token.into(),
-                },
-                Some(&serde_json::to_value(body).expect("builders serialize")),
-            )
-            .await;
-        match sent {
-            Ok(_) => rest
-                .call(
-                    &queue,
-                    Call::DeleteOriginal {
-                        token: token.into(),
-                    },
-                    None,
-                )
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        }
-    };
+        .await;
     if let Err(e) = result {
         failed(engine, "interaction answer", explain(e, "(interaction)"));
     }

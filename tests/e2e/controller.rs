@@ -166,10 +166,11 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
     );
     let announced = announce(&s, "checkout", "v41", "v42", start).await;
     let id = announced["id"].as_str().unwrap().to_string();
+    // The listing waits for the catch-up, which rolls back on history.
     let r = wait_for_state(
         &s,
         "checkout",
-        "rolled back automatically; resolved",
+        "rolled back automatically",
         Duration::from_secs(60),
     )
     .await;
@@ -181,9 +182,22 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
             .unwrap_or_else(|| panic!("no {needle:?} in:\n{log}"))
     };
     assert!(at("Incident: checkout v42 — Identified") < at("Monitoring: checkout v42"));
-    assert!(at("Monitoring: checkout v42") < at("Resolved: checkout v42"));
+    // The history after the rollback point was recorded before the
+    // rollback was made: it resolves nothing. Only data from after the
+    // rollback can, and the recorded history ends now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = &rollouts(&s).await[0];
+    assert_eq!(
+        r["state"], "rolled back automatically, monitoring recovery",
+        "{r}"
+    );
     assert!(
-        log.contains("over the last 5m is within the baseline's range"),
+        !s.log_text().contains("Resolved: checkout v42"),
+        "{}",
+        s.log_text()
+    );
+    assert!(
+        log.contains("monitoring until the error rate stays at or below"),
         "{log}"
     );
     assert!(
@@ -338,7 +352,14 @@ async fn a_good_canary_is_not_rolled_back_and_auto_promote_promotes() {
     announce(&s, "checkout", "v41", "v42", start).await;
     let r = wait_for_state(&s, "checkout", "fully promoted", Duration::from_secs(60)).await;
     assert_eq!(r["verdict"], "healthy", "{r}");
-    assert!(s.log_text().contains("Canary checkout v42: healthy"));
+    let log = s.log_text();
+    assert!(log.contains("Canary checkout v42: healthy"));
+    // The first tick's window ends at the start, before the canary's first
+    // scrape: a gap that short is no reason to alarm anyone.
+    assert!(
+        !log.contains("No metrics for checkout") && !log.contains("Metrics for checkout are back"),
+        "{log}"
+    );
     assert!(s.terminate().success());
     let list = text(&rollbot(&[
         "audit",
@@ -356,6 +377,52 @@ async fn a_good_canary_is_not_rolled_back_and_auto_promote_promotes() {
         3,
         "three steps to 100%: {list}"
     );
+}
+
+#[tokio::test]
+async fn a_canary_without_series_is_warned_about_once_naming_the_track_and_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    // The canary's pods are not scraped with the labels rollbot queries.
+    let history: Vec<Tick> = ticks(&Scenario::new("good", true).canary_share(0.05), 10)
+        .into_iter()
+        .map(|t| Tick { canary: None, ..t })
+        .collect();
+    let start = start_ago(10);
+    let prom = Prometheus::with_history(
+        &dir.path().join("prom"),
+        &openmetrics("checkout", start, &history),
+    );
+    let s = Server::start(
+        dir.path(),
+        &config(&prom.url(), ""),
+        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
+    );
+    announce(&s, "checkout", "v41", "v42", start).await;
+    wait_until("the warning", Duration::from_secs(60), async || {
+        s.log_text().contains("No metrics for checkout v42")
+    })
+    .await;
+    // Every tick since has no canary series: still one warning.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = s.log_text();
+    assert_eq!(
+        log.matches("No metrics for checkout v42").count(),
+        1,
+        "{log}"
+    );
+    let warning = &log[log.find("No metrics for checkout v42").unwrap()..];
+    assert!(
+        warning.contains("track=\"canary\"")
+            && warning.contains("`sum by (service, track) (increase(http_requests_total[10s]))`"),
+        "the warning names neither the track nor the query: {warning}"
+    );
+    assert!(
+        !warning[..warning.find("rollbot never acts").unwrap()].contains("track=\"baseline\""),
+        "{warning}"
+    );
+    let r = &rollouts(&s).await[0];
+    assert_eq!(r["verdict"], "no_data", "{r}");
+    assert_eq!(r["state"], "watching", "{r}");
 }
 
 #[tokio::test]
@@ -427,6 +494,70 @@ async fn bad_announcements_name_the_field() {
     assert_eq!(r.status(), 401);
 }
 
+#[tokio::test]
+async fn an_incident_opened_for_latency_is_resolved_when_latency_recovers_after_the_rollback() {
+    use crate::support::app::{App, TrackRates};
+    let dir = tempfile::tempdir().unwrap();
+    // The canary answers as reliably as the baseline, but slowly.
+    let app = App::start(
+        "checkout",
+        TrackRates::new(300.0, 0.001),
+        TrackRates::new(300.0, 0.001).slow(0.6),
+    );
+    let prom = Prometheus::scraping(&dir.path().join("prom"), &app.target());
+    let config = live_config(&prom.url()).replace(
+        "deploy_channel = \"deploys\"",
+        "deploy_channel = \"deploys\"\nresolve_after = \"6s\"",
+    );
+    let s = Server::start(dir.path(), &config, &[("ROLLBOT_TEST_TOKEN", TOKEN)]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    announce(&s, "checkout", "v41", "v42", chrono::Utc::now().timestamp()).await;
+    wait_for_state(&s, "checkout", "rolled back", Duration::from_secs(90)).await;
+    let rolled_back = Instant::now();
+    let log = s.log_text();
+    // Monitoring names the signal that failed: latency, not the error rate.
+    let monitoring = &log[log.find("title=Monitoring: checkout v42").expect(&log)..];
+    let monitoring = monitoring.lines().next().unwrap();
+    assert!(
+        monitoring.contains("the share of requests slower than 100ms stays at or below")
+            && !monitoring.contains("error rate"),
+        "{monitoring}"
+    );
+    // This app still sends the canary traffic: the error rate is as low as
+    // ever, the latency is not back, so the incident stays open well past
+    // resolve_after.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert!(
+        !s.log_text().contains("Resolved: checkout v42"),
+        "resolved while requests were still slow:\n{}",
+        s.log_text()
+    );
+    // The rollback takes effect: the canary gets no more traffic.
+    app.set_canary(TrackRates::new(0.0, 0.0));
+    let switched = Instant::now();
+    wait_until(
+        "the incident to resolve",
+        Duration::from_secs(40),
+        async || s.log_text().contains("Resolved: checkout v42"),
+    )
+    .await;
+    let log = s.log_text();
+    let resolved = &log[log.find("Resolved: checkout v42").unwrap()..];
+    assert!(
+        resolved.contains("share of requests slower than 100ms")
+            && resolved.contains("all after the rollback to v41"),
+        "{resolved}"
+    );
+    let after = switched.elapsed();
+    eprintln!(
+        "incident resolved {:?} after the latency recovered ({:?} after the rollback)",
+        after,
+        rolled_back.elapsed()
+    );
+    assert!(after >= Duration::from_secs(4), "resolved after {after:?}");
+    assert_eq!(log.matches("Resolved: checkout v42").count(), 1, "{log}");
+}
+
 fn live_config(prom: &str) -> String {
     format!(
         r##"
@@ -487,14 +618,8 @@ async fn live_scrape_a_failing_canary_is_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::start(
         "checkout",
-        TrackRates {
-            requests_per_sec: 300.0,
-            error_ratio: 0.001,
-        },
-        TrackRates {
-            requests_per_sec: 300.0,
-            error_ratio: 0.08,
-        },
+        TrackRates::new(300.0, 0.001),
+        TrackRates::new(300.0, 0.08),
     );
     let prom = Prometheus::scraping(&dir.path().join("prom"), &app.target());
     let s = Server::start(
@@ -517,10 +642,7 @@ async fn live_scrape_a_failing_canary_is_rolled_back() {
 async fn prometheus_down_is_no_data_one_warning_and_recovery() {
     use crate::support::app::{App, TrackRates};
     let dir = tempfile::tempdir().unwrap();
-    let rates = TrackRates {
-        requests_per_sec: 200.0,
-        error_ratio: 0.001,
-    };
+    let rates = TrackRates::new(200.0, 0.001);
     let app = App::start("checkout", rates, rates);
     let mut prom = Prometheus::scraping(&dir.path().join("prom"), &app.target());
     let s = Server::start(

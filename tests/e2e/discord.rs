@@ -392,9 +392,38 @@ async fn a_responders_rollback_is_deferred_acts_once_and_is_audited() {
     );
 }
 
+/// What only the author of interaction `t` sees once it mentions `needle`;
+/// fails when the channel saw it at any moment.
+async fn seen_only_by_the_author(fake: &FakeDiscord, t: &str, needle: &str) -> String {
+    let shown = fake
+        .wait_for(&format!("{needle:?}, shown to its author"), |st| {
+            let i = st.interactions.get(t)?;
+            i.author_only()
+                .iter()
+                .map(embed_text)
+                .find(|e| e.contains(needle))
+        })
+        .await;
+    let public: Vec<String> = fake
+        .interaction(t)
+        .channel_saw()
+        .iter()
+        .map(embed_text)
+        .collect();
+    assert!(
+        public.iter().all(|p| !p.contains(needle)),
+        "the channel saw it: {public:?}"
+    );
+    shown
+}
+
 #[tokio::test]
 async fn a_member_without_the_role_is_refused_ephemerally_naming_the_role() {
-    let (fake, s, _dir) = start().await;
+    let (fake, s, _dir) = start_with(|c| {
+        // ledger's promotions are frozen all the time.
+        c + "\n[[freeze.windows]]\nname = \"always\"\nkind = \"deny\"\nschedule = \"* * * * *\"\nduration = \"1h\"\nservices = [\"*/ledger\"]\nreason = \"ledger migration\"\n"
+    })
+    .await;
     let url = s.url("/discord/interactions");
     let payload = fake.command(
         DEPLOYS,
@@ -403,22 +432,32 @@ async fn a_member_without_the_role_is_refused_ephemerally_naming_the_role() {
         &[("service", json!("checkout"))],
     );
     let (code, answer, _) = fake.send(&url, &payload).await;
+    // Deferred privately: Discord keeps a deferral's visibility for the
+    // answer, so a refusal must be deferred (or answered) ephemerally.
     assert_eq!((code, answer["type"].as_u64()), (200, Some(5)));
-    let t = token(&payload);
-    let follow = fake
-        .wait_for("the ephemeral refusal", |st| {
-            let i = st.interactions.get(&t)?;
-            (i.original_deleted && !i.followups.is_empty()).then(|| i.followups[0].clone())
-        })
-        .await;
-    assert_eq!(follow["flags"].as_u64().unwrap() & 64, 64, "{follow}");
-    let shown = embed_text(&follow);
-    assert!(shown.contains("Not allowed"), "{shown}");
+    assert_eq!(answer["data"]["flags"], 64, "{answer}");
+    let shown = seen_only_by_the_author(&fake, &token(&payload), "Not allowed").await;
     assert!(shown.contains("responder, admin"), "{shown}");
     assert!(
         fake.with(|st| st.messages_in(DEPLOYS).is_empty()),
         "a refusal was announced"
     );
+
+    // A deployer's promotion during a freeze: refused, privately too.
+    let frozen = fake.command(DEPLOYS, &sam(), "promote", &[("service", json!("ledger"))]);
+    let (_, answer, _) = fake.send(&url, &frozen).await;
+    assert_eq!(answer["data"]["flags"], 64, "{answer}");
+    let shown = seen_only_by_the_author(&fake, &token(&frozen), "frozen").await;
+    assert!(shown.contains("ledger migration"), "{shown}");
+    // An action that will be done is deferred visibly, for the channel.
+    let done = fake.command(
+        DEPLOYS,
+        &omar(),
+        "rollback",
+        &[("service", json!("checkout"))],
+    );
+    let (_, answer, _) = fake.send(&url, &done).await;
+    assert_eq!(answer["data"]["flags"].as_u64().unwrap_or(0) & 64, 0);
     let m = metrics(&s).await;
     assert!(
         m.contains("rollbot_refusals_total{action=\"rollback\",reason=\"permission\"} 1"),

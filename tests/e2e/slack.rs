@@ -155,11 +155,23 @@ impl Rig {
         user: &str,
         trigger: &str,
     ) -> (u16, Value, Duration) {
+        self.slash_in(DEPLOYS, command, text, user, trigger).await
+    }
+
+    /// A slash command typed in `channel` (a DM, a channel the bot is not in).
+    async fn slash_in(
+        &self,
+        channel: &str,
+        command: &str,
+        text: &str,
+        user: &str,
+        trigger: &str,
+    ) -> (u16, Value, Duration) {
         let body = fake_slack::slash_body(
             command,
             text,
             user,
-            DEPLOYS,
+            channel,
             trigger,
             &self.fake.response_url(trigger),
         );
@@ -220,18 +232,27 @@ impl Rig {
             .unwrap()
     }
 
-    /// Stops the server and reads the audit log: (action, outcome, actor id).
-    fn audit(self) -> Vec<(String, String, String)> {
+    /// Stops the server and reads the audit log's records.
+    fn audit_records(self) -> Vec<Value> {
         let st = self.server.terminate();
         assert!(st.success(), "rollbot serve exited with {st}");
         crate::support::audit_export(&self.data)
-            .iter()
+            .into_iter()
             .map(|v| {
-                let r = if v["record"].is_object() {
-                    &v["record"]
+                if v["record"].is_object() {
+                    v["record"].clone()
                 } else {
                     v
-                };
+                }
+            })
+            .collect()
+    }
+
+    /// Stops the server and reads the audit log: (action, outcome, actor id).
+    fn audit(self) -> Vec<(String, String, String)> {
+        self.audit_records()
+            .iter()
+            .map(|r| {
                 (
                     r["action"].as_str().unwrap_or_default().to_string(),
                     r["outcome"].as_str().unwrap_or_default().to_string(),
@@ -536,8 +557,15 @@ async fn a_prompt_refuses_a_non_approver_and_acts_once_for_an_approver() {
         })
         .await;
     assert!(answered.buttons().is_empty(), "buttons removed");
+    // People are shown as mentions, which Slack renders as their current
+    // display name, never as the payload's deprecated user_name.
+    let shown = answered.current_blocks().to_string();
     assert!(
-        answered.current_text().contains("Approve by u0appr"),
+        shown.contains("Approve by <@U0APPR> at") && shown.contains("<@U0DEPLOY>"),
+        "{shown}"
+    );
+    assert!(
+        answered.current_text().contains("Approve by <@U0APPR>"),
         "{}",
         answered.current_text()
     );
@@ -550,6 +578,15 @@ async fn a_prompt_refuses_a_non_approver_and_acts_once_for_an_approver() {
         })
         .await;
     assert_eq!(result.thread_ts.as_deref(), Some(prompt.ts.as_str()));
+    let shown = result.current_blocks().to_string();
+    assert!(shown.contains("*By*\\n<@U0APPR>"), "{shown}");
+    for m in r.fake.messages(DEPLOYS) {
+        let all = format!("{} {}", m.current_text(), m.current_blocks());
+        assert!(
+            !all.contains("u0appr") && !all.contains("u0deploy"),
+            "a username in {all}"
+        );
+    }
     r.fake
         .wait_for(10, "already answered", |f| {
             f.ephemerals(APPROVER)
@@ -578,9 +615,26 @@ async fn a_prompt_refuses_a_non_approver_and_acts_once_for_an_approver() {
             .count(),
         1
     );
-    let audit = r.audit();
-    assert_eq!(count(&audit, "promote", "succeeded"), 1, "{audit:?}");
-    assert_eq!(count(&audit, "promote", "pending"), 1, "{audit:?}");
+    let records = r.audit_records();
+    let promoted = records
+        .iter()
+        .find(|r| r["action"] == "promote" && r["outcome"] == "succeeded")
+        .expect("the promotion is audited");
+    assert_eq!(promoted["actor"]["id"], APPROVER);
+    assert_eq!(promoted["actor"]["display_name"], "<@U0APPR>", "{promoted}");
+    let asked = records
+        .iter()
+        .filter(|r| r["action"] == "promote" && r["outcome"] == "pending")
+        .collect::<Vec<_>>();
+    assert_eq!(asked.len(), 1, "{records:?}");
+    assert_eq!(asked[0]["actor"]["display_name"], "<@U0DEPLOY>");
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["action"] == "promote" && r["outcome"] == "succeeded")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -728,6 +782,53 @@ async fn configuration_errors_are_reported_at_start_up_and_in_readyz() {
     let r = rig("http").await;
     let (code, body) = r.readyz().await;
     assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_from_a_dm_is_answered_privately_and_rollbot_stays_ready() {
+    let r = rig("http").await;
+    assert_eq!(r.readyz().await.0, 200);
+    // A DM the bot is not part of: chat.postEphemeral answers
+    // channel_not_found, so the answer goes through response_url.
+    let dm = "D0RESPDM";
+    let (code, _, _) = r
+        .slash_in(dm, "/rollbot", "status checkout", RESPONDER, "trig-dm-1")
+        .await;
+    assert_eq!(code, 200);
+    let answer = r
+        .fake
+        .wait_for(15, "the status through response_url", |f| {
+            f.responses("trig-dm-1").into_iter().next()
+        })
+        .await;
+    assert_eq!(answer["response_type"], "ephemeral", "{answer}");
+    assert!(answer.to_string().contains("checkout"), "{answer}");
+    assert!(
+        r.fake
+            .calls("chat.postEphemeral")
+            .iter()
+            .any(|c| c.error.as_deref() == Some("channel_not_found")),
+        "the DM was tried first"
+    );
+    // One person's conversation is not rollbot's configuration: the pod
+    // stays in its Service (deploy/statefulset.yaml probes /readyz).
+    for _ in 0..10 {
+        let (code, body) = r.readyz().await;
+        assert_eq!(code, 200, "{body}");
+        assert!(!body.contains(dm), "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A refused action from the DM reaches the person too.
+    r.slash_in(dm, "/rollback", "checkout", OUTSIDER, "trig-dm-2")
+        .await;
+    let refusal = r
+        .fake
+        .wait_for(15, "the refusal through response_url", |f| {
+            f.responses("trig-dm-2").into_iter().next()
+        })
+        .await;
+    assert!(refusal.to_string().contains("responder"), "{refusal}");
+    assert_eq!(r.readyz().await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

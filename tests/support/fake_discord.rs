@@ -18,6 +18,14 @@
 //!   channel, entitlements, …), signed with Ed25519 over timestamp + body,
 //!   POSTed to rollbot; the HTTP answer is recorded as the interaction's
 //!   first response, as Discord does.
+//! - Visibility, as Discord documents it: a deferred command (type 5) shows
+//!   a "thinking…" message, ephemeral when the deferral had flags 64. The
+//!   first follow-up after that deferral does not create a message: it
+//!   edits the deferred one and keeps the deferral's visibility, ignoring
+//!   its own ephemeral flag; later follow-ups (and those after a button's
+//!   type 6) are new messages with their own flags. Editing `@original`
+//!   never changes whether it is ephemeral. Every state the original
+//!   passed through is kept, so a test can tell what the channel saw.
 
 #![allow(dead_code)]
 
@@ -74,9 +82,41 @@ pub struct Itx {
     /// placeholder, then whatever `@original` edits made it).
     pub original: Option<Value>,
     pub original_deleted: bool,
+    /// Every state of `original`, oldest first (the deferral, then each edit).
+    pub history: Vec<Value>,
     pub followups: Vec<Value>,
     /// For buttons: the channel and message the button was on.
     pub message: Option<(String, String)>,
+}
+
+impl Itx {
+    fn ephemeral(m: &Value) -> bool {
+        m["flags"].as_u64().unwrap_or(0) & 64 == 64
+    }
+
+    /// What only the person who asked can see now: the original when it is
+    /// ephemeral and not deleted, and ephemeral follow-ups.
+    pub fn author_only(&self) -> Vec<Value> {
+        let original = self
+            .original
+            .iter()
+            .filter(|o| !self.original_deleted && Self::ephemeral(o));
+        original
+            .chain(self.followups.iter().filter(|f| Self::ephemeral(f)))
+            .cloned()
+            .collect()
+    }
+
+    /// Everything the channel saw at some moment: each state of a visible
+    /// original (even one deleted later) and visible follow-ups.
+    pub fn channel_saw(&self) -> Vec<Value> {
+        self.history
+            .iter()
+            .filter(|o| !Self::ephemeral(o))
+            .chain(self.followups.iter().filter(|f| !Self::ephemeral(f)))
+            .cloned()
+            .collect()
+    }
 }
 
 #[derive(Default)]
@@ -768,6 +808,8 @@ async fn followup(
             Json(json!({"code": 50035, "message": "Invalid Form Body", "errors": errors})),
         )
             .into_response()
+    } else if let Some(m) = settle_deferral(s.interactions.get_mut(&token).unwrap(), &body) {
+        ok(m)
     } else {
         let id = s.id();
         let m = message_object(&mut s, id, "0", &body, true);
@@ -780,6 +822,33 @@ async fn followup(
     };
     record(&mut s, "POST", "/webhooks/<app>/<token>".into(), &r, &body);
     r
+}
+
+/// The first follow-up after a command's deferral edits the deferred
+/// message instead of creating one, and keeps its visibility: Discord
+/// ignores the follow-up's ephemeral flag. `None` when no deferral waits.
+fn settle_deferral(it: &mut Itx, body: &Value) -> Option<Value> {
+    let waiting = it.message.is_none()
+        && !it.original_deleted
+        && it.response.as_ref().is_some_and(|r| r["type"] == 5)
+        && it.original.as_ref().is_some_and(|o| o["deferred"] == true);
+    if !waiting {
+        return None;
+    }
+    Some(edit_original(it, body))
+}
+
+/// Edits a command's original response; whether it is ephemeral stays as
+/// the first response made it.
+fn edit_original(it: &mut Itx, body: &Value) -> Value {
+    let m = it.original.get_or_insert_with(|| json!({}));
+    let flags = m["flags"].clone();
+    apply_edit(m, body);
+    m["flags"] = flags;
+    m["deferred"] = json!(false);
+    let m = m.clone();
+    it.history.push(m.clone());
+    m
 }
 
 async fn original(
@@ -825,9 +894,7 @@ async fn original(
                 if it.original_deleted {
                     return error(404, 10008, "Unknown Message");
                 }
-                let m = it.original.get_or_insert_with(|| json!({}));
-                apply_edit(m, &body);
-                ok(m.clone())
+                ok(edit_original(it, &body))
             }
             (None, "DELETE") => {
                 let it = s.interactions.get_mut(&token).unwrap();
@@ -1182,12 +1249,14 @@ impl FakeDiscord {
                 it.response = Some(answer.clone());
                 if matches!(answer["type"].as_u64(), Some(4) | Some(5)) && it.message.is_none() {
                     let data = answer.get("data").cloned().unwrap_or(json!({}));
-                    it.original = Some(json!({
+                    let first = json!({
                         "content": data["content"].as_str().unwrap_or(""),
                         "embeds": data["embeds"].as_array().cloned().unwrap_or_default(),
                         "flags": data["flags"].as_u64().unwrap_or(0),
                         "deferred": answer["type"] == 5,
-                    }));
+                    });
+                    it.history.push(first.clone());
+                    it.original = Some(first);
                 }
             }
         }

@@ -443,13 +443,21 @@ async fn web_api(
         .or_else(|| s(&a, "token"));
     let r = answer(&f, &method, token.as_deref(), &a);
     let status = r.status().as_u16();
+    // Keep the Web API's `error` code with the call, as Slack's logs show it.
+    let (parts, body) = r.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let error = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string));
     f.inner.lock().unwrap().calls.push(Call {
         method: method.clone(),
         at: Instant::now(),
         status,
-        error: None,
+        error,
     });
-    r
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 fn answer(

@@ -7,8 +7,12 @@
 //! - `429` waits for `Retry-After` and tries again; a 5xx or a dropped
 //!   connection is retried with exponential backoff.
 //! - `invalid_auth`, `channel_not_found`, `not_in_channel` and their kin are
-//!   configuration errors: reported at start-up and in `/readyz` until a
-//!   later call to the same channel succeeds.
+//!   configuration errors when they concern the token or a channel named in
+//!   `[channels.*]`: reported at start-up and in `/readyz` until a later
+//!   call to the same channel succeeds. The same errors from a conversation
+//!   rollbot was not configured with (a DM, a channel someone typed a
+//!   command in) are that one request's problem: the caller answers
+//!   another way (`response_url`) and readiness does not change.
 //! - A send runs in its own task, so a caller that stops waiting (a timeout
 //!   in the notifier) does not cancel a message already queued.
 
@@ -18,7 +22,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use slack_morphism::errors::{SlackClientError, SlackClientSystemError};
 use slack_morphism::prelude::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,7 +44,7 @@ pub fn config_hint(code: &str) -> Option<&'static str> {
             "a token of the wrong kind: bot_token must be the xoxb- bot token, app_token the xapp- app-level token"
         }
         "channel_not_found" => {
-            "no channel with this ID is visible to the bot; use the channel ID (C…, from the channel's details), not its name, in [channels.*] slack"
+            "no channel with this ID is visible to the bot; use the channel ID (C…, from the channel's details), not its name, in [channels.*] slack, and for a private channel invite the bot first (/invite @rollbot)"
         }
         "not_in_channel" => "the bot is not a member of this channel; invite it with /invite @rollbot",
         "is_archived" => "the channel is archived; unarchive it or name another channel",
@@ -85,6 +89,9 @@ pub struct SlackApi {
     ephemeral_dropped: AtomicUsize,
     /// Configuration problems by subject ("auth", "channel C…").
     problems: Mutex<BTreeMap<String, String>>,
+    /// The channel IDs named in `[channels.*]`: only their failures are
+    /// configuration problems.
+    configured: Mutex<HashSet<String>>,
     /// The bot's own user ID, from `auth.test`.
     bot_user: Mutex<Option<String>>,
 }
@@ -130,6 +137,7 @@ impl SlackApi {
             ephemeral_waiting: AtomicUsize::new(0),
             ephemeral_dropped: AtomicUsize::new(0),
             problems: Mutex::new(BTreeMap::new()),
+            configured: Mutex::new(HashSet::new()),
             bot_user: Mutex::new(None),
         })
     }
@@ -148,7 +156,21 @@ impl SlackApi {
             .collect()
     }
 
+    /// Whether a failure about `subject` says something about rollbot's
+    /// own setup: the token, the app token, or a configured channel. A
+    /// conversation nobody configured (a DM, a channel a command was typed
+    /// in) is not rollbot's setup.
+    fn is_setup(&self, subject: &str) -> bool {
+        match subject.strip_prefix("channel ") {
+            Some(id) => self.configured.lock().unwrap().contains(id),
+            None => true,
+        }
+    }
+
     fn set_problem(&self, subject: &str, text: String) {
+        if !self.is_setup(subject) {
+            return;
+        }
         self.problems
             .lock()
             .unwrap()
@@ -185,6 +207,12 @@ impl SlackApi {
                             _ => subject,
                         };
                         let text = format!("{code}: {hint}");
+                        if !self.is_setup(subject) {
+                            // One request's conversation, not rollbot's setup.
+                            return Failure::Give(ChatError::Platform(format!(
+                                "{subject}: {code}"
+                            )));
+                        }
                         self.set_problem(subject, text.clone());
                         Failure::Give(ChatError::Config(format!("{subject}: {text}")))
                     }
@@ -519,8 +547,14 @@ impl SlackApi {
 
     /// Start-up checks: the token (`auth.test`) and every configured
     /// channel (`conversations.info`: exists, the bot is a member). Returns
-    /// the problems found; they stay in `/readyz` until fixed.
+    /// the problems found; they stay in `/readyz` until fixed. `channels`
+    /// (alias, ID) become the channels whose later failures count as
+    /// configuration problems.
     pub async fn check(&self, channels: &[(String, String)]) -> Vec<String> {
+        self.configured
+            .lock()
+            .unwrap()
+            .extend(channels.iter().map(|(_, id)| id.clone()));
         let auth = tokio::time::timeout(
             CALL_TIMEOUT,
             self.client.open_session(&self.bot).auth_test(),

@@ -22,11 +22,46 @@ fn cut(s: &str, max: usize) -> String {
     t
 }
 
-/// Escapes the three characters Slack's mrkdwn treats as control.
+/// The length of the Slack mention at the start of `s` (`<@U0ABC>`,
+/// `<!subteam^S0ABC>`), if there is one.
+fn mention_at(s: &str) -> Option<usize> {
+    let rest = s
+        .strip_prefix("<@")
+        .or_else(|| s.strip_prefix("<!subteam^"))?;
+    let id_len = rest
+        .find(|c: char| !c.is_ascii_uppercase() && !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    (id_len > 0 && rest[id_len..].starts_with('>')).then(|| s.len() - rest.len() + id_len + 1)
+}
+
+/// Escapes the three characters Slack's mrkdwn treats as control, except in
+/// user and user-group mentions (how rollbot names people), which Slack
+/// renders as names.
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(c) = s[i..].chars().next() {
+        if let Some(n) = (c == '<').then(|| mention_at(&s[i..])).flatten() {
+            out.push_str(&s[i..i + n]);
+            i += n;
+            continue;
+        }
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+        i += c.len_utf8();
+    }
+    out
+}
+
+/// Whether `s` names someone with a mention, which a header (plain text)
+/// would show as raw `<@U…>`.
+fn has_mention(s: &str) -> bool {
+    s.match_indices('<')
+        .any(|(i, _)| mention_at(&s[i..]).is_some())
 }
 
 fn md(s: &str, max: usize) -> SlackBlockText {
@@ -47,9 +82,21 @@ pub fn mention(who: &str) -> String {
 pub fn content(msg: &Message) -> SlackMessageContent {
     let mut blocks: Vec<SlackBlock> = Vec::new();
     let title = format!("{} {}", msg.severity.icon(), msg.title);
-    blocks.push(
-        SlackHeaderBlock::new(SlackBlockPlainText::new(cut(&title, HEADER_MAX)).into()).into(),
-    );
+    if has_mention(&title) {
+        // Headers are plain text; a bold line shows the person's name.
+        blocks.push(
+            SlackSectionBlock::new()
+                .with_text(
+                    SlackBlockMarkDownText::new(format!("*{}*", escape(&cut(&title, HEADER_MAX))))
+                        .into(),
+                )
+                .into(),
+        );
+    } else {
+        blocks.push(
+            SlackHeaderBlock::new(SlackBlockPlainText::new(cut(&title, HEADER_MAX)).into()).into(),
+        );
+    }
     if !msg.text.trim().is_empty() {
         blocks.push(
             SlackSectionBlock::new()
@@ -135,6 +182,24 @@ mod tests {
         let v = serde_json::to_value(content(&m)).unwrap();
         let text = v.to_string();
         assert!(text.contains("<!subteam^S0LEADS>"), "{text}");
+    }
+
+    #[test]
+    fn people_are_mentions_and_everything_else_is_escaped() {
+        assert_eq!(
+            escape("By <@U0ALICE> & <@bob> <!subteam^S0LEADS> <!channel> <@U0X"),
+            "By <@U0ALICE> &amp; &lt;@bob&gt; <!subteam^S0LEADS> &lt;!channel&gt; &lt;@U0X"
+        );
+        let m = Message::new(Severity::Critical, "Break-glass: <@U0ALICE> promoted web")
+            .field("By", "<@U0ALICE>");
+        let v = serde_json::to_value(content(&m)).unwrap();
+        let blocks = v["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "section", "a header cannot show a name");
+        assert_eq!(
+            blocks[0]["text"]["text"],
+            "*🚨 Break-glass: <@U0ALICE> promoted web*"
+        );
+        assert_eq!(blocks[1]["fields"][0]["text"], "*By*\n<@U0ALICE>");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! Anything else is answered 401, counted in `rollbot_signature_failures`,
 //! and has no other effect.
 
-use super::inbound::{Inbound, SlashCommand};
+use super::inbound::Inbound;
 use crate::telemetry::{PlatformLabels, Telemetry};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -172,10 +172,7 @@ async fn commands(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Res
         Ok(e) => e,
         Err(e) => return bad_request("slash command", e),
     };
-    let user_name = serde_urlencoded::from_bytes::<HashMap<String, String>>(&body)
-        .ok()
-        .and_then(|m| m.get("user_name").cloned());
-    Json(h.inbound.command(SlashCommand { event, user_name })).into_response()
+    Json(h.inbound.command(event)).into_response()
 }
 
 async fn interactions(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Response {

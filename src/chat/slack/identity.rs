@@ -1,6 +1,11 @@
 //! Who is asking: the Slack user ID, and the user groups (`S…`) named in
 //! `[roles]` that the user belongs to, from `usergroups.users.list`, cached
-//! for `usergroup_cache_ttl`. Display names are only for messages.
+//! for `usergroup_cache_ttl`.
+//!
+//! The display name is the mention `<@U…>`: Slack renders it as the
+//! person's current display name wherever it appears, whereas the
+//! payloads' `user_name` is deprecated and often an old handle. The audit
+//! log keeps the same mention, next to the immutable ID.
 
 use super::api::SlackApi;
 use crate::config::Config;
@@ -74,17 +79,18 @@ impl Identities {
     }
 
     /// The actor for a Slack user, with the role-holding groups it is in.
-    pub async fn actor(&self, user_id: &str, name: Option<&str>) -> Actor {
+    pub async fn actor(&self, user_id: &str) -> Actor {
         let mut groups = Vec::new();
         for g in &self.groups {
             if self.members(g).await.is_some_and(|m| m.contains(user_id)) {
                 groups.push(format!("slack-group:{g}"));
             }
         }
-        let display = name
-            .filter(|n| !n.trim().is_empty())
-            .unwrap_or(user_id)
-            .to_string();
-        Actor::new(Platform::Slack, user_id, display).with_groups(groups)
+        Actor::new(Platform::Slack, user_id, mention(user_id)).with_groups(groups)
     }
+}
+
+/// How Slack shows a person: `<@U…>`, rendered as their current name.
+pub fn mention(user_id: &str) -> String {
+    format!("<@{user_id}>")
 }

@@ -55,13 +55,6 @@ pub struct Inbound {
     seen: crate::chat::recent::RecentIds,
 }
 
-/// A slash command as Slack sends it (form fields, or a Socket Mode payload).
-pub struct SlashCommand {
-    pub event: SlackCommandEvent,
-    /// `user_name`: shown in messages, never used to decide.
-    pub user_name: Option<String>,
-}
-
 impl Inbound {
     pub fn new(engine: Arc<Engine>, api: Arc<SlackApi>, identities: Identities) -> Inbound {
         Inbound {
@@ -77,10 +70,11 @@ impl Inbound {
         self.seen.first_time(id)
     }
 
-    /// A slash command: returns the immediate (ephemeral) answer and runs
-    /// the command in the background.
-    pub fn command(self: &Arc<Self>, cmd: SlashCommand) -> Value {
-        let ev = cmd.event;
+    /// A slash command (form fields, or a Socket Mode payload): returns the
+    /// immediate (ephemeral) answer and runs the command in the background.
+    /// The payload's `user_name` is deprecated and not used: people are
+    /// shown as mentions (see `Identities::actor`).
+    pub fn command(self: &Arc<Self>, ev: SlackCommandEvent) -> Value {
         let (name, text) = split_command(ev.command.as_ref(), ev.text.as_deref().unwrap_or(""));
         let services = self.engine.config.service_names();
         let parsed = match command::parse_parts(&name, &text, &services) {
@@ -100,12 +94,8 @@ impl Inbound {
                 response_url: Some(ev.response_url.0.to_string()),
                 thread_ts: None,
             };
-            let user_name = cmd.user_name;
             tokio::spawn(async move {
-                let actor = me
-                    .identities
-                    .actor(&origin.user, user_name.as_deref())
-                    .await;
+                let actor = me.identities.actor(&origin.user).await;
                 let outcome =
                     crate::intake::handle(&me.engine, actor, parsed.clone(), Some(key)).await;
                 me.report(&origin, Some(&parsed), outcome).await;
@@ -154,9 +144,8 @@ impl Inbound {
                 response_url: ev.response_url.as_ref().map(|u| u.0.to_string()),
                 thread_ts: thread_ts.clone(),
             };
-            let name = user.username.clone().or_else(|| user.name.clone());
             tokio::spawn(async move {
-                let actor = me.identities.actor(&origin.user, name.as_deref()).await;
+                let actor = me.identities.actor(&origin.user).await;
                 let outcome = crate::intake::press(&me.engine, actor, &action_id, Some(key)).await;
                 me.report(&origin, None, outcome).await;
             });
@@ -198,7 +187,7 @@ impl Inbound {
                     .unwrap_or(""),
             );
             let parsed = command::parse_parts(&name, &text, &services).ok();
-            let actor = me.identities.actor(&origin.user, None).await;
+            let actor = me.identities.actor(&origin.user).await;
             let outcome = match &parsed {
                 Some(c) => crate::intake::handle(&me.engine, actor, c.clone(), Some(key)).await,
                 None => crate::intake::handle_line(&me.engine, actor, &line, Some(key)).await,

@@ -9,7 +9,7 @@
 //! `apps.connections.open` reconnects with exponential backoff (0.5 s
 //! doubling to 30 s, with jitter).
 
-use super::inbound::{Inbound, SlashCommand};
+use super::inbound::Inbound;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use slack_morphism::prelude::*;
@@ -130,8 +130,7 @@ async fn connect_once(
             "slash_commands" => {
                 match serde_json::from_value::<SlackCommandEvent>(payload.clone()) {
                     Ok(event) => {
-                        let user_name = payload["user_name"].as_str().map(str::to_string);
-                        let answer = inbound.command(SlashCommand { event, user_name });
+                        let answer = inbound.command(event);
                         json!({"envelope_id": envelope_id, "payload": answer})
                     }
                     Err(e) => {
