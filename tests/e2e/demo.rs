@@ -58,3 +58,53 @@ fn the_tour_shows_the_whole_loop() {
     );
     assert!(lt.contains("promote checkout by you — refused"), "{lt}");
 }
+
+#[test]
+fn the_demo_rollout_id_in_the_summary_gives_a_postmortem_draft() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let script = dir.path().join("rollback.txt");
+    std::fs::write(
+        &script,
+        "/wait until prompt\n/as priya\n/press 2\n/wait 1m\n",
+    )
+    .unwrap();
+    let o = rollbot(&[
+        "demo",
+        "--script",
+        script.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("Rolled back checkout v42"), "{t}");
+    // The summary's last line names the rollout.
+    let id = t
+        .split("rollout checkout-")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|tail| format!("checkout-{tail}"))
+        .unwrap_or_else(|| panic!("no rollout ID in:\n{t}"));
+
+    let p = rollbot(&["postmortem", &id, "--data", data.to_str().unwrap()]);
+    let md = text(&p);
+    assert!(p.status.success(), "{md}");
+    assert!(md.starts_with("# Postmortem draft: checkout v42"), "{md}");
+    assert!(
+        md.contains("canary rollout from v41 to v42, announced by demo"),
+        "{md}"
+    );
+    assert!(
+        md.contains("borderline after"),
+        "the judge's verdicts:\n{md}"
+    );
+    assert!(md.contains("| priya | rollback | succeeded |"), "{md}");
+
+    // An ID that is not in the store names the ones that are.
+    let u = rollbot(&["postmortem", "nope", "--data", data.to_str().unwrap()]);
+    let ut = text(&u);
+    assert!(!u.status.success());
+    assert!(ut.contains("no rollout `nope` in this store"), "{ut}");
+    assert!(ut.contains(&id), "{ut}");
+}
