@@ -108,3 +108,47 @@ fn the_demo_rollout_id_in_the_summary_gives_a_postmortem_draft() {
     assert!(ut.contains("no rollout `nope` in this store"), "{ut}");
     assert!(ut.contains(&id), "{ut}");
 }
+
+#[test]
+fn pause_and_resume_are_commands_with_role_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pause.txt");
+    std::fs::write(
+        &script,
+        "/help pause\n/as dana\n/pause checkout\n/as omar\n/pause checkout waiting for the db team\n/status checkout\n/as sam\n/resume checkout db is fine\n/status checkout\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let o = rollbot(&[
+        "demo",
+        "--script",
+        script.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("/pause <service> [reason…]"), "{t}");
+    // A viewer is refused, naming the roles that may pause.
+    assert!(t.contains("Not allowed: pause checkout"), "{t}");
+    assert!(t.contains("Paused checkout"), "{t}");
+    assert!(t.contains("Resumed checkout"), "{t}");
+    let paused_status = t
+        .split("omar> /status checkout")
+        .nth(1)
+        .and_then(|rest| rest.split("sam>").next())
+        .unwrap_or_default();
+    assert!(paused_status.contains("paused"), "{t}");
+    let l = rollbot(&[
+        "audit",
+        "list",
+        "--data",
+        data.to_str().unwrap(),
+        "--service",
+        "checkout",
+    ]);
+    let lt = text(&l);
+    assert!(lt.contains("pause checkout by omar — succeeded"), "{lt}");
+    assert!(lt.contains("resume checkout by sam — succeeded"), "{lt}");
+    assert!(lt.contains("pause checkout by dana — refused"), "{lt}");
+}
