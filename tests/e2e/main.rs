@@ -17,6 +17,7 @@ mod istio;
 mod kube_api;
 mod kubernetes;
 mod leader;
+mod readme;
 mod replay;
 mod serve;
 mod slack;
