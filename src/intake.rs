@@ -41,6 +41,16 @@ pub async fn handle(
                 .execute(req(Action::Promote { full, force }, Some(service), reason))
                 .await
         }
+        Command::Pause { service, reason } => {
+            engine
+                .execute(req(Action::Pause, Some(service), reason))
+                .await
+        }
+        Command::Resume { service, reason } => {
+            engine
+                .execute(req(Action::Resume, Some(service), reason))
+                .await
+        }
         Command::Freeze {
             scope,
             duration,

@@ -85,6 +85,24 @@ const PROMOTE: &[OptionSpec] = &[
     ),
     opt("reason", Reason, false, "Why; recorded in the audit log"),
 ];
+const PAUSE: &[OptionSpec] = &[
+    opt(
+        "service",
+        Service,
+        true,
+        "The service whose rollout to pause",
+    ),
+    opt("reason", Reason, false, "Why; recorded in the audit log"),
+];
+const RESUME: &[OptionSpec] = &[
+    opt(
+        "service",
+        Service,
+        true,
+        "The service whose rollout to resume",
+    ),
+    opt("reason", Reason, false, "Why; recorded in the audit log"),
+];
 const FREEZE: &[OptionSpec] = &[
     opt(
         "scope",
@@ -145,6 +163,8 @@ pub fn options(command: &str) -> &'static [OptionSpec] {
     match command {
         "rollback" => ROLLBACK,
         "promote" => PROMOTE,
+        "pause" => PAUSE,
+        "resume" => RESUME,
         "freeze" => FREEZE,
         "unfreeze" => UNFREEZE,
         "auto" => AUTO,
@@ -273,6 +293,14 @@ pub fn to_command(
             full: flag(opts, "full"),
             force: flag(opts, "force"),
             reason: reason("promote")?,
+        }),
+        "pause" => Ok(Command::Pause {
+            service: service(text(opts, "service"), "pause", services)?,
+            reason: reason("pause")?,
+        }),
+        "resume" => Ok(Command::Resume {
+            service: service(text(opts, "service"), "resume", services)?,
+            reason: reason("resume")?,
         }),
         "freeze" => Ok(Command::Freeze {
             scope: scope(text(opts, "scope"), "freeze", services)?,
@@ -408,6 +436,24 @@ mod tests {
                 ..
             }
         ));
+        let o = vec![
+            ("service".to_string(), s("payments")),
+            ("reason".to_string(), s("db maintenance")),
+        ];
+        assert_eq!(
+            to_command("pause", &o, SERVICES).unwrap(),
+            Command::Pause {
+                service: "payments".into(),
+                reason: "db maintenance".into()
+            }
+        );
+        assert_eq!(
+            to_command("resume", &o[..1], SERVICES).unwrap(),
+            Command::Resume {
+                service: "payments".into(),
+                reason: String::new()
+            }
+        );
         let e = to_command("rollback", &[("service".into(), s("chekout"))], SERVICES).unwrap_err();
         assert!(e.message.contains("did you mean checkout?"), "{e}");
         let e = to_command(
@@ -465,6 +511,9 @@ mod tests {
                 .as_object()
                 .unwrap()
                 .contains_key("default_member_permissions"));
+            // Every command takes at least one typed option: a command
+            // added to the grammar without its options would be unusable.
+            assert!(!options(name).is_empty(), "/{name} has no Discord options");
             let opts = c["options"].as_array().unwrap();
             // Required options come first, as Discord demands.
             let first_optional = opts.iter().position(|o| o["required"] != true);
@@ -479,6 +528,27 @@ mod tests {
         assert_eq!(rollback["options"][0]["name"], "service");
         assert_eq!(rollback["options"][0]["type"], 3);
         assert_eq!(rollback["options"][0]["autocomplete"], true);
+    }
+
+    #[test]
+    fn every_command_is_understood_from_its_options() {
+        for c in COMMANDS {
+            let o: Vec<(String, OptionValue)> = options(c.name)
+                .iter()
+                .filter(|o| o.required)
+                .map(|o| {
+                    let v = match o.kind {
+                        Flag => OptionValue::Bool(false),
+                        Count => OptionValue::Int(5),
+                        _ => s("checkout"),
+                    };
+                    (o.name.to_string(), v)
+                })
+                .collect();
+            if let Err(e) = to_command(c.name, &o, SERVICES) {
+                panic!("/{} with its required options: {e}", c.name);
+            }
+        }
     }
 
     #[test]

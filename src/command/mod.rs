@@ -3,6 +3,8 @@
 //! ```text
 //! /rollback <service> [to <revision>] [reason…]
 //! /promote  <service> [full] [force] [reason…]
+//! /pause    <service> [reason…]
+//! /resume   <service> [reason…]
 //! /freeze   <scope> [for <duration>] [reason…]
 //! /unfreeze <scope>
 //! /auto     <service> off [for <duration>] [reason…]
@@ -45,6 +47,16 @@ pub enum Command {
         force: bool,
         reason: String,
     },
+    /// Hold the service's rollout where it is (the backend's pause).
+    Pause {
+        service: String,
+        reason: String,
+    },
+    /// Let a paused rollout go on.
+    Resume {
+        service: String,
+        reason: String,
+    },
     Freeze {
         scope: Scope,
         duration: Option<Duration>,
@@ -84,6 +96,8 @@ pub struct CommandSpec {
 pub const COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "rollback", usage: "/rollback <service> [to <revision>] [reason…]", description: "Roll a service back to its previous (or a named) revision. Never blocked by a freeze.", example: "/rollback checkout to v41 5xx spike after deploy" },
     CommandSpec { name: "promote", usage: "/promote <service> [full] [force] [reason…]", description: "Promote the canary one step, or fully with `full`. `force` (admins) promotes through a freeze, with a reason.", example: "/promote checkout full metrics look good" },
+    CommandSpec { name: "pause", usage: "/pause <service> [reason…]", description: "Pause the service's rollout where it is. A backend that cannot pause refuses and says why.", example: "/pause checkout waiting for the database team" },
+    CommandSpec { name: "resume", usage: "/resume <service> [reason…]", description: "Resume a paused rollout; for a Flagger canary, open its confirm-rollout gate.", example: "/resume checkout database is fine again" },
     CommandSpec { name: "freeze", usage: "/freeze <scope> [for <duration>] [reason…]", description: "Refuse promotions for a service, a glob such as prod/*, or all, for a while (30m, 2h, 1d).", example: "/freeze prod/* for 2h code freeze for launch" },
     CommandSpec { name: "unfreeze", usage: "/unfreeze <scope>", description: "Lift an ad hoc freeze on exactly that scope.", example: "/unfreeze prod/*" },
     CommandSpec { name: "auto", usage: "/auto <service> off [for <duration>] [reason…] | on", description: "Switch rollbot's automatic rollback, pause and promotion of a service off for a while (default 1h, at most 7d), or back on. While off, rollbot asks instead.", example: "/auto checkout off for 2h database maintenance" },
@@ -149,6 +163,14 @@ pub fn parse_parts(command: &str, text: &str, services: &[&str]) -> Result<Comma
     match name.as_str() {
         "rollback" => rollback(&words, services),
         "promote" => promote(&words, services),
+        "pause" => Ok(Command::Pause {
+            service: service(words.first().copied(), "pause", services)?,
+            reason: reason(words.get(1..).unwrap_or(&[]), "pause")?,
+        }),
+        "resume" => Ok(Command::Resume {
+            service: service(words.first().copied(), "resume", services)?,
+            reason: reason(words.get(1..).unwrap_or(&[]), "resume")?,
+        }),
         "freeze" => freeze(&words, services),
         "unfreeze" => {
             let scope = scope(words.first().copied(), "unfreeze", services)?;
@@ -660,6 +682,34 @@ mod tests {
     }
 
     #[test]
+    fn pause_and_resume_take_a_service_and_a_reason() {
+        assert_eq!(
+            parse("/pause checkout waiting for the db team", SERVICES).unwrap(),
+            Command::Pause {
+                service: "checkout".into(),
+                reason: "waiting for the db team".into()
+            }
+        );
+        assert_eq!(
+            parse("/resume payments", SERVICES).unwrap(),
+            Command::Resume {
+                service: "payments".into(),
+                reason: String::new()
+            }
+        );
+        let e = parse("/pause", SERVICES).unwrap_err();
+        assert!(e.message.contains("/pause needs a service"), "{e}");
+        assert_eq!(e.usage, Some("/pause <service> [reason…]"));
+        assert!(parse("/resume chekout", SERVICES)
+            .unwrap_err()
+            .message
+            .contains("did you mean checkout?"));
+        assert!(help(None).contains("/pause <service>"));
+        assert!(help(None).contains("/resume <service>"));
+        assert!(help(Some("resume")).contains("Example: /resume checkout"));
+    }
+
+    #[test]
     fn audit_and_help() {
         assert_eq!(
             parse("/audit checkout last 20", SERVICES).unwrap(),
@@ -704,7 +754,7 @@ mod tests {
 
         #[test]
         fn never_panics_on_command_shaped_input(
-            cmd in prop::sample::select(vec!["/rollback", "/promote", "/auto", "/freeze", "/unfreeze", "/status", "/audit", "/help", "/x"]),
+            cmd in prop::sample::select(vec!["/rollback", "/promote", "/pause", "/resume", "/auto", "/freeze", "/unfreeze", "/status", "/audit", "/help", "/x"]),
             words in prop::collection::vec(prop::sample::select(vec!["checkout", "to", "for", "last", "full", "force", "off", "on", "2h", "0", "-1", "all", "prod/*", "[", "999999999999999999999", "1d", "ß", ""]), 0..6)
         ) {
             let line = format!("{cmd} {}", words.join(" "));

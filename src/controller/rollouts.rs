@@ -28,7 +28,8 @@ impl Rollout {
         !(self.state.starts_with("rolled back")
             || self.state.starts_with("fully promoted")
             || self.state.starts_with("automatic")
-            || self.state.starts_with("replaced"))
+            || self.state.starts_with("replaced")
+            || self.state.starts_with("ended"))
     }
 }
 

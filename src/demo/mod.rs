@@ -15,7 +15,7 @@
 use crate::chat::console::ConsoleSink;
 use crate::clock::ManualClock;
 use crate::config::Config;
-use crate::controller::{RolloutWatch, WatchState};
+use crate::controller::{rollouts, Rollout, RolloutWatch, WatchState};
 use crate::domain::{Actor, Platform};
 use crate::judge::sim::{Scenario, Simulator};
 use crate::runtime::Runtime;
@@ -72,6 +72,12 @@ pub fn healthy_scenario(name: &str) -> Scenario {
 struct Watched {
     watch: RolloutWatch,
     metrics: Simulator,
+    /// The rollout as stored, like the server's controller keeps it, so
+    /// `rollbot postmortem ID --data DIR` finds the id the summary shows.
+    rollout: Rollout,
+    /// The verdict last stored: the record is written when it or the
+    /// state changes, not every tick.
+    stored_verdict: Option<String>,
 }
 
 pub struct Demo {
@@ -168,9 +174,36 @@ impl Demo {
             None => return,
         };
         self.seed += 1;
+        let watch = RolloutWatch::new(svc, &from, &to);
+        let rollout = Rollout {
+            id: watch.id.clone(),
+            service: service.into(),
+            from_revision: from,
+            to_revision: to,
+            strategy: "canary".into(),
+            start: crate::clock::Clock::now(&self.clock),
+            announced_by: "demo".into(),
+            state: watch.state_text(),
+            verdict: None,
+            score: None,
+            reasons: vec![],
+        };
+        let tree = &self.rt.engine.store;
+        for w in self
+            .watched
+            .iter_mut()
+            .filter(|w| w.watch.service == service)
+        {
+            w.rollout.state = format!("replaced by rollout {}", rollout.id);
+            save(tree, &w.rollout).await;
+        }
+        self.watched.retain(|w| w.watch.service != service);
+        save(tree, &rollout).await;
         self.watched.push(Watched {
-            watch: RolloutWatch::new(svc, &from, &to),
+            watch,
             metrics: Simulator::new(&scenario, self.seed),
+            rollout,
+            stored_verdict: None,
         });
     }
 
@@ -189,7 +222,17 @@ impl Demo {
                         // Rolled back: the canary no longer gets traffic.
                         tick.canary = None;
                     }
-                    w.watch.tick(&self.rt.engine, &tick).await;
+                    if let Some(eval) = w.watch.tick(&self.rt.engine, &tick).await {
+                        w.rollout.verdict = Some(eval.verdict.to_string());
+                        w.rollout.score = eval.score.is_finite().then_some(eval.score);
+                        w.rollout.reasons = eval.reasons;
+                    }
+                }
+                let state = w.watch.state_text();
+                if state != w.rollout.state || w.rollout.verdict != w.stored_verdict {
+                    w.rollout.state = state;
+                    w.stored_verdict = w.rollout.verdict.clone();
+                    save(&self.rt.engine.store, &w.rollout).await;
                 }
                 asked |= !before && matches!(w.watch.state, WatchState::Asking { .. });
             }
@@ -289,7 +332,6 @@ impl Demo {
                         if let Some(b) = self.rt.simulated.get(&backend) {
                             b.start_canary(svc, rev);
                         }
-                        self.watched.retain(|w| w.watch.service != svc);
                         self.watch(svc, healthy_scenario("demo: new canary")).await;
                         self.say(&format!(
                             "deployed {svc} {rev} as a canary; rollbot is watching it"
@@ -335,8 +377,25 @@ impl Demo {
         let _ = out.flush();
     }
 
+    /// Marks the rollouts still under watch as ended with the demo, so a
+    /// `rollbot serve` later opened on the same store does not resume them.
+    async fn finish(&mut self) {
+        for w in self.watched.iter_mut().filter(|w| w.watch.is_active()) {
+            w.rollout.state = format!("ended with the demo ({})", w.watch.state_text());
+            save(&self.rt.engine.store, &w.rollout).await;
+        }
+    }
+
     pub fn engine(&self) -> &crate::engine::Engine {
         &self.rt.engine
+    }
+}
+
+/// Stores a rollout's record; the demo goes on without it if the store
+/// refuses, and says so in the log.
+async fn save(store: &crate::store::Store, r: &Rollout) {
+    if let Err(e) = rollouts::save(store, r).await {
+        tracing::warn!(rollout = %r.id, error = %e, "could not store the rollout");
     }
 }
 
@@ -363,6 +422,7 @@ pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
                 break;
             }
         }
+        demo.finish().await;
         demo.rt.engine.store.flush().await?;
         return Ok(());
     }
@@ -388,6 +448,7 @@ pub async fn run(o: DemoOptions) -> anyhow::Result<()> {
             _ = ticker.tick() => { demo.advance(TICK, false).await; }
         }
     }
+    demo.finish().await;
     demo.rt.engine.store.flush().await?;
     Ok(())
 }

@@ -391,6 +391,8 @@ async fn only_for_the_author(engine: &Engine, who: &Actor, cmd: &Command) -> boo
     match cmd {
         Command::Status { .. } | Command::Audit { .. } | Command::Help { .. } => true,
         Command::Rollback { service, .. } => !allowed(Permission::Rollback, service),
+        Command::Pause { service, .. } => !allowed(Permission::Pause, service),
+        Command::Resume { service, .. } => !allowed(Permission::Resume, service),
         Command::Auto { service, .. } => !allowed(Permission::Pause, service),
         Command::Promote {
             service,

@@ -19,6 +19,7 @@ mod kube_api;
 mod kubernetes;
 mod leader;
 mod never_hang;
+mod readme;
 mod replay;
 mod serve;
 mod slack;

@@ -823,3 +823,24 @@ pub fn mention_event(
         "event": event, "type": "event_callback", "event_id": event_id,
         "event_time": 1_700_000_000, "authed_users": [BOT_USER]})
 }
+
+/// A Socket Mode envelope carrying a slash command, as Slack sends it: the
+/// command's form fields as a JSON object, answerable in the acknowledgement.
+pub fn slash_envelope(
+    envelope_id: &str,
+    command: &str,
+    text: &str,
+    user: &str,
+    channel: &str,
+    trigger: &str,
+    response_url: &str,
+) -> Value {
+    let form = slash_body(command, text, user, channel, trigger, response_url);
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&form).unwrap();
+    let payload: serde_json::Map<String, Value> = pairs
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    json!({"envelope_id": envelope_id, "type": "slash_commands", "payload": payload,
+        "accepts_response_payload": true, "retry_attempt": 0, "retry_reason": ""})
+}

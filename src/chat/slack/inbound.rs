@@ -281,6 +281,8 @@ impl Inbound {
             Some(
                 Command::Rollback { service, .. }
                 | Command::Promote { service, .. }
+                | Command::Pause { service, .. }
+                | Command::Resume { service, .. }
                 | Command::Auto { service, .. },
             ) => config.service(service).into_iter().collect(),
             Some(Command::Freeze { scope, .. } | Command::Unfreeze { scope }) => config
@@ -335,6 +337,8 @@ fn acknowledgement(c: &Command) -> String {
     match c {
         Command::Rollback { service, .. } => format!("⏳ Rolling back {service}…"),
         Command::Promote { service, .. } => format!("⏳ Promoting {service}…"),
+        Command::Pause { service, .. } => format!("⏳ Pausing {service}…"),
+        Command::Resume { service, .. } => format!("⏳ Resuming {service}…"),
         Command::Freeze { scope, .. } => format!("⏳ Freezing {scope}…"),
         Command::Unfreeze { scope } => format!("⏳ Lifting the freeze on {scope}…"),
         Command::Auto {

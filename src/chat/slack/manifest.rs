@@ -6,10 +6,26 @@
 //! umbrella command `/rollbot` (`/rollbot status checkout`), which takes every
 //! other command too.
 
-use crate::command::COMMANDS;
+use crate::command::{CommandSpec, COMMANDS};
 
-/// Commands registered under their own name.
-pub const REGISTERED: &[&str] = &["rollback", "promote", "freeze", "unfreeze", "auto", "audit"];
+/// Command names Slack keeps for itself: reached only through `/rollbot`.
+pub const RESERVED: &[&str] = &["status", "help"];
+
+/// Commands registered under their own name: every command Slack does not
+/// keep for itself, so a command added to the grammar is registered too.
+pub fn registered() -> impl Iterator<Item = &'static CommandSpec> {
+    COMMANDS.iter().filter(|c| !RESERVED.contains(&c.name))
+}
+
+/// The umbrella command's description: every command it takes.
+fn umbrella_description() -> String {
+    let names: Vec<&str> = RESERVED
+        .iter()
+        .copied()
+        .chain(registered().map(|c| c.name))
+        .collect();
+    format!("Any rollbot command: {}.", names.join(", "))
+}
 
 /// Bot scopes and why each is needed.
 pub const SCOPES: &[(&str, &str)] = &[
@@ -70,18 +86,14 @@ pub fn manifest(url: &str, socket: bool) -> String {
         }
         y.push_str("      should_escape: false\n");
     };
-    for name in REGISTERED {
-        let c = COMMANDS
-            .iter()
-            .find(|c| c.name == *name)
-            .expect("registered commands exist");
+    for c in registered() {
         let hint = c.usage.split_once(' ').map(|(_, h)| h).unwrap_or_default();
         let description = short(c.description, 100);
         entry(c.name, &description, hint);
     }
     entry(
         "rollbot",
-        "Any rollbot command: status, audit, help, rollback, promote, freeze, unfreeze, auto.",
+        &umbrella_description(),
         "status [service] | help [command] | <command> …",
     );
     y.push_str("oauth_config:\n  scopes:\n    bot:\n");
@@ -116,6 +128,30 @@ mod tests {
         assert!(m.contains("    - command: /rollback\n"));
         assert!(m.contains("usage_hint: \"<service> [to <revision>] [reason…]\""));
         assert!(!m.contains("command: /status"));
+    }
+
+    #[test]
+    fn every_command_is_registered_or_reached_through_rollbot() {
+        let m = manifest("https://rollbot.example.com", true);
+        let umbrella = m
+            .split("    - command: /rollbot\n")
+            .nth(1)
+            .and_then(|rest| rest.lines().find(|l| l.contains("description:")))
+            .expect("the /rollbot command is registered");
+        for c in COMMANDS {
+            let own = m.contains(&format!("    - command: /{}\n", c.name));
+            assert!(
+                own != RESERVED.contains(&c.name),
+                "/{} must be registered unless Slack keeps the name",
+                c.name
+            );
+            assert!(
+                umbrella.contains(c.name),
+                "/rollbot's description omits {}: {umbrella}",
+                c.name
+            );
+        }
+        assert!(m.contains("    - command: /pause\n") && m.contains("    - command: /resume\n"));
     }
 
     #[test]
