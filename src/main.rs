@@ -197,6 +197,18 @@ enum BenchCmd {
         #[arg(long, default_value_t = 8)]
         minutes: i64,
     },
+    /// Resident memory of `rollbot serve` under a stream of signed Slack
+    /// commands (against a stand-in Slack API on 127.0.0.1).
+    Memory {
+        #[arg(long, default_value_t = 100_000)]
+        commands: u64,
+        /// Commands per second.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Idle time before the last sample.
+        #[arg(long, default_value = "30s")]
+        settle: String,
+    },
     /// The canary judge and four reference policies on simulated scenarios:
     /// false rollbacks, detection, time to detect, blast radius, CPU.
     Judge {
@@ -537,6 +549,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: CommandsCmd::SlackManifest { url, socket },
         } => {
             out!("{}", rollbot::chat::slack::manifest::manifest(&url, socket));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench {
+            command:
+                BenchCmd::Memory {
+                    commands,
+                    rate,
+                    settle,
+                },
+        } => {
+            let settle = rollbot::config::parse_duration(&settle).map_err(anyhow::Error::msg)?;
+            let table = rollbot::server::bench::run(rollbot::server::bench::MemoryOptions {
+                commands,
+                rate,
+                settle,
+            })
+            .await?;
+            outln!("{table}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench {

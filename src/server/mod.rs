@@ -14,6 +14,7 @@
 //!   readiness checks through [`Adapters`].
 
 mod api;
+pub mod bench;
 pub mod discord;
 pub mod gates;
 mod rollouts;
