@@ -564,4 +564,60 @@ mod tests {
         let r = s.verify().unwrap();
         assert_eq!(r.first_bad.as_ref().map(|b| b.0), Some(3), "{r}");
     }
+
+    /// A crash between an entry and its head record: the next open moves
+    /// the head to the entry and writes its index keys, so no sequence
+    /// number is ever used twice.
+    #[tokio::test]
+    async fn an_entry_written_after_the_last_head_is_completed_at_open() {
+        let (_d, db, s) = store_with(3).await;
+        let mut head = Vec::new();
+        head.extend_from_slice(&2u64.to_be_bytes());
+        head.extend_from_slice(&hex::decode(s.get(2).unwrap().unwrap().hash).unwrap());
+        s.tree.insert(HEAD_KEY, head).unwrap();
+        for k in index_keys(&s.get(3).unwrap().unwrap().record, 3) {
+            s.tree.remove(k).unwrap();
+        }
+        drop(s);
+        let again = SledAuditStore::open(&db).unwrap();
+        assert_eq!(again.len(), 3);
+        let by_service = again
+            .query(&Query {
+                service: Some("checkout".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(by_service.first().map(|e| e.seq), Some(3));
+        assert_eq!(again.verify().unwrap().first_bad, None);
+        let next = again
+            .write(vec![record("checkout", "rollback", Outcome::Succeeded)])
+            .unwrap();
+        assert_eq!(next[0].seq, 4);
+    }
+
+    /// A database that lost its tail together with its own head record is
+    /// caught by the head written beside it.
+    #[tokio::test]
+    async fn a_store_that_lost_its_tail_is_caught_by_the_head_file() {
+        let (dir, _db, s) = store_with(5).await;
+        let file = HeadFile::at(dir.path());
+        let last = s.get(5).unwrap().unwrap();
+        file.write(5, &last.hash).unwrap();
+        s.set_acknowledged(file.read());
+        for seq in [4u64, 5] {
+            s.tree.remove(entry_key(seq)).unwrap();
+        }
+        let mut head = Vec::new();
+        head.extend_from_slice(&3u64.to_be_bytes());
+        head.extend_from_slice(&hex::decode(s.get(3).unwrap().unwrap().hash).unwrap());
+        s.tree.insert(HEAD_KEY, head).unwrap();
+        *s.head.lock().unwrap() = (3, s.get(3).unwrap().unwrap().hash);
+        let r = s.verify().unwrap();
+        let (seq, what) = r.first_bad.expect("the loss is found");
+        assert_eq!(seq, 4);
+        assert!(what.contains("lost its last 2 entries"), "{what}");
+        // A torn head file (bad check) is ignored rather than believed.
+        std::fs::write(dir.path().join("rollbot-audit-head"), "9 abc 0000\n").unwrap();
+        assert_eq!(file.read(), None);
+    }
 }

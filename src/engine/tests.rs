@@ -1362,3 +1362,85 @@ async fn a_preflight_refusal_is_a_refusal_not_a_failure() {
     assert_eq!(o.status, Status::Failed, "{}", o.message.plain());
     assert_eq!(o.refusal, None);
 }
+
+/// What a failing store can leave behind, closed at the next start: an
+/// in-flight record whose `requested` entry never became durable never
+/// started (dropped, not reported), and a `requested` entry with no record
+/// and no result never acted (closed as `failed`, `not_acted`).
+#[tokio::test]
+async fn recovery_reports_only_what_may_have_acted_and_closes_what_never_did() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let h = harness_at(dir.path(), 0);
+        let e = &h.engine;
+        let orphan = Inflight {
+            correlation_id: "never-recorded".into(),
+            service: "payments".into(),
+            action: "rollback".into(),
+            actor: who("responder"),
+            started: e.clock.now(),
+            channel: Some("deploys".into()),
+            idempotency_key: None,
+            command: None,
+        };
+        e.store
+            .put(crate::store::Table::Inflight, "never-recorded", &orphan)
+            .await
+            .unwrap();
+        let req = rollback("responder", "payments");
+        e.record(
+            &req,
+            "store-failed",
+            Some("payments"),
+            BTreeMap::new(),
+            AuditOutcome::Requested,
+            String::new(),
+        )
+        .await
+        .unwrap();
+    }
+    let h = harness_at(dir.path(), 0);
+    let found = h.engine.recover().await.unwrap();
+    assert!(found.is_empty(), "nothing that may have acted: {found:?}");
+    let all = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query::default())
+        .unwrap();
+    assert!(!all
+        .iter()
+        .any(|e| e.record.outcome == AuditOutcome::Interrupted));
+    assert!(!all
+        .iter()
+        .any(|e| e.record.correlation_id == "never-recorded"));
+    let closed = all
+        .iter()
+        .find(|e| {
+            e.record.correlation_id == "store-failed" && e.record.outcome == AuditOutcome::Failed
+        })
+        .expect("the request without an end is closed");
+    assert_eq!(
+        closed.record.parameters["not_acted"],
+        serde_json::json!(true)
+    );
+    assert!(
+        closed.record.detail.contains("nothing was sent"),
+        "{}",
+        closed.record.detail
+    );
+    assert!(h
+        .engine
+        .store
+        .get_raw(crate::store::Table::Inflight, "never-recorded")
+        .await
+        .unwrap()
+        .is_none());
+    // Closed once, not at every start.
+    h.engine.recover().await.unwrap();
+    let again = h
+        .engine
+        .audit()
+        .query(&crate::audit::Query::default())
+        .unwrap();
+    assert_eq!(again.len(), all.len());
+}

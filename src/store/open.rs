@@ -173,3 +173,40 @@ fn describe(path: &Path, e: sled::Error) -> anyhow::Error {
         other => anyhow::anyhow!("cannot open the store at {}: {other}", path.display()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_the_storage_engine_becomes_a_clear_error() {
+        let e = no_panic(Path::new("/var/lib/rollbot"), || -> u32 {
+            panic!("index out of bounds: the len is 3 but the index is 7")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("the store at /var/lib/rollbot is damaged"),
+            "{e}"
+        );
+        assert!(e.contains("index out of bounds"), "{e}");
+        assert!(e.contains("Restore the directory from a backup"), "{e}");
+        // Without a panic the value comes through.
+        assert_eq!(no_panic(Path::new("x"), || 7).unwrap(), 7);
+    }
+
+    #[test]
+    fn a_store_in_use_is_read_through_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = super::super::Store::open(dir.path()).unwrap();
+        let e = super::super::Store::open(dir.path()).err().unwrap();
+        assert!(
+            e.to_string().contains("in use by another rollbot process"),
+            "{e}"
+        );
+        let (copy, tmp) = open_for_reading(dir.path()).unwrap();
+        assert!(tmp.is_some());
+        assert_eq!(copy.audit_len(), 0);
+        drop(held);
+    }
+}
