@@ -121,10 +121,19 @@ impl DiscordSink {
             Err(e) if e.code() == Some(THREAD_EXISTS) => root.to_string(),
             Err(e) => return Err(explain(e, channel)),
         };
-        self.threads.lock().unwrap().insert(key, thread.clone());
+        let mut threads = self.threads.lock().unwrap();
+        // A cache, not a record (a thread started from a message has the
+        // message's ID): bounded, so months of rollouts cannot grow it.
+        if threads.len() >= MAX_THREADS {
+            threads.clear();
+        }
+        threads.insert(key, thread.clone());
         Ok(thread)
     }
 }
+
+/// Threads remembered at most.
+const MAX_THREADS: usize = 10_000;
 
 #[async_trait]
 impl ChatSink for DiscordSink {
