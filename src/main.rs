@@ -381,7 +381,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             data,
         } => {
-            let store = rollbot::store::Store::open(&store_dir(data, config)?)?;
+            // Like the audit tools, it reads a copy while serve holds the store.
+            let (store, _copy) = rollbot::store::open::open_for_reading(&store_dir(data, config)?)?;
             out!(
                 "{}",
                 rollbot::controller::postmortem::write(&store, &rollout).await?

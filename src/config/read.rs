@@ -53,11 +53,24 @@ pub(super) fn read_all(path: &Path, source: &str) -> Read {
             Err(e) => from_toml(path, &text, &e),
         };
         // A required key that is missing because its line was commented
-        // out was reported already, and nothing after it can be read.
+        // out was reported already: the table that needs it goes too (a
+        // `[[freeze.windows]]` element, say), so the rest of the file is
+        // still read.
         let echo = e.message.starts_with("missing field")
             && read.skipped.iter().any(|s| s.contains(e.offset()));
         if echo {
-            return read;
+            let Some(table) = read
+                .skipped
+                .iter()
+                .find(|s| s.contains(e.offset()))
+                .map(|s| s.table.clone())
+            else {
+                return read;
+            };
+            if !comment_out(&mut text, &lines, table) {
+                return read;
+            }
+            continue;
         }
         let skipped = step_over(&mut text, &lines, e.offset());
         read.errors.push(e);
@@ -119,6 +132,30 @@ fn step_over(text: &mut String, lines: &LineIndex, offset: Option<usize>) -> Opt
         key,
         table: table_around(text, lines, line),
     })
+}
+
+/// Comments out every line of `table` that is not one already; false when
+/// there was nothing left to comment out.
+fn comment_out(text: &mut String, lines: &LineIndex, table: Range<usize>) -> bool {
+    let (first, _) = lines.line_col(table.start);
+    let (last, _) = lines.line_col(table.end.saturating_sub(1).max(table.start));
+    let mut changed = false;
+    for n in first..=last {
+        let range = lines.line_range(n);
+        let Some(line) = text.get(range.clone()) else {
+            continue;
+        };
+        let t = line.trim_start();
+        // One ASCII byte replaced, so every later offset still points into
+        // the user's file.
+        if t.is_empty() || t.starts_with('#') || !t.starts_with(|c: char| c.is_ascii()) {
+            continue;
+        }
+        let at = range.start + (line.len() - t.len());
+        text.replace_range(at..at + 1, "#");
+        changed = true;
+    }
+    changed
 }
 
 /// The byte range of the table holding `line`: from its header (or the top

@@ -47,7 +47,7 @@ fn demo_help(topic: &str) -> Option<&'static str> {
         "as" => "/as NAME\nAct as one of the demo's people: dana (viewer), sam (deployer), priya (approver), omar (responder), rita (release manager), you (admin).\nExample: /as priya",
         "wait" => "/wait DURATION | /wait until prompt\nLet simulated time pass in 10 s ticks, or until the controller asks a question (at most 1d).\nExample: /wait 5m",
         "deploy" => "/deploy SERVICE REVISION\nStart a new canary of SERVICE at REVISION; rollbot watches it.\nExample: /deploy payments v9",
-        "quit" | "exit" => "/quit\nLeave the demo; the audit log stays in the data directory.",
+        "quit" | "exit" => "/quit\nLeave the demo. With --data DIR its state (the audit log, freezes, rollouts) stays in DIR; without, the temporary state goes with it.",
         _ => return None,
     })
 }

@@ -191,3 +191,29 @@ windows = [{ name = "nights", schedule = "61 25 * * *", duration = "1h" }]
     );
     assert!(t.contains("3 errors in the configuration"), "{t}");
 }
+
+/// A bad value in a key a table needs (a window's schedule) does not end
+/// the check: that table is left out and the rest of the file is read.
+#[test]
+fn a_bad_required_value_does_not_hide_the_problems_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("window.toml");
+    std::fs::write(
+        &path,
+        "[backends.sim]\ntype = \"simulated\"\n\n[[services]]\nname = \"checkout\"\nbackend = \"sim\"\n\n[[freeze.windows]]\nname = \"nights\"\nschedule = \"61 25 * * *\"\nduration = \"1h\"\n\n[[roles.admin]]\nmembers = [\"alice\"]\n",
+    )
+    .unwrap();
+    let o = rollbot(&["check-config", path.to_str().unwrap()]);
+    let t = text(&o);
+    let p = path.display();
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!("{p}:10:12: `61 25 * * *`: minute `61`")),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("{p}:14:12: `alice` has no platform prefix")),
+        "{t}"
+    );
+    assert!(t.contains("2 errors in the configuration"), "{t}");
+}
