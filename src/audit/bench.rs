@@ -25,14 +25,14 @@ fn record(i: u64) -> Record {
             format!("U{:08}", i % 400),
             format!("person {}", i % 400),
         ),
-        action: if i % 3 == 0 {
+        action: if i.is_multiple_of(3) {
             "promote".into()
         } else {
             "rollback".into()
         },
         service: Some(format!("service-{:03}", i % SERVICES)),
         parameters,
-        outcome: if i % 2 == 0 {
+        outcome: if i.is_multiple_of(2) {
             Outcome::Requested
         } else {
             Outcome::Succeeded

@@ -201,7 +201,7 @@ pub async fn run(o: MemoryOptions) -> anyhow::Result<String> {
             });
             sent += 1;
         }
-        if sent % 10_000 == 0 {
+        if sent.is_multiple_of(10_000) {
             samples.push((sent, rss_mb(pid)));
         }
     }
