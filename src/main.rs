@@ -208,6 +208,9 @@ enum BenchCmd {
         /// Idle time before the last sample.
         #[arg(long, default_value = "30s")]
         settle: String,
+        /// The server's `[store] cache_mb`.
+        #[arg(long, default_value_t = 64)]
+        cache_mb: u64,
     },
     /// The canary judge and four reference policies on simulated scenarios:
     /// false rollbacks, detection, time to detect, blast radius, CPU.
@@ -558,6 +561,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     commands,
                     rate,
                     settle,
+                    cache_mb,
                 },
         } => {
             let settle = rollbot::config::parse_duration(&settle).map_err(anyhow::Error::msg)?;
@@ -565,6 +569,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 commands,
                 rate,
                 settle,
+                cache_mb,
             })
             .await?;
             outln!("{table}");

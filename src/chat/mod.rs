@@ -9,6 +9,7 @@ pub mod discord;
 pub mod log;
 mod notifier;
 pub mod recent;
+pub mod replay;
 pub mod slack;
 
 pub use notifier::Notifier;

@@ -51,15 +51,8 @@ impl Engine {
         let ttl = chrono::Duration::from_std(self.config.store.idempotency_ttl.0)?;
         let keys = self.idem.sweep(now, ttl).await?;
         let freezes = self.freezes.sweep(now).await?;
-        // Slack's window is the longest any platform uses.
-        let signatures = crate::store::Seen::sweep(
-            &self.store,
-            now.timestamp(),
-            crate::chat::slack::http::MAX_AGE_SECS,
-        )
-        .await?;
-        if keys + freezes + signatures > 0 {
-            tracing::info!(keys, freezes, signatures, "swept expired records");
+        if keys + freezes > 0 {
+            tracing::info!(keys, freezes, "swept expired records");
         }
         Ok((keys, freezes))
     }

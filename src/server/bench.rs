@@ -34,6 +34,8 @@ pub struct MemoryOptions {
     pub rate: u64,
     /// Idle time before the last sample.
     pub settle: Duration,
+    /// `[store] cache_mb` of the server.
+    pub cache_mb: u64,
 }
 
 /// The Slack Web API as far as `serve` needs it: every method answers `ok`.
@@ -71,7 +73,7 @@ fn rss_mb(pid: u32) -> f64 {
         / 1024.0
 }
 
-fn config(port: u16, api: u16, dir: &std::path::Path) -> String {
+fn config(port: u16, api: u16, dir: &std::path::Path, cache_mb: u64) -> String {
     let members: Vec<String> = (0..USERS)
         .map(|i| format!("\"slack:U0BENCH{i:02}\""))
         .collect();
@@ -81,6 +83,7 @@ listen = "127.0.0.1:{port}"
 
 [store]
 path = "{store}"
+cache_mb = {cache_mb}
 
 [channels.deploys]
 slack = "{CHANNEL}"
@@ -111,7 +114,17 @@ bot_token = "${{ROLLBOT_BENCH_BOT_TOKEN}}"
 struct Child(std::process::Child);
 
 impl Drop for Child {
+    /// SIGTERM first, so the server stops as it would in production; a
+    /// kill only if it has not stopped within 20 s.
     fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -130,7 +143,10 @@ pub async fn run(o: MemoryOptions) -> anyhow::Result<String> {
         .local_addr()?
         .port();
     let config = dir.path().join("rollbot.toml");
-    std::fs::write(&config, self::config(port, api_port, dir.path()))?;
+    std::fs::write(
+        &config,
+        self::config(port, api_port, dir.path(), o.cache_mb),
+    )?;
     let child = Child(
         Command::new(std::env::current_exe()?)
             .args(["serve", "--config", config.to_str().unwrap_or_default()])
@@ -218,11 +234,12 @@ pub async fn run(o: MemoryOptions) -> anyhow::Result<String> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "rollbot bench memory — {} signed Slack commands at {:.0}/s ({} asked), {} refused or failed\n",
+        "rollbot bench memory — {} signed Slack commands at {:.0}/s ({} asked), {} refused or failed; [store] cache_mb = {}\n",
         sent,
         sent as f64 / took.as_secs_f64(),
         o.rate,
-        failed.load(Ordering::Relaxed)
+        failed.load(Ordering::Relaxed),
+        o.cache_mb
     );
     let _ = writeln!(out, "{:<34} {:>12}", "commands sent", "resident MB");
     let _ = writeln!(out, "{:<34} {:>12.1}", "0 (started)", start_mb);

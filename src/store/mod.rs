@@ -1,6 +1,6 @@
 //! rollbot's state: the audit log and everything that must survive a restart
 //! (freezes, prompts, idempotency records, actions in flight, rollouts, gate
-//! states, seen signatures), behind one [`Store`].
+//! states), behind one [`Store`].
 //!
 //! Three rules keep the store from ever holding the server hostage:
 //!
@@ -40,19 +40,16 @@ pub enum Table {
     Settings,
     /// Flagger gate states, per service.
     Gates,
-    /// Request signatures already seen (replay protection), with expiry.
-    Seen,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 6] = [
         Table::Freezes,
         Table::Prompts,
         Table::Idempotency,
         Table::Inflight,
         Table::Settings,
         Table::Gates,
-        Table::Seen,
     ];
 
     /// The name on disk; existing stores keep theirs.
@@ -64,7 +61,6 @@ impl Table {
             Table::Inflight => "inflight",
             Table::Settings => "settings",
             Table::Gates => "flagger_gates",
-            Table::Seen => "seen",
         }
     }
 
@@ -657,47 +653,6 @@ fn log_entry(e: &Entry) {
 fn decode<T: DeserializeOwned>(table: Table, key: &str, v: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(v)
         .map_err(|e| StoreError::Corrupt(format!("{} `{key}`: {e}", table.name())))
-}
-
-/// Request signatures already accepted (replay protection), kept in the
-/// store with their timestamps until they are too old to be replayed, so a
-/// restart does not forget them. One per platform.
-pub struct Seen {
-    store: Arc<Store>,
-    platform: &'static str,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SeenAt {
-    at: i64,
-}
-
-impl Seen {
-    pub fn new(store: Arc<Store>, platform: &'static str) -> Seen {
-        Seen { store, platform }
-    }
-
-    /// True the first time `signature` is seen; a concurrent duplicate
-    /// loses the compare-and-swap and gets false.
-    pub async fn first_time(&self, signature: &[u8], at: i64) -> Result<bool, StoreError> {
-        let key = format!("{}:{}", self.platform, hex::encode(signature));
-        let tx = Tx::new()
-            .expect(Table::Seen, &key, None)
-            .put(Table::Seen, &key, &SeenAt { at });
-        Ok(matches!(self.store.commit(tx).await?, Committed::Done(_)))
-    }
-
-    /// Forgets signatures older than the window (with a minute's margin
-    /// for clock skew); returns how many.
-    pub async fn sweep(store: &Store, now: i64, window: i64) -> Result<usize, StoreError> {
-        store
-            .sweep(Table::Seen, |v| {
-                serde_json::from_slice::<SeenAt>(v)
-                    .map(|s| s.at.saturating_add(window + 60) < now)
-                    .unwrap_or(true)
-            })
-            .await
-    }
 }
 
 #[cfg(test)]

@@ -30,49 +30,32 @@ pub const MAX_AGE_SECS: i64 = 300;
 
 pub struct Verifier {
     secret: Vec<u8>,
-    /// Signatures already accepted, kept in the store until they are too
-    /// old to be replayed, so a restart does not forget them.
-    seen: crate::store::Seen,
+    /// Signatures already accepted (see `chat/replay.rs`).
+    replays: crate::chat::replay::ReplayGuard,
     telemetry: Arc<Telemetry>,
 }
 
-/// Why a request is not taken.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Rejection {
-    /// Not from Slack, stale or replayed: 401.
-    Unauthorized(&'static str),
-    /// rollbot cannot tell (its store does not answer): 503.
-    Unavailable(String),
-}
-
 impl Verifier {
-    pub fn new(
-        secret: &str,
-        telemetry: Arc<Telemetry>,
-        store: Arc<crate::store::Store>,
-    ) -> Verifier {
+    /// A verifier for a process that started taking requests now.
+    pub fn new(secret: &str, telemetry: Arc<Telemetry>) -> Verifier {
+        Verifier::started_at(secret, telemetry, chrono::Utc::now().timestamp())
+    }
+
+    pub fn started_at(secret: &str, telemetry: Arc<Telemetry>, started: i64) -> Verifier {
         Verifier {
             secret: secret.as_bytes().to_vec(),
-            seen: crate::store::Seen::new(store, "slack"),
+            replays: crate::chat::replay::ReplayGuard::new(started, MAX_AGE_SECS),
             telemetry,
         }
     }
 
     /// Checks a request at `now` (Unix seconds): signed by Slack, fresh,
-    /// and not seen before.
-    pub async fn check(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), Rejection> {
-        let (signature, at) = self
-            .signed(headers, body, now)
-            .map_err(Rejection::Unauthorized)?;
+    /// and not seen before; the error says why not.
+    pub fn check(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), &'static str> {
+        let (signature, at) = self.signed(headers, body, now)?;
         // Keyed by the decoded bytes: `v0=AB…` and `v0=ab…` are the same
         // signature, so the same replay.
-        match self.seen.first_time(&signature, at).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Rejection::Unauthorized("replayed request")),
-            Err(e) => Err(Rejection::Unavailable(format!(
-                "rollbot cannot check this request for replays: {e}"
-            ))),
-        }
+        self.replays.first_time(&signature, at, now)
     }
 
     /// The request's signature bytes and timestamp, if Slack signed it
@@ -111,16 +94,6 @@ impl Verifier {
         Ok((expected, at))
     }
 
-    fn reject(&self, r: Rejection) -> Response {
-        match r {
-            Rejection::Unauthorized(why) => self.refuse(why),
-            Rejection::Unavailable(why) => {
-                tracing::error!(reason = %why, "slack request not taken");
-                (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
-            }
-        }
-    }
-
     fn refuse(&self, why: &str) -> Response {
         self.telemetry
             .signature_failures
@@ -140,14 +113,13 @@ struct Http {
 }
 
 impl Http {
-    /// The answer when the request is not taken (401, or 503).
-    async fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
+    /// The 401 answer when the request is not from Slack.
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Option<Response> {
         let now = chrono::Utc::now().timestamp();
         self.verifier
             .check(headers, body, now)
-            .await
             .err()
-            .map(|r| self.verifier.reject(r))
+            .map(|why| self.verifier.refuse(why))
     }
 }
 
@@ -165,7 +137,7 @@ fn bad_request(what: &str, e: impl std::fmt::Display) -> Response {
 }
 
 async fn commands(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = h.verify(&headers, &body).await {
+    if let Some(r) = h.verify(&headers, &body) {
         return r;
     }
     let event: SlackCommandEvent = match serde_urlencoded::from_bytes(&body) {
@@ -176,7 +148,7 @@ async fn commands(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Res
 }
 
 async fn interactions(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = h.verify(&headers, &body).await {
+    if let Some(r) = h.verify(&headers, &body) {
         return r;
     }
     let form: HashMap<String, String> = match serde_urlencoded::from_bytes(&body) {
@@ -195,7 +167,7 @@ async fn interactions(State(h): State<Http>, headers: HeaderMap, body: Bytes) ->
 }
 
 async fn events(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(r) = h.verify(&headers, &body).await {
+    if let Some(r) = h.verify(&headers, &body) {
         return r;
     }
     match serde_json::from_slice::<SlackPushEvent>(&body) {
@@ -227,28 +199,20 @@ mod tests {
     }
 
     /// Slack's own example from "Verifying requests from Slack".
-    fn store() -> (tempfile::TempDir, Arc<crate::store::Store>) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Arc::new(crate::store::Store::open(dir.path()).unwrap());
-        (dir, s)
-    }
-
-    #[tokio::test]
-    async fn slacks_documented_example_verifies_once() {
+    #[test]
+    fn slacks_documented_example_verifies_once() {
         let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
         let sig = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
-        let (_d, store) = store();
         let secret = "8f742231b10e8888abcd99yyyzzz85a5";
-        let v = Verifier::new(secret, Arc::new(Telemetry::new()), store.clone());
+        let started = 1531420600;
+        let v = Verifier::started_at(secret, Arc::new(Telemetry::new()), started);
         let h = headers(sig, "1531420618");
-        let replay = Err(Rejection::Unauthorized("replayed request"));
-        assert_eq!(v.check(&h, body.as_bytes(), 1531420618 + 10).await, Ok(()));
-        assert_eq!(v.check(&h, body.as_bytes(), 1531420618 + 20).await, replay);
+        let replay = Err("replayed request");
+        assert_eq!(v.check(&h, body.as_bytes(), 1531420618 + 10), Ok(()));
+        assert_eq!(v.check(&h, body.as_bytes(), 1531420618 + 20), replay);
         assert_eq!(
-            v.check(&h, body.as_bytes(), 1531420618 + 360).await,
-            Err(Rejection::Unauthorized(
-                "timestamp more than 5 minutes from now"
-            ))
+            v.check(&h, body.as_bytes(), 1531420618 + 360),
+            Err("timestamp more than 5 minutes from now")
         );
         // The same signature in upper or mixed case is still a replay.
         let upper = format!("v0={}", sig[3..].to_uppercase());
@@ -257,17 +221,16 @@ mod tests {
                 &headers(&upper, "1531420618"),
                 body.as_bytes(),
                 1531420618 + 30
-            )
-            .await,
+            ),
             replay
         );
-        // A verifier on the same store (after a restart) remembers it.
-        let again = Verifier::new(secret, Arc::new(Telemetry::new()), store.clone());
-        assert_eq!(
-            again.check(&h, body.as_bytes(), 1531420618 + 40).await,
-            replay
-        );
-        let v2 = Verifier::new("another-secret", Arc::new(Telemetry::new()), store);
+        // After a restart the request, signed before it, is still refused.
+        let again = Verifier::started_at(secret, Arc::new(Telemetry::new()), 1531420640);
+        assert!(again
+            .check(&h, body.as_bytes(), 1531420618 + 40)
+            .unwrap_err()
+            .starts_with("signed before rollbot started"));
+        let v2 = Verifier::new("another-secret", Arc::new(Telemetry::new()));
         assert_eq!(
             v2.signed(&h, body.as_bytes(), 1531420618),
             Err("signature does not match")
@@ -278,10 +241,9 @@ mod tests {
     }
 
     /// now − 2^63 is 2^63 seconds away, not (after wrapping) a few.
-    #[tokio::test]
-    async fn a_timestamp_near_the_start_of_i64_is_stale() {
-        let (_d, store) = store();
-        let v = Verifier::new("secret", Arc::new(Telemetry::new()), store);
+    #[test]
+    fn a_timestamp_near_the_start_of_i64_is_stale() {
+        let v = Verifier::new("secret", Arc::new(Telemetry::new()));
         let now = 1_700_000_000_i64;
         let at = now - (1 << 62) - (1 << 62);
         let body = b"text=";

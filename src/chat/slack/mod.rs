@@ -80,7 +80,6 @@ impl Slack {
         let verifier = Arc::new(http::Verifier::new(
             secret.expose(),
             engine.telemetry.clone(),
-            engine.store.clone(),
         ));
         adapters
             .routes
