@@ -100,17 +100,12 @@ impl ChatSink for ConsoleSink {
     async fn post(&self, channel: &str, msg: &Message) -> Result<MessageRef, ChatError> {
         let id = self.next_id();
         self.write(&self.render(&format!("── {channel} · message {id} ──"), msg, ""));
-        Ok(MessageRef {
-            platform: Platform::Console,
-            channel: channel.into(),
-            id,
-            thread: None,
-        })
+        Ok(MessageRef::posted(Platform::Console, channel, id))
     }
 
     async fn reply(&self, thread: &MessageRef, msg: &Message) -> Result<MessageRef, ChatError> {
         let id = self.next_id();
-        let root = thread.thread.clone().unwrap_or_else(|| thread.id.clone());
+        let root = thread.thread_root();
         self.write(&self.render(
             &format!(
                 "↳ {} · thread of message {root} · message {id}",
@@ -119,12 +114,7 @@ impl ChatSink for ConsoleSink {
             msg,
             "    ",
         ));
-        Ok(MessageRef {
-            platform: Platform::Console,
-            channel: thread.channel.clone(),
-            id,
-            thread: Some(root),
-        })
+        Ok(thread.replied(Platform::Console, id, root))
     }
 
     async fn update(&self, at: &MessageRef, msg: &Message) -> Result<(), ChatError> {

@@ -26,23 +26,13 @@ impl ChatSink for LogSink {
     async fn post(&self, channel: &str, msg: &Message) -> Result<MessageRef, ChatError> {
         let id = self.id();
         tracing::info!(target: "rollbot::chat", channel, message = id.as_str(), severity = ?msg.severity, title = %msg.title, text = %msg.text, "post");
-        Ok(MessageRef {
-            platform: Platform::Console,
-            channel: channel.into(),
-            id,
-            thread: None,
-        })
+        Ok(MessageRef::posted(Platform::Console, channel, id))
     }
 
     async fn reply(&self, thread: &MessageRef, msg: &Message) -> Result<MessageRef, ChatError> {
         let id = self.id();
         tracing::info!(target: "rollbot::chat", channel = %thread.channel, thread = %thread.id, message = id.as_str(), severity = ?msg.severity, title = %msg.title, text = %msg.text, "reply");
-        Ok(MessageRef {
-            platform: Platform::Console,
-            channel: thread.channel.clone(),
-            id,
-            thread: Some(thread.id.clone()),
-        })
+        Ok(thread.replied(Platform::Console, id, thread.id.clone()))
     }
 
     async fn update(&self, at: &MessageRef, msg: &Message) -> Result<(), ChatError> {

@@ -156,6 +156,34 @@ pub struct MessageRef {
     pub thread: Option<String>,
 }
 
+impl MessageRef {
+    /// A message just posted at the top of `channel`.
+    pub fn posted(platform: Platform, channel: &str, id: String) -> MessageRef {
+        MessageRef {
+            platform,
+            channel: channel.to_string(),
+            id,
+            thread: None,
+        }
+    }
+
+    /// Where a reply to this message goes: the thread it is in, else the
+    /// thread it starts (a Slack thread is named by its root's `ts`).
+    pub fn thread_root(&self) -> String {
+        self.thread.clone().unwrap_or_else(|| self.id.clone())
+    }
+
+    /// A reply `id` just posted in `thread` of this message's channel.
+    pub fn replied(&self, platform: Platform, id: String, thread: String) -> MessageRef {
+        MessageRef {
+            platform,
+            channel: self.channel.clone(),
+            id,
+            thread: Some(thread),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     /// Bad configuration: wrong token, unknown channel, bot not invited.

@@ -230,19 +230,13 @@ async fn measure(
         .ok_or_else(|| anyhow::anyhow!("no controller"))?;
     for i in 0..n {
         controller
-            .announce(Rollout {
-                id: format!("bench-{i}"),
-                service: format!("svc-{i:04}"),
-                from_revision: "v1".into(),
-                to_revision: "v2".into(),
-                strategy: "canary".into(),
-                start: begin,
-                announced_by: "bench".into(),
-                state: "watching".into(),
-                verdict: None,
-                score: None,
-                reasons: vec![],
-            })
+            .announce(Rollout::watching(
+                format!("bench-{i}"),
+                &format!("svc-{i:04}"),
+                ("v1".into(), "v2".into()),
+                begin,
+                "bench",
+            ))
             .await?;
     }
     let mut rows = Vec::new();

@@ -36,6 +36,7 @@ async fn rollout(store: &Store, id: &str) -> anyhow::Result<Rollout> {
     )
 }
 
+/// The Markdown draft for rollout `id`.
 pub async fn write(store: &Store, id: &str) -> anyhow::Result<String> {
     let r = rollout(store, id).await?;
     let mut entries: Vec<Entry> = store.audit().query(&Query {
@@ -53,6 +54,26 @@ pub async fn write(store: &Store, id: &str) -> anyhow::Result<String> {
         })
         .collect();
     let mut md = String::new();
+    summary(&mut md, &r);
+    impact(&mut md, &verdicts);
+    what_the_judge_saw(&mut md, &verdicts);
+    timeline(&mut md, &r, &entries);
+    who_did_what(&mut md, &r, &entries);
+    let _ = writeln!(
+        md,
+        "\n## Root cause\n\n_To be written._\n\n## Action items\n\n- [ ] _To be written._"
+    );
+    let _ = writeln!(
+        md,
+        "\n---\nAudit entries #{}–#{}; check them with `rollbot audit verify`.",
+        entries.first().map(|e| e.seq).unwrap_or(0),
+        entries.last().map(|e| e.seq).unwrap_or(0)
+    );
+    Ok(md)
+}
+
+/// The title and what the rollout was.
+fn summary(md: &mut String, r: &Rollout) {
     let _ = writeln!(
         md,
         "# Postmortem draft: {} {} ({})\n",
@@ -81,7 +102,10 @@ pub async fn write(store: &Store, id: &str) -> anyhow::Result<String> {
                 .unwrap_or_default()
         );
     }
+}
 
+/// What the canary cost users, from the evidence of its last recorded verdict.
+fn impact(md: &mut String, verdicts: &[&Entry]) {
     let _ = writeln!(md, "\n## Impact\n");
     match verdicts
         .last()
@@ -126,12 +150,15 @@ pub async fn write(store: &Store, id: &str) -> anyhow::Result<String> {
             );
         }
     }
+}
 
+/// Every recorded verdict, with the judge's reasons.
+fn what_the_judge_saw(md: &mut String, verdicts: &[&Entry]) {
     let _ = writeln!(md, "\n## What the judge saw\n");
     if verdicts.is_empty() {
         let _ = writeln!(md, "- No decisive verdict was recorded.");
     }
-    for e in &verdicts {
+    for e in verdicts {
         let _ = writeln!(
             md,
             "- {} — **{}**",
@@ -142,7 +169,10 @@ pub async fn write(store: &Store, id: &str) -> anyhow::Result<String> {
             let _ = writeln!(md, "  - {line}");
         }
     }
+}
 
+/// Every audit entry since the start, one table row each.
+fn timeline(md: &mut String, r: &Rollout, entries: &[Entry]) {
     let _ = writeln!(md, "\n## Timeline (UTC)\n");
     let _ = writeln!(md, "| time | who | what | outcome | why |");
     let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
@@ -170,7 +200,10 @@ pub async fn write(store: &Store, id: &str) -> anyhow::Result<String> {
             why.replace('|', "\\|")
         );
     }
+}
 
+/// Each person (or system actor) and what they did, in order.
+fn who_did_what(md: &mut String, r: &Rollout, entries: &[Entry]) {
     let _ = writeln!(md, "\n## Who did what\n");
     let mut people: Vec<(String, Vec<String>)> = Vec::new();
     for e in entries
@@ -191,16 +224,4 @@ pub async fn write(store: &Store, id: &str) -> anyhow::Result<String> {
     for (who, did) in &people {
         let _ = writeln!(md, "- {who}: {}", did.join(", "));
     }
-
-    let _ = writeln!(
-        md,
-        "\n## Root cause\n\n_To be written._\n\n## Action items\n\n- [ ] _To be written._"
-    );
-    let _ = writeln!(
-        md,
-        "\n---\nAudit entries #{}–#{}; check them with `rollbot audit verify`.",
-        entries.first().map(|e| e.seq).unwrap_or(0),
-        entries.last().map(|e| e.seq).unwrap_or(0)
-    );
-    Ok(md)
 }

@@ -24,6 +24,30 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// A canary rollout from `from` to `to` that starts being watched now:
+    /// no verdict yet.
+    pub fn watching(
+        id: String,
+        service: &str,
+        (from, to): (String, String),
+        start: DateTime<Utc>,
+        announced_by: &str,
+    ) -> Rollout {
+        Rollout {
+            id,
+            service: service.to_string(),
+            from_revision: from,
+            to_revision: to,
+            strategy: "canary".into(),
+            start,
+            announced_by: announced_by.to_string(),
+            state: "watching".into(),
+            verdict: None,
+            score: None,
+            reasons: vec![],
+        }
+    }
+
     pub fn active(&self) -> bool {
         !(self.state.starts_with("rolled back")
             || self.state.starts_with("fully promoted")

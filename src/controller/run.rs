@@ -133,19 +133,13 @@ impl Controller {
             }
             if let Ok(st) = self.engine.backend_status(svc.name()).await {
                 if let Some(canary) = st.canary_revision {
-                    let r = Rollout {
-                        id: crate::engine::new_id(),
-                        service: svc.name().into(),
-                        from_revision: st.live_revision.unwrap_or_default(),
-                        to_revision: canary,
-                        strategy: "canary".into(),
-                        start: now,
-                        announced_by: "config".into(),
-                        state: "watching".into(),
-                        verdict: None,
-                        score: None,
-                        reasons: vec![],
-                    };
+                    let r = Rollout::watching(
+                        crate::engine::new_id(),
+                        svc.name(),
+                        (st.live_revision.unwrap_or_default(), canary),
+                        now,
+                        "config",
+                    );
                     self.announce(r).await?;
                 }
             }
@@ -454,19 +448,13 @@ mod tests {
         .await
         .unwrap();
         let c = rt.controller.clone().unwrap();
-        c.announce(Rollout {
-            id: "r1".into(),
-            service: "checkout".into(),
-            from_revision: "v1".into(),
-            to_revision: "v2".into(),
-            strategy: "canary".into(),
-            start: begin,
-            announced_by: "test".into(),
-            state: "watching".into(),
-            verdict: None,
-            score: None,
-            reasons: vec![],
-        })
+        c.announce(Rollout::watching(
+            "r1".into(),
+            "checkout",
+            ("v1".into(), "v2".into()),
+            begin,
+            "test",
+        ))
         .await
         .unwrap();
         let mut at = begin;

@@ -304,19 +304,33 @@ impl RolloutWatch {
                 &rb.reason
             }
         );
+        self.follow_into_incident(engine, svc, &eval, line, (&rb.by, rb.at))
+            .await;
+        true
+    }
+
+    /// Opens the incident for a rollback someone made (by hand, or through
+    /// our prompt): Identified with `line`, then Monitoring from `at`.
+    async fn follow_into_incident(
+        &mut self,
+        engine: &Engine,
+        svc: &ServiceConfig,
+        eval: &Evaluation,
+        line: String,
+        (by, at): (&str, DateTime<Utc>),
+    ) {
         let mut incident = super::incident::Incident::open(
             engine,
             svc,
             &self.id,
             &self.from,
             &self.to,
-            &eval,
+            eval,
             Some(line),
         )
         .await;
-        incident.rolled_back(engine, &rb.by, rb.at).await;
+        incident.rolled_back(engine, by, at).await;
         self.incident = Some(incident);
-        true
     }
 
     /// Picks up a person's answer to our prompt; true when it rolled back.
@@ -356,18 +370,8 @@ impl RolloutWatch {
                 eval.verdict,
                 super::short_reason(&eval)
             );
-            let mut incident = super::incident::Incident::open(
-                engine,
-                svc,
-                &self.id,
-                &self.from,
-                &self.to,
-                &eval,
-                Some(line),
-            )
-            .await;
-            incident.rolled_back(engine, &who, *at).await;
-            self.incident = Some(incident);
+            self.follow_into_incident(engine, svc, &eval, line, (&who, *at))
+                .await;
         }
         true
     }

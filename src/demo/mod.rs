@@ -176,17 +176,14 @@ impl Demo {
         self.seed += 1;
         let watch = RolloutWatch::new(svc, &from, &to);
         let rollout = Rollout {
-            id: watch.id.clone(),
-            service: service.into(),
-            from_revision: from,
-            to_revision: to,
-            strategy: "canary".into(),
-            start: crate::clock::Clock::now(&self.clock),
-            announced_by: "demo".into(),
             state: watch.state_text(),
-            verdict: None,
-            score: None,
-            reasons: vec![],
+            ..Rollout::watching(
+                watch.id.clone(),
+                service,
+                (from, to),
+                crate::clock::Clock::now(&self.clock),
+                "demo",
+            )
         };
         let tree = &self.rt.engine.store;
         for w in self

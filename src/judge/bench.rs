@@ -442,10 +442,52 @@ pub fn render(r: &BenchResult, opts: &BenchOptions) -> String {
 /// The comparison with the targets, one line per check.
 pub fn targets(r: &BenchResult) -> String {
     let mut o = String::from("\nTargets (rollbot's judge)\n");
-    let mark = |ok: bool| if ok { "met    " } else { "NOT MET" };
+    let enough = seeds_to_judge();
+    let (mut all, undecided) = false_rollback_targets(r, enough, &mut o);
+    let qualifying = qualifying_references(r);
+    let _ = writeln!(
+        o,
+        "  references with false rollbacks ≤ 5% on every good scenario: {}",
+        if qualifying.is_empty() {
+            "none".to_string()
+        } else {
+            qualifying
+                .iter()
+                .map(|&p| r.policy_names[p].as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    for (si, sc) in r.scenarios.iter().enumerate().filter(|(_, s)| !s.good) {
+        let (ok, notes) = detection_targets(r, si, &qualifying);
+        all &= ok;
+        let _ = writeln!(o, "  {} {}: {}", mark(ok), sc.name, notes.join("; "));
+    }
+    let more =
+        format!("{undecided} good scenarios need more seeds to judge (--seeds {enough} or more)");
+    let overall = match (all, undecided) {
+        (true, 0) => "all targets met".to_string(),
+        (true, _) => format!("no target missed, but {more}"),
+        (false, 0) => "some targets not met (see above)".to_string(),
+        (false, _) => format!("some targets not met (see above); {more}"),
+    };
+    let _ = writeln!(o, "  overall: {overall}");
+    o
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "met    "
+    } else {
+        "NOT MET"
+    }
+}
+
+/// One line per good scenario: rollbot's judge's false rollbacks against
+/// the bound. Whether all were met, and how many had too few seeds to tell.
+fn false_rollback_targets(r: &BenchResult, enough: u64, o: &mut String) -> (bool, usize) {
     let mut all = true;
     let mut undecided = 0;
-    let enough = seeds_to_judge();
     for (si, sc) in r.scenarios.iter().enumerate().filter(|(_, s)| s.good) {
         let c = &r.cells[0][si];
         let (lo, hi) = wilson(c.rollbacks, c.runs, 1.959_964);
@@ -472,8 +514,13 @@ pub fn targets(r: &BenchResult) -> String {
             hi * 100.0
         );
     }
-    // Reference policies that keep false rollbacks ≤ 5% on every good scenario.
-    let qualifying: Vec<usize> = (1..r.policy_names.len())
+    (all, undecided)
+}
+
+/// Reference policies that keep false rollbacks ≤ 5% on every good
+/// scenario: only those are fair to compare detection with.
+fn qualifying_references(r: &BenchResult) -> Vec<usize> {
+    (1..r.policy_names.len())
         .filter(|&p| {
             r.scenarios
                 .iter()
@@ -481,125 +528,106 @@ pub fn targets(r: &BenchResult) -> String {
                 .filter(|(_, s)| s.good)
                 .all(|(si, _)| r.cells[p][si].rollbacks as f64 / r.cells[p][si].runs as f64 <= 0.05)
         })
-        .collect();
-    let _ = writeln!(
-        o,
-        "  references with false rollbacks ≤ 5% on every good scenario: {}",
-        if qualifying.is_empty() {
-            "none".to_string()
-        } else {
-            qualifying
-                .iter()
-                .map(|&p| r.policy_names[p].as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    );
-    let p4 = r.policy_names.iter().position(|n| n.starts_with("P4"));
-    for (si, sc) in r.scenarios.iter().enumerate().filter(|(_, s)| !s.good) {
-        let ours = &r.cells[0][si];
-        let mut notes = Vec::new();
-        let mut ok = true;
-        for &p in &qualifying {
-            let c = &r.cells[p][si];
-            if ours.rollbacks < c.rollbacks {
-                ok = false;
-                notes.push(format!(
-                    "detects {} < {} of {}",
-                    pct(ours.rollbacks, ours.runs),
-                    pct(c.rollbacks, c.runs),
-                    r.policy_names[p]
-                ));
-            }
-        }
-        let best_ttd = qualifying
-            .iter()
-            .map(|&p| r.cells[p][si].ttd_median)
-            .fold(f64::INFINITY, f64::min);
-        if best_ttd.is_finite() {
-            let good = ours.ttd_median <= 0.5 * best_ttd;
-            ok &= good;
+        .collect()
+}
+
+/// The best of the qualifying references on bad scenario `si`, by `of`
+/// (∞ when none qualifies).
+fn best_reference(
+    r: &BenchResult,
+    si: usize,
+    qualifying: &[usize],
+    of: impl Fn(&Cell) -> f64,
+) -> f64 {
+    qualifying
+        .iter()
+        .map(|&p| of(&r.cells[p][si]))
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Bad scenario `si`: rollbot's judge detects at least as often as every
+/// qualifying reference, in at most half the best one's time and blast
+/// radius, and within twice P4's time. Whether all were met, and the notes.
+fn detection_targets(r: &BenchResult, si: usize, qualifying: &[usize]) -> (bool, Vec<String>) {
+    let ours = &r.cells[0][si];
+    let mut notes = Vec::new();
+    let mut ok = true;
+    for &p in qualifying {
+        let c = &r.cells[p][si];
+        if ours.rollbacks < c.rollbacks {
+            ok = false;
             notes.push(format!(
-                "TTD {} vs best reference {} ({})",
-                secs(ours.ttd_median),
-                secs(best_ttd),
-                if good { "≤ 0.5×" } else { "> 0.5×" }
+                "detects {} < {} of {}",
+                pct(ours.rollbacks, ours.runs),
+                pct(c.rollbacks, c.runs),
+                r.policy_names[p]
             ));
         }
-        let best_blast = qualifying
-            .iter()
-            .map(|&p| r.cells[p][si].blast_median)
-            .fold(f64::INFINITY, f64::min);
-        if best_blast.is_finite() && best_blast > 0.0 {
-            let good = ours.blast_median <= 0.5 * best_blast;
-            ok &= good;
-            notes.push(format!(
-                "blast {:.0} vs {:.0} ({})",
-                ours.blast_median,
-                best_blast,
-                if good { "≤ 0.5×" } else { "> 0.5×" }
-            ));
-        }
-        if sc.onset < SHARED_WARM_UP {
-            // With the onset inside the warm-up, "from onset" counts 5 minutes
-            // no judge with a warm-up can shorten; show the part it can.
-            let best = qualifying
-                .iter()
-                .map(|&p| r.cells[p][si].ttd_after_warm_up_median)
-                .fold(f64::INFINITY, f64::min);
-            let best_b = qualifying
-                .iter()
-                .map(|&p| r.cells[p][si].blast_after_warm_up_median)
-                .fold(f64::INFINITY, f64::min);
-            if best.is_finite() {
-                notes.push(format!(
-                    "after warm-up: TTD {} vs {} ({}), blast {:.0} vs {:.0} ({})",
-                    secs(ours.ttd_after_warm_up_median),
-                    secs(best),
-                    if ours.ttd_after_warm_up_median <= 0.5 * best {
-                        "≤ 0.5×"
-                    } else {
-                        "> 0.5×"
-                    },
-                    ours.blast_after_warm_up_median,
-                    best_b,
-                    if best_b <= 0.0 {
-                        "n/a"
-                    } else if ours.blast_after_warm_up_median <= 0.5 * best_b {
-                        "≤ 0.5×"
-                    } else {
-                        "> 0.5×"
-                    }
-                ));
-            }
-        }
-        if let Some(p4) = p4 {
-            let t4 = r.cells[p4][si].ttd_median;
-            if t4.is_finite() {
-                let good = ours.ttd_median <= 2.0 * t4;
-                ok &= good;
-                notes.push(format!(
-                    "TTD vs P4 {} ({})",
-                    secs(t4),
-                    if good { "≤ 2×" } else { "> 2×" }
-                ));
-            } else {
-                notes.push("P4 does not detect it".into());
-            }
-        }
-        all &= ok;
-        let _ = writeln!(o, "  {} {}: {}", mark(ok), sc.name, notes.join("; "));
     }
-    let more =
-        format!("{undecided} good scenarios need more seeds to judge (--seeds {enough} or more)");
-    let overall = match (all, undecided) {
-        (true, 0) => "all targets met".to_string(),
-        (true, _) => format!("no target missed, but {more}"),
-        (false, 0) => "some targets not met (see above)".to_string(),
-        (false, _) => format!("some targets not met (see above); {more}"),
-    };
-    let _ = writeln!(o, "  overall: {overall}");
-    o
+    let best_ttd = best_reference(r, si, qualifying, |c| c.ttd_median);
+    if best_ttd.is_finite() {
+        let good = ours.ttd_median <= 0.5 * best_ttd;
+        ok &= good;
+        notes.push(format!(
+            "TTD {} vs best reference {} ({})",
+            secs(ours.ttd_median),
+            secs(best_ttd),
+            if good { "≤ 0.5×" } else { "> 0.5×" }
+        ));
+    }
+    let best_blast = best_reference(r, si, qualifying, |c| c.blast_median);
+    if best_blast.is_finite() && best_blast > 0.0 {
+        let good = ours.blast_median <= 0.5 * best_blast;
+        ok &= good;
+        notes.push(format!(
+            "blast {:.0} vs {:.0} ({})",
+            ours.blast_median,
+            best_blast,
+            if good { "≤ 0.5×" } else { "> 0.5×" }
+        ));
+    }
+    if r.scenarios[si].onset < SHARED_WARM_UP {
+        // With the onset inside the warm-up, "from onset" counts 5 minutes
+        // no judge with a warm-up can shorten; show the part it can.
+        let best = best_reference(r, si, qualifying, |c| c.ttd_after_warm_up_median);
+        let best_b = best_reference(r, si, qualifying, |c| c.blast_after_warm_up_median);
+        if best.is_finite() {
+            notes.push(format!(
+                "after warm-up: TTD {} vs {} ({}), blast {:.0} vs {:.0} ({})",
+                secs(ours.ttd_after_warm_up_median),
+                secs(best),
+                if ours.ttd_after_warm_up_median <= 0.5 * best {
+                    "≤ 0.5×"
+                } else {
+                    "> 0.5×"
+                },
+                ours.blast_after_warm_up_median,
+                best_b,
+                if best_b <= 0.0 {
+                    "n/a"
+                } else if ours.blast_after_warm_up_median <= 0.5 * best_b {
+                    "≤ 0.5×"
+                } else {
+                    "> 0.5×"
+                }
+            ));
+        }
+    }
+    if let Some(p4) = r.policy_names.iter().position(|n| n.starts_with("P4")) {
+        let t4 = r.cells[p4][si].ttd_median;
+        if t4.is_finite() {
+            let good = ours.ttd_median <= 2.0 * t4;
+            ok &= good;
+            notes.push(format!(
+                "TTD vs P4 {} ({})",
+                secs(t4),
+                if good { "≤ 2×" } else { "> 2×" }
+            ));
+        } else {
+            notes.push("P4 does not detect it".into());
+        }
+    }
+    (ok, notes)
 }
 
 /// The Wilson upper bound a good scenario's false rollbacks must stay under.

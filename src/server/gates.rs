@@ -18,7 +18,7 @@
 
 use super::AppState;
 use crate::audit::{Outcome as AuditOutcome, Record};
-use crate::backend::flagger::{canary_of, short, GateBook, Hook, LastCall, Payload};
+use crate::backend::flagger::{canary_of, short, Gate, GateBook, Hook, LastCall, Payload};
 use crate::chat::{ButtonStyle, Message, Severity};
 use crate::config::{BackendConfig, SecretValue, ServiceConfig};
 use crate::domain::{Action, Actor};
@@ -28,6 +28,7 @@ use crate::roles::Permission;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -172,81 +173,128 @@ async fn flagger(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    // The metadata token is read only to authenticate, then dropped: it is
-    // never stored, echoed or logged.
-    let mut raw: Value = match serde_json::from_slice(&body) {
+    let payload = match read_payload(&state, &headers, &body) {
+        Ok(p) => p,
+        Err(a) => return a,
+    };
+    let canary = format!("{}.{}", payload.name, payload.namespace);
+    let svc = match service_for(&state, &canary) {
+        Ok(s) => s,
+        Err(a) => return a,
+    };
+    let call = Call {
+        state: &state,
+        svc,
+        hook,
+        payload,
+        canary,
+    };
+    let gate = match call.claim_question().await {
+        Ok(g) => g,
+        Err(e) => return failed(e),
+    };
+    let now = state.engine.clock.now();
+    let frozen = match call.frozen(now).await {
+        Ok(f) => f,
+        Err(e) => return failed(e),
+    };
+    let (code, body) = call.answer(&gate, &frozen).await;
+    if let Err(e) = call.record(&gate, frozen, now, code).await {
+        return failed(e);
+    }
+    (code, Json(body))
+}
+
+/// Reads Flagger's payload and checks the token, from the header or from
+/// the payload's metadata. The metadata token is read only to
+/// authenticate, then dropped: it is never stored, echoed or logged.
+fn read_payload(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Payload, Answer> {
+    let mut raw: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
-            if let Err(refusal) = authenticate(&state, &headers) {
-                return refusal;
-            }
-            return (
+            authenticate(state, headers)?;
+            return Err((
                 StatusCode::BAD_REQUEST,
                 Json(
                     json!({"error": format!("the body is not JSON ({e}); Flagger sends {{\"name\", \"namespace\", \"phase\", \"checksum\", \"metadata\"}}")}),
                 ),
-            );
+            ));
         }
     };
     let token = raw
         .get_mut("metadata")
         .and_then(|m| m.as_object_mut())
         .and_then(|m| m.remove("token"));
-    if let Err(refusal) =
-        authenticate_with(&state, &headers, token.as_ref().and_then(Value::as_str))
-    {
-        return refusal;
-    }
-    let mut p: Payload = match serde_json::from_value(raw) {
-        Ok(p) => p,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(
-                    json!({"error": format!("body must be Flagger's webhook payload {{\"name\", \"namespace\", \"phase\", \"checksum\", \"metadata\"}}: {e}")}),
-                ),
-            );
-        }
-    };
+    authenticate_with(state, headers, token.as_ref().and_then(Value::as_str))?;
+    let mut p: Payload = serde_json::from_value(raw).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"error": format!("body must be Flagger's webhook payload {{\"name\", \"namespace\", \"phase\", \"checksum\", \"metadata\"}}: {e}")}),
+            ),
+        )
+    })?;
     p.metadata.clear();
-    let canary = format!("{}.{}", p.name, p.namespace);
-    let svc = match service_for(&state, &canary) {
-        Ok(s) => s,
-        Err(a) => return a,
-    };
-    let engine = &state.engine;
-    let book = &state.gates.book;
+    Ok(p)
+}
 
-    // Claim the question for this revision: the compare-and-swap lets
-    // exactly one of Flagger's repeated calls post the prompt.
-    let prompt_id = new_id();
-    let asks = hook != Hook::Rollback;
-    let claimed = book
-        .update(svc.name(), |st| {
-            st.canary = canary.clone();
-            let g = st.gate_for(hook, &p.checksum);
-            let ask = asks && g.prompt.is_none() && g.opened.is_none();
-            if ask {
-                g.prompt = Some(prompt_id.clone());
-                st.remember_prompt(&prompt_id, hook, &p.checksum);
-            }
-            ask
-        })
-        .await;
-    let (st, ask) = match claimed {
-        Ok(x) => x,
-        Err(e) => return failed(e),
-    };
-    if ask {
-        // Posting waits for chat; Flagger's webhook timeout (10s by
-        // default) must not, so the prompt is posted beside the answer.
-        let (state, name, p, canary) = (
-            state.clone(),
-            svc.name().to_string(),
-            p.clone(),
-            canary.clone(),
+/// One Flagger webhook call, read and authenticated, and the service whose
+/// canary it is about.
+struct Call<'a> {
+    state: &'a AppState,
+    svc: &'a ServiceConfig,
+    hook: Hook,
+    payload: Payload,
+    /// `name.namespace`, as Flagger names the canary.
+    canary: String,
+}
+
+impl Call<'_> {
+    /// Confirm gates ask people; the rollback gate only waits for a
+    /// `/rollback`.
+    fn asks(&self) -> bool {
+        self.hook != Hook::Rollback
+    }
+
+    /// Claims the question for this revision (the compare-and-swap lets
+    /// exactly one of Flagger's repeated calls post the prompt), posts it
+    /// if this call won, and returns the gate as stored.
+    async fn claim_question(&self) -> anyhow::Result<Gate> {
+        let (hook, checksum) = (self.hook, &self.payload.checksum);
+        let prompt_id = new_id();
+        let asks = self.asks();
+        let (st, ask) = self
+            .state
+            .gates
+            .book
+            .update(self.svc.name(), |st| {
+                st.canary = self.canary.clone();
+                let g = st.gate_for(hook, checksum);
+                let ask = asks && g.prompt.is_none() && g.opened.is_none();
+                if ask {
+                    g.prompt = Some(prompt_id.clone());
+                    st.remember_prompt(&prompt_id, hook, checksum);
+                }
+                ask
+            })
+            .await?;
+        if ask {
+            self.ask_beside_the_answer(prompt_id);
+        }
+        Ok(st.gate(hook).cloned().unwrap_or_default())
+    }
+
+    /// Posting waits for chat; Flagger's webhook timeout (10s by default)
+    /// must not, so the prompt is posted in a task of its own. When it
+    /// cannot be posted, the claim is dropped so the next call asks again.
+    fn ask_beside_the_answer(&self, prompt_id: String) {
+        let (state, name, p, canary, hook) = (
+            self.state.clone(),
+            self.svc.name().to_string(),
+            self.payload.clone(),
+            self.canary.clone(),
+            self.hook,
         );
-        let prompt_id = prompt_id.clone();
         tokio::spawn(async move {
             let Ok(svc) = state.engine.resolve(Some(&name)) else {
                 return;
@@ -267,77 +315,112 @@ async fn flagger(
             }
         });
     }
-    let gate = st.gate(hook).cloned().unwrap_or_default();
-    let now = engine.clock.now();
 
-    let frozen = if asks {
-        match engine
-            .freezes
-            .promotion_block(&svc.environment, svc.name(), now)
-            .await
-        {
-            Ok(b) => b.map(|b| b.to_string()),
-            Err(e) => return failed(e),
+    /// The freeze that holds a confirm gate now, checked again at every
+    /// call: an approval given before a freeze must not ship during it.
+    async fn frozen(&self, now: DateTime<Utc>) -> anyhow::Result<Option<String>> {
+        if !self.asks() {
+            return Ok(None);
         }
-    } else {
-        None
-    };
-    let (code, body) = match (&gate.opened, &frozen) {
-        (Some(_), None) => (
-            StatusCode::OK,
-            json!({"open": true, "service": svc.name(), "canary": canary, "checksum": p.checksum}),
-        ),
-        (Some(o), Some(block)) => (
-            StatusCode::FORBIDDEN,
-            json!({
-                "open": false, "service": svc.name(), "canary": canary, "checksum": p.checksum,
-                "reason": format!("approved by {} but frozen: {block}. Flagger waits; the gate opens when the freeze ends", o.by),
-            }),
-        ),
-        (None, _) => {
-            let mut reason = closed_reason(&state, svc, hook, &gate.prompt).await;
-            if let Some(block) = &frozen {
-                reason.push_str(&format!(" Also frozen: {block}."));
-            }
-            (
+        let engine = &self.state.engine;
+        let block = engine
+            .freezes
+            .promotion_block(&self.svc.environment, self.svc.name(), now)
+            .await?;
+        Ok(block.map(|b| b.to_string()))
+    }
+
+    /// What Flagger is told: 200 when the gate is open and not frozen, else
+    /// 403 with why and what a person can do.
+    async fn answer(&self, gate: &Gate, frozen: &Option<String>) -> (StatusCode, Value) {
+        let (svc, canary, p) = (self.svc, &self.canary, &self.payload);
+        match (&gate.opened, frozen) {
+            (Some(_), None) => (
+                StatusCode::OK,
+                json!({"open": true, "service": svc.name(), "canary": canary, "checksum": p.checksum}),
+            ),
+            (Some(o), Some(block)) => (
                 StatusCode::FORBIDDEN,
                 json!({
-                    "open": false, "service": svc.name(), "canary": canary,
-                    "checksum": p.checksum, "reason": reason, "prompt": gate.prompt,
+                    "open": false, "service": svc.name(), "canary": canary, "checksum": p.checksum,
+                    "reason": format!("approved by {} but frozen: {block}. Flagger waits; the gate opens when the freeze ends", o.by),
                 }),
-            )
-        }
-    };
-
-    // Record what Flagger was told; audit and announce only the changes
-    // (passed, held by a freeze), not every analysis interval.
-    let open_now = code == StatusCode::OK;
-    let held_now = gate.opened.as_ref().and(frozen.clone());
-    let answer = code.as_u16();
-    let noted = book
-        .update(svc.name(), |st| {
-            st.last = Some(LastCall {
-                hook,
-                phase: p.phase.clone(),
-                checksum: p.checksum.clone(),
-                at: now,
-                answer,
-            });
-            let g = st.gate_for(hook, &p.checksum);
-            let first_pass = open_now && g.passed.is_none();
-            if first_pass {
-                g.passed = Some(now);
+            ),
+            (None, _) => {
+                let mut reason = closed_reason(self.state, svc, self.hook, &gate.prompt).await;
+                if let Some(block) = frozen {
+                    reason.push_str(&format!(" Also frozen: {block}."));
+                }
+                (
+                    StatusCode::FORBIDDEN,
+                    json!({
+                        "open": false, "service": svc.name(), "canary": canary,
+                        "checksum": p.checksum, "reason": reason, "prompt": gate.prompt,
+                    }),
+                )
             }
-            let newly_held = held_now.is_some() && g.held != held_now;
-            g.held = held_now.clone();
-            (first_pass, newly_held)
-        })
-        .await;
-    let (first_pass, newly_held) = match noted {
-        Ok((_, x)) => x,
-        Err(e) => return failed(e),
-    };
-    if first_pass || newly_held {
+        }
+    }
+
+    /// Records what Flagger was told; audits and announces only the changes
+    /// (passed, held by a freeze), not every analysis interval.
+    async fn record(
+        &self,
+        gate: &Gate,
+        frozen: Option<String>,
+        now: DateTime<Utc>,
+        code: StatusCode,
+    ) -> anyhow::Result<()> {
+        let (hook, p) = (self.hook, &self.payload);
+        let open_now = code == StatusCode::OK;
+        let held_now = gate.opened.as_ref().and(frozen.clone());
+        let answer = code.as_u16();
+        let (_, (first_pass, newly_held)) = self
+            .state
+            .gates
+            .book
+            .update(self.svc.name(), |st| {
+                st.last = Some(LastCall {
+                    hook,
+                    phase: p.phase.clone(),
+                    checksum: p.checksum.clone(),
+                    at: now,
+                    answer,
+                });
+                let g = st.gate_for(hook, &p.checksum);
+                let first_pass = open_now && g.passed.is_none();
+                if first_pass {
+                    g.passed = Some(now);
+                }
+                let newly_held = held_now.is_some() && g.held != held_now;
+                g.held = held_now.clone();
+                (first_pass, newly_held)
+            })
+            .await?;
+        if first_pass || newly_held {
+            self.announce_change(gate, first_pass, frozen, now, answer)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Audits a gate Flagger passed for the first time, or one a freeze now
+    /// holds, and says so in the deploy channel.
+    async fn announce_change(
+        &self,
+        gate: &Gate,
+        first_pass: bool,
+        frozen: Option<String>,
+        now: DateTime<Utc>,
+        answer: u16,
+    ) -> anyhow::Result<()> {
+        let (engine, svc, hook, p, canary) = (
+            &self.state.engine,
+            self.svc,
+            self.hook,
+            &self.payload,
+            &self.canary,
+        );
         let by = gate
             .opened
             .as_ref()
@@ -364,7 +447,7 @@ async fn flagger(
                 format!(
                     "the {} gate of {canary} stays closed: {}",
                     hook.name(),
-                    frozen.clone().unwrap_or_default()
+                    frozen.unwrap_or_default()
                 ),
             )
         };
@@ -386,9 +469,7 @@ async fn flagger(
             correlation_id: corr.clone(),
             idempotency_key: None,
         };
-        if let Err(e) = engine.append(rec).await {
-            return failed(e);
-        }
+        engine.append(rec).await?;
         if let Some(ch) = &svc.deploy_channel {
             let (sev, title) = if first_pass {
                 (
@@ -406,8 +487,8 @@ async fn flagger(
                 .context(format!("correlation {corr}"));
             engine.notifier.post_detached(ch.as_ref().clone(), m);
         }
+        Ok(())
     }
-    (code, Json(body))
 }
 
 /// Why a gate is closed, and what a person can do about it.

@@ -121,17 +121,14 @@ pub async fn announce(
         return (StatusCode::FORBIDDEN, Json(json!({"error": r.to_string()})));
     }
     let rollout = Rollout {
-        id: crate::engine::new_id(),
-        service: svc.name().into(),
-        from_revision: a.from_revision,
-        to_revision: a.to_revision,
         strategy,
-        start,
-        announced_by: actor.qualified_id(),
-        state: "watching".into(),
-        verdict: None,
-        score: None,
-        reasons: vec![],
+        ..Rollout::watching(
+            crate::engine::new_id(),
+            svc.name(),
+            (a.from_revision, a.to_revision),
+            start,
+            &actor.qualified_id(),
+        )
     };
     match controller.announce(rollout).await {
         Ok(r) => (

@@ -143,12 +143,7 @@ impl ChatSink for DiscordSink {
 
     async fn post(&self, channel: &str, msg: &Message) -> Result<MessageRef, ChatError> {
         let id = self.create(channel, msg).await?;
-        Ok(MessageRef {
-            platform: Platform::Discord,
-            channel: channel.to_string(),
-            id,
-            thread: None,
-        })
+        Ok(MessageRef::posted(Platform::Discord, channel, id))
     }
 
     async fn reply(&self, to: &MessageRef, msg: &Message) -> Result<MessageRef, ChatError> {

@@ -32,28 +32,18 @@ impl ChatSink for SlackSink {
         let req =
             SlackApiChatPostMessageRequest::new(channel.to_string().into(), blocks::content(msg));
         let ts = self.api.post_message(req).await?;
-        Ok(MessageRef {
-            platform: Platform::Slack,
-            channel: channel.into(),
-            id: ts.to_string(),
-            thread: None,
-        })
+        Ok(MessageRef::posted(Platform::Slack, channel, ts.to_string()))
     }
 
     async fn reply(&self, thread: &MessageRef, msg: &Message) -> Result<MessageRef, ChatError> {
-        let root = thread.thread.clone().unwrap_or_else(|| thread.id.clone());
+        let root = thread.thread_root();
         let req = SlackApiChatPostMessageRequest::new(
             thread.channel.clone().into(),
             blocks::content(msg),
         )
         .with_thread_ts(root.clone().into());
         let ts = self.api.post_message(req).await?;
-        Ok(MessageRef {
-            platform: Platform::Slack,
-            channel: thread.channel.clone(),
-            id: ts.to_string(),
-            thread: Some(root),
-        })
+        Ok(thread.replied(Platform::Slack, ts.to_string(), root))
     }
 
     async fn update(&self, at: &MessageRef, msg: &Message) -> Result<(), ChatError> {
@@ -67,7 +57,7 @@ impl ChatSink for SlackSink {
 
     /// Shares the file in the message's thread.
     async fn upload(&self, at: &MessageRef, file: &Attachment) -> Result<(), ChatError> {
-        let root = at.thread.clone().unwrap_or_else(|| at.id.clone());
+        let root = at.thread_root();
         self.api
             .upload_file(&at.channel, Some(root), file.clone())
             .await
