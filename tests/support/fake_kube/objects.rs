@@ -6,7 +6,7 @@ use super::error::{not_served, ApiError};
 use super::kinds::Kind;
 use super::patch::apply_patch;
 use super::rbac::authorize;
-use super::routes::{header, Target};
+use super::routes::{header, Request, Target};
 use super::selectors::Selector;
 use super::store::{meta_mut, meta_str, Verb};
 use super::{react, watch, Inner};
@@ -26,13 +26,10 @@ struct Call {
 
 pub(super) fn serve(
     inner: &mut Inner,
-    method: &Method,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
+    req: &Request,
     target: Target,
 ) -> Result<(u16, Value), ApiError> {
+    let path = req.path;
     let kind = inner
         .store
         .kinds()
@@ -43,11 +40,11 @@ pub(super) fn serve(
         .unwrap()
         .clone();
     let params: HashMap<String, String> =
-        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        serde_urlencoded::from_str::<Vec<(String, String)>>(req.query)
             .unwrap_or_default()
             .into_iter()
             .collect();
-    let verb = verb(method, path, target.name.is_some(), &params)?;
+    let verb = verb(req.method, path, target.name.is_some(), &params)?;
     let namespace = target.namespace.as_deref();
     authorize(
         inner,
@@ -67,10 +64,13 @@ pub(super) fn serve(
     if kind.namespaced && namespace.is_none() && verb != "list" {
         return Err(not_served(path));
     }
-    match verb {
-        "watch" => return watch::open(inner, &kind, namespace, &params),
-        "list" => return list(inner, &kind, namespace, &params),
-        _ => {}
+    if verb == "watch" || verb == "list" {
+        let selector = Selector::from_params(&params)?;
+        return if verb == "watch" {
+            watch::open(inner, &kind, namespace, selector, &params)
+        } else {
+            list(inner, &kind, namespace, &selector)
+        };
     }
     let call = Call {
         kind,
@@ -80,8 +80,8 @@ pub(super) fn serve(
     };
     match verb {
         "get" => get(inner, &call),
-        "create" => create(inner, &call, body),
-        "update" | "patch" => write(inner, &call, verb, headers, body),
+        "create" => create(inner, &call, req.body),
+        "update" | "patch" => write(inner, &call, verb, req.headers, req.body),
         "delete" => delete(inner, &call),
         _ => unreachable!(),
     }
@@ -102,13 +102,15 @@ fn verb(
         ("PUT", true) => "update",
         ("PATCH", true) => "patch",
         ("DELETE", true) => "delete",
-        _ => return Err(ApiError::new(
-            405,
-            "MethodNotAllowed",
-            format!(
+        _ => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!(
                 "the server does not allow this method on the requested resource: {method} {path}"
             ),
-        )),
+            ))
+        }
     })
 }
 
@@ -281,9 +283,8 @@ fn list(
     inner: &mut Inner,
     kind: &Kind,
     namespace: Option<&str>,
-    params: &HashMap<String, String>,
+    selector: &Selector,
 ) -> Result<(u16, Value), ApiError> {
-    let selector = Selector::from_params(params)?;
     let items: Vec<Value> = inner
         .store
         .list(&kind.plural, namespace)

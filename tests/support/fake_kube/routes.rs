@@ -121,7 +121,14 @@ pub(super) async fn handle(
 ) -> Response {
     let mut inner = shared.lock().unwrap();
     let query = uri.query().unwrap_or("").to_string();
-    let (code, answer) = match serve(&mut inner, &method, uri.path(), &query, &headers, &body) {
+    let req = Request {
+        method: &method,
+        path: uri.path(),
+        query: &query,
+        headers: &headers,
+        body: &body,
+    };
+    let (code, answer) = match serve(&mut inner, &req) {
         Ok((code, v)) => (code, v),
         Err(e) => (e.code, e.body()),
     };
@@ -142,14 +149,17 @@ pub(super) async fn handle(
     json_response(code, answer)
 }
 
-fn serve(
-    inner: &mut Inner,
-    method: &Method,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(u16, Value), ApiError> {
+/// A request as received.
+pub(super) struct Request<'a> {
+    pub(super) method: &'a Method,
+    pub(super) path: &'a str,
+    pub(super) query: &'a str,
+    pub(super) headers: &'a HeaderMap,
+    pub(super) body: &'a [u8],
+}
+
+fn serve(inner: &mut Inner, req: &Request) -> Result<(u16, Value), ApiError> {
+    let path = req.path;
     match route(&inner.store, path) {
         Route::Version => Ok((200, version())),
         // Legacy discovery only: kubectl asks for the aggregated form first
@@ -166,7 +176,7 @@ fn serve(
             Ok((200, resources(inner.store.kinds(), &group, &version)))
         }
         Route::Unknown => Err(not_served(path)),
-        Route::Object(target) => objects::serve(inner, method, path, query, headers, body, target),
+        Route::Object(target) => objects::serve(inner, req, target),
     }
 }
 

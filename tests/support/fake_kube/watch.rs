@@ -25,16 +25,16 @@ pub(super) struct WatchSpec {
     timeout: std::time::Duration,
 }
 
-/// Opens a watch of `kind` in `namespace` (`None`: all) from the request's
-/// selectors, `resourceVersion` and `timeoutSeconds`; the handler streams
-/// it once the request is logged.
+/// Opens a watch of what `selector` picks of `kind` in `namespace`
+/// (`None`: all), from the request's `resourceVersion` and
+/// `timeoutSeconds`; the handler streams it once the request is logged.
 pub(super) fn open(
     inner: &mut Inner,
     kind: &Kind,
     namespace: Option<&str>,
+    selector: Selector,
     params: &HashMap<String, String>,
 ) -> Result<(u16, Value), ApiError> {
-    let selector = Selector::from_params(params)?;
     let since = params
         .get("resourceVersion")
         .filter(|rv| !rv.is_empty() && *rv != "0")
