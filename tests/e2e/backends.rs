@@ -3,9 +3,8 @@
 //! real git repositories on disk. Each test checks the audit entry's record
 //! of the requests too.
 
+use crate::support::in_process::{self, result_entry};
 use crate::support::webhook_receiver::{Receiver, Reply};
-use rollbot::audit::{Entry, Outcome as AuditOutcome};
-use rollbot::clock::SystemClock;
 use rollbot::config::Config;
 use rollbot::domain::{Action, Actor, Platform};
 use rollbot::engine::{Request, Status};
@@ -33,12 +32,7 @@ backend = "main"
 members = ["console:responder"]
 "#
     );
-    let path = dir.join("rollbot.toml");
-    std::fs::write(&path, &text).unwrap();
-    let config = Config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
-    rollbot::runtime::start(config, &dir.join("data"), vec![], Arc::new(SystemClock))
-        .await
-        .unwrap()
+    in_process::start(dir, &text, vec![]).await
 }
 
 fn rollback(reason: &str, key: &str) -> Request {
@@ -49,26 +43,6 @@ fn rollback(reason: &str, key: &str) -> Request {
     .service("checkout")
     .reason(reason)
     .idempotency_key(key)
-}
-
-/// The final audit entry of an action.
-fn result_entry(rt: &Runtime, corr: &str) -> Entry {
-    let mut found = None;
-    rt.engine
-        .audit()
-        .for_each(&mut |e| {
-            if e.record.correlation_id == corr
-                && matches!(
-                    e.record.outcome,
-                    AuditOutcome::Succeeded | AuditOutcome::Failed
-                )
-            {
-                found = Some(e);
-            }
-            true
-        })
-        .unwrap();
-    found.expect("a result entry")
 }
 
 fn webhook_config(dir: &Path, r: &Receiver, secret: &str, extra: &str) -> String {

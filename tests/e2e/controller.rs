@@ -2,6 +2,7 @@
 //! rolled back once, at the time the judge says; a good one is promoted; an
 //! outage is no_data, never a rollback.
 
+use crate::support::api::Api;
 use crate::support::prometheus::{openmetrics, Prometheus};
 use crate::support::{rollbot, text, Server};
 use rollbot::judge::replay::judge_ticks;
@@ -64,28 +65,12 @@ async fn announce(
     to: &str,
     start: i64,
 ) -> serde_json::Value {
-    let r = reqwest::Client::new()
-        .post(s.url("/api/v1/rollouts"))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"service": service, "from_revision": from, "to_revision": to, "start_time": chrono::DateTime::from_timestamp(start, 0).unwrap().to_rfc3339()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json().await.unwrap()
+    let start = chrono::DateTime::from_timestamp(start, 0).unwrap();
+    Api::new(s, TOKEN).announce(service, from, to, start).await
 }
 
 async fn rollouts(s: &Server) -> Vec<serde_json::Value> {
-    let r = reqwest::Client::new()
-        .get(s.url("/api/v1/rollouts"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    r.json::<serde_json::Value>().await.unwrap()["rollouts"]
-        .as_array()
-        .unwrap()
-        .clone()
+    Api::new(s, TOKEN).rollouts().await
 }
 
 async fn wait_for_state(
@@ -595,15 +580,6 @@ token = "${{ROLLBOT_TEST_TOKEN}}"
     )
 }
 
-async fn readyz(s: &Server) -> String {
-    reqwest::get(s.url("/readyz"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn wait_until(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !ok().await {
@@ -652,7 +628,8 @@ async fn prometheus_down_is_no_data_one_warning_and_recovery() {
     );
     announce(&s, "checkout", "v41", "v42", chrono::Utc::now().timestamp()).await;
     wait_until("a few healthy ticks", Duration::from_secs(30), async || {
-        readyz(&s).await.contains("metrics: ok") && rollouts(&s).await[0]["verdict"] == "healthy"
+        s.get("/readyz").await.1.contains("metrics: ok")
+            && rollouts(&s).await[0]["verdict"] == "healthy"
     })
     .await;
 
@@ -661,7 +638,7 @@ async fn prometheus_down_is_no_data_one_warning_and_recovery() {
     wait_until(
         "readyz to report the outage",
         Duration::from_secs(30),
-        async || readyz(&s).await.contains("metrics: UNAVAILABLE"),
+        async || s.get("/readyz").await.1.contains("metrics: UNAVAILABLE"),
     )
     .await;
     // Several ticks pass without metrics.
@@ -676,13 +653,15 @@ async fn prometheus_down_is_no_data_one_warning_and_recovery() {
         "one warning, not one per tick:\n{log}"
     );
     assert!(log.contains("cannot reach Prometheus at"), "{log}");
-    assert!(readyz(&s)
+    assert!(s
+        .get("/readyz")
         .await
+        .1
         .contains("nothing is rolled back automatically"));
 
     prom.restart();
     wait_until("metrics to return", Duration::from_secs(60), async || {
-        readyz(&s).await.contains("metrics: ok")
+        s.get("/readyz").await.1.contains("metrics: ok")
     })
     .await;
     wait_until(

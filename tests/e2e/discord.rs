@@ -2,6 +2,7 @@
 //! interactions and POSTs them to `rollbot serve`, and answers rollbot's
 //! REST calls the way Discord does.
 
+use crate::support::api::Api;
 use crate::support::fake_discord::{FakeDiscord, Person, APP_ID, GUILD_ID};
 use crate::support::{rollbot, text, Server};
 use serde_json::{json, Value};
@@ -116,33 +117,23 @@ fn config(fake: &FakeDiscord) -> String {
 }
 
 async fn start() -> (FakeDiscord, Server, tempfile::TempDir) {
-    start_with(|c| c).await
+    start_with(|c| c, &[]).await
 }
 
-/// [`start`] with the config text changed by `edit`.
+/// [`start`] with the config text changed by `edit`, and `env` besides
+/// the bot token.
 async fn start_with(
     edit: impl FnOnce(String) -> String,
+    env: &[(&str, &str)],
 ) -> (FakeDiscord, Server, tempfile::TempDir) {
     let fake = FakeDiscord::start(TOKEN, &[DEPLOYS, INCIDENTS]).await;
     fake.add_channel(LOCKED, true);
     let dir = tempfile::tempdir().unwrap();
     let cfg = edit(config(&fake));
-    let d = dir.path().to_path_buf();
-    let server = tokio::task::spawn_blocking(move || {
-        Server::start(&d, &cfg, &[("ROLLBOT_TEST_DISCORD_TOKEN", TOKEN)])
-    })
-    .await
-    .unwrap();
+    let mut env = env.to_vec();
+    env.push(("ROLLBOT_TEST_DISCORD_TOKEN", TOKEN));
+    let server = Server::start_async(dir.path(), &cfg, &env).await;
     (fake, server, dir)
-}
-
-async fn metrics(s: &Server) -> String {
-    reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 fn embed_text(m: &Value) -> String {
@@ -237,7 +228,7 @@ async fn ping_gets_pong_and_bad_signatures_get_401_with_no_side_effect() {
         let (code, _, _) = fake.post_raw(&url, b, sig.as_deref(), ts.as_deref()).await;
         assert_eq!(code, 401, "{what}");
     }
-    let m = metrics(&s).await;
+    let m = s.get("/metrics").await.1;
     assert!(
         m.contains("rollbot_signature_failures_total{platform=\"discord\"} 6"),
         "{m}"
@@ -332,7 +323,7 @@ async fn a_responders_rollback_is_deferred_acts_once_and_is_audited() {
     let (code, answer, _) = fake.send(&url, &payload).await;
     assert_eq!((code, answer["type"].as_u64()), (200, Some(5)));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let m = metrics(&s).await;
+    let m = s.get("/metrics").await.1;
     assert!(
         m.contains("rollbot_actions_total{action=\"rollback\",outcome=\"succeeded\"} 1"),
         "{m}"
@@ -422,7 +413,7 @@ async fn a_member_without_the_role_is_refused_ephemerally_naming_the_role() {
     let (fake, s, _dir) = start_with(|c| {
         // ledger's promotions are frozen all the time.
         c + "\n[[freeze.windows]]\nname = \"always\"\nkind = \"deny\"\nschedule = \"* * * * *\"\nduration = \"1h\"\nservices = [\"*/ledger\"]\nreason = \"ledger migration\"\n"
-    })
+    }, &[])
     .await;
     let url = s.url("/discord/interactions");
     let payload = fake.command(
@@ -458,7 +449,7 @@ async fn a_member_without_the_role_is_refused_ephemerally_naming_the_role() {
     );
     let (_, answer, _) = fake.send(&url, &done).await;
     assert_eq!(answer["data"]["flags"].as_u64().unwrap_or(0) & 64, 0);
-    let m = metrics(&s).await;
+    let m = s.get("/metrics").await.1;
     assert!(
         m.contains("rollbot_refusals_total{action=\"rollback\",reason=\"permission\"} 1"),
         "{m}"
@@ -609,7 +600,7 @@ async fn prompt_buttons_refuse_non_approvers_and_act_once_for_approvers() {
         .await;
     assert!(promoted.contains("By: Priya"), "{promoted}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let m = metrics(&s).await;
+    let m = s.get("/metrics").await.1;
     // One approval acted; the repeats were refused as already answered.
     assert!(
         m.contains("rollbot_actions_total{action=\"approve\",outcome=\"succeeded\"} 1"),
@@ -696,7 +687,7 @@ async fn a_429_delays_but_does_not_lose_a_message_and_errors_are_reported() {
     assert!(shown.contains("Rolled back search"), "{shown}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let m = metrics(&s).await;
+        let m = s.get("/metrics").await.1;
         if m.contains("rollbot_chat_errors_total{platform=\"discord\"} 1") {
             assert!(
                 m.contains("rollbot_chat_rate_limited_total{platform=\"discord\"} 2"),
@@ -946,16 +937,11 @@ async fn one_channels_rate_limit_does_not_hold_up_another_and_order_is_kept() {
 
 #[tokio::test]
 async fn an_expired_prompt_says_so_and_cannot_act() {
-    let fake = FakeDiscord::start(TOKEN, &[DEPLOYS, INCIDENTS]).await;
-    fake.add_channel(LOCKED, true);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&fake).replace("[store]", "[engine]\nprompt_ttl = \"1s\"\n\n[store]");
-    let d = dir.path().to_path_buf();
-    let s = tokio::task::spawn_blocking(move || {
-        Server::start(&d, &cfg, &[("ROLLBOT_TEST_DISCORD_TOKEN", TOKEN)])
-    })
-    .await
-    .unwrap();
+    let (fake, s, _dir) = start_with(
+        |c| c.replace("[store]", "[engine]\nprompt_ttl = \"1s\"\n\n[store]"),
+        &[],
+    )
+    .await;
     let url = s.url("/discord/interactions");
     fake.send(
         &url,
@@ -999,7 +985,7 @@ async fn an_expired_prompt_says_so_and_cannot_act() {
         "{}",
         embed_text(&edited)
     );
-    let m = metrics(&s).await;
+    let m = s.get("/metrics").await.1;
     assert!(
         !m.contains("action=\"approve\",outcome=\"succeeded\""),
         "{m}"
@@ -1038,11 +1024,7 @@ async fn a_slow_backend_never_delays_the_first_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_summary_arrives_with_its_chart_attached() {
-    let fake = FakeDiscord::start(TOKEN, &[DEPLOYS, INCIDENTS]).await;
-    fake.add_channel(LOCKED, true);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&fake)
-        + r#"
+    let extra = r#"
 [metrics]
 source = "simulated"
 interval = "1s"
@@ -1055,32 +1037,13 @@ members = ["api:ci"]
 name = "ci"
 token = "${ROLLBOT_TEST_API_TOKEN}"
 "#;
-    let d = dir.path().to_path_buf();
     let api_token = "ci-token-0123456789abcdef0123456789";
-    let server = tokio::task::spawn_blocking(move || {
-        Server::start(
-            &d,
-            &cfg,
-            &[
-                ("ROLLBOT_TEST_DISCORD_TOKEN", TOKEN),
-                ("ROLLBOT_TEST_API_TOKEN", api_token),
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let (fake, server, _dir) =
+        start_with(|c| c + extra, &[("ROLLBOT_TEST_API_TOKEN", api_token)]).await;
     let start = chrono::Utc::now() - chrono::Duration::minutes(20);
-    let resp = reqwest::Client::new()
-        .post(server.url("/api/v1/rollouts"))
-        .bearer_auth(api_token)
-        .json(
-            &json!({"service": "checkout", "from_revision": "v1", "to_revision": "v2",
-            "start_time": start.to_rfc3339()}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    Api::new(&server, api_token)
+        .announce("checkout", "v1", "v2", start)
+        .await;
     let (summary, png) = fake
         .wait_for("the summary with its chart", |s| {
             s.messages_in(DEPLOYS).into_iter().find_map(|m| {
@@ -1145,7 +1108,7 @@ async fn an_unanswered_prompt_escalates_with_a_real_ping_of_the_next_group() {
             ),
             1,
         )
-    })
+    }, &[])
     .await;
     let url = s.url("/discord/interactions");
     let (_, prompt) = sam_asks_to_promote_payments(&fake, &url, "@everyone canary clean").await;
@@ -1240,7 +1203,7 @@ async fn an_ancient_timestamp_and_an_oversized_reason_are_refused() {
         "{shown}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let m = metrics(&s).await;
+    let m = s.get("/metrics").await.1;
     assert!(
         m.contains("rollbot_signature_failures_total{platform=\"discord\"} 1"),
         "{m}"

@@ -5,8 +5,7 @@
 use crate::support::fake_kube::{
     kubectl, seed_history, strip_nulls, DeploymentController, FakeKube, Logged, Pace, REVISION,
 };
-use crate::support::kube_bot::{api_action, exported_result, rollout_keys, Backend, Bot};
-use rollbot::config::Config;
+use crate::support::kube_bot::{api_action, rollout_keys, Backend, Bot};
 use rollbot::domain::{Action, Actor, Platform, View};
 use rollbot::engine::{Refusal, Request, Status};
 use serde_json::{json, Value};
@@ -580,29 +579,7 @@ async fn status_shows_the_history_with_change_causes_and_images() {
 
 #[test]
 fn config_mistakes_are_reported_with_what_to_write() {
-    let config = |backend: &str, target: &str| {
-        let text = format!(
-            r#"
-[engine]
-backend_timeout = "60s"
-
-[backends.k8s]
-type = "kubernetes-deployment"
-{backend}
-
-[[services]]
-name = "web"
-environment = "prod"
-backend = "k8s"
-[services.target]
-{target}
-"#
-        );
-        match Config::parse(Path::new("rollbot.toml"), &text) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    };
+    let config = |keys: &str, target: &str| BACKEND.config_problems(keys, target);
     assert_eq!(config("namespace = \"prod\"", "deployment = \"web\""), "");
     let e = config("", "mechanism = \"scale-canary\"");
     assert!(
@@ -656,16 +633,11 @@ async fn rollbot_serve_rolls_back_through_the_api_and_exports_the_patch_in_the_a
         .requests()
         .iter()
         .all(|r| r.authorization == format!("Bearer {TOKEN}")));
-    let log = server.log_text();
-    assert!(server.terminate().success());
-    assert!(!log.contains(TOKEN), "the token is not logged");
-
-    let (export, text) = exported_result(dir.path(), "json-patch");
+    let text = BACKEND.stop_and_export(server, dir.path(), "json-patch");
     assert!(
         text.contains("/spec/template") && text.contains("registry.example.com/web:1.0"),
         "{text}"
     );
-    assert!(!export.contains(TOKEN));
 }
 
 #[tokio::test]

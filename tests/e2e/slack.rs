@@ -1,8 +1,10 @@
 //! Slack end to end: `rollbot serve` against the fake Slack in
 //! tests/support/fake_slack.rs, over HTTP and Socket Mode.
 
+use crate::support::audit::assert_audit_counts;
 use crate::support::fake_slack::{self, FakeSlack, Posted};
-use crate::support::{rollbot, text, Server};
+use crate::support::slack_rig::SlackRig;
+use crate::support::{rollbot, text};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -64,15 +66,12 @@ channel_interval = "200ms"
 usergroup_cache_ttl = "1m"
 "##;
 
-struct Rig {
-    fake: FakeSlack,
-    server: Server,
-    _dir: tempfile::TempDir,
-    data: std::path::PathBuf,
-    http: reqwest::Client,
-}
-
-async fn rig_with(mode: &str, extra_channels: &str, bot_token: &str, not_member: &[&str]) -> Rig {
+async fn rig_with(
+    mode: &str,
+    extra_channels: &str,
+    bot_token: &str,
+    not_member: &[&str],
+) -> SlackRig {
     let fake = FakeSlack::start().await;
     fake.add_channel(DEPLOYS, true);
     fake.add_channel(INCIDENTS, true);
@@ -80,194 +79,23 @@ async fn rig_with(mode: &str, extra_channels: &str, bot_token: &str, not_member:
         fake.add_channel(c, false);
     }
     fake.add_usergroup("S0APPROVERS", &[APPROVER, "U0OTHER"]);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     let config = CONFIG
         .replace("{mode}", mode)
-        .replace("{api}", &fake.api_url())
         .replace("{extra_channels}", extra_channels);
-    let path = dir.path().to_path_buf();
-    let token = bot_token.to_string();
-    let server = tokio::task::spawn_blocking(move || {
-        Server::start(
-            &path,
-            &config,
-            &[
-                ("SLACK_SIGNING_SECRET", fake_slack::SIGNING_SECRET),
-                ("SLACK_BOT_TOKEN", &token),
-                ("SLACK_APP_TOKEN", fake_slack::APP_TOKEN),
-                ("ROLLBOT_LOG", "warn"),
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    Rig {
+    SlackRig::start(
         fake,
-        server,
-        _dir: dir,
-        data,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-    }
+        DEPLOYS,
+        &config,
+        &[
+            ("SLACK_BOT_TOKEN", bot_token),
+            ("SLACK_APP_TOKEN", fake_slack::APP_TOKEN),
+        ],
+    )
+    .await
 }
 
-async fn rig(mode: &str) -> Rig {
+async fn rig(mode: &str) -> SlackRig {
     rig_with(mode, "", fake_slack::BOT_TOKEN, &[]).await
-}
-
-impl Rig {
-    /// POSTs a body signed like Slack; returns status, body and latency.
-    async fn signed(
-        &self,
-        path: &str,
-        body: &str,
-        extra: &[(&str, &str)],
-    ) -> (u16, String, Duration) {
-        // A retry is a new delivery: Slack signs it again, at a later time.
-        let later = extra.iter().any(|(k, _)| *k == "x-slack-retry-num");
-        let ts = fake_slack::now() + i64::from(later);
-        let mut req = self
-            .http
-            .post(self.server.url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-slack-request-timestamp", ts.to_string())
-            .header(
-                "x-slack-signature",
-                fake_slack::sign(fake_slack::SIGNING_SECRET, ts, body),
-            );
-        for (k, v) in extra {
-            req = req.header(*k, *v);
-        }
-        let t0 = Instant::now();
-        let r = req.body(body.to_string()).send().await.unwrap();
-        let code = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (code, text, t0.elapsed())
-    }
-
-    async fn slash(
-        &self,
-        command: &str,
-        text: &str,
-        user: &str,
-        trigger: &str,
-    ) -> (u16, Value, Duration) {
-        self.slash_in(DEPLOYS, command, text, user, trigger).await
-    }
-
-    /// A slash command typed in `channel` (a DM, a channel the bot is not in).
-    async fn slash_in(
-        &self,
-        channel: &str,
-        command: &str,
-        text: &str,
-        user: &str,
-        trigger: &str,
-    ) -> (u16, Value, Duration) {
-        let body = fake_slack::slash_body(
-            command,
-            text,
-            user,
-            channel,
-            trigger,
-            &self.fake.response_url(trigger),
-        );
-        let (code, text, took) = self.signed("/slack/commands", &body, &[]).await;
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-            took,
-        )
-    }
-
-    async fn press(
-        &self,
-        user: &str,
-        message: &Posted,
-        action_id: &str,
-        trigger: &str,
-        retry: Option<&str>,
-    ) -> u16 {
-        let payload = fake_slack::press_payload(
-            user,
-            DEPLOYS,
-            message,
-            action_id,
-            trigger,
-            &self.fake.response_url(trigger),
-        );
-        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
-        let extra: Vec<(&str, &str)> = retry
-            .map(|n| {
-                vec![
-                    ("x-slack-retry-num", n),
-                    ("x-slack-retry-reason", "http_timeout"),
-                ]
-            })
-            .unwrap_or_default();
-        self.signed("/slack/interactions", &body, &extra).await.0
-    }
-
-    async fn readyz(&self) -> (u16, String) {
-        let r = self
-            .http
-            .get(self.server.url("/readyz"))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-
-    async fn metrics(&self) -> String {
-        self.http
-            .get(self.server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// Stops the server and reads the audit log's records.
-    fn audit_records(self) -> Vec<Value> {
-        let st = self.server.terminate();
-        assert!(st.success(), "rollbot serve exited with {st}");
-        crate::support::audit_export(&self.data)
-            .into_iter()
-            .map(|v| {
-                if v["record"].is_object() {
-                    v["record"].clone()
-                } else {
-                    v
-                }
-            })
-            .collect()
-    }
-
-    /// Stops the server and reads the audit log: (action, outcome, actor id).
-    fn audit(self) -> Vec<(String, String, String)> {
-        self.audit_records()
-            .iter()
-            .map(|r| {
-                (
-                    r["action"].as_str().unwrap_or_default().to_string(),
-                    r["outcome"].as_str().unwrap_or_default().to_string(),
-                    r["actor"]["id"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect()
-    }
-}
-
-fn count(audit: &[(String, String, String)], action: &str, outcome: &str) -> usize {
-    audit
-        .iter()
-        .filter(|(a, o, _)| a == action && o == outcome)
-        .count()
 }
 
 fn with_text(msgs: Vec<Posted>, needle: &str) -> Vec<Posted> {
@@ -381,11 +209,14 @@ async fn slash_rollback_is_acknowledged_at_once_acts_once_and_is_announced_and_a
     assert_eq!(refusal.channel, DEPLOYS);
 
     let audit = r.audit();
-    assert_eq!(count(&audit, "rollback", "succeeded"), 1, "{audit:?}");
-    assert_eq!(count(&audit, "rollback", "refused"), 1, "{audit:?}");
-    assert!(audit
-        .iter()
-        .any(|(a, o, id)| a == "rollback" && o == "succeeded" && id == RESPONDER));
+    assert_audit_counts(
+        &audit,
+        &[
+            ("rollback", "succeeded", "", 1),
+            ("rollback", "refused", "", 1),
+            ("rollback", "succeeded", RESPONDER, 1),
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -467,7 +298,7 @@ async fn unsigned_wrongly_signed_stale_and_replayed_requests_get_401_and_change_
     );
     let _ = url;
 
-    let metrics = r.metrics().await;
+    let metrics = r.server.get("/metrics").await.1;
     assert!(
         metrics.contains("rollbot_signature_failures_total{platform=\"slack\"} 7"),
         "{metrics}"
@@ -687,7 +518,7 @@ async fn a_mention_in_a_thread_acts_once_even_when_slack_retries_the_event() {
     assert!(reply.current_text().contains("Rolled back"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let audit = r.audit();
-    assert_eq!(count(&audit, "rollback", "succeeded"), 1, "{audit:?}");
+    assert_audit_counts(&audit, &[("rollback", "succeeded", "", 1)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -746,7 +577,7 @@ async fn a_429_delays_a_message_but_does_not_lose_it() {
         .count();
     assert_eq!(failed, 2);
     let audit = r.audit();
-    assert_eq!(count(&audit, "rollback", "succeeded"), 1);
+    assert_audit_counts(&audit, &[("rollback", "succeeded", "", 1)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -754,7 +585,7 @@ async fn configuration_errors_are_reported_at_start_up_and_in_readyz() {
     let extra =
         "[channels.missing]\nslack = \"C0MISSING\"\n\n[channels.outside]\nslack = \"C0OUTSIDE\"\n";
     let r = rig_with("http", extra, fake_slack::BOT_TOKEN, &["C0OUTSIDE"]).await;
-    let (code, body) = r.readyz().await;
+    let (code, body) = r.server.get("/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert!(
         body.contains("C0MISSING") && body.contains("channel_not_found"),
@@ -770,7 +601,7 @@ async fn configuration_errors_are_reported_at_start_up_and_in_readyz() {
 
     // A wrong bot token.
     let r = rig_with("http", "", "xoxb-wrong", &[]).await;
-    let (code, body) = r.readyz().await;
+    let (code, body) = r.server.get("/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert!(
         body.contains("invalid_auth") && body.contains("bot_token"),
@@ -780,14 +611,14 @@ async fn configuration_errors_are_reported_at_start_up_and_in_readyz() {
 
     // All good.
     let r = rig("http").await;
-    let (code, body) = r.readyz().await;
+    let (code, body) = r.server.get("/readyz").await;
     assert_eq!(code, 200, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_from_a_dm_is_answered_privately_and_rollbot_stays_ready() {
     let r = rig("http").await;
-    assert_eq!(r.readyz().await.0, 200);
+    assert_eq!(r.server.get("/readyz").await.0, 200);
     // A DM the bot is not part of: chat.postEphemeral answers
     // channel_not_found, so the answer goes through response_url.
     let dm = "D0RESPDM";
@@ -813,7 +644,7 @@ async fn a_command_from_a_dm_is_answered_privately_and_rollbot_stays_ready() {
     // One person's conversation is not rollbot's configuration: the pod
     // stays in its Service (deploy/statefulset.yaml probes /readyz).
     for _ in 0..10 {
-        let (code, body) = r.readyz().await;
+        let (code, body) = r.server.get("/readyz").await;
         assert_eq!(code, 200, "{body}");
         assert!(!body.contains(dm), "{body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -828,7 +659,7 @@ async fn a_command_from_a_dm_is_answered_privately_and_rollbot_stays_ready() {
         })
         .await;
     assert!(refusal.to_string().contains("responder"), "{refusal}");
-    assert_eq!(r.readyz().await.0, 200);
+    assert_eq!(r.server.get("/readyz").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -848,7 +679,7 @@ async fn a_channel_the_bot_was_removed_from_shows_in_readyz() {
         .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (code, body) = r.readyz().await;
+        let (code, body) = r.server.get("/readyz").await;
         if code == 503 && body.contains("not_in_channel") && body.contains(INCIDENTS) {
             assert!(body.contains("/invite @rollbot"), "{body}");
             break;
@@ -888,8 +719,12 @@ async fn socket_mode_runs_the_same_flows_and_reconnects() {
     f.wait_for(10, "the socket", |f| (f.connections() == 1).then_some(()))
         .await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while r.readyz().await.0 != 200 {
-        assert!(Instant::now() < deadline, "{:?}", r.readyz().await);
+    while r.server.get("/readyz").await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            r.server.get("/readyz").await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -1012,9 +847,14 @@ async fn socket_mode_runs_the_same_flows_and_reconnects() {
         "one prompt"
     );
     let audit = r.audit();
-    assert_eq!(count(&audit, "rollback", "succeeded"), 1, "{audit:?}");
-    assert_eq!(count(&audit, "promote", "pending"), 1, "{audit:?}");
-    assert_eq!(count(&audit, "promote", "succeeded"), 1, "{audit:?}");
+    assert_audit_counts(
+        &audit,
+        &[
+            ("rollback", "succeeded", "", 1),
+            ("promote", "pending", "", 1),
+            ("promote", "succeeded", "", 1),
+        ],
+    );
 }
 
 #[test]
@@ -1080,13 +920,18 @@ async fn a_press_on_an_expired_prompt_says_so_and_acts_on_nothing() {
         updated.current_text()
     );
     let audit = r.audit();
-    assert_eq!(count(&audit, "promote", "succeeded"), 0, "{audit:?}");
-    assert_eq!(count(&audit, "approve", "refused"), 1, "{audit:?}");
+    assert_audit_counts(
+        &audit,
+        &[
+            ("promote", "succeeded", "", 0),
+            ("approve", "refused", "", 1),
+        ],
+    );
 }
 
 /// Slack over HTTP with the simulated metric source, and CI announcing a
 /// checkout rollout that started 20 minutes ago with a bad canary.
-async fn rig_with_a_bad_canary_announced() -> Rig {
+async fn rig_with_a_bad_canary_announced() -> SlackRig {
     let extra = r#"[metrics]
 source = "simulated"
 interval = "1s"
@@ -1101,18 +946,9 @@ token = "${SLACK_SIGNING_SECRET}"
 "#;
     let r = rig_with("http", extra, fake_slack::BOT_TOKEN, &[]).await;
     let start = chrono::Utc::now() - chrono::Duration::minutes(20);
-    let resp = r
-        .http
-        .post(r.server.url("/api/v1/rollouts"))
-        .bearer_auth(fake_slack::SIGNING_SECRET)
-        .json(
-            &json!({"service": "checkout", "from_revision": "v41", "to_revision": "v42",
-            "start_time": start.to_rfc3339()}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    r.api(fake_slack::SIGNING_SECRET)
+        .announce("checkout", "v41", "v42", start)
+        .await;
     r
 }
 
@@ -1279,7 +1115,7 @@ async fn replays_in_other_hex_case_ancient_timestamps_and_oversized_reasons_are_
         "{ack}"
     );
 
-    let metrics = r.metrics().await;
+    let metrics = r.server.get("/metrics").await.1;
     assert!(
         metrics.contains("rollbot_signature_failures_total{platform=\"slack\"} 3"),
         "{metrics}"
@@ -1300,7 +1136,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Waits (bounded) until the deploy channel shows `needle`; how long it took.
-async fn announced_within(r: &Rig, needle: &str, limit: Duration) -> Option<Duration> {
+async fn announced_within(r: &SlackRig, needle: &str, limit: Duration) -> Option<Duration> {
     let t = Instant::now();
     while t.elapsed() < limit {
         if !with_text(r.fake.messages(DEPLOYS), needle).is_empty() {
@@ -1393,5 +1229,5 @@ async fn a_burst_of_twenty_thousand_signed_commands_is_followed_by_a_prompt_acti
         "the rollback after the flood was announced within 3 × {quiet:?} + 10 s"
     );
     let audit = r.audit();
-    assert_eq!(count(&audit, "rollback", "succeeded"), 2);
+    assert_audit_counts(&audit, &[("rollback", "succeeded", "", 2)]);
 }
