@@ -3,11 +3,13 @@
 //! outage is no_data, never a rollback.
 
 use crate::support::api::Api;
+use crate::support::audit;
 use crate::support::prometheus::{openmetrics, Prometheus};
-use crate::support::{rollbot, text, Server};
+use crate::support::{replay_summary, rollbot, text, Server};
 use rollbot::judge::replay::judge_ticks;
 use rollbot::judge::sim::{Scenario, Simulator};
 use rollbot::judge::{JudgePolicy, Recommendation, Tick};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "ci-token-8d1e";
@@ -45,6 +47,26 @@ name = "ci"
 token = "${{ROLLBOT_TEST_TOKEN}}"
 "##
     )
+}
+
+/// Prometheus holding `history` of checkout from `start`, rollbot
+/// watching it with `extra_service` keys on checkout, and checkout v41 →
+/// v42 announced at `start`: the rollout as announced.
+async fn serve_history(
+    dir: &Path,
+    history: &[Tick],
+    start: i64,
+    extra_service: &str,
+) -> (Prometheus, Server, serde_json::Value) {
+    let prom =
+        Prometheus::with_history(&dir.join("prom"), &openmetrics("checkout", start, history));
+    let s = Server::start(
+        dir,
+        &config(&prom.url(), extra_service),
+        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
+    );
+    let announced = announce(&s, "checkout", "v41", "v42", start).await;
+    (prom, s, announced)
 }
 
 fn ticks(scenario: &Scenario, minutes: usize) -> Vec<Tick> {
@@ -140,16 +162,7 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
         .expect("the judge rolls this scenario back")
         .t;
     let start = start_ago(35);
-    let prom = Prometheus::with_history(
-        &dir.path().join("prom"),
-        &openmetrics("checkout", start, &history),
-    );
-    let s = Server::start(
-        dir.path(),
-        &config(&prom.url(), ""),
-        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
-    );
-    let announced = announce(&s, "checkout", "v41", "v42", start).await;
+    let (prom, s, announced) = serve_history(dir.path(), &history, start, "").await;
     let id = announced["id"].as_str().unwrap().to_string();
     // The listing waits for the catch-up, which rolls back on history.
     let r = wait_for_state(
@@ -196,14 +209,7 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
     assert!(s.terminate().success());
 
     let data = dir.path().join("data");
-    let list = text(&rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        data.to_str().unwrap(),
-        "--service",
-        "checkout",
-    ]));
+    let list = audit::list(&data, &["--service", "checkout"]);
     let rollbacks: Vec<&str> = list
         .lines()
         .filter(|l| l.contains("rollback checkout by rollbot controller — succeeded"))
@@ -231,8 +237,7 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
     let to = chrono::DateTime::from_timestamp(start + 30 * 60, 0)
         .unwrap()
         .to_rfc3339();
-    let o = rollbot(&[
-        "replay",
+    let summary = replay_summary(&[
         "--from-prometheus",
         &prom.url(),
         "--service",
@@ -241,17 +246,8 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
         &from,
         "--end",
         &to,
-        "--json",
     ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let last = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    let summary: serde_json::Value = serde_json::from_str(&last).unwrap();
-    let replayed = summary["summary"]["first_rollback_t"]
+    let replayed = summary["first_rollback_t"]
         .as_f64()
         .expect("a rollback in the backtest");
     assert!(
@@ -325,16 +321,13 @@ async fn a_good_canary_is_not_rolled_back_and_auto_promote_promotes() {
     let dir = tempfile::tempdir().unwrap();
     let history = ticks(&Scenario::new("good", true).canary_share(0.05), 40);
     let start = start_ago(42);
-    let prom = Prometheus::with_history(
-        &dir.path().join("prom"),
-        &openmetrics("checkout", start, &history),
-    );
-    let s = Server::start(
+    let (_prom, s, _) = serve_history(
         dir.path(),
-        &config(&prom.url(), "auto_promote = true\nstep_interval = \"1m\""),
-        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
-    );
-    announce(&s, "checkout", "v41", "v42", start).await;
+        &history,
+        start,
+        "auto_promote = true\nstep_interval = \"1m\"",
+    )
+    .await;
     let r = wait_for_state(&s, "checkout", "fully promoted", Duration::from_secs(60)).await;
     assert_eq!(r["verdict"], "healthy", "{r}");
     let log = s.log_text();
@@ -346,14 +339,7 @@ async fn a_good_canary_is_not_rolled_back_and_auto_promote_promotes() {
         "{log}"
     );
     assert!(s.terminate().success());
-    let list = text(&rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        dir.path().join("data").to_str().unwrap(),
-        "--service",
-        "checkout",
-    ]));
+    let list = audit::list(&dir.path().join("data"), &["--service", "checkout"]);
     assert!(!list.contains("rollback"), "{list}");
     assert_eq!(
         list.lines()
@@ -373,16 +359,7 @@ async fn a_canary_without_series_is_warned_about_once_naming_the_track_and_the_q
         .map(|t| Tick { canary: None, ..t })
         .collect();
     let start = start_ago(10);
-    let prom = Prometheus::with_history(
-        &dir.path().join("prom"),
-        &openmetrics("checkout", start, &history),
-    );
-    let s = Server::start(
-        dir.path(),
-        &config(&prom.url(), ""),
-        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
-    );
-    announce(&s, "checkout", "v41", "v42", start).await;
+    let (_prom, s, _) = serve_history(dir.path(), &history, start, "").await;
     wait_until("the warning", Duration::from_secs(60), async || {
         s.log_text().contains("No metrics for checkout v42")
     })
@@ -671,12 +648,7 @@ async fn prometheus_down_is_no_data_one_warning_and_recovery() {
     )
     .await;
     assert!(s.terminate().success());
-    let list = text(&rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        dir.path().join("data").to_str().unwrap(),
-    ]));
+    let list = audit::list(&dir.path().join("data"), &[]);
     assert!(!list.contains("rollback"), "{list}");
     drop(app);
 }

@@ -3,6 +3,7 @@
 //! REST calls the way Discord does.
 
 use crate::support::api::Api;
+use crate::support::audit;
 use crate::support::fake_discord::{FakeDiscord, Person, APP_ID, GUILD_ID};
 use crate::support::{rollbot, text, Server};
 use serde_json::{json, Value};
@@ -161,6 +162,15 @@ fn embed_text(m: &Value) -> String {
                 .join("\n")
         })
         .unwrap_or_default()
+}
+
+/// The text of the first follow-up message to `interaction`, waited for.
+async fn first_followup(fake: &FakeDiscord, interaction: &Value, what: &str) -> String {
+    let t = token(interaction);
+    fake.wait_for(what, |st| {
+        st.interactions.get(&t)?.followups.first().map(embed_text)
+    })
+    .await
 }
 
 fn token(p: &Value) -> String {
@@ -350,14 +360,7 @@ async fn a_responders_rollback_is_deferred_acts_once_and_is_audited() {
     assert!(shown.contains("succeeded"), "{shown}");
 
     assert!(s.terminate().success());
-    let list = text(&rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        dir.path().join("data").to_str().unwrap(),
-        "--service",
-        "checkout",
-    ]));
+    let list = audit::list(&dir.path().join("data"), &["--service", "checkout"]);
     assert_eq!(list.matches("— succeeded").count(), 1, "{list}");
     assert_eq!(list.matches("— requested").count(), 1, "{list}");
     let export = text(&rollbot(&[
@@ -556,12 +559,7 @@ async fn prompt_buttons_refuse_non_approvers_and_act_once_for_approvers() {
     // Sam asked, so Sam cannot approve.
     let own = fake.press(&sam(), &prompt, &approve);
     fake.send(&url, &own).await;
-    let ot = token(&own);
-    let shown = fake
-        .wait_for("the two-person refusal", |st| {
-            st.interactions.get(&ot)?.followups.first().map(embed_text)
-        })
-        .await;
+    let shown = first_followup(&fake, &own, "the two-person refusal").await;
     assert!(shown.contains("different person"), "{shown}");
     // The prompt is untouched: buttons still live.
     let now = fake.with(|st| st.messages[prompt["id"].as_str().unwrap()].clone());
@@ -583,12 +581,7 @@ async fn prompt_buttons_refuse_non_approvers_and_act_once_for_approvers() {
         .await;
     let shown = embed_text(&edited);
     assert!(shown.contains("Answer: Approve by Priya at"), "{shown}");
-    let st = token(&second);
-    let again = fake
-        .wait_for("the second press's answer", |s| {
-            s.interactions.get(&st)?.followups.first().map(embed_text)
-        })
-        .await;
+    let again = first_followup(&fake, &second, "the second press's answer").await;
     assert!(again.contains("Already answered"), "{again}");
     let promoted = fake
         .wait_for("the promotion's announcement in the prompt's thread", |s| {
@@ -617,12 +610,7 @@ async fn prompt_buttons_refuse_non_approvers_and_act_once_for_approvers() {
     // A forged button does nothing.
     let forged = fake.press(&priya(), &prompt, "prompt:000000000000:approve");
     fake.send(&url, &forged).await;
-    let ft = token(&forged);
-    let shown = fake
-        .wait_for("the forged button's answer", |s| {
-            s.interactions.get(&ft)?.followups.first().map(embed_text)
-        })
-        .await;
+    let shown = first_followup(&fake, &forged, "the forged button's answer").await;
     assert!(shown.contains("Unknown prompt"), "{shown}");
 }
 
@@ -967,12 +955,7 @@ async fn an_expired_prompt_says_so_and_cannot_act() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let press = fake.press(&priya(), &prompt, &approve);
     fake.send(&url, &press).await;
-    let t = token(&press);
-    let shown = fake
-        .wait_for("the expiry refusal", |st| {
-            st.interactions.get(&t)?.followups.first().map(embed_text)
-        })
-        .await;
+    let shown = first_followup(&fake, &press, "the expiry refusal").await;
     assert!(shown.contains("Prompt expired"), "{shown}");
     let edited = fake
         .wait_for("the expired prompt", |st| {

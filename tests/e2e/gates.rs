@@ -3,7 +3,7 @@
 //! the fake Slack (tests/support/fake_slack.rs).
 
 use crate::support::audit::assert_audit_counts;
-use crate::support::fake_slack::{self, FakeSlack, Posted};
+use crate::support::fake_slack::{FakeSlack, Posted};
 use crate::support::slack_rig::SlackRig;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -68,14 +68,6 @@ token = "${ROLLBOT_GATES_TOKEN}"
 source = "simulated"
 interval = "1s"
 scenarios = { checkout = "bad: errors 3× at 5%, 1% base" }
-
-[chat.slack]
-mode = "http"
-api_url = "{api}"
-signing_secret = "${SLACK_SIGNING_SECRET}"
-bot_token = "${SLACK_BOT_TOKEN}"
-channel_interval = "200ms"
-usergroup_cache_ttl = "1m"
 "##;
 
 async fn rig() -> SlackRig {
@@ -84,12 +76,10 @@ async fn rig() -> SlackRig {
     fake.add_usergroup("S0APPROVERS", &[APPROVER]);
     SlackRig::start(
         fake,
+        "http",
         DEPLOYS,
         CONFIG,
-        &[
-            ("SLACK_BOT_TOKEN", fake_slack::BOT_TOKEN),
-            ("ROLLBOT_GATES_TOKEN", GATES_TOKEN),
-        ],
+        &[("ROLLBOT_GATES_TOKEN", GATES_TOKEN)],
     )
     .await
 }
@@ -198,11 +188,7 @@ async fn confirm_promotion_asks_once_per_revision_and_opens_when_an_approver_app
     assert!(prompt.text.contains("8a3f1c9d0e"), "{}", prompt.text);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(r.prompts().len(), 1, "repeated calls ask once");
-    let approve = prompt
-        .buttons()
-        .into_iter()
-        .find(|b| b.ends_with(":approve"))
-        .unwrap();
+    let approve = prompt.button(":approve");
 
     // A deployer may promote but not answer prompts: refused, gate closed.
     assert_eq!(
@@ -212,9 +198,7 @@ async fn confirm_promotion_asks_once_per_revision_and_opens_when_an_approver_app
     );
     let refusal = r
         .fake
-        .wait_for(10, "a private refusal", |f| {
-            f.ephemerals(DEPLOYER).into_iter().next()
-        })
+        .ephemeral(10, "a private refusal", DEPLOYER, "")
         .await;
     assert!(refusal.text.contains("approver"), "{}", refusal.text);
     assert_eq!(r.gate("confirm-promotion", &c1).await.0, 403);
@@ -276,11 +260,7 @@ async fn a_freeze_keeps_an_approved_gate_closed_and_says_why() {
     let c1 = payload("WaitingPromotion", "0badc0ffee11");
     assert_eq!(r.gate("confirm-promotion", &c1).await.0, 403);
     let prompt = r.prompt_number(1).await;
-    let approve = prompt
-        .buttons()
-        .into_iter()
-        .find(|b| b.ends_with(":approve"))
-        .unwrap();
+    let approve = prompt.button(":approve");
     assert_eq!(
         r.press(APPROVER, &prompt, &approve, "trig-a1", None).await,
         200
@@ -316,22 +296,14 @@ async fn a_freeze_keeps_an_approved_gate_closed_and_says_why() {
     assert_eq!(code, 403);
     assert!(reason(&answer).contains("Also frozen"), "{answer}");
     let second = r.prompt_number(2).await;
-    let approve2 = second
-        .buttons()
-        .into_iter()
-        .find(|b| b.ends_with(":approve"))
-        .unwrap();
+    let approve2 = second.button(":approve");
     assert_eq!(
         r.press(APPROVER, &second, &approve2, "trig-a2", None).await,
         200
     );
     let refusal = r
         .fake
-        .wait_for(10, "the approval refused by the freeze", |f| {
-            f.ephemerals(APPROVER)
-                .into_iter()
-                .find(|m| m.text.contains("frozen"))
-        })
+        .ephemeral(10, "the approval refused by the freeze", APPROVER, "frozen")
         .await;
     assert!(refusal.text.contains("launch week"), "{}", refusal.text);
     assert_eq!(r.gate("confirm-promotion", &c2).await.0, 403);
@@ -381,11 +353,7 @@ async fn the_rollback_gate_opens_only_after_a_rollback_in_chat() {
         200
     );
     r.fake
-        .wait_for(10, "a private refusal", |f| {
-            f.ephemerals(DEPLOYER)
-                .into_iter()
-                .find(|m| m.text.contains("responder"))
-        })
+        .ephemeral(10, "a private refusal", DEPLOYER, "responder")
         .await;
     assert_eq!(r.gate("rollback", &c1).await.0, 403);
 
@@ -558,11 +526,7 @@ async fn gates_check_the_token_name_known_canaries_and_bind_prompts_to_their_rev
         .await;
     assert_eq!(code, 403);
     r.prompt_number(2).await;
-    let approve = p
-        .buttons()
-        .into_iter()
-        .find(|b| b.ends_with(":approve"))
-        .unwrap();
+    let approve = p.button(":approve");
     assert_eq!(
         r.press(APPROVER, &p, &approve, "trig-stale", None).await,
         200

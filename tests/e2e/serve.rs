@@ -2,7 +2,8 @@
 //! shutdown that finishes in-flight actions, and recovery after a crash.
 
 use crate::support::api::Api;
-use crate::support::{rollbot, text, Server};
+use crate::support::audit;
+use crate::support::{rollbot, Server};
 use std::time::Duration;
 
 const CONFIG: &str = r##"
@@ -186,12 +187,7 @@ async fn sigterm_finishes_the_action_in_flight() {
         "{body}"
     );
     assert!(status.success());
-    let list = text(&rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        dir.path().join("data").to_str().unwrap(),
-    ]));
+    let list = audit::list(&dir.path().join("data"), &[]);
     assert!(
         list.contains("rollback payments by API client ci — succeeded"),
         "{list}"
@@ -216,14 +212,7 @@ async fn a_crash_mid_action_is_found_at_the_next_start() {
         &[("ROLLBOT_TEST_TOKEN", TOKEN), ("ROLLBOT_TEST_SLEEP", "0")],
     );
     assert!(again.terminate().success());
-    let list = text(&rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        data.to_str().unwrap(),
-        "--service",
-        "payments",
-    ]));
+    let list = audit::list(&data, &["--service", "payments"]);
     let lines: Vec<&str> = list.lines().collect();
     assert!(
         lines[0].contains("rollback payments by rollbot recovery — interrupted"),

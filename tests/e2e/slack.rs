@@ -55,15 +55,6 @@ members = ["slack:U0DEPLOY", "slack:U0NOBODY"]
 
 [[roles.approver]]
 members = ["slack-group:S0APPROVERS"]
-
-[chat.slack]
-mode = "{mode}"
-api_url = "{api}"
-signing_secret = "${SLACK_SIGNING_SECRET}"
-bot_token = "${SLACK_BOT_TOKEN}"
-app_token = "${SLACK_APP_TOKEN}"
-channel_interval = "200ms"
-usergroup_cache_ttl = "1m"
 "##;
 
 async fn rig_with(
@@ -79,17 +70,13 @@ async fn rig_with(
         fake.add_channel(c, false);
     }
     fake.add_usergroup("S0APPROVERS", &[APPROVER, "U0OTHER"]);
-    let config = CONFIG
-        .replace("{mode}", mode)
-        .replace("{extra_channels}", extra_channels);
+    let config = CONFIG.replace("{extra_channels}", extra_channels);
     SlackRig::start(
         fake,
+        mode,
         DEPLOYS,
         &config,
-        &[
-            ("SLACK_BOT_TOKEN", bot_token),
-            ("SLACK_APP_TOKEN", fake_slack::APP_TOKEN),
-        ],
+        &[("SLACK_BOT_TOKEN", bot_token)],
     )
     .await
 }
@@ -201,9 +188,7 @@ async fn slash_rollback_is_acknowledged_at_once_acts_once_and_is_announced_and_a
     assert!(ack["text"].as_str().unwrap().contains("Rolling back"));
     let refusal = r
         .fake
-        .wait_for(10, "an ephemeral refusal", |f| {
-            f.ephemerals(OUTSIDER).into_iter().next()
-        })
+        .ephemeral(10, "an ephemeral refusal", OUTSIDER, "")
         .await;
     assert!(refusal.text.contains("responder"), "{}", refusal.text);
     assert_eq!(refusal.channel, DEPLOYS);
@@ -329,11 +314,7 @@ async fn a_prompt_refuses_a_non_approver_and_acts_once_for_an_approver() {
     assert_eq!(code, 200);
     assert!(ack["text"].as_str().unwrap().contains("Promoting payments"));
     let prompt = r.fake.wait_for(10, "the prompt", prompt_of).await;
-    let approve = prompt
-        .buttons()
-        .into_iter()
-        .find(|b| b.ends_with(":approve"))
-        .unwrap();
+    let approve = prompt.button(":approve");
     assert!(approve.starts_with("prompt:"));
 
     // A deployer (not an approver) presses Approve: refused privately, the prompt stays open.
@@ -342,12 +323,7 @@ async fn a_prompt_refuses_a_non_approver_and_acts_once_for_an_approver() {
             .await,
         200
     );
-    let refusal = r
-        .fake
-        .wait_for(10, "the refusal", |f| {
-            f.ephemerals(OUTSIDER).into_iter().next()
-        })
-        .await;
+    let refusal = r.fake.ephemeral(10, "the refusal", OUTSIDER, "").await;
     assert!(refusal.text.contains("approver"), "{}", refusal.text);
     let still = prompt_of(&r.fake).unwrap();
     assert!(still.updates.is_empty() && still.buttons().len() == 2);
@@ -365,11 +341,7 @@ async fn a_prompt_refuses_a_non_approver_and_acts_once_for_an_approver() {
         200
     );
     r.fake
-        .wait_for(10, "the forged press refused", |f| {
-            f.ephemerals(APPROVER)
-                .into_iter()
-                .find(|e| e.text.contains("Unknown prompt"))
-        })
+        .ephemeral(10, "the forged press refused", APPROVER, "Unknown prompt")
         .await;
 
     // The approver (through the S0APPROVERS user group) presses twice, and Slack retries the first press.
@@ -419,11 +391,7 @@ async fn a_prompt_refuses_a_non_approver_and_acts_once_for_an_approver() {
         );
     }
     r.fake
-        .wait_for(10, "already answered", |f| {
-            f.ephemerals(APPROVER)
-                .into_iter()
-                .find(|e| e.text.contains("Already answered"))
-        })
+        .ephemeral(10, "already answered", APPROVER, "Already answered")
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let now = r
@@ -561,9 +529,7 @@ async fn a_429_delays_a_message_but_does_not_lose_it() {
         .await;
     let status = r
         .fake
-        .wait_for(15, "the status despite 500s", |f| {
-            f.ephemerals(RESPONDER).into_iter().next()
-        })
+        .ephemeral(15, "the status despite 500s", RESPONDER, "")
         .await;
     assert!(status.text.contains("checkout"), "{}", status.text);
     let failed = r
@@ -790,11 +756,7 @@ async fn socket_mode_runs_the_same_flows_and_reconnects() {
     .await;
 
     // The approver presses Approve over the new socket.
-    let approve = prompt
-        .buttons()
-        .into_iter()
-        .find(|b| b.ends_with(":approve"))
-        .unwrap();
+    let approve = prompt.button(":approve");
     let payload = fake_slack::press_payload(
         APPROVER,
         DEPLOYS,
@@ -830,12 +792,8 @@ async fn socket_mode_runs_the_same_flows_and_reconnects() {
         ack["payload"]["text"].as_str().unwrap().contains("Looking"),
         "{ack}"
     );
-    f.wait_for(10, "the private status", |f| {
-        f.ephemerals(RESPONDER)
-            .into_iter()
-            .find(|e| e.text.contains("checkout"))
-    })
-    .await;
+    f.ephemeral(10, "the private status", RESPONDER, "checkout")
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(with_text(f.messages(DEPLOYS), "Promoted payments").len(), 1);
     assert_eq!(
@@ -887,11 +845,7 @@ async fn a_press_on_an_expired_prompt_says_so_and_acts_on_nothing() {
     r.slash("/promote", "payments", DEPLOYER, "trig-exp-1")
         .await;
     let prompt = r.fake.wait_for(10, "the prompt", prompt_of).await;
-    let approve = prompt
-        .buttons()
-        .into_iter()
-        .find(|b| b.ends_with(":approve"))
-        .unwrap();
+    let approve = prompt.button(":approve");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         r.press(APPROVER, &prompt, &approve, "trig-exp-2", None)
@@ -900,9 +854,7 @@ async fn a_press_on_an_expired_prompt_says_so_and_acts_on_nothing() {
     );
     let refusal = r
         .fake
-        .wait_for(10, "the expiry refusal", |f| {
-            f.ephemerals(APPROVER).into_iter().next()
-        })
+        .ephemeral(10, "the expiry refusal", APPROVER, "")
         .await;
     assert!(refusal.text.contains("expired"), "{}", refusal.text);
     let updated = r

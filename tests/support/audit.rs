@@ -83,3 +83,11 @@ pub fn assert_audit_counts(audit: &[Row], expected: &[(&str, &str, &str, usize)]
         "audit entries by (action, outcome, actor, count); the log:\n{audit:#?}"
     );
 }
+
+/// `rollbot audit list --data DATA FILTER…` (`--service checkout`,
+/// `--actor console:dana`): what it printed.
+pub fn list(data: &Path, filter: &[&str]) -> String {
+    let mut args = vec!["audit", "list", "--data", data.to_str().unwrap()];
+    args.extend_from_slice(filter);
+    super::text(&super::rollbot(&args))
+}

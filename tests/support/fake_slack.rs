@@ -78,6 +78,15 @@ impl Posted {
             .filter_map(|e| e["action_id"].as_str().map(str::to_string))
             .collect()
     }
+
+    /// The action id of the button it shows whose id ends in `ending`
+    /// (`:approve`, `:reject`).
+    pub fn button(&self, ending: &str) -> String {
+        self.buttons()
+            .into_iter()
+            .find(|b| b.ends_with(ending))
+            .unwrap_or_else(|| panic!("no {ending} button on {}", self.current_text()))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -291,6 +300,17 @@ impl FakeSlack {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits up to `secs` for the first private message `user` got whose
+    /// text contains `needle` (`""`: any).
+    pub async fn ephemeral(&self, secs: u64, what: &str, user: &str, needle: &str) -> Posted {
+        self.wait_for(secs, what, |f| {
+            f.ephemerals(user)
+                .into_iter()
+                .find(|m| m.text.contains(needle))
+        })
+        .await
     }
 
     // ---- Socket Mode ----

@@ -264,4 +264,14 @@ backend = "{table}"
             Err(e) => e.to_string(),
         }
     }
+
+    /// The mistakes in the connection keys every Kubernetes backend shares
+    /// are reported: a token written in the config, an API server that is
+    /// not a URL.
+    pub fn assert_connection_mistakes(&self) {
+        let e = self.config_problems("token = \"eyJhbGciOi.secret\"", "");
+        assert!(e.contains("never written in the config"), "{e}");
+        let e = self.config_problems("api_server = \"10.0.0.1:6443\"", "");
+        assert!(e.contains("not an http:// or https:// URL"), "{e}");
+    }
 }

@@ -34,6 +34,27 @@ pub fn rollbot(args: &[&str]) -> Output {
         .expect("run rollbot")
 }
 
+/// `rollbot demo --script SCRIPT --data DATA`.
+pub fn demo(script: &Path, data: &Path) -> Output {
+    rollbot(&[
+        "demo",
+        "--script",
+        script.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ])
+}
+
+/// `rollbot replay ARGS --json`, which must succeed: the summary on its
+/// last line.
+pub fn replay_summary(args: &[&str]) -> serde_json::Value {
+    let o = rollbot(&[&["replay"], args, &["--json"]].concat());
+    assert!(o.status.success(), "replay {args:?}: {}", text(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let last = out.lines().last().unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(last).unwrap()["summary"].clone()
+}
+
 pub fn text(o: &Output) -> String {
     format!(
         "{}{}",

@@ -21,23 +21,46 @@ pub struct SlackRig {
     _dir: tempfile::TempDir,
 }
 
+/// The `[chat.slack]` table every rig appends to its config: the fake's
+/// Web API, its tokens and signing secret from the environment, and short
+/// intervals so tests need not wait.
+const CHAT_SLACK: &str = r#"
+[chat.slack]
+mode = "{mode}"
+api_url = "{api}"
+signing_secret = "${SLACK_SIGNING_SECRET}"
+bot_token = "${SLACK_BOT_TOKEN}"
+app_token = "${SLACK_APP_TOKEN}"
+channel_interval = "200ms"
+usergroup_cache_ttl = "1m"
+"#;
+
 impl SlackRig {
-    /// Starts `rollbot serve` with `config` (`{api}` is the fake Slack's
-    /// Web API; `{port}` and `{data}` as in [`Server::start`]), the fake's
-    /// signing secret in `SLACK_SIGNING_SECRET`, and `env`. Commands are
-    /// typed in `channel`.
+    /// Starts `rollbot serve` with `config` (`{port}` and `{data}` as in
+    /// [`Server::start`]) and the fake Slack in `mode` (`http` or
+    /// `socket`); the fake's signing secret and tokens are in the
+    /// environment, where `env` may replace them. Commands are typed in
+    /// `channel`.
     pub async fn start(
         fake: FakeSlack,
+        mode: &str,
         channel: &str,
         config: &str,
         env: &[(&str, &str)],
     ) -> SlackRig {
         let dir = tempfile::tempdir().unwrap();
-        let config = config.replace("{api}", &fake.api_url());
-        let mut env = env.to_vec();
-        env.push(("SLACK_SIGNING_SECRET", fake_slack::SIGNING_SECRET));
-        env.push(("ROLLBOT_LOG", "warn"));
-        let server = Server::start_async(dir.path(), &config, &env).await;
+        let config = config.to_string()
+            + &CHAT_SLACK
+                .replace("{mode}", mode)
+                .replace("{api}", &fake.api_url());
+        let mut all = vec![
+            ("SLACK_SIGNING_SECRET", fake_slack::SIGNING_SECRET),
+            ("SLACK_BOT_TOKEN", fake_slack::BOT_TOKEN),
+            ("SLACK_APP_TOKEN", fake_slack::APP_TOKEN),
+            ("ROLLBOT_LOG", "warn"),
+        ];
+        all.extend_from_slice(env);
+        let server = Server::start_async(dir.path(), &config, &all).await;
         SlackRig {
             fake,
             server,
