@@ -231,70 +231,9 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
         "{list}"
     );
     // Backtesting the same history from Prometheus finds the same moment.
-    let from = chrono::DateTime::from_timestamp(start, 0)
-        .unwrap()
-        .to_rfc3339();
-    let to = chrono::DateTime::from_timestamp(start + 30 * 60, 0)
-        .unwrap()
-        .to_rfc3339();
-    let summary = replay_summary(&[
-        "--from-prometheus",
-        &prom.url(),
-        "--service",
-        "checkout",
-        "--start",
-        &from,
-        "--end",
-        &to,
-    ]);
-    let replayed = summary["first_rollback_t"]
-        .as_f64()
-        .expect("a rollback in the backtest");
-    assert!(
-        (replayed - expected).abs() <= 10.0,
-        "backtest rolls back at {replayed}s, the judge on the same data at {expected}s"
-    );
-    let o = rollbot(&[
-        "replay",
-        "--from-prometheus",
-        &prom.url(),
-        "--service",
-        "nope",
-        "--start",
-        &from,
-        "--end",
-        &to,
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        text(&o).contains("no canary series for service=\"nope\""),
-        "{}",
-        text(&o)
-    );
-
+    assert_the_backtest_rolls_back_at(&prom, start, expected);
     // A postmortem draft from the audit log.
-    let pm = rollbot(&["postmortem", &id, "--data", data.to_str().unwrap()]);
-    let md = text(&pm);
-    assert!(pm.status.success(), "{md}");
-    for expected in [
-        "# Postmortem draft: checkout v42",
-        "excess failed requests",
-        "| rollbot controller | rollback | succeeded |",
-        "## Root cause",
-        "- rollbot controller (system:controller): pause requested, pause succeeded",
-        "— **failing after ",
-    ] {
-        assert!(md.contains(expected), "missing {expected:?} in:\n{md}");
-    }
-    let wrong = rollbot(&["postmortem", "nope", "--data", data.to_str().unwrap()]);
-    assert!(!wrong.status.success());
-    assert!(
-        text(&wrong).contains(&format!(
-            "no rollout `nope` in this store; recent rollouts: {id} (checkout v42"
-        )),
-        "{}",
-        text(&wrong)
-    );
+    assert_a_postmortem_draft_of(&data, &id);
 
     // The evidence is in the audit log.
     let export =
@@ -651,4 +590,77 @@ async fn prometheus_down_is_no_data_one_warning_and_recovery() {
     let list = audit::list(&dir.path().join("data"), &[]);
     assert!(!list.contains("rollback"), "{list}");
     drop(app);
+}
+
+/// `rollbot replay --from-prometheus` over the 30 minutes of history from
+/// `start` rolls back within 10 s of `expected` (seconds from the start),
+/// and names a service with no canary series.
+fn assert_the_backtest_rolls_back_at(prom: &Prometheus, start: i64, expected: f64) {
+    let from = chrono::DateTime::from_timestamp(start, 0)
+        .unwrap()
+        .to_rfc3339();
+    let to = chrono::DateTime::from_timestamp(start + 30 * 60, 0)
+        .unwrap()
+        .to_rfc3339();
+    let summary = replay_summary(&[
+        "--from-prometheus",
+        &prom.url(),
+        "--service",
+        "checkout",
+        "--start",
+        &from,
+        "--end",
+        &to,
+    ]);
+    let replayed = summary["first_rollback_t"]
+        .as_f64()
+        .expect("a rollback in the backtest");
+    assert!(
+        (replayed - expected).abs() <= 10.0,
+        "backtest rolls back at {replayed}s, the judge on the same data at {expected}s"
+    );
+    let o = rollbot(&[
+        "replay",
+        "--from-prometheus",
+        &prom.url(),
+        "--service",
+        "nope",
+        "--start",
+        &from,
+        "--end",
+        &to,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no canary series for service=\"nope\""),
+        "{}",
+        text(&o)
+    );
+}
+
+/// `rollbot postmortem ID` drafts the rollout's postmortem from the audit
+/// log in `data`; an unknown ID names the recent ones.
+fn assert_a_postmortem_draft_of(data: &Path, id: &str) {
+    let pm = rollbot(&["postmortem", id, "--data", data.to_str().unwrap()]);
+    let md = text(&pm);
+    assert!(pm.status.success(), "{md}");
+    for expected in [
+        "# Postmortem draft: checkout v42",
+        "excess failed requests",
+        "| rollbot controller | rollback | succeeded |",
+        "## Root cause",
+        "- rollbot controller (system:controller): pause requested, pause succeeded",
+        "— **failing after ",
+    ] {
+        assert!(md.contains(expected), "missing {expected:?} in:\n{md}");
+    }
+    let wrong = rollbot(&["postmortem", "nope", "--data", data.to_str().unwrap()]);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong).contains(&format!(
+            "no rollout `nope` in this store; recent rollouts: {id} (checkout v42"
+        )),
+        "{}",
+        text(&wrong)
+    );
 }
