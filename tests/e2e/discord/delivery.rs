@@ -9,12 +9,7 @@ async fn a_429_delays_but_does_not_lose_a_message_and_errors_are_reported() {
     let url = s.url("/discord/interactions");
     fake.rate_limit(INCIDENTS, 2, 0.4);
     fake.fail(DEPLOYS, 1);
-    let payload = fake.command(
-        DEPLOYS,
-        &omar(),
-        "rollback",
-        &[("service", json!("checkout"))],
-    );
+    let payload = rollback_by(&fake, &omar(), "checkout");
     fake.send(&url, &payload).await;
     let msg = fake
         .wait_for("the incident message after the 429s", |st| {
@@ -47,12 +42,7 @@ async fn a_429_delays_but_does_not_lose_a_message_and_errors_are_reported() {
 
     // A channel the bot cannot see answers 50001 Missing Access: the action
     // still succeeds and the failure is counted.
-    let search = fake.command(
-        DEPLOYS,
-        &omar(),
-        "rollback",
-        &[("service", json!("search"))],
-    );
+    let search = rollback_by(&fake, &omar(), "search");
     fake.send(&url, &search).await;
     let t = token(&search);
     let shown = fake

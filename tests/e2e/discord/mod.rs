@@ -176,6 +176,11 @@ async fn first_followup(fake: &FakeDiscord, interaction: &Value, what: &str) -> 
     .await
 }
 
+/// `/rollback SERVICE` typed by `who` in the deploy channel.
+fn rollback_by(fake: &FakeDiscord, who: &Person, service: &str) -> Value {
+    fake.command(DEPLOYS, who, "rollback", &[("service", json!(service))])
+}
+
 fn token(p: &Value) -> String {
     p["token"].as_str().unwrap().to_string()
 }
@@ -193,12 +198,7 @@ async fn ping_gets_pong_and_bad_signatures_get_401_with_no_side_effect() {
     assert_eq!((code, answer), (200, json!({"type": 1})));
 
     // A signed /rollback, then the same bytes with every kind of bad signature.
-    let payload = fake.command(
-        DEPLOYS,
-        &omar(),
-        "rollback",
-        &[("service", json!("checkout"))],
-    );
+    let payload = rollback_by(&fake, &omar(), "checkout");
     let body = payload.to_string();
     let now = chrono::Utc::now().timestamp().to_string();
     let other = FakeDiscord::start(TOKEN, &[]).await; // another key
@@ -422,12 +422,7 @@ async fn a_member_without_the_role_is_refused_ephemerally_naming_the_role() {
     }, &[])
     .await;
     let url = s.url("/discord/interactions");
-    let payload = fake.command(
-        DEPLOYS,
-        &dana(),
-        "rollback",
-        &[("service", json!("checkout"))],
-    );
+    let payload = rollback_by(&fake, &dana(), "checkout");
     let (code, answer, _) = fake.send(&url, &payload).await;
     // Deferred privately: Discord keeps a deferral's visibility for the
     // answer, so a refusal must be deferred (or answered) ephemerally.
@@ -447,12 +442,7 @@ async fn a_member_without_the_role_is_refused_ephemerally_naming_the_role() {
     let shown = seen_only_by_the_author(&fake, &token(&frozen), "frozen").await;
     assert!(shown.contains("ledger migration"), "{shown}");
     // An action that will be done is deferred visibly, for the channel.
-    let done = fake.command(
-        DEPLOYS,
-        &omar(),
-        "rollback",
-        &[("service", json!("checkout"))],
-    );
+    let done = rollback_by(&fake, &omar(), "checkout");
     let (_, answer, _) = fake.send(&url, &done).await;
     assert_eq!(answer["data"]["flags"].as_u64().unwrap_or(0) & 64, 0);
     let m = s.get("/metrics").await.1;
@@ -463,23 +453,13 @@ async fn a_member_without_the_role_is_refused_ephemerally_naming_the_role() {
     assert!(!m.contains("outcome=\"succeeded\""), "{m}");
 
     // A command outside the configured guild is refused at once, ephemerally.
-    let mut elsewhere = fake.command(
-        DEPLOYS,
-        &omar(),
-        "rollback",
-        &[("service", json!("checkout"))],
-    );
+    let mut elsewhere = rollback_by(&fake, &omar(), "checkout");
     elsewhere["guild_id"] = json!("1299999999999999999");
     let (_, answer, _) = fake.send(&url, &elsewhere).await;
     assert_eq!(answer["type"], 4);
     assert_eq!(answer["data"]["flags"], 64);
     // An unknown service is refused with the grammar's hint.
-    let typo = fake.command(
-        DEPLOYS,
-        &omar(),
-        "rollback",
-        &[("service", json!("chekout"))],
-    );
+    let typo = rollback_by(&fake, &omar(), "chekout");
     let (_, answer, _) = fake.send(&url, &typo).await;
     assert_eq!(answer["type"], 4);
     assert!(
@@ -549,12 +529,7 @@ async fn discord_register_bulk_overwrites_the_generated_commands() {
 async fn a_slow_backend_never_delays_the_first_answer() {
     let (fake, s, _dir) = start().await;
     let url = s.url("/discord/interactions");
-    let payload = fake.command(
-        DEPLOYS,
-        &omar(),
-        "rollback",
-        &[("service", json!("ledger"))],
-    );
+    let payload = rollback_by(&fake, &omar(), "ledger");
     let started = std::time::Instant::now();
     let (_, answer, took) = fake.send(&url, &payload).await;
     assert_eq!(answer["type"], 5);
@@ -582,12 +557,7 @@ async fn a_slow_backend_never_delays_the_first_answer() {
 async fn an_ancient_timestamp_and_an_oversized_reason_are_refused() {
     let (fake, s, _dir) = start().await;
     let url = s.url("/discord/interactions");
-    let payload = fake.command(
-        DEPLOYS,
-        &omar(),
-        "rollback",
-        &[("service", json!("checkout"))],
-    );
+    let payload = rollback_by(&fake, &omar(), "checkout");
     let body = payload.to_string();
     let ancient = (chrono::Utc::now().timestamp() - (1_i64 << 62) - (1_i64 << 62)).to_string();
     let (code, _, _) = fake

@@ -118,10 +118,9 @@ async fn create_message(
         &mut s,
         "POST",
         format!("/channels/{channel}/messages"),
-        &r,
+        r,
         &body,
-    );
-    r
+    )
 }
 
 async fn edit_message(
@@ -171,10 +170,9 @@ async fn edit_message(
         &mut s,
         "PATCH",
         format!("/channels/{channel}/messages/{message}"),
-        &r,
+        r,
         &body,
-    );
-    r
+    )
 }
 
 async fn start_thread(
@@ -222,10 +220,9 @@ async fn start_thread(
         &mut s,
         "POST",
         format!("/channels/{channel}/messages/{message}/threads"),
-        &r,
+        r,
         &body,
-    );
-    r
+    )
 }
 
 async fn callback(
@@ -250,10 +247,9 @@ async fn callback(
         &mut s,
         "POST",
         format!("/interactions/{id}/<token>/callback"),
-        &r,
+        r,
         &body,
-    );
-    r
+    )
 }
 
 async fn followup(
@@ -287,8 +283,7 @@ async fn followup(
             .push(m.clone());
         ok(m)
     };
-    record(&mut s, "POST", "/webhooks/<app>/<token>".into(), &r, &body);
-    r
+    record(&mut s, "POST", "/webhooks/<app>/<token>".into(), r, &body)
 }
 
 /// The first follow-up after a command's deferral edits the deferred
@@ -375,10 +370,9 @@ async fn original(
         &mut s,
         method.as_str(),
         "/webhooks/<app>/<token>/messages/@original".into(),
-        &r,
+        r,
         &body,
-    );
-    r
+    )
 }
 
 async fn overwrite(
@@ -427,8 +421,7 @@ async fn overwrite(
         &mut s,
         "PUT",
         "/applications/<app>/commands".into(),
-        &r,
+        r,
         &body,
-    );
-    r
+    )
 }

@@ -271,7 +271,14 @@ pub(super) fn ok(v: Value) -> Response {
     r
 }
 
-pub(super) fn record(s: &mut FakeState, method: &str, path: String, r: &Response, body: &Value) {
+/// Logs the request with the answer `r`, and answers it.
+pub(super) fn record(
+    s: &mut FakeState,
+    method: &str,
+    path: String,
+    r: Response,
+    body: &Value,
+) -> Response {
     s.log.push(Logged {
         method: method.into(),
         path,
@@ -279,6 +286,7 @@ pub(super) fn record(s: &mut FakeState, method: &str, path: String, r: &Response
         at: Instant::now(),
         body: body.clone(),
     });
+    r
 }
 
 pub(super) fn parse(body: &str) -> Value {
