@@ -319,7 +319,7 @@ fn assert_secrets_come_from_the_template(
 /// Least privilege: exactly these rules, no wildcards, bound to the pod's
 /// service account in its namespace only, and no Secret applied.
 fn assert_least_privilege(docs: &[Value], pod: &PodSpec, sts: &StatefulSet) {
-    let workloads: ClusterRole = one(&docs, "ClusterRole", "rollbot-workloads");
+    let workloads: ClusterRole = one(docs, "ClusterRole", "rollbot-workloads");
     let got = rules_of(workloads.rules.as_deref().unwrap_or_default());
     let mut want = BTreeSet::new();
     for (gr, verbs) in [
@@ -338,7 +338,7 @@ fn assert_least_privilege(docs: &[Value], pod: &PodSpec, sts: &StatefulSet) {
         }
     }
     assert_eq!(got, want);
-    let leader: Role = one(&docs, "Role", "rollbot-leader");
+    let leader: Role = one(docs, "Role", "rollbot-leader");
     let got = rules_of(leader.rules.as_deref().unwrap_or_default());
     let want: BTreeSet<String> = [
         "coordination.k8s.io/leases:get[rollbot-leader]",
@@ -352,7 +352,7 @@ fn assert_least_privilege(docs: &[Value], pod: &PodSpec, sts: &StatefulSet) {
     let sa = pod.service_account_name.clone().unwrap();
     let ns = sts.metadata.namespace.clone().unwrap();
     for name in ["rollbot-workloads", "rollbot-leader"] {
-        let b: RoleBinding = one(&docs, "RoleBinding", name);
+        let b: RoleBinding = one(docs, "RoleBinding", name);
         let s = &b.subjects.as_ref().unwrap()[0];
         assert_eq!(
             (s.kind.as_str(), s.name.as_str()),
@@ -361,12 +361,12 @@ fn assert_least_privilege(docs: &[Value], pod: &PodSpec, sts: &StatefulSet) {
         assert_eq!(s.namespace.as_deref(), Some(ns.as_str()));
     }
     assert_eq!(
-        of_kind(&docs, "ClusterRoleBinding").len(),
+        of_kind(docs, "ClusterRoleBinding").len(),
         0,
         "bound per namespace only"
     );
     assert_eq!(
-        of_kind(&docs, "Secret").len(),
+        of_kind(docs, "Secret").len(),
         0,
         "no Secret with placeholder values is applied"
     );

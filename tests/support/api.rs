@@ -64,7 +64,7 @@ impl Api {
 
     /// `POST /api/v1/rollouts`: CI announces that `service` moves from
     /// `from` to `to` since `start`. It must be taken (201); returns the
-    /// rollout.
+    /// rollout (`null` when the answer is not JSON).
     pub async fn announce(
         &self,
         service: &str,
@@ -86,7 +86,7 @@ impl Api {
         let code = r.status().as_u16();
         let text = r.text().await.unwrap();
         assert_eq!(code, 201, "{text}");
-        serde_json::from_str(&text).unwrap()
+        serde_json::from_str(&text).unwrap_or_default()
     }
 
     /// `GET /api/v1/rollouts`: the rollouts rollbot watches.
