@@ -6,8 +6,7 @@
 
 use crate::support::fake_argo::{seed_rollout, template, ArgoController, HASH_LABEL, REVISION};
 use crate::support::fake_kube::{standard_kinds, FakeKube, Kind, Logged};
-use crate::support::kube_bot::{api_action, exported_result, rollout_keys, Backend, Bot};
-use rollbot::config::Config;
+use crate::support::kube_bot::{api_action, rollout_keys, Backend, Bot};
 use rollbot::domain::{Action, Actor, Platform};
 use rollbot::engine::{Request, Status};
 use serde_json::{json, Value};
@@ -571,44 +570,17 @@ async fn rollbot_serve_aborts_through_the_api_and_exports_the_patch_in_the_audit
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["message"]["title"], "Rolled back web 3 → 2", "{body}");
     assert_eq!(rollout(&fake)["status"]["phase"], "Degraded");
-    let log = server.log_text();
-    assert!(server.terminate().success());
-    assert!(!log.contains(TOKEN), "the token is not logged");
-
-    let (export, text) = exported_result(dir.path(), "merge-patch");
+    let text = BACKEND.stop_and_export(server, dir.path(), "merge-patch");
     assert!(
         text.contains("/rollouts/web/status (application/merge-patch+json)")
             && text.contains("abort"),
         "{text}"
     );
-    assert!(!export.contains(TOKEN));
 }
 
 #[test]
 fn config_mistakes_are_reported_with_what_to_write() {
-    let config = |backend: &str, target: &str| {
-        let text = format!(
-            r#"
-[engine]
-backend_timeout = "60s"
-
-[backends.argo]
-type = "argo-rollouts"
-{backend}
-
-[[services]]
-name = "web"
-environment = "prod"
-backend = "argo"
-[services.target]
-{target}
-"#
-        );
-        match Config::parse(Path::new("rollbot.toml"), &text) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    };
+    let config = |keys: &str, target: &str| BACKEND.config_problems(keys, target);
     assert_eq!(config("namespace = \"prod\"", "rollout = \"web\""), "");
     let e = config("", "mechanism = \"rollback\"");
     assert!(
@@ -625,8 +597,5 @@ backend = "argo"
         e.contains("not shorter than [engine] backend_timeout (1m)"),
         "{e}"
     );
-    let e = config("token = \"eyJhbGciOi.secret\"", "");
-    assert!(e.contains("never written in the config"), "{e}");
-    let e = config("api_server = \"10.0.0.1:6443\"", "");
-    assert!(e.contains("not an http:// or https:// URL"), "{e}");
+    BACKEND.assert_connection_mistakes();
 }

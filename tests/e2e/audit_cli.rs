@@ -1,7 +1,8 @@
 //! The audit log survives a restart, exports, and `rollbot audit verify`
 //! catches an edited byte, a deleted entry and a swapped pair.
 
-use crate::support::{rollbot, text};
+use crate::support::audit;
+use crate::support::{demo, rollbot, text};
 use std::path::{Path, PathBuf};
 
 /// A store with a few entries, written by the demo.
@@ -9,13 +10,7 @@ fn store_with_entries(dir: &Path) -> PathBuf {
     let script = dir.join("script.txt");
     std::fs::write(&script, "/as dana\n/rollback checkout\n/as you\n/freeze payments for 1h db migration\n/rollback payments bad deploy\n/promote payments\n/unfreeze payments\n").unwrap();
     let data = dir.join("data");
-    let o = rollbot(&[
-        "demo",
-        "--script",
-        script.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-    ]);
+    let o = demo(&script, &data);
     assert!(o.status.success(), "{}", text(&o));
     data
 }
@@ -75,22 +70,9 @@ fn survives_restart_and_exports() {
     // refused rollback 1, freeze 2, rollback 2, refused promote 1, unfreeze 2
     assert_eq!(n, 8, "{out}");
     // A second run appends after the first run's entries.
-    let o = rollbot(&[
-        "demo",
-        "--script",
-        "/dev/null",
-        "--data",
-        data.to_str().unwrap(),
-    ]);
+    let o = demo(Path::new("/dev/null"), &data);
     assert!(o.status.success());
-    let list = text(&rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        data.to_str().unwrap(),
-        "--actor",
-        "console:dana",
-    ]));
+    let list = audit::list(&data, &["--actor", "console:dana"]);
     assert!(
         list.contains("rollback checkout by dana — refused"),
         "{list}"

@@ -3,14 +3,13 @@
 //! real git repositories on disk. Each test checks the audit entry's record
 //! of the requests too.
 
+use crate::support::in_process::{self, result_entry};
 use crate::support::webhook_receiver::{Receiver, Reply};
-use rollbot::audit::{Entry, Outcome as AuditOutcome};
-use rollbot::clock::SystemClock;
 use rollbot::config::Config;
 use rollbot::domain::{Action, Actor, Platform};
-use rollbot::engine::{Request, Status};
+use rollbot::engine::{Outcome, Request, Status};
 use rollbot::runtime::Runtime;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,12 +32,7 @@ backend = "main"
 members = ["console:responder"]
 "#
     );
-    let path = dir.join("rollbot.toml");
-    std::fs::write(&path, &text).unwrap();
-    let config = Config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
-    rollbot::runtime::start(config, &dir.join("data"), vec![], Arc::new(SystemClock))
-        .await
-        .unwrap()
+    in_process::start(dir, &text, vec![]).await
 }
 
 fn rollback(reason: &str, key: &str) -> Request {
@@ -49,26 +43,6 @@ fn rollback(reason: &str, key: &str) -> Request {
     .service("checkout")
     .reason(reason)
     .idempotency_key(key)
-}
-
-/// The final audit entry of an action.
-fn result_entry(rt: &Runtime, corr: &str) -> Entry {
-    let mut found = None;
-    rt.engine
-        .audit()
-        .for_each(&mut |e| {
-            if e.record.correlation_id == corr
-                && matches!(
-                    e.record.outcome,
-                    AuditOutcome::Succeeded | AuditOutcome::Failed
-                )
-            {
-                found = Some(e);
-            }
-            true
-        })
-        .unwrap();
-    found.expect("a result entry")
 }
 
 fn webhook_config(dir: &Path, r: &Receiver, secret: &str, extra: &str) -> String {
@@ -338,6 +312,18 @@ fn race(workdir: &Path, seed: &Path, script: &str) {
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// A gitops rollback of checkout ("bad canary", idempotency key `key`)
+/// while someone else pushes `change` (a shell command in their clone):
+/// rollbot, the outcome, and the remote repository.
+async fn rollback_racing(dir: &Path, change: &str, key: &str) -> (Runtime, Outcome, PathBuf) {
+    let (origin, seed) = repo(dir);
+    let workdir = dir.join("clone");
+    race(&workdir, &seed, change);
+    let rt = start(dir, &gitops_config(&origin, &workdir, "")).await;
+    let out = rt.engine.execute(rollback("bad canary", key)).await;
+    (rt, out, origin)
+}
+
 fn remote_file(origin: &Path) -> String {
     git(origin, &["show", &format!("main:{FILE}")])
 }
@@ -411,16 +397,11 @@ async fn gitops_rollback_edits_one_line_and_names_everything() {
 #[tokio::test]
 async fn gitops_concurrent_push_is_fetched_and_reapplied() {
     let dir = tempfile::tempdir().unwrap();
-    let (origin, seed) = repo(dir.path());
-    let workdir = dir.path().join("clone");
     // Someone else changes another line of the same file meanwhile.
-    race(
-        &workdir,
-        &seed,
-        &format!("sed -i 's/replicaCount: 3/replicaCount: 5/' {FILE} && git commit -q -am 'scale checkout'"),
+    let change = format!(
+        "sed -i 's/replicaCount: 3/replicaCount: 5/' {FILE} && git commit -q -am 'scale checkout'"
     );
-    let rt = start(dir.path(), &gitops_config(&origin, &workdir, "")).await;
-    let out = rt.engine.execute(rollback("bad canary", "key-g2")).await;
+    let (rt, out, origin) = rollback_racing(dir.path(), &change, "key-g2").await;
     assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
     let file = remote_file(&origin);
     assert!(
@@ -450,16 +431,9 @@ async fn gitops_concurrent_push_is_fetched_and_reapplied() {
 #[tokio::test]
 async fn gitops_conflict_changes_nothing_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let (origin, seed) = repo(dir.path());
-    let workdir = dir.path().join("clone");
     // Someone else moves the same key to v8 meanwhile.
-    race(
-        &workdir,
-        &seed,
-        &format!("sed -i 's/\"v7\"/\"v8\"/' {FILE} && git commit -q -am 'checkout v8'"),
-    );
-    let rt = start(dir.path(), &gitops_config(&origin, &workdir, "")).await;
-    let out = rt.engine.execute(rollback("bad canary", "key-g3")).await;
+    let change = format!("sed -i 's/\"v7\"/\"v8\"/' {FILE} && git commit -q -am 'checkout v8'");
+    let (rt, out, origin) = rollback_racing(dir.path(), &change, "key-g3").await;
     assert_eq!(out.status, Status::Failed);
     let text = out.message.plain();
     assert!(

@@ -14,17 +14,10 @@ fn the_shipped_configs_pass() {
 
 #[test]
 fn bad_config_lists_every_problem_with_its_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
+    let (code, t, p) = check(
         "[channels.deploys]\nconsole = \"#d\"\n\n[backends.sim]\ntype = \"simulated\"\n\n[[services]]\nname = \"checkout\"\nbackend = \"k8s\"\ndeploy_channel = \"deploy\"\n",
-    )
-    .unwrap();
-    let o = rollbot(&["check-config", path.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
-    let t = text(&o);
-    let p = path.display();
+    );
+    assert_eq!(code, Some(1));
     assert!(
         t.contains(&format!(
             "{p}:9:11: service `checkout` names backend `k8s`, which is not defined"
@@ -138,10 +131,7 @@ fn a_shell_script_with_placeholders_or_a_secret_in_env_gets_a_warning() {
 
 #[test]
 fn independent_problems_are_all_reported_and_a_bad_crontab_line_is_shown_as_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("two.toml");
-    std::fs::write(
-        &path,
+    let (code, t, p) = check(
         r##"[channels.deploys]
 console = "#d"
 
@@ -163,12 +153,8 @@ members = ["alice"]
 [freeze]
 windows = [{ name = "nights", schedule = "61 25 * * *", duration = "1h" }]
 "##,
-    )
-    .unwrap();
-    let o = rollbot(&["check-config", path.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
-    let t = text(&o);
-    let p = path.display();
+    );
+    assert_eq!(code, Some(1));
     assert!(
         t.contains(&format!(
             "{p}:5:13: secrets are never written in the config"

@@ -2,11 +2,14 @@
 //! rolled back once, at the time the judge says; a good one is promoted; an
 //! outage is no_data, never a rollback.
 
+use crate::support::api::Api;
+use crate::support::audit;
 use crate::support::prometheus::{openmetrics, Prometheus};
-use crate::support::{rollbot, text, Server};
+use crate::support::{replay_summary, rollbot, text, Server};
 use rollbot::judge::replay::judge_ticks;
 use rollbot::judge::sim::{Scenario, Simulator};
 use rollbot::judge::{JudgePolicy, Recommendation, Tick};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "ci-token-8d1e";
@@ -46,6 +49,26 @@ token = "${{ROLLBOT_TEST_TOKEN}}"
     )
 }
 
+/// Prometheus holding `history` of checkout from `start`, rollbot
+/// watching it with `extra_service` keys on checkout, and checkout v41 →
+/// v42 announced at `start`: the rollout as announced.
+async fn serve_history(
+    dir: &Path,
+    history: &[Tick],
+    start: i64,
+    extra_service: &str,
+) -> (Prometheus, Server, serde_json::Value) {
+    let prom =
+        Prometheus::with_history(&dir.join("prom"), &openmetrics("checkout", start, history));
+    let s = Server::start(
+        dir,
+        &config(&prom.url(), extra_service),
+        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
+    );
+    let announced = announce(&s, "checkout", "v41", "v42", start).await;
+    (prom, s, announced)
+}
+
 fn ticks(scenario: &Scenario, minutes: usize) -> Vec<Tick> {
     let mut sim = Simulator::new(scenario, 3);
     (0..minutes * 6).filter_map(|_| sim.next_tick()).collect()
@@ -64,28 +87,12 @@ async fn announce(
     to: &str,
     start: i64,
 ) -> serde_json::Value {
-    let r = reqwest::Client::new()
-        .post(s.url("/api/v1/rollouts"))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"service": service, "from_revision": from, "to_revision": to, "start_time": chrono::DateTime::from_timestamp(start, 0).unwrap().to_rfc3339()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json().await.unwrap()
+    let start = chrono::DateTime::from_timestamp(start, 0).unwrap();
+    Api::new(s, TOKEN).announce(service, from, to, start).await
 }
 
 async fn rollouts(s: &Server) -> Vec<serde_json::Value> {
-    let r = reqwest::Client::new()
-        .get(s.url("/api/v1/rollouts"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    r.json::<serde_json::Value>().await.unwrap()["rollouts"]
-        .as_array()
-        .unwrap()
-        .clone()
+    Api::new(s, TOKEN).rollouts().await
 }
 
 async fn wait_for_state(
@@ -155,16 +162,7 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
         .expect("the judge rolls this scenario back")
         .t;
     let start = start_ago(35);
-    let prom = Prometheus::with_history(
-        &dir.path().join("prom"),
-        &openmetrics("checkout", start, &history),
-    );
-    let s = Server::start(
-        dir.path(),
-        &config(&prom.url(), ""),
-        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
-    );
-    let announced = announce(&s, "checkout", "v41", "v42", start).await;
+    let (prom, s, announced) = serve_history(dir.path(), &history, start, "").await;
     let id = announced["id"].as_str().unwrap().to_string();
     // The listing waits for the catch-up, which rolls back on history.
     let r = wait_for_state(
@@ -211,14 +209,7 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
     assert!(s.terminate().success());
 
     let data = dir.path().join("data");
-    let list = text(&rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        data.to_str().unwrap(),
-        "--service",
-        "checkout",
-    ]));
+    let list = audit::list(&data, &["--service", "checkout"]);
     let rollbacks: Vec<&str> = list
         .lines()
         .filter(|l| l.contains("rollback checkout by rollbot controller — succeeded"))
@@ -240,80 +231,9 @@ async fn a_bad_canary_in_prometheus_history_is_rolled_back_once_when_the_judge_s
         "{list}"
     );
     // Backtesting the same history from Prometheus finds the same moment.
-    let from = chrono::DateTime::from_timestamp(start, 0)
-        .unwrap()
-        .to_rfc3339();
-    let to = chrono::DateTime::from_timestamp(start + 30 * 60, 0)
-        .unwrap()
-        .to_rfc3339();
-    let o = rollbot(&[
-        "replay",
-        "--from-prometheus",
-        &prom.url(),
-        "--service",
-        "checkout",
-        "--start",
-        &from,
-        "--end",
-        &to,
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let last = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    let summary: serde_json::Value = serde_json::from_str(&last).unwrap();
-    let replayed = summary["summary"]["first_rollback_t"]
-        .as_f64()
-        .expect("a rollback in the backtest");
-    assert!(
-        (replayed - expected).abs() <= 10.0,
-        "backtest rolls back at {replayed}s, the judge on the same data at {expected}s"
-    );
-    let o = rollbot(&[
-        "replay",
-        "--from-prometheus",
-        &prom.url(),
-        "--service",
-        "nope",
-        "--start",
-        &from,
-        "--end",
-        &to,
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        text(&o).contains("no canary series for service=\"nope\""),
-        "{}",
-        text(&o)
-    );
-
+    assert_the_backtest_rolls_back_at(&prom, start, expected);
     // A postmortem draft from the audit log.
-    let pm = rollbot(&["postmortem", &id, "--data", data.to_str().unwrap()]);
-    let md = text(&pm);
-    assert!(pm.status.success(), "{md}");
-    for expected in [
-        "# Postmortem draft: checkout v42",
-        "excess failed requests",
-        "| rollbot controller | rollback | succeeded |",
-        "## Root cause",
-        "- rollbot controller (system:controller): pause requested, pause succeeded",
-        "— **failing after ",
-    ] {
-        assert!(md.contains(expected), "missing {expected:?} in:\n{md}");
-    }
-    let wrong = rollbot(&["postmortem", "nope", "--data", data.to_str().unwrap()]);
-    assert!(!wrong.status.success());
-    assert!(
-        text(&wrong).contains(&format!(
-            "no rollout `nope` in this store; recent rollouts: {id} (checkout v42"
-        )),
-        "{}",
-        text(&wrong)
-    );
+    assert_a_postmortem_draft_of(&data, &id);
 
     // The evidence is in the audit log.
     let export =
@@ -340,16 +260,13 @@ async fn a_good_canary_is_not_rolled_back_and_auto_promote_promotes() {
     let dir = tempfile::tempdir().unwrap();
     let history = ticks(&Scenario::new("good", true).canary_share(0.05), 40);
     let start = start_ago(42);
-    let prom = Prometheus::with_history(
-        &dir.path().join("prom"),
-        &openmetrics("checkout", start, &history),
-    );
-    let s = Server::start(
+    let (_prom, s, _) = serve_history(
         dir.path(),
-        &config(&prom.url(), "auto_promote = true\nstep_interval = \"1m\""),
-        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
-    );
-    announce(&s, "checkout", "v41", "v42", start).await;
+        &history,
+        start,
+        "auto_promote = true\nstep_interval = \"1m\"",
+    )
+    .await;
     let r = wait_for_state(&s, "checkout", "fully promoted", Duration::from_secs(60)).await;
     assert_eq!(r["verdict"], "healthy", "{r}");
     let log = s.log_text();
@@ -361,14 +278,7 @@ async fn a_good_canary_is_not_rolled_back_and_auto_promote_promotes() {
         "{log}"
     );
     assert!(s.terminate().success());
-    let list = text(&rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        dir.path().join("data").to_str().unwrap(),
-        "--service",
-        "checkout",
-    ]));
+    let list = audit::list(&dir.path().join("data"), &["--service", "checkout"]);
     assert!(!list.contains("rollback"), "{list}");
     assert_eq!(
         list.lines()
@@ -388,16 +298,7 @@ async fn a_canary_without_series_is_warned_about_once_naming_the_track_and_the_q
         .map(|t| Tick { canary: None, ..t })
         .collect();
     let start = start_ago(10);
-    let prom = Prometheus::with_history(
-        &dir.path().join("prom"),
-        &openmetrics("checkout", start, &history),
-    );
-    let s = Server::start(
-        dir.path(),
-        &config(&prom.url(), ""),
-        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
-    );
-    announce(&s, "checkout", "v41", "v42", start).await;
+    let (_prom, s, _) = serve_history(dir.path(), &history, start, "").await;
     wait_until("the warning", Duration::from_secs(60), async || {
         s.log_text().contains("No metrics for checkout v42")
     })
@@ -595,15 +496,6 @@ token = "${{ROLLBOT_TEST_TOKEN}}"
     )
 }
 
-async fn readyz(s: &Server) -> String {
-    reqwest::get(s.url("/readyz"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn wait_until(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !ok().await {
@@ -652,7 +544,8 @@ async fn prometheus_down_is_no_data_one_warning_and_recovery() {
     );
     announce(&s, "checkout", "v41", "v42", chrono::Utc::now().timestamp()).await;
     wait_until("a few healthy ticks", Duration::from_secs(30), async || {
-        readyz(&s).await.contains("metrics: ok") && rollouts(&s).await[0]["verdict"] == "healthy"
+        s.get("/readyz").await.1.contains("metrics: ok")
+            && rollouts(&s).await[0]["verdict"] == "healthy"
     })
     .await;
 
@@ -661,7 +554,7 @@ async fn prometheus_down_is_no_data_one_warning_and_recovery() {
     wait_until(
         "readyz to report the outage",
         Duration::from_secs(30),
-        async || readyz(&s).await.contains("metrics: UNAVAILABLE"),
+        async || s.get("/readyz").await.1.contains("metrics: UNAVAILABLE"),
     )
     .await;
     // Several ticks pass without metrics.
@@ -676,13 +569,15 @@ async fn prometheus_down_is_no_data_one_warning_and_recovery() {
         "one warning, not one per tick:\n{log}"
     );
     assert!(log.contains("cannot reach Prometheus at"), "{log}");
-    assert!(readyz(&s)
+    assert!(s
+        .get("/readyz")
         .await
+        .1
         .contains("nothing is rolled back automatically"));
 
     prom.restart();
     wait_until("metrics to return", Duration::from_secs(60), async || {
-        readyz(&s).await.contains("metrics: ok")
+        s.get("/readyz").await.1.contains("metrics: ok")
     })
     .await;
     wait_until(
@@ -692,12 +587,80 @@ async fn prometheus_down_is_no_data_one_warning_and_recovery() {
     )
     .await;
     assert!(s.terminate().success());
-    let list = text(&rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        dir.path().join("data").to_str().unwrap(),
-    ]));
+    let list = audit::list(&dir.path().join("data"), &[]);
     assert!(!list.contains("rollback"), "{list}");
     drop(app);
+}
+
+/// `rollbot replay --from-prometheus` over the 30 minutes of history from
+/// `start` rolls back within 10 s of `expected` (seconds from the start),
+/// and names a service with no canary series.
+fn assert_the_backtest_rolls_back_at(prom: &Prometheus, start: i64, expected: f64) {
+    let from = chrono::DateTime::from_timestamp(start, 0)
+        .unwrap()
+        .to_rfc3339();
+    let to = chrono::DateTime::from_timestamp(start + 30 * 60, 0)
+        .unwrap()
+        .to_rfc3339();
+    let summary = replay_summary(&[
+        "--from-prometheus",
+        &prom.url(),
+        "--service",
+        "checkout",
+        "--start",
+        &from,
+        "--end",
+        &to,
+    ]);
+    let replayed = summary["first_rollback_t"]
+        .as_f64()
+        .expect("a rollback in the backtest");
+    assert!(
+        (replayed - expected).abs() <= 10.0,
+        "backtest rolls back at {replayed}s, the judge on the same data at {expected}s"
+    );
+    let o = rollbot(&[
+        "replay",
+        "--from-prometheus",
+        &prom.url(),
+        "--service",
+        "nope",
+        "--start",
+        &from,
+        "--end",
+        &to,
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no canary series for service=\"nope\""),
+        "{}",
+        text(&o)
+    );
+}
+
+/// `rollbot postmortem ID` drafts the rollout's postmortem from the audit
+/// log in `data`; an unknown ID names the recent ones.
+fn assert_a_postmortem_draft_of(data: &Path, id: &str) {
+    let pm = rollbot(&["postmortem", id, "--data", data.to_str().unwrap()]);
+    let md = text(&pm);
+    assert!(pm.status.success(), "{md}");
+    for expected in [
+        "# Postmortem draft: checkout v42",
+        "excess failed requests",
+        "| rollbot controller | rollback | succeeded |",
+        "## Root cause",
+        "- rollbot controller (system:controller): pause requested, pause succeeded",
+        "— **failing after ",
+    ] {
+        assert!(md.contains(expected), "missing {expected:?} in:\n{md}");
+    }
+    let wrong = rollbot(&["postmortem", "nope", "--data", data.to_str().unwrap()]);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong).contains(&format!(
+            "no rollout `nope` in this store; recent rollouts: {id} (checkout v42"
+        )),
+        "{}",
+        text(&wrong)
+    );
 }

@@ -2,19 +2,15 @@
 //! borderline prompt, a refused promote during a freeze, a rollback, and the
 //! audit trail.
 
-use crate::support::{rollbot, text};
+use crate::support::audit;
+use crate::support::{demo, rollbot, text};
+use std::path::Path;
 
 #[test]
 fn the_tour_shows_the_whole_loop() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let o = rollbot(&[
-        "demo",
-        "--script",
-        "config/demo-tour.txt",
-        "--data",
-        data.to_str().unwrap(),
-    ]);
+    let o = demo(Path::new("config/demo-tour.txt"), &data);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     for expected in [
@@ -80,15 +76,7 @@ fn the_tour_shows_the_whole_loop() {
     // The audit trail is in the store and its chain verifies.
     let v = rollbot(&["audit", "verify", "--data", data.to_str().unwrap()]);
     assert!(v.status.success(), "{}", text(&v));
-    let l = rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        data.to_str().unwrap(),
-        "--service",
-        "checkout",
-    ]);
-    let lt = text(&l);
+    let lt = audit::list(&data, &["--service", "checkout"]);
     assert!(
         lt.contains("rollback checkout by priya — succeeded"),
         "{lt}"
@@ -197,13 +185,7 @@ fn help_answers_every_topic_usefully() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("help.txt");
     std::fs::write(&script, "/help press\n/help nosuch\n/help /freeze\n").unwrap();
-    let o = rollbot(&[
-        "demo",
-        "--script",
-        script.to_str().unwrap(),
-        "--data",
-        dir.path().join("data").to_str().unwrap(),
-    ]);
+    let o = demo(&script, &dir.path().join("data"));
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(!t.contains("unknown command"), "{t}");
@@ -231,13 +213,7 @@ fn the_demo_rollout_id_in_the_summary_gives_a_postmortem_draft() {
         "/wait until prompt\n/as priya\n/press 2\n/wait 1m\n",
     )
     .unwrap();
-    let o = rollbot(&[
-        "demo",
-        "--script",
-        script.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-    ]);
+    let o = demo(&script, &data);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("Rolled back checkout v42"), "{t}");
@@ -281,13 +257,7 @@ fn pause_and_resume_are_commands_with_role_checks() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let o = rollbot(&[
-        "demo",
-        "--script",
-        script.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-    ]);
+    let o = demo(&script, &data);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("/pause <service> [reason…]"), "{t}");
@@ -301,15 +271,7 @@ fn pause_and_resume_are_commands_with_role_checks() {
         .and_then(|rest| rest.split("sam>").next())
         .unwrap_or_default();
     assert!(paused_status.contains("paused"), "{t}");
-    let l = rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        data.to_str().unwrap(),
-        "--service",
-        "checkout",
-    ]);
-    let lt = text(&l);
+    let lt = audit::list(&data, &["--service", "checkout"]);
     assert!(lt.contains("pause checkout by omar — succeeded"), "{lt}");
     assert!(lt.contains("resume checkout by sam — succeeded"), "{lt}");
     assert!(lt.contains("pause checkout by dana — refused"), "{lt}");

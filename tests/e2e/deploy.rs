@@ -4,7 +4,7 @@
 
 use crate::support::{bin, text};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, Probe, Secret, Service};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, Secret, Service};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
@@ -228,11 +228,38 @@ fn the_manifests_match_the_binary_and_its_config() {
     assert_eq!(csc.allow_privilege_escalation, Some(false));
 
     // Every secret the config names comes from the Secret template.
+    let env_refs = assert_secrets_come_from_the_template(&file, c, pod);
+
+    // check-config accepts it with the Secret's variables set.
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "check-config",
+        root().join("deploy/rollbot.toml").to_str().unwrap(),
+    ]);
+    for var in &env_refs {
+        cmd.env(var, "dummy-value");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    assert_least_privilege(&docs, pod, &sts);
+    assert_the_image_runs_what_the_pod_runs(&args, psc.run_as_user);
+}
+
+/// Every secret `config` (the text of deploy/rollbot.toml) reads comes
+/// from the Secret template: variables through `secretKeyRef`, files
+/// through a Secret volume. Returns the variables.
+fn assert_secrets_come_from_the_template(
+    config: &str,
+    c: &Container,
+    pod: &PodSpec,
+) -> BTreeSet<String> {
+    let mounts = c.volume_mounts.clone().unwrap_or_default();
     let template = yaml_docs(&std::fs::read(root().join("deploy/secret.template.yaml")).unwrap());
     let secret: Secret = serde_json::from_value(template[0].clone()).unwrap();
     let secret_name = secret.metadata.name.clone().unwrap();
     let keys: BTreeSet<String> = secret.string_data.clone().unwrap().into_keys().collect();
-    let (env_refs, file_refs) = secret_refs(&file);
+    let (env_refs, file_refs) = secret_refs(config);
     assert!(!env_refs.is_empty() && !file_refs.is_empty());
     for var in &env_refs {
         let e = c
@@ -286,20 +313,13 @@ fn the_manifests_match_the_binary_and_its_config() {
         );
     }
 
-    // check-config accepts it with the Secret's variables set.
-    let mut cmd = Command::new(bin());
-    cmd.args([
-        "check-config",
-        root().join("deploy/rollbot.toml").to_str().unwrap(),
-    ]);
-    for var in &env_refs {
-        cmd.env(var, "dummy-value");
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    env_refs
+}
 
-    // Least privilege: exactly these rules, no wildcards.
-    let workloads: ClusterRole = one(&docs, "ClusterRole", "rollbot-workloads");
+/// Least privilege: exactly these rules, no wildcards, bound to the pod's
+/// service account in its namespace only, and no Secret applied.
+fn assert_least_privilege(docs: &[Value], pod: &PodSpec, sts: &StatefulSet) {
+    let workloads: ClusterRole = one(docs, "ClusterRole", "rollbot-workloads");
     let got = rules_of(workloads.rules.as_deref().unwrap_or_default());
     let mut want = BTreeSet::new();
     for (gr, verbs) in [
@@ -318,7 +338,7 @@ fn the_manifests_match_the_binary_and_its_config() {
         }
     }
     assert_eq!(got, want);
-    let leader: Role = one(&docs, "Role", "rollbot-leader");
+    let leader: Role = one(docs, "Role", "rollbot-leader");
     let got = rules_of(leader.rules.as_deref().unwrap_or_default());
     let want: BTreeSet<String> = [
         "coordination.k8s.io/leases:get[rollbot-leader]",
@@ -332,7 +352,7 @@ fn the_manifests_match_the_binary_and_its_config() {
     let sa = pod.service_account_name.clone().unwrap();
     let ns = sts.metadata.namespace.clone().unwrap();
     for name in ["rollbot-workloads", "rollbot-leader"] {
-        let b: RoleBinding = one(&docs, "RoleBinding", name);
+        let b: RoleBinding = one(docs, "RoleBinding", name);
         let s = &b.subjects.as_ref().unwrap()[0];
         assert_eq!(
             (s.kind.as_str(), s.name.as_str()),
@@ -341,17 +361,20 @@ fn the_manifests_match_the_binary_and_its_config() {
         assert_eq!(s.namespace.as_deref(), Some(ns.as_str()));
     }
     assert_eq!(
-        of_kind(&docs, "ClusterRoleBinding").len(),
+        of_kind(docs, "ClusterRoleBinding").len(),
         0,
         "bound per namespace only"
     );
     assert_eq!(
-        of_kind(&docs, "Secret").len(),
+        of_kind(docs, "Secret").len(),
         0,
         "no Secret with placeholder values is applied"
     );
+}
 
-    // The image starts the same command the StatefulSet runs.
+/// The image starts the same command (`args`) the StatefulSet runs, as
+/// the user the pod runs as, built with this toolchain.
+fn assert_the_image_runs_what_the_pod_runs(args: &[String], run_as_user: Option<i64>) {
     let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
     let instr = |name: &str| -> Vec<String> {
         let line = dockerfile
@@ -365,11 +388,7 @@ fn the_manifests_match_the_binary_and_its_config() {
     let user = dockerfile.lines().find(|l| l.starts_with("USER ")).unwrap();
     let uid: i64 = user[5..].split(':').next().unwrap().parse().unwrap();
     assert_ne!(uid, 0);
-    assert_eq!(
-        psc.run_as_user,
-        Some(uid),
-        "the pod runs as the image's user"
-    );
+    assert_eq!(run_as_user, Some(uid), "the pod runs as the image's user");
     let rustc = Command::new("rustc").arg("--version").output().unwrap();
     let version = String::from_utf8_lossy(&rustc.stdout);
     let minor: String = version

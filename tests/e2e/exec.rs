@@ -2,9 +2,9 @@
 //! program sees of rollbot's environment, how placeholders are filled, and
 //! revisions that look like options.
 
+use crate::support::api::Api;
 use crate::support::Server;
 use std::path::Path;
-use std::time::Duration;
 
 // The script writes its environment and its arguments (one per line) to
 // the directory given as its first argument. It reads nothing from
@@ -52,18 +52,7 @@ fn start(dir: &Path) -> Server {
 }
 
 async fn act(s: &Server, command: &str) -> (u16, serde_json::Value) {
-    let r = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-        .post(s.url("/api/v1/actions"))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"command": command}))
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap_or_default())
+    Api::new(s, TOKEN).action(command, None).await
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 //! webhooks and as an Argo Rollouts web metric, with people answering in
 //! the fake Slack (tests/support/fake_slack.rs).
 
-use crate::support::fake_slack::{self, FakeSlack, Posted};
-use crate::support::Server;
+use crate::support::audit::assert_audit_counts;
+use crate::support::fake_slack::{FakeSlack, Posted};
+use crate::support::slack_rig::SlackRig;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -67,56 +68,20 @@ token = "${ROLLBOT_GATES_TOKEN}"
 source = "simulated"
 interval = "1s"
 scenarios = { checkout = "bad: errors 3× at 5%, 1% base" }
-
-[chat.slack]
-mode = "http"
-api_url = "{api}"
-signing_secret = "${SLACK_SIGNING_SECRET}"
-bot_token = "${SLACK_BOT_TOKEN}"
-channel_interval = "200ms"
-usergroup_cache_ttl = "1m"
 "##;
 
-struct Rig {
-    fake: FakeSlack,
-    server: Server,
-    _dir: tempfile::TempDir,
-    data: std::path::PathBuf,
-    http: reqwest::Client,
-}
-
-async fn rig() -> Rig {
+async fn rig() -> SlackRig {
     let fake = FakeSlack::start().await;
     fake.add_channel(DEPLOYS, true);
     fake.add_usergroup("S0APPROVERS", &[APPROVER]);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = CONFIG.replace("{api}", &fake.api_url());
-    let path = dir.path().to_path_buf();
-    let server = tokio::task::spawn_blocking(move || {
-        Server::start(
-            &path,
-            &config,
-            &[
-                ("SLACK_SIGNING_SECRET", fake_slack::SIGNING_SECRET),
-                ("SLACK_BOT_TOKEN", fake_slack::BOT_TOKEN),
-                ("ROLLBOT_GATES_TOKEN", GATES_TOKEN),
-                ("ROLLBOT_LOG", "warn"),
-            ],
-        )
-    })
-    .await
-    .unwrap();
-    Rig {
+    SlackRig::start(
         fake,
-        server,
-        _dir: dir,
-        data,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-    }
+        "http",
+        DEPLOYS,
+        CONFIG,
+        &[("ROLLBOT_GATES_TOKEN", GATES_TOKEN)],
+    )
+    .await
 }
 
 /// Flagger's webhook body for canary podinfo.test, with no token.
@@ -133,7 +98,7 @@ fn with_token(body: &Value, token: &str) -> Value {
     b
 }
 
-impl Rig {
+impl SlackRig {
     /// Calls a Flagger gate the way Flagger does: POST JSON, the token in
     /// the metadata, no Authorization header.
     async fn gate(&self, hook: &str, body: &Value) -> (u16, Value) {
@@ -166,49 +131,6 @@ impl Rig {
         }
     }
 
-    async fn signed(&self, path: &str, body: &str) -> u16 {
-        let ts = fake_slack::now();
-        self.http
-            .post(self.server.url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("x-slack-request-timestamp", ts.to_string())
-            .header(
-                "x-slack-signature",
-                fake_slack::sign(fake_slack::SIGNING_SECRET, ts, body),
-            )
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-
-    async fn slash(&self, command: &str, text: &str, user: &str, trigger: &str) {
-        let body = fake_slack::slash_body(
-            command,
-            text,
-            user,
-            DEPLOYS,
-            trigger,
-            &self.fake.response_url(trigger),
-        );
-        assert_eq!(self.signed("/slack/commands", &body).await, 200);
-    }
-
-    async fn press(&self, user: &str, message: &Posted, action_id: &str, trigger: &str) {
-        let payload = fake_slack::press_payload(
-            user,
-            DEPLOYS,
-            message,
-            action_id,
-            trigger,
-            &self.fake.response_url(trigger),
-        );
-        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
-        assert_eq!(self.signed("/slack/interactions", &body).await, 200);
-    }
-
     fn prompts(&self) -> Vec<Posted> {
         self.fake
             .messages(DEPLOYS)
@@ -237,37 +159,6 @@ impl Rig {
             })
             .await
     }
-
-    /// Stops the server and reads the audit log: (action, outcome, actor id, detail).
-    fn audit(self) -> Vec<(String, String, String, String)> {
-        let st = self.server.terminate();
-        assert!(st.success(), "rollbot serve exited with {st}");
-        crate::support::audit_export(&self.data)
-            .iter()
-            .map(|v| {
-                let r = if v["record"].is_object() {
-                    &v["record"]
-                } else {
-                    v
-                };
-                (
-                    r["action"].as_str().unwrap_or_default().to_string(),
-                    r["outcome"].as_str().unwrap_or_default().to_string(),
-                    r["actor"]["id"].as_str().unwrap_or_default().to_string(),
-                    r["detail"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect()
-    }
-}
-
-type Audit = [(String, String, String, String)];
-
-fn count(audit: &Audit, action: &str, outcome: &str, actor: &str) -> usize {
-    audit
-        .iter()
-        .filter(|(a, o, who, _)| a == action && o == outcome && (actor.is_empty() || who == actor))
-        .count()
 }
 
 fn reason(answer: &Value) -> String {
@@ -297,19 +188,17 @@ async fn confirm_promotion_asks_once_per_revision_and_opens_when_an_approver_app
     assert!(prompt.text.contains("8a3f1c9d0e"), "{}", prompt.text);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(r.prompts().len(), 1, "repeated calls ask once");
-    let approve = prompt
-        .buttons()
-        .into_iter()
-        .find(|b| b.ends_with(":approve"))
-        .unwrap();
+    let approve = prompt.button(":approve");
 
     // A deployer may promote but not answer prompts: refused, gate closed.
-    r.press(DEPLOYER, &prompt, &approve, "trig-deployer").await;
+    assert_eq!(
+        r.press(DEPLOYER, &prompt, &approve, "trig-deployer", None)
+            .await,
+        200
+    );
     let refusal = r
         .fake
-        .wait_for(10, "a private refusal", |f| {
-            f.ephemerals(DEPLOYER).into_iter().next()
-        })
+        .ephemeral(10, "a private refusal", DEPLOYER, "")
         .await;
     assert!(refusal.text.contains("approver"), "{}", refusal.text);
     assert_eq!(r.gate("confirm-promotion", &c1).await.0, 403);
@@ -317,7 +206,11 @@ async fn confirm_promotion_asks_once_per_revision_and_opens_when_an_approver_app
     // The approver approves: the engine promotes through the flagger
     // backend, which opens the gate; Flagger's next call passes.
     let pressed = Instant::now();
-    r.press(APPROVER, &prompt, &approve, "trig-approver").await;
+    assert_eq!(
+        r.press(APPROVER, &prompt, &approve, "trig-approver", None)
+            .await,
+        200
+    );
     let answer = r.gate_until("confirm-promotion", &c1, 200, 15).await;
     eprintln!(
         "flagger gate open {} ms after Approve (polling every 200 ms)",
@@ -347,32 +240,18 @@ async fn confirm_promotion_asks_once_per_revision_and_opens_when_an_approver_app
     assert_eq!(r.prompts().len(), 2);
 
     let audit = r.audit();
-    assert_eq!(
-        count(&audit, "promote", "pending", "flagger"),
-        2,
-        "one question per revision: {audit:?}"
+    assert_audit_counts(
+        &audit,
+        &[
+            // One question per revision.
+            ("promote", "pending", "flagger", 2),
+            ("approve", "refused", DEPLOYER, 1),
+            ("approve", "succeeded", APPROVER, 1),
+            ("promote", "requested", APPROVER, 1),
+            ("promote", "succeeded", APPROVER, 1),
+            ("gate", "noted", "flagger", 1),
+        ],
     );
-    assert_eq!(
-        count(&audit, "approve", "refused", DEPLOYER),
-        1,
-        "{audit:?}"
-    );
-    assert_eq!(
-        count(&audit, "approve", "succeeded", APPROVER),
-        1,
-        "{audit:?}"
-    );
-    assert_eq!(
-        count(&audit, "promote", "requested", APPROVER),
-        1,
-        "{audit:?}"
-    );
-    assert_eq!(
-        count(&audit, "promote", "succeeded", APPROVER),
-        1,
-        "{audit:?}"
-    );
-    assert_eq!(count(&audit, "gate", "noted", "flagger"), 1, "{audit:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,22 +260,25 @@ async fn a_freeze_keeps_an_approved_gate_closed_and_says_why() {
     let c1 = payload("WaitingPromotion", "0badc0ffee11");
     assert_eq!(r.gate("confirm-promotion", &c1).await.0, 403);
     let prompt = r.prompt_number(1).await;
-    let approve = prompt
-        .buttons()
-        .into_iter()
-        .find(|b| b.ends_with(":approve"))
-        .unwrap();
-    r.press(APPROVER, &prompt, &approve, "trig-a1").await;
+    let approve = prompt.button(":approve");
+    assert_eq!(
+        r.press(APPROVER, &prompt, &approve, "trig-a1", None).await,
+        200
+    );
     r.gate_until("confirm-promotion", &c1, 200, 15).await;
 
     // A release manager freezes podinfo: the approved gate closes again.
-    r.slash(
-        "/freeze",
-        "podinfo for 1h launch week",
-        RELEASE,
-        "trig-freeze",
-    )
-    .await;
+    assert_eq!(
+        r.slash(
+            "/freeze",
+            "podinfo for 1h launch week",
+            RELEASE,
+            "trig-freeze"
+        )
+        .await
+        .0,
+        200
+    );
     r.said("Frozen").await;
     let answer = r.gate_until("confirm-promotion", &c1, 403, 10).await;
     let why = reason(&answer);
@@ -414,52 +296,44 @@ async fn a_freeze_keeps_an_approved_gate_closed_and_says_why() {
     assert_eq!(code, 403);
     assert!(reason(&answer).contains("Also frozen"), "{answer}");
     let second = r.prompt_number(2).await;
-    let approve2 = second
-        .buttons()
-        .into_iter()
-        .find(|b| b.ends_with(":approve"))
-        .unwrap();
-    r.press(APPROVER, &second, &approve2, "trig-a2").await;
+    let approve2 = second.button(":approve");
+    assert_eq!(
+        r.press(APPROVER, &second, &approve2, "trig-a2", None).await,
+        200
+    );
     let refusal = r
         .fake
-        .wait_for(10, "the approval refused by the freeze", |f| {
-            f.ephemerals(APPROVER)
-                .into_iter()
-                .find(|m| m.text.contains("frozen"))
-        })
+        .ephemeral(10, "the approval refused by the freeze", APPROVER, "frozen")
         .await;
     assert!(refusal.text.contains("launch week"), "{}", refusal.text);
     assert_eq!(r.gate("confirm-promotion", &c2).await.0, 403);
 
     // After the freeze the refused prompt is still open: approving it now
     // opens the new revision's gate.
-    r.slash("/unfreeze", "podinfo", RELEASE, "trig-unfreeze")
-        .await;
+    assert_eq!(
+        r.slash("/unfreeze", "podinfo", RELEASE, "trig-unfreeze")
+            .await
+            .0,
+        200
+    );
     r.said("Unfrozen").await;
     assert_eq!(r.gate("confirm-promotion", &c2).await.0, 403);
-    r.press(APPROVER, &second, &approve2, "trig-a3").await;
+    assert_eq!(
+        r.press(APPROVER, &second, &approve2, "trig-a3", None).await,
+        200
+    );
     r.gate_until("confirm-promotion", &c2, 200, 15).await;
 
     let audit = r.audit();
-    assert_eq!(
-        count(&audit, "gate", "refused", "flagger"),
-        1,
-        "held once, not once per call: {audit:?}"
-    );
-    assert_eq!(
-        count(&audit, "approve", "refused", APPROVER),
-        1,
-        "{audit:?}"
-    );
-    assert_eq!(
-        count(&audit, "promote", "succeeded", APPROVER),
-        2,
-        "{audit:?}"
-    );
-    assert_eq!(
-        count(&audit, "freeze", "succeeded", RELEASE),
-        1,
-        "{audit:?}"
+    assert_audit_counts(
+        &audit,
+        &[
+            // Held once, not once per call.
+            ("gate", "refused", "flagger", 1),
+            ("approve", "refused", APPROVER, 1),
+            ("promote", "succeeded", APPROVER, 2),
+            ("freeze", "succeeded", RELEASE, 1),
+        ],
     );
 }
 
@@ -472,21 +346,25 @@ async fn the_rollback_gate_opens_only_after_a_rollback_in_chat() {
     assert!(reason(&answer).contains("/rollback podinfo"), "{answer}");
 
     // Someone without the responder role is refused; the gate stays shut.
-    r.slash("/rollback", "podinfo", DEPLOYER, "trig-rb-no")
-        .await;
+    assert_eq!(
+        r.slash("/rollback", "podinfo", DEPLOYER, "trig-rb-no")
+            .await
+            .0,
+        200
+    );
     r.fake
-        .wait_for(10, "a private refusal", |f| {
-            f.ephemerals(DEPLOYER)
-                .into_iter()
-                .find(|m| m.text.contains("responder"))
-        })
+        .ephemeral(10, "a private refusal", DEPLOYER, "responder")
         .await;
     assert_eq!(r.gate("rollback", &c1).await.0, 403);
 
     // The responder asks; Flagger's next call gets 200, and keeps getting
     // it for that revision until it has rolled back.
-    r.slash("/rollback", "podinfo 5xx in canary", RESPONDER, "trig-rb")
-        .await;
+    assert_eq!(
+        r.slash("/rollback", "podinfo 5xx in canary", RESPONDER, "trig-rb")
+            .await
+            .0,
+        200
+    );
     r.gate_until("rollback", &c1, 200, 15).await;
     let done = r.said("Rolled back podinfo").await;
     assert!(
@@ -499,8 +377,12 @@ async fn the_rollback_gate_opens_only_after_a_rollback_in_chat() {
         assert_eq!(r.gate("rollback", &c1).await.0, 200);
     }
     // /status shows what Flagger last asked and each gate's state.
-    r.slash("/status", "podinfo", RESPONDER, "trig-status")
-        .await;
+    assert_eq!(
+        r.slash("/status", "podinfo", RESPONDER, "trig-status")
+            .await
+            .0,
+        200
+    );
     let status = r
         .fake
         .wait_for(10, "the status answer", |f| {
@@ -526,20 +408,17 @@ async fn the_rollback_gate_opens_only_after_a_rollback_in_chat() {
     );
 
     let audit = r.audit();
-    assert_eq!(
-        count(&audit, "rollback", "refused", DEPLOYER),
-        1,
-        "{audit:?}"
-    );
-    assert_eq!(
-        count(&audit, "rollback", "succeeded", RESPONDER),
-        1,
-        "{audit:?}"
+    assert_audit_counts(
+        &audit,
+        &[
+            ("rollback", "refused", DEPLOYER, 1),
+            ("rollback", "succeeded", RESPONDER, 1),
+        ],
     );
     assert!(
-        audit
-            .iter()
-            .any(|(a, o, _, d)| a == "gate" && o == "noted" && d.contains("rollback gate")),
+        audit.iter().any(|e| e.action == "gate"
+            && e.outcome == "noted"
+            && e.detail.contains("rollback gate")),
         "{audit:?}"
     );
 }
@@ -647,12 +526,11 @@ async fn gates_check_the_token_name_known_canaries_and_bind_prompts_to_their_rev
         .await;
     assert_eq!(code, 403);
     r.prompt_number(2).await;
-    let approve = p
-        .buttons()
-        .into_iter()
-        .find(|b| b.ends_with(":approve"))
-        .unwrap();
-    r.press(APPROVER, &p, &approve, "trig-stale").await;
+    let approve = p.button(":approve");
+    assert_eq!(
+        r.press(APPROVER, &p, &approve, "trig-stale", None).await,
+        200
+    );
     let failed = r.said("answer the newer prompt").await;
     assert!(
         failed.current_text().contains("Nothing was changed"),
@@ -701,18 +579,8 @@ async fn the_argo_web_metric_serves_the_judges_verdict() {
 
     // CI announces a rollout; the simulated canary goes bad.
     let start = chrono::Utc::now() - chrono::Duration::minutes(20);
-    let resp = r
-        .http
-        .post(r.server.url("/api/v1/rollouts"))
-        .bearer_auth(GATES_TOKEN)
-        .json(
-            &json!({"service": "checkout", "from_revision": "v41", "to_revision": "v42",
-            "start_time": start.to_rfc3339()}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let api = r.api(GATES_TOKEN);
+    api.announce("checkout", "v41", "v42", start).await;
     let deadline = Instant::now() + Duration::from_secs(40);
     let failing = loop {
         let v: Value = get("checkout").await.unwrap().json().await.unwrap();
@@ -730,17 +598,8 @@ async fn the_argo_web_metric_serves_the_judges_verdict() {
     );
     assert_eq!(failing["to_revision"], "v42");
     // The same verdict the controller reports for the rollout.
-    let list: Value = r
-        .http
-        .get(r.server.url("/api/v1/rollouts"))
-        .bearer_auth(GATES_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let rollout = &list["rollouts"][0];
+    let list = api.rollouts().await;
+    let rollout = &list[0];
     assert_eq!(rollout["id"], failing["rollout"]);
     assert_eq!(rollout["verdict"], "failing", "{rollout}");
 }

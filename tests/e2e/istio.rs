@@ -3,8 +3,7 @@
 //! stays byte for byte, a stepped rollback reports each step.
 
 use crate::support::fake_kube::FakeKube;
-use crate::support::kube_bot::{api_action, exported_result, Backend, Bot};
-use rollbot::config::Config;
+use crate::support::kube_bot::{api_action, Backend, Bot};
 use rollbot::domain::Action;
 use rollbot::engine::Status;
 use serde_json::{json, Value};
@@ -321,44 +320,17 @@ async fn rollbot_serve_shifts_traffic_through_the_api_and_exports_the_patch_in_t
         .requests()
         .iter()
         .all(|r| r.authorization == format!("Bearer {TOKEN}")));
-    let log = server.log_text();
-    assert!(server.terminate().success());
-    assert!(!log.contains(TOKEN));
-
-    let (export, text) = exported_result(dir.path(), "json-patch");
+    let text = BACKEND.stop_and_export(server, dir.path(), "json-patch");
     assert!(
         text.contains("/virtualservices/web (application/json-patch+json)")
             && text.contains("/spec/http/1/route/1/weight"),
         "{text}"
     );
-    assert!(!export.contains(TOKEN));
 }
 
 #[test]
 fn config_mistakes_are_reported_with_what_to_write() {
-    let config = |backend: &str, target: &str| {
-        let text = format!(
-            r#"
-[engine]
-backend_timeout = "60s"
-
-[backends.mesh]
-type = "istio"
-{backend}
-
-[[services]]
-name = "web"
-environment = "prod"
-backend = "mesh"
-[services.target]
-{target}
-"#
-        );
-        match Config::parse(Path::new("rollbot.toml"), &text) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    };
+    let config = |keys: &str, target: &str| BACKEND.config_problems(keys, target);
     assert_eq!(
         config(
             "api_version = \"v1beta1\"",

@@ -3,10 +3,10 @@
 //! `kubectl rollout undo`.
 
 use crate::support::fake_kube::{
-    kubectl, seed_history, strip_nulls, DeploymentController, FakeKube, Logged, Pace, REVISION,
+    deployment, kubectl, seed_history, strip_nulls, DeploymentController, FakeKube, Logged, Pace,
+    REVISION,
 };
-use crate::support::kube_bot::{api_action, exported_result, rollout_keys, Backend, Bot};
-use rollbot::config::Config;
+use crate::support::kube_bot::{api_action, rollout_keys, Backend, Bot};
 use rollbot::domain::{Action, Actor, Platform, View};
 use rollbot::engine::{Refusal, Request, Status};
 use serde_json::{json, Value};
@@ -46,6 +46,15 @@ async fn cluster(pace: Pace) -> (FakeKube, DeploymentController) {
     ctl.set_pace(pace);
     fake.clear_requests();
     (fake, ctl)
+}
+
+/// A canary Deployment `web-canary` beside `web`: two replicas of
+/// registry.example.com/web:1.3, labelled `track: canary`.
+fn canary() -> Value {
+    let mut c = deployment("web-canary", "registry.example.com/web:1.3", 2);
+    c["spec"]["selector"]["matchLabels"]["track"] = json!("canary");
+    c["spec"]["template"]["metadata"]["labels"]["track"] = json!("canary");
+    c
 }
 
 fn image(d: &Value) -> &str {
@@ -349,11 +358,7 @@ async fn verification_times_out_cleanly_when_the_rollout_never_completes() {
 async fn scale_canary_and_set_image_send_the_expected_patches() {
     let dir = tempfile::tempdir().unwrap();
     let (fake, _c) = cluster(Pace::Immediate).await;
-    let mut canary =
-        crate::support::fake_kube::deployment("web-canary", "registry.example.com/web:1.3", 2);
-    canary["spec"]["selector"]["matchLabels"]["track"] = json!("canary");
-    canary["spec"]["template"]["metadata"]["labels"]["track"] = json!("canary");
-    fake.create("deployments", "prod", canary);
+    fake.create("deployments", "prod", canary());
     fake.clear_requests();
 
     let bot = start(
@@ -580,29 +585,7 @@ async fn status_shows_the_history_with_change_causes_and_images() {
 
 #[test]
 fn config_mistakes_are_reported_with_what_to_write() {
-    let config = |backend: &str, target: &str| {
-        let text = format!(
-            r#"
-[engine]
-backend_timeout = "60s"
-
-[backends.k8s]
-type = "kubernetes-deployment"
-{backend}
-
-[[services]]
-name = "web"
-environment = "prod"
-backend = "k8s"
-[services.target]
-{target}
-"#
-        );
-        match Config::parse(Path::new("rollbot.toml"), &text) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    };
+    let config = |keys: &str, target: &str| BACKEND.config_problems(keys, target);
     assert_eq!(config("namespace = \"prod\"", "deployment = \"web\""), "");
     let e = config("", "mechanism = \"scale-canary\"");
     assert!(
@@ -623,10 +606,7 @@ backend = "k8s"
     let e = config("rollout_timeout = \"50s\"\nrequest_timeout = \"10s\"", "");
     assert!(e.contains("not shorter than"), "{e}");
     assert_eq!(config("rollout_timeout = \"45s\"", ""), "");
-    let e = config("token = \"eyJhbGciOi.secret\"", "");
-    assert!(e.contains("never written in the config"), "{e}");
-    let e = config("api_server = \"10.0.0.1:6443\"", "");
-    assert!(e.contains("not an http:// or https:// URL"), "{e}");
+    BACKEND.assert_connection_mistakes();
 }
 
 #[tokio::test]
@@ -656,28 +636,16 @@ async fn rollbot_serve_rolls_back_through_the_api_and_exports_the_patch_in_the_a
         .requests()
         .iter()
         .all(|r| r.authorization == format!("Bearer {TOKEN}")));
-    let log = server.log_text();
-    assert!(server.terminate().success());
-    assert!(!log.contains(TOKEN), "the token is not logged");
-
-    let (export, text) = exported_result(dir.path(), "json-patch");
+    let text = BACKEND.stop_and_export(server, dir.path(), "json-patch");
     assert!(
         text.contains("/spec/template") && text.contains("registry.example.com/web:1.0"),
         "{text}"
     );
-    assert!(!export.contains(TOKEN));
 }
 
 #[tokio::test]
 async fn scale_canary_and_set_image_send_what_kubectl_scale_and_set_image_send() {
     let dir = tempfile::tempdir().unwrap();
-    let canary = || {
-        let mut c =
-            crate::support::fake_kube::deployment("web-canary", "registry.example.com/web:1.3", 2);
-        c["spec"]["selector"]["matchLabels"]["track"] = json!("canary");
-        c["spec"]["template"]["metadata"]["labels"]["track"] = json!("canary");
-        c
-    };
     let (by_kubectl, _c1) = cluster(Pace::Immediate).await;
     let (by_rollbot, _c2) = cluster(Pace::Immediate).await;
     by_kubectl.create("deployments", "prod", canary());

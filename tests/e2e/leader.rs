@@ -1,10 +1,11 @@
 //! Leader election: two `rollbot serve` replicas share one Lease on the
 //! test Kubernetes API server; only the holder is ready and acts.
 
+use crate::support::api::Api;
 use crate::support::fake_kube::FakeKube;
 use crate::support::tcp_proxy::TcpProxy;
 use crate::support::Server;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const LEASE_DURATION: Duration = Duration::from_secs(3);
@@ -86,16 +87,12 @@ async fn wait_ready(http: &reqwest::Client, s: &Server, want: bool, within: Dura
     }
 }
 
-async fn rollback(http: &reqwest::Client, s: &Server) -> (u16, Value) {
-    let r = http
-        .post(s.url("/api/v1/actions"))
-        .bearer_auth("api-token-1")
-        .json(&json!({"command": "/rollback checkout bad canary"}))
-        .send()
+/// `/rollback checkout bad canary` as the API client `ci`.
+async fn rollback(s: &Server) -> (u16, Value) {
+    Api::new(s, "api-token-1")
+        .timeout(Duration::from_secs(2))
+        .action("/rollback checkout bad canary", None)
         .await
-        .unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,14 +138,14 @@ async fn only_one_replica_leads_and_a_cut_off_leader_stops_before_another_takes_
     assert!(led > 0, "A never reported leading");
 
     // The standby takes no action and says who leads; the leader acts.
-    let (code, answer) = rollback(&http, &b).await;
+    let (code, answer) = rollback(&b).await;
     assert_eq!(code, 503, "{answer}");
     assert!(
         answer["error"].as_str().unwrap().contains("rollbot-a"),
         "{answer}"
     );
     assert_eq!(answer["leader"], "rollbot-a");
-    let (code, answer) = rollback(&http, &a).await;
+    let (code, answer) = rollback(&a).await;
     assert_eq!(code, 200, "{answer}");
     // Gates too: Flagger and Argo get their answers from the leader only.
     let gate = |s: &Server| {
@@ -192,7 +189,7 @@ async fn only_one_replica_leads_and_a_cut_off_leader_stops_before_another_takes_
     );
     assert!(b_leads >= LEASE_DURATION - RENEW_DEADLINE, "{b_leads:?}");
     assert!(a_stopped < b_leads);
-    let (code, answer) = rollback(&http, &a).await;
+    let (code, answer) = rollback(&a).await;
     assert_eq!(code, 503, "the cut-off replica must not act: {answer}");
 
     // Back on the network, A finds B holding the Lease and stays standby.

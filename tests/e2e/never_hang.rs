@@ -2,8 +2,9 @@
 //! many rollbacks happen together is an incident), when the asker goes
 //! away mid-action, and when its store is damaged or its disk full.
 
+use crate::support::api::Api;
 use crate::support::{audit_export, rollbot, text, Server};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -55,25 +56,11 @@ pub(crate) fn start_exec(dir: &std::path::Path, services: usize, sleep: &str) ->
     )
 }
 
-fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder().timeout(timeout).build().unwrap()
-}
-
-async fn rollback(
-    c: &reqwest::Client,
-    s: &Server,
-    service: &str,
-    key: &str,
-) -> Result<(u16, Value), String> {
-    let r = c
-        .post(s.url("/api/v1/actions"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"command": format!("/rollback {service} load test"), "idempotency_key": key}))
-        .send()
+/// `/rollback SERVICE load test` with idempotency key `key`; a call that
+/// gets no answer (a timeout, a closed connection) is an error.
+async fn rollback(api: &Api, service: &str, key: &str) -> Result<(u16, Value), String> {
+    api.try_action(&format!("/rollback {service} load test"), Some(key))
         .await
-        .map_err(|e| e.to_string())?;
-    let code = r.status().as_u16();
-    Ok((code, r.json().await.unwrap_or_default()))
 }
 
 /// Every `requested` entry has an end, and the chain verifies.
@@ -111,7 +98,7 @@ async fn fifty_trials_of_fifty_concurrent_rollbacks_never_hang() {
     const CONCURRENT: usize = 50;
     let dir = tempfile::tempdir().unwrap();
     let s = start_exec(dir.path(), 10, "0.15");
-    let c = client(Duration::from_secs(60));
+    let api = Api::new(&s, TOKEN).timeout(Duration::from_secs(60));
     let mut hung = 0;
     let mut slowest = Vec::new();
     let t0 = Instant::now();
@@ -119,16 +106,11 @@ async fn fifty_trials_of_fifty_concurrent_rollbacks_never_hang() {
         let started = Instant::now();
         let calls: Vec<_> = (0..CONCURRENT)
             .map(|i| {
-                let (c, url, key) = (c.clone(), s.url("/api/v1/actions"), format!("t{trial}-{i}"));
+                let (api, key) = (api.clone(), format!("t{trial}-{i}"));
                 tokio::spawn(async move {
                     let t = Instant::now();
-                    let r = c
-                        .post(url)
-                        .bearer_auth(TOKEN)
-                        .json(&json!({"command": format!("/rollback svc{:02} load test", i % 10), "idempotency_key": key}))
-                        .send()
-                        .await;
-                    (r.map(|r| r.status().as_u16()).map_err(|e| e.to_string()), t.elapsed())
+                    let r = rollback(&api, &format!("svc{:02}", i % 10), &key).await;
+                    (r.map(|(code, _)| code), t.elapsed())
                 })
             })
             .collect();
@@ -145,7 +127,10 @@ async fn fifty_trials_of_fifty_concurrent_rollbacks_never_hang() {
             }
         }
         slowest.push(worst);
-        let health = client(Duration::from_secs(5))
+        let health = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
             .get(s.url("/healthz"))
             .send()
             .await;
@@ -197,17 +182,22 @@ async fn an_action_outlives_the_request_that_asked_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_exec(dir.path(), 1, "2.5");
     // The client gives up (closes the connection) 0.8 s in.
-    let gone = rollback(&client(Duration::from_millis(800)), &s, "svc00", "key-1").await;
+    let gone = rollback(
+        &Api::new(&s, TOKEN).timeout(Duration::from_millis(800)),
+        "svc00",
+        "key-1",
+    )
+    .await;
     assert!(gone.is_err(), "{gone:?}");
     // A retry while it runs waits for the first outcome.
-    let (code, body) = rollback(&client(Duration::from_secs(30)), &s, "svc00", "key-1")
+    let (code, body) = rollback(&Api::new(&s, TOKEN), "svc00", "key-1")
         .await
         .unwrap();
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["repeat"], true, "{body}");
     assert_eq!(body["status"], "succeeded", "{body}");
     // And after it ended.
-    let (code, again) = rollback(&client(Duration::from_secs(30)), &s, "svc00", "key-1")
+    let (code, again) = rollback(&Api::new(&s, TOKEN), "svc00", "key-1")
         .await
         .unwrap();
     assert_eq!(code, 200);
@@ -241,10 +231,10 @@ async fn an_action_outlives_the_request_that_asked_for_it() {
 async fn an_idempotency_key_reused_for_another_command_is_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
     let s = start_exec(dir.path(), 2, "0");
-    let c = client(Duration::from_secs(30));
-    let (code, _) = rollback(&c, &s, "svc00", "deploy-77").await.unwrap();
+    let api = Api::new(&s, TOKEN);
+    let (code, _) = rollback(&api, "svc00", "deploy-77").await.unwrap();
     assert_eq!(code, 200);
-    let (code, body) = rollback(&c, &s, "svc01", "deploy-77").await.unwrap();
+    let (code, body) = rollback(&api, "svc01", "deploy-77").await.unwrap();
     assert_eq!(code, 409, "{body}");
     let said = body["message"]["text"].as_str().unwrap_or_default();
     assert!(said.contains("/rollback svc00"), "{body}");
@@ -260,11 +250,11 @@ async fn an_idempotency_key_reused_for_another_command_is_a_conflict() {
 fn store_with_rollbacks(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
     let rt = tokio::runtime::Handle::current();
     let s = start_exec(dir, 1, "0");
-    let c = client(Duration::from_secs(30));
+    let api = Api::new(&s, TOKEN);
     tokio::task::block_in_place(|| {
         rt.block_on(async {
             for i in 0..n {
-                let (code, body) = rollback(&c, &s, "svc00", &format!("k{i}")).await.unwrap();
+                let (code, body) = rollback(&api, "svc00", &format!("k{i}")).await.unwrap();
                 assert_eq!(code, 200, "{body}");
             }
         })
@@ -342,15 +332,14 @@ async fn a_damaged_store_is_reported_and_refuses_actions() {
             ("RUNS", runs.to_str().unwrap()),
         ],
     );
-    let c = client(Duration::from_secs(30));
-    let r = c.get(s.url("/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    let ready = r.text().await.unwrap();
+    let api = Api::new(&s, TOKEN);
+    let (code, ready) = s.get("/readyz").await;
+    assert_eq!(code, 503);
     assert!(
         ready.contains("store damaged: audit log entry #2"),
         "{ready}"
     );
-    let (_, body) = rollback(&c, &s, "svc00", "after-damage").await.unwrap();
+    let (_, body) = rollback(&api, "svc00", "after-damage").await.unwrap();
     assert_eq!(body["status"], "refused", "{body}");
     assert!(
         body["message"]["title"]
@@ -437,10 +426,10 @@ async fn a_full_disk_loses_nothing_acknowledged_and_leaves_no_request_without_it
             ("RUNS", dir.path().join("runs").to_str().unwrap()),
         ],
     );
-    let c = client(Duration::from_secs(30));
+    let api = Api::new(&s, TOKEN);
     let mut acknowledged = Vec::new();
     for i in 0..5 {
-        let (code, body) = rollback(&c, &s, "svc00", &format!("before-{i}"))
+        let (code, body) = rollback(&api, "svc00", &format!("before-{i}"))
             .await
             .unwrap();
         assert_eq!(code, 200, "{body}");
@@ -450,7 +439,7 @@ async fn a_full_disk_loses_nothing_acknowledged_and_leaves_no_request_without_it
     let mut answered = 0;
     for i in 0..20 {
         // Every call answers within the client's limit, one way or another.
-        let (code, body) = rollback(&c, &s, "svc01", &format!("full-{i}"))
+        let (code, body) = rollback(&api, "svc01", &format!("full-{i}"))
             .await
             .expect("an answer, not a hang");
         answered += 1;

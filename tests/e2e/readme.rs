@@ -262,6 +262,69 @@ fn every_rollbot_line_of_install_quickstart_and_first_setup_works() {
     }
 }
 
+/// The cluster the README's first setup talks to: `checkout` (three
+/// revisions) and its canary Deployment in namespace `shop`.
+async fn shop_cluster() -> (FakeKube, DeploymentController) {
+    let kube = FakeKube::standard().await;
+    let controller = DeploymentController::install(&kube, Pace::Immediate);
+    fake_kube::seed_history(
+        &kube,
+        "shop",
+        "checkout",
+        3,
+        &[
+            ("registry.example.com/checkout:1.0", "deploy 1.0"),
+            ("registry.example.com/checkout:1.1", "deploy 1.1"),
+        ],
+    );
+    kube.create(
+        "deployments",
+        "shop",
+        fake_kube::deployment("checkout-canary", "registry.example.com/checkout:1.2", 1),
+    );
+    (kube, controller)
+}
+
+/// The README's first-setup `config` listening on `port`, with its store
+/// in `data`, reading Prometheus at `prometheus` and Slack at `slack`.
+/// Each line replaced must still be in the README, so the test follows it
+/// when it changes.
+fn pointed_at_stand_ins(
+    config: &str,
+    port: u16,
+    data: &Path,
+    prometheus: &str,
+    slack: &str,
+) -> String {
+    let replace = |text: String, from: &str, to: String| {
+        assert!(
+            text.contains(from),
+            "the README's config no longer has `{from}`"
+        );
+        text.replace(from, &to)
+    };
+    let served = replace(
+        config.to_string(),
+        "listen = \"127.0.0.1:8080\"",
+        format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let served = replace(
+        served,
+        "path = \"./rollbot-data\"",
+        format!("path = \"{}\"", data.display()),
+    );
+    let served = replace(
+        served,
+        "url = \"http://prometheus.example.com:9090\"",
+        format!("url = \"{prometheus}\""),
+    );
+    replace(
+        served,
+        "mode = \"socket\"",
+        format!("mode = \"socket\"\napi_url = \"{slack}\""),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_setup_config_joins_slack_reads_prometheus_and_answers_status() {
     let config = first_setup_config();
@@ -288,54 +351,17 @@ async fn the_first_setup_config_joins_slack_reads_prometheus_and_answers_status(
 
     // The cluster: `checkout` and its canary Deployment in `shop`, reached
     // through a kubeconfig as on the reader's machine.
-    let kube = FakeKube::standard().await;
-    let _controller = DeploymentController::install(&kube, Pace::Immediate);
-    fake_kube::seed_history(
-        &kube,
-        "shop",
-        "checkout",
-        3,
-        &[
-            ("registry.example.com/checkout:1.0", "deploy 1.0"),
-            ("registry.example.com/checkout:1.1", "deploy 1.1"),
-        ],
-    );
-    kube.create(
-        "deployments",
-        "shop",
-        fake_kube::deployment("checkout-canary", "registry.example.com/checkout:1.2", 1),
-    );
+    let (kube, _controller) = shop_cluster().await;
     let kubeconfig = kube.kubeconfig(dir.path(), "shop");
 
-    // The README's file, pointed at the stand-ins: each line replaced must
-    // still be in the README, so the test follows it when it changes.
+    // The README's file, pointed at the stand-ins.
     let port = free_port();
-    let replace = |text: String, from: &str, to: String| {
-        assert!(
-            text.contains(from),
-            "the README's config no longer has `{from}`"
-        );
-        text.replace(from, &to)
-    };
-    let served = replace(
-        config.clone(),
-        "listen = \"127.0.0.1:8080\"",
-        format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let served = replace(
-        served,
-        "path = \"./rollbot-data\"",
-        format!("path = \"{}\"", dir.path().join("data").display()),
-    );
-    let served = replace(
-        served,
-        "url = \"http://prometheus.example.com:9090\"",
-        format!("url = \"{}\"", prometheus.url()),
-    );
-    let served = replace(
-        served,
-        "mode = \"socket\"",
-        format!("mode = \"socket\"\napi_url = \"{}\"", slack.api_url()),
+    let served = pointed_at_stand_ins(
+        &config,
+        port,
+        &dir.path().join("data"),
+        &prometheus.url(),
+        &slack.api_url(),
     );
     let path = dir.path().join("rollbot.toml");
     std::fs::write(&path, served).unwrap();

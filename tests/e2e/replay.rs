@@ -1,7 +1,7 @@
 //! `rollbot replay` backtests a policy on recorded ticks; bad input names the
 //! line and judges nothing.
 
-use crate::support::{rollbot, text};
+use crate::support::{replay_summary, rollbot, text};
 
 #[test]
 fn exported_scenarios_replay_to_the_right_verdicts() {
@@ -32,22 +32,7 @@ fn exported_scenarios_replay_to_the_right_verdicts() {
     );
     assert!(report.contains("--seeds 189 or more"), "{report}");
 
-    let summary = |file: &str| -> serde_json::Value {
-        let o = rollbot(&[
-            "replay",
-            "--input",
-            out.join(file).to_str().unwrap(),
-            "--json",
-        ]);
-        assert!(o.status.success(), "{file}: {}", text(&o));
-        let last = String::from_utf8(o.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string();
-        serde_json::from_str::<serde_json::Value>(&last).unwrap()["summary"].clone()
-    };
+    let summary = |file: &str| replay_summary(&["--input", out.join(file).to_str().unwrap()]);
     let bad = summary("bad-errors-3x-at-5pct.jsonl");
     assert!(bad["first_rollback_t"].as_f64().unwrap() > 300.0, "{bad}");
     assert_eq!(bad["final_verdict"], "failing");

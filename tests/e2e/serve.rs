@@ -1,7 +1,9 @@
 //! `rollbot serve`: health, readiness, metrics, the HTTP API, graceful
 //! shutdown that finishes in-flight actions, and recovery after a crash.
 
-use crate::support::{rollbot, text, Server};
+use crate::support::api::Api;
+use crate::support::audit;
+use crate::support::{rollbot, Server};
 use std::time::Duration;
 
 const CONFIG: &str = r##"
@@ -67,16 +69,10 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// `command` through the API with `token`, the command as its own
+/// idempotency key.
 async fn act(s: &Server, token: &str, command: &str) -> (u16, serde_json::Value) {
-    let r = client()
-        .post(s.url("/api/v1/actions"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({"command": command, "idempotency_key": command}))
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap_or_default())
+    Api::new(s, token).action(command, Some(command)).await
 }
 
 #[tokio::test]
@@ -175,20 +171,8 @@ async fn health_metrics_and_the_api() {
 async fn sigterm_finishes_the_action_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), "1.5");
-    let url = s.url("/api/v1/actions");
-    let call = tokio::spawn(async move {
-        let r = client()
-            .post(url)
-            .bearer_auth(TOKEN)
-            .json(&serde_json::json!({"command": "/rollback payments"}))
-            .send()
-            .await
-            .unwrap();
-        (
-            r.status().as_u16(),
-            r.json::<serde_json::Value>().await.unwrap(),
-        )
-    });
+    let api = Api::new(&s, TOKEN);
+    let call = tokio::spawn(async move { api.action("/rollback payments", None).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = tokio::task::spawn_blocking(move || s.terminate())
         .await
@@ -203,12 +187,7 @@ async fn sigterm_finishes_the_action_in_flight() {
         "{body}"
     );
     assert!(status.success());
-    let list = text(&rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        dir.path().join("data").to_str().unwrap(),
-    ]));
+    let list = audit::list(&dir.path().join("data"), &[]);
     assert!(
         list.contains("rollback payments by API client ci — succeeded"),
         "{list}"
@@ -219,17 +198,9 @@ async fn sigterm_finishes_the_action_in_flight() {
 async fn a_crash_mid_action_is_found_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path(), "30");
-    let url = s.url("/api/v1/actions");
+    let api = Api::new(&s, TOKEN).timeout(Duration::from_secs(5));
     let _pending = tokio::spawn(async move {
-        let _ = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap()
-            .post(url)
-            .bearer_auth(TOKEN)
-            .json(&serde_json::json!({"command": "/rollback payments"}))
-            .send()
-            .await;
+        let _ = api.try_action("/rollback payments", None).await;
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
     s.kill();
@@ -241,14 +212,7 @@ async fn a_crash_mid_action_is_found_at_the_next_start() {
         &[("ROLLBOT_TEST_TOKEN", TOKEN), ("ROLLBOT_TEST_SLEEP", "0")],
     );
     assert!(again.terminate().success());
-    let list = text(&rollbot(&[
-        "audit",
-        "list",
-        "--data",
-        data.to_str().unwrap(),
-        "--service",
-        "payments",
-    ]));
+    let list = audit::list(&data, &["--service", "payments"]);
     let lines: Vec<&str> = list.lines().collect();
     assert!(
         lines[0].contains("rollback payments by rollbot recovery — interrupted"),
@@ -496,18 +460,8 @@ async fn refusals_answer_4xx_with_a_reason_and_only_a_failing_backend_answers_50
 
     // A second action on a service that is busy.
     let first = {
-        let url = s.url("/api/v1/actions");
-        tokio::spawn(async move {
-            client()
-                .post(url)
-                .bearer_auth(TOKEN)
-                .json(&serde_json::json!({"command": "/rollback search", "idempotency_key": "a"}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
+        let api = Api::new(&s, TOKEN);
+        tokio::spawn(async move { api.action("/rollback search", Some("a")).await.0 })
     };
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (code, body) = act(&s, TOKEN, "/rollback search again").await;
@@ -618,14 +572,10 @@ token = "${{ROLLBOT_TEST_TOKEN}}"
             ("ROLLBOT_TEST_WEBHOOK_SECRET", "hook-secret"),
         ],
     );
-    let r = client()
-        .post(s.url("/api/v1/actions"))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({"command": "/rollback checkout", "idempotency_key": "ci-1234"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (code, body) = Api::new(&s, TOKEN)
+        .action("/rollback checkout", Some("ci-1234"))
+        .await;
+    assert_eq!(code, 200, "{body}");
     let raw = request
         .recv_timeout(Duration::from_secs(10))
         .expect("the webhook was called");

@@ -2,15 +2,14 @@
 //! `support::unleash`), driven through the engine the way `rollbot serve`
 //! builds it. Each test uses its own flags, so they share one server.
 
+use crate::support::api::Api;
+use crate::support::in_process::{self, result_entry};
 use crate::support::unleash::{self, ADMIN_TOKEN, CLIENT_TOKEN};
-use rollbot::audit::{Entry, Outcome as AuditOutcome};
-use rollbot::clock::SystemClock;
-use rollbot::config::Config;
+use rollbot::audit::Entry;
 use rollbot::domain::{Action, Actor, Platform, View};
 use rollbot::engine::{Request, Status};
 use rollbot::runtime::Runtime;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// A rollbot with one service, `checkout`, behind `flag` in Unleash's
@@ -56,12 +55,7 @@ members = ["console:oncall"]
         admin = admin.display(),
         client = client.display(),
     );
-    let path = dir.join("rollbot.toml");
-    std::fs::write(&path, &text).unwrap();
-    let config = Config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
-    rollbot::runtime::start(config, &dir.join("data"), vec![], Arc::new(SystemClock))
-        .await
-        .unwrap()
+    in_process::start(dir, &text, vec![]).await
 }
 
 fn request(action: Action, key: &str) -> Request {
@@ -80,26 +74,6 @@ fn rollback(key: &str) -> Request {
 
 fn promote(full: bool, key: &str) -> Request {
     request(Action::Promote { full, force: false }, key)
-}
-
-/// The final audit entry of an action.
-fn result_entry(rt: &Runtime, corr: &str) -> Entry {
-    let mut found = None;
-    rt.engine
-        .audit()
-        .for_each(&mut |e| {
-            if e.record.correlation_id == corr
-                && matches!(
-                    e.record.outcome,
-                    AuditOutcome::Succeeded | AuditOutcome::Failed | AuditOutcome::Refused
-                )
-            {
-                found = Some(e);
-            }
-            true
-        })
-        .unwrap();
-    found.expect("a result entry")
 }
 
 fn requests(e: &Entry) -> Vec<String> {
@@ -486,15 +460,12 @@ token = "${{ROLLBOT_TEST_API_TOKEN}}"
         ],
     );
     let asked = Instant::now();
-    let r = reqwest::Client::new()
-        .post(s.url("/api/v1/actions"))
-        .bearer_auth("ci-token-7c1e")
-        .json(&serde_json::json!({"command": "/rollback checkout new flow breaks payments", "idempotency_key": "serve-rb-1"}))
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    let body: serde_json::Value = r.json().await.unwrap();
+    let (code, body) = Api::new(&s, "ci-token-7c1e")
+        .action(
+            "/rollback checkout new flow breaks payments",
+            Some("serve-rb-1"),
+        )
+        .await;
     let took = asked.elapsed();
     assert_eq!(code, 200, "{body}");
     assert_eq!(

@@ -78,6 +78,15 @@ impl Posted {
             .filter_map(|e| e["action_id"].as_str().map(str::to_string))
             .collect()
     }
+
+    /// The action id of the button it shows whose id ends in `ending`
+    /// (`:approve`, `:reject`).
+    pub fn button(&self, ending: &str) -> String {
+        self.buttons()
+            .into_iter()
+            .find(|b| b.ends_with(ending))
+            .unwrap_or_else(|| panic!("no {ending} button on {}", self.current_text()))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -293,6 +302,17 @@ impl FakeSlack {
         }
     }
 
+    /// Waits up to `secs` for the first private message `user` got whose
+    /// text contains `needle` (`""`: any).
+    pub async fn ephemeral(&self, secs: u64, what: &str, user: &str, needle: &str) -> Posted {
+        self.wait_for(secs, what, |f| {
+            f.ephemerals(user)
+                .into_iter()
+                .find(|m| m.text.contains(needle))
+        })
+        .await
+    }
+
     // ---- Socket Mode ----
 
     async fn socket_session(&self, stream: tokio::net::TcpStream) {
@@ -372,6 +392,18 @@ impl FakeSlack {
                 .cloned()
         })
         .await
+    }
+
+    /// `ch` when it exists and the bot is a member, else Slack's error.
+    fn member_channel(&self, ch: &Option<String>) -> Result<String, &'static str> {
+        let Some(ch) = ch.clone() else {
+            return Err("channel_not_found");
+        };
+        match self.inner.lock().unwrap().channels.get(&ch) {
+            None => Err("channel_not_found"),
+            Some(false) => Err("not_in_channel"),
+            Some(true) => Ok(ch),
+        }
     }
 
     fn ts(&self) -> String {
@@ -484,16 +516,6 @@ fn answer(
             return (StatusCode::INTERNAL_SERVER_ERROR, "upstream error").into_response();
         }
     }
-    let channel_check = |ch: &Option<String>| -> Result<String, &'static str> {
-        let Some(ch) = ch.clone() else {
-            return Err("channel_not_found");
-        };
-        match f.inner.lock().unwrap().channels.get(&ch) {
-            None => Err("channel_not_found"),
-            Some(false) => Err("not_in_channel"),
-            Some(true) => Ok(ch),
-        }
-    };
     match method {
         "auth.test" => ok(json!({"url": "https://fake.slack.test/", "team": "Fake",
             "user": "rollbot", "team_id": TEAM, "user_id": BOT_USER, "bot_id": "B0ROLLBOT"})),
@@ -506,106 +528,9 @@ fn answer(
                     "is_archived": false, "is_private": false}})),
             }
         }
-        "chat.postMessage" => {
-            {
-                let mut i = f.inner.lock().unwrap();
-                if i.rate_limit > 0 {
-                    i.rate_limit -= 1;
-                    let ra = i.retry_after.to_string();
-                    return (
-                        StatusCode::TOO_MANY_REQUESTS,
-                        [("retry-after", ra)],
-                        Json(json!({"ok": false, "error": "ratelimited"})),
-                    )
-                        .into_response();
-                }
-            }
-            let ch = match channel_check(&s(a, "channel")) {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            let text = s(a, "text").unwrap_or_default();
-            let blocks = a.get("blocks").cloned().unwrap_or(Value::Null);
-            if text.is_empty() && blocks.is_null() {
-                return fail("no_text");
-            }
-            let thread_ts = s(a, "thread_ts");
-            if let Some(t) = &thread_ts {
-                let known = f
-                    .inner
-                    .lock()
-                    .unwrap()
-                    .messages
-                    .iter()
-                    .any(|m| &m.ts == t && m.channel == ch);
-                if !known {
-                    return fail("thread_not_found");
-                }
-            }
-            let ts = f.ts();
-            f.inner.lock().unwrap().messages.push(Posted {
-                channel: ch.clone(),
-                ts: ts.clone(),
-                thread_ts: thread_ts.clone(),
-                text: text.clone(),
-                blocks: blocks.clone(),
-                user: None,
-                at: Instant::now(),
-                updates: vec![],
-            });
-            let mut message = json!({"type": "message", "text": text, "ts": ts,
-                "user": BOT_USER, "bot_id": "B0ROLLBOT", "blocks": blocks});
-            if let Some(t) = thread_ts {
-                message["thread_ts"] = json!(t);
-            }
-            ok(json!({"channel": ch, "ts": ts, "message": message}))
-        }
-        "chat.update" => {
-            let ch = match channel_check(&s(a, "channel")) {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            let ts = s(a, "ts").unwrap_or_default();
-            let text = s(a, "text").unwrap_or_default();
-            let blocks = a.get("blocks").cloned().unwrap_or(Value::Null);
-            let mut i = f.inner.lock().unwrap();
-            let Some(m) = i
-                .messages
-                .iter_mut()
-                .find(|m| m.ts == ts && m.channel == ch)
-            else {
-                return fail("message_not_found");
-            };
-            m.updates.push((text.clone(), blocks.clone()));
-            let thread_ts = m.thread_ts.clone();
-            let mut r = json!({"channel": ch, "ts": ts, "text": text,
-                "message": {"text": text, "blocks": blocks}});
-            if let Some(t) = thread_ts {
-                r["thread_ts"] = json!(t);
-            }
-            ok(r)
-        }
-        "chat.postEphemeral" => {
-            let ch = match channel_check(&s(a, "channel")) {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            let Some(user) = s(a, "user") else {
-                return fail("user_not_in_channel");
-            };
-            let ts = f.ts();
-            f.inner.lock().unwrap().ephemerals.push(Posted {
-                channel: ch,
-                ts: ts.clone(),
-                thread_ts: s(a, "thread_ts"),
-                text: s(a, "text").unwrap_or_default(),
-                blocks: a.get("blocks").cloned().unwrap_or(Value::Null),
-                user: Some(user),
-                at: Instant::now(),
-                updates: vec![],
-            });
-            ok(json!({"message_ts": ts}))
-        }
+        "chat.postMessage" => post_message(f, a),
+        "chat.update" => update(f, a),
+        "chat.postEphemeral" => post_ephemeral(f, a),
         "usergroups.users.list" => {
             let g = s(a, "usergroup").unwrap_or_default();
             match f.inner.lock().unwrap().usergroups.get(&g) {
@@ -613,94 +538,209 @@ fn answer(
                 None => fail("no_such_subteam"),
             }
         }
-        "files.getUploadURLExternal" => {
-            let Some(filename) = s(a, "filename").filter(|n| !n.is_empty()) else {
-                return fail("invalid_arguments");
-            };
-            let Some(length) = s(a, "length").and_then(|l| l.parse::<usize>().ok()) else {
-                return fail("invalid_arguments");
-            };
-            if length == 0 {
-                return fail("invalid_arguments");
-            }
-            let mut i = f.inner.lock().unwrap();
-            let id = format!("F0{:08}", i.pending.len() + i.files.len() + 1);
-            i.pending.insert(
-                id.clone(),
-                PendingFile {
-                    filename,
-                    length,
-                    alt_txt: s(a, "alt_txt"),
-                    bytes: None,
-                },
-            );
-            ok(
-                json!({"upload_url": format!("http://127.0.0.1:{}/upload/{id}", f.port),
-                "file_id": id}),
-            )
-        }
-        "files.completeUploadExternal" => {
-            let files = match a.get("files") {
-                Some(Value::String(j)) => serde_json::from_str(j).unwrap_or(Value::Null),
-                Some(v) => v.clone(),
-                None => Value::Null,
-            };
-            let Some(files) = files.as_array().filter(|f| !f.is_empty()).cloned() else {
-                return fail("invalid_arguments");
-            };
-            let channel = match s(a, "channel_id") {
-                Some(c) => match channel_check(&Some(c)) {
-                    Ok(c) => Some(c),
-                    Err(e) => return fail(e),
-                },
-                None => None,
-            };
-            let thread_ts = s(a, "thread_ts");
-            let mut i = f.inner.lock().unwrap();
-            if let (Some(t), Some(ch)) = (&thread_ts, &channel) {
-                if !i.messages.iter().any(|m| &m.ts == t && &m.channel == ch) {
-                    return fail("invalid_thread_ts");
-                }
-            }
-            let mut done = Vec::new();
-            for file in &files {
-                let id = file["id"].as_str().unwrap_or_default().to_string();
-                let Some(p) = i.pending.get(&id) else {
-                    return fail("file_not_found");
-                };
-                let Some(bytes) = p.bytes.clone() else {
-                    return fail("file_upload_not_found");
-                };
-                if bytes.len() != p.length {
-                    return fail("file_upload_size_mismatch");
-                }
-                done.push((id, file["title"].as_str().map(str::to_string), bytes));
-            }
-            let mut answer = Vec::new();
-            for (id, title, bytes) in done {
-                let p = i.pending.remove(&id).unwrap();
-                answer.push(json!({"id": id, "name": p.filename, "title": title.clone()
-                    .unwrap_or_else(|| p.filename.clone()), "mimetype": "image/png",
-                    "size": bytes.len()}));
-                if let Some(ch) = &channel {
-                    i.files.push(SharedFile {
-                        id,
-                        filename: p.filename,
-                        title,
-                        alt_txt: p.alt_txt,
-                        channel: ch.clone(),
-                        thread_ts: thread_ts.clone(),
-                        bytes,
-                    });
-                }
-            }
-            ok(json!({"files": answer}))
-        }
+        "files.getUploadURLExternal" => upload_url(f, a),
+        "files.completeUploadExternal" => complete_upload(f, a),
         "apps.connections.open" => {
             ok(json!({"url": format!("ws://127.0.0.1:{}/link/?ticket=fake", f.ws_port)}))
         }
         _ => fail("unknown_method"),
     }
+}
+
+/// `chat.postMessage`: 429 while told to rate-limit, else the message in
+/// its channel (and thread).
+fn post_message(f: &FakeSlack, a: &HashMap<String, Value>) -> Response {
+    {
+        let mut i = f.inner.lock().unwrap();
+        if i.rate_limit > 0 {
+            i.rate_limit -= 1;
+            let ra = i.retry_after.to_string();
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", ra)],
+                Json(json!({"ok": false, "error": "ratelimited"})),
+            )
+                .into_response();
+        }
+    }
+    let ch = match f.member_channel(&s(a, "channel")) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let text = s(a, "text").unwrap_or_default();
+    let blocks = a.get("blocks").cloned().unwrap_or(Value::Null);
+    if text.is_empty() && blocks.is_null() {
+        return fail("no_text");
+    }
+    let thread_ts = s(a, "thread_ts");
+    if let Some(t) = &thread_ts {
+        let known = f
+            .inner
+            .lock()
+            .unwrap()
+            .messages
+            .iter()
+            .any(|m| &m.ts == t && m.channel == ch);
+        if !known {
+            return fail("thread_not_found");
+        }
+    }
+    let ts = f.ts();
+    f.inner.lock().unwrap().messages.push(Posted {
+        channel: ch.clone(),
+        ts: ts.clone(),
+        thread_ts: thread_ts.clone(),
+        text: text.clone(),
+        blocks: blocks.clone(),
+        user: None,
+        at: Instant::now(),
+        updates: vec![],
+    });
+    let mut message = json!({"type": "message", "text": text, "ts": ts,
+        "user": BOT_USER, "bot_id": "B0ROLLBOT", "blocks": blocks});
+    if let Some(t) = thread_ts {
+        message["thread_ts"] = json!(t);
+    }
+    ok(json!({"channel": ch, "ts": ts, "message": message}))
+}
+
+/// `chat.update` of a message the bot posted.
+fn update(f: &FakeSlack, a: &HashMap<String, Value>) -> Response {
+    let ch = match f.member_channel(&s(a, "channel")) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let ts = s(a, "ts").unwrap_or_default();
+    let text = s(a, "text").unwrap_or_default();
+    let blocks = a.get("blocks").cloned().unwrap_or(Value::Null);
+    let mut i = f.inner.lock().unwrap();
+    let Some(m) = i
+        .messages
+        .iter_mut()
+        .find(|m| m.ts == ts && m.channel == ch)
+    else {
+        return fail("message_not_found");
+    };
+    m.updates.push((text.clone(), blocks.clone()));
+    let thread_ts = m.thread_ts.clone();
+    let mut r = json!({"channel": ch, "ts": ts, "text": text,
+        "message": {"text": text, "blocks": blocks}});
+    if let Some(t) = thread_ts {
+        r["thread_ts"] = json!(t);
+    }
+    ok(r)
+}
+
+/// `chat.postEphemeral`: a message only `user` sees.
+fn post_ephemeral(f: &FakeSlack, a: &HashMap<String, Value>) -> Response {
+    let ch = match f.member_channel(&s(a, "channel")) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let Some(user) = s(a, "user") else {
+        return fail("user_not_in_channel");
+    };
+    let ts = f.ts();
+    f.inner.lock().unwrap().ephemerals.push(Posted {
+        channel: ch,
+        ts: ts.clone(),
+        thread_ts: s(a, "thread_ts"),
+        text: s(a, "text").unwrap_or_default(),
+        blocks: a.get("blocks").cloned().unwrap_or(Value::Null),
+        user: Some(user),
+        at: Instant::now(),
+        updates: vec![],
+    });
+    ok(json!({"message_ts": ts}))
+}
+
+/// `files.getUploadURLExternal`: an upload URL on this server for a file
+/// of the announced length.
+fn upload_url(f: &FakeSlack, a: &HashMap<String, Value>) -> Response {
+    let Some(filename) = s(a, "filename").filter(|n| !n.is_empty()) else {
+        return fail("invalid_arguments");
+    };
+    let Some(length) = s(a, "length").and_then(|l| l.parse::<usize>().ok()) else {
+        return fail("invalid_arguments");
+    };
+    if length == 0 {
+        return fail("invalid_arguments");
+    }
+    let mut i = f.inner.lock().unwrap();
+    let id = format!("F0{:08}", i.pending.len() + i.files.len() + 1);
+    i.pending.insert(
+        id.clone(),
+        PendingFile {
+            filename,
+            length,
+            alt_txt: s(a, "alt_txt"),
+            bytes: None,
+        },
+    );
+    ok(
+        json!({"upload_url": format!("http://127.0.0.1:{}/upload/{id}", f.port),
+        "file_id": id}),
+    )
+}
+
+/// `files.completeUploadExternal`: shares the uploaded files in a channel
+/// or thread, checking each file's length.
+fn complete_upload(f: &FakeSlack, a: &HashMap<String, Value>) -> Response {
+    let files = match a.get("files") {
+        Some(Value::String(j)) => serde_json::from_str(j).unwrap_or(Value::Null),
+        Some(v) => v.clone(),
+        None => Value::Null,
+    };
+    let Some(files) = files.as_array().filter(|f| !f.is_empty()).cloned() else {
+        return fail("invalid_arguments");
+    };
+    let channel = match s(a, "channel_id") {
+        Some(c) => match f.member_channel(&Some(c)) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
+    let thread_ts = s(a, "thread_ts");
+    let mut i = f.inner.lock().unwrap();
+    if let (Some(t), Some(ch)) = (&thread_ts, &channel) {
+        if !i.messages.iter().any(|m| &m.ts == t && &m.channel == ch) {
+            return fail("invalid_thread_ts");
+        }
+    }
+    let mut done = Vec::new();
+    for file in &files {
+        let id = file["id"].as_str().unwrap_or_default().to_string();
+        let Some(p) = i.pending.get(&id) else {
+            return fail("file_not_found");
+        };
+        let Some(bytes) = p.bytes.clone() else {
+            return fail("file_upload_not_found");
+        };
+        if bytes.len() != p.length {
+            return fail("file_upload_size_mismatch");
+        }
+        done.push((id, file["title"].as_str().map(str::to_string), bytes));
+    }
+    let mut answer = Vec::new();
+    for (id, title, bytes) in done {
+        let p = i.pending.remove(&id).unwrap();
+        answer.push(json!({"id": id, "name": p.filename, "title": title.clone()
+            .unwrap_or_else(|| p.filename.clone()), "mimetype": "image/png",
+            "size": bytes.len()}));
+        if let Some(ch) = &channel {
+            i.files.push(SharedFile {
+                id,
+                filename: p.filename,
+                title,
+                alt_txt: p.alt_txt,
+                channel: ch.clone(),
+                thread_ts: thread_ts.clone(),
+                bytes,
+            });
+        }
+    }
+    ok(json!({"files": answer}))
 }
 
 /// The upload URL: takes the file's bytes, raw or as one multipart part

@@ -3,10 +3,11 @@
 //! end-to-end tests of those backends do with it: run an action as an
 //! admin, find its audit entry, read what was posted in chat.
 
+use super::api::Api;
 use super::fake_kube::FakeKube;
-use rollbot::audit::{Entry, Outcome as AuditOutcome};
+use super::in_process;
+use rollbot::audit::Entry;
 use rollbot::chat::{ChatError, ChatSink, Message, MessageRef};
-use rollbot::clock::SystemClock;
 use rollbot::config::Config;
 use rollbot::domain::{Action, Actor, Platform};
 use rollbot::engine::{Outcome, Request};
@@ -103,18 +104,8 @@ members = ["console:ana"]
             url = fake.url(),
             token = token.display(),
         );
-        let path = dir.join("rollbot.toml");
-        std::fs::write(&path, &text).unwrap();
-        let config = Config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
         let chat = Arc::new(Chat::default());
-        let rt = rollbot::runtime::start(
-            config,
-            &dir.join("data"),
-            vec![chat.clone() as Arc<dyn ChatSink>],
-            Arc::new(SystemClock),
-        )
-        .await
-        .unwrap();
+        let rt = in_process::start(dir, &text, vec![chat.clone() as Arc<dyn ChatSink>]).await;
         Bot { rt, chat }
     }
 }
@@ -145,23 +136,7 @@ impl Bot {
 
     /// The final audit entry of an action.
     pub fn result_entry(&self, corr: &str) -> Entry {
-        let mut found = None;
-        self.rt
-            .engine
-            .audit()
-            .for_each(&mut |e| {
-                if e.record.correlation_id == corr
-                    && matches!(
-                        e.record.outcome,
-                        AuditOutcome::Succeeded | AuditOutcome::Failed
-                    )
-                {
-                    found = Some(e);
-                }
-                true
-            })
-            .unwrap();
-        found.expect("a result entry")
+        in_process::result_entry(&self.rt, corr)
     }
 
     /// Chat lines so far, waiting a little for detached posts.
@@ -239,27 +214,64 @@ pub async fn api_action(
     command: &str,
     key: &str,
 ) -> (u16, serde_json::Value) {
-    let r = reqwest::Client::new()
-        .post(server.url("/api/v1/actions"))
-        .bearer_auth(API_TOKEN)
-        .json(&serde_json::json!({"command": command, "idempotency_key": key}))
-        .send()
-        .await
-        .unwrap();
-    let code = r.status().as_u16();
-    (code, r.json().await.unwrap())
+    Api::new(server, API_TOKEN).action(command, Some(key)).await
 }
 
-/// `rollbot audit export` of the store under `dir` (after the server
-/// stopped), and the JSON text of the succeeded entry whose request lines
-/// name `content_type` (`json-patch`, `merge-patch`).
-pub fn exported_result(dir: &Path, content_type: &str) -> (String, String) {
-    let entries = super::audit_export(&dir.join("data"));
-    let export: String = entries.iter().map(|e| format!("{e}\n")).collect();
-    let result = entries
-        .iter()
-        .map(|e| e.to_string())
-        .find(|e| e.contains("succeeded") && e.contains(content_type))
-        .unwrap_or_else(|| panic!("no result entry with the patch in {export}"));
-    (export, result)
+impl Backend {
+    /// Stops `server` and returns the JSON text of the succeeded audit
+    /// entry whose request lines name `content_type` (`json-patch`,
+    /// `merge-patch`); the backend's token is neither in rollbot's log nor
+    /// in the exported audit log.
+    pub fn stop_and_export(&self, server: super::Server, dir: &Path, content_type: &str) -> String {
+        let log = server.log_text();
+        assert!(server.terminate().success());
+        assert!(!log.contains(self.token), "the token is not logged");
+        let entries = super::audit_export(&dir.join("data"));
+        let export: String = entries.iter().map(|e| format!("{e}\n")).collect();
+        assert!(!export.contains(self.token));
+        entries
+            .iter()
+            .map(|e| e.to_string())
+            .find(|e| e.contains("succeeded") && e.contains(content_type))
+            .unwrap_or_else(|| panic!("no result entry with the patch in {export}"))
+    }
+
+    /// What `Config::parse` says of one service `web` on this backend with
+    /// `keys` in its table and `target` as its `[services.target]`; `""`
+    /// when it parses.
+    pub fn config_problems(&self, keys: &str, target: &str) -> String {
+        let text = format!(
+            r#"
+[engine]
+backend_timeout = "60s"
+
+[backends.{table}]
+type = "{kind}"
+{keys}
+
+[[services]]
+name = "web"
+environment = "prod"
+backend = "{table}"
+[services.target]
+{target}
+"#,
+            table = self.table,
+            kind = self.kind,
+        );
+        match Config::parse(Path::new("rollbot.toml"), &text) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The mistakes in the connection keys every Kubernetes backend shares
+    /// are reported: a token written in the config, an API server that is
+    /// not a URL.
+    pub fn assert_connection_mistakes(&self) {
+        let e = self.config_problems("token = \"eyJhbGciOi.secret\"", "");
+        assert!(e.contains("never written in the config"), "{e}");
+        let e = self.config_problems("api_server = \"10.0.0.1:6443\"", "");
+        assert!(e.contains("not an http:// or https:// URL"), "{e}");
+    }
 }

@@ -3,12 +3,17 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod app;
+pub mod audit;
 pub mod fake_argo;
 pub mod fake_discord;
 pub mod fake_kube;
+pub mod fake_slack;
+pub mod in_process;
 pub mod kube_bot;
 pub mod prometheus;
+pub mod slack_rig;
 pub mod tcp_proxy;
 pub mod unleash;
 pub mod webhook_receiver;
@@ -27,6 +32,27 @@ pub fn rollbot(args: &[&str]) -> Output {
         .env("ROLLBOT_LOG", "warn")
         .output()
         .expect("run rollbot")
+}
+
+/// `rollbot demo --script SCRIPT --data DATA`.
+pub fn demo(script: &Path, data: &Path) -> Output {
+    rollbot(&[
+        "demo",
+        "--script",
+        script.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ])
+}
+
+/// `rollbot replay ARGS --json`, which must succeed: the summary on its
+/// last line.
+pub fn replay_summary(args: &[&str]) -> serde_json::Value {
+    let o = rollbot(&[&["replay"], args, &["--json"]].concat());
+    assert!(o.status.success(), "replay {args:?}: {}", text(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let last = out.lines().last().unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(last).unwrap()["summary"].clone()
 }
 
 pub fn text(o: &Output) -> String {
@@ -66,6 +92,23 @@ impl Server {
         Server::start_existing(&path, port, env)
     }
 
+    /// [`Server::start`] from async code: waiting for the port blocks, so
+    /// it waits off the test's runtime.
+    pub async fn start_async(dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
+        let (dir, config) = (dir.to_path_buf(), config.to_string());
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            Server::start(&dir, &config, &env)
+        })
+        .await
+        .unwrap()
+    }
+
     pub fn start_existing(path: &Path, port: u16, env: &[(&str, &str)]) -> Server {
         let log = path.with_extension(format!("{port}.log"));
         let mut cmd = Command::new(bin());
@@ -89,6 +132,19 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// GETs `path` (`/readyz`, `/metrics`): the status and the body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
     }
 
     /// What rollbot logged so far.
@@ -152,7 +208,6 @@ pub fn free_port_for(config: &Path) -> u16 {
         .parse()
         .unwrap()
 }
-pub mod fake_slack;
 
 /// `rollbot audit export` (JSON Lines) of the store in `data`, parsed: one
 /// value per entry, oldest first. Read after the server stopped.

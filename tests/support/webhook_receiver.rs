@@ -32,6 +32,26 @@ pub struct Received {
     pub signature_ok: bool,
 }
 
+impl Received {
+    fn new(
+        method: &str,
+        body: serde_json::Value,
+        headers: &HeaderMap,
+        signature_ok: bool,
+    ) -> Received {
+        Received {
+            method: method.into(),
+            body,
+            idempotency_key: headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string(),
+            signature_ok,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     replies: VecDeque<Reply>,
@@ -110,16 +130,12 @@ async fn hook(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> (Stat
     let ok = check(&s.secret, &headers, &body);
     let reply = {
         let mut inner = s.inner.lock().unwrap();
-        inner.received.push(Received {
-            method: "POST".into(),
-            body: serde_json::from_slice(&body).unwrap_or_default(),
-            idempotency_key: headers
-                .get("idempotency-key")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string(),
-            signature_ok: ok,
-        });
+        inner.received.push(Received::new(
+            "POST",
+            serde_json::from_slice(&body).unwrap_or_default(),
+            &headers,
+            ok,
+        ));
         if !ok {
             return (StatusCode::UNAUTHORIZED, "bad signature".into());
         }
@@ -142,16 +158,9 @@ async fn hook(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> (Stat
 async fn status(State(s): State<Shared>, headers: HeaderMap) -> (StatusCode, String) {
     let ok = check(&s.secret, &headers, b"");
     let mut inner = s.inner.lock().unwrap();
-    inner.received.push(Received {
-        method: "GET".into(),
-        body: serde_json::Value::Null,
-        idempotency_key: headers
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string(),
-        signature_ok: ok,
-    });
+    inner
+        .received
+        .push(Received::new("GET", serde_json::Value::Null, &headers, ok));
     if !ok {
         return (StatusCode::UNAUTHORIZED, "bad signature".into());
     }
