@@ -1,0 +1,27 @@
+//! `rollbot postmortem ROLLOUT`: a Markdown draft from the stored rollout
+//! and its audit entries.
+
+use super::store_dir;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct PostmortemArgs {
+    /// The rollout id (from GET /api/v1/rollouts or the summary message).
+    rollout: String,
+    /// The config whose store to read (its [store] path).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Or the store directory itself.
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+pub async fn run(args: PostmortemArgs) -> anyhow::Result<ExitCode> {
+    let store = rollbot::store::Store::open(&store_dir(args.data, args.config)?)?;
+    out!(
+        "{}",
+        rollbot::controller::postmortem::write(&store, &args.rollout).await?
+    );
+    Ok(ExitCode::SUCCESS)
+}
