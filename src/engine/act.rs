@@ -121,10 +121,15 @@ impl Engine {
         let (status, refusal) = (settled.status, settled.refusal);
         let message = self.record_result(&a, settled).await;
         let announced = self.announce_result(&a, status, &message);
+        let outcome = match refusal {
+            // A preflight refusal is the action's result: recorded with
+            // it and announced like it.
+            Some(why) => Outcome::refused(why, message, corr),
+            None => Outcome::new(status, message, corr),
+        };
         Ok(Outcome {
             announced,
-            refusal,
-            ..Outcome::new(status, message, corr)
+            ..outcome
         })
     }
 

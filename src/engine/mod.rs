@@ -13,7 +13,8 @@
 //! 4. idempotency: a retried request acts once and gets the first outcome
 //!    (`once`).
 //! 5. audit `requested`, then the `inflight` record: two durable commits,
-//!    in this order, before any side effect (`act.rs`, then the rest).
+//!    in this order, before any side effect (`act.rs` holds steps 5–9, one
+//!    function each).
 //! 6. lock: one action per service at a time, bounded wait.
 //! 7. preflight → act → verify, each with a time limit through the
 //!    backend's circuit breaker; a preflight refusal changes nothing.

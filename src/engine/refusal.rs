@@ -2,15 +2,14 @@
 //! backend to act, which is what sets it apart from a failure: callers (the
 //! HTTP API, CI clients, chat) must be able to tell a bad or untimely request
 //! from a broken backend.
-
 //!
-//! Every refusal goes through one of three functions: [`Engine::refuse`]
-//! (audited, on a service), [`Engine::refuse_recorded`] (audited with
-//! parameters and state written in the same commit) and [`Outcome::refused`]
-//! (not audited: nothing was asked of a service yet, or the request could not
-//! be read). The outcome carries the [`Refusal`], which the HTTP API maps to
-//! a status code, the chat adapters read, and the audit entry records by its
-//! [`Refusal::audit_name`].
+//! Every refused outcome is made by [`Outcome::refused`], which sets its
+//! [`Refusal`]: the HTTP API maps it to a status code, chat adapters can
+//! read it, and the audit entry records its [`Refusal::audit_name`]. The
+//! engine gets there through [`Engine::refuse`] (audited, on a service),
+//! [`Engine::refuse_recorded`] (audited with parameters and state written
+//! in the same commit) or [`unaudited`] (nothing was asked of a service
+//! yet); intake calls it directly for a command it cannot read.
 
 use super::{Engine, Outcome, Request, Status};
 use crate::audit::Outcome as AuditOutcome;
