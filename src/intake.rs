@@ -102,16 +102,11 @@ pub async fn handle(
                 )
                 .await,
         ),
-        Command::Help { command } => Outcome {
-            status: Status::Succeeded,
-            message: Message::new(Severity::Info, "rollbot help")
-                .text(command::help(command.as_deref())),
-            correlation_id: String::new(),
-            prompt: None,
-            announced: false,
-            repeat: false,
-            refusal: None,
-        },
+        Command::Help { command } => Outcome::new(
+            Status::Succeeded,
+            Message::new(Severity::Info, "rollbot help").text(command::help(command.as_deref())),
+            "",
+        ),
     }
 }
 
@@ -125,16 +120,11 @@ pub async fn handle_line(
     let names = engine.config.service_names();
     match command::parse(line, &names) {
         Ok(cmd) => handle(engine, actor, cmd, idempotency_key).await,
-        Err(e) => Outcome {
-            status: Status::Refused,
-            message: Message::new(Severity::Warning, "Cannot read that command")
-                .text(e.to_string()),
-            correlation_id: String::new(),
-            prompt: None,
-            announced: false,
-            repeat: false,
-            refusal: Some(Refusal::Unreadable),
-        },
+        Err(e) => Outcome::refused(
+            Refusal::Unreadable,
+            Message::new(Severity::Warning, "Cannot read that command").text(e.to_string()),
+            "",
+        ),
     }
 }
 
@@ -156,29 +146,21 @@ pub async fn press(
             r.idempotency_key = idempotency_key;
             engine.execute(r).await
         }
-        None => Outcome {
-            status: Status::Refused,
-            message: Message::new(Severity::Warning, "Unknown button")
+        None => Outcome::refused(
+            Refusal::UnknownPrompt,
+            Message::new(Severity::Warning, "Unknown button")
                 .text("This button is not one rollbot made; nothing was done."),
-            correlation_id: String::new(),
-            prompt: None,
-            announced: false,
-            repeat: false,
-            refusal: Some(Refusal::UnknownPrompt),
-        },
+            "",
+        ),
     }
 }
 
 fn failure(e: &str) -> Outcome {
-    Outcome {
-        status: Status::Failed,
-        message: Message::new(Severity::Critical, "rollbot could not answer").text(format!(
+    Outcome::new(
+        Status::Failed,
+        Message::new(Severity::Critical, "rollbot could not answer").text(format!(
             "{e}. Retry in a moment; if it persists, check rollbot's logs."
         )),
-        correlation_id: String::new(),
-        prompt: None,
-        announced: false,
-        repeat: false,
-        refusal: None,
-    }
+        "",
+    )
 }

@@ -6,8 +6,10 @@ use crate::audit::{Entry, Query};
 use crate::backend::Target;
 use crate::breaker::State;
 use crate::chat::{Message, Severity};
+use crate::config::ServiceConfig;
 use crate::domain::human_duration;
 use crate::roles::Permission;
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +59,7 @@ impl Engine {
                 |_| true,
             )
             .await
-            .map_err(super::describe);
+            .map_err(super::act::describe);
         self.status_cache.keep(s.name(), asked_at, r.clone());
         r
     }
@@ -69,20 +71,9 @@ impl Engine {
             return Ok(busy(&corr));
         };
         let services: Vec<_> = match req.service.as_deref() {
-            Some(name) => match self.resolve(Some(name)) {
+            Some(name) => match self.service_of(req, &corr, Some(name)).await? {
                 Ok(s) => vec![s],
-                Err(t) => {
-                    return self
-                        .refuse(
-                            req,
-                            &corr,
-                            None,
-                            Refusal::UnknownService,
-                            "Unknown service",
-                            t,
-                        )
-                        .await
-                }
+                Err(refused) => return Ok(refused),
             },
             None => self.config.services.iter().collect(),
         };
@@ -96,21 +87,8 @@ impl Engine {
             .collect();
         if visible.is_empty() {
             let svc = req.service.as_deref().and_then(|n| self.config.service(n));
-            let r = crate::roles::Refusal {
-                permission: Permission::View,
-                service: req.service.clone().unwrap_or_else(|| "any service".into()),
-                roles: Permission::View.granted_by(),
-            };
-            return self
-                .refuse(
-                    req,
-                    &corr,
-                    svc,
-                    Refusal::NotAllowed,
-                    "Not allowed",
-                    r.to_string(),
-                )
-                .await;
+            let service = req.service.clone().unwrap_or_else(|| "any service".into());
+            return self.refuse_view(req, &corr, svc, service).await;
         }
         let now = self.clock.now();
         let mut m = Message::new(
@@ -124,90 +102,10 @@ impl Engine {
             if !self.backends.contains_key(s.backend.as_ref()) {
                 continue;
             }
-            let line = match self
-                .backend_status_within(s.name(), Duration::from_secs(10))
-                .await
-            {
-                Ok(st) => {
-                    let mut l = format!("live {}", st.live_revision.as_deref().unwrap_or("?"));
-                    if let Some(c) = &st.canary_revision {
-                        l.push_str(&format!(", canary {c}"));
-                        if let Some(w) = st.canary_weight {
-                            l.push_str(&format!(" at {w}%"));
-                        }
-                        if let Some(step) = &st.step {
-                            l.push_str(&format!(" (step {step})"));
-                        }
-                    }
-                    if st.paused {
-                        l.push_str(", paused");
-                    }
-                    if req.service.is_some() && !st.history.is_empty() {
-                        let hist: Vec<String> = st
-                            .history
-                            .iter()
-                            .map(|h| format!("{}{}", h.revision, if h.live { "*" } else { "" }))
-                            .collect();
-                        l.push_str(&format!("; revisions {}", hist.join(" ")));
-                    }
-                    for n in &st.notes {
-                        l.push_str(&format!("; {n}"));
-                    }
-                    l
-                }
-                Err(e) => format!("status unavailable: {e}"),
-            };
-            let mut name = format!(
-                "{} ({}{})",
-                s.name(),
-                s.environment,
-                if s.critical { ", critical" } else { "" }
-            );
-            if let Some(block) = self
-                .freezes
-                .promotion_block(&s.environment, s.name(), now)
-                .await?
-            {
-                name.push_str(&format!(" — promotions blocked: {block}"));
-            }
-            if let Some(until) = self.cooldown_until(s.name()).await {
-                name.push_str(&format!(
-                    " — automatic promotion held until {} after a rollback",
-                    until.format("%H:%M UTC")
-                ));
-            }
-            if let Some(off) = self.automation_off(s.name()).await {
-                name.push_str(&format!(" — automation off {}", off.describe()));
-            }
-            m = m.field(name, line);
+            let line = self.status_line(s, req.service.is_some()).await;
+            m = m.field(self.status_heading(s, now).await?, line);
         }
-        let freezes = self.freezes.active_ad_hoc(now).await?;
-        if freezes.is_empty() {
-            m = m.field("Freezes", "none");
-        }
-        for f in freezes {
-            m = m.field(
-                format!("Freeze {}", f.scope),
-                format!(
-                    "by {} since {} until {} ({} left): {}",
-                    f.author.display_name,
-                    f.start.format("%Y-%m-%d %H:%M UTC"),
-                    f.until.format("%Y-%m-%d %H:%M UTC"),
-                    human_duration((f.until - now).to_std().unwrap_or_default()),
-                    super::or_dash(&f.reason)
-                ),
-            );
-        }
-        for w in self.freezes.active_windows(now) {
-            m = m.field(
-                format!("Window {} ({:?})", w.name, w.kind).to_lowercase(),
-                format!(
-                    "open since {} until {}",
-                    w.start.format("%H:%M UTC"),
-                    w.end.format("%H:%M UTC")
-                ),
-            );
-        }
+        m = self.freeze_fields(m, now).await?;
         for p in self
             .prompts
             .open(now)
@@ -240,15 +138,132 @@ impl Engine {
             })
             .collect();
         m = m.field("Circuit breakers", breakers.join("; "));
-        Ok(Outcome {
-            status: Status::Succeeded,
-            message: m,
-            correlation_id: corr,
-            prompt: None,
-            announced: false,
-            repeat: false,
-            refusal: None,
-        })
+        Ok(Outcome::new(Status::Succeeded, m, &corr))
+    }
+
+    /// A service's name in `/status`, with what holds its promotions and
+    /// automation.
+    async fn status_heading(
+        &self,
+        s: &ServiceConfig,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<String> {
+        let mut name = format!(
+            "{} ({}{})",
+            s.name(),
+            s.environment,
+            if s.critical { ", critical" } else { "" }
+        );
+        if let Some(block) = self
+            .freezes
+            .promotion_block(&s.environment, s.name(), now)
+            .await?
+        {
+            name.push_str(&format!(" — promotions blocked: {block}"));
+        }
+        if let Some(until) = self.cooldown_until(s.name()).await {
+            name.push_str(&format!(
+                " — automatic promotion held until {} after a rollback",
+                until.format("%H:%M UTC")
+            ));
+        }
+        if let Some(off) = self.automation_off(s.name()).await {
+            name.push_str(&format!(" — automation off {}", off.describe()));
+        }
+        Ok(name)
+    }
+
+    /// What the backend says of a service: live and canary revisions, and
+    /// the revision history when one service was asked for.
+    async fn status_line(&self, s: &ServiceConfig, history: bool) -> String {
+        let st = match self
+            .backend_status_within(s.name(), Duration::from_secs(10))
+            .await
+        {
+            Ok(st) => st,
+            Err(e) => return format!("status unavailable: {e}"),
+        };
+        let mut l = format!("live {}", st.live_revision.as_deref().unwrap_or("?"));
+        if let Some(c) = &st.canary_revision {
+            l.push_str(&format!(", canary {c}"));
+            if let Some(w) = st.canary_weight {
+                l.push_str(&format!(" at {w}%"));
+            }
+            if let Some(step) = &st.step {
+                l.push_str(&format!(" (step {step})"));
+            }
+        }
+        if st.paused {
+            l.push_str(", paused");
+        }
+        if history && !st.history.is_empty() {
+            let hist: Vec<String> = st
+                .history
+                .iter()
+                .map(|h| format!("{}{}", h.revision, if h.live { "*" } else { "" }))
+                .collect();
+            l.push_str(&format!("; revisions {}", hist.join(" ")));
+        }
+        for n in &st.notes {
+            l.push_str(&format!("; {n}"));
+        }
+        l
+    }
+
+    /// The ad hoc freezes and the open freeze windows, as fields of `m`.
+    async fn freeze_fields(&self, mut m: Message, now: DateTime<Utc>) -> anyhow::Result<Message> {
+        let freezes = self.freezes.active_ad_hoc(now).await?;
+        if freezes.is_empty() {
+            m = m.field("Freezes", "none");
+        }
+        for f in freezes {
+            m = m.field(
+                format!("Freeze {}", f.scope),
+                format!(
+                    "by {} since {} until {} ({} left): {}",
+                    f.author.display_name,
+                    f.start.format("%Y-%m-%d %H:%M UTC"),
+                    f.until.format("%Y-%m-%d %H:%M UTC"),
+                    human_duration((f.until - now).to_std().unwrap_or_default()),
+                    super::or_dash(&f.reason)
+                ),
+            );
+        }
+        for w in self.freezes.active_windows(now) {
+            m = m.field(
+                format!("Window {} ({:?})", w.name, w.kind).to_lowercase(),
+                format!(
+                    "open since {} until {}",
+                    w.start.format("%H:%M UTC"),
+                    w.end.format("%H:%M UTC")
+                ),
+            );
+        }
+        Ok(m)
+    }
+
+    /// A view the actor may not see: `service` names what was asked for.
+    async fn refuse_view(
+        &self,
+        req: &Request,
+        corr: &str,
+        svc: Option<&ServiceConfig>,
+        service: String,
+    ) -> anyhow::Result<Outcome> {
+        let r = crate::roles::Refusal {
+            permission: Permission::View,
+            service,
+            roles: Permission::View.granted_by(),
+        };
+        self.refuse(
+            req,
+            corr,
+            svc,
+            Refusal::NotAllowed,
+            "Not allowed",
+            r.to_string(),
+        )
+        .await
     }
 
     /// `/audit [service] [last N]`.
@@ -258,20 +273,9 @@ impl Engine {
             return Ok(busy(&corr));
         };
         let svc = match req.service.as_deref() {
-            Some(name) => match self.resolve(Some(name)) {
+            Some(name) => match self.service_of(req, &corr, Some(name)).await? {
                 Ok(s) => Some(s),
-                Err(t) => {
-                    return self
-                        .refuse(
-                            req,
-                            &corr,
-                            None,
-                            Refusal::UnknownService,
-                            "Unknown service",
-                            t,
-                        )
-                        .await
-                }
+                Err(refused) => return Ok(refused),
             },
             None => None,
         };
@@ -287,23 +291,10 @@ impl Engine {
             }),
         };
         if !allowed {
-            let r = crate::roles::Refusal {
-                permission: Permission::View,
-                service: svc
-                    .map(|s| s.name().to_string())
-                    .unwrap_or_else(|| "every service".into()),
-                roles: Permission::View.granted_by(),
-            };
-            return self
-                .refuse(
-                    req,
-                    &corr,
-                    svc,
-                    Refusal::NotAllowed,
-                    "Not allowed",
-                    r.to_string(),
-                )
-                .await;
+            let service = svc
+                .map(|s| s.name().to_string())
+                .unwrap_or_else(|| "every service".into());
+            return self.refuse_view(req, &corr, svc, service).await;
         }
         let entries = self
             .store
@@ -353,8 +344,8 @@ pub(super) const QUERIES_AT_ONCE: usize = 16;
 const QUERY_WAIT: Duration = Duration::from_secs(5);
 
 fn busy(corr: &str) -> Outcome {
-    super::plain_refusal(
-        super::Refusal::Overloaded,
+    super::unaudited(
+        Refusal::Overloaded,
         Severity::Warning,
         "rollbot is busy answering other requests",
         "Many views were asked for at once; nothing was done. Try again in a few seconds. Actions (rollback, promote, freeze) are not held up by this.",

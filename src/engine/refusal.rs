@@ -2,8 +2,23 @@
 //! backend to act, which is what sets it apart from a failure: callers (the
 //! HTTP API, CI clients, chat) must be able to tell a bad or untimely request
 //! from a broken backend.
+//!
+//! Every refused outcome is made by [`Outcome::refused`], which sets its
+//! [`Refusal`]: the HTTP API maps it to a status code, chat adapters can
+//! read it, and the audit entry records its [`Refusal::audit_name`]. The
+//! engine gets there through [`Engine::refuse`] (audited, on a service),
+//! [`Engine::refuse_recorded`] (audited with parameters and state written
+//! in the same commit) or [`unaudited`] (nothing was asked of a service
+//! yet); intake calls it directly for a command it cannot read.
 
+use super::{Engine, Outcome, Request, Status};
+use crate::audit::Outcome as AuditOutcome;
+use crate::chat::{Message, Severity};
+use crate::config::ServiceConfig;
+use crate::store::Tx;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
 
 /// The reason for a refusal, machine-readable (`"not_allowed"`, `"frozen"`…).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -71,6 +86,106 @@ impl Refusal {
             Overloaded => "overloaded",
         }
     }
+}
+
+/// What a refusal's audit entry holds besides its reason.
+#[derive(Default)]
+pub(super) struct RefusalEntry<'a> {
+    /// The service the entry names.
+    pub service: Option<&'a str>,
+    /// Parameters beside `refusal` (a freeze's scope and services).
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// State written in the same commit as the entry (the end of an
+    /// `inflight` record).
+    pub change: Tx,
+}
+
+impl Engine {
+    /// Refuses `req`: a `refused` entry naming the reason, on `svc` (else on
+    /// the service the request named), and the asker's message.
+    pub(super) async fn refuse(
+        &self,
+        req: &Request,
+        corr: &str,
+        svc: Option<&ServiceConfig>,
+        why: Refusal,
+        title: &str,
+        text: String,
+    ) -> anyhow::Result<Outcome> {
+        let entry = RefusalEntry {
+            service: svc.map(|s| s.name()).or(req.service.as_deref()),
+            ..RefusalEntry::default()
+        };
+        self.refuse_recorded(req, corr, entry, why, title, text)
+            .await
+    }
+
+    /// Refuses `req` with an audit entry that carries `entry`'s service,
+    /// parameters and change.
+    pub(super) async fn refuse_recorded(
+        &self,
+        req: &Request,
+        corr: &str,
+        entry: RefusalEntry<'_>,
+        why: Refusal,
+        title: &str,
+        text: String,
+    ) -> anyhow::Result<Outcome> {
+        let RefusalEntry {
+            service,
+            mut params,
+            change,
+        } = entry;
+        params.insert("refusal".into(), json!(why.audit_name()));
+        let recorded = self
+            .record_with(
+                req,
+                corr,
+                service,
+                params,
+                AuditOutcome::Refused,
+                text.clone(),
+                change,
+            )
+            .await?;
+        self.telemetry
+            .count_refusal(req.action.name(), why.audit_name());
+        let what = match service {
+            Some(s) => format!("{}: {} {s}", title, req.action.name()),
+            None => format!("{}: {}", title, req.action.name()),
+        };
+        let m = Message::new(Severity::Warning, what)
+            .text(text)
+            .context(format!("correlation {corr}"))
+            .context(format!("audit #{}", recorded.seq));
+        Ok(Outcome::refused(why, m, corr))
+    }
+}
+
+impl Outcome {
+    /// A refusal with its message as it is, not audited. The engine's own
+    /// unaudited refusals come through [`unaudited`].
+    pub fn refused(why: Refusal, message: Message, corr: &str) -> Outcome {
+        Outcome {
+            refusal: Some(why),
+            ..Outcome::new(Status::Refused, message, corr)
+        }
+    }
+}
+
+/// A refusal that is not audited: it came before anything was asked of a
+/// service (a standby replica, a damaged store, an answered prompt).
+pub(super) fn unaudited(
+    why: Refusal,
+    sev: Severity,
+    title: &str,
+    text: &str,
+    corr: &str,
+) -> Outcome {
+    let message = Message::new(sev, title)
+        .text(text)
+        .context(format!("correlation {corr}"));
+    Outcome::refused(why, message, corr)
 }
 
 #[cfg(test)]

@@ -8,14 +8,11 @@
 //!   bearer-token authenticated, answered with the engine's outcome as JSON.
 //! - `/gates/flagger/*`, `GET /gates/argo/analysis`: Flagger's webhooks and
 //!   an Argo Rollouts web metric, with the `[gates]` bearer token (`gates.rs`).
-//! - `POST /discord/interactions`: Discord's slash commands, buttons and
-//!   autocomplete, signature-verified (`discord.rs`).
-//! - Chat adapters mount their own endpoints (`/slack/commands`, …) and
-//!   readiness checks through [`Adapters`].
+//! - Chat adapters mount their own endpoints (`/slack/commands`,
+//!   `/discord/interactions`, …) and readiness checks through [`Adapters`].
 
 mod api;
 pub mod bench;
-pub mod discord;
 pub mod gates;
 mod rollouts;
 
@@ -47,8 +44,6 @@ pub struct AppState {
     pub shutting_down: Arc<AtomicBool>,
     pub checks: Arc<Vec<ReadinessCheck>>,
     pub controller: Option<Arc<crate::controller::Controller>>,
-    /// Set when `[chat.discord]` is configured.
-    pub discord: Option<Arc<discord::Interactions>>,
     pub gates: Arc<gates::Gates>,
 }
 
@@ -62,7 +57,6 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/rollouts",
             post(rollouts::announce).get(rollouts::list),
         )
-        .route("/discord/interactions", post(discord::interactions))
         .route(
             "/gates/flagger/confirm-rollout",
             post(gates::confirm_rollout),
@@ -146,7 +140,6 @@ pub async fn serve(
     controller: Option<Arc<crate::controller::Controller>>,
     listen: &str,
     adapters: Adapters,
-    discord: Option<Arc<discord::Interactions>>,
 ) -> anyhow::Result<()> {
     let mut tokens = Vec::new();
     for c in &engine.config.api.clients {
@@ -176,7 +169,6 @@ pub async fn serve(
         shutting_down: Arc::new(AtomicBool::new(false)),
         checks: Arc::new(adapters.checks),
         controller: controller.clone(),
-        discord,
     };
     match controller {
         Some(c) => {

@@ -1,19 +1,65 @@
-//! The Discord adapter, outbound: messages as embeds with buttons, posted
-//! and edited through Discord's REST API; replies go in a thread started
-//! from the message they answer (a rollout's summary).
+//! The Discord adapter.
 //!
-//! Inbound interactions (commands, buttons, autocomplete) arrive at
-//! `POST /discord/interactions`, in `src/server/discord.rs`.
+//! - `interactions.rs`: inbound, `POST /discord/interactions` (commands,
+//!   buttons, autocomplete), signature-verified and answered by deferral.
+//! - `render.rs`: the neutral message model as embeds and buttons.
+//! - `rest.rs`: Discord's REST API with per-channel queues and rate limits,
+//!   shared by both directions.
+//! - here: the `ChatSink` (messages posted and edited; replies go in a
+//!   thread started from the message they answer, a rollout's summary), and
+//!   [`Discord`], which starts the adapter the way Slack's does.
 
+pub mod interactions;
 pub mod render;
 pub mod rest;
 
 use super::*;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::server::Adapters;
+use crate::telemetry::Telemetry;
 use rest::{Call, Rest, RestError};
 use serde_json::json;
 use serenity::builder::{CreateMessage, EditMessage};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// The Discord adapter before the engine exists: its REST client (shared
+/// by the sink and the interaction endpoint: same queues, same rate limits)
+/// and the interactions' signature verifier.
+pub struct Discord {
+    rest: Arc<Rest>,
+    interactions: interactions::Interactions,
+}
+
+impl Discord {
+    /// Reads `[chat.discord]`: resolves the bot token and checks the public
+    /// key, so a bad one stops rollbot before it opens its store; `None`
+    /// when absent. The REST client counts its calls in `telemetry`.
+    pub fn from_config(
+        config: &Config,
+        telemetry: Arc<Telemetry>,
+    ) -> anyhow::Result<Option<Discord>> {
+        let Some(c) = &config.chat.discord else {
+            return Ok(None);
+        };
+        let rest = Rest::from_config(c, telemetry)?;
+        let interactions = interactions::Interactions::new(c, rest.clone())?;
+        Ok(Some(Discord { rest, interactions }))
+    }
+
+    pub fn sink(&self) -> Arc<dyn ChatSink> {
+        Arc::new(DiscordSink::new(self.rest.clone()))
+    }
+
+    /// Mounts `POST /discord/interactions`. Unlike Slack, nothing is checked
+    /// at start, so Discord adds no readiness check.
+    pub fn start(self, engine: Arc<Engine>, adapters: &mut Adapters) {
+        adapters
+            .routes
+            .push(interactions::routes(engine, Arc::new(self.interactions)));
+    }
+}
 
 /// Discord's code for "a thread has already been created for this message".
 const THREAD_EXISTS: i64 = 160004;

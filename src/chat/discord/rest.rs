@@ -245,6 +245,29 @@ impl Rest {
         }))
     }
 
+    /// The client `[chat.discord]` describes, with its bot token read.
+    pub fn from_config(
+        d: &crate::config::DiscordConfig,
+        telemetry: Arc<Telemetry>,
+    ) -> anyhow::Result<Arc<Rest>> {
+        let token = d
+            .bot_token_source()
+            .map_err(anyhow::Error::msg)?
+            .resolve()
+            .map_err(|e| anyhow::anyhow!("[chat.discord] bot_token: {e}"))?;
+        let app: u64 = d
+            .application_id
+            .parse()
+            .map_err(|_| anyhow::anyhow!("[chat.discord] application_id is not a Discord ID"))?;
+        Rest::new(
+            &d.api_url,
+            token.expose(),
+            app,
+            RetryPolicy::default(),
+            telemetry,
+        )
+    }
+
     pub fn application_id(&self) -> u64 {
         self.app.get()
     }

@@ -25,22 +25,23 @@
 //! Who asks is `discord:USER_ID` with `discord-role:ROLE_ID` for each role
 //! in `member.roles`; display names are only shown, never trusted.
 
-use super::AppState;
-use crate::chat::discord::render;
-use crate::chat::discord::rest::{Call, Rest};
-use crate::chat::discord::{channel_queue, explain};
+use super::render;
+use super::rest::{Call, Rest};
+use super::{channel_queue, explain};
 use crate::chat::{Button, Message, Severity};
 use crate::command::discord::{self as dc, OptionValue};
 use crate::command::Command;
 use crate::config::DiscordConfig;
 use crate::domain::{Actor, Platform};
-use crate::engine::{Engine, Outcome, PromptState, Status};
+use crate::engine::{Engine, FreezeGate, Outcome, PromptState, Status};
 use crate::roles::Permission;
 use crate::telemetry::{InteractionLabels, PlatformLabels};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
 use serde_json::json;
 use serenity::builder::{
     CreateAutocompleteResponse, CreateInteractionResponse, CreateInteractionResponseFollowup,
@@ -172,19 +173,39 @@ fn deferred(r: CreateInteractionResponse) -> (Response, oneshot::Receiver<()>) {
     (resp, rx)
 }
 
-pub async fn interactions(
-    State(state): State<AppState>,
+/// What the endpoint's handler needs.
+#[derive(Clone)]
+struct Endpoint {
+    engine: Arc<Engine>,
+    discord: Arc<Interactions>,
+}
+
+/// `POST /discord/interactions`.
+pub fn routes(engine: Arc<Engine>, discord: Arc<Interactions>) -> Router {
+    Router::new()
+        .route("/discord/interactions", post(interactions))
+        .with_state(Endpoint { engine, discord })
+}
+
+/// Without `[chat.discord]` the endpoint still answers, saying what is
+/// missing (Discord shows it when the URL is saved).
+pub fn not_configured() -> Router {
+    Router::new().route(
+        "/discord/interactions",
+        post(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "Discord is not configured: add [chat.discord] to the config\n",
+            )
+        }),
+    )
+}
+
+async fn interactions(
+    State(Endpoint { engine, discord }): State<Endpoint>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(discord) = state.discord.clone() else {
-        return (
-            StatusCode::NOT_FOUND,
-            "Discord is not configured: add [chat.discord] to the config\n",
-        )
-            .into_response();
-    };
-    let engine = state.engine.clone();
     let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
     let (signature, timestamp) = (
         header("x-signature-ed25519"),
@@ -377,8 +398,7 @@ async fn command(
 /// read-only view, or a command the engine will refuse for reasons it can
 /// tell locally and at once, the same checks in the same order as
 /// `Engine::execute` (the service exists, the actor's role grants the
-/// permission, no freeze blocks a promotion that is not a valid
-/// break-glass).
+/// permission, `Engine::freeze_gate` does not refuse a promotion).
 async fn only_for_the_author(engine: &Engine, who: &Actor, cmd: &Command) -> bool {
     let allowed = |perm: Permission, name: &str| {
         engine.config.service(name).is_some_and(|s| {
@@ -406,15 +426,11 @@ async fn only_for_the_author(engine: &Engine, who: &Actor, cmd: &Command) -> boo
             if !allowed(Permission::Promote, service) {
                 return true;
             }
-            let frozen = engine
-                .freezes
-                .promotion_block(&svc.environment, svc.name(), engine.clock.now())
-                .await
-                .is_ok_and(|b| b.is_some());
-            frozen
-                && (!force
-                    || reason.trim().is_empty()
-                    || !allowed(Permission::OverrideFreeze, service))
+            // The engine's own freeze check, with its break-glass rules.
+            matches!(
+                engine.freeze_gate(who, svc, *force, reason).await,
+                Ok(FreezeGate::Refused { .. })
+            )
         }
         Command::Freeze { scope, .. } | Command::Unfreeze { scope } => {
             let mut covered = engine

@@ -1,0 +1,28 @@
+//! `rollbot postmortem ROLLOUT`: a Markdown draft from the stored rollout
+//! and its audit entries.
+
+use super::store_dir;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct PostmortemArgs {
+    /// The rollout id (from GET /api/v1/rollouts or the summary message).
+    rollout: String,
+    /// The config whose store to read (its [store] path).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Or the store directory itself.
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+pub async fn run(args: PostmortemArgs) -> anyhow::Result<ExitCode> {
+    // Like the audit tools, it reads a copy while serve holds the store.
+    let (store, _copy) = rollbot::store::open::open_for_reading(&store_dir(args.data, args.config)?)?;
+    out!(
+        "{}",
+        rollbot::controller::postmortem::write(&store, &args.rollout).await?
+    );
+    Ok(ExitCode::SUCCESS)
+}
