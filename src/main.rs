@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use rollbot::audit::{export, AuditStore, Query};
-use rollbot::config::Config;
+use rollbot::config_file::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -551,7 +551,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// The Discord REST client from `[chat.discord]`, with its bot token read.
 fn discord_rest(
-    d: &rollbot::config::DiscordConfig,
+    d: &rollbot::config_file::DiscordConfig,
     telemetry: std::sync::Arc<rollbot::telemetry::Telemetry>,
 ) -> anyhow::Result<std::sync::Arc<rollbot::chat::discord::rest::Rest>> {
     let token = d

@@ -6,6 +6,7 @@
 
 pub mod argo_rollouts;
 pub mod exec;
+pub mod factory;
 pub mod flagger;
 pub mod gitops;
 pub mod istio;
@@ -14,6 +15,8 @@ pub mod kubernetes_deployment;
 pub mod simulated;
 pub mod unleash;
 pub mod webhook;
+
+pub use factory::BackendConfig;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

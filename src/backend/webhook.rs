@@ -20,8 +20,9 @@
 //! `x-rollbot-signature`, `x-rollbot-timestamp`), as HTTP/2 requires and
 //! HTTP/1.1 allows: receivers must look them up case-insensitively.
 
+use super::factory::{BackendSettings, BuildContext, Built, CheckContext};
 use super::*;
-use crate::config::SecretSource;
+use crate::config::{ConfigError, EnvRef, HumanDuration, SecretSource};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -56,6 +57,137 @@ impl Default for WebhookSettings {
             status_timeout: Duration::from_secs(60),
             status_interval: Duration::from_secs(2),
         }
+    }
+}
+
+/// `[backends.NAME]` with `type = "webhook"`: POSTs each action as signed
+/// JSON to a URL (see docs/backends/webhook.md for the signature scheme
+/// receivers check).
+#[derive(Debug, serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where actions are POSTed (`http://` or `https://`).
+    url: String,
+    /// Optional URL polled (signed GET) after an action until the
+    /// receiver answers `{"state": "done"|"failed"|"running"}`;
+    /// `{service}`, `{environment}`, `{action}`, `{correlation_id}` and
+    /// `{idempotency_key}` are filled in.
+    #[serde(default)]
+    status_url: Option<String>,
+    /// HMAC-SHA256 signing secret: `"${ENV_VAR}"`, or `secret_file`.
+    #[serde(default)]
+    secret: Option<EnvRef>,
+    #[serde(default)]
+    secret_file: Option<std::path::PathBuf>,
+    /// Time limit of one request (default 10s).
+    #[serde(default)]
+    timeout: Option<HumanDuration>,
+    /// Retries after the first attempt on 5xx, connection errors and
+    /// timeouts, with the same idempotency key (default 3, at most 10).
+    #[serde(default)]
+    retries: Option<u32>,
+    /// Wait before the first retry, doubled each time (default 500ms).
+    #[serde(default)]
+    backoff: Option<HumanDuration>,
+    /// How long `status_url` is polled before verification gives up
+    /// (default 60s).
+    #[serde(default)]
+    status_timeout: Option<HumanDuration>,
+    /// Pause between polls (default 2s).
+    #[serde(default)]
+    status_interval: Option<HumanDuration>,
+}
+
+impl WebhookConfig {
+    /// The settings with defaults filled in.
+    fn settings(&self) -> WebhookSettings {
+        let d = WebhookSettings::default();
+        WebhookSettings {
+            url: self.url.clone(),
+            status_url: self.status_url.clone(),
+            // Checked when the config was loaded.
+            secret: SecretSource::from_pair(
+                "secret",
+                self.secret.as_ref(),
+                self.secret_file.as_ref(),
+            )
+            .ok()
+            .flatten(),
+            timeout: self.timeout.map(|t| t.0).unwrap_or(d.timeout),
+            retries: self.retries.unwrap_or(d.retries),
+            backoff: self.backoff.map(|t| t.0).unwrap_or(d.backoff),
+            status_timeout: self.status_timeout.map(|t| t.0).unwrap_or(d.status_timeout),
+            status_interval: self
+                .status_interval
+                .map(|t| t.0)
+                .unwrap_or(d.status_interval),
+        }
+    }
+}
+
+impl BackendSettings for WebhookConfig {
+    fn check(&self, cx: &CheckContext) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        // The engine cuts every backend call at backend_timeout; the
+        // webhook's own limits must end first so its report survives.
+        let d = WebhookSettings::default();
+        let worst = worst_case(
+            self.timeout.map(|t| t.0).unwrap_or(d.timeout),
+            self.retries.unwrap_or(d.retries).min(10),
+            self.backoff.map(|t| t.0).unwrap_or(d.backoff),
+        );
+        let limit = cx.backend_timeout;
+        // Polling is a separate call (verify), with its own limit.
+        let poll = match self.status_url {
+            Some(_) => self.status_timeout.map(|t| t.0).unwrap_or(d.status_timeout),
+            None => Duration::ZERO,
+        };
+        if self.retries.unwrap_or(d.retries) <= 10 && (worst >= limit || poll >= limit) {
+            errors.push(
+                cx.error(format!(
+                    "a request with its retries can take {}{}, but [engine] backend_timeout is {}",
+                    crate::domain::human_duration(worst),
+                    if self.status_url.is_some() {
+                        format!(" and polling status_url {}", crate::domain::human_duration(poll))
+                    } else {
+                        String::new()
+                    },
+                    crate::domain::human_duration(limit)
+                ))
+                .help("lower timeout, retries or status_timeout, or raise backend_timeout in [engine]"),
+            );
+        }
+        for (key, u) in [
+            ("url", Some(&self.url)),
+            ("status_url", self.status_url.as_ref()),
+        ] {
+            if let Some(u) = u {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    errors.push(
+                        cx.error(format!("{key} `{u}` is not an http:// or https:// URL"))
+                            .help("write the receiver's full URL, for example \"https://deploy.example.com/rollbot\""),
+                    );
+                }
+            }
+        }
+        match SecretSource::from_pair("secret", self.secret.as_ref(), self.secret_file.as_ref()) {
+            Err(e) => errors.push(cx.error(e)),
+            Ok(None) => errors.push(cx.error("a webhook needs a signing secret").help(
+                "write secret = \"${ROLLBOT_WEBHOOK_SECRET}\" or secret_file = \"/path/to/secret\"",
+            )),
+            Ok(Some(_)) => {}
+        }
+        if self.retries.is_some_and(|r| r > 10) {
+            errors.push(
+                cx.error("retries must be at most 10")
+                    .help("a rollback should not wait minutes on a receiver that keeps failing"),
+            );
+        }
+        errors
+    }
+
+    fn build(&self, _cx: &BuildContext) -> Built {
+        WebhookBackend::new(self.settings()).into()
     }
 }
 

@@ -37,7 +37,7 @@ use crate::backend::{
 use crate::breaker::{Breaker, BreakerStatus, Rejected};
 use crate::chat::{ButtonStyle, Message, Notifier, Severity};
 use crate::clock::SharedClock;
-use crate::config::{Config, ServiceConfig};
+use crate::config_file::{Config, ServiceConfig};
 use crate::domain::{human_duration, Action, Actor, Scope};
 use crate::freeze::{AdHocFreeze, Freezes};
 use crate::roles::{Permission, Role, RoleBook};
@@ -237,7 +237,7 @@ impl Engine {
             .collect();
         Arc::new_cyclic(|me| Engine {
             me: me.clone(),
-            roles: RoleBook::from_config(&parts.config),
+            roles: RoleBook::new(&parts.config.roles),
             freezes: Freezes::new(parts.store.clone(), parts.config.freeze.windows.clone()),
             idem: Idempotency::new(parts.store.clone()),
             prompts: Prompts::new(parts.store.clone()),

@@ -32,7 +32,7 @@ use crate::chat::discord::{channel_queue, explain};
 use crate::chat::{Button, Message, Severity};
 use crate::command::discord::{self as dc, OptionValue};
 use crate::command::Command;
-use crate::config::DiscordConfig;
+use crate::config_file::DiscordConfig;
 use crate::domain::{Actor, Platform};
 use crate::engine::{Engine, Outcome, PromptState, Status};
 use crate::roles::Permission;

@@ -7,7 +7,7 @@
 use crate::support::fake_argo::{seed_rollout, template, ArgoController, HASH_LABEL, REVISION};
 use crate::support::fake_kube::{standard_kinds, FakeKube, Kind, Logged};
 use crate::support::kube_bot::{api_action, exported_result, rollout_keys, Backend, Bot};
-use rollbot::config::Config;
+use rollbot::config_file::Config;
 use rollbot::domain::{Action, Actor, Platform};
 use rollbot::engine::{Request, Status};
 use serde_json::{json, Value};

@@ -6,7 +6,7 @@
 use crate::support::webhook_receiver::{Receiver, Reply};
 use rollbot::audit::{Entry, Outcome as AuditOutcome};
 use rollbot::clock::SystemClock;
-use rollbot::config::Config;
+use rollbot::config_file::Config;
 use rollbot::domain::{Action, Actor, Platform};
 use rollbot::engine::{Request, Status};
 use rollbot::runtime::Runtime;

@@ -4,7 +4,7 @@
 
 use crate::support::fake_kube::FakeKube;
 use crate::support::kube_bot::{api_action, exported_result, Backend, Bot};
-use rollbot::config::Config;
+use rollbot::config_file::Config;
 use rollbot::domain::Action;
 use rollbot::engine::Status;
 use serde_json::{json, Value};

@@ -6,7 +6,7 @@ use crate::support::fake_kube::{
     kubectl, seed_history, strip_nulls, DeploymentController, FakeKube, Logged, Pace, REVISION,
 };
 use crate::support::kube_bot::{api_action, exported_result, rollout_keys, Backend, Bot};
-use rollbot::config::Config;
+use rollbot::config_file::Config;
 use rollbot::domain::{Action, Actor, Platform, View};
 use rollbot::engine::{Refusal, Request, Status};
 use serde_json::{json, Value};

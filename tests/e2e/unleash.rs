@@ -5,7 +5,7 @@
 use crate::support::unleash::{self, ADMIN_TOKEN, CLIENT_TOKEN};
 use rollbot::audit::{Entry, Outcome as AuditOutcome};
 use rollbot::clock::SystemClock;
-use rollbot::config::Config;
+use rollbot::config_file::Config;
 use rollbot::domain::{Action, Actor, Platform, View};
 use rollbot::engine::{Request, Status};
 use rollbot::runtime::Runtime;

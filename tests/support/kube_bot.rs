@@ -7,7 +7,7 @@ use super::fake_kube::FakeKube;
 use rollbot::audit::{Entry, Outcome as AuditOutcome};
 use rollbot::chat::{ChatError, ChatSink, Message, MessageRef};
 use rollbot::clock::SystemClock;
-use rollbot::config::Config;
+use rollbot::config_file::Config;
 use rollbot::domain::{Action, Actor, Platform};
 use rollbot::engine::{Outcome, Request};
 use rollbot::runtime::Runtime;

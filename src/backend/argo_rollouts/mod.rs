@@ -12,6 +12,10 @@
 //!
 //! `/rollback SERVICE REVISION` always undoes to that revision.
 
+mod config;
+
+pub use config::ArgoRolloutsConfig;
+
 use super::kube_common::{self, describe, request_line, KubeClient, KubeConnection};
 use super::*;
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -53,7 +57,7 @@ impl Default for ArgoRolloutsSettings {
     fn default() -> Self {
         ArgoRolloutsSettings {
             connection: KubeConnection::default(),
-            rollout_timeout: super::kubernetes_deployment::DEFAULT_ROLLOUT_TIMEOUT,
+            rollout_timeout: kube_common::DEFAULT_ROLLOUT_TIMEOUT,
             poll_interval: Duration::from_secs(2),
         }
     }
@@ -91,78 +95,6 @@ pub fn check_target(settings: &BTreeMap<String, String>) -> Result<(), String> {
         ));
     }
     Mechanism::parse(settings.get("mechanism").map(String::as_str)).map(|_| ())
-}
-
-/// Checks the connection and timing settings of a Kubernetes backend
-/// (argo-rollouts, istio): each problem with what to write instead.
-pub fn check_backend(
-    api_server: Option<&str>,
-    token_problem: Option<String>,
-    backend_timeout: Duration,
-    request_timeout: Option<Duration>,
-    rollout_timeout: Option<Duration>,
-    poll_interval: Option<Duration>,
-    waits_for_controller: bool,
-) -> Vec<(String, Option<String>)> {
-    let mut out = vec![];
-    if let Some(u) = api_server {
-        if !(u.starts_with("http://") || u.starts_with("https://")) {
-            out.push((
-                format!("api_server `{u}` is not an http:// or https:// URL"),
-                Some("write the API server's URL, for example \"https://10.0.0.1:6443\", or leave it out to use the in-cluster service account or the kubeconfig".into()),
-            ));
-        }
-    }
-    if let Some(p) = token_problem {
-        out.push((p, None));
-    }
-    let human = crate::domain::human_duration;
-    let request = request_timeout.unwrap_or(kube_common::DEFAULT_REQUEST_TIMEOUT);
-    match rollout_timeout.filter(|_| waits_for_controller) {
-        // The engine cuts verification at backend_timeout: the wait must
-        // end first so its report survives.
-        Some(r) if r + request >= backend_timeout => out.push((
-            format!(
-                "rollout_timeout ({}) plus one request ({}) is not shorter than [engine] backend_timeout ({})",
-                human(r),
-                human(request),
-                human(backend_timeout)
-            ),
-            Some("lower rollout_timeout or request_timeout, or raise backend_timeout in [engine]".into()),
-        )),
-        None if waits_for_controller
-            && super::kubernetes_deployment::default_rollout_timeout_for(
-                backend_timeout,
-                request,
-            )
-            .is_zero() =>
-        {
-            out.push((
-                format!(
-                    "[engine] backend_timeout ({}) leaves no time to wait for the controller after a request ({})",
-                    human(backend_timeout),
-                    human(request)
-                ),
-                Some("raise backend_timeout in [engine], for example to \"120s\"".into()),
-            ))
-        }
-        _ => {}
-    }
-    for (key, d) in [
-        ("request_timeout", request_timeout),
-        ("poll_interval", poll_interval),
-    ] {
-        if d.is_some_and(|d| d.is_zero() || d >= backend_timeout) {
-            out.push((
-                format!(
-                    "{key} must be longer than 0s and shorter than [engine] backend_timeout ({})",
-                    human(backend_timeout)
-                ),
-                None,
-            ));
-        }
-    }
-    out
 }
 
 fn rollout_resource() -> ApiResource {

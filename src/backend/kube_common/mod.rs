@@ -3,11 +3,18 @@
 //! conflicts against a fresh object, and the one-line record of every
 //! request for the audit entry.
 
+mod keys;
+
+pub use keys::{
+    check_backend, default_rollout_timeout, default_rollout_timeout_for, ControllerWait,
+    KeyProblem, KubeKeys, DEFAULT_ROLLOUT_TIMEOUT, ROLLOUT_MARGIN,
+};
+
 use super::BackendError;
 use crate::config::SecretSource;
 use std::time::Duration;
 
-/// How to reach the API server; from a `[backends.NAME]` of a Kubernetes type.
+/// How to reach the API server; from the [`KubeKeys`] of a Kubernetes table.
 #[derive(Clone, Debug, Default)]
 pub struct KubeConnection {
     /// `https://…` of the API server; `None`: in-cluster service account,
@@ -23,30 +30,6 @@ pub struct KubeConnection {
     /// PEM file with the cluster's CA certificates, for an `https` `api_server`
     /// whose certificate the system's roots do not vouch for.
     pub ca_file: Option<std::path::PathBuf>,
-}
-
-impl KubeConnection {
-    /// From the connection keys every Kubernetes table of the config has
-    /// (`[backends.X]` of a Kubernetes type, `[leader_election]`). The token
-    /// source was checked when the config was loaded.
-    pub fn from_config(
-        api_server: &Option<String>,
-        token: Option<&crate::config::EnvRef>,
-        token_file: Option<&std::path::PathBuf>,
-        namespace: &Option<String>,
-        request_timeout: Option<crate::config::HumanDuration>,
-        ca_file: &Option<std::path::PathBuf>,
-    ) -> KubeConnection {
-        KubeConnection {
-            api_server: api_server.clone(),
-            token: SecretSource::from_pair("token", token, token_file)
-                .ok()
-                .flatten(),
-            namespace: namespace.clone(),
-            request_timeout: request_timeout.map(|t| t.0),
-            ca_file: ca_file.clone(),
-        }
-    }
 }
 
 /// Time limit of one request when the config sets none.

@@ -14,6 +14,10 @@
 //! [`crate::limits::check_revision`]) so it never reaches the program as an
 //! option.
 
+mod config;
+
+pub use config::ExecConfig;
+
 use super::*;
 use std::process::Stdio;
 use tokio::process::Command;

@@ -15,6 +15,10 @@
 //! `step_interval` (e.g. "30s"), `promote_steps` (e.g. "10, 25, 50, 100";
 //! default "100").
 
+mod config;
+
+pub use config::IstioConfig;
+
 use super::kube_common::{self, describe, request_line, KubeClient, KubeConnection};
 use super::*;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};

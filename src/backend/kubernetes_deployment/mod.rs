@@ -10,11 +10,18 @@
 //! - `set-image`: pin one container to the target revision's image with the
 //!   strategic merge patch `kubectl set image` sends.
 
+mod config;
+
+pub use config::KubernetesDeploymentConfig;
+
 use super::kube_common::{self, describe, request_line, KubeClient, KubeConnection};
 use super::*;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube_common::DEFAULT_ROLLOUT_TIMEOUT;
+#[cfg(test)]
+use kube_common::{default_rollout_timeout, default_rollout_timeout_for};
 use serde_json::{json, Value};
 
 /// The annotation holding a ReplicaSet's (and its Deployment's) revision.
@@ -53,30 +60,6 @@ impl Default for KubernetesDeploymentSettings {
         }
     }
 }
-
-pub const DEFAULT_ROLLOUT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The default rollout timeout for an engine whose backend calls are cut at
-/// `backend_timeout`, with the default request time limit.
-pub fn default_rollout_timeout(backend_timeout: Duration) -> Duration {
-    default_rollout_timeout_for(backend_timeout, kube_common::DEFAULT_REQUEST_TIMEOUT)
-}
-
-/// 5 minutes, or less so that verification, whose last read may take
-/// `request_timeout`, ends (and reports) 5 seconds before the engine cuts it.
-pub fn default_rollout_timeout_for(
-    backend_timeout: Duration,
-    request_timeout: Duration,
-) -> Duration {
-    DEFAULT_ROLLOUT_TIMEOUT.min(
-        backend_timeout
-            .saturating_sub(request_timeout)
-            .saturating_sub(ROLLOUT_MARGIN),
-    )
-}
-
-/// Room left between the end of verification and the engine's cut.
-pub const ROLLOUT_MARGIN: Duration = Duration::from_secs(5);
 
 /// How a rollback is done, per service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

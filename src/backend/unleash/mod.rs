@@ -10,6 +10,10 @@
 //! Unleash caches it briefly. A flag has no pause, so pause and resume are
 //! refused.
 
+mod config;
+
+pub use config::UnleashConfig;
+
 use super::*;
 use crate::config::SecretSource;
 use reqwest::Method;
