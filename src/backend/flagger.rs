@@ -15,6 +15,7 @@
 //! of the canary's spec, so a new revision is a new question.
 
 use super::factory::{BackendSettings, BuildContext, Built, CheckContext};
+use super::poll::{poll_until, Look, Polled};
 use super::*;
 use crate::config::{ConfigError, HumanDuration};
 use crate::store::{Change, Store, Table};
@@ -391,7 +392,7 @@ impl FlaggerBackend {
         self.book()?
             .get(&t.service)
             .await
-            .map_err(|e| BackendError::Failed(format!("cannot read the Flagger gates: {e}")))
+            .map_err(|e| BackendError::failed(format!("cannot read the Flagger gates: {e}")))
     }
 
     /// Opens `hook`'s gate for the revision Flagger asked about.
@@ -430,7 +431,7 @@ impl FlaggerBackend {
             })
             .await
             .map_err(|e| {
-                BackendError::Failed(format!(
+                BackendError::failed(format!(
                     "cannot store the open {} gate: {e}; nothing was changed",
                     hook.name()
                 ))
@@ -594,47 +595,55 @@ impl RollbackBackend for FlaggerBackend {
                 detail: "nothing to verify".into(),
             });
         };
-        let deadline = tokio::time::Instant::now() + self.s.verify_wait;
-        loop {
-            let st = self.state(t).await?;
-            let Some(g) = st.gate(hook) else {
-                return Ok(Verification {
-                    ok: false,
-                    detail: format!("the {} gate disappeared", hook.name()),
-                });
-            };
-            // A closed gate here means Flagger presented a new checksum.
-            if g.opened.is_none() {
-                return Ok(Verification {
-                    ok: false,
-                    detail: format!(
-                        "Flagger moved to another revision ({}) before it saw the open gate",
-                        short(&g.checksum)
-                    ),
-                });
-            }
-            if let Some(at) = g.passed {
-                let phase = st.last.map(|l| l.phase).unwrap_or_default();
-                return Ok(Verification {
-                    ok: true,
-                    detail: format!(
-                        "Flagger passed the {} gate at {} (phase {phase})",
-                        hook.name(),
-                        at.format("%H:%M:%S UTC")
-                    ),
-                });
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(Verification {
-                    ok: true,
-                    detail: format!(
-                        "the gate is open; Flagger has not called it within {}. It goes on at its next check (every analysis interval) and rollbot posts when it does",
-                        crate::domain::human_duration(self.s.verify_wait)
-                    ),
-                });
-            }
-            tokio::time::sleep(self.s.poll).await;
-        }
+        let waited = poll_until(
+            self.s.verify_wait,
+            self.s.poll,
+            |_| async move {
+                let st = self.state(t).await?;
+                let Some(g) = st.gate(hook) else {
+                    return Ok(Look::Done(Verification {
+                        ok: false,
+                        detail: format!("the {} gate disappeared", hook.name()),
+                    }));
+                };
+                // A closed gate here means Flagger presented a new checksum.
+                if g.opened.is_none() {
+                    return Ok(Look::Done(Verification {
+                        ok: false,
+                        detail: format!(
+                            "Flagger moved to another revision ({}) before it saw the open gate",
+                            short(&g.checksum)
+                        ),
+                    }));
+                }
+                Ok::<_, BackendError>(match g.passed {
+                    Some(at) => {
+                        let phase = st.last.map(|l| l.phase).unwrap_or_default();
+                        Look::Done(Verification {
+                            ok: true,
+                            detail: format!(
+                                "Flagger passed the {} gate at {} (phase {phase})",
+                                hook.name(),
+                                at.format("%H:%M:%S UTC")
+                            ),
+                        })
+                    }
+                    None => Look::Waiting(()),
+                })
+            },
+            |_| {},
+        )
+        .await?;
+        Ok(match waited {
+            Polled::Done(v) => v,
+            Polled::TimedOut { .. } => Verification {
+                ok: true,
+                detail: format!(
+                    "the gate is open; Flagger has not called it within {}. It goes on at its next check (every analysis interval) and rollbot posts when it does",
+                    crate::domain::human_duration(self.s.verify_wait)
+                ),
+            },
+        })
     }
 
     async fn status(&self, t: &Target) -> Result<BackendStatus, BackendError> {

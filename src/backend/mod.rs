@@ -12,6 +12,7 @@ pub mod gitops;
 pub mod istio;
 pub mod kube_common;
 pub mod kubernetes_deployment;
+pub mod poll;
 pub mod simulated;
 pub mod unleash;
 pub mod webhook;
@@ -149,14 +150,46 @@ pub enum BackendError {
     /// The action cannot be done as asked; nothing was changed.
     #[error("{0}")]
     Refused(String),
-    /// The platform answered with an error.
-    #[error("{0}")]
-    Failed(String),
+    /// The platform answered with an error, or could not be reached.
+    /// `requests` is every request sent before, for the audit entry: the
+    /// message says what failed and what to do, not what was sent.
+    #[error("{message}")]
+    Failed {
+        message: String,
+        requests: Vec<String>,
+    },
     #[error("no answer within {}", crate::domain::human_duration(*.0))]
     Timeout(Duration),
     /// The circuit breaker is open or the pool is full.
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl BackendError {
+    /// A failure before any request was sent.
+    pub fn failed(message: impl Into<String>) -> BackendError {
+        BackendError::Failed {
+            message: message.into(),
+            requests: Vec::new(),
+        }
+    }
+
+    /// The requests sent before the failure, oldest first.
+    pub fn requests(&self) -> &[String] {
+        match self {
+            BackendError::Failed { requests, .. } => requests,
+            _ => &[],
+        }
+    }
+
+    /// The message followed by the requests, as the audit entry's `error`
+    /// records it.
+    pub fn with_requests(&self) -> String {
+        match self.requests() {
+            [] => self.to_string(),
+            r => format!("{self}\nRequests: {}", r.join("; ")),
+        }
+    }
 }
 
 #[async_trait]

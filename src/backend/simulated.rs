@@ -222,7 +222,7 @@ impl SimulatedBackend {
                 std::future::pending::<()>().await;
                 unreachable!()
             }
-            Some((false, msg)) => Err(BackendError::Failed(msg)),
+            Some((false, msg)) => Err(BackendError::failed(msg)),
             None => Ok(busy),
         }
     }

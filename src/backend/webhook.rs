@@ -21,6 +21,7 @@
 //! HTTP/1.1 allows: receivers must look them up case-insensitively.
 
 use super::factory::{BackendSettings, BuildContext, Built, CheckContext};
+use super::poll::{poll_until, Look, Polled};
 use super::*;
 use crate::config::{ConfigError, EnvRef, HumanDuration, SecretSource};
 use hmac::{Hmac, Mac};
@@ -280,13 +281,13 @@ impl WebhookBackend {
 
     fn secret(&self) -> Result<Vec<u8>, BackendError> {
         let src = self.s.secret.as_ref().ok_or_else(|| {
-            BackendError::Failed(
-                "the webhook backend has no secret; set secret = \"${VAR}\" or secret_file".into(),
+            BackendError::failed(
+                "the webhook backend has no secret; set secret = \"${VAR}\" or secret_file",
             )
         })?;
         src.resolve()
             .map(|v| v.expose().as_bytes().to_vec())
-            .map_err(|e| BackendError::Failed(format!("webhook signing secret: {e}")))
+            .map_err(|e| BackendError::failed(format!("webhook signing secret: {e}")))
     }
 
     fn fill(&self, template: &str, t: &Target, action: &str, ctx: &CallContext) -> String {
@@ -398,12 +399,14 @@ impl WebhookBackend {
                         "{head} → {code} in {took} ms: {}",
                         beginning(&text, 200)
                     ));
-                    return Err(BackendError::Failed(format!(
-                        "the webhook refused {action} with HTTP {code}: {}\nThe receiver should not have acted; fix what it names, or do the {action} by hand in the pipeline behind {}.\nRequests: {}",
-                        beginning(&text, 300),
-                        shown(&self.s.url),
-                        trail.join("; ")
-                    )));
+                    return Err(BackendError::Failed {
+                        message: format!(
+                            "the webhook refused {action} with HTTP {code}: {}\nThe receiver should not have acted; fix what it names, or do the {action} by hand in the pipeline behind {}.",
+                            beginning(&text, 300),
+                            shown(&self.s.url),
+                        ),
+                        requests: trail,
+                    });
                 }
                 Attempt::Answer(code, text) => {
                     trail.push(format!(
@@ -425,12 +428,14 @@ impl WebhookBackend {
                 }
             };
             if n == attempts {
-                return Err(BackendError::Failed(format!(
-                    "the webhook did not accept {action} after {attempts} attempts (last: {retry})\nAn attempt that timed out may still have acted: check the pipeline behind {} for idempotency key {} before doing the {action} by hand.\nRequests: {}",
-                    shown(&self.s.url),
-                    ctx.idempotency_key,
-                    trail.join("; ")
-                )));
+                return Err(BackendError::Failed {
+                    message: format!(
+                        "the webhook did not accept {action} after {attempts} attempts (last: {retry})\nAn attempt that timed out may still have acted: check the pipeline behind {} for idempotency key {} before doing the {action} by hand.",
+                        shown(&self.s.url),
+                        ctx.idempotency_key,
+                    ),
+                    requests: trail,
+                });
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_BACKOFF);
@@ -464,68 +469,65 @@ impl WebhookBackend {
     /// Polls `status_url` until the receiver says done or failed.
     async fn poll(&self, url: &str, key: &str) -> Result<Verification, BackendError> {
         let secret = self.secret()?;
-        let deadline = tokio::time::Instant::now() + self.s.status_timeout;
-        let mut polls = 0u32;
-        let mut last: String;
-        loop {
-            polls += 1;
-            match self
-                .once(reqwest::Method::GET, url, &secret, b"", key)
-                .await
-            {
-                Attempt::Answer(code, text) if (200..300).contains(&code) => {
-                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                    let state = v.get("state").and_then(|s| s.as_str()).unwrap_or("");
-                    let detail = match v.get("detail") {
-                        Some(serde_json::Value::String(s)) => s.clone(),
-                        Some(other) => other.to_string(),
-                        None => String::new(),
-                    };
-                    let said = format!("GET {} → {code} {state}: {detail}", shown(url));
-                    match state {
-                        "done" => {
-                            return Ok(Verification {
+        let secret = &secret;
+        let waited = poll_until(
+            self.s.status_timeout,
+            self.s.status_interval,
+            |polls| async move {
+                let got = self.once(reqwest::Method::GET, url, secret, b"", key).await;
+                Ok::<_, BackendError>(match got {
+                    Attempt::Answer(code, text) if (200..300).contains(&code) => {
+                        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                        let state = v.get("state").and_then(|s| s.as_str()).unwrap_or("");
+                        let detail = match v.get("detail") {
+                            Some(serde_json::Value::String(s)) => s.clone(),
+                            Some(other) => other.to_string(),
+                            None => String::new(),
+                        };
+                        let said = format!("GET {} → {code} {state}: {detail}", shown(url));
+                        match state {
+                            "done" => Look::Done(Verification {
                                 ok: true,
                                 detail: format!(
                                     "the receiver reports done after {polls} polls ({said})"
                                 ),
-                            })
-                        }
-                        "failed" => {
-                            return Ok(Verification {
+                            }),
+                            "failed" => Look::Done(Verification {
                                 ok: false,
                                 detail: format!(
                                     "the receiver reports failed after {polls} polls ({said})"
                                 ),
-                            })
-                        }
-                        "running" => last = said,
-                        _ => {
-                            last = format!(
+                            }),
+                            "running" => Look::Waiting(said),
+                            _ => Look::Waiting(format!(
                                 "GET {} → {code} without a state of done, failed or running: {}",
                                 shown(url),
                                 beginning(&text, 200)
-                            )
+                            )),
                         }
                     }
-                }
-                Attempt::Answer(code, text) => {
-                    last = format!("GET {} → {code}: {}", shown(url), beginning(&text, 200))
-                }
-                Attempt::Timeout => last = format!("GET {} → no answer", shown(url)),
-                Attempt::Connect(e) => last = format!("GET {} → {e}", shown(url)),
-            }
-            if tokio::time::Instant::now() + self.s.status_interval > deadline {
-                return Ok(Verification {
-                    ok: false,
-                    detail: format!(
-                        "the receiver did not report done within {} ({polls} polls; last: {last})",
-                        limit(self.s.status_timeout)
-                    ),
-                });
-            }
-            tokio::time::sleep(self.s.status_interval).await;
-        }
+                    Attempt::Answer(code, text) => Look::Waiting(format!(
+                        "GET {} → {code}: {}",
+                        shown(url),
+                        beginning(&text, 200)
+                    )),
+                    Attempt::Timeout => Look::Waiting(format!("GET {} → no answer", shown(url))),
+                    Attempt::Connect(e) => Look::Waiting(format!("GET {} → {e}", shown(url))),
+                })
+            },
+            |_| {},
+        )
+        .await?;
+        Ok(match waited {
+            Polled::Done(v) => v,
+            Polled::TimedOut { last, looks } => Verification {
+                ok: false,
+                detail: format!(
+                    "the receiver did not report done within {} ({looks} polls; last: {last})",
+                    limit(self.s.status_timeout)
+                ),
+            },
+        })
     }
 }
 
@@ -685,11 +687,12 @@ mod tests {
             environment: "prod".into(),
             settings: BTreeMap::new(),
         };
+        // As the audit entry records it: the message, then the requests.
         let err = b
             .rollback(&t, None, &CallContext::default())
             .await
             .unwrap_err()
-            .to_string();
+            .with_requests();
         assert!(err.contains("after 3 attempts"), "{err}");
         assert_eq!(err.matches("POST http://127.0.0.1").count(), 3, "{err}");
         assert!(!err.contains("s3cret"));

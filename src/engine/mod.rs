@@ -644,7 +644,9 @@ impl Engine {
         let timeout = self.config.engine.backend_timeout.0;
         let refusal_only = |e: &BackendError| !matches!(e, BackendError::Refused(_));
 
-        let result: Result<(ActionReport, String, bool), (String, &str)> = async {
+        // A failure keeps the requests the backend sent, for the audit entry.
+        type Failure<'a> = (Vec<String>, String, &'a str);
+        let result: Result<(ActionReport, String, bool), Failure> = async {
             let pre = slot
                 .breaker
                 .call(
@@ -660,7 +662,7 @@ impl Engine {
                         Rejected::Inner(BackendError::Refused(_)) => "preflight refused",
                         _ => "preflight",
                     };
-                    (describe(e), stage)
+                    (requests_of(&e), describe(e), stage)
                 })?;
             params.insert(
                 "preflight".into(),
@@ -674,7 +676,7 @@ impl Engine {
                     refusal_only,
                 )
                 .await
-                .map_err(|e| (describe(e), "act"))?;
+                .map_err(|e| (requests_of(&e), describe(e), "act"))?;
             let verification = slot
                 .breaker
                 .call(
@@ -685,7 +687,13 @@ impl Engine {
                 .await;
             let (verified, vtext) = match verification {
                 Ok(v) => (v.ok, v.detail),
-                Err(e) => (false, format!("could not verify: {}", describe(e))),
+                Err(e) => {
+                    let requests = requests_of(&e);
+                    if !requests.is_empty() {
+                        params.insert("requests".into(), json!(requests));
+                    }
+                    (false, format!("could not verify: {}", describe(e)))
+                }
             };
             Ok((report, vtext, verified))
         }
@@ -732,7 +740,7 @@ impl Engine {
                     (Status::Failed, AuditOutcome::Failed, m)
                 }
             }
-            Err((error, "preflight refused")) => {
+            Err((_, error, "preflight refused")) => {
                 // `failed_at` stays as it was before refusals had a reason.
                 params.insert("failed_at".into(), json!("preflight"));
                 params.insert("refusal".into(), json!(Refusal::Preflight.audit_name()));
@@ -751,9 +759,17 @@ impl Engine {
                     .field("By", req.actor.display_name.clone());
                 (Status::Refused, AuditOutcome::Refused, m)
             }
-            Err((error, stage)) => {
+            Err((requests, error, stage)) => {
                 params.insert("failed_at".into(), json!(stage));
-                params.insert("error".into(), json!(error));
+                // The audit's `error` keeps the requests after the message.
+                let recorded = match requests.is_empty() {
+                    true => error.clone(),
+                    false => format!("{error}\nRequests: {}", requests.join("; ")),
+                };
+                params.insert("error".into(), json!(recorded));
+                if !requests.is_empty() {
+                    params.insert("requests".into(), json!(requests));
+                }
                 let changed = if stage == "preflight" {
                     "Nothing was changed."
                 } else {
@@ -1676,6 +1692,14 @@ fn describe(e: Rejected<BackendError>) -> String {
         ),
         Rejected::Timeout(d) => format!("the backend did not answer within {}", human_duration(d)),
         Rejected::Inner(e) => e.to_string(),
+    }
+}
+
+/// The requests a failed backend call sent, for the audit entry.
+fn requests_of(e: &Rejected<BackendError>) -> Vec<String> {
+    match e {
+        Rejected::Inner(e) => e.requests().to_vec(),
+        _ => Vec::new(),
     }
 }
 

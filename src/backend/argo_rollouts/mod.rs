@@ -16,13 +16,14 @@ mod config;
 
 pub use config::ArgoRolloutsConfig;
 
-use super::kube_common::{self, describe, request_line, KubeClient, KubeConnection};
+use super::kube_common::{self, KubeConnection};
+use super::poll::{poll_until, Look, Polled};
 use super::*;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch};
 use kube::core::GroupVersionKind;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// The annotation holding a Rollout's (and its ReplicaSets') revision.
 pub const REVISION: &str = "rollout.argoproj.io/revision";
@@ -369,198 +370,97 @@ fn promote_patches(ro: &Value, full: bool) -> PromotePatches {
 
 // --- One action's calls ----------------------------------------------------
 
-/// The calls of one action, with the record of every request. Cheap to
-/// clone (the record is shared), so a retried attempt can own one.
-#[derive(Clone)]
-struct Session {
-    kc: KubeClient,
-    rollouts: Api<DynamicObject>,
-    replica_sets: Api<ReplicaSet>,
-    namespace: String,
+/// Which Rollout a service is, and how it is rolled back.
+struct Place {
     name: String,
     mechanism: Mechanism,
-    requests: Arc<Mutex<Vec<String>>>,
 }
 
-impl Session {
-    fn path(&self, sub: Option<&str>) -> String {
-        let mut p = format!(
-            "/apis/argoproj.io/v1alpha1/namespaces/{}/rollouts/{}",
-            self.namespace, self.name
-        );
-        if let Some(s) = sub {
-            p = format!("{p}/{s}");
-        }
-        p
-    }
+/// The calls of one action, with the record of every request.
+type Session = kube_common::Session<Place>;
 
-    /// The plugin command that does `verb` by hand.
-    fn plugin(&self, verb: &str) -> String {
-        format!(
-            "`kubectl argo rollouts {verb} {} -n {}`",
-            self.name, self.namespace
-        )
-    }
+/// The plugin command that does `verb` by hand.
+fn plugin(s: &Session, verb: &str) -> String {
+    format!(
+        "`kubectl argo rollouts {verb} {} -n {}`",
+        s.place.name, s.namespace
+    )
+}
 
-    fn record(&self, line: String) {
-        self.requests.lock().unwrap().push(line);
-    }
+fn rollouts(s: &Session) -> Api<DynamicObject> {
+    s.custom_api(&rollout_resource())
+}
 
-    fn take_requests(&self) -> Vec<String> {
-        std::mem::take(&mut *self.requests.lock().unwrap())
-    }
+/// The Rollout as JSON; a missing one is refused naming what to check.
+async fn rollout(s: &Session, by_hand: &str) -> Result<Value, BackendError> {
+    let check = format!(
+        "namespace and rollout for this service, and that Argo Rollouts is installed (`kubectl get rollouts -n {}`)",
+        s.namespace
+    );
+    let ro = s
+        .read(&rollouts(s), "Rollout", &s.place.name, &check, by_hand)
+        .await?;
+    Ok(serde_json::to_value(ro).unwrap_or_default())
+}
 
-    fn fail(&self, what: &str, e: &kube::Error, by_hand: &str) -> BackendError {
-        let mut msg = kube_common::failed_at(what, e, &self.kc.server, by_hand).to_string();
-        let reqs = self.requests.lock().unwrap();
-        if !reqs.is_empty() {
-            msg.push_str(&format!("\nRequests: {}", reqs.join("; ")));
-        }
-        BackendError::Failed(msg)
-    }
-
-    async fn get_raw(&self) -> Result<Value, kube::Error> {
-        let got = self.rollouts.get(&self.name).await;
-        self.record(request_line(
-            "GET",
-            &self.path(None),
-            None,
-            None,
-            &got.as_ref().map(|_| ()).map_err(describe),
-        ));
-        got.map(|o| serde_json::to_value(o).unwrap_or_default())
-    }
-
-    async fn rollout(&self, by_hand: &str) -> Result<Value, BackendError> {
-        match self.get_raw().await {
-            Ok(v) => Ok(v),
-            Err(e) if kube_common::is_not_found(&e) => Err(BackendError::Refused(format!(
-                "Rollout {}/{} does not exist on {} ({}); check [services.target] namespace and rollout for this service, and that Argo Rollouts is installed (`kubectl get rollouts -n {}`)",
-                self.namespace,
-                self.name,
-                self.kc.server,
-                describe(&e),
-                self.namespace
-            ))),
-            Err(e) => Err(self.fail(
-                &format!("reading Rollout {}/{}", self.namespace, self.name),
-                &e,
-                by_hand,
-            )),
-        }
-    }
-
-    /// Sends one patch, recorded with its subresource, content type and body.
-    async fn patch(&self, sub: Option<&str>, patch: &Patch<Value>) -> Result<Value, kube::Error> {
-        let (ct, b) = match patch {
-            Patch::Json(p) => (
-                "application/json-patch+json",
-                serde_json::to_value(p).unwrap_or_default(),
-            ),
-            Patch::Merge(v) => ("application/merge-patch+json", v.clone()),
-            _ => ("application/json", Value::Null),
-        };
-        let pp = PatchParams::default();
-        let got = match sub {
-            Some("status") => self.rollouts.patch_status(&self.name, &pp, patch).await,
-            _ => self.rollouts.patch(&self.name, &pp, patch).await,
-        };
-        self.record(request_line(
-            "PATCH",
-            &self.path(sub),
-            Some(ct),
-            Some(&b),
-            &got.as_ref().map(|_| ()).map_err(describe),
-        ));
-        got.map(|o| serde_json::to_value(o).unwrap_or_default())
-    }
-
-    /// [`Session::patch`], sent again when someone else wrote in between: a
-    /// merge patch does not depend on what they wrote.
-    async fn patch_retrying(
-        &self,
-        sub: Option<&str>,
-        patch: Patch<Value>,
-    ) -> Result<Value, kube::Error> {
-        kube_common::retry_conflicts(|_| {
-            let (s, patch) = (self.clone(), patch.clone());
-            let sub = sub.map(str::to_string);
-            async move { s.patch(sub.as_deref(), &patch).await }
-        })
+/// A merge patch of the Rollout (or its `/status`), sent again when someone
+/// else wrote in between: a merge patch does not depend on what they wrote.
+async fn patch(s: &Session, sub: Option<&str>, body: Value) -> Result<(), kube::Error> {
+    s.patch_retrying(&rollouts(s), &s.place.name, sub, &Patch::Merge(body))
         .await
-    }
+}
 
-    /// The plugin's order: the `/status` subresource first; the object
-    /// itself when the subresource is not found (no status subresource).
-    async fn patch_status_first(&self, b: Value) -> Result<Value, kube::Error> {
-        match self
-            .patch_retrying(Some("status"), Patch::Merge(b.clone()))
-            .await
-        {
-            Err(e) if kube_common::is_not_found(&e) => {
-                self.patch_retrying(None, Patch::Merge(b)).await
-            }
-            other => other,
-        }
+/// The plugin's order: the `/status` subresource first; the object itself
+/// when the subresource is not found (no status subresource).
+async fn patch_status_first(s: &Session, b: Value) -> Result<(), kube::Error> {
+    match patch(s, Some("status"), b.clone()).await {
+        Err(e) if kube_common::is_not_found(&e) => patch(s, None, b).await,
+        other => other,
     }
+}
 
-    /// The Rollout's ReplicaSets by revision, oldest first: those its
-    /// selector matches and that it controls.
-    async fn revisions(&self, ro: &Value, by_hand: &str) -> Result<Vec<Revision>, BackendError> {
-        let selector = selector_string(&ro["spec"]["selector"]);
-        let path = format!(
-            "/apis/apps/v1/namespaces/{}/replicasets?{}",
-            self.namespace,
-            serde_urlencoded::to_string([("labelSelector", &selector)]).unwrap_or_default()
-        );
-        let got = self
-            .replica_sets
-            .list(&ListParams::default().labels(&selector))
-            .await;
-        self.record(request_line(
-            "GET",
-            &path,
-            None,
-            None,
-            &got.as_ref().map(|_| ()).map_err(describe),
-        ));
-        let list = got.map_err(|e| self.fail("listing the Rollout's ReplicaSets", &e, by_hand))?;
-        let uid = str_at(ro, "/metadata/uid").unwrap_or_default().to_string();
-        let mut out: Vec<Revision> = list
-            .items
-            .into_iter()
-            .filter(|rs| {
-                rs.metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|o| o.uid == uid && o.controller == Some(true))
+/// The Rollout's ReplicaSets by revision, oldest first: those its selector
+/// matches and that it controls.
+async fn revisions(s: &Session, ro: &Value, by_hand: &str) -> Result<Vec<Revision>, BackendError> {
+    let selector = selector_string(&ro["spec"]["selector"]);
+    let list = s
+        .list(&s.api::<ReplicaSet>(), &selector)
+        .await
+        .map_err(|e| s.fail("listing the Rollout's ReplicaSets", &e, by_hand))?;
+    let uid = str_at(ro, "/metadata/uid").unwrap_or_default().to_string();
+    let mut out: Vec<Revision> = list
+        .into_iter()
+        .filter(|rs| {
+            rs.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
+        .filter_map(|rs| {
+            let number = rs
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(REVISION)?
+                .parse()
+                .ok()?;
+            let hash = rs
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(HASH_LABEL).cloned())
+                .unwrap_or_default();
+            let template = serde_json::to_value(rs.spec.as_ref()?.template.as_ref()?).ok()?;
+            Some(Revision {
+                number,
+                hash,
+                template,
             })
-            .filter_map(|rs| {
-                let number = rs
-                    .metadata
-                    .annotations
-                    .as_ref()?
-                    .get(REVISION)?
-                    .parse()
-                    .ok()?;
-                let hash = rs
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(HASH_LABEL).cloned())
-                    .unwrap_or_default();
-                let template = serde_json::to_value(rs.spec.as_ref()?.template.as_ref()?).ok()?;
-                Some(Revision {
-                    number,
-                    hash,
-                    template,
-                })
-            })
-            .collect();
-        out.sort_by_key(|r| r.number);
-        Ok(out)
-    }
+        })
+        .collect();
+    out.sort_by_key(|r| r.number);
+    Ok(out)
 }
 
 fn by_hash<'a>(revisions: &'a [Revision], hash: Option<&str>) -> Option<&'a Revision> {
@@ -646,32 +546,21 @@ impl ArgoRolloutsBackend {
     }
 
     async fn session(&self, t: &Target) -> Result<Session, BackendError> {
-        let kc = self.s.connection.connect().await?;
-        let mechanism = Mechanism::parse(t.settings.get("mechanism").map(String::as_str))
-            .map_err(BackendError::Refused)?;
-        let namespace = t
-            .settings
-            .get("namespace")
-            .cloned()
-            .unwrap_or_else(|| kc.default_namespace.clone());
-        let name = t
-            .settings
-            .get("rollout")
-            .cloned()
-            .unwrap_or_else(|| t.service.clone());
-        Ok(Session {
-            rollouts: Api::namespaced_with(kc.client.clone(), &namespace, &rollout_resource()),
-            replica_sets: Api::namespaced(kc.client.clone(), &namespace),
-            kc,
-            namespace,
-            name,
-            mechanism,
-            requests: Arc::new(Mutex::new(vec![])),
+        Session::open(&self.s.connection, t, |t| {
+            Ok(Place {
+                name: t
+                    .settings
+                    .get("rollout")
+                    .cloned()
+                    .unwrap_or_else(|| t.service.clone()),
+                mechanism: Mechanism::parse(t.settings.get("mechanism").map(String::as_str))?,
+            })
         })
+        .await
     }
 
     fn undoes(s: &Session, to: Option<&str>) -> bool {
-        to.is_some() || s.mechanism == Mechanism::Undo
+        to.is_some() || s.place.mechanism == Mechanism::Undo
     }
 
     fn undo_by_hand(s: &Session, to: Option<&str>) -> String {
@@ -684,16 +573,16 @@ impl ArgoRolloutsBackend {
         }) {
             Some(n) => format!(
                 "`kubectl argo rollouts undo {} -n {} --to-revision={n}`",
-                s.name, s.namespace
+                s.place.name, s.namespace
             ),
-            None => s.plugin("undo"),
+            None => plugin(s, "undo"),
         }
     }
 
     async fn abort(&self, s: &Session) -> Result<ActionReport, BackendError> {
-        let by_hand = s.plugin("abort");
-        let ro = s.rollout(&by_hand).await?;
-        let revisions = s.revisions(&ro, &by_hand).await?;
+        let by_hand = plugin(s, "abort");
+        let ro = rollout(s, &by_hand).await?;
+        let revisions = revisions(s, &ro, &by_hand).await?;
         let stable = by_hash(&revisions, str_at(&ro, "/status/stableRS"));
         let canary = by_hash(&revisions, str_at(&ro, "/status/currentPodHash"));
         let rev = |r: Option<&Revision>| r.map(|r| r.number.to_string());
@@ -702,7 +591,7 @@ impl ArgoRolloutsBackend {
                 summary: format!(
                     "nothing to do: Rollout {}/{} is already aborted ({})",
                     s.namespace,
-                    s.name,
+                    s.place.name,
                     describe_rollout(&ro)
                 ),
                 from_revision: None,
@@ -716,7 +605,7 @@ impl ArgoRolloutsBackend {
                 summary: format!(
                     "nothing to do: Rollout {}/{} has no canary in progress (stable and current revision {} are the same, {})",
                     s.namespace,
-                    s.name,
+                    s.place.name,
                     rev(stable).unwrap_or_default(),
                     describe_rollout(&ro)
                 ),
@@ -726,9 +615,9 @@ impl ArgoRolloutsBackend {
                 requests: s.take_requests(),
             });
         }
-        s.patch_status_first(body(ABORT)).await.map_err(|e| {
+        patch_status_first(s, body(ABORT)).await.map_err(|e| {
             s.fail(
-                &format!("aborting Rollout {}/{}", s.namespace, s.name),
+                &format!("aborting Rollout {}/{}", s.namespace, s.place.name),
                 &e,
                 &by_hand,
             )
@@ -741,10 +630,10 @@ impl ArgoRolloutsBackend {
             summary: format!(
                 "Rollout {}/{} aborted: traffic goes back to stable {} and canary {} is scaled down; spec.template still names the canary, so an undo (`/rollback {} REVISION`) makes it final",
                 s.namespace,
-                s.name,
+                s.place.name,
                 show(stable),
                 show(canary),
-                s.name
+                s.place.name
             ),
             from_revision: rev(canary),
             to_revision: rev(stable),
@@ -755,9 +644,10 @@ impl ArgoRolloutsBackend {
 
     async fn undo(&self, s: &Session, to: Option<&str>) -> Result<ActionReport, BackendError> {
         let by_hand = Self::undo_by_hand(s, to);
-        let ro = s.rollout(&by_hand).await?;
-        let revisions = s.revisions(&ro, &by_hand).await?;
-        let target = pick_revision(&revisions, to, &format!("{}/{}", s.namespace, s.name))?.clone();
+        let ro = rollout(s, &by_hand).await?;
+        let revisions = revisions(s, &ro, &by_hand).await?;
+        let target =
+            pick_revision(&revisions, to, &format!("{}/{}", s.namespace, s.place.name))?.clone();
         let live = str_at(
             &ro,
             &format!("/metadata/annotations/{}", REVISION.replace('/', "~1")),
@@ -784,7 +674,7 @@ impl ArgoRolloutsBackend {
                     summary: format!(
                         "nothing to do: Rollout {}/{} already runs the template of revision {} ({})",
                         s.namespace,
-                        s.name,
+                        s.place.name,
                         target.number,
                         target.images()
                     ),
@@ -794,16 +684,15 @@ impl ArgoRolloutsBackend {
                     requests: s.take_requests(),
                 });
             }
-            match s.patch(None, &patch).await {
+            match s.patch(&rollouts(s), &s.place.name, None, &patch).await {
                 Ok(_) => break,
-                Err(e) if kube_common::is_conflict(&e) && attempt < kube_common::CONFLICT_TRIES => {
-                    tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
+                Err(e) if kube_common::again_after_conflict(&e, attempt).await => {
                     attempt += 1;
-                    current = s.rollout(&by_hand).await?;
+                    current = rollout(s, &by_hand).await?;
                 }
                 Err(e) => {
                     return Err(s.fail(
-                        &format!("patching Rollout {}/{}", s.namespace, s.name),
+                        &format!("patching Rollout {}/{}", s.namespace, s.place.name),
                         &e,
                         &by_hand,
                     ))
@@ -814,7 +703,7 @@ impl ArgoRolloutsBackend {
             summary: format!(
                 "Rollout {}/{}: template of revision {} ({}) restored over revision {} ({})",
                 s.namespace,
-                s.name,
+                s.place.name,
                 target.number,
                 target.images(),
                 live.clone().unwrap_or_else(|| "?".into()),
@@ -836,15 +725,15 @@ impl ArgoRolloutsBackend {
         let verb = if full { "promote --full" } else { "promote" };
         let by_hand = format!(
             "`kubectl argo rollouts {verb} {} -n {}`",
-            s.name, s.namespace
+            s.place.name, s.namespace
         );
-        let ro = s.rollout(&by_hand).await?;
+        let ro = rollout(s, &by_hand).await?;
         if aborted(&ro) {
             return Err(BackendError::Refused(format!(
                 "Rollout {}/{} is aborted; resume it first (`/resume`, or {}) and promote again",
                 s.namespace,
-                s.name,
-                s.plugin("retry rollout")
+                s.place.name,
+                plugin(s, "retry rollout")
             )));
         }
         let before = describe_rollout(&ro);
@@ -854,7 +743,7 @@ impl ArgoRolloutsBackend {
                 summary: format!(
                     "nothing to do: Rollout {}/{} is {} and {}",
                     s.namespace,
-                    s.name,
+                    s.place.name,
                     before,
                     if full {
                         "fully promoted already (current revision is stable)"
@@ -869,14 +758,14 @@ impl ArgoRolloutsBackend {
         }
         let fail = |e: &kube::Error| {
             s.fail(
-                &format!("promoting Rollout {}/{}", s.namespace, s.name),
+                &format!("promoting Rollout {}/{}", s.namespace, s.place.name),
                 e,
                 &by_hand,
             )
         };
         let mut spec = p.spec;
         if let Some(status) = p.status {
-            match s.patch_retrying(Some("status"), Patch::Merge(status)).await {
+            match patch(s, Some("status"), status).await {
                 Ok(_) => {}
                 // No status subresource: the unified patch goes to the object.
                 Err(e) if kube_common::is_not_found(&e) => spec = p.unified,
@@ -884,9 +773,7 @@ impl ArgoRolloutsBackend {
             }
         }
         if let Some(spec) = spec {
-            s.patch_retrying(None, Patch::Merge(spec))
-                .await
-                .map_err(|e| fail(&e))?;
+            patch(s, None, spec).await.map_err(|e| fail(&e))?;
         }
         // Kept for verification only once something was sent.
         self.promoted_from
@@ -897,7 +784,7 @@ impl ArgoRolloutsBackend {
             summary: format!(
                 "Rollout {}/{} {} (was {before})",
                 s.namespace,
-                s.name,
+                s.place.name,
                 if full {
                     "fully promoted: remaining steps, pauses and analyses are skipped"
                 } else {
@@ -911,15 +798,15 @@ impl ArgoRolloutsBackend {
     }
 
     async fn set_paused(&self, t: &Target, pause: bool) -> Result<ActionReport, BackendError> {
-        let s = self.session(t).await?;
-        let by_hand = s.plugin(if pause { "pause" } else { "promote" });
-        let ro = s.rollout(&by_hand).await?;
+        let s = &self.session(t).await?;
+        let by_hand = plugin(s, if pause { "pause" } else { "promote" });
+        let ro = rollout(s, &by_hand).await?;
         if !pause && aborted(&ro) {
             // Resuming an aborted rollout is the plugin's `retry rollout`.
-            let by_hand = s.plugin("retry rollout");
-            s.patch_status_first(body(RETRY)).await.map_err(|e| {
+            let by_hand = plugin(s, "retry rollout");
+            patch_status_first(s, body(RETRY)).await.map_err(|e| {
                 s.fail(
-                    &format!("retrying Rollout {}/{}", s.namespace, s.name),
+                    &format!("retrying Rollout {}/{}", s.namespace, s.place.name),
                     &e,
                     &by_hand,
                 )
@@ -927,7 +814,7 @@ impl ArgoRolloutsBackend {
             return Ok(ActionReport {
                 summary: format!(
                     "Rollout {}/{} retried: the aborted update starts again from its first step",
-                    s.namespace, s.name
+                    s.namespace, s.place.name
                 ),
                 changed: true,
                 requests: s.take_requests(),
@@ -949,7 +836,7 @@ impl ArgoRolloutsBackend {
                 summary: format!(
                     "nothing to do: Rollout {}/{} is {why} ({})",
                     s.namespace,
-                    s.name,
+                    s.place.name,
                     describe_rollout(&ro)
                 ),
                 changed: false,
@@ -958,13 +845,13 @@ impl ArgoRolloutsBackend {
             });
         }
         let b = body(if pause { PAUSE } else { UNPAUSE });
-        s.patch_retrying(None, Patch::Merge(b)).await.map_err(|e| {
+        patch(s, None, b).await.map_err(|e| {
             s.fail(
                 &format!(
                     "{} Rollout {}/{}",
                     if pause { "pausing" } else { "resuming" },
                     s.namespace,
-                    s.name
+                    s.place.name
                 ),
                 &e,
                 &by_hand,
@@ -974,7 +861,7 @@ impl ArgoRolloutsBackend {
             summary: format!(
                 "Rollout {}/{} {}",
                 s.namespace,
-                s.name,
+                s.place.name,
                 if pause {
                     "paused: the controller takes no further step until it is resumed"
                 } else {
@@ -996,46 +883,49 @@ impl ArgoRolloutsBackend {
         what: &str,
         done: impl Fn(&Value) -> bool,
     ) -> Result<Verification, BackendError> {
-        let by_hand = s.plugin("get rollout");
+        let by_hand = plugin(s, "get rollout");
         let started = tokio::time::Instant::now();
-        let deadline = started + self.s.rollout_timeout;
-        let mut last = String::new();
-        let mut reads = 0u32;
-        loop {
-            reads += 1;
-            let ro = s.rollout(&by_hand).await?;
-            let now = describe_rollout(&ro);
-            if done(&ro) {
-                s.take_requests();
-                return Ok(Verification {
-                    ok: true,
-                    detail: format!(
-                        "Rollout {}: {what}: {now} (after {} ms, {reads} {})",
-                        s.name,
-                        started.elapsed().as_millis(),
-                        if reads == 1 { "read" } else { "reads" }
-                    ),
-                });
-            }
-            if now != last {
-                progress.report(format!("Rollout {}: {now}; waiting until {what}", s.name));
-                last = now.clone();
-            }
-            if tokio::time::Instant::now() + self.s.poll_interval > deadline {
-                s.take_requests();
-                return Ok(Verification {
-                    ok: false,
-                    detail: format!(
-                        "Rollout {}/{} did not reach \"{what}\" within {} (last: {now}); check {}",
-                        s.namespace,
-                        s.name,
-                        crate::domain::human_duration(self.s.rollout_timeout),
-                        by_hand
-                    ),
-                });
-            }
-            tokio::time::sleep(self.s.poll_interval).await;
-        }
+        let done = &done;
+        let by_hand_ref = &by_hand;
+        let waited = poll_until(
+            self.s.rollout_timeout,
+            self.s.poll_interval,
+            |reads| async move {
+                let ro = rollout(s, by_hand_ref).await?;
+                let now = describe_rollout(&ro);
+                Ok(match done(&ro) {
+                    true => Look::Done((now, reads)),
+                    false => Look::Waiting(now),
+                })
+            },
+            |now| {
+                progress.report(format!(
+                    "Rollout {}: {now}; waiting until {what}",
+                    s.place.name
+                ))
+            },
+        )
+        .await?;
+        Ok(match waited {
+            Polled::Done((now, reads)) => Verification {
+                ok: true,
+                detail: format!(
+                    "Rollout {}: {what}: {now} (after {} ms, {reads} {})",
+                    s.place.name,
+                    started.elapsed().as_millis(),
+                    if reads == 1 { "read" } else { "reads" }
+                ),
+            },
+            Polled::TimedOut { last, .. } => Verification {
+                ok: false,
+                detail: format!(
+                    "Rollout {}/{} did not reach \"{what}\" within {} (last: {last}); check {by_hand}",
+                    s.namespace,
+                    s.place.name,
+                    crate::domain::human_duration(self.s.rollout_timeout),
+                ),
+            },
+        })
     }
 }
 
@@ -1051,22 +941,22 @@ impl RollbackBackend for ArgoRolloutsBackend {
         op: &Operation,
         _ctx: &CallContext,
     ) -> Result<Preflight, BackendError> {
-        let s = self.session(t).await?;
-        let by_hand = s.plugin("get rollout");
-        let ro = s.rollout(&by_hand).await?;
+        let s = &self.session(t).await?;
+        let by_hand = plugin(s, "get rollout");
+        let ro = rollout(s, &by_hand).await?;
         let mut notes = vec![format!(
             "Rollout {}/{}: {}",
             s.namespace,
-            s.name,
+            s.place.name,
             describe_rollout(&ro)
         )];
         match op {
-            Operation::Rollback { to } if Self::undoes(&s, to.as_deref()) => {
-                let revisions = s.revisions(&ro, &by_hand).await?;
+            Operation::Rollback { to } if Self::undoes(s, to.as_deref()) => {
+                let revisions = revisions(s, &ro, &by_hand).await?;
                 let target = pick_revision(
                     &revisions,
                     to.as_deref(),
-                    &format!("{}/{}", s.namespace, s.name),
+                    &format!("{}/{}", s.namespace, s.place.name),
                 )?;
                 notes.push(format!(
                     "undo to revision {} ({})",
@@ -1095,8 +985,8 @@ impl RollbackBackend for ArgoRolloutsBackend {
             Operation::Promote { .. } if aborted(&ro) => Err(BackendError::Refused(format!(
                 "Rollout {}/{} is aborted; resume it first (`/resume`, or {}) and promote again",
                 s.namespace,
-                s.name,
-                s.plugin("retry rollout")
+                s.place.name,
+                plugin(s, "retry rollout")
             ))),
             _ => Ok(Preflight {
                 notes,
@@ -1111,11 +1001,11 @@ impl RollbackBackend for ArgoRolloutsBackend {
         to: Option<&str>,
         _ctx: &CallContext,
     ) -> Result<ActionReport, BackendError> {
-        let s = self.session(t).await?;
-        if Self::undoes(&s, to) {
-            self.undo(&s, to).await
+        let s = &self.session(t).await?;
+        if Self::undoes(s, to) {
+            self.undo(s, to).await
         } else {
-            self.abort(&s).await
+            self.abort(s).await
         }
     }
 
@@ -1125,8 +1015,8 @@ impl RollbackBackend for ArgoRolloutsBackend {
         full: bool,
         ctx: &CallContext,
     ) -> Result<ActionReport, BackendError> {
-        let s = self.session(t).await?;
-        self.do_promote(&s, full, ctx).await
+        let s = &self.session(t).await?;
+        self.do_promote(s, full, ctx).await
     }
 
     async fn pause(&self, t: &Target, _ctx: &CallContext) -> Result<ActionReport, BackendError> {
@@ -1144,21 +1034,21 @@ impl RollbackBackend for ArgoRolloutsBackend {
         report: &ActionReport,
         ctx: &CallContext,
     ) -> Result<Verification, BackendError> {
-        let s = self.session(t).await?;
+        let s = &self.session(t).await?;
         let p = &ctx.progress;
         if !report.changed {
-            let ro = s.rollout(&s.plugin("get rollout")).await?;
+            let ro = rollout(s, &plugin(s, "get rollout")).await?;
             return Ok(Verification {
                 ok: true,
                 detail: format!(
                     "nothing was changed; Rollout {} is {}",
-                    s.name,
+                    s.place.name,
                     describe_rollout(&ro)
                 ),
             });
         }
         match op {
-            Operation::Rollback { to } if Self::undoes(&s, to.as_deref()) => {
+            Operation::Rollback { to } if Self::undoes(s, to.as_deref()) => {
                 // The controller has seen the restored template and is
                 // rolling it out (not stuck on an abort).
                 self.wait(
@@ -1173,7 +1063,7 @@ impl RollbackBackend for ArgoRolloutsBackend {
                 .await
             }
             Operation::Rollback { .. } => {
-                self.wait(&s, p, "aborted with the canary at weight 0", |ro| {
+                self.wait(s, p, "aborted with the canary at weight 0", |ro| {
                     aborted(ro)
                         && phase(ro) == "Degraded"
                         && aborted_by_controller(ro)
@@ -1210,9 +1100,9 @@ impl RollbackBackend for ArgoRolloutsBackend {
                 )
                 .await
             }
-            Operation::Pause => self.wait(&s, p, "paused", spec_paused).await,
+            Operation::Pause => self.wait(s, p, "paused", spec_paused).await,
             Operation::Resume => {
-                self.wait(&s, p, "running again", |ro| {
+                self.wait(s, p, "running again", |ro| {
                     !spec_paused(ro) && !aborted(ro) && phase(ro) != "Degraded"
                 })
                 .await
@@ -1221,10 +1111,10 @@ impl RollbackBackend for ArgoRolloutsBackend {
     }
 
     async fn status(&self, t: &Target) -> Result<BackendStatus, BackendError> {
-        let s = self.session(t).await?;
-        let by_hand = s.plugin("get rollout");
-        let ro = s.rollout(&by_hand).await?;
-        let revisions = s.revisions(&ro, &by_hand).await?;
+        let s = &self.session(t).await?;
+        let by_hand = plugin(s, "get rollout");
+        let ro = rollout(s, &by_hand).await?;
+        let revisions = revisions(s, &ro, &by_hand).await?;
         let stable = by_hash(&revisions, str_at(&ro, "/status/stableRS"));
         let canary = by_hash(&revisions, str_at(&ro, "/status/currentPodHash"))
             .filter(|c| stable.is_none_or(|st| st.hash != c.hash));

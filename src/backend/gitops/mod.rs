@@ -220,7 +220,7 @@ impl GitopsBackend {
     }
 
     fn failed(e: GitFailure) -> BackendError {
-        BackendError::Failed(format!("`git {}` failed: {}", e.args, e.output))
+        BackendError::failed(format!("`git {}` failed: {}", e.args, e.output))
     }
 
     fn origin(&self) -> String {
@@ -232,7 +232,7 @@ impl GitopsBackend {
         if !self.s.workdir.join(".git").exists() {
             if let Some(p) = self.s.workdir.parent() {
                 std::fs::create_dir_all(p).map_err(|e| {
-                    BackendError::Failed(format!("cannot create {}: {e}", p.display()))
+                    BackendError::failed(format!("cannot create {}: {e}", p.display()))
                 })?;
             }
             let dir = self.s.workdir.display().to_string();
@@ -526,7 +526,7 @@ impl GitopsBackend {
         };
         self.apply(t, &w, &plan, ctx)
             .await
-            .map_err(|e| BackendError::Failed(manual(&format!("conflict: {e}"))))?;
+            .map_err(|e| BackendError::failed(manual(&format!("conflict: {e}"))))?;
         let mut commit = self.head().await?;
         log.push(format!(
             "git commit {} on {}",
@@ -549,19 +549,21 @@ impl GitopsBackend {
                 .await
                 .map_err(Self::failed)?;
             if before == after {
-                return Err(BackendError::Failed(manual(&format!(
-                    "`git push` failed and the remote did not move: {}\nRequests: {}",
-                    first.output,
-                    log.join("; ")
-                ))));
+                return Err(BackendError::Failed {
+                    message: manual(&format!(
+                        "`git push` failed and the remote did not move: {}",
+                        first.output
+                    )),
+                    requests: log,
+                });
             }
             // Someone else pushed: apply once more on their head.
             if let Err(e) = self.apply(t, &w, &plan, ctx).await {
                 self.sync(&mut Vec::new()).await.ok();
-                return Err(BackendError::Failed(manual(&format!(
-                    "conflict: {e}\nRequests: {}",
-                    log.join("; ")
-                ))));
+                return Err(BackendError::Failed {
+                    message: manual(&format!("conflict: {e}")),
+                    requests: log,
+                });
             }
             commit = self.head().await?;
             log.push(format!(
@@ -571,11 +573,10 @@ impl GitopsBackend {
             ));
             if let Err(second) = self.push().await {
                 self.sync(&mut Vec::new()).await.ok();
-                return Err(BackendError::Failed(manual(&format!(
-                    "`git push` was rejected twice: {}\nRequests: {}",
-                    second.output,
-                    log.join("; ")
-                ))));
+                return Err(BackendError::Failed {
+                    message: manual(&format!("`git push` was rejected twice: {}", second.output)),
+                    requests: log,
+                });
             }
         }
         log.push(format!(

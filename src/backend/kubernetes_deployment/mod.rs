@@ -14,11 +14,12 @@ mod config;
 
 pub use config::KubernetesDeploymentConfig;
 
-use super::kube_common::{self, describe, request_line, KubeClient, KubeConnection};
+use super::kube_common::{self, KubeConnection};
+use super::poll::{poll_until, Look, Polled};
 use super::*;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::Patch;
 use kube_common::DEFAULT_ROLLOUT_TIMEOUT;
 #[cfg(test)]
 use kube_common::{default_rollout_timeout, default_rollout_timeout_for};
@@ -114,14 +115,15 @@ pub fn check_target(settings: &BTreeMap<String, String>) -> Result<(), String> {
     }
 }
 
-/// Where a service lives and how it is rolled back.
+/// Which Deployment a service is, how it is rolled back, and the kubectl
+/// command that does the current operation by hand.
 #[derive(Clone, Debug)]
 struct Place {
-    namespace: String,
     deployment: String,
     mechanism: Mechanism,
     canary: Option<String>,
     container: Option<String>,
+    by_hand: String,
 }
 
 pub struct KubernetesDeploymentBackend {
@@ -301,178 +303,46 @@ fn rollout_state(d: &Deployment) -> Rollout {
 }
 
 /// The calls of one action, with the record of every request.
-struct Session {
-    kc: KubeClient,
-    deployments: Api<Deployment>,
-    replica_sets: Api<ReplicaSet>,
-    place: Place,
-    requests: Vec<String>,
-    /// The kubectl command that does the current operation by hand.
-    by_hand: String,
+type Session = kube_common::Session<Place>;
+
+/// The kubectl command for `args` in the service's namespace.
+fn kubectl(s: &Session, args: &str) -> String {
+    format!("`kubectl -n {} {args}`", s.namespace)
 }
 
-impl Session {
-    fn path(&self, resource: &str, name: &str) -> String {
-        let base = format!(
-            "/apis/apps/v1/namespaces/{}/{resource}",
-            self.place.namespace
-        );
-        if name.is_empty() {
-            base
-        } else {
-            format!("{base}/{name}")
-        }
-    }
-
-    fn kubectl(&self, args: &str) -> String {
-        format!("`kubectl -n {} {args}`", self.place.namespace)
-    }
-
-    /// The requests so far, for an error message (which lands in the audit entry).
-    fn trail(&self) -> String {
-        if self.requests.is_empty() {
-            String::new()
-        } else {
-            format!("\nRequests: {}", self.requests.join("; "))
-        }
-    }
-
-    fn fail(&self, what: &str, e: &kube::Error, by_hand: &str) -> BackendError {
-        let mut msg = kube_common::failed_at(what, e, &self.kc.server, by_hand).to_string();
-        msg.push_str(&self.trail());
-        BackendError::Failed(msg)
-    }
-
-    async fn deployment(&mut self, name: &str) -> Result<Deployment, BackendError> {
-        let path = self.path("deployments", name);
-        let got = self.deployments.get(name).await;
-        self.requests.push(request_line(
-            "GET",
-            &path,
-            None,
-            None,
-            &got.as_ref().map(|_| ()).map_err(describe),
-        ));
-        match got {
-            Ok(d) => Ok(d),
-            Err(e) if kube_common::is_not_found(&e) => Err(BackendError::Refused(format!(
-                "Deployment {}/{name} does not exist on {} ({}); check [services.target] namespace and deployment for this service",
-                self.place.namespace,
-                self.kc.server,
-                describe(&e)
-            ))),
-            Err(e) => Err(self.fail(
-                &format!("reading Deployment {}/{name}", self.place.namespace),
-                &e,
-                &self.by_hand,
-            )),
-        }
-    }
-
-    /// The Deployment's ReplicaSets by revision, oldest first: those its
-    /// selector matches and that it controls (kubectl's `GetAllReplicaSets`).
-    async fn revisions(&mut self, d: &Deployment) -> Result<Vec<Revision>, BackendError> {
-        let selector = d
-            .spec
-            .as_ref()
-            .map(|s| selector_string(&s.selector))
-            .unwrap_or_default();
-        let path = format!(
-            "{}?{}",
-            self.path("replicasets", ""),
-            serde_urlencoded::to_string([("labelSelector", &selector)]).unwrap_or_default()
-        );
-        let got = self
-            .replica_sets
-            .list(&ListParams::default().labels(&selector))
-            .await;
-        self.requests.push(request_line(
-            "GET",
-            &path,
-            None,
-            None,
-            &got.as_ref().map(|_| ()).map_err(describe),
-        ));
-        let list =
-            got.map_err(|e| self.fail("listing the Deployment's ReplicaSets", &e, &self.by_hand))?;
-        let uid = d.metadata.uid.clone().unwrap_or_default();
-        let mut out: Vec<Revision> = list
-            .items
-            .into_iter()
-            .filter(|rs| {
-                rs.metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|o| o.uid == uid && o.controller == Some(true))
-            })
-            .filter_map(|rs| revision_of(&rs.metadata).map(|number| Revision { number, rs }))
-            .collect();
-        out.sort_by_key(|r| r.number);
-        Ok(out)
-    }
-
-    /// Sends one patch of the Deployment `name`, recorded with its body.
-    async fn patch(
-        &mut self,
-        name: &str,
-        subresource: Option<&str>,
-        patch: &Patch<Value>,
-    ) -> Result<(), kube::Error> {
-        let (ct, body) = match patch {
-            Patch::Json(p) => (
-                "application/json-patch+json",
-                serde_json::to_value(p).unwrap_or_default(),
-            ),
-            Patch::Merge(v) => ("application/merge-patch+json", v.clone()),
-            Patch::Strategic(v) => ("application/strategic-merge-patch+json", v.clone()),
-            Patch::Apply(v) => ("application/apply-patch+yaml", v.clone()),
-            _ => ("application/json", Value::Null),
-        };
-        let mut path = self.path("deployments", name);
-        if let Some(s) = subresource {
-            path = format!("{path}/{s}");
-        }
-        let pp = PatchParams::default();
-        let got = match subresource {
-            Some("scale") => self
-                .deployments
-                .patch_scale(name, &pp, patch)
-                .await
-                .map(|_| ()),
-            _ => self.deployments.patch(name, &pp, patch).await.map(|_| ()),
-        };
-        self.requests.push(request_line(
-            "PATCH",
-            &path,
-            Some(ct),
-            Some(&body),
-            &got.as_ref().map(|_| ()).map_err(describe),
-        ));
-        got
-    }
+/// The Deployment `name`; a missing one is refused naming what to check.
+async fn deployment(s: &Session, name: &str) -> Result<Deployment, BackendError> {
+    let check = "namespace and deployment for this service";
+    s.read(&s.api(), "Deployment", name, check, &s.place.by_hand)
+        .await
 }
 
-impl Session {
-    /// [`Session::patch`], sent again when someone else wrote in between
-    /// (the patch does not depend on what they wrote).
-    async fn patch_retrying(
-        &mut self,
-        name: &str,
-        subresource: Option<&str>,
-        patch: &Patch<Value>,
-    ) -> Result<(), kube::Error> {
-        let mut attempt = 1;
-        loop {
-            match self.patch(name, subresource, patch).await {
-                Err(e) if kube_common::is_conflict(&e) && attempt < kube_common::CONFLICT_TRIES => {
-                    tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
+/// The Deployment's ReplicaSets by revision, oldest first: those its
+/// selector matches and that it controls (kubectl's `GetAllReplicaSets`).
+async fn revisions(s: &Session, d: &Deployment) -> Result<Vec<Revision>, BackendError> {
+    let selector = d
+        .spec
+        .as_ref()
+        .map(|s| selector_string(&s.selector))
+        .unwrap_or_default();
+    let list = s
+        .list(&s.api::<ReplicaSet>(), &selector)
+        .await
+        .map_err(|e| s.fail("listing the Deployment's ReplicaSets", &e, &s.place.by_hand))?;
+    let uid = d.metadata.uid.clone().unwrap_or_default();
+    let mut out: Vec<Revision> = list
+        .into_iter()
+        .filter(|rs| {
+            rs.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
+        .filter_map(|rs| revision_of(&rs.metadata).map(|number| Revision { number, rs }))
+        .collect();
+    out.sort_by_key(|r| r.number);
+    Ok(out)
 }
 
 /// The revision a rollback goes to: `to`, or the highest below the live one.
@@ -536,44 +406,31 @@ impl KubernetesDeploymentBackend {
     }
 
     async fn session(&self, t: &Target) -> Result<Session, BackendError> {
-        // A client per call: cheap next to the requests, and it picks up
-        // rotated credentials.
-        let kc = self.s.connection.connect().await?;
-        let mechanism = Mechanism::parse(t.settings.get("mechanism").map(String::as_str))
-            .map_err(BackendError::Refused)?;
-        let place = Place {
-            namespace: t
-                .settings
-                .get("namespace")
-                .cloned()
-                .unwrap_or_else(|| kc.default_namespace.clone()),
-            deployment: t
-                .settings
-                .get("deployment")
-                .cloned()
-                .unwrap_or_else(|| t.service.clone()),
-            mechanism,
-            canary: t.settings.get("canary_deployment").cloned(),
-            container: t.settings.get("container").cloned(),
-        };
-        let by_hand = format!(
-            "`kubectl -n {} rollout status deployment/{}`",
-            place.namespace, place.deployment
-        );
-        Ok(Session {
-            deployments: Api::namespaced(kc.client.clone(), &place.namespace),
-            replica_sets: Api::namespaced(kc.client.clone(), &place.namespace),
-            kc,
-            place,
-            by_hand,
-            requests: vec![],
+        let mut s = Session::open(&self.s.connection, t, |t| {
+            Ok(Place {
+                deployment: t
+                    .settings
+                    .get("deployment")
+                    .cloned()
+                    .unwrap_or_else(|| t.service.clone()),
+                mechanism: Mechanism::parse(t.settings.get("mechanism").map(String::as_str))?,
+                canary: t.settings.get("canary_deployment").cloned(),
+                container: t.settings.get("container").cloned(),
+                by_hand: String::new(),
+            })
         })
+        .await?;
+        s.place.by_hand = kubectl(
+            &s,
+            &format!("rollout status deployment/{}", s.place.deployment),
+        );
+        Ok(s)
     }
 
     /// A session for `op`: its errors name the kubectl command for `op`.
     async fn session_for(&self, t: &Target, op: &Operation) -> Result<Session, BackendError> {
         let mut s = self.session(t).await?;
-        let (d, ns) = (s.place.deployment.clone(), s.place.namespace.clone());
+        let (d, ns) = (s.place.deployment.clone(), s.namespace.clone());
         let cmd = match op {
             Operation::Rollback { .. } if s.place.mechanism == Mechanism::ScaleCanary => format!(
                 "scale deployment/{} --replicas=0",
@@ -591,38 +448,33 @@ impl KubernetesDeploymentBackend {
             Operation::Resume => format!("rollout resume deployment/{d}"),
             Operation::Promote { .. } => format!("rollout status deployment/{d}"),
         };
-        s.by_hand = format!("`kubectl -n {ns} {cmd}`");
+        s.place.by_hand = format!("`kubectl -n {ns} {cmd}`");
         Ok(s)
     }
 
     /// Checks a rollback can be done, without changing anything.
     async fn plan_rollback(
         &self,
-        s: &mut Session,
+        s: &Session,
         to: Option<&str>,
     ) -> Result<(Deployment, Vec<Revision>, Option<i64>, i64), BackendError> {
         let name = s.place.deployment.clone();
-        let d = s.deployment(&name).await?;
+        let d = deployment(s, &name).await?;
         if d.spec.as_ref().and_then(|s| s.paused) == Some(true) {
             return Err(BackendError::Refused(format!(
                 "Deployment {}/{name} is paused; a paused Deployment cannot be rolled back. Resume it first (`/resume`, or {}) and try again",
-                s.place.namespace,
-                s.kubectl(&format!("rollout resume deployment/{name}"))
+                s.namespace,
+                kubectl(s, &format!("rollout resume deployment/{name}"))
             )));
         }
-        let revisions = s.revisions(&d).await?;
+        let revisions = revisions(s, &d).await?;
         let live = revision_of(&d.metadata);
-        let target = pick_revision(
-            &revisions,
-            live,
-            to,
-            &format!("{}/{name}", s.place.namespace),
-        )?
-        .number;
+        let target =
+            pick_revision(&revisions, live, to, &format!("{}/{name}", s.namespace))?.number;
         Ok((d, revisions, live, target))
     }
 
-    async fn undo(&self, s: &mut Session, to: Option<&str>) -> Result<ActionReport, BackendError> {
+    async fn undo(&self, s: &Session, to: Option<&str>) -> Result<ActionReport, BackendError> {
         let name = s.place.deployment.clone();
         let mut attempt = 0;
         loop {
@@ -635,14 +487,14 @@ impl KubernetesDeploymentBackend {
                 return Ok(ActionReport {
                     summary: format!(
                         "nothing to do: Deployment {}/{name} already runs the template of revision {target} ({})",
-                        s.place.namespace,
+                        s.namespace,
                         rev.images()
                     ),
                     // The title reads "to 3", not "3 → 3": nothing moved.
                     from_revision: None,
                     to_revision: Some(target.to_string()),
                     changed: false,
-                    requests: std::mem::take(&mut s.requests),
+                    requests: s.take_requests(),
                 });
             }
             // kubectl keeps the Deployment's bookkeeping annotations and takes
@@ -672,44 +524,39 @@ impl KubernetesDeploymentBackend {
             ]);
             let patch: Patch<Value> =
                 Patch::Json(serde_json::from_value(body).expect("a JSON patch"));
-            match s.patch(&name, None, &patch).await {
+            match s.patch(&s.api::<Deployment>(), &name, None, &patch).await {
                 Ok(_) => {
                     let live_images = images(&current);
                     return Ok(ActionReport {
                         summary: format!(
                             "Deployment {}/{name}: template of revision {target} ({}) restored over revision {} ({live_images})",
-                            s.place.namespace,
+                            s.namespace,
                             rev.images(),
                             from.clone().unwrap_or_else(|| "?".into()),
                         ),
                         from_revision: from,
                         to_revision: Some(target.to_string()),
                         changed: true,
-                        requests: std::mem::take(&mut s.requests),
+                        requests: s.take_requests(),
                     });
                 }
-                Err(e) if kube_common::is_conflict(&e) && attempt < kube_common::CONFLICT_TRIES => {
-                    // Someone wrote in between: read it again and recompute.
-                    tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
-                }
+                // Someone wrote in between: read it again and recompute.
+                Err(e) if kube_common::again_after_conflict(&e, attempt).await => {}
                 Err(e) => {
                     return Err(s.fail(
-                        &format!("patching Deployment {}/{name}", s.place.namespace),
+                        &format!("patching Deployment {}/{name}", s.namespace),
                         &e,
-                        &s.kubectl(&format!(
-                            "rollout undo deployment/{name} --to-revision={target}"
-                        )),
+                        &kubectl(
+                            s,
+                            &format!("rollout undo deployment/{name} --to-revision={target}"),
+                        ),
                     ))
                 }
             }
         }
     }
 
-    async fn set_image(
-        &self,
-        s: &mut Session,
-        to: Option<&str>,
-    ) -> Result<ActionReport, BackendError> {
+    async fn set_image(&self, s: &Session, to: Option<&str>) -> Result<ActionReport, BackendError> {
         let name = s.place.deployment.clone();
         let container = s.place.container.clone().unwrap_or_default();
         let (d, revisions, live, target) = self.plan_rollback(s, to).await?;
@@ -717,7 +564,7 @@ impl KubernetesDeploymentBackend {
         let want = image_of(&rev.template(), &container).ok_or_else(|| {
             BackendError::Refused(format!(
                 "revision {target} of Deployment {}/{name} has no container `{container}`; check [services.target] container",
-                s.place.namespace
+                s.namespace
             ))
         })?;
         let current = d.spec.clone().unwrap_or_default().template;
@@ -727,12 +574,12 @@ impl KubernetesDeploymentBackend {
             return Ok(ActionReport {
                 summary: format!(
                     "nothing to do: container {container} of Deployment {}/{name} already runs {want}",
-                    s.place.namespace
+                    s.namespace
                 ),
                 from_revision: None,
                 to_revision: Some(target.to_string()),
                 changed: false,
-                requests: std::mem::take(&mut s.requests),
+                requests: s.take_requests(),
             });
         }
         // The body `kubectl set image deployment/NAME CONTAINER=IMAGE` sends;
@@ -753,61 +600,68 @@ impl KubernetesDeploymentBackend {
                 "containers": [{"name": container, "image": want}],
             }}}
         }));
-        let sent = s.patch_retrying(&name, None, &patch).await;
+        let sent = s
+            .patch_retrying(&s.api::<Deployment>(), &name, None, &patch)
+            .await;
         sent.map_err(|e| {
             s.fail(
-                &format!("patching Deployment {}/{name}", s.place.namespace),
+                &format!("patching Deployment {}/{name}", s.namespace),
                 &e,
-                &s.kubectl(&format!("set image deployment/{name} {container}={want}")),
+                &kubectl(
+                    s,
+                    &format!("set image deployment/{name} {container}={want}"),
+                ),
             )
         })?;
         Ok(ActionReport {
             summary: format!(
                 "container {container} of Deployment {}/{name} set back to {want} (revision {target}) from {}",
-                s.place.namespace,
+                s.namespace,
                 now.unwrap_or_else(|| "?".into())
             ),
             from_revision: from,
             to_revision: Some(target.to_string()),
             changed: true,
-            requests: std::mem::take(&mut s.requests),
+            requests: s.take_requests(),
         })
     }
 
-    async fn scale_canary(&self, s: &mut Session) -> Result<ActionReport, BackendError> {
+    async fn scale_canary(&self, s: &Session) -> Result<ActionReport, BackendError> {
         let canary = s.place.canary.clone().unwrap_or_default();
-        let d = s.deployment(&canary).await?;
+        let d = deployment(s, &canary).await?;
         let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         if replicas == 0 {
             return Ok(ActionReport {
                 summary: format!(
                     "nothing to do: canary Deployment {}/{canary} is already scaled to zero",
-                    s.place.namespace
+                    s.namespace
                 ),
                 changed: false,
-                requests: std::mem::take(&mut s.requests),
+                requests: s.take_requests(),
                 ..Default::default()
             });
         }
         // What `kubectl scale --replicas=0` sends, to the /scale subresource.
         let patch = Patch::Merge(json!({"spec": {"replicas": 0}}));
-        let sent = s.patch_retrying(&canary, Some("scale"), &patch).await;
+        let sent = s
+            .patch_retrying(&s.api::<Deployment>(), &canary, Some("scale"), &patch)
+            .await;
         sent.map_err(|e| {
             s.fail(
-                &format!("scaling canary Deployment {}/{canary}", s.place.namespace),
+                &format!("scaling canary Deployment {}/{canary}", s.namespace),
                 &e,
-                &s.kubectl(&format!("scale deployment/{canary} --replicas=0")),
+                &kubectl(s, &format!("scale deployment/{canary} --replicas=0")),
             )
         })?;
         Ok(ActionReport {
             summary: format!(
                 "canary Deployment {}/{canary} scaled from {replicas} to 0 replicas",
-                s.place.namespace
+                s.namespace
             ),
             from_revision: Some(format!("canary ×{replicas}")),
             to_revision: Some("canary ×0".into()),
             changed: true,
-            requests: std::mem::take(&mut s.requests),
+            requests: s.take_requests(),
         })
     }
 
@@ -817,36 +671,38 @@ impl KubernetesDeploymentBackend {
         } else {
             Operation::Resume
         };
-        let mut s = self.session_for(t, &op).await?;
+        let s = &self.session_for(t, &op).await?;
         let name = s.place.deployment.clone();
         let verb = if paused { "pause" } else { "resume" };
-        let d = s.deployment(&name).await?;
+        let d = deployment(s, &name).await?;
         let is_paused = d.spec.as_ref().and_then(|s| s.paused) == Some(true);
         if is_paused == paused {
             return Ok(ActionReport {
                 summary: format!(
                     "nothing to do: Deployment {}/{name} is already {}",
-                    s.place.namespace,
+                    s.namespace,
                     if paused { "paused" } else { "not paused" }
                 ),
                 changed: false,
-                requests: std::mem::take(&mut s.requests),
+                requests: s.take_requests(),
                 ..Default::default()
             });
         }
         let patch = Patch::Merge(json!({"spec": {"paused": paused}}));
-        let sent = s.patch_retrying(&name, None, &patch).await;
+        let sent = s
+            .patch_retrying(&s.api::<Deployment>(), &name, None, &patch)
+            .await;
         sent.map_err(|e| {
             s.fail(
-                &format!("{verb} of Deployment {}/{name}", s.place.namespace),
+                &format!("{verb} of Deployment {}/{name}", s.namespace),
                 &e,
-                &s.kubectl(&format!("rollout {verb} deployment/{name}")),
+                &kubectl(s, &format!("rollout {verb} deployment/{name}")),
             )
         })?;
         Ok(ActionReport {
             summary: format!(
                 "Deployment {}/{name} {}",
-                s.place.namespace,
+                s.namespace,
                 if paused {
                     "paused: the controller makes no rollout progress until it is resumed"
                 } else {
@@ -854,7 +710,7 @@ impl KubernetesDeploymentBackend {
                 }
             ),
             changed: true,
-            requests: std::mem::take(&mut s.requests),
+            requests: s.take_requests(),
             ..Default::default()
         })
     }
@@ -862,114 +718,117 @@ impl KubernetesDeploymentBackend {
     /// Waits like `kubectl rollout status`, reporting each change of the numbers.
     async fn wait_rollout(
         &self,
-        s: &mut Session,
+        s: &Session,
         progress: &Progress,
     ) -> Result<Verification, BackendError> {
         let name = s.place.deployment.clone();
         let started = tokio::time::Instant::now();
-        let deadline = started + self.s.rollout_timeout;
-        let mut last: Option<Rollout> = None;
-        let mut reads = 0u32;
-        loop {
-            reads += 1;
-            let d = s.deployment(&name).await?;
-            let state = rollout_state(&d);
-            if last.as_ref() != Some(&state) {
-                match &state {
-                    Rollout::Waiting(w) => progress.report(format!(
-                        "waiting for Deployment {name} rollout to finish: {w}"
-                    )),
-                    Rollout::NotObserved => progress.report(format!(
-                        "waiting for the Deployment controller to observe {name}'s new spec"
-                    )),
-                    _ => {}
-                }
-                last = Some(state.clone());
-            }
-            let took = match started.elapsed() {
-                t if t < Duration::from_secs(1) => format!("{} ms", t.as_millis()),
-                t => crate::domain::human_duration(t),
-            };
-            match state {
-                Rollout::Done => {
-                    let rev = revision_of(&d.metadata)
-                        .map(|r| format!(" as revision {r}"))
-                        .unwrap_or_default();
-                    return Ok(Verification {
-                        ok: true,
-                        detail: format!(
-                            "deployment \"{name}\" successfully rolled out{rev} ({} replicas updated and available, after {took}, {reads} {})",
-                            d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                            if reads == 1 { "read" } else { "reads" }
-                        ),
-                    });
-                }
-                Rollout::Stuck(why) => {
-                    return Ok(Verification {
-                        ok: false,
-                        detail: format!(
-                            "{why}; see {}",
-                            s.kubectl(&format!("rollout status deployment/{name}"))
-                        ),
-                    })
-                }
+        let waited = poll_until(
+            self.s.rollout_timeout,
+            self.s.poll_interval,
+            |reads| async move {
+                let d = deployment(s, &s.place.deployment).await?;
+                Ok(match rollout_state(&d) {
+                    Rollout::Done => Look::Done(Ok((d, reads))),
+                    Rollout::Stuck(why) => Look::Done(Err(why)),
+                    waiting => Look::Waiting(waiting),
+                })
+            },
+            |state| match state {
+                Rollout::Waiting(w) => progress.report(format!(
+                    "waiting for Deployment {name} rollout to finish: {w}"
+                )),
+                Rollout::NotObserved => progress.report(format!(
+                    "waiting for the Deployment controller to observe {name}'s new spec"
+                )),
                 _ => {}
+            },
+        )
+        .await?;
+        let by_hand = kubectl(s, &format!("rollout status deployment/{name}"));
+        Ok(match waited {
+            Polled::Done(Ok((d, reads))) => {
+                let took = match started.elapsed() {
+                    t if t < Duration::from_secs(1) => format!("{} ms", t.as_millis()),
+                    t => crate::domain::human_duration(t),
+                };
+                let rev = revision_of(&d.metadata)
+                    .map(|r| format!(" as revision {r}"))
+                    .unwrap_or_default();
+                Verification {
+                    ok: true,
+                    detail: format!(
+                        "deployment \"{name}\" successfully rolled out{rev} ({} replicas updated and available, after {took}, {reads} {})",
+                        d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                        if reads == 1 { "read" } else { "reads" }
+                    ),
+                }
             }
-            if tokio::time::Instant::now() + self.s.poll_interval > deadline {
+            Polled::Done(Err(why)) => Verification {
+                ok: false,
+                detail: format!("{why}; see {by_hand}"),
+            },
+            Polled::TimedOut { last, .. } => {
                 let at = match last {
-                    Some(Rollout::Waiting(w)) => w,
+                    Rollout::Waiting(w) => w,
                     _ => "the controller has not observed the new spec".into(),
                 };
-                return Ok(Verification {
+                Verification {
                     ok: false,
                     detail: format!(
-                        "the rollout of Deployment {}/{name} did not complete within {} (last: {at}); check {} and the pods' events",
-                        s.place.namespace,
+                        "the rollout of Deployment {}/{name} did not complete within {} (last: {at}); check {by_hand} and the pods' events",
+                        s.namespace,
                         crate::domain::human_duration(self.s.rollout_timeout),
-                        s.kubectl(&format!("rollout status deployment/{name}"))
                     ),
-                });
+                }
             }
-            tokio::time::sleep(self.s.poll_interval).await;
-        }
+        })
     }
 
+    /// Waits until the canary Deployment has no pods left.
     async fn wait_scaled_down(
         &self,
-        s: &mut Session,
+        s: &Session,
         progress: &Progress,
     ) -> Result<Verification, BackendError> {
         let canary = s.place.canary.clone().unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + self.s.rollout_timeout;
-        let mut last = None;
-        loop {
-            let d = s.deployment(&canary).await?;
-            let left = d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-            if left == 0 {
-                return Ok(Verification {
-                    ok: true,
-                    detail: format!("canary Deployment {canary} has no pods left"),
-                });
-            }
-            if last != Some(left) {
+        let waited = poll_until(
+            self.s.rollout_timeout,
+            self.s.poll_interval,
+            |_| {
+                let canary = &canary;
+                async move {
+                    let d = deployment(s, canary).await?;
+                    Ok(
+                        match d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) {
+                            0 => Look::Done(()),
+                            left => Look::Waiting(left),
+                        },
+                    )
+                }
+            },
+            |left| {
                 progress.report(format!(
                     "waiting for canary {canary}: {left} pods still terminating"
-                ));
-                last = Some(left);
-            }
-            if tokio::time::Instant::now() + self.s.poll_interval > deadline {
-                return Ok(Verification {
-                    ok: false,
-                    detail: format!(
-                        "canary Deployment {}/{canary} still has {left} pods after {}; check {}",
-                        s.place.namespace,
-                        crate::domain::human_duration(self.s.rollout_timeout),
-                        s.kubectl(&format!("get deployment {canary}"))
-                    ),
-                });
-            }
-            tokio::time::sleep(self.s.poll_interval).await;
-        }
+                ))
+            },
+        )
+        .await?;
+        Ok(match waited {
+            Polled::Done(()) => Verification {
+                ok: true,
+                detail: format!("canary Deployment {canary} has no pods left"),
+            },
+            Polled::TimedOut { last, .. } => Verification {
+                ok: false,
+                detail: format!(
+                    "canary Deployment {}/{canary} still has {last} pods after {}; check {}",
+                    s.namespace,
+                    crate::domain::human_duration(self.s.rollout_timeout),
+                    kubectl(s, &format!("get deployment {canary}"))
+                ),
+            },
+        })
     }
 }
 
@@ -987,16 +846,16 @@ impl RollbackBackend for KubernetesDeploymentBackend {
         op: &Operation,
         _ctx: &CallContext,
     ) -> Result<Preflight, BackendError> {
-        let mut s = self.session_for(t, op).await?;
+        let s = &self.session_for(t, op).await?;
         match op {
             Operation::Promote { .. } => Err(BackendError::Refused(NO_PROMOTE.into())),
             Operation::Rollback { to } if s.place.mechanism == Mechanism::ScaleCanary => {
                 let canary = s.place.canary.clone().unwrap_or_default();
-                let d = s.deployment(&canary).await?;
+                let d = deployment(s, &canary).await?;
                 Ok(Preflight {
                     notes: vec![format!(
                         "canary Deployment {}/{canary} has {} replicas{}",
-                        s.place.namespace,
+                        s.namespace,
                         d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
                         if to.is_some() {
                             "; scale-canary ignores a target revision"
@@ -1008,13 +867,12 @@ impl RollbackBackend for KubernetesDeploymentBackend {
                 })
             }
             Operation::Rollback { to } => {
-                let (d, revisions, live, target) =
-                    self.plan_rollback(&mut s, to.as_deref()).await?;
+                let (d, revisions, live, target) = self.plan_rollback(s, to.as_deref()).await?;
                 let rev = revisions.iter().find(|r| r.number == target).unwrap();
                 let current = d.spec.clone().unwrap_or_default().template;
                 let mut notes = vec![format!(
                     "Deployment {}/{}: live revision {} ({}), target revision {target} ({})",
-                    s.place.namespace,
+                    s.namespace,
                     s.place.deployment,
                     live.map(|l| l.to_string()).unwrap_or_else(|| "?".into()),
                     images(&current),
@@ -1039,12 +897,12 @@ impl RollbackBackend for KubernetesDeploymentBackend {
             }
             Operation::Pause | Operation::Resume => {
                 let name = s.place.deployment.clone();
-                let d = s.deployment(&name).await?;
+                let d = deployment(s, &name).await?;
                 Ok(Preflight {
                     from_revision: revision_of(&d.metadata).map(|r| r.to_string()),
                     notes: vec![format!(
                         "Deployment {}/{name} is {}",
-                        s.place.namespace,
+                        s.namespace,
                         if d.spec.as_ref().and_then(|s| s.paused) == Some(true) {
                             "paused"
                         } else {
@@ -1066,11 +924,11 @@ impl RollbackBackend for KubernetesDeploymentBackend {
         let op = Operation::Rollback {
             to: to.map(str::to_string),
         };
-        let mut s = self.session_for(t, &op).await?;
+        let s = &self.session_for(t, &op).await?;
         match s.place.mechanism {
-            Mechanism::Undo => self.undo(&mut s, to).await,
-            Mechanism::SetImage => self.set_image(&mut s, to).await,
-            Mechanism::ScaleCanary => self.scale_canary(&mut s).await,
+            Mechanism::Undo => self.undo(s, to).await,
+            Mechanism::SetImage => self.set_image(s, to).await,
+            Mechanism::ScaleCanary => self.scale_canary(s).await,
         }
     }
 
@@ -1098,16 +956,16 @@ impl RollbackBackend for KubernetesDeploymentBackend {
         report: &ActionReport,
         ctx: &CallContext,
     ) -> Result<Verification, BackendError> {
-        let mut s = self.session(t).await?;
+        let s = &self.session(t).await?;
         match op {
             Operation::Rollback { .. } if s.place.mechanism == Mechanism::ScaleCanary => {
-                self.wait_scaled_down(&mut s, &ctx.progress).await
+                self.wait_scaled_down(s, &ctx.progress).await
             }
             Operation::Rollback { .. } | Operation::Resume => {
                 if !report.changed && matches!(op, Operation::Rollback { .. }) {
                     // Nothing was sent; still say whether the live rollout is healthy.
                     let name = s.place.deployment.clone();
-                    let d = s.deployment(&name).await?;
+                    let d = deployment(s, &name).await?;
                     let state = rollout_state(&d);
                     return Ok(Verification {
                         ok: true,
@@ -1118,11 +976,11 @@ impl RollbackBackend for KubernetesDeploymentBackend {
                         },
                     });
                 }
-                self.wait_rollout(&mut s, &ctx.progress).await
+                self.wait_rollout(s, &ctx.progress).await
             }
             Operation::Pause => {
                 let name = s.place.deployment.clone();
-                let d = s.deployment(&name).await?;
+                let d = deployment(s, &name).await?;
                 let paused = d.spec.as_ref().and_then(|s| s.paused) == Some(true);
                 Ok(Verification {
                     ok: paused,
@@ -1138,10 +996,10 @@ impl RollbackBackend for KubernetesDeploymentBackend {
     }
 
     async fn status(&self, t: &Target) -> Result<BackendStatus, BackendError> {
-        let mut s = self.session(t).await?;
+        let s = &self.session(t).await?;
         let name = s.place.deployment.clone();
-        let d = s.deployment(&name).await?;
-        let revisions = s.revisions(&d).await?;
+        let d = deployment(s, &name).await?;
+        let revisions = revisions(s, &d).await?;
         let live = revision_of(&d.metadata);
         let paused = d.spec.as_ref().and_then(|s| s.paused) == Some(true);
         let history = revisions
@@ -1183,7 +1041,7 @@ impl RollbackBackend for KubernetesDeploymentBackend {
         }
         let mut canary_revision = None;
         if let (Mechanism::ScaleCanary, Some(c)) = (s.place.mechanism, s.place.canary.clone()) {
-            match s.deployment(&c).await {
+            match deployment(s, &c).await {
                 Ok(cd) => {
                     let n = cd.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                     let img = images(&cd.spec.clone().unwrap_or_default().template);

@@ -14,6 +14,7 @@ mod config;
 
 pub use config::UnleashConfig;
 
+use super::poll::{poll_until, Look, Polled};
 use super::*;
 use crate::config::SecretSource;
 use reqwest::Method;
@@ -290,13 +291,13 @@ impl UnleashBackend {
 
     fn admin_token(&self) -> Result<String, BackendError> {
         let src = self.s.admin_token.as_ref().ok_or_else(|| {
-            BackendError::Failed(
-                "the unleash backend has no admin token; set admin_token = \"${VAR}\" or admin_token_file".into(),
+            BackendError::failed(
+                "the unleash backend has no admin token; set admin_token = \"${VAR}\" or admin_token_file",
             )
         })?;
         src.resolve()
             .map(|v| v.expose().to_string())
-            .map_err(|e| BackendError::Failed(format!("Unleash admin token: {e}")))
+            .map_err(|e| BackendError::failed(format!("Unleash admin token: {e}")))
     }
 
     fn feature_path(&self, f: &Flag) -> String {
@@ -387,7 +388,10 @@ impl UnleashBackend {
             ),
             Err(e) => format!("Unleash did not answer {what} ({e}); it may or may not have acted."),
         };
-        BackendError::Failed(format!("{said}\n{by_hand}\nRequests: {}", trail.join("; ")))
+        BackendError::Failed {
+            message: format!("{said}\n{by_hand}"),
+            requests: trail.to_vec(),
+        }
     }
 
     /// The flag's state in its environment. A missing project, flag or
@@ -884,69 +888,78 @@ impl RollbackBackend for UnleashBackend {
             Some(src) => Some(
                 src.resolve()
                     .map(|v| v.expose().to_string())
-                    .map_err(|e| BackendError::Failed(format!("Unleash client token: {e}")))?,
+                    .map_err(|e| BackendError::failed(format!("Unleash client token: {e}")))?,
             ),
             None => None,
         };
         let admin = self.admin_token()?;
         let started = std::time::Instant::now();
-        let deadline = tokio::time::Instant::now() + self.s.verify_timeout;
-        let mut trail = Vec::new();
-        let mut polls = 0u32;
-        loop {
-            polls += 1;
-            let seen: Result<Option<(bool, Vec<u8>)>, String> = match &client {
-                Some(token) => self.client_view(&f, token, &mut trail).await,
-                None => match self.read(&f, &admin, &mut trail).await {
-                    Ok(s) => Ok(Some((s.enabled, s.rollouts()))),
-                    Err(e) => Err(e.to_string()),
-                },
-            };
-            let last = match seen {
-                Ok(Some((on, rollouts))) => {
-                    let pct_ok = match want_pct {
-                        Some(p) => !rollouts.is_empty() && rollouts.iter().all(|r| *r == p),
-                        None => true,
-                    };
-                    let shown = match (on, rollouts.iter().min()) {
-                        (false, _) => "disabled".to_string(),
-                        (true, Some(p)) if want_pct.is_some() => format!("enabled at {p}%"),
-                        (true, _) => "enabled".to_string(),
-                    };
-                    if on == want_on && pct_ok {
-                        let via = match client {
-                            Some(_) => format!("the client API (environment `{}`)", f.environment),
-                            None => "the admin API (no client_token is set, so what SDKs are served was not checked)".into(),
+        // Every request of the wait, for the message when it gives up.
+        let trail = std::sync::Mutex::new(Vec::new());
+        let (f, client, admin, trail_ref) = (&f, &client, &admin, &trail);
+        let waited = poll_until(
+            self.s.verify_timeout,
+            self.s.verify_interval,
+            |polls| async move {
+                let mut sent = Vec::new();
+                let seen: Result<Option<(bool, Vec<u8>)>, String> = match client {
+                    Some(token) => self.client_view(f, token, &mut sent).await,
+                    None => match self.read(f, admin, &mut sent).await {
+                        Ok(s) => Ok(Some((s.enabled, s.rollouts()))),
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                trail_ref.lock().unwrap().extend(sent);
+                Ok::<_, BackendError>(match seen {
+                    Ok(Some((on, rollouts))) => {
+                        let pct_ok = match want_pct {
+                            Some(p) => !rollouts.is_empty() && rollouts.iter().all(|r| *r == p),
+                            None => true,
                         };
-                        return Ok(Verification {
-                            ok: true,
-                            detail: format!(
-                                "{via} reports flag `{}` {shown} after {polls} poll{} in {} ms",
-                                f.name,
-                                if polls == 1 { "" } else { "s" },
-                                started.elapsed().as_millis()
-                            ),
-                        });
+                        let shown = match (on, rollouts.iter().min()) {
+                            (false, _) => "disabled".to_string(),
+                            (true, Some(p)) if want_pct.is_some() => format!("enabled at {p}%"),
+                            (true, _) => "enabled".to_string(),
+                        };
+                        if on == want_on && pct_ok {
+                            let via = match client {
+                                Some(_) => format!("the client API (environment `{}`)", f.environment),
+                                None => "the admin API (no client_token is set, so what SDKs are served was not checked)".into(),
+                            };
+                            Look::Done(Verification {
+                                ok: true,
+                                detail: format!(
+                                    "{via} reports flag `{}` {shown} after {polls} poll{} in {} ms",
+                                    f.name,
+                                    if polls == 1 { "" } else { "s" },
+                                    started.elapsed().as_millis()
+                                ),
+                            })
+                        } else {
+                            Look::Waiting(format!("flag `{}` still {shown}", f.name))
+                        }
                     }
-                    format!("flag `{}` still {shown}", f.name)
-                }
-                Ok(None) => format!(
-                    "the client API does not list flag `{}` for this token",
-                    f.name
-                ),
-                Err(e) if e.contains("client_token is a token of") => {
-                    return Ok(Verification {
-                        ok: false,
-                        detail: e,
-                    })
-                }
-                Err(e) => e,
-            };
-            if tokio::time::Instant::now() + self.s.verify_interval > deadline {
-                return Ok(Verification {
+                    Ok(None) => Look::Waiting(format!(
+                        "the client API does not list flag `{}` for this token",
+                        f.name
+                    )),
+                    Err(e) if e.contains("client_token is a token of") => {
+                        Look::Done(Verification { ok: false, detail: e })
+                    }
+                    Err(e) => Look::Waiting(e),
+                })
+            },
+            |_| {},
+        )
+        .await?;
+        Ok(match waited {
+            Polled::Done(v) => v,
+            Polled::TimedOut { last, looks } => {
+                let trail = trail.into_inner().unwrap();
+                Verification {
                     ok: false,
                     detail: format!(
-                        "expected {want}, but after {} ({polls} polls) {last}. Requests: {}",
+                        "expected {want}, but after {} ({looks} polls) {last}. Requests: {}",
                         limit(self.s.verify_timeout),
                         trail
                             .iter()
@@ -957,10 +970,9 @@ impl RollbackBackend for UnleashBackend {
                             .collect::<Vec<_>>()
                             .join("; ")
                     ),
-                });
+                }
             }
-            tokio::time::sleep(self.s.verify_interval).await;
-        }
+        })
     }
 
     async fn status(&self, t: &Target) -> Result<BackendStatus, BackendError> {
@@ -1174,11 +1186,12 @@ mod tests {
         let (url, seen) =
             failing_unleash(json!({"name": "production", "enabled": true, "strategies": []})).await;
         let (b, t) = backend_at(&url);
+        // As the audit entry records it: the message, then the requests.
         let err = b
             .rollback(&t, None, &CallContext::default())
             .await
             .unwrap_err()
-            .to_string();
+            .with_requests();
         let off = format!(
             "{url}/api/admin/projects/default/features/new-checkout/environments/production/off"
         );
