@@ -53,22 +53,15 @@ impl IstioConfig {
 impl BackendSettings for IstioConfig {
     fn check(&self, cx: &CheckContext) -> Vec<ConfigError> {
         // Nothing waits for a controller: one request is the limit.
-        let mut errors: Vec<ConfigError> =
-            kube_common::check_backend(&self.keys(), cx.backend_timeout, None)
-                .into_iter()
-                .map(|(message, help)| cx.error(message).maybe_help(help))
-                .collect();
+        let limit = cx.backend_timeout;
+        let mut errors =
+            kube_common::check_table(cx, &self.keys(), None, |t| check_target(t, limit));
         if let Some(v) = &self.api_version {
             if !API_VERSIONS.contains(&v.as_str()) {
                 errors.push(
                     cx.error(format!("api_version `{v}` is not one of v1, v1beta1"))
                         .help("write \"v1\" for Istio 1.22 and later, \"v1beta1\" before"),
                 );
-            }
-        }
-        for s in cx.services() {
-            if let Err(e) = check_target(s.target, cx.backend_timeout) {
-                errors.push(cx.target_error(s, e));
             }
         }
         errors

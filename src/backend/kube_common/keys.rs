@@ -7,8 +7,10 @@
 //! lends them here as a [`KubeKeys`] view.
 
 use super::{KubeConnection, DEFAULT_REQUEST_TIMEOUT};
-use crate::config::{EnvRef, SecretSource};
+use crate::backend::factory::CheckContext;
+use crate::config::{ConfigError, EnvRef, HumanDuration, SecretSource};
 use crate::domain::human_duration;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -181,4 +183,98 @@ pub fn default_rollout_timeout_for(
             .saturating_sub(request_timeout)
             .saturating_sub(ROLLOUT_MARGIN),
     )
+}
+
+/// The table of a Kubernetes backend that waits for its controller after
+/// acting (`kubernetes-deployment`, `argo-rollouts`): the connection keys
+/// and the wait. Each of those backends wraps it in its own settings type.
+#[derive(Debug, serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WaitingBackendTable {
+    /// API server URL; default: the in-cluster service account, else
+    /// the kubeconfig (`KUBECONFIG` or `~/.kube/config`).
+    #[serde(default)]
+    api_server: Option<String>,
+    /// Bearer token: `"${ENV_VAR}"`, or `token_file` (re-read as it rotates).
+    #[serde(default)]
+    token: Option<EnvRef>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    /// PEM file with the cluster's CA certificates, for an https
+    /// `api_server` the system's roots do not vouch for.
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    /// Namespace of services whose target names none (default: the
+    /// inferred one, else `default`).
+    #[serde(default)]
+    namespace: Option<String>,
+    /// Time limit of one API request (default 10s).
+    #[serde(default)]
+    request_timeout: Option<HumanDuration>,
+    /// How long verification waits for the rollout or the controller; with
+    /// one request it must end before [engine] backend_timeout (default
+    /// 5m, or less to fit).
+    #[serde(default)]
+    rollout_timeout: Option<HumanDuration>,
+    /// Pause between reads while waiting (default 2s).
+    #[serde(default)]
+    poll_interval: Option<HumanDuration>,
+}
+
+impl WaitingBackendTable {
+    pub fn keys(&self) -> KubeKeys<'_> {
+        KubeKeys {
+            api_server: self.api_server.as_ref(),
+            token: self.token.as_ref(),
+            token_file: self.token_file.as_ref(),
+            ca_file: self.ca_file.as_ref(),
+            namespace: self.namespace.as_ref(),
+            request_timeout: self.request_timeout.map(|t| t.0),
+        }
+    }
+
+    /// The wait, for [`check_table`]; `waits_for` names it in messages.
+    pub fn wait(&self, waits_for: &'static str) -> ControllerWait {
+        ControllerWait {
+            rollout_timeout: self.rollout_timeout.map(|t| t.0),
+            poll_interval: self.poll_interval.map(|t| t.0),
+            waits_for,
+        }
+    }
+
+    /// `rollout_timeout`, else the default that ends before the engine's cut.
+    pub fn rollout_timeout(&self, backend_timeout: Duration) -> Duration {
+        let request = self
+            .request_timeout
+            .map(|t| t.0)
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        self.rollout_timeout
+            .map(|t| t.0)
+            .unwrap_or_else(|| default_rollout_timeout_for(backend_timeout, request))
+    }
+
+    /// `poll_interval`, else `default`.
+    pub fn poll_interval(&self, default: Duration) -> Duration {
+        self.poll_interval.map(|t| t.0).unwrap_or(default)
+    }
+}
+
+/// The checks of a Kubernetes backend's table ([`check_backend`]), then the
+/// `target` of each service that uses it.
+pub fn check_table(
+    cx: &CheckContext,
+    keys: &KubeKeys,
+    wait: Option<ControllerWait>,
+    check_target: impl Fn(&BTreeMap<String, String>) -> Result<(), String>,
+) -> Vec<ConfigError> {
+    let mut errors: Vec<ConfigError> = check_backend(keys, cx.backend_timeout, wait)
+        .into_iter()
+        .map(|(message, help)| cx.error(message).maybe_help(help))
+        .collect();
+    for s in cx.services() {
+        if let Err(e) = check_target(s.target) {
+            errors.push(cx.target_error(s, e));
+        }
+    }
+    errors
 }

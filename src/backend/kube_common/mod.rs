@@ -9,8 +9,9 @@ mod session;
 pub use session::{again_after, again_after_conflict, Session};
 
 pub use keys::{
-    check_backend, default_rollout_timeout, default_rollout_timeout_for, ControllerWait,
-    KeyProblem, KubeKeys, DEFAULT_ROLLOUT_TIMEOUT, ROLLOUT_MARGIN,
+    check_backend, check_table, default_rollout_timeout, default_rollout_timeout_for,
+    ControllerWait, KeyProblem, KubeKeys, WaitingBackendTable, DEFAULT_ROLLOUT_TIMEOUT,
+    ROLLOUT_MARGIN,
 };
 
 use super::BackendError;

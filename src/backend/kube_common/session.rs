@@ -6,6 +6,7 @@
 use super::{describe, failed_at, is_conflict, is_not_found, request_line, retry_conflicts};
 use super::{KubeConnection, CONFLICT_TRIES};
 use crate::backend::{BackendError, Target};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
 use serde::de::DeserializeOwned;
@@ -149,6 +150,32 @@ impl<P> Session<P> {
             &got.as_ref().map(|_| ()).map_err(describe),
         ));
         got.map(|l| l.items)
+    }
+
+    /// The ReplicaSets `selector` matches that `owner` (a Deployment's or a
+    /// Rollout's uid) controls, as kubectl's `GetAllReplicaSets` finds an
+    /// object's revisions; `kind` names the owner in a failure.
+    pub async fn replica_sets(
+        &self,
+        selector: &str,
+        owner: &str,
+        kind: &str,
+        by_hand: &str,
+    ) -> Result<Vec<ReplicaSet>, BackendError> {
+        let list = self
+            .list(&self.api::<ReplicaSet>(), selector)
+            .await
+            .map_err(|e| self.fail(&format!("listing the {kind}'s ReplicaSets"), &e, by_hand))?;
+        Ok(list
+            .into_iter()
+            .filter(|rs| {
+                rs.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.uid == owner && o.controller == Some(true))
+            })
+            .collect())
     }
 
     /// Sends one patch of `name` (or of its `status` or `scale`
