@@ -1,8 +1,8 @@
 //! Builds a running rollbot from a config: store, backends, chat, engine.
 //! `serve` and `demo` both start here, so they cannot drift apart.
 
+use crate::backend::factory::BuiltBackends;
 use crate::backend::simulated::SimulatedBackend;
-use crate::backend::RollbackBackend;
 use crate::chat::{ChatSink, Notifier};
 use crate::clock::SharedClock;
 use crate::config::SecretSource;
@@ -25,11 +25,9 @@ pub struct Runtime {
     pub simulated: HashMap<String, Arc<SimulatedBackend>>,
 }
 
-type Backends = HashMap<String, Arc<dyn RollbackBackend>>;
-
 /// One backend per `[backends.NAME]` (see `backend::factory`), and the
 /// simulated ones by name.
-pub fn build_backends(config: &Config) -> (Backends, HashMap<String, Arc<SimulatedBackend>>) {
+pub fn build_backends(config: &Config) -> BuiltBackends {
     crate::backend::factory::build_all(
         config.backends.iter().map(|(name, b)| (name, b.as_ref())),
         config.engine.backend_timeout.0,
@@ -59,7 +57,10 @@ pub async fn start_with(
     // A damaged store is reported (log, /readyz, deploy channels) and acts
     // on nothing; it is not a reason to stay down and silent.
     let damaged = store.check_integrity(store_dir).await.err();
-    let (backends, simulated) = build_backends(&config);
+    let BuiltBackends {
+        all: backends,
+        simulated,
+    } = build_backends(&config);
     for b in backends.values() {
         b.attach(&store)?;
     }

@@ -1,16 +1,18 @@
-//! The factory: every backend type in one list, one line each.
+//! The factory: what a backend's settings type does ([`BackendSettings`]),
+//! what its checks and constructor get from the rest of the file, and
+//! [`backend_types!`], which `backend/mod.rs` uses once to list every
+//! backend, one line each.
 //!
 //! A `[backends.NAME]` table is read as [`BackendConfig`]: its `type` picks
 //! the variant, and the rest of the table is that backend's own settings
-//! type, declared in the backend's file with its checks and its constructor
-//! ([`BackendSettings`]). Adding a backend is its file, one line in
-//! [`backend_types!`] below, and its page under `docs/backends/`.
+//! type, declared in the backend's file with its checks and its
+//! constructor. Adding a backend is its file, one line in that list, and
+//! its page under `docs/backends/`.
 
 use super::simulated::SimulatedBackend;
-use super::RollbackBackend;
+use super::{BackendConfig, RollbackBackend};
 use crate::config::ConfigError;
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,15 +31,20 @@ pub trait BackendSettings {
     fn build(&self, cx: &BuildContext) -> Built;
 }
 
-/// Declares [`BackendConfig`] with one variant per line, and the one match
-/// that reaches each variant's settings.
+/// Declares every backend module, [`BackendConfig`] with one variant per
+/// module, and the one match that reaches each variant's settings. Used
+/// once, in `backend/mod.rs`: one line per backend.
 macro_rules! backend_types {
-    ($($type_name:tt => $variant:ident($settings:ty),)*) => {
-        /// How a backend is reached: `type` in a `[backends.NAME]` table.
-        #[derive(Debug, Deserialize, Clone)]
+    ($($module:ident: $type_name:tt => $variant:ident($settings:ident),)*) => {
+        $(pub mod $module;)*
+
+        /// How a backend is reached: `type` in a `[backends.NAME]` table
+        /// picks the variant; the rest of the table is that backend's own
+        /// settings type.
+        #[derive(Debug, serde::Deserialize, Clone)]
         #[serde(tag = "type")]
         pub enum BackendConfig {
-            $(#[serde(rename = $type_name)] $variant($settings),)*
+            $(#[serde(rename = $type_name)] $variant($module::$settings),)*
         }
 
         impl BackendConfig {
@@ -49,7 +56,7 @@ macro_rules! backend_types {
             }
 
             /// The backend's own settings, checks and constructor.
-            pub fn settings(&self) -> &dyn BackendSettings {
+            pub fn settings(&self) -> &dyn $crate::backend::factory::BackendSettings {
                 match self {
                     $(BackendConfig::$variant(s) => s,)*
                 }
@@ -58,17 +65,7 @@ macro_rules! backend_types {
     };
 }
 
-backend_types! {
-    "simulated" => Simulated(super::simulated::SimulatedConfig),
-    "exec" => Exec(super::exec::ExecConfig),
-    "webhook" => Webhook(super::webhook::WebhookConfig),
-    "gitops" => Gitops(super::gitops::GitopsConfig),
-    "unleash" => Unleash(super::unleash::UnleashConfig),
-    "kubernetes-deployment" => KubernetesDeployment(super::kubernetes_deployment::KubernetesDeploymentConfig),
-    "flagger" => Flagger(super::flagger::FlaggerConfig),
-    "argo-rollouts" => ArgoRollouts(super::argo_rollouts::ArgoRolloutsConfig),
-    "istio" => Istio(super::istio::IstioConfig),
-}
+pub(crate) use backend_types;
 
 /// A service as a backend's checks see it.
 #[derive(Clone, Debug)]
@@ -152,25 +149,29 @@ impl<B: RollbackBackend + 'static> From<B> for Built {
     }
 }
 
-/// One backend per `[backends.NAME]`, and the simulated ones by name.
+/// Every backend built from the file, and the simulated ones again by
+/// name so the demo and tests can steer them.
+#[derive(Default)]
+pub struct BuiltBackends {
+    pub all: HashMap<String, Arc<dyn RollbackBackend>>,
+    pub simulated: HashMap<String, Arc<SimulatedBackend>>,
+}
+
+/// One backend per `[backends.NAME]`.
 pub fn build_all<'a>(
     backends: impl IntoIterator<Item = (&'a String, &'a BackendConfig)>,
     backend_timeout: Duration,
-) -> (
-    std::collections::HashMap<String, Arc<dyn RollbackBackend>>,
-    std::collections::HashMap<String, Arc<SimulatedBackend>>,
-) {
-    let mut all = std::collections::HashMap::new();
-    let mut simulated = std::collections::HashMap::new();
+) -> BuiltBackends {
+    let mut out = BuiltBackends::default();
     for (name, b) in backends {
         let built = b.settings().build(&BuildContext {
             name,
             backend_timeout,
         });
         if let Some(sim) = built.simulated {
-            simulated.insert(name.clone(), sim);
+            out.simulated.insert(name.clone(), sim);
         }
-        all.insert(name.clone(), built.backend);
+        out.all.insert(name.clone(), built.backend);
     }
-    (all, simulated)
+    out
 }

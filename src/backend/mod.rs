@@ -4,20 +4,23 @@
 //! it always goes preflight → act → verify, through a circuit breaker and a
 //! bounded pool per backend (see `crate::breaker`).
 
-pub mod argo_rollouts;
-pub mod exec;
 pub mod factory;
-pub mod flagger;
-pub mod gitops;
-pub mod istio;
 pub mod kube_common;
-pub mod kubernetes_deployment;
 pub mod poll;
-pub mod simulated;
-pub mod unleash;
-pub mod webhook;
 
-pub use factory::BackendConfig;
+// Every backend, one line each: its module (a file or folder here), the
+// `type` users write in `[backends.NAME]`, and its settings type.
+factory::backend_types! {
+    simulated: "simulated" => Simulated(SimulatedConfig),
+    exec: "exec" => Exec(ExecConfig),
+    webhook: "webhook" => Webhook(WebhookConfig),
+    gitops: "gitops" => Gitops(GitopsConfig),
+    unleash: "unleash" => Unleash(UnleashConfig),
+    kubernetes_deployment: "kubernetes-deployment" => KubernetesDeployment(KubernetesDeploymentConfig),
+    flagger: "flagger" => Flagger(FlaggerConfig),
+    argo_rollouts: "argo-rollouts" => ArgoRollouts(ArgoRolloutsConfig),
+    istio: "istio" => Istio(IstioConfig),
+}
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

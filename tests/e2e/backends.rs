@@ -507,7 +507,7 @@ fn backend(dir: &Path, backend: &str) -> Arc<dyn rollbot::backend::RollbackBacke
         "{backend}\n[[services]]\nname = \"checkout\"\nenvironment = \"prod\"\nbackend = \"main\"\n"
     );
     let config = Config::parse(&dir.join("rollbot.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
-    rollbot::runtime::build_backends(&config).0["main"].clone()
+    rollbot::runtime::build_backends(&config).all["main"].clone()
 }
 
 fn target() -> rollbot::backend::Target {

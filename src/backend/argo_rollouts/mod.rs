@@ -604,7 +604,7 @@ impl RollbackBackend for ArgoRolloutsBackend {
                 // The controller has seen the restored template and is
                 // rolling it out (not stuck on an abort).
                 self.wait(
-                    &s,
+                    s,
                     p,
                     "the controller rolls out the restored template",
                     |ro| {
@@ -632,7 +632,7 @@ impl RollbackBackend for ArgoRolloutsBackend {
                     .flatten();
                 let full = *full;
                 self.wait(
-                    &s,
+                    s,
                     p,
                     if full {
                         "fully promoted (Healthy)"
