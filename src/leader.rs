@@ -18,13 +18,131 @@
 //! acting before anyone else can start. kube-lease-manager keeps reporting
 //! leadership while renewals fail, which is why this is written out here.
 
-use crate::backend::kube_common::KubeConnection;
+use crate::backend::kube_common::{KubeConnection, KubeKeys};
+use crate::config::{find_span, ConfigError, EnvRef, HumanDuration};
+use crate::domain::human_duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
 use kube::Api;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// `[leader_election]`: replicas compete for a `coordination.k8s.io/v1`
+/// Lease and only the holder acts; the others answer not-ready.
+#[derive(Debug, serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderElectionConfig {
+    /// Name of the Lease (default `rollbot`).
+    #[serde(default)]
+    pub lease: Option<String>,
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// This replica's name in the Lease (default: the `POD_NAME`
+    /// environment variable, else the host name).
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// How long a Lease nobody renews stays taken (default 15s).
+    #[serde(default)]
+    pub lease_duration: Option<HumanDuration>,
+    /// How long after its last renewal was sent a holder keeps acting
+    /// (default 10s); shorter than `lease_duration`.
+    #[serde(default)]
+    pub renew_deadline: Option<HumanDuration>,
+    /// Pause between attempts to take or renew the Lease (default 2s);
+    /// shorter than `renew_deadline`.
+    #[serde(default)]
+    pub retry_period: Option<HumanDuration>,
+    /// API server URL; default: the in-cluster service account, else the
+    /// kubeconfig.
+    #[serde(default)]
+    pub api_server: Option<String>,
+    /// Bearer token: `"${ENV_VAR}"`, or `token_file`.
+    #[serde(default)]
+    pub token: Option<EnvRef>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// PEM file with the cluster's CA certificates for an https `api_server`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl LeaderElectionConfig {
+    /// The settings with defaults filled in; `identity` falls back to
+    /// `POD_NAME`, then the host name.
+    pub fn settings(&self) -> ElectionSettings {
+        let secs = |d: &Option<HumanDuration>, default: u64| {
+            d.map(|d| d.0)
+                .unwrap_or(std::time::Duration::from_secs(default))
+        };
+        let identity = self
+            .identity
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| format!("rollbot-{}", std::process::id()));
+        ElectionSettings {
+            connection: self.keys().connection(),
+            lease: self.lease.clone().unwrap_or_else(|| "rollbot".into()),
+            namespace: self.namespace.clone(),
+            identity,
+            lease_duration: secs(&self.lease_duration, 15),
+            renew_deadline: secs(&self.renew_deadline, 10),
+            retry_period: secs(&self.retry_period, 2),
+        }
+    }
+}
+
+impl LeaderElectionConfig {
+    /// The connection keys, shared with the Kubernetes backends.
+    fn keys(&self) -> KubeKeys<'_> {
+        KubeKeys {
+            api_server: self.api_server.as_ref(),
+            token: self.token.as_ref(),
+            token_file: self.token_file.as_ref(),
+            ca_file: self.ca_file.as_ref(),
+            namespace: self.namespace.as_ref(),
+            request_timeout: None,
+        }
+    }
+
+    /// A holder must stop acting before another replica may take the
+    /// Lease; the connection keys are checked like a backend's.
+    pub fn check(&self, path: &Path, source: &str) -> Vec<ConfigError> {
+        let here = find_span(source, "leader_election");
+        let e = |msg: String| ConfigError::at(path, source, here.clone(), msg);
+        let mut errors = Vec::new();
+        let st = self.settings();
+        if st.renew_deadline >= st.lease_duration {
+            errors.push(e(format!(
+                "[leader_election] renew_deadline ({}) must be shorter than lease_duration ({})",
+                human_duration(st.renew_deadline),
+                human_duration(st.lease_duration)
+            ))
+            .help("a holder must stop acting before another replica may take the Lease: for example lease_duration = \"15s\", renew_deadline = \"10s\""));
+        }
+        if st.retry_period.is_zero() || st.retry_period >= st.renew_deadline {
+            errors.push(e(format!(
+                "[leader_election] retry_period ({}) must be longer than 0s and shorter than renew_deadline ({})",
+                human_duration(st.retry_period),
+                human_duration(st.renew_deadline)
+            ))
+            .help("renewals are tried every retry_period; for example retry_period = \"2s\""));
+        }
+        for p in self.keys().problems() {
+            let (message, help) = p.in_leader_election();
+            errors.push(e(message).maybe_help(help));
+        }
+        errors
+    }
+}
 
 /// The timings of an election (client-go's defaults are 15s / 10s / 2s).
 #[derive(Clone, Debug)]

@@ -19,6 +19,7 @@ pub mod chat;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod config_file;
 pub mod controller;
 pub mod demo;
 pub mod domain;

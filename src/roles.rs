@@ -4,11 +4,44 @@
 //! services. Every action needs one permission; a refusal names the
 //! permission and the roles that grant it.
 
-use crate::config::{Config, RoleGrant};
+use crate::config::{every_service, ConfigError, GlobPattern};
 use crate::domain::Actor;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
+use std::path::Path;
+use toml::Spanned;
+
+/// One grant of a role in `[[roles.ROLE]]`: who holds it, on which services.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleGrant {
+    /// Platform-qualified immutable IDs: `slack:U…`, `slack-group:S…`,
+    /// `discord:…`, `discord-role:…`, `console:NAME`, `api:NAME`, `system:controller`.
+    pub members: Vec<Spanned<String>>,
+    /// Service globs over `ENVIRONMENT/NAME` (or NAME); default: every service.
+    #[serde(default = "every_service")]
+    pub services: Vec<GlobPattern>,
+}
+
+/// Every member of every grant is a platform-qualified immutable ID.
+pub fn check_grants(
+    roles: &BTreeMap<Role, Vec<RoleGrant>>,
+    path: &Path,
+    source: &str,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for grants in roles.values() {
+        for g in grants {
+            for m in &g.members {
+                if let Err(e) = check_member(m.as_ref()) {
+                    errors.push(ConfigError::at(path, source, Some(m.span()), e));
+                }
+            }
+        }
+    }
+    errors
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -142,9 +175,10 @@ const BUILT_IN: &[(&str, Role)] = &[
 ];
 
 impl RoleBook {
-    pub fn from_config(config: &Config) -> RoleBook {
+    /// The grants of `[roles]`, and the controller's own.
+    pub fn new(roles: &BTreeMap<Role, Vec<RoleGrant>>) -> RoleBook {
         let mut grants = Vec::new();
-        for (role, list) in &config.roles {
+        for (role, list) in roles {
             for g in list {
                 grants.push(build_grant(*role, g));
             }

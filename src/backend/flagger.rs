@@ -14,7 +14,10 @@
 //! and Flagger's next call. A gate belongs to one checksum: Flagger's hash
 //! of the canary's spec, so a new revision is a new question.
 
+use super::factory::{BackendSettings, BuildContext, Built, CheckContext};
+use super::poll::{poll_until, Look, Polled};
 use super::*;
+use crate::config::{ConfigError, HumanDuration};
 use crate::store::{Change, Store, Table};
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, OnceLock};
@@ -239,6 +242,114 @@ pub fn canary_of(service: &str, settings: &BTreeMap<String, String>) -> String {
     format!("{name}.{ns}")
 }
 
+/// `[backends.NAME]` with `type = "flagger"`: answers Flagger's confirm
+/// and rollback webhooks (`/gates/flagger/…`); a service's
+/// `target.namespace` and `target.canary` name its Canary.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FlaggerConfig {
+    /// How long an action waits for Flagger to call the opened gate
+    /// (default 20s); Flagger calls once per analysis interval.
+    #[serde(default)]
+    verify_wait: Option<HumanDuration>,
+}
+
+impl BackendSettings for FlaggerConfig {
+    /// The wait ends before the engine's cut, `[gates]` has the token
+    /// Flagger sends, and each service names its own Canary.
+    fn check(&self, cx: &CheckContext) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if let Some(w) = self.verify_wait {
+            if w.0 >= cx.backend_timeout {
+                errors.push(
+                    cx.error(format!(
+                        "verify_wait {} must be shorter than [engine] backend_timeout {}",
+                        crate::domain::human_duration(w.0),
+                        crate::domain::human_duration(cx.backend_timeout)
+                    ))
+                    .help("lower verify_wait; an open gate stays open after the wait, and rollbot posts when Flagger passes it"),
+                );
+            }
+        }
+        if cx.no_gates_token {
+            errors.push(
+                cx.error("Flagger calls rollbot's gates, which need [gates] token")
+                    .help("add [gates] with token = \"${ROLLBOT_GATES_TOKEN}\" (or token_file) and send it from the Canary's webhooks as a bearer token"),
+            );
+        }
+        errors.extend(check_canaries(cx));
+        errors
+    }
+
+    fn build(&self, _cx: &BuildContext) -> Built {
+        let mut s = FlaggerSettings::default();
+        if let Some(w) = self.verify_wait {
+            s.verify_wait = w.0;
+        }
+        FlaggerBackend::new(s).into()
+    }
+}
+
+/// Each service of this backend names the namespace of its Canary, and no
+/// two services of any Flagger backend stand for the same Canary (the gates
+/// find a service by its Canary).
+fn check_canaries(cx: &CheckContext) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut canaries: BTreeMap<String, &str> = BTreeMap::new();
+    let flagger = cx
+        .services
+        .iter()
+        .filter(|s| s.backend_type == Some("flagger"));
+    for s in flagger {
+        let mine = s.backend == cx.name;
+        let name = s.name;
+        let Some(ns) = s.target.get("namespace") else {
+            if mine {
+                errors.push(
+                    cx.at(
+                        s.name_span.clone(),
+                        format!("service `{name}` uses a flagger backend but has no target.namespace"),
+                    )
+                    .help("write target = { namespace = \"prod\" } (and canary = \"NAME\" when the Canary is not named like the service)"),
+                );
+            }
+            continue;
+        };
+        for (key, v) in [("namespace", Some(ns)), ("canary", s.target.get("canary"))] {
+            if let Some(v) = v.filter(|_| mine) {
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                {
+                    errors.push(
+                        cx.at(
+                            s.name_span.clone(),
+                            format!(
+                                "service `{name}`: target.{key} `{v}` is not a Kubernetes name"
+                            ),
+                        )
+                        .help("use lowercase letters, digits and `-`, as in the Canary's metadata"),
+                    );
+                }
+            }
+        }
+        let canary = canary_of(name, s.target);
+        if let Some(first) = canaries.insert(canary.clone(), name) {
+            if mine {
+                errors.push(
+                    cx.at(
+                        s.name_span.clone(),
+                        format!("services `{first}` and `{name}` both stand for Flagger canary {canary}"),
+                    )
+                    .help("give one of them target.canary (or target.namespace) naming its own Canary"),
+                );
+            }
+        }
+    }
+    errors
+}
+
 #[derive(Clone, Debug)]
 pub struct FlaggerSettings {
     /// How long verify waits for Flagger to call an opened gate.
@@ -281,7 +392,7 @@ impl FlaggerBackend {
         self.book()?
             .get(&t.service)
             .await
-            .map_err(|e| BackendError::Failed(format!("cannot read the Flagger gates: {e}")))
+            .map_err(|e| BackendError::failed(format!("cannot read the Flagger gates: {e}")))
     }
 
     /// Opens `hook`'s gate for the revision Flagger asked about.
@@ -320,7 +431,7 @@ impl FlaggerBackend {
             })
             .await
             .map_err(|e| {
-                BackendError::Failed(format!(
+                BackendError::failed(format!(
                     "cannot store the open {} gate: {e}; nothing was changed",
                     hook.name()
                 ))
@@ -484,47 +595,55 @@ impl RollbackBackend for FlaggerBackend {
                 detail: "nothing to verify".into(),
             });
         };
-        let deadline = tokio::time::Instant::now() + self.s.verify_wait;
-        loop {
-            let st = self.state(t).await?;
-            let Some(g) = st.gate(hook) else {
-                return Ok(Verification {
-                    ok: false,
-                    detail: format!("the {} gate disappeared", hook.name()),
-                });
-            };
-            // A closed gate here means Flagger presented a new checksum.
-            if g.opened.is_none() {
-                return Ok(Verification {
-                    ok: false,
-                    detail: format!(
-                        "Flagger moved to another revision ({}) before it saw the open gate",
-                        short(&g.checksum)
-                    ),
-                });
-            }
-            if let Some(at) = g.passed {
-                let phase = st.last.map(|l| l.phase).unwrap_or_default();
-                return Ok(Verification {
-                    ok: true,
-                    detail: format!(
-                        "Flagger passed the {} gate at {} (phase {phase})",
-                        hook.name(),
-                        at.format("%H:%M:%S UTC")
-                    ),
-                });
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(Verification {
-                    ok: true,
-                    detail: format!(
-                        "the gate is open; Flagger has not called it within {}. It goes on at its next check (every analysis interval) and rollbot posts when it does",
-                        crate::domain::human_duration(self.s.verify_wait)
-                    ),
-                });
-            }
-            tokio::time::sleep(self.s.poll).await;
-        }
+        let waited = poll_until(
+            self.s.verify_wait,
+            self.s.poll,
+            |_| async move {
+                let st = self.state(t).await?;
+                let Some(g) = st.gate(hook) else {
+                    return Ok(Look::Done(Verification {
+                        ok: false,
+                        detail: format!("the {} gate disappeared", hook.name()),
+                    }));
+                };
+                // A closed gate here means Flagger presented a new checksum.
+                if g.opened.is_none() {
+                    return Ok(Look::Done(Verification {
+                        ok: false,
+                        detail: format!(
+                            "Flagger moved to another revision ({}) before it saw the open gate",
+                            short(&g.checksum)
+                        ),
+                    }));
+                }
+                Ok::<_, BackendError>(match g.passed {
+                    Some(at) => {
+                        let phase = st.last.map(|l| l.phase).unwrap_or_default();
+                        Look::Done(Verification {
+                            ok: true,
+                            detail: format!(
+                                "Flagger passed the {} gate at {} (phase {phase})",
+                                hook.name(),
+                                at.format("%H:%M:%S UTC")
+                            ),
+                        })
+                    }
+                    None => Look::Waiting(()),
+                })
+            },
+            |_| {},
+        )
+        .await?;
+        Ok(match waited {
+            Polled::Done(v) => v,
+            Polled::TimedOut { .. } => Verification {
+                ok: true,
+                detail: format!(
+                    "the gate is open; Flagger has not called it within {}. It goes on at its next check (every analysis interval) and rollbot posts when it does",
+                    crate::domain::human_duration(self.s.verify_wait)
+                ),
+            },
+        })
     }
 
     async fn status(&self, t: &Target) -> Result<BackendStatus, BackendError> {

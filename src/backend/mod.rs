@@ -4,16 +4,23 @@
 //! it always goes preflight → act → verify, through a circuit breaker and a
 //! bounded pool per backend (see `crate::breaker`).
 
-pub mod argo_rollouts;
-pub mod exec;
-pub mod flagger;
-pub mod gitops;
-pub mod istio;
+pub mod factory;
 pub mod kube_common;
-pub mod kubernetes_deployment;
-pub mod simulated;
-pub mod unleash;
-pub mod webhook;
+pub mod poll;
+
+// Every backend, one line each: its module (a file or folder here), the
+// `type` users write in `[backends.NAME]`, and its settings type.
+factory::backend_types! {
+    simulated: "simulated" => Simulated(SimulatedConfig),
+    exec: "exec" => Exec(ExecConfig),
+    webhook: "webhook" => Webhook(WebhookConfig),
+    gitops: "gitops" => Gitops(GitopsConfig),
+    unleash: "unleash" => Unleash(UnleashConfig),
+    kubernetes_deployment: "kubernetes-deployment" => KubernetesDeployment(KubernetesDeploymentConfig),
+    flagger: "flagger" => Flagger(FlaggerConfig),
+    argo_rollouts: "argo-rollouts" => ArgoRollouts(ArgoRolloutsConfig),
+    istio: "istio" => Istio(IstioConfig),
+}
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -146,14 +153,46 @@ pub enum BackendError {
     /// The action cannot be done as asked; nothing was changed.
     #[error("{0}")]
     Refused(String),
-    /// The platform answered with an error.
-    #[error("{0}")]
-    Failed(String),
+    /// The platform answered with an error, or could not be reached.
+    /// `requests` is every request sent before, for the audit entry: the
+    /// message says what failed and what to do, not what was sent.
+    #[error("{message}")]
+    Failed {
+        message: String,
+        requests: Vec<String>,
+    },
     #[error("no answer within {}", crate::domain::human_duration(*.0))]
     Timeout(Duration),
     /// The circuit breaker is open or the pool is full.
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl BackendError {
+    /// A failure before any request was sent.
+    pub fn failed(message: impl Into<String>) -> BackendError {
+        BackendError::Failed {
+            message: message.into(),
+            requests: Vec::new(),
+        }
+    }
+
+    /// The requests sent before the failure, oldest first.
+    pub fn requests(&self) -> &[String] {
+        match self {
+            BackendError::Failed { requests, .. } => requests,
+            _ => &[],
+        }
+    }
+
+    /// The message followed by the requests, as the audit entry's `error`
+    /// records it.
+    pub fn with_requests(&self) -> String {
+        match self.requests() {
+            [] => self.to_string(),
+            r => format!("{self}\nRequests: {}", r.join("; ")),
+        }
+    }
 }
 
 #[async_trait]

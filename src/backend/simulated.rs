@@ -2,9 +2,41 @@
 //! history, a live revision and perhaps a canary moving through weight steps.
 //! Latency and failures can be injected; every call is counted.
 
+use super::factory::{BackendSettings, BuildContext, Built, CheckContext};
 use super::*;
+use crate::config::{ConfigError, HumanDuration};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// `[backends.NAME]` with `type = "simulated"`: in memory, for the demo and
+/// tests.
+#[derive(Debug, serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedConfig {
+    /// Added to every call, to make actions visible in the demo.
+    #[serde(default)]
+    latency: Option<HumanDuration>,
+    /// Revision history per service, oldest first; the last is live.
+    #[serde(default)]
+    history: BTreeMap<String, Vec<String>>,
+}
+
+impl BackendSettings for SimulatedConfig {
+    fn check(&self, _cx: &CheckContext) -> Vec<ConfigError> {
+        Vec::new()
+    }
+
+    fn build(&self, _cx: &BuildContext) -> Built {
+        let sim = Arc::new(SimulatedBackend::new(
+            self.latency.map(|l| l.0).unwrap_or_default(),
+            self.history.clone(),
+        ));
+        Built {
+            backend: sim.clone(),
+            simulated: Some(sim),
+        }
+    }
+}
 
 /// Canary traffic weights, one per step; the last step is full promotion.
 pub const STEPS: [u8; 4] = [10, 25, 50, 100];
@@ -190,7 +222,7 @@ impl SimulatedBackend {
                 std::future::pending::<()>().await;
                 unreachable!()
             }
-            Some((false, msg)) => Err(BackendError::Failed(msg)),
+            Some((false, msg)) => Err(BackendError::failed(msg)),
             None => Ok(busy),
         }
     }

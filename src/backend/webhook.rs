@@ -20,8 +20,10 @@
 //! `x-rollbot-signature`, `x-rollbot-timestamp`), as HTTP/2 requires and
 //! HTTP/1.1 allows: receivers must look them up case-insensitively.
 
+use super::factory::{BackendSettings, BuildContext, Built, CheckContext};
+use super::poll::{poll_until, Look, Polled};
 use super::*;
-use crate::config::SecretSource;
+use crate::config::{ConfigError, EnvRef, HumanDuration, SecretSource};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -56,6 +58,137 @@ impl Default for WebhookSettings {
             status_timeout: Duration::from_secs(60),
             status_interval: Duration::from_secs(2),
         }
+    }
+}
+
+/// `[backends.NAME]` with `type = "webhook"`: POSTs each action as signed
+/// JSON to a URL (see docs/backends/webhook.md for the signature scheme
+/// receivers check).
+#[derive(Debug, serde::Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where actions are POSTed (`http://` or `https://`).
+    url: String,
+    /// Optional URL polled (signed GET) after an action until the
+    /// receiver answers `{"state": "done"|"failed"|"running"}`;
+    /// `{service}`, `{environment}`, `{action}`, `{correlation_id}` and
+    /// `{idempotency_key}` are filled in.
+    #[serde(default)]
+    status_url: Option<String>,
+    /// HMAC-SHA256 signing secret: `"${ENV_VAR}"`, or `secret_file`.
+    #[serde(default)]
+    secret: Option<EnvRef>,
+    #[serde(default)]
+    secret_file: Option<std::path::PathBuf>,
+    /// Time limit of one request (default 10s).
+    #[serde(default)]
+    timeout: Option<HumanDuration>,
+    /// Retries after the first attempt on 5xx, connection errors and
+    /// timeouts, with the same idempotency key (default 3, at most 10).
+    #[serde(default)]
+    retries: Option<u32>,
+    /// Wait before the first retry, doubled each time (default 500ms).
+    #[serde(default)]
+    backoff: Option<HumanDuration>,
+    /// How long `status_url` is polled before verification gives up
+    /// (default 60s).
+    #[serde(default)]
+    status_timeout: Option<HumanDuration>,
+    /// Pause between polls (default 2s).
+    #[serde(default)]
+    status_interval: Option<HumanDuration>,
+}
+
+impl WebhookConfig {
+    /// The settings with defaults filled in.
+    fn settings(&self) -> WebhookSettings {
+        let d = WebhookSettings::default();
+        WebhookSettings {
+            url: self.url.clone(),
+            status_url: self.status_url.clone(),
+            // Checked when the config was loaded.
+            secret: SecretSource::from_pair(
+                "secret",
+                self.secret.as_ref(),
+                self.secret_file.as_ref(),
+            )
+            .ok()
+            .flatten(),
+            timeout: self.timeout.map(|t| t.0).unwrap_or(d.timeout),
+            retries: self.retries.unwrap_or(d.retries),
+            backoff: self.backoff.map(|t| t.0).unwrap_or(d.backoff),
+            status_timeout: self.status_timeout.map(|t| t.0).unwrap_or(d.status_timeout),
+            status_interval: self
+                .status_interval
+                .map(|t| t.0)
+                .unwrap_or(d.status_interval),
+        }
+    }
+}
+
+impl BackendSettings for WebhookConfig {
+    fn check(&self, cx: &CheckContext) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        // The engine cuts every backend call at backend_timeout; the
+        // webhook's own limits must end first so its report survives.
+        let d = WebhookSettings::default();
+        let worst = worst_case(
+            self.timeout.map(|t| t.0).unwrap_or(d.timeout),
+            self.retries.unwrap_or(d.retries).min(10),
+            self.backoff.map(|t| t.0).unwrap_or(d.backoff),
+        );
+        let limit = cx.backend_timeout;
+        // Polling is a separate call (verify), with its own limit.
+        let poll = match self.status_url {
+            Some(_) => self.status_timeout.map(|t| t.0).unwrap_or(d.status_timeout),
+            None => Duration::ZERO,
+        };
+        if self.retries.unwrap_or(d.retries) <= 10 && (worst >= limit || poll >= limit) {
+            errors.push(
+                cx.error(format!(
+                    "a request with its retries can take {}{}, but [engine] backend_timeout is {}",
+                    crate::domain::human_duration(worst),
+                    if self.status_url.is_some() {
+                        format!(" and polling status_url {}", crate::domain::human_duration(poll))
+                    } else {
+                        String::new()
+                    },
+                    crate::domain::human_duration(limit)
+                ))
+                .help("lower timeout, retries or status_timeout, or raise backend_timeout in [engine]"),
+            );
+        }
+        for (key, u) in [
+            ("url", Some(&self.url)),
+            ("status_url", self.status_url.as_ref()),
+        ] {
+            if let Some(u) = u {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    errors.push(
+                        cx.error(format!("{key} `{u}` is not an http:// or https:// URL"))
+                            .help("write the receiver's full URL, for example \"https://deploy.example.com/rollbot\""),
+                    );
+                }
+            }
+        }
+        match SecretSource::from_pair("secret", self.secret.as_ref(), self.secret_file.as_ref()) {
+            Err(e) => errors.push(cx.error(e)),
+            Ok(None) => errors.push(cx.error("a webhook needs a signing secret").help(
+                "write secret = \"${ROLLBOT_WEBHOOK_SECRET}\" or secret_file = \"/path/to/secret\"",
+            )),
+            Ok(Some(_)) => {}
+        }
+        if self.retries.is_some_and(|r| r > 10) {
+            errors.push(
+                cx.error("retries must be at most 10")
+                    .help("a rollback should not wait minutes on a receiver that keeps failing"),
+            );
+        }
+        errors
+    }
+
+    fn build(&self, _cx: &BuildContext) -> Built {
+        WebhookBackend::new(self.settings()).into()
     }
 }
 
@@ -148,13 +281,13 @@ impl WebhookBackend {
 
     fn secret(&self) -> Result<Vec<u8>, BackendError> {
         let src = self.s.secret.as_ref().ok_or_else(|| {
-            BackendError::Failed(
-                "the webhook backend has no secret; set secret = \"${VAR}\" or secret_file".into(),
+            BackendError::failed(
+                "the webhook backend has no secret; set secret = \"${VAR}\" or secret_file",
             )
         })?;
         src.resolve()
             .map(|v| v.expose().as_bytes().to_vec())
-            .map_err(|e| BackendError::Failed(format!("webhook signing secret: {e}")))
+            .map_err(|e| BackendError::failed(format!("webhook signing secret: {e}")))
     }
 
     fn fill(&self, template: &str, t: &Target, action: &str, ctx: &CallContext) -> String {
@@ -266,12 +399,14 @@ impl WebhookBackend {
                         "{head} → {code} in {took} ms: {}",
                         beginning(&text, 200)
                     ));
-                    return Err(BackendError::Failed(format!(
-                        "the webhook refused {action} with HTTP {code}: {}\nThe receiver should not have acted; fix what it names, or do the {action} by hand in the pipeline behind {}.\nRequests: {}",
-                        beginning(&text, 300),
-                        shown(&self.s.url),
-                        trail.join("; ")
-                    )));
+                    return Err(BackendError::Failed {
+                        message: format!(
+                            "the webhook refused {action} with HTTP {code}: {}\nThe receiver should not have acted; fix what it names, or do the {action} by hand in the pipeline behind {}.",
+                            beginning(&text, 300),
+                            shown(&self.s.url),
+                        ),
+                        requests: trail,
+                    });
                 }
                 Attempt::Answer(code, text) => {
                     trail.push(format!(
@@ -293,12 +428,14 @@ impl WebhookBackend {
                 }
             };
             if n == attempts {
-                return Err(BackendError::Failed(format!(
-                    "the webhook did not accept {action} after {attempts} attempts (last: {retry})\nAn attempt that timed out may still have acted: check the pipeline behind {} for idempotency key {} before doing the {action} by hand.\nRequests: {}",
-                    shown(&self.s.url),
-                    ctx.idempotency_key,
-                    trail.join("; ")
-                )));
+                return Err(BackendError::Failed {
+                    message: format!(
+                        "the webhook did not accept {action} after {attempts} attempts (last: {retry})\nAn attempt that timed out may still have acted: check the pipeline behind {} for idempotency key {} before doing the {action} by hand.",
+                        shown(&self.s.url),
+                        ctx.idempotency_key,
+                    ),
+                    requests: trail,
+                });
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(MAX_BACKOFF);
@@ -332,68 +469,65 @@ impl WebhookBackend {
     /// Polls `status_url` until the receiver says done or failed.
     async fn poll(&self, url: &str, key: &str) -> Result<Verification, BackendError> {
         let secret = self.secret()?;
-        let deadline = tokio::time::Instant::now() + self.s.status_timeout;
-        let mut polls = 0u32;
-        let mut last: String;
-        loop {
-            polls += 1;
-            match self
-                .once(reqwest::Method::GET, url, &secret, b"", key)
-                .await
-            {
-                Attempt::Answer(code, text) if (200..300).contains(&code) => {
-                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                    let state = v.get("state").and_then(|s| s.as_str()).unwrap_or("");
-                    let detail = match v.get("detail") {
-                        Some(serde_json::Value::String(s)) => s.clone(),
-                        Some(other) => other.to_string(),
-                        None => String::new(),
-                    };
-                    let said = format!("GET {} → {code} {state}: {detail}", shown(url));
-                    match state {
-                        "done" => {
-                            return Ok(Verification {
+        let secret = &secret;
+        let waited = poll_until(
+            self.s.status_timeout,
+            self.s.status_interval,
+            |polls| async move {
+                let got = self.once(reqwest::Method::GET, url, secret, b"", key).await;
+                Ok::<_, BackendError>(match got {
+                    Attempt::Answer(code, text) if (200..300).contains(&code) => {
+                        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                        let state = v.get("state").and_then(|s| s.as_str()).unwrap_or("");
+                        let detail = match v.get("detail") {
+                            Some(serde_json::Value::String(s)) => s.clone(),
+                            Some(other) => other.to_string(),
+                            None => String::new(),
+                        };
+                        let said = format!("GET {} → {code} {state}: {detail}", shown(url));
+                        match state {
+                            "done" => Look::Done(Verification {
                                 ok: true,
                                 detail: format!(
                                     "the receiver reports done after {polls} polls ({said})"
                                 ),
-                            })
-                        }
-                        "failed" => {
-                            return Ok(Verification {
+                            }),
+                            "failed" => Look::Done(Verification {
                                 ok: false,
                                 detail: format!(
                                     "the receiver reports failed after {polls} polls ({said})"
                                 ),
-                            })
-                        }
-                        "running" => last = said,
-                        _ => {
-                            last = format!(
+                            }),
+                            "running" => Look::Waiting(said),
+                            _ => Look::Waiting(format!(
                                 "GET {} → {code} without a state of done, failed or running: {}",
                                 shown(url),
                                 beginning(&text, 200)
-                            )
+                            )),
                         }
                     }
-                }
-                Attempt::Answer(code, text) => {
-                    last = format!("GET {} → {code}: {}", shown(url), beginning(&text, 200))
-                }
-                Attempt::Timeout => last = format!("GET {} → no answer", shown(url)),
-                Attempt::Connect(e) => last = format!("GET {} → {e}", shown(url)),
-            }
-            if tokio::time::Instant::now() + self.s.status_interval > deadline {
-                return Ok(Verification {
-                    ok: false,
-                    detail: format!(
-                        "the receiver did not report done within {} ({polls} polls; last: {last})",
-                        limit(self.s.status_timeout)
-                    ),
-                });
-            }
-            tokio::time::sleep(self.s.status_interval).await;
-        }
+                    Attempt::Answer(code, text) => Look::Waiting(format!(
+                        "GET {} → {code}: {}",
+                        shown(url),
+                        beginning(&text, 200)
+                    )),
+                    Attempt::Timeout => Look::Waiting(format!("GET {} → no answer", shown(url))),
+                    Attempt::Connect(e) => Look::Waiting(format!("GET {} → {e}", shown(url))),
+                })
+            },
+            |_| {},
+        )
+        .await?;
+        Ok(match waited {
+            Polled::Done(v) => v,
+            Polled::TimedOut { last, looks } => Verification {
+                ok: false,
+                detail: format!(
+                    "the receiver did not report done within {} ({looks} polls; last: {last})",
+                    limit(self.s.status_timeout)
+                ),
+            },
+        })
     }
 }
 
@@ -553,11 +687,12 @@ mod tests {
             environment: "prod".into(),
             settings: BTreeMap::new(),
         };
+        // As the audit entry records it: the message, then the requests.
         let err = b
             .rollback(&t, None, &CallContext::default())
             .await
             .unwrap_err()
-            .to_string();
+            .with_requests();
         assert!(err.contains("after 3 attempts"), "{err}");
         assert_eq!(err.matches("POST http://127.0.0.1").count(), 3, "{err}");
         assert!(!err.contains("s3cret"));

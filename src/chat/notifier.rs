@@ -2,7 +2,7 @@
 //! inside the chat bulkhead, so a slow chat API never holds up an action.
 
 use super::{Attachment, ChatSink, Message, MessageRef};
-use crate::config::ChannelConfig;
+use crate::config_file::ChannelConfig;
 use crate::domain::Platform;
 use crate::telemetry::{PlatformLabels, Telemetry};
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! `rollbot check-config FILE`: every problem with its line, exit status 1.
 
-use rollbot::config::Config;
+use rollbot::config_file::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -28,7 +28,7 @@ mod replay;
 mod serve;
 
 use clap::{Parser, Subcommand};
-use rollbot::config::Config;
+use rollbot::config_file::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -19,7 +19,8 @@ pub struct PostmortemArgs {
 
 pub async fn run(args: PostmortemArgs) -> anyhow::Result<ExitCode> {
     // Like the audit tools, it reads a copy while serve holds the store.
-    let (store, _copy) = rollbot::store::open::open_for_reading(&store_dir(args.data, args.config)?)?;
+    let (store, _copy) =
+        rollbot::store::open::open_for_reading(&store_dir(args.data, args.config)?)?;
     out!(
         "{}",
         rollbot::controller::postmortem::write(&store, &args.rollout).await?

@@ -47,6 +47,14 @@ impl ConfigError {
         self.help = Some(help.into());
         self
     }
+
+    /// [`ConfigError::help`] when there is one.
+    pub fn maybe_help(self, help: Option<String>) -> Self {
+        match help {
+            Some(h) => self.help(h),
+            None => self,
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -141,6 +149,16 @@ pub fn locate(errors: &mut [ConfigError], source: &str) {
             (e.line, e.column) = index.line_col(offset);
         }
     }
+}
+
+/// The span of a `[section]` header, for errors about a whole table.
+pub fn find_span(source: &str, section: &str) -> Option<Range<usize>> {
+    for header in [format!("[{section}]"), format!("[[{section}]]")] {
+        if let Some(i) = source.find(&header) {
+            return Some(i..i + header.len());
+        }
+    }
+    None
 }
 
 /// The closest candidates to a misspelt name, best first.

@@ -5,7 +5,9 @@
 //! file is read again, until it reads or an error cannot be stepped over: a
 //! syntax error, a table header, a value over several lines.
 
-use super::{from_toml, Config, ConfigError, LineIndex};
+use super::error::closest;
+use super::{ConfigError, LineIndex};
+use serde::de::DeserializeOwned;
 use std::ops::Range;
 use std::path::Path;
 
@@ -16,21 +18,22 @@ const MAX_READS: usize = 50;
 const READ_BUDGET: usize = 4 << 20;
 
 /// A line commented out to read past its error.
-pub(super) struct Skipped {
+pub struct Skipped {
     /// Its key (the last part of a dotted key).
     key: String,
     /// The table it was in, from its header to the next one (byte offsets).
     table: Range<usize>,
 }
 
-pub(super) struct Read {
+pub struct Read<T> {
     /// The config with the skipped lines left out, when it could be read.
-    pub config: Option<Config>,
+    pub config: Option<T>,
     pub errors: Vec<ConfigError>,
     pub skipped: Vec<Skipped>,
 }
 
-pub(super) fn read_all(path: &Path, source: &str) -> Read {
+/// Reads `source` as a `T`, stepping over every line whose value is refused.
+pub fn read_all<T: DeserializeOwned>(path: &Path, source: &str) -> Read<T> {
     let mut read = Read {
         config: None,
         errors: Vec::new(),
@@ -45,7 +48,7 @@ pub(super) fn read_all(path: &Path, source: &str) -> Read {
     let mut text = source.to_string();
     let reads = (READ_BUDGET / source.len().max(1)).clamp(2, MAX_READS);
     for _ in 0..reads {
-        let e = match toml::from_str::<Config>(&text) {
+        let e = match toml::from_str::<T>(&text) {
             Ok(c) => {
                 read.config = Some(c);
                 return read;
@@ -93,7 +96,7 @@ pub(super) fn read_all(path: &Path, source: &str) -> Read {
 
 /// Drops what the checks of the whole file say about a line that was
 /// commented out ("[chat.slack] needs bot_token" after an inline bot_token).
-pub(super) fn drop_echoes(checked: Vec<ConfigError>, skipped: &[Skipped]) -> Vec<ConfigError> {
+pub fn drop_echoes(checked: Vec<ConfigError>, skipped: &[Skipped]) -> Vec<ConfigError> {
     checked
         .into_iter()
         .filter(|e| {
@@ -183,4 +186,61 @@ fn mentions(message: &str, key: &str) -> bool {
             let after = message[i + key.len()..].chars().next();
             !before.is_some_and(word) && !after.is_some_and(word)
         })
+}
+
+/// Some errors (inside tagged tables such as `[backends.NAME]`) come with the
+/// span of the whole table; point at the key or value the message names.
+fn narrow(source: &str, span: Range<usize>, message: &str) -> Range<usize> {
+    let Some(table) = source.get(span.clone()) else {
+        return span;
+    };
+    if !table.contains('\n') {
+        return span;
+    }
+    let named = message.split('`').nth(1).unwrap_or("");
+    if named.is_empty() {
+        return span;
+    }
+    let mut offset = 0;
+    for line in table.split_inclusive('\n') {
+        let t = line.trim_start();
+        let key_hit = t.starts_with(named) && t[named.len()..].trim_start().starts_with('=');
+        let value_hit = line.contains(&format!("\"{named}\""));
+        if key_hit || value_hit {
+            let col = if key_hit {
+                line.len() - t.len()
+            } else {
+                line.find(&format!("\"{named}\"")).unwrap_or(0)
+            };
+            let start = span.start + offset + col;
+            return start..start + named.len();
+        }
+        offset += line.len();
+    }
+    span
+}
+
+/// Turns a TOML/serde error into a located one, adding a "did you mean"
+/// for unknown keys.
+fn from_toml(path: &Path, source: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().to_string();
+    let span = e.span().map(|s| narrow(source, s, &message));
+    let mut err = ConfigError::at(path, source, span, message.clone());
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, expected)) = rest.split_once('`') {
+            let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            err = match closest(field, names.iter().copied()).first() {
+                Some(best) => err.help(format!("did you mean `{best}`?")),
+                None => err.help(format!(
+                    "remove `{field}`; allowed keys here: {}",
+                    names.join(", ")
+                )),
+            };
+        }
+    } else if message.starts_with("unknown variant") {
+        err = err.help("use one of the values listed");
+    } else if message.contains("missing field") {
+        err = err.help("add the missing key to this table");
+    }
+    err
 }

@@ -47,6 +47,12 @@ impl<'de> Deserialize<'de> for GlobPattern {
     }
 }
 
+/// `["*"]`: what a role grant or freeze window covers when it names no
+/// services.
+pub fn every_service() -> Vec<GlobPattern> {
+    vec![GlobPattern("*".into())]
+}
+
 pub fn check_glob(text: &str) -> Result<(), String> {
     if text.trim().is_empty() {
         return Err("an empty service pattern matches nothing; write a name, a glob such as \"prod/*\", or \"*\"".into());

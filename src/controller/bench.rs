@@ -6,7 +6,7 @@
 //! Needs Debian's `prometheus` package (`prometheus` and `promtool`).
 
 use crate::clock::ManualClock;
-use crate::config::Config;
+use crate::config_file::Config;
 use crate::controller::Rollout;
 use std::fmt::Write as _;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! tick from Prometheus, with the same queries and judge the controller uses,
 //! so a policy can be backtested on real history.
 
-use crate::config::{MetricQueries, ServiceConfig};
+use crate::config_file::{MetricQueries, ServiceConfig};
 use crate::judge::{replay, JudgePolicy, Tick};
 use crate::metrics::prometheus::{Auth, PrometheusSource};
 use crate::metrics::{MetricSource, Watched};

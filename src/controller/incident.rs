@@ -16,7 +16,7 @@
 //!   the error rate is watched.
 
 use crate::chat::{Message, MessageRef, Severity};
-use crate::config::ServiceConfig;
+use crate::config_file::ServiceConfig;
 use crate::engine::Engine;
 use crate::judge::sequential::fmt_bound;
 use crate::judge::stats::count_above;

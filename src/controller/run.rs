@@ -426,7 +426,7 @@ impl Controller {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::config::Config;
+    use crate::config_file::Config;
     use std::path::Path;
 
     #[tokio::test]

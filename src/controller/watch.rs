@@ -1,7 +1,7 @@
 //! One rollout under watch.
 
 use crate::chat::{ButtonStyle, MessageRef};
-use crate::config::{OnFailing, ServiceConfig};
+use crate::config_file::{OnFailing, ServiceConfig};
 use crate::domain::{Action, Actor};
 use crate::engine::prompt::Choice;
 use crate::engine::{new_id, Engine, Prompt, PromptState, Request, Status};

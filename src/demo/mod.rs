@@ -14,7 +14,7 @@
 
 use crate::chat::console::ConsoleSink;
 use crate::clock::ManualClock;
-use crate::config::Config;
+use crate::config_file::Config;
 use crate::controller::{rollouts, Rollout, RolloutWatch, WatchState};
 use crate::domain::{Actor, Platform};
 use crate::judge::sim::{Scenario, Simulator};

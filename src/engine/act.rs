@@ -16,7 +16,7 @@ use crate::audit::Outcome as AuditOutcome;
 use crate::backend::{self, ActionReport, BackendError, CallContext, Operation, Target};
 use crate::breaker::Rejected;
 use crate::chat::{Message, Severity};
-use crate::config::ServiceConfig;
+use crate::config_file::ServiceConfig;
 use crate::domain::{human_duration, Action};
 use crate::store::{StoreError, Table, Tx};
 use serde_json::json;
@@ -47,8 +47,13 @@ enum Called {
     /// The backend's preflight said it cannot be done as asked (an unknown
     /// revision, a paused Deployment): nothing was sent to change.
     Refused { error: String },
-    /// A call failed at `stage` (`preflight` or `act`).
-    Failed { error: String, stage: &'static str },
+    /// A call failed at `stage` (`preflight` or `act`); `requests` are
+    /// what the backend sent, for the audit entry.
+    Failed {
+        error: String,
+        requests: Vec<String>,
+        stage: &'static str,
+    },
 }
 
 /// An action's end, before it is recorded and announced.
@@ -243,6 +248,7 @@ impl Engine {
             }
             Err(e) => {
                 return Called::Failed {
+                    requests: requests_of(&e),
                     error: describe(e),
                     stage: "preflight",
                 }
@@ -264,6 +270,7 @@ impl Engine {
             Ok(report) => report,
             Err(e) => {
                 return Called::Failed {
+                    requests: requests_of(&e),
                     error: describe(e),
                     stage: "act",
                 }
@@ -279,7 +286,13 @@ impl Engine {
             .await;
         let (verified, detail) = match verification {
             Ok(v) => (v.ok, v.detail),
-            Err(e) => (false, format!("could not verify: {}", describe(e))),
+            Err(e) => {
+                let requests = requests_of(&e);
+                if !requests.is_empty() {
+                    a.params.insert("requests".into(), json!(requests));
+                }
+                (false, format!("could not verify: {}", describe(e)))
+            }
         };
         Called::Acted {
             report,
@@ -292,17 +305,29 @@ impl Engine {
     fn settle(&self, a: &mut Act<'_>, called: Called) -> Settled {
         let (req, svc) = (a.req, a.svc);
         let (name, action) = (svc.name(), req.action.name());
-        let (error, stage) = match called {
+        let (error, requests, stage) = match called {
             Called::Acted {
                 report,
                 detail,
                 verified,
             } => return self.settle_acted(a, report, detail, verified),
             Called::Refused { error } => return self.settle_refused(a, error),
-            Called::Failed { error, stage } => (error, stage),
+            Called::Failed {
+                error,
+                requests,
+                stage,
+            } => (error, requests, stage),
         };
         a.params.insert("failed_at".into(), json!(stage));
-        a.params.insert("error".into(), json!(error));
+        // The audit's `error` keeps the requests after the message.
+        let recorded = match requests.is_empty() {
+            true => error.clone(),
+            false => format!("{error}\nRequests: {}", requests.join("; ")),
+        };
+        a.params.insert("error".into(), json!(recorded));
+        if !requests.is_empty() {
+            a.params.insert("requests".into(), json!(requests));
+        }
         let changed = if stage == "preflight" {
             "Nothing was changed."
         } else {
@@ -520,6 +545,14 @@ impl Engine {
             format!("Not done: rollbot's store did not confirm the request ({e}), so nothing was sent to the backend."),
         );
         self.record_later(record, Tx::new().remove(Table::Inflight, corr));
+    }
+}
+
+/// The requests a failed backend call sent, for the audit entry.
+fn requests_of(e: &Rejected<BackendError>) -> Vec<String> {
+    match e {
+        Rejected::Inner(e) => e.requests().to_vec(),
+        _ => Vec::new(),
     }
 }
 

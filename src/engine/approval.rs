@@ -8,7 +8,7 @@ use super::{
 };
 use crate::audit::Outcome as AuditOutcome;
 use crate::chat::{ButtonStyle, Message, Severity};
-use crate::config::ServiceConfig;
+use crate::config_file::ServiceConfig;
 use crate::domain::Action;
 use crate::roles::Role;
 use chrono::{DateTime, Utc};

@@ -10,7 +10,7 @@
 use super::{or_dash, Engine, Outcome, Request, Status};
 use crate::audit::Outcome as AuditOutcome;
 use crate::chat::{Message, Severity};
-use crate::config::ServiceConfig;
+use crate::config_file::ServiceConfig;
 use crate::domain::{human_duration, Action};
 use crate::store::{Table, Tx};
 use chrono::{DateTime, Utc};

@@ -6,7 +6,7 @@ use super::refusal::RefusalEntry;
 use super::{or_dash, Engine, Outcome, Refusal, Request, Status};
 use crate::audit::{Entry, Outcome as AuditOutcome};
 use crate::chat::{Message, Severity};
-use crate::config::ServiceConfig;
+use crate::config_file::ServiceConfig;
 use crate::domain::{human_duration, Action, Actor, Scope};
 use crate::freeze::{AdHocFreeze, Block};
 use crate::roles::Permission;

@@ -49,7 +49,7 @@ use crate::backend::RollbackBackend;
 use crate::breaker::{Breaker, BreakerStatus};
 use crate::chat::{Message, Notifier, Severity};
 use crate::clock::SharedClock;
-use crate::config::{Config, ServiceConfig};
+use crate::config_file::{Config, ServiceConfig};
 use crate::domain::{human_duration, Action, Actor};
 use crate::freeze::Freezes;
 use crate::roles::{Permission, RoleBook};
@@ -265,7 +265,7 @@ impl Engine {
             .collect();
         Arc::new_cyclic(|me| Engine {
             me: me.clone(),
-            roles: RoleBook::from_config(&parts.config),
+            roles: RoleBook::new(&parts.config.roles),
             freezes: Freezes::new(parts.store.clone(), parts.config.freeze.windows.clone()),
             idem: Idempotency::new(parts.store.clone()),
             prompts: Prompts::new(parts.store.clone()),

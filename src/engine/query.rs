@@ -6,7 +6,7 @@ use crate::audit::{Entry, Query};
 use crate::backend::Target;
 use crate::breaker::State;
 use crate::chat::{Message, Severity};
-use crate::config::ServiceConfig;
+use crate::config_file::ServiceConfig;
 use crate::domain::human_duration;
 use crate::roles::Permission;
 use chrono::{DateTime, Utc};

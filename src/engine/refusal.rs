@@ -14,7 +14,7 @@
 use super::{Engine, Outcome, Request, Status};
 use crate::audit::Outcome as AuditOutcome;
 use crate::chat::{Message, Severity};
-use crate::config::ServiceConfig;
+use crate::config_file::ServiceConfig;
 use crate::store::Tx;
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -8,10 +8,9 @@
 
 mod window;
 
-pub use window::{ActiveWindow, WindowKind};
+pub use window::{ActiveWindow, FreezeConfig, WindowConfig, WindowKind};
 
 use crate::audit::{Entry, Record};
-use crate::config::WindowConfig;
 use crate::domain::{human_duration, Actor, Scope};
 use crate::store::{Change, Store, Table, Tx};
 use chrono::{DateTime, Utc};

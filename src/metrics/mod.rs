@@ -10,7 +10,7 @@
 pub mod prometheus;
 pub mod simulated;
 
-use crate::config::MetricQueries;
+use crate::config_file::MetricQueries;
 use crate::judge::Tick;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -19,8 +19,10 @@
 use super::AppState;
 use crate::audit::{Outcome as AuditOutcome, Record};
 use crate::backend::flagger::{canary_of, short, Gate, GateBook, Hook, LastCall, Payload};
+use crate::backend::BackendConfig;
 use crate::chat::{ButtonStyle, Message, Severity};
-use crate::config::{BackendConfig, SecretValue, ServiceConfig};
+use crate::config::SecretValue;
+use crate::config_file::ServiceConfig;
 use crate::domain::{Action, Actor};
 use crate::engine::prompt::{Choice, Prompt, PromptState};
 use crate::engine::{new_id, Request};

@@ -223,8 +223,8 @@ impl Default for StoreOptions {
     }
 }
 
-impl From<&crate::config::StoreConfig> for StoreOptions {
-    fn from(c: &crate::config::StoreConfig) -> Self {
+impl From<&crate::config_file::StoreConfig> for StoreOptions {
+    fn from(c: &crate::config_file::StoreConfig) -> Self {
         StoreOptions {
             cache_bytes: c.cache_mb.max(1).saturating_mul(1024 * 1024),
             timeout: c.timeout.0,

@@ -5,7 +5,7 @@
 
 use crate::support::in_process::{self, result_entry};
 use crate::support::webhook_receiver::{Receiver, Reply};
-use rollbot::config::Config;
+use rollbot::config_file::Config;
 use rollbot::domain::{Action, Actor, Platform};
 use rollbot::engine::{Outcome, Request, Status};
 use rollbot::runtime::Runtime;
@@ -481,7 +481,7 @@ fn backend(dir: &Path, backend: &str) -> Arc<dyn rollbot::backend::RollbackBacke
         "{backend}\n[[services]]\nname = \"checkout\"\nenvironment = \"prod\"\nbackend = \"main\"\n"
     );
     let config = Config::parse(&dir.join("rollbot.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
-    rollbot::runtime::build_backends(&config).0["main"].clone()
+    rollbot::runtime::build_backends(&config).all["main"].clone()
 }
 
 fn target() -> rollbot::backend::Target {

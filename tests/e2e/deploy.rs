@@ -179,7 +179,7 @@ fn the_manifests_match_the_binary_and_its_config() {
     let file = std::fs::read_to_string(root().join("deploy/rollbot.toml")).unwrap();
     let key = config_mount.sub_path.clone().expect("mounted with subPath");
     assert_eq!(cm["data"][key.as_str()].as_str(), Some(file.as_str()));
-    let config = rollbot::config::Config::parse(Path::new("deploy/rollbot.toml"), &file)
+    let config = rollbot::config_file::Config::parse(Path::new("deploy/rollbot.toml"), &file)
         .unwrap_or_else(|e| panic!("{e}"));
 
     // The port rollbot listens on is the container's, on every interface.

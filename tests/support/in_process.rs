@@ -5,7 +5,7 @@
 use rollbot::audit::{Entry, Outcome};
 use rollbot::chat::ChatSink;
 use rollbot::clock::SystemClock;
-use rollbot::config::Config;
+use rollbot::config_file::Config;
 use rollbot::runtime::Runtime;
 use std::path::Path;
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use super::fake_kube::FakeKube;
 use super::in_process;
 use rollbot::audit::Entry;
 use rollbot::chat::{ChatError, ChatSink, Message, MessageRef};
-use rollbot::config::Config;
+use rollbot::config_file::Config;
 use rollbot::domain::{Action, Actor, Platform};
 use rollbot::engine::{Outcome, Request};
 use rollbot::runtime::Runtime;

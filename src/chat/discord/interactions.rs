@@ -31,7 +31,7 @@ use super::{channel_queue, explain};
 use crate::chat::{Button, Message, Severity};
 use crate::command::discord::{self as dc, OptionValue};
 use crate::command::Command;
-use crate::config::DiscordConfig;
+use crate::config_file::DiscordConfig;
 use crate::domain::{Actor, Platform};
 use crate::engine::{Engine, FreezeGate, Outcome, PromptState, Status};
 use crate::roles::Permission;

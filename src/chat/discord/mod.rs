@@ -14,7 +14,7 @@ pub mod render;
 pub mod rest;
 
 use super::*;
-use crate::config::Config;
+use crate::config_file::Config;
 use crate::engine::Engine;
 use crate::server::Adapters;
 use crate::telemetry::Telemetry;

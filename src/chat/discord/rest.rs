@@ -247,7 +247,7 @@ impl Rest {
 
     /// The client `[chat.discord]` describes, with its bot token read.
     pub fn from_config(
-        d: &crate::config::DiscordConfig,
+        d: &crate::config_file::DiscordConfig,
         telemetry: Arc<Telemetry>,
     ) -> anyhow::Result<Arc<Rest>> {
         let token = d

@@ -17,7 +17,7 @@
 //!   in the notifier) does not cancel a message already queued.
 
 use crate::chat::ChatError;
-use crate::config::SlackConfig;
+use crate::config_file::SlackConfig;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use slack_morphism::errors::{SlackClientError, SlackClientSystemError};

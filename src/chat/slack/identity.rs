@@ -8,7 +8,7 @@
 //! log keeps the same mention, next to the immutable ID.
 
 use super::api::SlackApi;
-use crate::config::Config;
+use crate::config_file::Config;
 use crate::domain::{Actor, Platform};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

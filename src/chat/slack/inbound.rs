@@ -277,7 +277,7 @@ impl Inbound {
     fn announced_here(&self, cmd: Option<&Command>, channel: &str) -> bool {
         let config = &self.engine.config;
         let slack_id = |alias: &str| self.engine.notifier.channel_id(alias, Platform::Slack);
-        let services: Vec<&crate::config::ServiceConfig> = match cmd {
+        let services: Vec<&crate::config_file::ServiceConfig> = match cmd {
             Some(
                 Command::Rollback { service, .. }
                 | Command::Promote { service, .. }

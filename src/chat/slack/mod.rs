@@ -20,7 +20,7 @@ pub mod sink;
 pub mod socket;
 
 use crate::chat::ChatSink;
-use crate::config::{Config, SlackMode};
+use crate::config_file::{Config, SlackMode};
 use crate::engine::Engine;
 use crate::server::Adapters;
 use std::sync::Arc;

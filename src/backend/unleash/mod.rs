@@ -10,6 +10,17 @@
 //! Unleash caches it briefly. A flag has no pause, so pause and resume are
 //! refused.
 
+mod api;
+mod config;
+mod state;
+
+pub use config::UnleashConfig;
+pub use state::{check_steps, parse_steps};
+
+use api::Answer;
+use state::{expected, promoted, rollout_of, EnvState, Flag};
+
+use super::poll::{poll_until, Look, Polled};
 use super::*;
 use crate::config::SecretSource;
 use reqwest::Method;
@@ -55,149 +66,6 @@ impl Default for UnleashSettings {
     }
 }
 
-/// Checks a list of rollout steps: percentages from 1 to 100, rising.
-pub fn check_steps(steps: &[u8]) -> Result<(), String> {
-    if steps.is_empty() {
-        return Err("steps is empty; write rising percentages such as 10,25,50,100".into());
-    }
-    if steps.iter().any(|s| *s == 0 || *s > 100) {
-        return Err(format!(
-            "steps {steps:?} must be percentages from 1 to 100, for example 10,25,50,100"
-        ));
-    }
-    if steps.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(format!(
-            "steps {steps:?} must rise, for example 10,25,50,100"
-        ));
-    }
-    Ok(())
-}
-
-/// Parses a service's `steps = "10,25,50,100"`.
-pub fn parse_steps(text: &str) -> Result<Vec<u8>, String> {
-    let steps = text
-        .split(',')
-        .map(|p| {
-            p.trim().trim_end_matches('%').parse::<u8>().map_err(|_| {
-                format!(
-                    "steps `{text}`: `{}` is not a percentage; write for example \"10,25,50,100\"",
-                    p.trim()
-                )
-            })
-        })
-        .collect::<Result<Vec<u8>, String>>()?;
-    check_steps(&steps)?;
-    Ok(steps)
-}
-
-/// One service's flag: where it lives and how it is promoted.
-#[derive(Clone, Debug)]
-struct Flag {
-    project: String,
-    name: String,
-    environment: String,
-    steps: Vec<u8>,
-}
-
-/// The flag's state in one environment, as the admin API reports it.
-#[derive(Clone, Debug)]
-struct EnvState {
-    enabled: bool,
-    strategies: Vec<Value>,
-    /// The other environments of the flag, `name on|off`.
-    others: Vec<String>,
-}
-
-fn rollout_of(strategy: &Value) -> Option<u8> {
-    if strategy["name"] != "flexibleRollout" {
-        return None;
-    }
-    match &strategy["parameters"]["rollout"] {
-        Value::String(s) => s.trim().parse().ok(),
-        Value::Number(n) => n.as_u64().and_then(|n| u8::try_from(n).ok()),
-        _ => None,
-    }
-}
-
-/// `flexibleRollout 25% (stickiness default)`, `default`, `userWithId, 2 constraints`.
-fn describe_strategy(s: &Value) -> String {
-    let name = s["name"].as_str().unwrap_or("?");
-    let mut out = match rollout_of(s) {
-        Some(p) => format!(
-            "{name} {p}% (stickiness {})",
-            s["parameters"]["stickiness"].as_str().unwrap_or("default")
-        ),
-        None => name.to_string(),
-    };
-    let constraints = s["constraints"].as_array().map_or(0, Vec::len);
-    if constraints > 0 {
-        out.push_str(&format!(
-            ", {constraints} constraint{}",
-            if constraints == 1 { "" } else { "s" }
-        ));
-    }
-    if s["disabled"] == true {
-        out.push_str(", disabled");
-    }
-    out
-}
-
-impl EnvState {
-    fn rollouts(&self) -> Vec<u8> {
-        self.strategies.iter().filter_map(rollout_of).collect()
-    }
-
-    /// The least exposed gradual rollout, when there is one.
-    fn percentage(&self) -> Option<u8> {
-        self.rollouts().into_iter().min()
-    }
-
-    /// The state as a revision: `off`, `on`, `on at 25%`.
-    fn revision(&self) -> String {
-        match (self.enabled, self.percentage()) {
-            (false, _) => "off".into(),
-            (true, None) => "on".into(),
-            (true, Some(p)) => format!("on at {p}%"),
-        }
-    }
-
-    fn strategies_text(&self) -> String {
-        if self.strategies.is_empty() {
-            return "no strategies (on means on for everyone)".into();
-        }
-        self.strategies
-            .iter()
-            .map(describe_strategy)
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-/// What a revision promises: enabled, and the rollout percentage if any.
-fn expected(revision: &str) -> Option<(bool, Option<u8>)> {
-    match revision {
-        "off" => Some((false, None)),
-        "on" => Some((true, None)),
-        r => r
-            .strip_prefix("on at ")
-            .and_then(|p| p.strip_suffix('%'))
-            .and_then(|p| p.parse().ok())
-            .map(|p| (true, Some(p))),
-    }
-}
-
-/// Unleash's error message from an error body, else the beginning of the body.
-fn message(body: &Value, raw: &str) -> String {
-    body["message"]
-        .as_str()
-        .or_else(|| body["details"][0]["message"].as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            let flat = raw.split_whitespace().collect::<Vec<_>>().join(" ");
-            flat.chars().take(200).collect()
-        })
-}
-
 /// A duration for messages, in milliseconds below a second.
 fn limit(d: Duration) -> String {
     if d < Duration::from_secs(1) {
@@ -222,19 +90,6 @@ fn listed(names: &[String], max: usize) -> String {
         out.push_str(&format!(" and {} more", names.len() - max));
     }
     out
-}
-
-/// An answer from Unleash: status code, JSON body (Null when not JSON), raw text.
-struct Answer {
-    code: u16,
-    body: Value,
-    raw: String,
-}
-
-impl Answer {
-    fn ok(&self) -> bool {
-        (200..300).contains(&self.code)
-    }
 }
 
 pub struct UnleashBackend {
@@ -286,13 +141,13 @@ impl UnleashBackend {
 
     fn admin_token(&self) -> Result<String, BackendError> {
         let src = self.s.admin_token.as_ref().ok_or_else(|| {
-            BackendError::Failed(
-                "the unleash backend has no admin token; set admin_token = \"${VAR}\" or admin_token_file".into(),
+            BackendError::failed(
+                "the unleash backend has no admin token; set admin_token = \"${VAR}\" or admin_token_file",
             )
         })?;
         src.resolve()
             .map(|v| v.expose().to_string())
-            .map_err(|e| BackendError::Failed(format!("Unleash admin token: {e}")))
+            .map_err(|e| BackendError::failed(format!("Unleash admin token: {e}")))
     }
 
     fn feature_path(&self, f: &Flag) -> String {
@@ -301,213 +156,6 @@ impl UnleashBackend {
 
     fn env_path(&self, f: &Flag) -> String {
         format!("{}/environments/{}", self.feature_path(f), f.environment)
-    }
-
-    /// Sends one request and records it, with its answer, in `trail`.
-    /// `Err` is a request that got no answer.
-    async fn send(
-        &self,
-        trail: &mut Vec<String>,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<&Value>,
-    ) -> Result<Answer, String> {
-        let started = std::time::Instant::now();
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.s.url))
-            .timeout(self.s.timeout)
-            .header("Authorization", token)
-            .header("Accept", "application/json");
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let head = format!("{method} {}{path}", self.s.url);
-        let got = match req.send().await {
-            Ok(r) => {
-                let code = r.status().as_u16();
-                r.text().await.map(|raw| (code, raw))
-            }
-            Err(e) => Err(e),
-        };
-        match got {
-            Ok((code, raw)) => {
-                let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
-                let took = started.elapsed().as_millis();
-                let mut line = format!("{head} → {code} in {took} ms");
-                if !(200..300).contains(&code) {
-                    line.push_str(&format!(": {}", message(&body, &raw)));
-                }
-                trail.push(line);
-                Ok(Answer { code, body, raw })
-            }
-            Err(e) if e.is_timeout() => {
-                let why = format!("no answer within {}", limit(self.s.timeout));
-                trail.push(format!("{head} → {why}"));
-                Err(why)
-            }
-            Err(e) => {
-                let why = e.without_url().to_string();
-                trail.push(format!("{head} → {why}"));
-                Err(why)
-            }
-        }
-    }
-
-    /// Adds what an answer said to the newest line of the trail.
-    fn note(trail: &mut [String], text: &str) {
-        if let Some(last) = trail.last_mut() {
-            last.push_str(&format!(": {text}"));
-        }
-    }
-
-    /// The failure for an answer that was not 2xx, or for no answer.
-    fn failure(
-        &self,
-        what: &str,
-        answer: Result<&Answer, &str>,
-        by_hand: &str,
-        trail: &[String],
-    ) -> BackendError {
-        let said = match answer {
-            Ok(a) if a.code == 401 || a.code == 403 => format!(
-                "Unleash refused the admin token for {what} (HTTP {}: {}). Check admin_token: it must be an admin token (Unleash → Admin → API access) or a personal access token allowed to change flags in this project.",
-                a.code,
-                message(&a.body, &a.raw)
-            ),
-            Ok(a) => format!(
-                "Unleash answered {what} with HTTP {}: {}.",
-                a.code,
-                message(&a.body, &a.raw)
-            ),
-            Err(e) => format!("Unleash did not answer {what} ({e}); it may or may not have acted."),
-        };
-        BackendError::Failed(format!("{said}\n{by_hand}\nRequests: {}", trail.join("; ")))
-    }
-
-    /// The flag's state in its environment. A missing project, flag or
-    /// environment is refused naming what exists.
-    async fn read(
-        &self,
-        f: &Flag,
-        token: &str,
-        trail: &mut Vec<String>,
-    ) -> Result<EnvState, BackendError> {
-        let path = self.feature_path(f);
-        let a = self.send(trail, Method::GET, &path, token, None).await;
-        let a = match a {
-            Ok(a) if a.ok() => a,
-            Ok(a) if a.code == 404 => return Err(self.missing_flag(f, &a, token, trail).await),
-            Ok(a) => {
-                return Err(self.failure(
-                    &format!("reading flag `{}`", f.name),
-                    Ok(&a),
-                    "Nothing was changed.",
-                    trail,
-                ))
-            }
-            Err(e) => {
-                return Err(self.failure(
-                    &format!("reading flag `{}`", f.name),
-                    Err(&e),
-                    "Nothing was changed.",
-                    trail,
-                ))
-            }
-        };
-        let envs = a.body["environments"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let name_of = |e: &Value| e["name"].as_str().unwrap_or("?").to_string();
-        let Some(env) = envs.iter().find(|e| e["name"] == f.environment.as_str()) else {
-            let names: Vec<String> = envs.iter().map(name_of).collect();
-            Self::note(trail, &format!("no environment {}", f.environment));
-            return Err(BackendError::Refused(format!(
-                "flag `{}` in project `{}` has no environment `{}`; it has: {}. Set environment in the backend or the service's [services.target] to one of them, or enable `{}` for project `{}` in Unleash.",
-                f.name,
-                f.project,
-                f.environment,
-                listed(&names, 20),
-                f.environment,
-                f.project
-            )));
-        };
-        let state = EnvState {
-            enabled: env["enabled"] == true,
-            strategies: env["strategies"].as_array().cloned().unwrap_or_default(),
-            others: envs
-                .iter()
-                .filter(|e| e["name"] != f.environment.as_str())
-                .map(|e| {
-                    format!(
-                        "{} {}",
-                        name_of(e),
-                        if e["enabled"] == true { "on" } else { "off" }
-                    )
-                })
-                .collect(),
-        };
-        Self::note(
-            trail,
-            &format!(
-                "{} {}, {}",
-                f.environment,
-                state.revision(),
-                state.strategies_text()
-            ),
-        );
-        Ok(state)
-    }
-
-    /// Says what exists when the flag (or its project) does not.
-    async fn missing_flag(
-        &self,
-        f: &Flag,
-        first: &Answer,
-        token: &str,
-        trail: &mut Vec<String>,
-    ) -> BackendError {
-        let unleash_said = message(&first.body, &first.raw);
-        // Unleash lists an unknown project as empty: look for the project first.
-        let projects: Option<Vec<String>> = match self
-            .send(trail, Method::GET, "/api/admin/projects", token, None)
-            .await
-        {
-            Ok(a) if a.ok() => a.body["projects"].as_array().map(|ps| {
-                ps.iter()
-                    .filter_map(|x| x["id"].as_str().map(str::to_string))
-                    .collect()
-            }),
-            _ => None,
-        };
-        if let Some(ps) = projects.as_ref().filter(|ps| !ps.contains(&f.project)) {
-            return BackendError::Refused(format!(
-                "Unleash has no project `{}` ({unleash_said}); projects: {}. Fix project in the backend or the service's [services.target].",
-                f.project,
-                listed(ps, 20)
-            ));
-        }
-        let list = format!("/api/admin/projects/{}/features", f.project);
-        let exists = match self.send(trail, Method::GET, &list, token, None).await {
-            Ok(a) if a.ok() => {
-                let names: Vec<String> = a.body["features"]
-                    .as_array()
-                    .map(|fs| {
-                        fs.iter()
-                            .filter_map(|x| x["name"].as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                format!("flags in project `{}`: {}", f.project, listed(&names, 20))
-            }
-            _ => "the list of flags could not be read".into(),
-        };
-        BackendError::Refused(format!(
-            "Unleash has no flag `{}` in project `{}` ({unleash_said}); {exists}. Fix flag (or project) in the service's [services.target], or create the flag in Unleash.",
-            f.name, f.project
-        ))
     }
 
     /// The UI step, and the API call that does the same.
@@ -639,46 +287,6 @@ impl UnleashBackend {
             "flag `{}` in environment `{}` (project `{}`)",
             f.name, f.environment, f.project
         )
-    }
-
-    /// Reads what the SDKs of the flag's environment are served.
-    async fn client_view(
-        &self,
-        f: &Flag,
-        token: &str,
-        trail: &mut Vec<String>,
-    ) -> Result<Option<(bool, Vec<u8>)>, String> {
-        // The plain request, as SDKs send it: Unleash caches that answer
-        // separately from filtered ones (`?namePrefix=`), which are fresh
-        // sooner than what SDKs get.
-        let a = self
-            .send(trail, Method::GET, "/api/client/features", token, None)
-            .await?;
-        if !a.ok() {
-            return Err(format!(
-                "the client API answered HTTP {}: {}",
-                a.code,
-                message(&a.body, &a.raw)
-            ));
-        }
-        if let Some(env) = a.body["query"]["environment"].as_str() {
-            if env != f.environment {
-                return Err(format!(
-                    "client_token is a token of environment `{env}`, not `{}`; give the backend a client token of `{}`",
-                    f.environment, f.environment
-                ));
-            }
-        }
-        let feature = a.body["features"]
-            .as_array()
-            .and_then(|fs| fs.iter().find(|x| x["name"] == f.name.as_str()));
-        Ok(feature.map(|x| {
-            let rollouts = x["strategies"]
-                .as_array()
-                .map(|ss| ss.iter().filter_map(rollout_of).collect())
-                .unwrap_or_default();
-            (x["enabled"] == true, rollouts)
-        }))
     }
 }
 
@@ -880,69 +488,78 @@ impl RollbackBackend for UnleashBackend {
             Some(src) => Some(
                 src.resolve()
                     .map(|v| v.expose().to_string())
-                    .map_err(|e| BackendError::Failed(format!("Unleash client token: {e}")))?,
+                    .map_err(|e| BackendError::failed(format!("Unleash client token: {e}")))?,
             ),
             None => None,
         };
         let admin = self.admin_token()?;
         let started = std::time::Instant::now();
-        let deadline = tokio::time::Instant::now() + self.s.verify_timeout;
-        let mut trail = Vec::new();
-        let mut polls = 0u32;
-        loop {
-            polls += 1;
-            let seen: Result<Option<(bool, Vec<u8>)>, String> = match &client {
-                Some(token) => self.client_view(&f, token, &mut trail).await,
-                None => match self.read(&f, &admin, &mut trail).await {
-                    Ok(s) => Ok(Some((s.enabled, s.rollouts()))),
-                    Err(e) => Err(e.to_string()),
-                },
-            };
-            let last = match seen {
-                Ok(Some((on, rollouts))) => {
-                    let pct_ok = match want_pct {
-                        Some(p) => !rollouts.is_empty() && rollouts.iter().all(|r| *r == p),
-                        None => true,
-                    };
-                    let shown = match (on, rollouts.iter().min()) {
-                        (false, _) => "disabled".to_string(),
-                        (true, Some(p)) if want_pct.is_some() => format!("enabled at {p}%"),
-                        (true, _) => "enabled".to_string(),
-                    };
-                    if on == want_on && pct_ok {
-                        let via = match client {
-                            Some(_) => format!("the client API (environment `{}`)", f.environment),
-                            None => "the admin API (no client_token is set, so what SDKs are served was not checked)".into(),
+        // Every request of the wait, for the message when it gives up.
+        let trail = std::sync::Mutex::new(Vec::new());
+        let (f, client, admin, trail_ref) = (&f, &client, &admin, &trail);
+        let waited = poll_until(
+            self.s.verify_timeout,
+            self.s.verify_interval,
+            |polls| async move {
+                let mut sent = Vec::new();
+                let seen: Result<Option<(bool, Vec<u8>)>, String> = match client {
+                    Some(token) => self.client_view(f, token, &mut sent).await,
+                    None => match self.read(f, admin, &mut sent).await {
+                        Ok(s) => Ok(Some((s.enabled, s.rollouts()))),
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                trail_ref.lock().unwrap().extend(sent);
+                Ok::<_, BackendError>(match seen {
+                    Ok(Some((on, rollouts))) => {
+                        let pct_ok = match want_pct {
+                            Some(p) => !rollouts.is_empty() && rollouts.iter().all(|r| *r == p),
+                            None => true,
                         };
-                        return Ok(Verification {
-                            ok: true,
-                            detail: format!(
-                                "{via} reports flag `{}` {shown} after {polls} poll{} in {} ms",
-                                f.name,
-                                if polls == 1 { "" } else { "s" },
-                                started.elapsed().as_millis()
-                            ),
-                        });
+                        let shown = match (on, rollouts.iter().min()) {
+                            (false, _) => "disabled".to_string(),
+                            (true, Some(p)) if want_pct.is_some() => format!("enabled at {p}%"),
+                            (true, _) => "enabled".to_string(),
+                        };
+                        if on == want_on && pct_ok {
+                            let via = match client {
+                                Some(_) => format!("the client API (environment `{}`)", f.environment),
+                                None => "the admin API (no client_token is set, so what SDKs are served was not checked)".into(),
+                            };
+                            Look::Done(Verification {
+                                ok: true,
+                                detail: format!(
+                                    "{via} reports flag `{}` {shown} after {polls} poll{} in {} ms",
+                                    f.name,
+                                    if polls == 1 { "" } else { "s" },
+                                    started.elapsed().as_millis()
+                                ),
+                            })
+                        } else {
+                            Look::Waiting(format!("flag `{}` still {shown}", f.name))
+                        }
                     }
-                    format!("flag `{}` still {shown}", f.name)
-                }
-                Ok(None) => format!(
-                    "the client API does not list flag `{}` for this token",
-                    f.name
-                ),
-                Err(e) if e.contains("client_token is a token of") => {
-                    return Ok(Verification {
-                        ok: false,
-                        detail: e,
-                    })
-                }
-                Err(e) => e,
-            };
-            if tokio::time::Instant::now() + self.s.verify_interval > deadline {
-                return Ok(Verification {
+                    Ok(None) => Look::Waiting(format!(
+                        "the client API does not list flag `{}` for this token",
+                        f.name
+                    )),
+                    Err(e) if e.contains("client_token is a token of") => {
+                        Look::Done(Verification { ok: false, detail: e })
+                    }
+                    Err(e) => Look::Waiting(e),
+                })
+            },
+            |_| {},
+        )
+        .await?;
+        Ok(match waited {
+            Polled::Done(v) => v,
+            Polled::TimedOut { last, looks } => {
+                let trail = trail.into_inner().unwrap();
+                Verification {
                     ok: false,
                     detail: format!(
-                        "expected {want}, but after {} ({polls} polls) {last}. Requests: {}",
+                        "expected {want}, but after {} ({looks} polls) {last}. Requests: {}",
                         limit(self.s.verify_timeout),
                         trail
                             .iter()
@@ -953,10 +570,9 @@ impl RollbackBackend for UnleashBackend {
                             .collect::<Vec<_>>()
                             .join("; ")
                     ),
-                });
+                }
             }
-            tokio::time::sleep(self.s.verify_interval).await;
-        }
+        })
     }
 
     async fn status(&self, t: &Target) -> Result<BackendStatus, BackendError> {
@@ -992,32 +608,6 @@ impl RollbackBackend for UnleashBackend {
     }
 }
 
-/// Where a promote takes the flag: the revision and, for a gradual
-/// rollout, the percentage. `None` when it is already fully promoted.
-fn promoted(f: &Flag, state: &EnvState, full: bool) -> Option<(String, Option<u8>)> {
-    match state.percentage() {
-        None if state.enabled => None,
-        None => Some(("on".into(), None)),
-        Some(p) => {
-            let to = if full {
-                100
-            } else if !state.enabled {
-                // Back on where it was before the rollback; the next
-                // promote raises it.
-                p
-            } else {
-                f.steps.iter().copied().find(|s| *s > p).unwrap_or(100)
-            };
-            let all_there = state.rollouts().iter().all(|r| *r == to);
-            if state.enabled && all_there {
-                None
-            } else {
-                Some((format!("on at {to}%"), Some(to)))
-            }
-        }
-    }
-}
-
 fn no_pause(f: &Flag) -> String {
     format!(
         "a feature flag has no pause: flag `{}` is on or off in `{}`. To stop exposure use rollback (switches the flag off); a gradual rollout stays at its percentage until someone promotes it.",
@@ -1028,85 +618,6 @@ fn no_pause(f: &Flag) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn state(enabled: bool, rollouts: &[u8]) -> EnvState {
-        EnvState {
-            enabled,
-            strategies: rollouts
-                .iter()
-                .map(|r| json!({"name": "flexibleRollout", "parameters": {"rollout": r.to_string(), "stickiness": "default"}}))
-                .collect(),
-            others: vec![],
-        }
-    }
-
-    fn flag() -> Flag {
-        Flag {
-            project: "default".into(),
-            name: "new-checkout".into(),
-            environment: "production".into(),
-            steps: DEFAULT_STEPS.to_vec(),
-        }
-    }
-
-    #[test]
-    fn steps_are_rising_percentages() {
-        assert_eq!(parse_steps("10, 25,50%,100").unwrap(), [10, 25, 50, 100]);
-        assert!(parse_steps("10,5").unwrap_err().contains("rise"));
-        assert!(parse_steps("0,50").unwrap_err().contains("1 to 100"));
-        assert!(parse_steps("ten").unwrap_err().contains("`ten`"));
-        assert!(check_steps(&[]).is_err());
-    }
-
-    #[test]
-    fn promote_goes_to_the_next_step_and_full_to_100() {
-        let f = flag();
-        assert_eq!(
-            promoted(&f, &state(true, &[10]), false),
-            Some(("on at 25%".into(), Some(25)))
-        );
-        assert_eq!(
-            promoted(&f, &state(true, &[30]), false),
-            Some(("on at 50%".into(), Some(50)))
-        );
-        assert_eq!(
-            promoted(&f, &state(true, &[25]), true),
-            Some(("on at 100%".into(), Some(100)))
-        );
-        assert_eq!(promoted(&f, &state(true, &[100]), false), None);
-        // Switched off by a rollback: back on at the same percentage first.
-        assert_eq!(
-            promoted(&f, &state(false, &[25]), false),
-            Some(("on at 25%".into(), Some(25)))
-        );
-        assert_eq!(
-            promoted(&f, &state(false, &[]), false),
-            Some(("on".into(), None))
-        );
-        assert_eq!(promoted(&f, &state(true, &[]), true), None);
-    }
-
-    #[test]
-    fn revisions_round_trip_to_what_verification_expects() {
-        for (s, want) in [
-            (state(false, &[25]), (false, None)),
-            (state(true, &[]), (true, None)),
-            (state(true, &[50]), (true, Some(50))),
-        ] {
-            assert_eq!(expected(&s.revision()), Some(want));
-        }
-        assert_eq!(expected("v7"), None);
-    }
-
-    #[test]
-    fn strategies_are_described() {
-        let s = json!({"name": "flexibleRollout", "parameters": {"rollout": "25", "stickiness": "userId"}, "constraints": [{}], "disabled": false});
-        assert_eq!(
-            describe_strategy(&s),
-            "flexibleRollout 25% (stickiness userId), 1 constraint"
-        );
-        assert_eq!(describe_strategy(&json!({"name": "default"})), "default");
-    }
 
     /// An Unleash stand-in that serves one flag and refuses changes with
     /// a 500, recording every request.
@@ -1170,11 +681,12 @@ mod tests {
         let (url, seen) =
             failing_unleash(json!({"name": "production", "enabled": true, "strategies": []})).await;
         let (b, t) = backend_at(&url);
+        // As the audit entry records it: the message, then the requests.
         let err = b
             .rollback(&t, None, &CallContext::default())
             .await
             .unwrap_err()
-            .to_string();
+            .with_requests();
         let off = format!(
             "{url}/api/admin/projects/default/features/new-checkout/environments/production/off"
         );

@@ -383,7 +383,10 @@ fn a_required_key_left_out_to_read_on_is_not_reported_missing() {
     // missing schedule is not a second error; the bad member is found too.
     assert_eq!(e.len(), 2, "{all:?}");
     assert!(!all.iter().any(|m| m.contains("missing")), "{all:?}");
-    assert!(e[0].message.contains("`alice` has no platform prefix"), "{all:?}");
+    assert!(
+        e[0].message.contains("`alice` has no platform prefix"),
+        "{all:?}"
+    );
     assert!(
         e[1].message
             .starts_with("`61 25 * * *`: minute `61` is not in 0-59; hour `25` is not in 0-23"),

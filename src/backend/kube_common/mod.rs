@@ -3,11 +3,22 @@
 //! conflicts against a fresh object, and the one-line record of every
 //! request for the audit entry.
 
+mod keys;
+mod session;
+
+pub use session::{again_after, again_after_conflict, Session};
+
+pub use keys::{
+    check_backend, check_table, default_rollout_timeout, default_rollout_timeout_for,
+    ControllerWait, KeyProblem, KubeKeys, WaitingBackendTable, DEFAULT_ROLLOUT_TIMEOUT,
+    ROLLOUT_MARGIN,
+};
+
 use super::BackendError;
 use crate::config::SecretSource;
 use std::time::Duration;
 
-/// How to reach the API server; from a `[backends.NAME]` of a Kubernetes type.
+/// How to reach the API server; from the [`KubeKeys`] of a Kubernetes table.
 #[derive(Clone, Debug, Default)]
 pub struct KubeConnection {
     /// `https://…` of the API server; `None`: in-cluster service account,
@@ -23,30 +34,6 @@ pub struct KubeConnection {
     /// PEM file with the cluster's CA certificates, for an `https` `api_server`
     /// whose certificate the system's roots do not vouch for.
     pub ca_file: Option<std::path::PathBuf>,
-}
-
-impl KubeConnection {
-    /// From the connection keys every Kubernetes table of the config has
-    /// (`[backends.X]` of a Kubernetes type, `[leader_election]`). The token
-    /// source was checked when the config was loaded.
-    pub fn from_config(
-        api_server: &Option<String>,
-        token: Option<&crate::config::EnvRef>,
-        token_file: Option<&std::path::PathBuf>,
-        namespace: &Option<String>,
-        request_timeout: Option<crate::config::HumanDuration>,
-        ca_file: &Option<std::path::PathBuf>,
-    ) -> KubeConnection {
-        KubeConnection {
-            api_server: api_server.clone(),
-            token: SecretSource::from_pair("token", token, token_file)
-                .ok()
-                .flatten(),
-            namespace: namespace.clone(),
-            request_timeout: request_timeout.map(|t| t.0),
-            ca_file: ca_file.clone(),
-        }
-    }
 }
 
 /// Time limit of one request when the config sets none.
@@ -70,14 +57,14 @@ impl KubeConnection {
         let mut config = match &self.api_server {
             Some(url) => {
                 let uri = url.parse().map_err(|e| {
-                    BackendError::Failed(format!(
+                    BackendError::failed(format!(
                         "api_server `{url}` is not a URL ({e}); write for example \"https://10.0.0.1:6443\""
                     ))
                 })?;
                 kube::Config::new(uri)
             }
             None => kube::Config::infer().await.map_err(|e| {
-                BackendError::Failed(format!(
+                BackendError::failed(format!(
                     "cannot find Kubernetes credentials ({e}); run rollbot in the cluster with a service account, set KUBECONFIG, or set api_server and token in the backend's config"
                 ))
             })?,
@@ -87,7 +74,7 @@ impl KubeConnection {
         if let Some(src) = &self.token {
             let v = src
                 .resolve()
-                .map_err(|e| BackendError::Failed(format!("Kubernetes API token: {e}")))?;
+                .map_err(|e| BackendError::failed(format!("Kubernetes API token: {e}")))?;
             config.auth_info.token = Some(v.expose().to_string().into());
             config.auth_info.token_file = None;
         }
@@ -104,7 +91,7 @@ impl KubeConnection {
         let server = config.cluster_url.to_string();
         let default_namespace = config.default_namespace.clone();
         let client = kube::Client::try_from(config).map_err(|e| {
-            BackendError::Failed(format!(
+            BackendError::failed(format!(
                 "cannot build a Kubernetes client for {server}: {e}"
             ))
         })?;
@@ -121,7 +108,7 @@ fn read_ca(path: &std::path::Path) -> Result<Vec<Vec<u8>>, BackendError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let bad = |e: String| {
-        BackendError::Failed(format!(
+        BackendError::failed(format!(
             "ca_file {}: {e}; it should hold the cluster's CA certificate in PEM (the certificate-authority-data of a kubeconfig, base64-decoded)",
             path.display()
         ))
@@ -172,17 +159,9 @@ pub fn describe(e: &kube::Error) -> String {
     }
 }
 
-/// A failed call as a `BackendError`, with what to do by hand.
-pub fn failed(what: &str, e: &kube::Error, by_hand: &str) -> BackendError {
-    BackendError::Failed(format!(
-        "{what} failed: {}\nNothing else was changed. To do it by hand: {by_hand}",
-        describe(e)
-    ))
-}
-
-/// [`failed`], saying which API server could not be reached when the
-/// error is not an answer from it.
-pub fn failed_at(what: &str, e: &kube::Error, server: &str, by_hand: &str) -> BackendError {
+/// What a failed call means, with what to do by hand: the API server's
+/// answer, or which server could not be reached.
+pub fn failed_at(what: &str, e: &kube::Error, server: &str, by_hand: &str) -> String {
     let why = match api_status(e) {
         Some(_) => describe(e),
         None => format!(
@@ -190,9 +169,7 @@ pub fn failed_at(what: &str, e: &kube::Error, server: &str, by_hand: &str) -> Ba
             describe(e)
         ),
     };
-    BackendError::Failed(format!(
-        "{what} failed: {why}\nNothing else was changed. To do it by hand: {by_hand}"
-    ))
+    format!("{what} failed: {why}\nNothing else was changed. To do it by hand: {by_hand}")
 }
 
 /// One request for `ActionReport.requests`: method, path, content type, body
@@ -228,13 +205,10 @@ where
 {
     let mut n = 1;
     loop {
-        match attempt(n).await {
-            Err(e) if is_conflict(&e) && n < CONFLICT_TRIES => {
-                // A short, growing pause lets the other writer finish.
-                tokio::time::sleep(Duration::from_millis(50 * n as u64)).await;
-                n += 1;
-            }
-            other => return other,
+        let result = attempt(n).await;
+        match &result {
+            Err(e) if again_after_conflict(e, n).await => n += 1,
+            _ => return result,
         }
     }
 }

@@ -15,9 +15,13 @@
 //! `step_interval` (e.g. "30s"), `promote_steps` (e.g. "10, 25, 50, 100";
 //! default "100").
 
-use super::kube_common::{self, describe, request_line, KubeClient, KubeConnection};
+mod config;
+
+pub use config::IstioConfig;
+
+use super::kube_common::{self, KubeConnection};
 use super::*;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{ApiResource, Patch};
 use kube::core::GroupVersionKind;
 use serde_json::{json, Value};
 use std::sync::Mutex;
@@ -366,125 +370,91 @@ fn canary_now(splits: &[Split]) -> i64 {
     splits.iter().map(|s| s.canary_weight).max().unwrap_or(0)
 }
 
-/// The calls of one action, with the record of every request.
-struct Session {
-    kc: KubeClient,
-    api: Api<DynamicObject>,
-    namespace: String,
+/// Which VirtualService a service is and how its weights move, with the
+/// resource of the configured `networking.istio.io` version.
+struct Place {
     plan: Plan,
-    path: String,
-    requests: Vec<String>,
+    resource: ApiResource,
 }
 
-impl Session {
-    fn where_(&self) -> String {
-        format!("{}/{}", self.namespace, self.plan.virtual_service)
-    }
+/// The calls of one action, with the record of every request.
+type Session = kube_common::Session<Place>;
 
-    fn fail(&self, what: &str, e: &kube::Error, by_hand: &str) -> BackendError {
-        let mut msg = kube_common::failed_at(what, e, &self.kc.server, by_hand).to_string();
-        if !self.requests.is_empty() {
-            msg.push_str(&format!("\nRequests: {}", self.requests.join("; ")));
+fn where_(s: &Session) -> String {
+    format!("{}/{}", s.namespace, s.place.plan.virtual_service)
+}
+
+fn by_hand(s: &Session, patch: &Value) -> String {
+    format!(
+        "`kubectl -n {} patch virtualservice {} --type=json -p '{patch}'`",
+        s.namespace, s.place.plan.virtual_service
+    )
+}
+
+/// The VirtualService as JSON; a missing one is refused naming what to check.
+async fn get(s: &Session) -> Result<Value, BackendError> {
+    let vs = &s.place.plan.virtual_service;
+    let check = format!(
+        "namespace and virtual_service for this service (`kubectl -n {} get virtualservices`)",
+        s.namespace
+    );
+    let by_hand = format!(
+        "`kubectl -n {} get virtualservice {vs} -o yaml`",
+        s.namespace
+    );
+    let api = s.custom_api(&s.place.resource);
+    let o = s.read(&api, "VirtualService", vs, &check, &by_hand).await?;
+    Ok(serde_json::to_value(o).unwrap_or_default())
+}
+
+/// Moves the canary to `canary` percent on every split, from a fresh read
+/// each attempt (the first may use `read`, just made); returns the splits
+/// as they now are.
+async fn shift(
+    s: &Session,
+    canary: i64,
+    mut read: Option<Value>,
+) -> Result<Vec<Split>, BackendError> {
+    let api = s.custom_api(&s.place.resource);
+    let mut attempt = 1;
+    loop {
+        let vs = match read.take() {
+            Some(v) => v,
+            None => get(s).await?,
+        };
+        let splits = splits(&vs, &s.place.plan, &where_(s))?;
+        let ops = shift_patch(&vs, &splits, canary);
+        let after: Vec<Split> = splits
+            .iter()
+            .map(|x| Split {
+                canary_weight: canary,
+                stable_weight: (100 - canary - x.others).max(0),
+                ..x.clone()
+            })
+            .collect();
+        if ops.as_array().is_some_and(|o| o.is_empty()) {
+            return Ok(after);
         }
-        BackendError::Failed(msg)
-    }
-
-    fn by_hand(&self, patch: &Value) -> String {
-        format!(
-            "`kubectl -n {} patch virtualservice {} --type=json -p '{patch}'`",
-            self.namespace, self.plan.virtual_service
-        )
-    }
-
-    async fn get(&mut self) -> Result<Value, BackendError> {
-        let got = self.api.get(&self.plan.virtual_service).await;
-        self.requests.push(request_line(
-            "GET",
-            &self.path,
-            None,
-            None,
-            &got.as_ref().map(|_| ()).map_err(describe),
-        ));
-        match got {
-            Ok(o) => Ok(serde_json::to_value(o).unwrap_or_default()),
-            Err(e) if kube_common::is_not_found(&e) => Err(BackendError::Refused(format!(
-                "VirtualService {} does not exist on {} ({}); check [services.target] namespace and virtual_service for this service (`kubectl -n {} get virtualservices`)",
-                self.where_(),
-                self.kc.server,
-                describe(&e),
-                self.namespace
-            ))),
-            Err(e) => Err(self.fail(
-                &format!("reading VirtualService {}", self.where_()),
-                &e,
-                &format!("`kubectl -n {} get virtualservice {} -o yaml`", self.namespace, self.plan.virtual_service),
-            )),
-        }
-    }
-
-    async fn patch(&mut self, ops: &Value) -> Result<(), kube::Error> {
         let patch: Patch<Value> =
             Patch::Json(serde_json::from_value(ops.clone()).expect("a JSON patch"));
-        let got = self
-            .api
-            .patch(&self.plan.virtual_service, &PatchParams::default(), &patch)
-            .await;
-        self.requests.push(request_line(
-            "PATCH",
-            &self.path,
-            Some("application/json-patch+json"),
-            Some(ops),
-            &got.as_ref().map(|_| ()).map_err(describe),
-        ));
-        got.map(|_| ())
-    }
-
-    /// Moves the canary to `canary` percent on every split, from a fresh
-    /// read each attempt (the first may use `read`, just made); returns the
-    /// splits as they now are.
-    async fn shift(
-        &mut self,
-        canary: i64,
-        mut read: Option<Value>,
-    ) -> Result<Vec<Split>, BackendError> {
-        let mut attempt = 1;
-        loop {
-            let vs = match read.take() {
-                Some(v) => v,
-                None => self.get().await?,
-            };
-            let splits = splits(&vs, &self.plan, &self.where_())?;
-            let ops = shift_patch(&vs, &splits, canary);
-            let after: Vec<Split> = splits
-                .iter()
-                .map(|s| Split {
-                    canary_weight: canary,
-                    stable_weight: (100 - canary - s.others).max(0),
-                    ..s.clone()
-                })
-                .collect();
-            if ops.as_array().is_some_and(|o| o.is_empty()) {
-                return Ok(after);
-            }
-            match self.patch(&ops).await {
-                Ok(()) => return Ok(after),
-                // 409: someone wrote in between; 422: a `test` failed because
-                // the weights moved. Either way nothing was applied.
-                Err(e)
-                    if kube_common::api_status(&e)
-                        .is_some_and(|s| s.code == 409 || s.code == 422)
-                        && attempt < kube_common::CONFLICT_TRIES =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50 * attempt as u64)).await;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(self.fail(
-                        &format!("patching VirtualService {}", self.where_()),
+        match s
+            .patch(&api, &s.place.plan.virtual_service, None, &patch)
+            .await
+        {
+            Ok(()) => return Ok(after),
+            Err(e) => {
+                // 409: someone wrote in between; 422: a `test` failed
+                // because the weights moved. Either way nothing was applied.
+                let moved =
+                    kube_common::api_status(&e).is_some_and(|s| s.code == 409 || s.code == 422);
+                if !kube_common::again_after(moved, attempt).await {
+                    return Err(s.fail(
+                        &format!("patching VirtualService {}", where_(s)),
                         &e,
-                        &self.by_hand(&ops),
-                    ))
+                        &by_hand(s, &ops),
+                    ));
                 }
+                attempt += 1;
             }
         }
     }
@@ -507,29 +477,17 @@ impl IstioBackend {
     }
 
     async fn session(&self, t: &Target) -> Result<Session, BackendError> {
-        let kc = self.s.connection.connect().await?;
-        let plan = Plan::from_settings(&t.service, &t.settings).map_err(BackendError::Refused)?;
-        let namespace = t
-            .settings
-            .get("namespace")
-            .cloned()
-            .unwrap_or_else(|| kc.default_namespace.clone());
         let resource = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("networking.istio.io", &self.s.api_version, "VirtualService"),
             "virtualservices",
         );
-        let path = format!(
-            "/apis/networking.istio.io/{}/namespaces/{namespace}/virtualservices/{}",
-            self.s.api_version, plan.virtual_service
-        );
-        Ok(Session {
-            api: Api::namespaced_with(kc.client.clone(), &namespace, &resource),
-            kc,
-            namespace,
-            plan,
-            path,
-            requests: vec![],
+        Session::open(&self.s.connection, t, |t| {
+            Ok(Place {
+                plan: Plan::from_settings(&t.service, &t.settings)?,
+                resource,
+            })
         })
+        .await
     }
 
     fn promise(&self, ctx: &CallContext, canary: i64) {
@@ -555,12 +513,12 @@ impl RollbackBackend for IstioBackend {
         if matches!(op, Operation::Pause | Operation::Resume) {
             return Err(BackendError::Refused(NO_PAUSE.into()));
         }
-        let mut s = self.session(t).await?;
-        let vs = s.get().await?;
-        let splits = splits(&vs, &s.plan, &s.where_())?;
+        let s = &self.session(t).await?;
+        let vs = get(s).await?;
+        let splits = splits(&vs, &s.place.plan, &where_(s))?;
         let mut notes = vec![format!(
             "VirtualService {}: {}",
-            s.where_(),
+            where_(s),
             weights_line(&splits)
         )];
         if let Operation::Rollback { to: Some(to) } = op {
@@ -580,26 +538,27 @@ impl RollbackBackend for IstioBackend {
         _to: Option<&str>,
         ctx: &CallContext,
     ) -> Result<ActionReport, BackendError> {
-        let mut s = self.session(t).await?;
-        let vs = s.get().await?;
-        let before = splits(&vs, &s.plan, &s.where_())?;
+        let s = &self.session(t).await?;
+        let vs = get(s).await?;
+        let before = splits(&vs, &s.place.plan, &where_(s))?;
         let now = canary_now(&before);
         let from = format!("canary {now}%");
         if before.iter().all(|x| x.canary_weight == 0) {
             return Ok(ActionReport {
                 summary: format!(
                     "nothing to do: VirtualService {} already sends no traffic to the canary ({})",
-                    s.where_(),
+                    where_(s),
                     weights_line(&before)
                 ),
                 to_revision: Some("canary 0%".into()),
                 changed: false,
-                requests: std::mem::take(&mut s.requests),
+                requests: s.take_requests(),
                 ..Default::default()
             });
         }
         // Only the steps below where the canary is now.
         let steps: Vec<i64> = s
+            .place
             .plan
             .rollback_steps
             .iter()
@@ -610,16 +569,19 @@ impl RollbackBackend for IstioBackend {
         let mut after = before.clone();
         for (i, w) in steps.iter().enumerate() {
             if i > 0 {
-                tokio::time::sleep(s.plan.step_interval).await;
+                tokio::time::sleep(s.place.plan.step_interval).await;
             }
             let read = if i == 0 { Some(vs.clone()) } else { None };
-            after = match s.shift(*w, read).await {
+            after = match shift(s, *w, read).await {
                 Ok(a) => a,
                 Err(e) if i > 0 => {
-                    return Err(BackendError::Failed(format!(
-                        "{e}\nThe rollback stopped after step {i} of {n}: the canary still gets {}% of traffic",
-                        steps[i - 1]
-                    )))
+                    return Err(BackendError::Failed {
+                        message: format!(
+                            "{e}\nThe rollback stopped after step {i} of {n}: the canary still gets {}% of traffic",
+                            steps[i - 1]
+                        ),
+                        requests: e.requests().to_vec(),
+                    })
                 }
                 Err(e) => return Err(e),
             };
@@ -631,8 +593,8 @@ impl RollbackBackend for IstioBackend {
         Ok(ActionReport {
             summary: format!(
                 "VirtualService {}: all traffic back to the stable {} ({}){}",
-                s.where_(),
-                s.plan.stable_name(),
+                where_(s),
+                s.place.plan.stable_name(),
                 weights_line(&after),
                 if n > 1 {
                     format!(", in {n} steps")
@@ -643,7 +605,7 @@ impl RollbackBackend for IstioBackend {
             from_revision: Some(from),
             to_revision: Some("canary 0%".into()),
             changed: true,
-            requests: std::mem::take(&mut s.requests),
+            requests: s.take_requests(),
         })
     }
 
@@ -653,40 +615,45 @@ impl RollbackBackend for IstioBackend {
         full: bool,
         ctx: &CallContext,
     ) -> Result<ActionReport, BackendError> {
-        let mut s = self.session(t).await?;
-        let vs = s.get().await?;
-        let before = splits(&vs, &s.plan, &s.where_())?;
+        let s = &self.session(t).await?;
+        let vs = get(s).await?;
+        let before = splits(&vs, &s.place.plan, &where_(s))?;
         let now = canary_now(&before);
         let next = if full {
             Some(100)
         } else {
-            s.plan.promote_steps.iter().copied().find(|w| *w > now)
+            s.place
+                .plan
+                .promote_steps
+                .iter()
+                .copied()
+                .find(|w| *w > now)
         };
         let Some(next) = next.filter(|n| before.iter().any(|x| x.canary_weight != *n)) else {
             return Ok(ActionReport {
                 summary: format!(
                     "nothing to do: the canary is already at its last promote step in VirtualService {} ({})",
-                    s.where_(),
+                    where_(s),
                     weights_line(&before)
                 ),
                 changed: false,
-                requests: std::mem::take(&mut s.requests),
+                requests: s.take_requests(),
                 ..Default::default()
             });
         };
-        let after = s.shift(next, Some(vs)).await?;
+        let after = shift(s, next, Some(vs)).await?;
         self.promise(ctx, next);
         Ok(ActionReport {
             summary: format!(
                 "VirtualService {}: canary {} moved from {now}% to {next}% ({})",
-                s.where_(),
-                s.plan.canary_name(),
+                where_(s),
+                s.place.plan.canary_name(),
                 weights_line(&after)
             ),
             from_revision: Some(format!("canary {now}%")),
             to_revision: Some(format!("canary {next}%")),
             changed: true,
-            requests: std::mem::take(&mut s.requests),
+            requests: s.take_requests(),
         })
     }
 
@@ -709,20 +676,20 @@ impl RollbackBackend for IstioBackend {
             Operation::Rollback { .. } => Some(0),
             _ => self.promised.lock().unwrap().remove(&ctx.correlation_id),
         };
-        let mut s = self.session(t).await?;
-        let vs = s.get().await?;
-        let now = splits(&vs, &s.plan, &s.where_())?;
+        let s = &self.session(t).await?;
+        let vs = get(s).await?;
+        let now = splits(&vs, &s.place.plan, &where_(s))?;
         let ok = want.is_none_or(|w| now.iter().all(|x| x.canary_weight == w));
         Ok(Verification {
             ok,
             detail: match (ok, want) {
-                (true, _) => format!("VirtualService {} reads {}", s.where_(), weights_line(&now)),
+                (true, _) => format!("VirtualService {} reads {}", where_(s), weights_line(&now)),
                 (false, Some(w)) => format!(
                     "VirtualService {} reads {}, not canary {w}%: someone changed it since; check `kubectl -n {} get virtualservice {} -o yaml`",
-                    s.where_(),
+                    where_(s),
                     weights_line(&now),
                     s.namespace,
-                    s.plan.virtual_service
+                    s.place.plan.virtual_service
                 ),
                 (false, None) => unreachable!(),
             },
@@ -730,13 +697,13 @@ impl RollbackBackend for IstioBackend {
     }
 
     async fn status(&self, t: &Target) -> Result<BackendStatus, BackendError> {
-        let mut s = self.session(t).await?;
-        let vs = s.get().await?;
-        let now = splits(&vs, &s.plan, &s.where_())?;
+        let s = &self.session(t).await?;
+        let vs = get(s).await?;
+        let now = splits(&vs, &s.place.plan, &where_(s))?;
         let canary = canary_now(&now);
         Ok(BackendStatus {
-            live_revision: Some(s.plan.stable_name()),
-            canary_revision: (canary > 0).then(|| s.plan.canary_name()),
+            live_revision: Some(s.place.plan.stable_name()),
+            canary_revision: (canary > 0).then(|| s.place.plan.canary_name()),
             canary_weight: Some(canary.clamp(0, 100) as u8),
             notes: now
                 .iter()

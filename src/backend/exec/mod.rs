@@ -14,6 +14,10 @@
 //! [`crate::limits::check_revision`]) so it never reaches the program as an
 //! option.
 
+mod config;
+
+pub use config::ExecConfig;
+
 use super::*;
 use std::process::Stdio;
 use tokio::process::Command;
@@ -180,7 +184,7 @@ impl ExecBackend {
             );
         }
         let child = cmd.spawn().map_err(|e| {
-            BackendError::Failed(format!(
+            BackendError::failed(format!(
                 "cannot start `{}`: {e}; check `program` in the backend's config",
                 self.program
             ))
@@ -188,7 +192,7 @@ impl ExecBackend {
         let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
             Err(_) => return Err(BackendError::Timeout(self.timeout)),
             Ok(Err(e)) => {
-                return Err(BackendError::Failed(format!(
+                return Err(BackendError::failed(format!(
                     "`{}` failed to run: {e}",
                     self.program
                 )))
@@ -205,7 +209,7 @@ impl ExecBackend {
                 .code()
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "a signal".into());
-            Err(BackendError::Failed(format!(
+            Err(BackendError::failed(format!(
                 "`{}` exited with {code}; last output:\n{}",
                 self.program,
                 tail(&text, 15, 1500)
@@ -285,7 +289,7 @@ impl RollbackBackend for ExecBackend {
                 )
                 .await
                 .map_err(|e| match e {
-                    BackendError::Failed(m) => {
+                    BackendError::Failed { message: m, .. } => {
                         BackendError::Refused(format!("preflight refused: {m}"))
                     }
                     other => other,
@@ -357,7 +361,7 @@ impl RollbackBackend for ExecBackend {
                 ok: true,
                 detail: last_line(&out).unwrap_or_else(|| "verified".into()),
             }),
-            Err(BackendError::Failed(m)) => Ok(Verification {
+            Err(BackendError::Failed { message: m, .. }) => Ok(Verification {
                 ok: false,
                 detail: m,
             }),
