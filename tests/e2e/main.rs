@@ -17,6 +17,7 @@ mod gates;
 mod istio;
 mod kube_api;
 mod kubernetes;
+mod layout;
 mod leader;
 mod never_hang;
 mod readme;
