@@ -14,7 +14,7 @@
 
 pub mod audit;
 pub mod backend;
-pub mod breaker;
+pub(crate) mod breaker;
 pub mod chat;
 pub mod clock;
 pub mod command;
@@ -24,13 +24,13 @@ pub mod controller;
 pub mod demo;
 pub mod domain;
 pub mod engine;
-pub mod freeze;
-pub mod intake;
+pub(crate) mod freeze;
+pub(crate) mod intake;
 pub mod judge;
-pub mod leader;
-pub mod limits;
-pub mod metrics;
-pub mod roles;
+pub(crate) mod leader;
+pub(crate) mod limits;
+pub(crate) mod metrics;
+pub(crate) mod roles;
 pub mod runtime;
 pub mod server;
 pub mod store;
@@ -39,7 +39,7 @@ pub mod telemetry;
 /// Does a service glob match `environment/name`? A glob with a `/` is matched
 /// against `environment/name`, one without against the bare name, so both
 /// `prod/*` and `checkout*` do what they say.
-pub fn glob_matches(glob: &str, environment: &str, name: &str) -> bool {
+pub(crate) fn glob_matches(glob: &str, environment: &str, name: &str) -> bool {
     let Ok(g) = globset::GlobBuilder::new(glob)
         .literal_separator(true)
         .build()
