@@ -11,7 +11,7 @@
 
 pub mod bench;
 pub mod export;
-pub mod sled_store;
+pub(crate) mod sled_store;
 
 use crate::domain::Actor;
 use chrono::{DateTime, Utc};

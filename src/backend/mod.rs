@@ -4,9 +4,9 @@
 //! it always goes preflight → act → verify, through a circuit breaker and a
 //! bounded pool per backend (see `crate::breaker`).
 
-pub mod factory;
+pub(crate) mod factory;
 pub mod kube_common;
-pub mod poll;
+pub(crate) mod poll;
 
 // Every backend, one line each: its module (a file or folder here), the
 // `type` users write in `[backends.NAME]`, and its settings type.

@@ -29,10 +29,6 @@ impl ConsoleSink {
         }
     }
 
-    pub fn stdout() -> ConsoleSink {
-        ConsoleSink::new(Arc::new(Mutex::new(std::io::stdout())))
-    }
-
     /// The action id behind button number `n` (1-based).
     pub fn button(&self, n: usize) -> Option<String> {
         self.state

@@ -4,12 +4,12 @@
 //! adapter (one file each) renders them: Block Kit for Slack, embeds for
 //! Discord, text for the console.
 
-pub mod console;
+pub(crate) mod console;
 pub mod discord;
 pub mod log;
 mod notifier;
-pub mod recent;
-pub mod replay;
+pub(crate) mod recent;
+pub(crate) mod replay;
 pub mod slack;
 
 pub use notifier::Notifier;

@@ -65,12 +65,9 @@ impl ReplayGuard {
         Ok(())
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.seen.lock().unwrap().values().map(HashSet::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -124,7 +124,8 @@ impl ChartHistory {
         self.points.push_back(Compact::from(&p));
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.points.len()
     }
 

@@ -12,11 +12,11 @@
 //! person's.
 
 pub mod bench;
-pub mod chart;
+pub(crate) mod chart;
 pub mod history;
 mod incident;
 pub mod postmortem;
-pub mod rollouts;
+pub(crate) mod rollouts;
 mod run;
 mod summary;
 mod watch;

@@ -31,7 +31,7 @@ mod freeze;
 mod idempotency;
 mod lock;
 mod maintenance;
-pub mod prompt;
+pub(crate) mod prompt;
 mod query;
 mod record;
 mod recovery;

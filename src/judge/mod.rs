@@ -7,10 +7,10 @@
 //! `replay` backtests a policy on a recorded rollout.
 
 pub mod bench;
-pub mod policy;
-pub mod reference;
+pub(crate) mod policy;
+pub(crate) mod reference;
 pub mod replay;
-pub mod sequential;
+pub(crate) mod sequential;
 pub mod sim;
 pub mod stats;
 

@@ -7,8 +7,8 @@
 //! and split here. A failed or empty query is not an error for the judge: the
 //! service's tick simply has no data (`no_data`), which never rolls back.
 
-pub mod prometheus;
-pub mod simulated;
+pub(crate) mod prometheus;
+pub(crate) mod simulated;
 
 use crate::config_file::MetricQueries;
 use crate::judge::Tick;

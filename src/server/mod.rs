@@ -13,7 +13,7 @@
 
 mod api;
 pub mod bench;
-pub mod gates;
+pub(crate) mod gates;
 mod rollouts;
 
 use crate::engine::Engine;

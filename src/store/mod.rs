@@ -17,7 +17,7 @@
 
 mod health;
 pub mod open;
-pub mod sled_store;
+pub(crate) mod sled_store;
 
 pub use health::{Health, StoreProblem};
 

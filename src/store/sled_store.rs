@@ -113,11 +113,6 @@ impl SledStore {
             None => Err(StoreError::Closed),
         }
     }
-
-    /// The raw database, for tests that damage it on purpose.
-    pub fn db(&self) -> &sled::Db {
-        &self.db
-    }
 }
 
 impl Drop for SledStore {

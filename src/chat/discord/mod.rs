@@ -10,7 +10,7 @@
 //!   [`Discord`], which starts the adapter the way Slack's does.
 
 pub mod interactions;
-pub mod render;
+pub(crate) mod render;
 pub mod rest;
 
 use super::*;

@@ -10,14 +10,14 @@
 //! - `http.rs`: the three signed endpoints. `socket.rs`: Socket Mode.
 //! - `manifest.rs`: the app manifest in `commands/slack-manifest.yaml`.
 
-pub mod api;
-pub mod blocks;
-pub mod http;
-pub mod identity;
-pub mod inbound;
+pub(crate) mod api;
+pub(crate) mod blocks;
+pub(crate) mod http;
+pub(crate) mod identity;
+pub(crate) mod inbound;
 pub mod manifest;
-pub mod sink;
-pub mod socket;
+pub(crate) mod sink;
+pub(crate) mod socket;
 
 use crate::chat::ChatSink;
 use crate::config_file::{Config, SlackMode};

@@ -7,10 +7,10 @@
 //! - P4 `PooledEValue`: a sequential e-value on pooled counts that ignores
 //!   over-dispersion.
 
-pub mod chi_squared;
-pub mod kayenta;
-pub mod pooled_evalue;
-pub mod static_thresholds;
+pub(crate) mod chi_squared;
+pub(crate) mod kayenta;
+pub(crate) mod pooled_evalue;
+pub(crate) mod static_thresholds;
 
 pub use chi_squared::ChiSquared;
 pub use kayenta::Kayenta;
