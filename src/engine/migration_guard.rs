@@ -178,7 +178,7 @@ impl Engine {
             params: entry_params,
             ..RefusalEntry::default()
         };
-        let title = format!("Rollback refused: it would cross {}", ids(blocking));
+        let title = format!("Refused past {}", ids(blocking));
         self.refuse_recorded(req, corr, entry, Refusal::MigrationGuard, &title, text)
             .await
     }
