@@ -489,3 +489,53 @@ async fn a_refused_automatic_rollback_alerts_the_incident_channel_and_the_escala
         list[0].state
     );
 }
+
+#[tokio::test]
+async fn the_roll_back_button_of_a_controller_prompt_is_guarded_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = "[backends.main]\ntype = \"simulated\"\nhistory = { payments = [\"v8\", \"v9\"] }";
+    let extra = "on_failing = \"page_and_suggest\"\n\n[metrics]\nsource = \"simulated\"\ninterval = \"10s\"\nscenarios = { payments = \"bad: errors 3× at 5%, 1% base\" }";
+    let chat = Arc::new(ChatRecord::default());
+    let rt = start(dir.path(), sim, extra, chat.clone()).await;
+    let controller = rt.controller.clone().expect("a controller");
+    let start = chrono::Utc::now() - chrono::Duration::minutes(30);
+    controller
+        .announce(Rollout {
+            migrations: vec![migration("2026_12_drop_legacy_sku", false, Phase::Contract)],
+            ..Rollout::watching(
+                "r-bad".into(),
+                "payments",
+                ("v8".into(), "v9".into()),
+                start,
+                "api:ci",
+            )
+        })
+        .await
+        .unwrap();
+    controller.step(chrono::Utc::now()).await;
+    let open = rt.engine.prompts.open(chrono::Utc::now()).await.unwrap();
+    let prompt = open
+        .iter()
+        .find(|p| p.approve.label == "Roll back" || p.reject.label == "Roll back")
+        .unwrap_or_else(|| panic!("no Roll back prompt: {open:?}"));
+    let approve = prompt.approve.label == "Roll back";
+    let press = if approve {
+        Action::Approve {
+            prompt: prompt.id.clone(),
+        }
+    } else {
+        Action::Reject {
+            prompt: prompt.id.clone(),
+        }
+    };
+    let o = run(&rt, "ana", press, "").await;
+    assert_eq!(o.refusal, Some(Refusal::MigrationGuard), "{:?}", o.message);
+    assert!(
+        o.message.plain().contains("Roll forward instead"),
+        "{:?}",
+        o.message
+    );
+    // The simulated backend was not asked: v9 is still the canary.
+    let st = rt.engine.backend_status("payments").await.unwrap();
+    assert_eq!(st.canary_revision.as_deref(), Some("v9"), "{st:?}");
+}
