@@ -134,6 +134,10 @@ pub enum Action {
     Rollback {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<String>,
+        /// Past the migration guard (admins, with a reason and a second
+        /// person's approval); absent in entries written before it existed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     Promote {
         full: bool,

@@ -25,10 +25,11 @@ pub async fn handle(
         Command::Rollback {
             service,
             to,
+            force,
             reason,
         } => {
             engine
-                .execute(req(Action::Rollback { to }, Some(service), reason))
+                .execute(req(Action::Rollback { to, force }, Some(service), reason))
                 .await
         }
         Command::Promote {

@@ -30,6 +30,7 @@ pub mod judge;
 pub(crate) mod leader;
 pub(crate) mod limits;
 pub(crate) mod metrics;
+pub mod migration;
 pub(crate) mod roles;
 pub mod runtime;
 pub mod server;

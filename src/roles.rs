@@ -111,6 +111,9 @@ pub enum Permission {
     Freeze,
     /// Promote through a freeze with `force` (break-glass).
     OverrideFreeze,
+    /// Roll back past an irreversible or contract migration with `force`
+    /// (break-glass, and a second person approves).
+    OverrideMigrationGuard,
 }
 
 impl Permission {
@@ -124,6 +127,7 @@ impl Permission {
             Permission::AnswerPrompt => "answer prompts",
             Permission::Freeze => "freeze",
             Permission::OverrideFreeze => "override a freeze",
+            Permission::OverrideMigrationGuard => "roll back past a migration",
         }
     }
 

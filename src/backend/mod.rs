@@ -50,6 +50,10 @@ pub struct CallContext {
     /// it got; the engine posts each line in the action's thread.
     #[serde(skip)]
     pub progress: Progress,
+    /// For a rollback: the database migrations it crosses, newest first
+    /// (the engine's migration guard let it through), so a deploy hook can
+    /// run data fix-ups. Empty for other actions.
+    pub migrations: Vec<crate::migration::Migration>,
 }
 
 /// A line-at-a-time progress report for the people watching an action.

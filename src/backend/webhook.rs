@@ -360,6 +360,7 @@ impl WebhookBackend {
             "reason": ctx.reason,
             "correlation_id": ctx.correlation_id,
             "idempotency_key": ctx.idempotency_key,
+            "rollback": action == "rollback",
             "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
@@ -566,7 +567,9 @@ impl RollbackBackend for WebhookBackend {
         to: Option<&str>,
         ctx: &CallContext,
     ) -> Result<ActionReport, BackendError> {
-        self.act("rollback", t, to, serde_json::json!({}), ctx)
+        // The migrations it crosses, so the pipeline can run data fix-ups.
+        let extra = serde_json::json!({ "migrations": ctx.migrations });
+        self.act("rollback", t, to, extra, ctx)
             .await
     }
 

@@ -67,6 +67,12 @@ const ROLLBACK: &[OptionSpec] = &[
         false,
         "Roll back to this revision (default: the previous one)",
     ),
+    opt(
+        "force",
+        Flag,
+        false,
+        "Past an irreversible migration (admins; needs a reason and a second person)",
+    ),
     opt("reason", Reason, false, "Why; recorded in the audit log"),
 ];
 const PROMOTE: &[OptionSpec] = &[
@@ -286,6 +292,7 @@ pub fn to_command(
             to: one_word("revision", "rollback")?
                 .map(|r| revision(&r, "rollback"))
                 .transpose()?,
+            force: flag(opts, "force"),
             reason: reason("rollback")?,
         }),
         "promote" => Ok(Command::Promote {
@@ -409,6 +416,7 @@ mod tests {
             Command::Rollback {
                 service: "checkout".into(),
                 to: None,
+                force: false,
                 reason: "to be safe".into()
             }
         );

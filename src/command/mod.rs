@@ -1,7 +1,7 @@
 //! The command grammar, one parser for every chat platform and the console:
 //!
 //! ```text
-//! /rollback <service> [to <revision>] [reason…]
+//! /rollback <service> [to <revision>] [force] [reason…]
 //! /promote  <service> [full] [force] [reason…]
 //! /pause    <service> [reason…]
 //! /resume   <service> [reason…]
@@ -39,6 +39,9 @@ pub enum Command {
     Rollback {
         service: String,
         to: Option<String>,
+        /// Past the migration guard: admins, with a reason, approved by a
+        /// second person.
+        force: bool,
         reason: String,
     },
     Promote {
@@ -94,7 +97,7 @@ pub struct CommandSpec {
 }
 
 pub const COMMANDS: &[CommandSpec] = &[
-    CommandSpec { name: "rollback", usage: "/rollback <service> [to <revision>] [reason…]", description: "Roll a service back to its previous (or a named) revision. Never blocked by a freeze.", example: "/rollback checkout to v41 5xx spike after deploy" },
+    CommandSpec { name: "rollback", usage: "/rollback <service> [to <revision>] [force] [reason…]", description: "Roll a service back to its previous (or a named) revision. Never blocked by a freeze. Past an irreversible or contract migration it is refused with roll-forward advice; `force` (admins, with a reason) asks a second person.", example: "/rollback checkout to v41 5xx spike after deploy" },
     CommandSpec { name: "promote", usage: "/promote <service> [full] [force] [reason…]", description: "Promote the canary one step, or fully with `full`. `force` (admins) promotes through a freeze, with a reason.", example: "/promote checkout full metrics look good" },
     CommandSpec { name: "pause", usage: "/pause <service> [reason…]", description: "Pause the service's rollout where it is. A backend that cannot pause refuses and says why.", example: "/pause checkout waiting for the database team" },
     CommandSpec { name: "resume", usage: "/resume <service> [reason…]", description: "Resume a paused rollout; for a Flagger canary, open its confirm-rollout gate.", example: "/resume checkout database is fine again" },
@@ -305,24 +308,33 @@ fn revision(word: &str, command: &str) -> Result<String, ParseError> {
 fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
     let svc = service(words.first().copied(), "rollback", services)?;
     let mut rest = words.get(1..).unwrap_or(&[]);
-    let mut to = None;
-    if rest.first().is_some_and(|w| w.eq_ignore_ascii_case("to")) {
-        match rest.get(1) {
-            Some(rev) => {
-                to = Some(revision(rev, "rollback")?);
-                rest = &rest[2..];
+    let (mut to, mut force) = (None, false);
+    // `to <revision>` and `force`, in either order, then the reason.
+    loop {
+        match rest.first() {
+            Some(w) if w.eq_ignore_ascii_case("to") && to.is_none() => match rest.get(1) {
+                Some(rev) => {
+                    to = Some(revision(rev, "rollback")?);
+                    rest = &rest[2..];
+                }
+                None => {
+                    return Err(err(
+                        "`to` needs a revision, for example `/rollback checkout to v41`",
+                        "rollback",
+                    ))
+                }
+            },
+            Some(w) if w.eq_ignore_ascii_case("force") && !force => {
+                force = true;
+                rest = &rest[1..];
             }
-            None => {
-                return Err(err(
-                    "`to` needs a revision, for example `/rollback checkout to v41`",
-                    "rollback",
-                ))
-            }
+            _ => break,
         }
     }
     Ok(Command::Rollback {
         service: svc,
         to,
+        force,
         reason: reason(rest, "rollback")?,
     })
 }
@@ -523,6 +535,7 @@ mod tests {
             Command::Rollback {
                 service: "checkout".into(),
                 to: Some("v41".into()),
+                force: false,
                 reason: "5xx spike".into()
             }
         );
@@ -531,8 +544,26 @@ mod tests {
             Command::Rollback {
                 service: "checkout".into(),
                 to: None,
+                force: false,
                 reason: "bad deploy".into()
             }
+        );
+        assert_eq!(
+            parse(
+                "/rollback checkout to v41 force drops a column v41 reads",
+                SERVICES
+            )
+            .unwrap(),
+            Command::Rollback {
+                service: "checkout".into(),
+                to: Some("v41".into()),
+                force: true,
+                reason: "drops a column v41 reads".into()
+            }
+        );
+        assert_eq!(
+            parse("/rollback checkout force to v41 x", SERVICES).unwrap(),
+            parse("/rollback checkout to v41 force x", SERVICES).unwrap()
         );
         assert!(parse("/rollback checkout to", SERVICES)
             .unwrap_err()
@@ -594,7 +625,7 @@ mod tests {
         );
         assert_eq!(
             e.usage,
-            Some("/rollback <service> [to <revision>] [reason…]")
+            Some("/rollback <service> [to <revision>] [force] [reason…]")
         );
         let e = parse("/status zzz", SERVICES).unwrap_err();
         assert!(e

@@ -16,7 +16,7 @@ pub(crate) mod chart;
 pub mod history;
 mod incident;
 pub mod postmortem;
-pub(crate) mod rollouts;
+pub mod rollouts;
 mod run;
 mod summary;
 mod watch;

@@ -21,6 +21,10 @@ pub struct Rollout {
     pub verdict: Option<String>,
     pub score: Option<f64>,
     pub reasons: Vec<String>,
+    /// The database migrations it ran, which a rollback past it crosses
+    /// (see `engine/migration_guard.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<crate::migration::Migration>,
 }
 
 impl Rollout {
@@ -45,6 +49,7 @@ impl Rollout {
             verdict: None,
             score: None,
             reasons: vec![],
+            migrations: vec![],
         }
     }
 

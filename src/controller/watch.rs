@@ -435,7 +435,10 @@ impl RolloutWatch {
                 .await;
                 let o = engine
                     .execute(self.request(
-                        Action::Rollback { to: None },
+                        Action::Rollback {
+                            to: None,
+                            force: false,
+                        },
                         format!("automatic after {}: {reason}", elapsed(eval.t)),
                         "rollback",
                     ))
@@ -464,7 +467,10 @@ impl RolloutWatch {
                         &format!("The canary is {}", eval.verdict),
                         Choice {
                             label: "Roll back".into(),
-                            action: Some(Action::Rollback { to: None }),
+                            action: Some(Action::Rollback {
+                                to: None,
+                                force: false,
+                            }),
                             style: ButtonStyle::Danger,
                         },
                         Choice {
@@ -496,7 +502,10 @@ impl RolloutWatch {
                     },
                     Choice {
                         label: "Roll back".into(),
-                        action: Some(Action::Rollback { to: None }),
+                        action: Some(Action::Rollback {
+                            to: None,
+                            force: false,
+                        }),
                         style: ButtonStyle::Danger,
                     },
                 )
@@ -524,7 +533,10 @@ impl RolloutWatch {
             },
             Choice {
                 label: "Roll back".into(),
-                action: Some(Action::Rollback { to: None }),
+                action: Some(Action::Rollback {
+                    to: None,
+                    force: false,
+                }),
                 style: ButtonStyle::Danger,
             },
         )

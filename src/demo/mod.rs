@@ -8,7 +8,9 @@
 //!   /as NAME          act as one of the demo config's people (dana, sam, priya, omar, rita, you)
 //!   /wait DURATION    let simulated time pass (10 s ticks), e.g. /wait 5m (at most 1d)
 //!   /wait until prompt   …until the controller asks a question (at most 30m)
-//!   /deploy SERVICE REVISION   start a new canary
+//!   /deploy SERVICE REVISION [ID:PHASE[:irreversible]…]   start a new canary
+//!                     that ran those database migrations (phases expand,
+//!                     contract, data; reversible unless marked)
 //!   /quit
 //! In a script, lines starting with `#` are comments.
 
@@ -46,7 +48,7 @@ fn demo_help(topic: &str) -> Option<&'static str> {
         "press" => "/press N\nPress button N ([1], [2], …) of the messages above, as the person you act as.\nExample: /press 2",
         "as" => "/as NAME\nAct as one of the demo's people: dana (viewer), sam (deployer), priya (approver), omar (responder), rita (release manager), you (admin).\nExample: /as priya",
         "wait" => "/wait DURATION | /wait until prompt\nLet simulated time pass in 10 s ticks, or until the controller asks a question (at most 1d).\nExample: /wait 5m",
-        "deploy" => "/deploy SERVICE REVISION\nStart a new canary of SERVICE at REVISION; rollbot watches it.\nExample: /deploy payments v9",
+        "deploy" => "/deploy SERVICE REVISION [ID:PHASE[:irreversible]…]\nStart a new canary of SERVICE at REVISION; rollbot watches it. List the database migrations it ran (phases expand, contract, data; reversible unless marked irreversible): a rollback past an irreversible or contract one is refused with advice.\nExample: /deploy payments v9 2026_12_drop_legacy_sku:contract:irreversible",
         "quit" | "exit" => "/quit\nLeave the demo. With --data DIR its state (the audit log, freezes, rollouts) stays in DIR; without, the temporary state goes with it.",
         _ => return None,
     })
@@ -137,9 +139,13 @@ impl Demo {
             "rollbot demo — console chat, simulated backend and metrics\n{state}\n\
              You are `you` (admin). Type /help, or /wait 5m to let time pass. Others: /as dana|sam|priya|omar|rita\n"
         ));
-        demo.watch("checkout", checkout_scenario()).await;
-        demo.watch("search", healthy_scenario("demo: search canary healthy"))
-            .await;
+        demo.watch("checkout", checkout_scenario(), vec![]).await;
+        demo.watch(
+            "search",
+            healthy_scenario("demo: search canary healthy"),
+            vec![],
+        )
+        .await;
         Ok(demo)
     }
 
@@ -149,7 +155,12 @@ impl Demo {
         let _ = o.flush();
     }
 
-    async fn watch(&mut self, service: &str, scenario: Scenario) {
+    async fn watch(
+        &mut self,
+        service: &str,
+        scenario: Scenario,
+        migrations: Vec<crate::migration::Migration>,
+    ) {
         let engine = &self.rt.engine;
         let Some(svc) = engine.config.service(service) else {
             return;
@@ -177,6 +188,7 @@ impl Demo {
         let watch = RolloutWatch::new(svc, &from, &to);
         let rollout = Rollout {
             state: watch.state_text(),
+            migrations,
             ..Rollout::watching(
                 watch.id.clone(),
                 service,
@@ -317,7 +329,16 @@ impl Demo {
             },
             "/deploy" => {
                 let mut parts = rest.split_whitespace();
-                match (parts.next(), parts.next()) {
+                let (svc, rev) = (parts.next(), parts.next());
+                let words: Vec<&str> = parts.collect();
+                let migrations = match crate::migration::from_words(&words) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.say(&format!("{e}; nothing was deployed"));
+                        return true;
+                    }
+                };
+                match (svc, rev) {
                     (Some(svc), Some(rev)) if self.rt.engine.config.service(svc).is_some() => {
                         let backend = self
                             .rt
@@ -329,17 +350,29 @@ impl Demo {
                         if let Some(b) = self.rt.simulated.get(&backend) {
                             b.start_canary(svc, rev);
                         }
-                        self.watch(svc, healthy_scenario("demo: new canary")).await;
+                        let ran = match migrations.len() {
+                            0 => String::new(),
+                            _ => format!(
+                                " (migrations: {})",
+                                migrations
+                                    .iter()
+                                    .map(|m| m.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        };
+                        self.watch(svc, healthy_scenario("demo: new canary"), migrations)
+                            .await;
                         self.say(&format!(
-                            "deployed {svc} {rev} as a canary; rollbot is watching it"
+                            "deployed {svc} {rev} as a canary{ran}; rollbot is watching it"
                         ));
                     }
-                    _ => self.say("usage: /deploy SERVICE REVISION, e.g. /deploy payments v9"),
+                    _ => self.say("usage: /deploy SERVICE REVISION [ID:PHASE[:irreversible]…], e.g. /deploy payments v9 2026_12_add_orders_idx:expand"),
                 }
             }
             "/help" if rest.is_empty() => {
                 self.say(&crate::command::help(None));
-                self.say("Demo commands: /press N, /as NAME, /wait DURATION, /wait until prompt, /deploy SERVICE REVISION, /quit");
+                self.say("Demo commands: /press N, /as NAME, /wait DURATION, /wait until prompt, /deploy SERVICE REVISION [ID:PHASE[:irreversible]…], /quit");
             }
             "/help" if demo_help(&crate::command::help_topic(rest)).is_some() => {
                 self.say(demo_help(&crate::command::help_topic(rest)).unwrap_or_default());

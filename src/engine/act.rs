@@ -90,7 +90,7 @@ impl Engine {
         via_prompt: Option<&Prompt>,
     ) -> anyhow::Result<Outcome> {
         let op = match &req.action {
-            Action::Rollback { to } => Operation::Rollback { to: to.clone() },
+            Action::Rollback { to, .. } => Operation::Rollback { to: to.clone() },
             Action::Promote { full, .. } => Operation::Promote { full: *full },
             Action::Pause => Operation::Pause,
             Action::Resume => Operation::Resume,
@@ -228,6 +228,9 @@ impl Engine {
             correlation_id: corr.into(),
             idempotency_key: req.idempotency_key.clone().unwrap_or_else(|| corr.into()),
             progress: self.progress_reporter(svc, corr, a.via_prompt),
+            // What the audit entry says the rollback crosses, so deploy
+            // hooks can run data fix-ups.
+            migrations: super::migration_guard::crossed_in(&a.params),
         };
         let timeout = self.config.engine.backend_timeout.0;
         let refusal_only = |e: &BackendError| !matches!(e, BackendError::Refused(_));
@@ -482,7 +485,12 @@ impl Engine {
     /// deploy channel was told.
     fn announce_result(&self, a: &Act<'_>, status: Status, message: &Message) -> bool {
         if a.params.contains_key("break_glass") && status != Status::Refused {
-            self.announce_break_glass(a.req, a.corr, a.svc, &a.params);
+            match a.req.action {
+                Action::Rollback { .. } => {
+                    self.announce_migration_override(a.req, a.corr, a.svc, &a.params)
+                }
+                _ => self.announce_break_glass(a.req, a.corr, a.svc, &a.params),
+            }
         }
         let thread = a.via_prompt.map(|p| p.messages.as_slice()).unwrap_or(&[]);
         let rollback = a.req.action.name() == "rollback";

@@ -188,7 +188,8 @@ impl Engine {
             return self.refuse(req, corr, Some(svc), Refusal::NotAllowed, "Not allowed to answer", format!("Answering this prompt needs the role {} on {}. The prompt stays open for someone who holds it.", names.join(" or "), svc.name())).await.map(Some);
         }
         if p.other_person_required && req.actor.qualified_id() == p.requested_by.qualified_id() {
-            return self.refuse(req, corr, Some(svc), Refusal::TwoPerson, "Second person needed", format!("You asked for this promotion of {}; a different person must approve it. The prompt stays open.", svc.name())).await.map(Some);
+            let what = if p.promotes { "promotion" } else { "rollback" };
+            return self.refuse(req, corr, Some(svc), Refusal::TwoPerson, "Second person needed", format!("You asked for this {what} of {}; a different person must approve it. The prompt stays open.", svc.name())).await.map(Some);
         }
         if p.promotes && approve {
             return self.check_freeze_on_approval(req, corr, svc, now).await;
@@ -241,6 +242,16 @@ impl Engine {
                 ..Outcome::new(Status::Succeeded, m, &p.correlation_id)
             });
         };
+        let mut params = BTreeMap::new();
+        if let Some(refused) = self
+            .guard_answered_rollback(&answer_req, &p.correlation_id, svc, &action, &mut params)
+            .await?
+        {
+            return Ok(Outcome {
+                prompt: Some(p.id.clone()),
+                ..refused
+            });
+        }
         let follow = Request {
             actor: req.actor.clone(),
             action,
@@ -254,7 +265,7 @@ impl Engine {
             correlation_id: Some(p.correlation_id.clone()),
         };
         let mut o = self
-            .act(&follow, &p.correlation_id, svc, BTreeMap::new(), Some(p))
+            .act(&follow, &p.correlation_id, svc, params, Some(p))
             .await?;
         // The answer is counted as approve/reject by `execute`; the
         // action it ran is counted here, so dashboards see promotes.

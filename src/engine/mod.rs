@@ -8,6 +8,10 @@
 //!    and the roles that grant it (`authorize`).
 //! 2. freeze check: promotions only, rollbacks are never frozen; `force`
 //!    with a reason by an admin passes as break-glass (`freeze.rs`).
+//!    2b. migration guard: rollbacks only; one past an irreversible or
+//!    contract migration is refused with roll-forward advice, and `force`
+//!    (admins, a reason) becomes a prompt for a second person
+//!    (`migration_guard.rs`).
 //! 3. two-person rule: a critical service's promote becomes a prompt for
 //!    a different person (`approval.rs`).
 //! 4. idempotency: a retried request acts once and gets the first outcome
@@ -31,6 +35,7 @@ mod freeze;
 mod idempotency;
 mod lock;
 mod maintenance;
+mod migration_guard;
 pub(crate) mod prompt;
 mod query;
 mod record;
@@ -111,8 +116,11 @@ impl Request {
     pub fn command_line(&self) -> String {
         let svc = self.service.as_deref().unwrap_or("");
         match &self.action {
-            Action::Rollback { to: None } => format!("/rollback {svc}"),
-            Action::Rollback { to: Some(t) } => format!("/rollback {svc} to {t}"),
+            Action::Rollback { to, force } => format!(
+                "/rollback {svc}{}{}",
+                to.as_ref().map(|t| format!(" to {t}")).unwrap_or_default(),
+                if *force { " force" } else { "" }
+            ),
             Action::Promote { full, force } => format!(
                 "/promote {svc}{}{}",
                 if *full { " full" } else { "" },
@@ -403,6 +411,10 @@ impl Engine {
         let mut params = BTreeMap::new();
         if let Some(refused) = self.check_freeze(req, corr, svc, &mut params).await? {
             return Ok(refused);
+        }
+        // 2b. migration guard
+        if let Some(stopped) = self.migration_guard(req, corr, svc, &mut params).await? {
+            return Ok(stopped);
         }
         // 3. two-person rule
         if matches!(req.action, Action::Promote { .. }) && svc.critical {

@@ -57,7 +57,7 @@ impl Engine {
         detail: String,
     ) -> Record {
         match &req.action {
-            Action::Rollback { to: Some(t) } => {
+            Action::Rollback { to: Some(t), .. } => {
                 params.entry("to".into()).or_insert(json!(t));
             }
             Action::Promote { full, force } => {

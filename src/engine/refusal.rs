@@ -61,6 +61,8 @@ pub enum Refusal {
     StoreUnavailable,
     /// Too many views were asked for at once; try again shortly.
     Overloaded,
+    /// A rollback would cross an irreversible or contract migration.
+    MigrationGuard,
 }
 
 impl Refusal {
@@ -84,6 +86,7 @@ impl Refusal {
             StoreDamaged => "store_damaged",
             StoreUnavailable => "store_unavailable",
             Overloaded => "overloaded",
+            MigrationGuard => "migration",
         }
     }
 }

@@ -7,7 +7,7 @@
 //! The answer is the engine's outcome as JSON. Its HTTP status says who has
 //! to act: 200 done, 202 waiting for a person, 4xx refused with nothing
 //! changed (`"status": "refused"` and a machine-readable `"refusal"`: 403
-//! not allowed, 409 frozen or busy, 422 the backend's preflight refused…),
+//! not allowed, 409 frozen, busy or past a migration, 422 the backend's preflight refused…),
 //! 502 only when the backend was called and failed.
 //!
 //! The engine's idempotency key is `api:CLIENT:KEY`, so two clients' keys
@@ -194,7 +194,8 @@ fn refusal_status(r: Refusal) -> StatusCode {
         | Refusal::Busy
         | Refusal::AlreadyAnswered
         | Refusal::NotFrozen
-        | Refusal::IdempotencyConflict => StatusCode::CONFLICT,
+        | Refusal::IdempotencyConflict
+        | Refusal::MigrationGuard => StatusCode::CONFLICT,
         Refusal::Preflight | Refusal::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
         Refusal::UnknownService | Refusal::UnknownPrompt => StatusCode::NOT_FOUND,
         Refusal::Expired => StatusCode::GONE,

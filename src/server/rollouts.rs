@@ -4,7 +4,11 @@
 //! Body: `{"service": "checkout", "from_revision": "v41", "to_revision": "v42",
 //! "strategy": "canary", "start_time": "2026-11-29T03:00:00Z"}`
 //! (`strategy` defaults to canary, `start_time` to now). The client needs the
-//! deployer role on the service.
+//! deployer role on the service. `"migrations": [{"id": "2026_12_add_orders_idx",
+//! "reversible": true, "phase": "expand"}]` lists the database migrations the
+//! rollout runs, which the engine's migration guard reads before a rollback
+//! (`crate::migration` checks the list; a bad one is a 400 and nothing is
+//! stored).
 
 use super::api::{authenticate, read_body};
 use super::AppState;
@@ -28,6 +32,10 @@ struct Announcement {
     strategy: Option<String>,
     #[serde(default)]
     start_time: Option<DateTime<Utc>>,
+    /// Checked by `crate::migration::from_json`, for messages that say
+    /// what to write.
+    #[serde(default)]
+    migrations: Option<Value>,
 }
 
 const STRATEGIES: [&str; 4] = ["canary", "blue-green", "rolling", "flag"];
@@ -72,7 +80,7 @@ pub async fn announce(
             } else {
                 format!("{field}: {inner}")
             };
-            return bad(&field, format!("{what}; expected {{\"service\", \"from_revision\", \"to_revision\", \"strategy\" (optional), \"start_time\" (optional, RFC 3339)}}"));
+            return bad(&field, format!("{what}; expected {{\"service\", \"from_revision\", \"to_revision\", \"strategy\" (optional), \"start_time\" (optional, RFC 3339), \"migrations\" (optional)}}"));
         }
     };
     let svc = match state.engine.resolve(Some(&a.service)) {
@@ -93,6 +101,11 @@ pub async fn announce(
             return bad(field, format!("{field}: {e}"));
         }
     }
+    let migrations = match a.migrations.as_ref().map(crate::migration::from_json) {
+        None => Vec::new(),
+        Some(Ok(list)) => list,
+        Some(Err(e)) => return bad(&e.field, format!("{e}; nothing was stored")),
+    };
     let strategy = a.strategy.unwrap_or_else(|| "canary".into());
     if !STRATEGIES.contains(&strategy.as_str()) {
         return bad(
@@ -122,6 +135,7 @@ pub async fn announce(
     }
     let rollout = Rollout {
         strategy,
+        migrations,
         ..Rollout::watching(
             crate::engine::new_id(),
             svc.name(),

@@ -231,6 +231,29 @@ async fn undo_restores_the_revisions_template_without_the_hash_label() {
 }
 
 #[tokio::test]
+async fn undo_to_the_stable_revision_restores_it_at_once_without_walking_the_canary_steps() {
+    // Revision 2 is stable, 3 a canary at step 1 of 6. Undoing to 2 sends
+    // the stable ReplicaSet's template, so the controller sees the stable
+    // hash and goes straight to Healthy: no setWeight, pause or analysis
+    // step runs again (argo-rollouts #2168).
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, _ctl) = cluster().await;
+    let stable = rollout(&fake)["status"]["stableRS"].clone();
+    let bot = start(dir.path(), &fake, "", "10s").await;
+    let out = bot.rollback(Some("2")).await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    assert!(out.message.title.contains("3 → 2"), "{}", out.message.title);
+    let ro = rollout(&fake);
+    assert_eq!(ro["status"]["currentPodHash"], stable, "{ro}");
+    assert_eq!(ro["status"]["phase"], "Healthy", "{ro}");
+    assert_eq!(ro["status"]["currentStepIndex"], 6, "{ro}");
+    assert_eq!(ro["status"]["canary"]["weights"]["canary"]["weight"], 0);
+    assert!(ro["status"]["pauseConditions"].is_null(), "{ro}");
+    // One write: the template. No promote, no step-by-step weights.
+    assert_eq!(fake.writes().len(), 1, "{:?}", fake.writes());
+}
+
+#[tokio::test]
 async fn undo_to_a_missing_revision_changes_nothing_and_names_those_that_exist() {
     let dir = tempfile::tempdir().unwrap();
     let (fake, _ctl) = cluster().await;

@@ -38,7 +38,10 @@ members = ["console:responder"]
 fn rollback(reason: &str, key: &str) -> Request {
     Request::new(
         Actor::new(Platform::Console, "responder", "Ana Responder"),
-        Action::Rollback { to: None },
+        Action::Rollback {
+            to: None,
+            force: false,
+        },
     )
     .service("checkout")
     .reason(reason)
@@ -340,6 +343,7 @@ async fn gitops_rollback_edits_one_line_and_names_everything() {
     let mut req = rollback("to a bad revision", "key-g0");
     req.action = Action::Rollback {
         to: Some("v99".into()),
+        force: false,
     };
     let out = rt.engine.execute(req).await;
     assert_eq!(out.status, Status::Refused);

@@ -1,6 +1,6 @@
 //! `rollbot demo --script` runs the whole loop: a healthy summary, a
-//! borderline prompt, a refused promote during a freeze, a rollback, and the
-//! audit trail.
+//! borderline prompt, a refused promote during a freeze, a rollback, a
+//! rollback refused past an irreversible migration, and the audit trail.
 
 use crate::support::audit;
 use crate::support::{demo, rollbot, text};
@@ -26,6 +26,10 @@ fn the_tour_shows_the_whole_loop() {
         "ℹ️ Already answered",
         "r312 fully promoted and serves 100%",
         "ℹ️ Audit log of checkout",
+        "deployed payments v9 as a canary (migrations: 2026_12_drop_legacy_sku (contract, irreversible))",
+        "⚠️ Refused past migration 2026_12_drop_legacy_sku: rollback payments",
+        "Roll forward instead",
+        "stop traffic to payments → reverse the migration → deploy the old code → start traffic",
     ] {
         assert!(t.contains(expected), "missing {expected:?} in:\n{t}");
     }
@@ -82,6 +86,10 @@ fn the_tour_shows_the_whole_loop() {
         "{lt}"
     );
     assert!(lt.contains("promote checkout by you — refused"), "{lt}");
+    // The refused rollback of payments never reached the backend.
+    let lp = audit::list(&data, &["--service", "payments"]);
+    assert!(lp.contains("rollback payments by you — refused"), "{lp}");
+    assert!(!lp.contains("rollback payments by you — requested"), "{lp}");
 }
 
 /// `rollbot demo ARGS` run in `cwd`, stopped (and the test failed) if it
@@ -194,7 +202,7 @@ fn help_answers_every_topic_usefully() {
     // Something that is no command: the list, not a dead end.
     assert!(t.contains("There is no command /nosuch."), "{t}");
     assert!(
-        t.contains("/rollback <service> [to <revision>] [reason…]"),
+        t.contains("/rollback <service> [to <revision>] [force] [reason…]"),
         "{t}"
     );
     assert!(

@@ -97,7 +97,12 @@ async fn rollback_moves_only_the_two_weights_and_leaves_every_other_route_as_it_
     let fake = cluster(20).await;
     let before = vs(&fake);
     let bot = start(dir.path(), &fake, "").await;
-    let out = bot.run(Action::Rollback { to: None }).await;
+    let out = bot
+        .run(Action::Rollback {
+            to: None,
+            force: false,
+        })
+        .await;
     assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
     assert_eq!(
         out.message.title,
@@ -144,7 +149,12 @@ async fn rollback_moves_only_the_two_weights_and_leaves_every_other_route_as_it_
 
     // Again: nothing to do, nothing sent.
     fake.clear_requests();
-    let out = bot.run(Action::Rollback { to: None }).await;
+    let out = bot
+        .run(Action::Rollback {
+            to: None,
+            force: false,
+        })
+        .await;
     assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
     assert!(out.message.plain().contains("nothing to do"));
     assert!(fake.writes().is_empty());
@@ -161,7 +171,12 @@ async fn a_stepped_rollback_reports_each_step() {
     )
     .await;
     let started = std::time::Instant::now();
-    let out = bot.run(Action::Rollback { to: None }).await;
+    let out = bot
+        .run(Action::Rollback {
+            to: None,
+            force: false,
+        })
+        .await;
     assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
     assert!(started.elapsed() >= std::time::Duration::from_millis(200));
     let bodies: Vec<Value> = patches(&fake).into_iter().map(|p| p.2).collect();
@@ -191,7 +206,12 @@ async fn a_stepped_rollback_reports_each_step() {
         "rollback_steps = \"50, 0\"\nstep_interval = \"200ms\"",
     )
     .await;
-    let out = bot.run(Action::Rollback { to: None }).await;
+    let out = bot
+        .run(Action::Rollback {
+            to: None,
+            force: false,
+        })
+        .await;
     assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
     let bodies: Vec<Value> = patches(&fake).into_iter().map(|p| p.2).collect();
     assert_eq!(bodies, [shift_ops(30, 0)]);
@@ -202,7 +222,12 @@ async fn a_virtual_service_without_the_canary_subset_is_refused_at_preflight() {
     let dir = tempfile::tempdir().unwrap();
     let fake = cluster(20).await;
     let bot = start(dir.path(), &fake, "canary_subset = \"preview\"").await;
-    let out = bot.run(Action::Rollback { to: None }).await;
+    let out = bot
+        .run(Action::Rollback {
+            to: None,
+            force: false,
+        })
+        .await;
     assert_ne!(out.status, Status::Succeeded);
     let text = out.message.plain();
     assert!(
@@ -214,7 +239,12 @@ async fn a_virtual_service_without_the_canary_subset_is_refused_at_preflight() {
 
     let bot2_dir = tempfile::tempdir().unwrap();
     let bot = start(bot2_dir.path(), &fake, "virtual_service = \"api\"").await;
-    let out = bot.run(Action::Rollback { to: None }).await;
+    let out = bot
+        .run(Action::Rollback {
+            to: None,
+            force: false,
+        })
+        .await;
     let text = out.message.plain();
     assert!(
         text.contains("VirtualService prod/api does not exist"),
@@ -256,7 +286,12 @@ async fn a_conflict_is_retried_against_a_fresh_read() {
     let fake = cluster(20).await;
     fake.fail_next_writes("virtualservices", "web", 1);
     let bot = start(dir.path(), &fake, "").await;
-    let out = bot.run(Action::Rollback { to: None }).await;
+    let out = bot
+        .run(Action::Rollback {
+            to: None,
+            force: false,
+        })
+        .await;
     assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
     let seq: Vec<(String, u16)> = fake
         .resource_requests()
@@ -285,7 +320,12 @@ async fn forbidden_surfaces_the_status_message_and_the_patch_to_apply_by_hand() 
     let fake = cluster(20).await;
     fake.deny("patch", "networking.istio.io", "virtualservices");
     let bot = start(dir.path(), &fake, "").await;
-    let out = bot.run(Action::Rollback { to: None }).await;
+    let out = bot
+        .run(Action::Rollback {
+            to: None,
+            force: false,
+        })
+        .await;
     assert_eq!(out.status, Status::Failed);
     let text = out.message.plain();
     assert!(

@@ -19,6 +19,7 @@ mod kube_api;
 mod kubernetes;
 mod layout;
 mod leader;
+mod migrations;
 mod never_hang;
 mod readme;
 mod replay;

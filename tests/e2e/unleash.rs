@@ -69,7 +69,13 @@ fn request(action: Action, key: &str) -> Request {
 }
 
 fn rollback(key: &str) -> Request {
-    request(Action::Rollback { to: None }, key)
+    request(
+        Action::Rollback {
+            to: None,
+            force: false,
+        },
+        key,
+    )
 }
 
 fn promote(full: bool, key: &str) -> Request {

@@ -126,6 +126,7 @@ impl Bot {
     pub async fn rollback(&self, to: Option<&str>) -> Outcome {
         self.run(Action::Rollback {
             to: to.map(str::to_string),
+            force: false,
         })
         .await
     }

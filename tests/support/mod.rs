@@ -6,6 +6,7 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod chat_record;
 pub mod fake_argo;
 pub mod fake_discord;
 pub mod fake_kube;

@@ -45,6 +45,9 @@ pub const SET_BY_ROLLBOT: &[&str] = &[
     "ROLLBOT_ACTOR",
     "ROLLBOT_CORRELATION_ID",
     "ROLLBOT_PROMOTE",
+    "ROLLBOT_ROLLBACK",
+    "ROLLBOT_MIGRATIONS",
+    "ROLLBOT_MIGRATIONS_JSON",
 ];
 
 /// Prefix of the variables made from `[services.target]` keys.
@@ -80,6 +83,8 @@ pub struct RunContext<'a> {
     pub correlation_id: &'a str,
     /// For promote: all the way (`true`) or one step.
     pub full: bool,
+    /// For a rollback (and its preflight): the migrations it crosses.
+    pub migrations: &'a [crate::migration::Migration],
 }
 
 impl<'a> RunContext<'a> {
@@ -90,6 +95,7 @@ impl<'a> RunContext<'a> {
             actor: &ctx.actor,
             correlation_id: &ctx.correlation_id,
             full,
+            migrations: &ctx.migrations,
         }
     }
 }
@@ -170,6 +176,21 @@ impl ExecBackend {
             .env("ROLLBOT_ACTOR", ctx.actor)
             .env("ROLLBOT_CORRELATION_ID", ctx.correlation_id)
             .env("ROLLBOT_PROMOTE", if ctx.full { "full" } else { "step" })
+            // A deploy hook's data fix-ups key on these: the ids
+            // comma-separated (ids hold no commas), and each in full.
+            .env("ROLLBOT_ROLLBACK", (action == "rollback").to_string())
+            .env(
+                "ROLLBOT_MIGRATIONS",
+                ctx.migrations
+                    .iter()
+                    .map(|m| m.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .env(
+                "ROLLBOT_MIGRATIONS_JSON",
+                serde_json::to_string(ctx.migrations).unwrap_or_else(|_| "[]".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

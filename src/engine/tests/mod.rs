@@ -172,9 +172,15 @@ fn harness() -> Harness {
 }
 
 fn rollback(actor: &str, service: &str) -> Request {
-    Request::new(who(actor), Action::Rollback { to: None })
-        .service(service)
-        .reason("test")
+    Request::new(
+        who(actor),
+        Action::Rollback {
+            to: None,
+            force: false,
+        },
+    )
+    .service(service)
+    .reason("test")
 }
 
 fn promote(actor: &str, service: &str, force: bool) -> Request {

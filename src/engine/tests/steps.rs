@@ -449,6 +449,7 @@ async fn a_preflight_refusal_is_a_refusal_not_a_failure() {
         who("responder"),
         Action::Rollback {
             to: Some("v9".into()),
+            force: false,
         },
     )
     .service("payments")
