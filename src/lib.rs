@@ -30,6 +30,7 @@ pub mod judge;
 pub mod leader;
 pub mod limits;
 pub mod metrics;
+pub mod registry;
 pub mod roles;
 pub mod runtime;
 pub mod server;

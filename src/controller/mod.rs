@@ -12,6 +12,7 @@
 //! person's.
 
 pub mod bench;
+pub mod capability;
 pub mod chart;
 pub mod history;
 mod incident;
