@@ -16,6 +16,8 @@ command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 # capability tests, and htpasswd (bcrypt) for its basic-auth variant.
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
+# openssl signs the JWTs of the registry's token-auth variant.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # PyYAML reads deploy/'s manifests in the test that checks them against the binary.
 python3 -c 'import yaml' >/dev/null 2>&1 || need_apt+=(python3-yaml)
 if [ ${#need_apt[@]} -gt 0 ]; then

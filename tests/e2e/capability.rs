@@ -4,7 +4,7 @@
 //! controller on a manual clock.
 
 use crate::support::fake_kube::{seed_history, DeploymentController, FakeKube, Pace};
-use crate::support::registry::Registry;
+use crate::support::registry::{url_param, Registry};
 use rollbot::audit::Outcome;
 use rollbot::chat::{ChatError, ChatSink, Message, MessageRef};
 use rollbot::clock::ManualClock;
@@ -12,6 +12,7 @@ use rollbot::config_file::Config;
 use rollbot::controller::Rollout;
 use rollbot::domain::{Action, Actor, Platform, View};
 use rollbot::engine::{Request, Status};
+use rollbot::registry::{ImageState, RegistryClient, RegistryConfig, RegistryCredential};
 use rollbot::runtime::Runtime;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -452,4 +453,77 @@ fn check_config_names_the_line_of_a_bad_interval_and_a_password_in_the_file() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("rollbot.toml:6:"), "{e}");
+}
+
+/// rollbot's registry client with `password` (from a file) for `puller`
+/// on `registry`, or no credentials.
+fn client(dir: &Path, registry: &Registry, password: Option<&str>) -> RegistryClient {
+    let mut config = RegistryConfig::default();
+    if let Some(p) = password {
+        let file = dir.join(format!("password-{p}"));
+        std::fs::write(&file, p).unwrap();
+        config.credentials.insert(
+            registry.host(),
+            RegistryCredential {
+                username: "puller".into(),
+                password: None,
+                password_file: Some(file),
+            },
+        );
+    }
+    RegistryClient::new(&config)
+}
+
+#[tokio::test]
+async fn the_registry_token_flow_is_followed_and_its_refusals_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::with_token_auth(dir.path(), "puller", "token-pass").await;
+    let v1 = registry.push("shop/web", "v1").await;
+    registry.push("shop/web", "v2").await;
+    registry.delete("shop/web", &v1).await;
+    let (v1, v2) = (
+        registry.image("shop/web", "v1"),
+        registry.image("shop/web", "v2"),
+    );
+
+    let right = client(dir.path(), &registry, Some("token-pass"));
+    assert_eq!(right.check(&v2).await, ImageState::Present);
+    match right.check(&v1).await {
+        ImageState::Gone(why) => assert!(why.contains("answered 404"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let tokens = registry.tokens.as_ref().unwrap();
+    let asked = tokens.asked.lock().unwrap().clone();
+    let (query, granted) = &asked[0];
+    assert!(granted, "{asked:?}");
+    assert_eq!(
+        url_param(query, "scope").as_deref(),
+        Some("repository:shop/web:pull")
+    );
+    assert_eq!(
+        url_param(query, "service").as_deref(),
+        Some("rollbot-test-registry")
+    );
+
+    let wrong = client(dir.path(), &registry, Some("guess"));
+    match wrong.check(&v2).await {
+        ImageState::Unknown(why) => {
+            assert!(
+                why.contains(&format!(
+                    "the token service {} refused the credentials",
+                    tokens.realm()
+                )) && why.contains("(user puller) (401)"),
+                "{why}"
+            );
+            assert!(!why.contains("guess"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match client(dir.path(), &registry, None).check(&v2).await {
+        ImageState::Unknown(why) => assert!(
+            why.contains("needs credentials (401) and none are configured"),
+            "{why}"
+        ),
+        other => panic!("{other:?}"),
+    }
 }

@@ -3,10 +3,16 @@
 //! a temporary directory and deletes enabled. Images are pushed through
 //! its HTTP API (a config blob, a layer blob, a manifest) and deleted by
 //! digest, as garbage collection would leave them. Stopped on drop.
+//!
+//! Three ways in: open, htpasswd (basic credentials, bcrypt through
+//! `htpasswd -B`), and token auth, where the registry sends clients to a
+//! token service run here ([`TokenService`]) whose RS256 JWTs carry the
+//! certificate in `x5c` and are signed with `openssl dgst`.
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BINARY: &str = "/usr/bin/docker-registry";
@@ -17,6 +23,8 @@ pub struct Registry {
     pub port: u16,
     /// `user:password` when started with htpasswd auth.
     basic: Option<(String, String)>,
+    /// The token service when started with token auth.
+    pub tokens: Option<Arc<TokenService>>,
     log: PathBuf,
     http: reqwest::Client,
 }
@@ -78,6 +86,7 @@ impl Registry {
             child,
             port,
             basic,
+            tokens: None,
             log,
             http: reqwest::Client::new(),
         };
@@ -125,7 +134,12 @@ impl Registry {
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, self.url(path));
+        let url = self.url(path);
+        let r = self.http.request(method, &url);
+        if let Some(t) = &self.tokens {
+            let name = repository_of(&url);
+            return r.bearer_auth(t.mint(&name, &["pull", "push", "delete"]));
+        }
         match &self.basic {
             Some((u, p)) => r.basic_auth(u, Some(p)),
             None => r,
@@ -211,6 +225,201 @@ impl Registry {
         .status()
         .as_u16()
     }
+}
+
+/// The repository a `/v2/NAME/(blobs|manifests)/…` URL is about.
+fn repository_of(url: &str) -> String {
+    let path = url.split("/v2/").nth(1).unwrap_or_default();
+    let end = ["/blobs/", "/manifests/"]
+        .iter()
+        .filter_map(|m| path.find(m))
+        .min()
+        .unwrap_or(path.len());
+    path[..end].to_string()
+}
+
+impl Registry {
+    /// A registry with token auth: 401s name [`TokenService`]'s realm,
+    /// which hands out pull tokens to `user` with `password`.
+    pub async fn with_token_auth(dir: &Path, user: &str, password: &str) -> Registry {
+        let tokens = TokenService::start(dir, user, password).await;
+        let auth = format!(
+            "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+            tokens.realm(),
+            tokens.cert.display()
+        );
+        let dir = dir.to_path_buf();
+        let mut r = tokio::task::spawn_blocking(move || Registry::start_with(&dir, &auth, None))
+            .await
+            .unwrap();
+        r.tokens = Some(tokens);
+        r
+    }
+}
+
+const SERVICE: &str = "rollbot-test-registry";
+const ISSUER: &str = "rollbot-test-issuer";
+
+/// A token service as the distribution registry's token auth expects one:
+/// `GET /token?service=…&scope=repository:NAME:pull` with basic
+/// credentials answers `{"token": JWT}`; wrong credentials get 401.
+pub struct TokenService {
+    port: u16,
+    key: PathBuf,
+    cert: PathBuf,
+    /// The certificate, DER in base64, for the JWT header's `x5c`.
+    x5c: String,
+    /// Every token request: its query string and whether it was granted.
+    pub asked: Mutex<Vec<(String, bool)>>,
+    user: String,
+    password: String,
+}
+
+fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new(require("/usr/bin/openssl", "openssl"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.unwrap_or_default()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl TokenService {
+    async fn start(dir: &Path, user: &str, password: &str) -> Arc<TokenService> {
+        let key = dir.join("token-key.pem");
+        let cert = dir.join("token-cert.pem");
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=rollbot-test-token",
+                "-keyout",
+                key.to_str().unwrap(),
+                "-out",
+                cert.to_str().unwrap(),
+            ],
+            None,
+        );
+        let der = openssl(
+            &["x509", "-in", cert.to_str().unwrap(), "-outform", "DER"],
+            None,
+        );
+        let x5c = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(der)
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let me = Arc::new(TokenService {
+            port: listener.local_addr().unwrap().port(),
+            key,
+            cert,
+            x5c,
+            asked: Mutex::new(Vec::new()),
+            user: user.into(),
+            password: password.into(),
+        });
+        let state = me.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::get(
+                move |headers: axum::http::HeaderMap, query: axum::extract::RawQuery| {
+                    let s = state.clone();
+                    async move { s.answer(&headers, query.0.unwrap_or_default()) }
+                },
+            ),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        me
+    }
+
+    pub fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    fn answer(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query: String,
+    ) -> (axum::http::StatusCode, String) {
+        use base64::Engine as _;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", self.user, self.password))
+        );
+        let ok = headers
+            .get("authorization")
+            .is_some_and(|v| v.to_str().unwrap_or_default() == expected);
+        self.asked.lock().unwrap().push((query.clone(), ok));
+        if !ok {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                r#"{"details":"wrong credentials"}"#.into(),
+            );
+        }
+        let scope: String = url_param(&query, "scope").unwrap_or_default();
+        let mut parts = scope.split(':');
+        let (_, name, actions) = (parts.next(), parts.next(), parts.next());
+        let actions: Vec<&str> = actions.unwrap_or_default().split(',').collect();
+        let token = self.mint(name.unwrap_or_default(), &actions);
+        (
+            axum::http::StatusCode::OK,
+            serde_json::json!({"token": token}).to_string(),
+        )
+    }
+
+    /// An RS256 JWT granting `actions` on repository `name`.
+    pub fn mint(&self, name: &str, actions: &[&str]) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]});
+        let claims = serde_json::json!({
+            "iss": ISSUER, "sub": self.user, "aud": SERVICE,
+            "exp": now + 600, "nbf": now - 60, "iat": now - 60,
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "access": [{"type": "repository", "name": name, "actions": actions}],
+        });
+        let signed = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let sig = openssl(
+            &["dgst", "-sha256", "-sign", self.key.to_str().unwrap()],
+            Some(signed.as_bytes()),
+        );
+        format!("{signed}.{}", b64url(&sig))
+    }
+}
+
+pub fn url_param(query: &str, name: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
 }
 
 impl Drop for Registry {
