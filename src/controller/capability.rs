@@ -264,7 +264,13 @@ impl CapabilityWatch {
         let changed = self.told.as_ref().map(Finding::headline) != Some(finding.headline());
         let was_told = self.told.is_some();
         self.told = Some(finding.clone());
-        if changed && (finding.headline().is_some() || was_told) {
+        // An Acknowledge prompt that expired unanswered is asked again, so
+        // the hold always has a button that lifts it.
+        let ask_again = matches!(finding, Finding::Impossible { .. })
+            && self.acknowledged_by.is_none()
+            && self.prompt.is_some()
+            && !self.prompt_open(engine).await;
+        if (changed && (finding.headline().is_some() || was_told)) || ask_again {
             self.tell(engine, watch, &finding).await;
         }
     }
