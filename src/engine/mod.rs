@@ -32,10 +32,12 @@ mod idempotency;
 mod lock;
 mod maintenance;
 pub mod prompt;
+pub use stuck::Stuck;
 mod query;
 mod record;
 mod recovery;
 mod refusal;
+mod stuck;
 
 pub use automation::{AutomationOff, DEFAULT_AUTOMATION_OFF, MAX_AUTOMATION_OFF};
 pub use freeze::FreezeGate;

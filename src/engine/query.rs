@@ -197,6 +197,9 @@ impl Engine {
         if let Some(off) = self.automation_off(s.name()).await {
             name.push_str(&format!(" — automation off {}", off.describe()));
         }
+        if let Some(note) = self.stuck_note(s.name()).await {
+            name.push_str(&format!(" — {note}"));
+        }
         if let Some(note) = crate::controller::capability::status_note(self, s.name()).await {
             name.push_str(&format!(" — {note}"));
         }

@@ -25,4 +25,5 @@ mod readme;
 mod replay;
 mod serve;
 mod slack;
+mod stuck;
 mod unleash;
