@@ -96,6 +96,11 @@ struct Bot {
 /// rollbot watching a healthy canary of `web` (simulated metrics,
 /// `auto_promote`), with `registry` as the body of `[registry]`.
 async fn start(dir: &Path, fake: &FakeKube, registry: &str) -> Bot {
+    start_with(dir, fake, registry, "").await
+}
+
+/// [`start`] with `engine` as the body of `[engine]`.
+async fn start_with(dir: &Path, fake: &FakeKube, registry: &str, engine: &str) -> Bot {
     let token = dir.join("kube.token");
     std::fs::write(&token, TOKEN).unwrap();
     let text = format!(
@@ -107,6 +112,9 @@ scenarios = {{ web = "good: identical, 1% errors" }}
 
 [controller]
 capability_check_interval = "5m"
+
+[engine]
+{engine}
 
 [registry]
 {registry}
@@ -357,6 +365,38 @@ async fn an_image_gone_from_the_registry_is_said_in_the_thread_and_status_and_ho
     assert!(!status.contains("automatic promotion held"), "{status}");
     // Acknowledged: promotion goes on.
     bot.run_until_promoted(60).await;
+}
+
+#[tokio::test]
+async fn an_acknowledge_prompt_that_expired_unanswered_is_asked_again_at_the_next_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path());
+    // v2, the rollback target, was never pushed.
+    registry.push("shop/web", "v1").await;
+    registry.push("shop/web", "v3").await;
+    let fake = cluster(&registry.host()).await;
+    let mut bot = start_with(dir.path(), &fake, "", "prompt_ttl = \"2m\"").await;
+    bot.run_until("Acknowledge: web cannot be rolled back", 5)
+        .await;
+    let asked = |bot: &Bot| {
+        bot.lines()
+            .iter()
+            .filter(|l| l.text.starts_with("Acknowledge: web cannot be rolled back"))
+            .count()
+    };
+    // The prompt expires after 2 minutes; nothing new until the next
+    // check, 5 minutes after the first, asks again.
+    bot.run(20).await;
+    assert_eq!(asked(&bot), 1, "{:#?}", bot.lines());
+    for _ in 0..15 {
+        if asked(&bot) == 2 {
+            break;
+        }
+        bot.run(1).await;
+    }
+    assert_eq!(asked(&bot), 2, "{:#?}", bot.lines());
+    let open = bot.rt.engine.prompts.open(bot.at).await.unwrap();
+    assert_eq!(open.len(), 1, "one open prompt to answer");
 }
 
 #[tokio::test]
