@@ -12,6 +12,12 @@ command -v sh >/dev/null 2>&1 || need_apt+=(dash)
 # PostgreSQL and Node for the real Unleash server of the unleash backend's tests.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# A real container registry (the CNCF distribution registry) for the rollback
+# capability tests, and htpasswd (bcrypt) for its basic-auth variant.
+[ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)
+# openssl signs the JWTs of the registry's token-auth variant.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # PyYAML reads deploy/'s manifests in the test that checks them against the binary.
 python3 -c 'import yaml' >/dev/null 2>&1 || need_apt+=(python3-yaml)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -31,6 +31,7 @@ pub(crate) mod leader;
 pub(crate) mod limits;
 pub(crate) mod metrics;
 pub mod migration;
+pub mod registry;
 pub(crate) mod roles;
 pub mod runtime;
 pub mod server;

@@ -4,6 +4,7 @@
 //! it always goes preflight → act → verify, through a circuit breaker and a
 //! bounded pool per backend (see `crate::breaker`).
 
+pub(crate) mod capability;
 pub(crate) mod factory;
 pub mod kube_common;
 pub(crate) mod poll;
@@ -247,6 +248,12 @@ pub trait RollbackBackend: Send + Sync {
     ) -> Result<Verification, BackendError>;
     /// Live and canary revisions, pause state, revision history.
     async fn status(&self, target: &Target) -> Result<BackendStatus, BackendError>;
+    /// The revision a rollback would restore and its images, so the
+    /// controller can check before it is needed that the rollback is
+    /// possible. Backends that cannot tell say so.
+    async fn capability(&self, _target: &Target) -> Result<capability::Capability, BackendError> {
+        Ok(capability::Capability::NotChecked)
+    }
 }
 
 /// Fills the `{name}` placeholders of a configured template in one pass.

@@ -21,6 +21,11 @@ impl Config {
         errors.extend(self.check_metrics(path, source));
         errors.extend(self.check_api(path, source));
         errors.extend(self.check_gates(path, source));
+        for (host, e) in self.registry.check() {
+            let at = find_span(source, &format!("registry.credentials.\"{host}\""))
+                .or(find_span(source, "registry"));
+            errors.push(ConfigError::at(path, source, at, e));
+        }
         errors
     }
 

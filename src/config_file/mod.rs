@@ -70,6 +70,12 @@ pub struct Config {
     /// Webhooks Flagger and Argo Rollouts call (`/gates/...`).
     #[serde(default)]
     pub gates: GatesConfig,
+    /// The controller's own settings (the rollback capability check).
+    #[serde(default)]
+    pub controller: crate::controller::capability::ControllerConfig,
+    /// How rollbot reaches container registries (rollback capability).
+    #[serde(default)]
+    pub registry: crate::registry::RegistryConfig,
     /// Service name and `environment/name` → position in `services`.
     #[serde(skip)]
     index: std::collections::HashMap<String, usize>,

@@ -88,6 +88,10 @@ pub struct ServiceConfig {
     /// schedule (5 fields, UTC), for long rollouts.
     #[serde(default)]
     pub summary_schedule: Option<CronSchedule>,
+    /// How often an active rollout's rollback target is checked again
+    /// (default: `[controller] capability_check_interval`, 10 minutes).
+    #[serde(default)]
+    pub capability_check_interval: Option<HumanDuration>,
 }
 
 fn default_true() -> bool {

@@ -12,6 +12,7 @@
 //! person's.
 
 pub mod bench;
+pub(crate) mod capability;
 pub(crate) mod chart;
 pub mod history;
 mod incident;

@@ -35,6 +35,8 @@ struct Active {
     warned: bool,
     /// The first grid instant of the current run of ticks without metrics.
     missing_since: Option<DateTime<Utc>>,
+    /// Whether a rollback would still find its target.
+    capability: super::capability::CapabilityWatch,
 }
 
 impl Active {
@@ -69,6 +71,7 @@ pub struct Controller {
     interval: Duration,
     active: tokio::sync::Mutex<Vec<Active>>,
     health: std::sync::Mutex<Health>,
+    registry: Arc<crate::registry::RegistryClient>,
 }
 
 fn grid_floor(t: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
@@ -100,6 +103,7 @@ impl Controller {
             interval: c.metrics.interval.0,
             source,
             breaker,
+            registry: Arc::new(crate::registry::RegistryClient::new(&c.registry)),
             engine,
             active: tokio::sync::Mutex::new(Vec::new()),
             health: std::sync::Mutex::new(Health::default()),
@@ -154,6 +158,7 @@ impl Controller {
         for a in active.iter_mut().filter(|a| a.rollout.service == r.service) {
             a.rollout.state = format!("replaced by rollout {}", r.id);
             rollouts::save(store, &a.rollout).await?;
+            super::capability::forget(&self.engine, &r.service).await;
         }
         active.retain(|a| a.rollout.service != r.service);
         drop(active);
@@ -175,12 +180,17 @@ impl Controller {
                 .max(self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP)?),
             self.interval,
         );
+        // The rollback target is checked at once, not at the first tick.
+        let mut capability = super::capability::CapabilityWatch::default();
+        let now = self.engine.clock.now();
+        capability.start_if_due(&self.engine, &self.registry, &r.service, now);
         self.active.lock().await.push(Active {
             rollout: r,
             watch,
             next,
             warned: false,
             missing_since: None,
+            capability,
         });
         Ok(())
     }
@@ -273,6 +283,7 @@ impl Controller {
                 }
                 if point == last {
                     self.scheduled_summary(a, point - step, point).await;
+                    self.capability(a).await;
                 }
                 a.rollout.state = a.watch.state_text();
                 // Stored when something a reader would notice changed.
@@ -283,8 +294,23 @@ impl Controller {
                 }
                 a.next = point + step;
             }
+            for a in active.iter().filter(|a| !a.watch.is_active()) {
+                super::capability::forget(&self.engine, &a.rollout.service).await;
+            }
             active.retain(|a| a.watch.is_active());
         }
+    }
+
+    /// Follows the rollback capability check of a rollout still watched:
+    /// its finding goes to the thread, the next check starts when due.
+    async fn capability(&self, a: &mut Active) {
+        if !a.watch.is_active() {
+            return;
+        }
+        let now = self.engine.clock.now();
+        a.capability.follow(&self.engine, &a.watch, now).await;
+        a.capability
+            .start_if_due(&self.engine, &self.registry, &a.rollout.service, now);
     }
 
     /// Mentions the next group on prompts nobody answered (see

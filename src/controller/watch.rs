@@ -43,6 +43,8 @@ pub struct RolloutWatch {
     cooldown_noted: bool,
     /// The "healthy, but automation is off" notice was posted.
     automation_noted: bool,
+    /// The "promotion held: no rollback target" notice was posted.
+    capability_noted: bool,
     /// Canary vs baseline over the last ticks, for the summary's chart.
     chart: super::chart::ChartHistory,
     /// The verdict the summary's chart was last attached for.
@@ -83,6 +85,7 @@ impl RolloutWatch {
             rollbacks_seen: None,
             cooldown_noted: false,
             automation_noted: false,
+            capability_noted: false,
             chart: Default::default(),
             charted: None,
             start: None,
@@ -227,6 +230,11 @@ impl RolloutWatch {
             return msg;
         }
         msg.context(super::chart::legend(&self.chart.points()))
+    }
+
+    /// The summary's messages, where replies about this rollout go.
+    pub fn summary_thread(&self) -> &[MessageRef] {
+        &self.summary
     }
 
     /// The points the summary's chart is drawn from.
@@ -643,7 +651,40 @@ impl RolloutWatch {
         }
     }
 
+    /// Said once per rollout: a rollback target is missing, so automatic
+    /// promotion waits for someone to acknowledge it.
+    async fn note_capability_hold(&mut self, engine: &Engine, why: &str) {
+        if self.capability_noted {
+            return;
+        }
+        self.capability_noted = true;
+        let m = crate::chat::Message::new(
+            crate::chat::Severity::Warning,
+            format!("Automatic promotion of {} is held", self.service),
+        )
+        .text(format!(
+            "{why}. rollbot does not promote {} by itself until someone acknowledges that (the Acknowledge button above). Promote by hand with `/promote {}` if you accept the risk.",
+            self.service, self.service
+        ))
+        .context(format!("rollout {}", self.id));
+        if let Some(ch) = engine
+            .config
+            .service(&self.service)
+            .and_then(|s| s.deploy_channel.as_ref())
+        {
+            engine
+                .notifier
+                .reply_or_post(&self.summary, ch.as_ref(), &m)
+                .await;
+        }
+    }
+
     async fn on_promote(&mut self, engine: &Engine, eval: &Evaluation) {
+        if let Some(why) = super::capability::promotion_hold(engine, &self.service, &self.id).await
+        {
+            self.note_capability_hold(engine, &why).await;
+            return;
+        }
         if let Some(until) = engine.cooldown_until(&self.service).await {
             if !self.cooldown_noted {
                 self.cooldown_noted = true;

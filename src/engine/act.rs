@@ -123,9 +123,19 @@ impl Engine {
         // Whatever happened, the backend's status may have changed.
         self.status_cache.forget(svc.name());
         let settled = self.settle(&mut a, called);
+        // A rollback that found nothing to do does not prove the service
+        // came unstuck (its verification only reads the live state).
+        let changed = a.params.get("report").and_then(|r| r["changed"].as_bool()) == Some(true);
         let (status, refusal) = (settled.status, settled.refusal);
         let message = self.record_result(&a, settled).await;
         let announced = self.announce_result(&a, status, &message);
+        if matches!(req.action, Action::Rollback { .. }) && refusal.is_none() {
+            match status {
+                Status::Failed => self.enter_stuck(svc, req, corr, &message).await,
+                Status::Succeeded if changed => self.leave_stuck(svc, req).await,
+                _ => {}
+            }
+        }
         let outcome = match refusal {
             // A preflight refusal is the action's result: recorded with
             // it and announced like it.

@@ -37,10 +37,12 @@ mod lock;
 mod maintenance;
 mod migration_guard;
 pub(crate) mod prompt;
+pub use stuck::Stuck;
 mod query;
 mod record;
 mod recovery;
 mod refusal;
+mod stuck;
 
 pub use automation::{AutomationOff, DEFAULT_AUTOMATION_OFF, MAX_AUTOMATION_OFF};
 pub use freeze::FreezeGate;

@@ -64,6 +64,33 @@ impl Engine {
         r
     }
 
+    /// What a rollback of `service` would restore, through the backend's
+    /// breaker like a status read (see `controller::capability`).
+    pub async fn backend_capability(
+        &self,
+        service: &str,
+    ) -> Result<crate::backend::capability::Capability, String> {
+        let s = self.resolve(Some(service))?;
+        let slot = self
+            .backends
+            .get(s.backend.as_ref())
+            .ok_or_else(|| format!("backend {} is not running", s.backend.as_ref()))?;
+        let target = Target {
+            service: s.name().into(),
+            environment: s.environment.clone(),
+            settings: s.target.clone(),
+        };
+        slot.breaker
+            .call_in(
+                crate::breaker::Lane::Read,
+                self.config.engine.backend_timeout.0,
+                slot.backend.capability(&target),
+                |_| true,
+            )
+            .await
+            .map_err(super::act::describe)
+    }
+
     /// `/status [service]`: revisions, canary, freezes, prompts, breakers.
     pub async fn status(&self, req: &Request) -> anyhow::Result<Outcome> {
         let corr = super::new_id();
@@ -169,6 +196,12 @@ impl Engine {
         }
         if let Some(off) = self.automation_off(s.name()).await {
             name.push_str(&format!(" — automation off {}", off.describe()));
+        }
+        if let Some(note) = self.stuck_note(s.name()).await {
+            name.push_str(&format!(" — {note}"));
+        }
+        if let Some(note) = crate::controller::capability::status_note(self, s.name()).await {
+            name.push_str(&format!(" — {note}"));
         }
         Ok(name)
     }

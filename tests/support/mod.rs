@@ -14,6 +14,7 @@ pub mod fake_slack;
 pub mod in_process;
 pub mod kube_bot;
 pub mod prometheus;
+pub mod registry;
 pub mod slack_rig;
 pub mod tcp_proxy;
 pub mod unleash;

@@ -10,6 +10,7 @@
 //! - `set-image`: pin one container to the target revision's image with the
 //!   strategic merge patch `kubectl set image` sends.
 
+mod rollback_target;
 mod config;
 mod revisions;
 mod rollout;
@@ -694,6 +695,10 @@ impl RollbackBackend for KubernetesDeploymentBackend {
             notes,
             ..Default::default()
         })
+    }
+
+    async fn capability(&self, t: &Target) -> Result<capability::Capability, BackendError> {
+        self.rollback_capability(t).await
     }
 }
 

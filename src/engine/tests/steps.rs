@@ -395,9 +395,13 @@ async fn backend_failure_is_reported_and_audited() {
         "{}",
         o.message.text
     );
-    let e = entries(&h, "payments", 2);
-    assert_eq!(e[0].record.outcome, AuditOutcome::Failed);
-    assert_eq!(e[1].record.outcome, AuditOutcome::Requested);
+    // A failed rollback leaves the service stuck, noted after the result.
+    let e = entries(&h, "payments", 3);
+    assert_eq!(e[0].record.action, "stuck");
+    assert_eq!(e[0].record.outcome, AuditOutcome::Noted);
+    assert_eq!(e[1].record.outcome, AuditOutcome::Failed);
+    assert_eq!(e[2].record.outcome, AuditOutcome::Requested);
+    assert_eq!(e[1].record.correlation_id, e[2].record.correlation_id);
     assert_eq!(e[0].record.correlation_id, e[1].record.correlation_id);
 }
 

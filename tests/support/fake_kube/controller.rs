@@ -224,6 +224,25 @@ fn reconcile(store: &mut Store, ns: &str, name: &str, step: i64, pace: Pace) {
             .or_insert_with(|| json!({}))[REVISION] = json!(revision);
         d["status"] = progress.status(generation, &new_name);
     });
+    if ready_new == replicas && old == 0 {
+        let limit = d["spec"]["revisionHistoryLimit"].as_i64().unwrap_or(10);
+        clean_up(store, ns, &uid, &new_name, limit);
+    }
+}
+
+/// The controller's `cleanupDeployment` once a rollout is complete: old
+/// ReplicaSets without replicas beyond `revisionHistoryLimit` are deleted,
+/// oldest first.
+fn clean_up(store: &mut Store, ns: &str, uid: &str, new_name: &str, limit: i64) {
+    let mut olds: Vec<Value> = owned_replica_sets(store, ns, uid)
+        .into_iter()
+        .filter(|rs| rs["metadata"]["name"] != new_name && rs["spec"]["replicas"] == 0)
+        .collect();
+    olds.sort_by_key(revision_of);
+    let extra = olds.len().saturating_sub(limit.max(0) as usize);
+    for rs in &olds[..extra] {
+        store.delete("replicasets", ns, rs["metadata"]["name"].as_str().unwrap());
+    }
 }
 
 /// The ReplicaSet of the Deployment `d`'s template: the newest one as it
