@@ -25,6 +25,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod freeze;
+pub mod incident_comms;
 pub mod intake;
 pub mod judge;
 pub mod leader;

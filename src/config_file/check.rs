@@ -21,6 +21,7 @@ impl Config {
         errors.extend(self.check_metrics(path, source));
         errors.extend(self.check_api(path, source));
         errors.extend(self.check_gates(path, source));
+        errors.extend(crate::incident_comms::config::check(self, path, source));
         errors
     }
 

@@ -88,6 +88,11 @@ pub struct ServiceConfig {
     /// schedule (5 fields, UTC), for long rollouts.
     #[serde(default)]
     pub summary_schedule: Option<CronSchedule>,
+    /// Whether this service's incidents go on the status page: `auto`,
+    /// `ask` or `off` (default: `auto` when `[status_page.components]`
+    /// lists it).
+    #[serde(default)]
+    pub status_page: Option<Spanned<crate::incident_comms::config::StatusPageMode>>,
 }
 
 fn default_true() -> bool {

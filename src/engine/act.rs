@@ -126,6 +126,7 @@ impl Engine {
         let (status, refusal) = (settled.status, settled.refusal);
         let message = self.record_result(&a, settled).await;
         let announced = self.announce_result(&a, status, &message);
+        self.tell_result(req, corr, svc, (status, refusal), &message);
         let outcome = match refusal {
             // A preflight refusal is the action's result: recorded with
             // it and announced like it.
