@@ -115,9 +115,18 @@ impl std::fmt::Display for Undelivered {
 pub trait IncidentSink: Send {
     /// "status page", "paging": how people call it.
     fn name(&self) -> &'static str;
-    /// Delivers one event, waiting out rate limits; `Ok` when it had
-    /// nothing to do with it.
-    async fn deliver(&mut self, event: &IncidentEvent) -> Result<(), Undelivered>;
+    /// Delivers one event, waiting out rate limits.
+    async fn deliver(&mut self, event: &IncidentEvent) -> Result<Delivery, Undelivered>;
+}
+
+/// What a provider did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Accepted by the provider: whatever failed before works again.
+    Sent,
+    /// Nothing to send (not customer-facing, no page open): says nothing
+    /// about the provider.
+    Skipped,
 }
 
 /// The providers' queues and what each last failed with.
@@ -154,9 +163,10 @@ impl Comms {
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
                 match sink.deliver(&event).await {
-                    Ok(()) => {
+                    Ok(Delivery::Sent) => {
                         problems.lock().unwrap().remove(name);
                     }
+                    Ok(Delivery::Skipped) => {}
                     Err(why) => report(name, &why, &event, &problems, &notifier),
                 }
                 pending.send_modify(|n| *n = n.saturating_sub(1));

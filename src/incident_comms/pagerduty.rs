@@ -6,7 +6,7 @@
 //! worked pages nobody: it never sends a trigger.
 
 use super::config::PagingSeverity;
-use super::{retry_after, IncidentEvent, IncidentSink, Undelivered};
+use super::{retry_after, Delivery, IncidentEvent, IncidentSink, Undelivered};
 use crate::config::SecretValue;
 use crate::config_file::Config;
 use serde_json::{json, Value};
@@ -92,9 +92,9 @@ impl PagerDuty {
         rollout: &str,
         service: &str,
         summary: &str,
-    ) -> Result<(), Undelivered> {
+    ) -> Result<Delivery, Undelivered> {
         let Some(key) = self.key(service).cloned() else {
-            return Ok(());
+            return Ok(Delivery::Skipped);
         };
         let event = json!({
             "routing_key": key.expose(),
@@ -113,15 +113,15 @@ impl PagerDuty {
         });
         self.send("/v2/enqueue", event).await?;
         self.triggered.insert(rollout.to_string());
-        Ok(())
+        Ok(Delivery::Sent)
     }
 
-    async fn resolve(&mut self, rollout: &str, service: &str) -> Result<(), Undelivered> {
+    async fn resolve(&mut self, rollout: &str, service: &str) -> Result<Delivery, Undelivered> {
         if !self.triggered.contains(rollout) {
-            return Ok(());
+            return Ok(Delivery::Skipped);
         }
         let Some(key) = self.key(service).cloned() else {
-            return Ok(());
+            return Ok(Delivery::Skipped);
         };
         let event = json!({
             "routing_key": key.expose(),
@@ -130,7 +130,7 @@ impl PagerDuty {
         });
         self.send("/v2/enqueue", event).await?;
         self.triggered.remove(rollout);
-        Ok(())
+        Ok(Delivery::Sent)
     }
 
     /// One change event per routing key among `services`.
@@ -139,7 +139,7 @@ impl PagerDuty {
         services: &[String],
         summary: &str,
         details: &BTreeMap<String, String>,
-    ) -> Result<(), Undelivered> {
+    ) -> Result<Delivery, Undelivered> {
         let mut by_key: BTreeMap<String, (SecretValue, Vec<&str>)> = BTreeMap::new();
         for s in services {
             if let Some(k) = self.key(s) {
@@ -150,6 +150,10 @@ impl PagerDuty {
                     .push(s);
             }
         }
+        let sent = match by_key.is_empty() {
+            true => Delivery::Skipped,
+            false => Delivery::Sent,
+        };
         for (_, (key, names)) in by_key {
             let event = json!({
                 "routing_key": key.expose(),
@@ -162,7 +166,7 @@ impl PagerDuty {
             });
             self.send("/v2/change/enqueue", event).await?;
         }
-        Ok(())
+        Ok(sent)
     }
 
     /// Sends one event, waiting out 429s and retrying outages.
@@ -249,7 +253,7 @@ impl IncidentSink for PagerDuty {
         "paging"
     }
 
-    async fn deliver(&mut self, event: &IncidentEvent) -> Result<(), Undelivered> {
+    async fn deliver(&mut self, event: &IncidentEvent) -> Result<Delivery, Undelivered> {
         match event {
             IncidentEvent::Page { incident, summary } => {
                 self.trigger(&incident.rollout, &incident.service, summary)
@@ -263,7 +267,9 @@ impl IncidentSink for PagerDuty {
                 summary,
                 details,
             } => self.change(services, summary, details).await,
-            IncidentEvent::Identified { .. } | IncidentEvent::Monitoring { .. } => Ok(()),
+            IncidentEvent::Identified { .. } | IncidentEvent::Monitoring { .. } => {
+                Ok(Delivery::Skipped)
+            }
         }
     }
 }

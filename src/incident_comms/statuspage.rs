@@ -9,7 +9,7 @@
 //! again, so updates keep their order and none is lost.
 
 use super::config::{mode_of, StatusPageMode};
-use super::{retry_after, IncidentEvent, IncidentRef, IncidentSink, Undelivered};
+use super::{retry_after, Delivery, IncidentEvent, IncidentRef, IncidentSink, Undelivered};
 use crate::config::SecretValue;
 use crate::config_file::Config;
 use reqwest::{Method, StatusCode};
@@ -92,16 +92,19 @@ impl StatusPage {
         incident: &IncidentRef,
         title: &str,
         body: &str,
-    ) -> Result<(), Undelivered> {
+    ) -> Result<Delivery, Undelivered> {
         let Some(components) = self.components(&incident.service) else {
-            return Ok(());
+            return Ok(Delivery::Skipped);
         };
         if let Some(open) = self.open.get(&incident.rollout) {
             // A second Identified for the same rollout (a rollback by hand
             // after a failed one) is an update of the same incident.
             let path = format!("/v1/pages/{}/incidents/{}", self.page_id, open.id);
             let update = json!({"incident": {"status": "identified", "body": body}});
-            return self.call(Method::PATCH, &path, update).await.map(drop);
+            return self
+                .call(Method::PATCH, &path, update)
+                .await
+                .map(|_| Delivery::Sent);
         }
         let (status, impact) = self.impact(&incident.service);
         let states: BTreeMap<&str, &str> =
@@ -126,7 +129,7 @@ impl StatusPage {
         tracing::info!(rollout = %incident.rollout, incident = %id, "status page incident opened");
         self.open
             .insert(incident.rollout.clone(), Open { id, components });
-        Ok(())
+        Ok(Delivery::Sent)
     }
 
     async fn update(
@@ -134,11 +137,11 @@ impl StatusPage {
         incident: &IncidentRef,
         status: &str,
         body: &str,
-    ) -> Result<(), Undelivered> {
+    ) -> Result<Delivery, Undelivered> {
         let Some(open) = self.open.get(&incident.rollout) else {
             // Never posted (not customer-facing, or the post failed and was
             // reported then).
-            return Ok(());
+            return Ok(Delivery::Skipped);
         };
         let mut fields = json!({"status": status, "body": body});
         if status == "resolved" {
@@ -157,7 +160,7 @@ impl StatusPage {
         if status == "resolved" {
             self.open.remove(&incident.rollout);
         }
-        Ok(())
+        Ok(Delivery::Sent)
     }
 
     /// One request at the page's pace, waiting out rate limits and
@@ -246,7 +249,7 @@ impl IncidentSink for StatusPage {
         "status page"
     }
 
-    async fn deliver(&mut self, event: &IncidentEvent) -> Result<(), Undelivered> {
+    async fn deliver(&mut self, event: &IncidentEvent) -> Result<Delivery, Undelivered> {
         match event {
             IncidentEvent::Identified {
                 incident,
@@ -259,7 +262,7 @@ impl IncidentSink for StatusPage {
             IncidentEvent::Resolved { incident, body } => {
                 self.update(incident, "resolved", body).await
             }
-            IncidentEvent::Page { .. } | IncidentEvent::Change { .. } => Ok(()),
+            IncidentEvent::Page { .. } | IncidentEvent::Change { .. } => Ok(Delivery::Skipped),
         }
     }
 }
