@@ -96,12 +96,12 @@ impl FakePagerDuty {
     }
 }
 
-fn invalid(errors: Vec<String>) -> Response {
-    (
+fn invalid(errors: Vec<String>) -> Box<Response> {
+    Box::new((
         StatusCode::BAD_REQUEST,
         Json(json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors})),
     )
-        .into_response()
+        .into_response())
 }
 
 fn blank(v: &Value, path: &[&str]) -> bool {
@@ -113,12 +113,12 @@ fn blank(v: &Value, path: &[&str]) -> bool {
 }
 
 /// Throttle and routing key: what both endpoints check first.
-fn admit(inner: &mut Inner, event: &Value) -> Result<(), Response> {
+fn admit(inner: &mut Inner, event: &Value) -> Result<(), Box<Response>> {
     if inner.throttled > 0 {
         inner.throttled -= 1;
         let mut r = (StatusCode::TOO_MANY_REQUESTS, "").into_response();
         r.headers_mut().insert("retry-after", "1".parse().unwrap());
-        return Err(r);
+        return Err(Box::new(r));
     }
     let key = event["routing_key"].as_str().unwrap_or("");
     if key.trim().is_empty() {
@@ -190,7 +190,7 @@ async fn enqueue(State(inner): State<Arc<Mutex<Inner>>>, body: Bytes) -> Respons
         )
             .into_response())
     })();
-    let r = answer.unwrap_or_else(|e| e);
+    let r = answer.unwrap_or_else(|e| *e);
     record(&mut inner, "/v2/enqueue", event, r)
 }
 
@@ -210,6 +210,6 @@ async fn change(State(inner): State<Arc<Mutex<Inner>>>, body: Bytes) -> Response
         )
             .into_response())
     })();
-    let r = answer.unwrap_or_else(|e| e);
+    let r = answer.unwrap_or_else(|e| *e);
     record(&mut inner, "/v2/change/enqueue", event, r)
 }

@@ -145,7 +145,7 @@ fn admit(
     page: &str,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<Value, Response> {
+) -> Result<Value, Box<Response>> {
     let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -161,9 +161,12 @@ fn admit(
         at: Instant::now(),
     };
     let key = auth.strip_prefix("OAuth ").unwrap_or("").to_string();
-    let answer: Result<Value, Response> = (|| {
+    let answer: Result<Value, Box<Response>> = (|| {
         if !inner.keys.contains(&key) {
-            return Err(error(401, json!({"error": "Could not authenticate"})));
+            return Err(Box::new(error(
+                401,
+                json!({"error": "Could not authenticate"}),
+            )));
         }
         let limited = |status: u16| {
             let mut r = error(status, json!({"error": "Rate limit exceeded"}));
@@ -171,26 +174,26 @@ fn admit(
             r
         };
         if !inner.throttled.is_empty() {
-            return Err(limited(inner.throttled.remove(0)));
+            return Err(Box::new(limited(inner.throttled.remove(0))));
         }
         if let Some(last) = inner.last.get(&key) {
             if last.elapsed() < Duration::from_millis(950) {
-                return Err(limited(420));
+                return Err(Box::new(limited(420)));
             }
         }
         inner.last.insert(key.clone(), Instant::now());
         if page != inner.page_id {
-            return Err(error(
+            return Err(Box::new(error(
                 404,
                 json!({"error": "The requested resource could not be found."}),
-            ));
+            )));
         }
         match parsed.get("incident") {
             Some(i) if i.is_object() => Ok(i.clone()),
-            _ => Err(error(
+            _ => Err(Box::new(error(
                 400,
                 json!({"error": "param is missing or the value is empty: incident"}),
-            )),
+            ))),
         }
     })();
     record.status = match &answer {
@@ -263,7 +266,7 @@ async fn create(
     let path = format!("/v1/pages/{page}/incidents");
     let incident = match admit(&mut inner, "POST", &path, &page, &headers, &body) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut errors = validate(&inner, &incident);
     let name = incident["name"].as_str().unwrap_or("").trim().to_string();
@@ -311,7 +314,7 @@ async fn update(
     let path = format!("/v1/pages/{page}/incidents/{id}");
     let incident = match admit(&mut inner, "PATCH", &path, &page, &headers, &body) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(k) = inner.incidents.iter().position(|i| i.id == id) else {
         inner.received.last_mut().unwrap().status = 404;
