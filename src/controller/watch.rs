@@ -46,6 +46,8 @@ pub struct RolloutWatch {
     cooldown_noted: bool,
     /// The "healthy, but automation is off" notice was posted.
     automation_noted: bool,
+    /// The on-call was paged for this failing canary (automation off).
+    paged: bool,
     /// Canary vs baseline over the last ticks, for the summary's chart.
     chart: super::chart::ChartHistory,
     /// The verdict the summary's chart was last attached for.
@@ -86,6 +88,7 @@ impl RolloutWatch {
             rollbacks_seen: None,
             cooldown_noted: false,
             automation_noted: false,
+            paged: false,
             chart: Default::default(),
             charted: None,
             start: None,
@@ -494,9 +497,12 @@ impl RolloutWatch {
                         },
                     )
                     .await;
-                    if off.is_some() {
-                        self.page(engine, svc, &reason);
-                    }
+                }
+                // Nobody will roll it back by itself: page once, whether or
+                // not a prompt (borderline, earlier) is already open.
+                if off.is_some() && !self.paged {
+                    self.paged = true;
+                    self.page(engine, svc, &reason);
                 }
             }
         }

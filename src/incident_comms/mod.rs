@@ -175,6 +175,18 @@ impl Comms {
         self.queues.push((name, tx));
     }
 
+    /// Counts an event still being put together (off the caller's path),
+    /// so [`Comms::settle`] waits for it too.
+    pub fn hold(&self) -> Hold {
+        self.pending.send_modify(|n| *n += 1);
+        Hold(self.pending.clone())
+    }
+
+    /// No provider is configured.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
     /// Queues `event` for every provider without waiting.
     pub fn send(&self, event: IncidentEvent) {
         for (name, tx) in &self.queues {
@@ -207,6 +219,15 @@ impl Comms {
         let mut rx = self.pending.subscribe();
         let settled = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await;
         settled.is_ok()
+    }
+}
+
+/// An event on its way to [`Comms::send`]; dropped once it was sent.
+pub struct Hold(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

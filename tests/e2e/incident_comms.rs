@@ -17,6 +17,7 @@ use rollbot::controller::{rollouts, Rollout, RolloutWatch, WatchState};
 use rollbot::domain::{Action, Actor, Platform};
 use rollbot::engine::{Request, Status};
 use rollbot::judge::sim::{Scenario, Simulator};
+use rollbot::judge::Verdict;
 use rollbot::runtime::Runtime;
 use std::path::Path;
 use std::sync::Arc;
@@ -46,6 +47,8 @@ incident_channel = "incidents"
 resolve_after = "1m"
 {service}
 [[roles.responder]]
+members = ["console:omar"]
+[[roles.approver]]
 members = ["console:omar"]
 [status_page]
 page_id = "pg1"
@@ -121,19 +124,29 @@ impl Rig {
 
     /// Ticks until `done` holds for the watch's state (at most `limit` ticks).
     async fn until(&mut self, limit: usize, done: impl Fn(&WatchState) -> bool) {
+        self.until_watch(limit, |w| done(&w.state)).await
+    }
+
+    /// Ticks until `done` holds for the watch (at most `limit` ticks).
+    async fn until_watch(&mut self, limit: usize, done: impl Fn(&RolloutWatch) -> bool) {
         for _ in 0..limit {
-            if done(&self.watch.state) {
+            if done(&self.watch) {
                 return;
             }
-            self.clock.advance(TICK);
-            let mut tick = self.sim.next_tick().expect("a tick");
-            if matches!(self.watch.state, WatchState::Monitoring(_)) {
-                // Rolled back: the canary gets no more traffic.
-                tick.canary = None;
-            }
-            self.watch.tick(&self.rt.engine, &tick).await;
+            self.tick().await;
         }
-        assert!(done(&self.watch.state), "state: {:?}", self.watch.state);
+        assert!(done(&self.watch), "state: {:?}", self.watch.state);
+    }
+
+    /// One tick of metrics, ten seconds later.
+    async fn tick(&mut self) {
+        self.clock.advance(TICK);
+        let mut tick = self.sim.next_tick().expect("a tick");
+        if matches!(self.watch.state, WatchState::Monitoring(_)) {
+            // Rolled back: the canary gets no more traffic.
+            tick.canary = None;
+        }
+        self.watch.tick(&self.rt.engine, &tick).await;
     }
 
     /// Waits until the status page and the pager were told everything.
@@ -317,6 +330,79 @@ async fn a_failed_rollback_pages_and_the_page_resolves_with_the_incident() {
         changes[1].starts_with("Rolled back checkout") && changes[1].contains("(by omar)"),
         "{changes:?}"
     );
+}
+
+#[tokio::test]
+async fn a_failing_canary_with_automation_off_pages_again_when_its_prompt_escalates_and_resolves_after_the_answer(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "automation = false\nescalate_after = \"5m\"\nescalation = [\"slack:U0ONCALL1\"]";
+    let mut rig = Rig::start(dir.path(), extra).await;
+    let failing = |w: &RolloutWatch| {
+        w.last
+            .as_ref()
+            .is_some_and(|e| e.verdict == Verdict::Failing)
+    };
+    rig.until_watch(120, failing).await;
+    // Failing for a while longer: still one page.
+    for _ in 0..3 {
+        rig.tick().await;
+    }
+    rig.settle().await;
+    let id = rig.watch.id.clone();
+    let events = rig.pd.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event_action"], "trigger");
+    assert_eq!(events[0]["dedup_key"], id.as_str());
+    let summary = events[0]["payload"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("is failing") && summary.contains("automation is off"),
+        "{summary}"
+    );
+    // Nobody rolled anything back: no change event, nothing on the status page.
+    assert!(rig.pd.changes().is_empty());
+    assert!(rig.sp.received().is_empty());
+
+    // Unanswered until its escalation: paged again, on the same alert.
+    rig.clock.advance(Duration::from_secs(301));
+    assert_eq!(
+        rig.rt
+            .engine
+            .escalate_prompts(rig.clock.now())
+            .await
+            .unwrap(),
+        1
+    );
+    rig.settle().await;
+    let events = rig.pd.events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["dedup_key"], id.as_str());
+    assert!(
+        events[1]["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("unanswered for 5m"),
+        "{events:?}"
+    );
+
+    // Roll back, in the (borderline) prompt asked before the canary
+    // failed; the incident resolves, and so does the page.
+    let WatchState::Asking { prompt } = rig.watch.state.clone() else {
+        panic!("{:?}", rig.watch.state)
+    };
+    let omar = Actor::new(Platform::Console, "omar", "omar");
+    let o = rig
+        .rt
+        .engine
+        .execute(Request::new(omar, Action::Reject { prompt }))
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    rig.until(3, monitoring).await;
+    rig.until(60, done).await;
+    rig.settle().await;
+    assert_eq!(rig.pd.events().last().unwrap()["event_action"], "resolve");
+    assert_eq!(rig.pd.alert(&id).as_deref(), Some("resolved"));
+    assert_eq!(rig.sp.incidents()[0].status, "resolved");
 }
 
 #[tokio::test]
