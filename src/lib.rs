@@ -25,6 +25,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub(crate) mod freeze;
+pub(crate) mod incident_comms;
 pub(crate) mod intake;
 pub mod judge;
 pub(crate) mod leader;

@@ -72,14 +72,19 @@ pub async fn start_with(
     for s in sinks {
         notifier.add_sink(s);
     }
+    let config = Arc::new(config);
+    // Before the engine: a status page or paging key that cannot be read
+    // stops the start with a clear message.
+    let comms = crate::incident_comms::Comms::start(&config, notifier.clone())?;
     let engine = Engine::new(EngineParts {
-        config: Arc::new(config),
+        config,
         store,
         backends,
         notifier,
         clock,
         telemetry: telemetry.clone(),
     });
+    engine.attach_comms(comms);
     if let Some(what) = damaged {
         engine.announce_damaged_store(&what).await;
         return Ok(Runtime {

@@ -26,6 +26,7 @@ impl Config {
                 .or(find_span(source, "registry"));
             errors.push(ConfigError::at(path, source, at, e));
         }
+        errors.extend(crate::incident_comms::config::check(self, path, source));
         errors
     }
 

@@ -76,6 +76,12 @@ pub struct Config {
     /// How rollbot reaches container registries (rollback capability).
     #[serde(default)]
     pub registry: crate::registry::RegistryConfig,
+    /// Incidents on the public status page (see `src/incident_comms/`).
+    #[serde(default)]
+    pub status_page: Option<crate::incident_comms::config::StatusPageConfig>,
+    /// Pages and change events for the on-call (see `src/incident_comms/`).
+    #[serde(default)]
+    pub paging: Option<crate::incident_comms::config::PagingConfig>,
     /// Service name and `environment/name` → position in `services`.
     #[serde(skip)]
     index: std::collections::HashMap<String, usize>,

@@ -92,6 +92,11 @@ pub struct ServiceConfig {
     /// (default: `[controller] capability_check_interval`, 10 minutes).
     #[serde(default)]
     pub capability_check_interval: Option<HumanDuration>,
+    /// Whether this service's incidents go on the status page: `auto`,
+    /// `ask` or `off` (default: `auto` when `[status_page.components]`
+    /// lists it).
+    #[serde(default)]
+    pub status_page: Option<Spanned<crate::incident_comms::config::StatusPageMode>>,
 }
 
 fn default_true() -> bool {

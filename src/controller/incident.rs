@@ -18,6 +18,7 @@
 use crate::chat::{Message, MessageRef, Severity};
 use crate::config_file::ServiceConfig;
 use crate::engine::Engine;
+use crate::incident_comms::{IncidentEvent, IncidentRef, Thread};
 use crate::judge::sequential::fmt_bound;
 use crate::judge::stats::count_above;
 use crate::judge::{Evaluation, MetricClass, Tick, TrackSample, Verdict};
@@ -224,14 +225,35 @@ impl Incident {
                 verdict_words(eval.verdict)
             )
         });
-        i.note(engine, line);
+        i.note(engine, line.clone());
         if let Some(ch) = &i.channel {
             i.root = engine
                 .notifier
                 .post(ch, &i.message(Severity::Critical))
                 .await;
         }
+        let body = line
+            .strip_prefix("Identified: ")
+            .unwrap_or(&line)
+            .to_string();
+        engine.tell_comms(IncidentEvent::Identified {
+            incident: i.comms_ref(),
+            title: format!("{} degraded after a change", i.service),
+            body,
+        });
         i
+    }
+
+    /// This incident as the status page and the pager know it.
+    fn comms_ref(&self) -> IncidentRef {
+        IncidentRef {
+            rollout: self.rollout.clone(),
+            service: self.service.clone(),
+            thread: Thread {
+                channel: self.channel.clone(),
+                root: self.root.clone(),
+            },
+        }
     }
 
     fn note(&mut self, engine: &Engine, line: String) {
@@ -301,8 +323,12 @@ impl Incident {
             targets.join(", and "),
             crate::domain::human_duration(self.resolve_after.to_std().unwrap_or_default())
         );
-        self.publish(engine, "Monitoring", Severity::Warning, text)
+        self.publish(engine, "Monitoring", Severity::Warning, text.clone())
             .await;
+        engine.tell_comms(IncidentEvent::Monitoring {
+            incident: self.comms_ref(),
+            body: text,
+        });
     }
 
     /// Checks one tick, whose window ends at `at`; true once resolved.
@@ -350,8 +376,12 @@ impl Incident {
             self.stable,
             if measured.len() == 1 { "is" } else { "are" }
         );
-        self.publish(engine, "Resolved", Severity::Success, text)
+        self.publish(engine, "Resolved", Severity::Success, text.clone())
             .await;
+        engine.tell_comms(IncidentEvent::Resolved {
+            incident: self.comms_ref(),
+            body: text,
+        });
         true
     }
 }

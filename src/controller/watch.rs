@@ -20,6 +20,9 @@ pub enum WatchState {
     Monitoring(String),
     /// Fully promoted, or rolled back and resolved: nothing more to do.
     Done(String),
+    /// The automatic rollback did not complete: its incident stays open
+    /// (and the on-call was paged) until someone rolls back by hand.
+    RollbackFailed(String),
 }
 
 pub struct RolloutWatch {
@@ -45,6 +48,8 @@ pub struct RolloutWatch {
     automation_noted: bool,
     /// The "promotion held: no rollback target" notice was posted.
     capability_noted: bool,
+    /// The on-call was paged for this failing canary (automation off).
+    paged: bool,
     /// Canary vs baseline over the last ticks, for the summary's chart.
     chart: super::chart::ChartHistory,
     /// The verdict the summary's chart was last attached for.
@@ -86,6 +91,7 @@ impl RolloutWatch {
             cooldown_noted: false,
             automation_noted: false,
             capability_noted: false,
+            paged: false,
             chart: Default::default(),
             charted: None,
             start: None,
@@ -122,7 +128,7 @@ impl RolloutWatch {
             WatchState::Watching => "watching".into(),
             WatchState::Asking { .. } => "paused, waiting for an answer".into(),
             WatchState::Monitoring(what) => format!("{what}, monitoring recovery"),
-            WatchState::Done(what) => what.clone(),
+            WatchState::Done(what) | WatchState::RollbackFailed(what) => what.clone(),
         }
     }
 
@@ -142,6 +148,12 @@ impl RolloutWatch {
                     self.state = WatchState::Done(format!("{what}; resolved"));
                 }
             }
+            return None;
+        }
+        if let WatchState::RollbackFailed(_) = &self.state {
+            // The judge has said its word; only a rollback by hand moves
+            // the incident on.
+            self.rolled_back_by_hand(engine, svc).await;
             return None;
         }
         if self.rolled_back_by_hand(engine, svc).await {
@@ -327,16 +339,23 @@ impl RolloutWatch {
         line: String,
         (by, at): (&str, DateTime<Utc>),
     ) {
-        let mut incident = super::incident::Incident::open(
-            engine,
-            svc,
-            &self.id,
-            &self.from,
-            &self.to,
-            eval,
-            Some(line),
-        )
-        .await;
+        // The incident of a failed automatic rollback is still open: the
+        // rollback by hand continues it.
+        let mut incident = match self.incident.take() {
+            Some(open) => open,
+            None => {
+                super::incident::Incident::open(
+                    engine,
+                    svc,
+                    &self.id,
+                    &self.from,
+                    &self.to,
+                    eval,
+                    Some(line),
+                )
+                .await
+            }
+        };
         incident.rolled_back(engine, by, at).await;
         self.incident = Some(incident);
     }
@@ -420,7 +439,8 @@ impl RolloutWatch {
     async fn on_failing(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
         let reason = format!("{} — {}", eval.verdict, super::short_reason(eval));
         // With automation off, a failing canary is asked about, never rolled back.
-        let policy = match engine.automation_off(&self.service).await {
+        let off = engine.automation_off(&self.service).await;
+        let policy = match off {
             Some(_) => OnFailing::PageAndSuggest,
             None => svc.on_failing,
         };
@@ -458,7 +478,10 @@ impl RolloutWatch {
                     self.incident = Some(incident);
                     self.state = WatchState::Monitoring("rolled back automatically".into());
                 } else {
-                    self.state = WatchState::Done(format!(
+                    // The engine paged the on-call; the incident waits for
+                    // a rollback by hand.
+                    self.incident = Some(incident);
+                    self.state = WatchState::RollbackFailed(format!(
                         "automatic rollback did not complete: {}",
                         o.message.title
                     ));
@@ -489,8 +512,33 @@ impl RolloutWatch {
                     )
                     .await;
                 }
+                // Nobody will roll it back by itself: page once, whether or
+                // not a prompt (borderline, earlier) is already open.
+                if off.is_some() && !self.paged {
+                    self.paged = true;
+                    self.page(engine, svc, &reason);
+                }
             }
         }
+    }
+
+    /// Pages the on-call: the canary is failing and nobody acts by itself.
+    fn page(&self, engine: &Engine, svc: &ServiceConfig, reason: &str) {
+        use crate::incident_comms::{IncidentEvent, IncidentRef, Thread};
+        engine.tell_comms(IncidentEvent::Page {
+            incident: IncidentRef {
+                rollout: self.id.clone(),
+                service: self.service.clone(),
+                thread: Thread {
+                    channel: svc.deploy_channel.as_ref().map(|c| c.as_ref().clone()),
+                    root: self.summary.clone(),
+                },
+            },
+            summary: format!(
+                "Canary {} of {} is {reason}; automation is off, so nothing is rolled back until someone answers the prompt",
+                self.to, self.service
+            ),
+        });
     }
 
     async fn on_borderline(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {

@@ -136,6 +136,7 @@ impl Engine {
                 _ => {}
             }
         }
+        self.tell_result(req, corr, svc, (status, refusal), &message);
         let outcome = match refusal {
             // A preflight refusal is the action's result: recorded with
             // it and announced like it.

@@ -85,6 +85,32 @@ impl Engine {
                 }
                 None => tracing::warn!(prompt = %p.id, "an escalation has no channel to go to"),
             }
+            // A canary only a person will roll back (page_and_suggest, or
+            // automation off), and nobody answered: the pager too, once.
+            let rollback = |c: &super::prompt::Choice| {
+                matches!(c.action, Some(crate::domain::Action::Rollback { .. }))
+            };
+            let only_people = svc.on_failing == crate::config_file::OnFailing::PageAndSuggest
+                || self.automation_off(&p.service).await.is_some();
+            let page = p.requested_by.is_system()
+                && (rollback(&p.approve) || rollback(&p.reject))
+                && only_people;
+            if page && step == 1 && self.comms().is_some_and(|c| !c.is_empty()) {
+                let thread = crate::incident_comms::Thread {
+                    channel: p.channel.clone(),
+                    root: p.messages.clone(),
+                };
+                let summary = format!(
+                    "{} — unanswered for {waited_text}; roll back or continue in chat",
+                    p.title
+                );
+                self.page(
+                    &p.service,
+                    thread,
+                    summary,
+                    format!("{}-prompt-{}", p.service, p.id),
+                );
+            }
             posted += 1;
         }
         Ok(posted)

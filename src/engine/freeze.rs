@@ -163,6 +163,7 @@ impl Engine {
         )
         .field("Reason", req.reason.clone())
         .context(format!("correlation {corr}"));
+        self.tell_change(vec![svc.name().to_string()], req, corr, &warn.title);
         self.announce(svc, warn, true, &[]);
     }
 
@@ -264,6 +265,8 @@ impl Engine {
         for ch in &channels {
             self.notifier.post_detached(ch.clone(), message.clone());
         }
+        let services = names.iter().map(|n| n.to_string()).collect();
+        self.tell_change(services, req, corr, &message.title);
         Ok(Outcome {
             announced: !channels.is_empty(),
             ..Outcome::new(Status::Succeeded, message, corr)

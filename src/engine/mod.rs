@@ -30,6 +30,7 @@
 mod act;
 mod approval;
 mod automation;
+mod comms;
 mod escalation;
 mod freeze;
 mod idempotency;
@@ -241,6 +242,8 @@ pub struct Engine {
     closing: AtomicBool,
     /// Whether this replica may act (always, unless `[leader_election]`).
     pub leadership: crate::leader::Leadership,
+    /// The status page and the pager, once started (`runtime.rs`).
+    comms: std::sync::OnceLock<crate::incident_comms::Comms>,
 }
 
 pub fn new_id() -> String {
@@ -291,7 +294,25 @@ impl Engine {
             active: tokio::sync::watch::channel(0).0,
             closing: AtomicBool::new(false),
             leadership: crate::leader::Leadership::default(),
+            comms: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Starts sending incidents to the status page and the pager.
+    pub fn attach_comms(&self, comms: crate::incident_comms::Comms) {
+        let _ = self.comms.set(comms);
+    }
+
+    /// The status page and the pager, when configured.
+    pub fn comms(&self) -> Option<&crate::incident_comms::Comms> {
+        self.comms.get()
+    }
+
+    /// Queues an event for the status page and the pager, never waiting.
+    pub fn tell_comms(&self, event: crate::incident_comms::IncidentEvent) {
+        if let Some(c) = self.comms.get() {
+            c.send(event);
+        }
     }
 
     pub fn audit(&self) -> &dyn AuditStore {

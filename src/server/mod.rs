@@ -111,12 +111,19 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
             }
         }
     };
+    // The status page and the pager are reported the same way: a wrong
+    // key there must not stop anyone from rolling back.
+    let comms: String = s
+        .engine
+        .comms()
+        .map(|c| c.readiness().iter().map(|l| format!("{l}\n")).collect())
+        .unwrap_or_default();
     // Not ready means "send chat traffic elsewhere"; missing metrics must not
     // stop people from rolling back, so they are reported but readiness stays.
     (
         StatusCode::OK,
         format!(
-            "ready: {} services, audit log at #{}\n{metrics}\n{}\n",
+            "ready: {} services, audit log at #{}\n{metrics}\n{comms}{}\n",
             s.engine.config.services.len(),
             s.engine.store.audit_len(),
             leader.describe()

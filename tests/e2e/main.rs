@@ -15,6 +15,7 @@ mod deploy;
 mod discord;
 mod exec;
 mod gates;
+mod incident_comms;
 mod istio;
 mod kube_api;
 mod kubernetes;

@@ -1,0 +1,536 @@
+//! Incident communications end to end: a failing canary rolled back by
+//! the controller updates the status page (fake Statuspage API v1) through
+//! Identified → Monitoring → Resolved with its components, and the pager
+//! (fake PagerDuty Events API v2) hears change events and pages only when
+//! a rollback did not work; rate limits delay but lose nothing; wrong keys
+//! are reported and never block the rollback.
+
+use crate::support::api::Api;
+use crate::support::fake_pagerduty::FakePagerDuty;
+use crate::support::fake_statuspage::FakeStatuspage;
+use crate::support::kube_bot::Chat;
+use crate::support::Server;
+use rollbot::chat::ChatSink;
+use rollbot::clock::{Clock, ManualClock};
+use rollbot::config_file::Config;
+use rollbot::controller::{rollouts, Rollout, RolloutWatch, WatchState};
+use rollbot::domain::{Action, Actor, Platform};
+use rollbot::engine::{Request, Status};
+use rollbot::judge::sim::{Scenario, Simulator};
+use rollbot::judge::Verdict;
+use rollbot::runtime::Runtime;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SP_KEY: &str = "sp-key-6f1c0a";
+const PD_KEY: &str = "0123456789abcdef0123456789abcdef";
+const TICK: Duration = Duration::from_secs(10);
+
+fn config(dir: &Path, sp: &FakeStatuspage, pd: &FakePagerDuty, service: &str) -> String {
+    std::fs::write(dir.join("sp.key"), format!("{SP_KEY}\n")).unwrap();
+    std::fs::write(dir.join("pd.key"), format!("{PD_KEY}\n")).unwrap();
+    format!(
+        r##"
+[channels.deploys]
+console = "#deploys"
+[channels.incidents]
+console = "#incidents"
+[backends.sim]
+type = "simulated"
+history = {{ checkout = ["v41", "v42"] }}
+[[services]]
+name = "checkout"
+backend = "sim"
+deploy_channel = "deploys"
+incident_channel = "incidents"
+resolve_after = "1m"
+{service}
+[[roles.responder]]
+members = ["console:omar"]
+[[roles.approver]]
+members = ["console:omar"]
+[status_page]
+page_id = "pg1"
+api_key_file = "{sp_key}"
+base_url = "{sp_url}"
+[status_page.components]
+checkout = ["cmp-api", "cmp-web"]
+[paging]
+routing_key_file = "{pd_key}"
+base_url = "{pd_url}"
+"##,
+        sp_key = dir.join("sp.key").display(),
+        pd_key = dir.join("pd.key").display(),
+        sp_url = sp.url,
+        pd_url = pd.url,
+    )
+}
+
+/// rollbot in-process on a manual clock, watching checkout v41 → v42
+/// whose canary fails, with the status page and the pager at fakes.
+struct Rig {
+    rt: Runtime,
+    chat: Arc<Chat>,
+    clock: ManualClock,
+    watch: RolloutWatch,
+    sim: Simulator,
+    sp: FakeStatuspage,
+    pd: FakePagerDuty,
+}
+
+impl Rig {
+    async fn start(dir: &Path, service: &str) -> Rig {
+        let sp = FakeStatuspage::start("pg1", SP_KEY, &["cmp-api", "cmp-web"]).await;
+        let pd = FakePagerDuty::start(&[PD_KEY]).await;
+        let text = config(dir, &sp, &pd, service);
+        let config =
+            Config::parse(&dir.join("rollbot.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        let clock = ManualClock::new(chrono::Utc::now());
+        let chat = Arc::new(Chat::default());
+        let rt = rollbot::runtime::start(
+            config,
+            &dir.join("data"),
+            vec![chat.clone() as Arc<dyn ChatSink>],
+            Arc::new(clock.clone()),
+        )
+        .await
+        .unwrap();
+        let svc = rt.engine.config.service("checkout").unwrap();
+        let start = clock.now();
+        let watch = RolloutWatch::new(svc, "v41", "v42").with_start(start);
+        let stored = Rollout::watching(
+            watch.id.clone(),
+            "checkout",
+            ("v41".into(), "v42".into()),
+            start,
+            "test",
+        );
+        rollouts::save(&rt.engine.store, &stored).await.unwrap();
+        let sim = Simulator::new(
+            &Scenario::new("bad", false).canary_share(0.05).errors(10.0),
+            3,
+        );
+        Rig {
+            rt,
+            chat,
+            clock,
+            watch,
+            sim,
+            sp,
+            pd,
+        }
+    }
+
+    /// Ticks until `done` holds for the watch's state (at most `limit` ticks).
+    async fn until(&mut self, limit: usize, done: impl Fn(&WatchState) -> bool) {
+        self.until_watch(limit, |w| done(&w.state)).await
+    }
+
+    /// Ticks until `done` holds for the watch (at most `limit` ticks).
+    async fn until_watch(&mut self, limit: usize, done: impl Fn(&RolloutWatch) -> bool) {
+        for _ in 0..limit {
+            if done(&self.watch) {
+                return;
+            }
+            self.tick().await;
+        }
+        assert!(done(&self.watch), "state: {:?}", self.watch.state);
+    }
+
+    /// One tick of metrics, ten seconds later.
+    async fn tick(&mut self) {
+        self.clock.advance(TICK);
+        let mut tick = self.sim.next_tick().expect("a tick");
+        if matches!(self.watch.state, WatchState::Monitoring(_)) {
+            // Rolled back: the canary gets no more traffic.
+            tick.canary = None;
+        }
+        self.watch.tick(&self.rt.engine, &tick).await;
+    }
+
+    /// Waits until the status page and the pager were told everything.
+    async fn settle(&self) {
+        let comms = self.rt.engine.comms().expect("comms configured");
+        assert!(
+            comms.settle(Duration::from_secs(60)).await,
+            "comms did not settle"
+        );
+    }
+
+    fn chat_text(&self) -> String {
+        self.chat.0.lock().unwrap().join("\n")
+    }
+}
+
+fn monitoring(s: &WatchState) -> bool {
+    matches!(s, WatchState::Monitoring(_))
+}
+
+fn done(s: &WatchState) -> bool {
+    matches!(s, WatchState::Done(_))
+}
+
+/// The status page's requests as (method, status sent in the body).
+fn statuses(sp: &FakeStatuspage) -> Vec<(String, String)> {
+    sp.received()
+        .iter()
+        .filter(|r| r.status < 300)
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.body["incident"]["status"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_automatic_rollback_updates_the_status_page_through_its_whole_life_and_pages_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rig = Rig::start(dir.path(), "").await;
+    rig.until(120, monitoring).await;
+    rig.settle().await;
+    // Identified: one incident, the service's components degraded.
+    let incidents = rig.sp.incidents();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0].status, "monitoring");
+    assert_eq!(incidents[0].impact, "minor");
+    assert_eq!(incidents[0].name, "checkout degraded after a change");
+    let post = &rig.sp.received()[0];
+    assert_eq!(post.authorization, format!("OAuth {SP_KEY}"));
+    assert_eq!(post.body["incident"]["status"], "identified");
+    assert_eq!(
+        post.body["incident"]["component_ids"],
+        serde_json::json!(["cmp-api", "cmp-web"])
+    );
+    assert_eq!(
+        rig.sp.component("cmp-api").as_deref(),
+        Some("degraded_performance")
+    );
+    assert_eq!(
+        rig.sp.component("cmp-web").as_deref(),
+        Some("degraded_performance")
+    );
+
+    rig.until(60, done).await;
+    rig.settle().await;
+    assert_eq!(
+        statuses(&rig.sp),
+        [
+            ("POST", "identified"),
+            ("PATCH", "monitoring"),
+            ("PATCH", "resolved")
+        ]
+        .map(|(m, s)| (m.to_string(), s.to_string()))
+    );
+    let resolved = &rig.sp.incidents()[0];
+    assert_eq!(resolved.status, "resolved");
+    assert!(
+        resolved.updates[2]
+            .1
+            .contains("within the baseline's range"),
+        "{resolved:?}"
+    );
+    // Every component back to operational, said explicitly on resolve.
+    let last = rig.sp.received().last().unwrap().body.clone();
+    assert_eq!(
+        last["incident"]["components"]["cmp-api"], "operational",
+        "{last}"
+    );
+    assert_eq!(rig.sp.component("cmp-api").as_deref(), Some("operational"));
+    assert_eq!(rig.sp.component("cmp-web").as_deref(), Some("operational"));
+    // The pager saw the rollback on its timeline and paged nobody.
+    assert!(rig.pd.events().is_empty(), "{:?}", rig.pd.events());
+    let changes = rig.pd.changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let summary = changes[0]["payload"]["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("Rolled back checkout v42 → v41")
+            && summary.contains("rollbot controller"),
+        "{summary}"
+    );
+    assert!(
+        !rig.chat_text().contains("not updated"),
+        "{}",
+        rig.chat_text()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_rollback_pages_and_the_page_resolves_with_the_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rig = Rig::start(dir.path(), "critical = true").await;
+    let sim = rig.rt.simulated.get("sim").unwrap().clone();
+    sim.inject_failure("checkout", "rollback", 1, "the registry no longer has v41");
+    rig.until(120, |s| matches!(s, WatchState::RollbackFailed(_)))
+        .await;
+    rig.settle().await;
+    let id = rig.watch.id.clone();
+    let events = rig.pd.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event_action"], "trigger");
+    assert_eq!(events[0]["dedup_key"], id.as_str());
+    assert_eq!(events[0]["payload"]["severity"], "critical");
+    assert!(
+        events[0]["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("Rollback of checkout failed"),
+        "{events:?}"
+    );
+    assert_eq!(rig.pd.alert(&id).as_deref(), Some("triggered"));
+    // A critical service: its components are in partial outage.
+    assert_eq!(
+        rig.sp.component("cmp-api").as_deref(),
+        Some("partial_outage")
+    );
+    assert_eq!(rig.sp.incidents()[0].impact, "major");
+
+    // The on-call rolls back by hand; the incident follows and resolves.
+    let omar = Actor::new(Platform::Console, "omar", "omar");
+    let o = rig
+        .rt
+        .engine
+        .execute(
+            Request::new(
+                omar,
+                Action::Rollback {
+                    to: None,
+                    force: false,
+                },
+            )
+            .service("checkout")
+            .reason("registry restored"),
+        )
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    rig.until(3, monitoring).await;
+    rig.until(60, done).await;
+    rig.settle().await;
+    let events = rig.pd.events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["event_action"], "resolve");
+    assert_eq!(events[1]["dedup_key"], id.as_str());
+    assert_eq!(rig.pd.alert(&id).as_deref(), Some("resolved"));
+    // One status page incident for the whole story.
+    assert_eq!(rig.sp.incidents().len(), 1);
+    assert_eq!(rig.sp.incidents()[0].status, "resolved");
+    assert_eq!(rig.sp.component("cmp-api").as_deref(), Some("operational"));
+    // Both rollbacks are on the paging timeline.
+    let changes: Vec<String> = rig
+        .pd
+        .changes()
+        .iter()
+        .map(|c| c["payload"]["summary"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert!(
+        changes[0].starts_with("Rollback of checkout failed"),
+        "{changes:?}"
+    );
+    assert!(
+        changes[1].starts_with("Rolled back checkout") && changes[1].contains("(by omar)"),
+        "{changes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_canary_with_automation_off_pages_again_when_its_prompt_escalates_and_resolves_after_the_answer(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "automation = false\nescalate_after = \"5m\"\nescalation = [\"slack:U0ONCALL1\"]";
+    let mut rig = Rig::start(dir.path(), extra).await;
+    let failing = |w: &RolloutWatch| {
+        w.last
+            .as_ref()
+            .is_some_and(|e| e.verdict == Verdict::Failing)
+    };
+    rig.until_watch(120, failing).await;
+    // Failing for a while longer: still one page.
+    for _ in 0..3 {
+        rig.tick().await;
+    }
+    rig.settle().await;
+    let id = rig.watch.id.clone();
+    let events = rig.pd.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event_action"], "trigger");
+    assert_eq!(events[0]["dedup_key"], id.as_str());
+    let summary = events[0]["payload"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("is failing") && summary.contains("automation is off"),
+        "{summary}"
+    );
+    // Nobody rolled anything back: no change event, nothing on the status page.
+    assert!(rig.pd.changes().is_empty());
+    assert!(rig.sp.received().is_empty());
+
+    // Unanswered until its escalation: paged again, on the same alert.
+    rig.clock.advance(Duration::from_secs(301));
+    assert_eq!(
+        rig.rt
+            .engine
+            .escalate_prompts(rig.clock.now())
+            .await
+            .unwrap(),
+        1
+    );
+    rig.settle().await;
+    let events = rig.pd.events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["dedup_key"], id.as_str());
+    assert!(
+        events[1]["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("unanswered for 5m"),
+        "{events:?}"
+    );
+
+    // Roll back, in the (borderline) prompt asked before the canary
+    // failed; the incident resolves, and so does the page.
+    let WatchState::Asking { prompt } = rig.watch.state.clone() else {
+        panic!("{:?}", rig.watch.state)
+    };
+    let omar = Actor::new(Platform::Console, "omar", "omar");
+    let o = rig
+        .rt
+        .engine
+        .execute(Request::new(omar, Action::Reject { prompt }))
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    rig.until(3, monitoring).await;
+    rig.until(60, done).await;
+    rig.settle().await;
+    assert_eq!(rig.pd.events().last().unwrap()["event_action"], "resolve");
+    assert_eq!(rig.pd.alert(&id).as_deref(), Some("resolved"));
+    assert_eq!(rig.sp.incidents()[0].status, "resolved");
+}
+
+#[tokio::test]
+async fn rate_limit_answers_delay_updates_but_lose_none_and_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rig = Rig::start(dir.path(), "").await;
+    rig.sp.throttle(2, 420);
+    rig.pd.throttle(2);
+    rig.until(120, monitoring).await;
+    rig.sp.throttle(1, 429);
+    rig.until(60, done).await;
+    rig.settle().await;
+    let received = rig.sp.received();
+    let limited: Vec<u16> = received
+        .iter()
+        .map(|r| r.status)
+        .filter(|s| *s == 420 || *s == 429)
+        .collect();
+    assert!(limited.len() >= 3, "{limited:?}");
+    // Each update was sent again after the wait the answer asked for.
+    for pair in received.windows(2) {
+        if pair[0].status == 420 || pair[0].status == 429 {
+            assert_eq!(pair[0].body, pair[1].body, "the same update is sent again");
+            assert!(
+                pair[1].at - pair[0].at >= Duration::from_millis(990),
+                "retried after {:?}",
+                pair[1].at - pair[0].at
+            );
+        }
+    }
+    assert_eq!(
+        statuses(&rig.sp),
+        [
+            ("POST", "identified"),
+            ("PATCH", "monitoring"),
+            ("PATCH", "resolved")
+        ]
+        .map(|(m, s)| (m.to_string(), s.to_string()))
+    );
+    assert_eq!(rig.sp.component("cmp-web").as_deref(), Some("operational"));
+    // The change event got through after PagerDuty's 429s.
+    let pd = rig.pd.received();
+    assert_eq!(pd.iter().filter(|r| r.status == 429).count(), 2);
+    assert_eq!(rig.pd.changes().len(), 1);
+    let readiness = rig.rt.engine.comms().unwrap().readiness();
+    assert_eq!(readiness, ["status page: ok", "paging: ok"]);
+}
+
+/// `rollbot serve` on simulated metrics, the status page and the pager at
+/// fakes that know other keys: the rollback happens, and the log, `/readyz`
+/// and the incident thread say what is wrong.
+#[tokio::test]
+async fn wrong_keys_are_reported_in_the_log_readyz_and_the_incident_thread_and_never_block_the_rollback(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = FakeStatuspage::start("pg1", "another-key", &["cmp-api", "cmp-web"]).await;
+    let pd = FakePagerDuty::start(&["ffffffffffffffffffffffffffffffff"]).await;
+    let text = config(dir.path(), &sp, &pd, "")
+        .replace("[channels.deploys]", "[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\npath = \"{data}\"\n[metrics]\nsource = \"simulated\"\ninterval = \"10s\"\n[metrics.scenarios]\ncheckout = \"bad: errors 10× at 5%\"\n[[roles.deployer]]\nmembers = [\"api:ci\"]\n[[api.clients]]\nname = \"ci\"\ntoken = \"${ROLLBOT_TEST_TOKEN}\"\n[channels.deploys]");
+    let s = Server::start_async(
+        dir.path(),
+        &text,
+        &[("ROLLBOT_TEST_TOKEN", "ci-token-5e2a")],
+    )
+    .await;
+    let start = chrono::Utc::now() - chrono::Duration::minutes(30);
+    let start = chrono::DateTime::from_timestamp(start.timestamp() / 10 * 10, 0).unwrap();
+    Api::new(&s, "ci-token-5e2a")
+        .announce("checkout", "v41", "v42", start)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = s.get("/readyz").await;
+        if body.contains("status page: FAILING") && body.contains("paging: FAILING") {
+            assert_eq!(code, 200, "{body}");
+            assert!(body.contains("refused rollbot's API key (401"), "{body}");
+            assert!(
+                body.contains("PagerDuty refused the routing key")
+                    && body.contains("Invalid routing key"),
+                "{body}"
+            );
+            assert!(
+                !body.contains(SP_KEY) && !body.contains(PD_KEY),
+                "no secret in /readyz: {body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readyz never reported the keys: {body}\n{}",
+            s.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rollouts = Api::new(&s, "ci-token-5e2a").rollouts().await;
+    assert!(
+        rollouts[0]["state"]
+            .as_str()
+            .unwrap()
+            .starts_with("rolled back automatically"),
+        "{rollouts:?}"
+    );
+    let log = s.log_text();
+    assert!(log.contains("Rolled back checkout v42 → v41"), "{log}");
+    assert!(
+        log.contains("status page not updated")
+            && log.contains("fix the key in the config's secret and restart rollbot"),
+        "{log}"
+    );
+    // The incident thread says it too.
+    assert!(
+        log.contains("status page not updated for checkout"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(SP_KEY) && !log.contains(PD_KEY),
+        "no secret in the log"
+    );
+    assert!(
+        sp.received().iter().all(|r| r.status == 401),
+        "{:?}",
+        sp.received()
+    );
+    assert!(sp.incidents().is_empty());
+}
