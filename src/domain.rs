@@ -139,6 +139,11 @@ pub enum Action {
         full: bool,
         force: bool,
     },
+    /// Roll back every service of a release, dependents first, one
+    /// verified step at a time (each step is a `Rollback`).
+    RollbackRelease {
+        release: String,
+    },
     Pause,
     Resume,
     Freeze {
@@ -181,6 +186,7 @@ impl Action {
         match self {
             Action::Rollback { .. } => "rollback",
             Action::Promote { .. } => "promote",
+            Action::RollbackRelease { .. } => "rollback_release",
             Action::Pause => "pause",
             Action::Resume => "resume",
             Action::Freeze { .. } => "freeze",

@@ -31,6 +31,11 @@ pub async fn handle(
                 .execute(req(Action::Rollback { to }, Some(service), reason))
                 .await
         }
+        Command::RollbackRelease { release, reason } => {
+            engine
+                .execute(req(Action::RollbackRelease { release }, None, reason))
+                .await
+        }
         Command::Promote {
             service,
             full,

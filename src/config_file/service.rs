@@ -88,6 +88,11 @@ pub struct ServiceConfig {
     /// schedule (5 fields, UTC), for long rollouts.
     #[serde(default)]
     pub summary_schedule: Option<CronSchedule>,
+    /// The services this one needs (it calls their APIs): a release is
+    /// rolled back dependents first, and rolling one of these back asks
+    /// first when this service moved on after it.
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
 }
 
 fn default_true() -> bool {

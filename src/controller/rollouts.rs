@@ -21,6 +21,10 @@ pub struct Rollout {
     pub verdict: Option<String>,
     pub score: Option<f64>,
     pub reasons: Vec<String>,
+    /// The release this rollout belongs to (`2026-12-06.1`): services
+    /// announced together, rolled back together with `/rollback release`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 impl Rollout {
@@ -45,6 +49,7 @@ impl Rollout {
             verdict: None,
             score: None,
             reasons: vec![],
+            release: None,
         }
     }
 
@@ -63,6 +68,13 @@ pub async fn save(store: &Store, r: &Rollout) -> anyhow::Result<()> {
     Ok(store
         .put(Table::Settings, &format!("{PREFIX}{}", r.id), r)
         .await?)
+}
+
+/// The rollouts of `release`, oldest first.
+pub async fn of_release(store: &Store, release: &str) -> anyhow::Result<Vec<Rollout>> {
+    let mut all = load_all(store).await?;
+    all.retain(|r| r.release.as_deref() == Some(release));
+    Ok(all)
 }
 
 pub async fn load_all(store: &Store) -> anyhow::Result<Vec<Rollout>> {

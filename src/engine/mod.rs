@@ -26,6 +26,7 @@
 mod act;
 mod approval;
 mod automation;
+mod cascade;
 mod escalation;
 mod freeze;
 mod idempotency;
@@ -113,6 +114,7 @@ impl Request {
         match &self.action {
             Action::Rollback { to: None } => format!("/rollback {svc}"),
             Action::Rollback { to: Some(t) } => format!("/rollback {svc} to {t}"),
+            Action::RollbackRelease { release } => format!("/rollback release {release}"),
             Action::Promote { full, force } => format!(
                 "/promote {svc}{}{}",
                 if *full { " full" } else { "" },
@@ -377,6 +379,11 @@ impl Engine {
             Action::Reject { prompt } => return self.answer(req, corr, prompt, false).await,
             Action::Freeze { scope, .. } | Action::Unfreeze { scope } => {
                 return self.freeze_action(req, corr, scope).await
+            }
+            Action::RollbackRelease { release } => {
+                return self
+                    .once(req, corr, self.rollback_release(req, corr, release))
+                    .await
             }
             Action::Query {
                 view: crate::domain::View::Status,

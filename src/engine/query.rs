@@ -170,6 +170,9 @@ impl Engine {
         if let Some(off) = self.automation_off(s.name()).await {
             name.push_str(&format!(" — automation off {}", off.describe()));
         }
+        if let Some(r) = self.current_release(s.name()).await {
+            name.push_str(&format!(" — release {r}"));
+        }
         Ok(name)
     }
 

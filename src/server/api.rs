@@ -196,7 +196,9 @@ fn refusal_status(r: Refusal) -> StatusCode {
         | Refusal::NotFrozen
         | Refusal::IdempotencyConflict => StatusCode::CONFLICT,
         Refusal::Preflight | Refusal::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
-        Refusal::UnknownService | Refusal::UnknownPrompt => StatusCode::NOT_FOUND,
+        Refusal::UnknownService | Refusal::UnknownPrompt | Refusal::UnknownRelease => {
+            StatusCode::NOT_FOUND
+        }
         Refusal::Expired => StatusCode::GONE,
         Refusal::Unreadable => StatusCode::BAD_REQUEST,
         // rollbot itself cannot act now; the same request may work later.

@@ -4,7 +4,9 @@
 //! Body: `{"service": "checkout", "from_revision": "v41", "to_revision": "v42",
 //! "strategy": "canary", "start_time": "2026-11-29T03:00:00Z"}`
 //! (`strategy` defaults to canary, `start_time` to now). The client needs the
-//! deployer role on the service.
+//! deployer role on the service. `"release": "2026-12-06.1"` groups the
+//! rollouts of several services announced together, so
+//! `/rollback release 2026-12-06.1` rolls them all back.
 
 use super::api::{authenticate, read_body};
 use super::AppState;
@@ -28,6 +30,8 @@ struct Announcement {
     strategy: Option<String>,
     #[serde(default)]
     start_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    release: Option<String>,
 }
 
 const STRATEGIES: [&str; 4] = ["canary", "blue-green", "rolling", "flag"];
@@ -72,7 +76,7 @@ pub async fn announce(
             } else {
                 format!("{field}: {inner}")
             };
-            return bad(&field, format!("{what}; expected {{\"service\", \"from_revision\", \"to_revision\", \"strategy\" (optional), \"start_time\" (optional, RFC 3339)}}"));
+            return bad(&field, format!("{what}; expected {{\"service\", \"from_revision\", \"to_revision\", \"strategy\" (optional), \"start_time\" (optional, RFC 3339), \"release\" (optional)}}"));
         }
     };
     let svc = match state.engine.resolve(Some(&a.service)) {
@@ -92,6 +96,9 @@ pub async fn announce(
         if let Err(e) = crate::limits::check_revision(v) {
             return bad(field, format!("{field}: {e}"));
         }
+    }
+    if let Some(Err(e)) = a.release.as_deref().map(crate::limits::check_release) {
+        return bad("release", format!("release: {e}"));
     }
     let strategy = a.strategy.unwrap_or_else(|| "canary".into());
     if !STRATEGIES.contains(&strategy.as_str()) {
@@ -122,6 +129,7 @@ pub async fn announce(
     }
     let rollout = Rollout {
         strategy,
+        release: a.release,
         ..Rollout::watching(
             crate::engine::new_id(),
             svc.name(),

@@ -411,6 +411,8 @@ async fn only_for_the_author(engine: &Engine, who: &Actor, cmd: &Command) -> boo
     match cmd {
         Command::Status { .. } | Command::Audit { .. } | Command::Help { .. } => true,
         Command::Rollback { service, .. } => !allowed(Permission::Rollback, service),
+        // Each step is checked by the engine; the outcome shows in the channel.
+        Command::RollbackRelease { .. } => false,
         Command::Pause { service, .. } => !allowed(Permission::Pause, service),
         Command::Resume { service, .. } => !allowed(Permission::Resume, service),
         Command::Auto { service, .. } => !allowed(Permission::Pause, service),

@@ -277,6 +277,7 @@ async fn the_summary_is_reposted_when_its_schedule_fires_between_two_ticks() {
             verdict: None,
             score: None,
             reasons: vec![],
+            release: None,
         })
         .await
         .unwrap();
