@@ -310,7 +310,9 @@ fn revision(word: &str, command: &str) -> Result<String, ParseError> {
 
 fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
     // `release` is a keyword unless a service has that name.
-    if words.first().is_some_and(|w| w.eq_ignore_ascii_case("release"))
+    if words
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case("release"))
         && !services.iter().any(|s| s.eq_ignore_ascii_case("release"))
     {
         return Ok(Command::RollbackRelease {
@@ -570,7 +572,11 @@ mod tests {
     #[test]
     fn rollback_release_names_a_release() {
         assert_eq!(
-            parse("/rollback release 2026-12-06.1 payments broke checkout", SERVICES).unwrap(),
+            parse(
+                "/rollback release 2026-12-06.1 payments broke checkout",
+                SERVICES
+            )
+            .unwrap(),
             Command::RollbackRelease {
                 release: "2026-12-06.1".into(),
                 reason: "payments broke checkout".into()

@@ -30,8 +30,13 @@ impl Config {
                 } else if !names.contains(&d) {
                     let near = closest(d, names.iter().copied());
                     let help = match near.first() {
-                        Some(best) => format!("did you mean `{best}`? services: {}", names.join(", ")),
-                        None => format!("depends_on names services defined in [[services]]: {}", names.join(", ")),
+                        Some(best) => {
+                            format!("did you mean `{best}`? services: {}", names.join(", "))
+                        }
+                        None => format!(
+                            "depends_on names services defined in [[services]]: {}",
+                            names.join(", ")
+                        ),
                     };
                     errors.push(
                         ConfigError::at(
@@ -116,7 +121,10 @@ impl Config {
 /// → payments` orders frontend before payments even when checkout is not
 /// in the release). A cycle (which `check-config` refuses) cannot stop it:
 /// the rest comes out in the given order.
-pub fn rollback_order(graph: &BTreeMap<String, BTreeSet<String>>, services: &[String]) -> Vec<String> {
+pub fn rollback_order(
+    graph: &BTreeMap<String, BTreeSet<String>>,
+    services: &[String],
+) -> Vec<String> {
     let wanted: BTreeSet<&String> = services.iter().collect();
     // a must come before b when b is reachable from a through depends_on.
     let reaches = |a: &String, b: &String| -> bool {
@@ -136,7 +144,12 @@ pub fn rollback_order(graph: &BTreeMap<String, BTreeSet<String>>, services: &[St
     };
     let mut blockers: BTreeMap<&String, usize> = wanted
         .iter()
-        .map(|b| (*b, wanted.iter().filter(|a| *a != b && reaches(a, b)).count()))
+        .map(|b| {
+            (
+                *b,
+                wanted.iter().filter(|a| *a != b && reaches(a, b)).count(),
+            )
+        })
         .collect();
     let mut out: Vec<String> = Vec::with_capacity(services.len());
     let mut left: Vec<&String> = services.iter().collect();
@@ -273,16 +286,15 @@ mod tests {
             find_cycle(&g),
             Some(names(&["checkout", "payments", "checkout"]))
         );
-        let g = graph(&[
-            ("a", &["b"]),
-            ("b", &["c"]),
-            ("c", &["b"]),
-        ]);
+        let g = graph(&[("a", &["b"]), ("b", &["c"]), ("c", &["b"])]);
         assert_eq!(find_cycle(&g), Some(names(&["b", "c", "b"])));
         let g = graph(&[("a", &["b"]), ("b", &[]), ("c", &["a", "b"])]);
         assert_eq!(find_cycle(&g), None);
         // Even with a cycle, ordering ends and returns every service once.
         let g = graph(&[("checkout", &["payments"]), ("payments", &["checkout"])]);
-        assert_eq!(rollback_order(&g, &names(&["checkout", "payments"])).len(), 2);
+        assert_eq!(
+            rollback_order(&g, &names(&["checkout", "payments"])).len(),
+            2
+        );
     }
 }

@@ -49,7 +49,14 @@ impl Engine {
         if rollouts.is_empty() {
             let text = self.unknown_release_text(release).await?;
             return self
-                .refuse(req, corr, None, Refusal::UnknownRelease, "Unknown release", text)
+                .refuse(
+                    req,
+                    corr,
+                    None,
+                    Refusal::UnknownRelease,
+                    "Unknown release",
+                    text,
+                )
                 .await;
         }
         let plan = self.release_plan(&rollouts).await;
@@ -155,9 +162,9 @@ impl Engine {
             let Some(svc) = self.config.service(name) else {
                 continue;
             };
-            if let Err(r) = self
-                .roles
-                .check(&req.actor, Permission::Rollback, &svc.environment, name)
+            if let Err(r) =
+                self.roles
+                    .check(&req.actor, Permission::Rollback, &svc.environment, name)
             {
                 refused.push(r.to_string());
             }
@@ -198,13 +205,17 @@ impl Engine {
                 idempotency_key: req.idempotency_key.as_ref().map(|k| format!("{k}:{name}")),
                 correlation_id: Some(step_corr.clone()),
             };
-            let o = self.release_step(&step, &step_corr, release, corr, i, order.len()).await?;
+            let o = self
+                .release_step(&step, &step_corr, release, corr, i, order.len())
+                .await?;
             if !o.repeat {
                 self.telemetry
                     .count_action("rollback", status_name(o.status));
             }
             if o.status == Status::Succeeded {
-                tally.rolled_back.push((name.clone(), o.message.title.clone()));
+                tally
+                    .rolled_back
+                    .push((name.clone(), o.message.title.clone()));
             } else {
                 let why = match o.message.text.is_empty() {
                     true => o.message.title.clone(),
@@ -227,7 +238,10 @@ impl Engine {
         i: usize,
         n: usize,
     ) -> anyhow::Result<Outcome> {
-        let svc = match self.service_of(step, step_corr, step.service.as_deref()).await? {
+        let svc = match self
+            .service_of(step, step_corr, step.service.as_deref())
+            .await?
+        {
             Ok(s) => s,
             Err(refused) => return Ok(refused),
         };
@@ -284,8 +298,19 @@ impl Engine {
                 (Status::Succeeded, AuditOutcome::Succeeded, None)
             }
             Some((s, st, why, text)) => {
-                states.insert(s.clone(), if *st == Status::Refused { "refused" } else { "failed" }.to_string());
-                params.insert("failed".into(), json!({"service": s, "status": status_name(*st), "error": text}));
+                states.insert(
+                    s.clone(),
+                    if *st == Status::Refused {
+                        "refused"
+                    } else {
+                        "failed"
+                    }
+                    .to_string(),
+                );
+                params.insert(
+                    "failed".into(),
+                    json!({"service": s, "status": status_name(*st), "error": text}),
+                );
                 m = Message::new(
                     Severity::Critical,
                     format!("Rollback of release {release} halted at {s}: {} of {} services rolled back", rolled.len(), order.len()),
@@ -308,14 +333,22 @@ impl Engine {
         }
         if let Some((s, ..)) = &tally.halted {
             let mut not = vec![format!("{s} (halted here)")];
-            not.extend(tally.not_reached.iter().map(|n| format!("{n} (not reached)")));
+            not.extend(
+                tally
+                    .not_reached
+                    .iter()
+                    .map(|n| format!("{n} (not reached)")),
+            );
             m = m.field("Not rolled back", not.join(", ")).field(
                 "What to do",
                 format!("Fix {s} or roll it back by hand, then run `/rollback release {release}` again: services already rolled back are skipped."),
             );
         }
         if !skipped.is_empty() {
-            let lines: Vec<String> = skipped.iter().map(|(s, why)| format!("{s}: {why}")).collect();
+            let lines: Vec<String> = skipped
+                .iter()
+                .map(|(s, why)| format!("{s}: {why}"))
+                .collect();
             m = m.field("Left alone", lines.join("\n"));
         }
         m = m.field("By", req.actor.display_name.clone());
@@ -344,7 +377,12 @@ impl Engine {
 
     /// The cascade's result in each deploy channel of its services, once
     /// per channel.
-    fn announce_release(&self, order: &[String], skipped: &BTreeMap<&str, &str>, m: &Message) -> bool {
+    fn announce_release(
+        &self,
+        order: &[String],
+        skipped: &BTreeMap<&str, &str>,
+        m: &Message,
+    ) -> bool {
         let mut channels: Vec<String> = order
             .iter()
             .map(String::as_str)

@@ -7,6 +7,7 @@ mod support;
 mod argo_rollouts;
 mod audit_cli;
 mod backends;
+mod cascade;
 mod check_config;
 mod controller;
 mod demo;
