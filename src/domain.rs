@@ -144,6 +144,11 @@ pub enum Action {
     RollbackRelease {
         release: String,
     },
+    /// Roll back these services one verified step at a time, in this
+    /// order (a service and the dependents that moved after it).
+    RollbackInOrder {
+        services: Vec<String>,
+    },
     Pause,
     Resume,
     Freeze {
@@ -167,6 +172,10 @@ pub enum Action {
     Reject {
         prompt: String,
     },
+    /// The third choice of a prompt that offers one.
+    Choose {
+        prompt: String,
+    },
     /// A read-only view; audited only when refused.
     Query {
         view: View,
@@ -187,6 +196,7 @@ impl Action {
             Action::Rollback { .. } => "rollback",
             Action::Promote { .. } => "promote",
             Action::RollbackRelease { .. } => "rollback_release",
+            Action::RollbackInOrder { .. } => "rollback_in_order",
             Action::Pause => "pause",
             Action::Resume => "resume",
             Action::Freeze { .. } => "freeze",
@@ -194,6 +204,7 @@ impl Action {
             Action::Automation { .. } => "automation",
             Action::Approve { .. } => "approve",
             Action::Reject { .. } => "reject",
+            Action::Choose { .. } => "choose",
             Action::Query { view: View::Status } => "status",
             Action::Query { view: View::Audit } => "audit",
         }

@@ -11,7 +11,7 @@
 //! service, what was rolled back, what failed and why, and what was not
 //! reached, so a partial rollback is never silent.
 
-use super::{status_name, Engine, Outcome, Refusal, Request, Status};
+use super::{capitalize, status_name, Engine, Outcome, Prompt, Refusal, Request, Status};
 use crate::audit::Outcome as AuditOutcome;
 use crate::chat::{Message, Severity};
 use crate::controller::rollouts::{self, Rollout};
@@ -25,6 +25,17 @@ struct Planned {
     service: String,
     /// Why it is left alone (already rolled back, moved on), if it is.
     skip: Option<String>,
+}
+
+/// What a cascade rolls back, as its messages name it.
+struct Cascade<'a> {
+    /// `release 2026-12-06.1`, `checkout and its dependents`.
+    label: String,
+    release: Option<&'a str>,
+    /// What to run after a halt to finish the job.
+    again: String,
+    /// The prompt whose answer runs it: steps report in its thread.
+    via_prompt: Option<&'a Prompt>,
 }
 
 /// How a cascade ended, service by service.
@@ -68,20 +79,93 @@ impl Engine {
         if let Some(refused) = self.authorize_release(req, corr, &order).await? {
             return Ok(refused);
         }
+        let c = Cascade {
+            label: format!("release {release}"),
+            release: Some(release),
+            again: format!(
+                "run `/rollback release {release}` again: services already rolled back are skipped"
+            ),
+            via_prompt: None,
+        };
+        self.cascade(req, corr, &c, &plan).await
+    }
+
+    /// The answer "Roll back all in order": `services` (a service and the
+    /// dependents that moved after it), dependents first, each step
+    /// verified; one rolled back since the prompt was asked is left alone.
+    pub(super) async fn rollback_in_order(
+        &self,
+        req: &Request,
+        corr: &str,
+        services: &[String],
+        via_prompt: Option<&Prompt>,
+    ) -> anyhow::Result<Outcome> {
+        let mut plan = Vec::new();
+        for name in self.config.rollback_order(services) {
+            let since = via_prompt.map(|p| p.created);
+            let skip = match (self.recent_rollback(&name).await, since) {
+                (Some(rb), Some(asked)) if rb.at >= asked => Some(format!(
+                    "already rolled back at {} by {}",
+                    rb.at.format("%H:%M:%S UTC"),
+                    rb.by
+                )),
+                _ => None,
+            };
+            plan.push(Planned {
+                service: name,
+                skip,
+            });
+        }
+        let order: Vec<String> = plan
+            .iter()
+            .filter(|p| p.skip.is_none())
+            .map(|p| p.service.clone())
+            .collect();
+        if let Some(refused) = self.authorize_release(req, corr, &order).await? {
+            return Ok(refused);
+        }
+        let first = req.service.clone().unwrap_or_default();
+        let c = Cascade {
+            label: format!("{first} and its dependents"),
+            release: None,
+            again: "roll back the rest one by one, in the order shown".into(),
+            via_prompt,
+        };
+        self.cascade(req, corr, &c, &plan).await
+    }
+
+    /// The plan's steps under one lock (a second cascade of the same
+    /// services waits, then finds them rolled back), between the cascade's
+    /// `requested` and result entries.
+    async fn cascade(
+        &self,
+        req: &Request,
+        corr: &str,
+        c: &Cascade<'_>,
+        plan: &[Planned],
+    ) -> anyhow::Result<Outcome> {
+        let order: Vec<String> = plan
+            .iter()
+            .filter(|p| p.skip.is_none())
+            .map(|p| p.service.clone())
+            .collect();
         let holder = super::lock::Holder {
             who: req.actor.display_name.clone(),
-            action: format!("rollback of release {release}"),
+            action: format!("rollback of {}", c.label),
             since: self.clock.now(),
         };
-        let lock_name = format!("release:{release}");
-        let _release_lock = match self
+        let lock_name = match c.release {
+            Some(r) => format!("release:{r}"),
+            None => format!("cascade:{}", order.join(",")),
+        };
+        let _cascade_lock = match self
             .locks
             .acquire(&lock_name, holder, self.config.engine.lock_wait.0)
             .await
         {
             Ok(g) => g,
             Err(h) => {
-                let text = format!("{} is already rolling back release {release} (since {}). Nothing was changed; its result will say which services are rolled back.", h.who, h.since.format("%H:%M:%S UTC"));
+                let text = format!("{} is already rolling back {} (since {}). Nothing was changed; its result will say which services are rolled back.", h.who, c.label, h.since.format("%H:%M:%S UTC"));
                 return self
                     .refuse(req, corr, None, Refusal::Busy, "Busy", text)
                     .await;
@@ -92,20 +176,25 @@ impl Engine {
             .filter_map(|p| Some((p.service.as_str(), p.skip.as_deref()?)))
             .collect();
         let mut params = BTreeMap::new();
-        params.insert("release".into(), json!(release));
+        if let Some(r) = c.release {
+            params.insert("release".into(), json!(r));
+        }
+        if let Some(p) = c.via_prompt {
+            params.insert("prompt".into(), json!(p.id));
+        }
         params.insert("order".into(), json!(order));
         params.insert("skipped".into(), json!(skipped));
         self.record(
             req,
             corr,
-            None,
+            req.service.as_deref(),
             params.clone(),
             AuditOutcome::Requested,
             format!("plan: {}", plan_line(&order)),
         )
         .await?;
-        let tally = self.run_steps(req, corr, release, &order).await?;
-        self.finish_release(req, corr, release, &order, &skipped, tally, params)
+        let tally = self.run_steps(req, corr, c, &order).await?;
+        self.finish_cascade(req, corr, c, &order, &skipped, tally, params)
             .await
     }
 
@@ -187,7 +276,7 @@ impl Engine {
         &self,
         req: &Request,
         corr: &str,
-        release: &str,
+        c: &Cascade<'_>,
         order: &[String],
     ) -> anyhow::Result<Tally> {
         let mut tally = Tally::default();
@@ -206,7 +295,7 @@ impl Engine {
                 correlation_id: Some(step_corr.clone()),
             };
             let o = self
-                .release_step(&step, &step_corr, release, corr, i, order.len())
+                .release_step(&step, &step_corr, c, corr, (i, order.len()))
                 .await?;
             if !o.repeat {
                 self.telemetry
@@ -233,10 +322,9 @@ impl Engine {
         &self,
         step: &Request,
         step_corr: &str,
-        release: &str,
+        c: &Cascade<'_>,
         cascade: &str,
-        i: usize,
-        n: usize,
+        (i, n): (usize, usize),
     ) -> anyhow::Result<Outcome> {
         let svc = match self
             .service_of(step, step_corr, step.service.as_deref())
@@ -252,20 +340,22 @@ impl Engine {
         if let Some(refused) = self.check_freeze(step, step_corr, svc, &mut params).await? {
             return Ok(refused);
         }
-        params.insert("release".into(), json!(release));
+        if let Some(r) = c.release {
+            params.insert("release".into(), json!(r));
+        }
         params.insert("cascade".into(), json!(cascade));
         params.insert("step".into(), json!(format!("{} of {n}", i + 1)));
-        self.act(step, step_corr, svc, params, None).await
+        self.act(step, step_corr, svc, params, c.via_prompt).await
     }
 
     /// The cascade's result: one audit entry and one message that say, per
     /// service, rolled back, failed (and why), not reached or skipped.
     #[allow(clippy::too_many_arguments)]
-    async fn finish_release(
+    async fn finish_cascade(
         &self,
         req: &Request,
         corr: &str,
-        release: &str,
+        c: &Cascade<'_>,
         order: &[String],
         skipped: &BTreeMap<&str, &str>,
         tally: Tally,
@@ -290,9 +380,9 @@ impl Engine {
                 m = Message::new(
                     Severity::Success,
                     if rolled.is_empty() {
-                        format!("Release {release}: nothing to roll back")
+                        format!("{}: nothing to roll back", capitalize(&c.label))
                     } else {
-                        format!("Rolled back release {release}: {}", rolled.join(", "))
+                        format!("Rolled back {}: {}", c.label, rolled.join(", "))
                     },
                 );
                 (Status::Succeeded, AuditOutcome::Succeeded, None)
@@ -313,7 +403,12 @@ impl Engine {
                 );
                 m = Message::new(
                     Severity::Critical,
-                    format!("Rollback of release {release} halted at {s}: {} of {} services rolled back", rolled.len(), order.len()),
+                    format!(
+                        "Rollback of {} halted at {s}: {} of {} services rolled back",
+                        c.label,
+                        rolled.len(),
+                        order.len()
+                    ),
                 )
                 .text(format!("{s}: {text}"));
                 // Nothing changed when the first step was refused; else the
@@ -341,7 +436,7 @@ impl Engine {
             );
             m = m.field("Not rolled back", not.join(", ")).field(
                 "What to do",
-                format!("Fix {s} or roll it back by hand, then run `/rollback release {release}` again: services already rolled back are skipped."),
+                format!("Fix {s} or roll it back by hand, then {}.", c.again),
             );
         }
         if !skipped.is_empty() {
@@ -359,12 +454,13 @@ impl Engine {
             params.insert("refusal".into(), json!(r.audit_name()));
         }
         let entry = self
-            .record(req, corr, None, params, audit, m.plain())
+            .record(req, corr, req.service.as_deref(), params, audit, m.plain())
             .await?;
         let m = m
             .context(format!("correlation {corr}"))
             .context(format!("audit #{}", entry.seq));
-        let announced = self.announce_release(order, skipped, &m);
+        let thread = c.via_prompt.map(|p| p.messages.as_slice()).unwrap_or(&[]);
+        let announced = self.announce_cascade(order, skipped, &m, thread);
         let outcome = match refusal {
             Some(r) => Outcome::refused(r, m, corr),
             None => Outcome::new(status, m, corr),
@@ -377,11 +473,12 @@ impl Engine {
 
     /// The cascade's result in each deploy channel of its services, once
     /// per channel.
-    fn announce_release(
+    fn announce_cascade(
         &self,
         order: &[String],
         skipped: &BTreeMap<&str, &str>,
         m: &Message,
+        thread: &[crate::chat::MessageRef],
     ) -> bool {
         let mut channels: Vec<String> = order
             .iter()
@@ -393,7 +490,8 @@ impl Engine {
         channels.sort();
         channels.dedup();
         for ch in &channels {
-            self.notifier.post_detached(ch.clone(), m.clone());
+            self.notifier
+                .reply_or_post_detached(thread.to_vec(), ch.clone(), m.clone());
         }
         !channels.is_empty()
     }

@@ -27,6 +27,7 @@ mod act;
 mod approval;
 mod automation;
 mod cascade;
+mod dependents;
 mod escalation;
 mod freeze;
 mod idempotency;
@@ -40,7 +41,7 @@ mod refusal;
 
 pub use automation::{AutomationOff, DEFAULT_AUTOMATION_OFF, MAX_AUTOMATION_OFF};
 pub use freeze::FreezeGate;
-pub use prompt::{parse_action_id, Prompt, PromptState};
+pub use prompt::{parse_action_id, Pick, Prompt, PromptState};
 pub use query::audit_line;
 pub use recovery::Inflight;
 pub use refusal::Refusal;
@@ -115,6 +116,9 @@ impl Request {
             Action::Rollback { to: None } => format!("/rollback {svc}"),
             Action::Rollback { to: Some(t) } => format!("/rollback {svc} to {t}"),
             Action::RollbackRelease { release } => format!("/rollback release {release}"),
+            Action::RollbackInOrder { services } => {
+                format!("/rollback {svc} with dependents ({})", services.join(" → "))
+            }
             Action::Promote { full, force } => format!(
                 "/promote {svc}{}{}",
                 if *full { " full" } else { "" },
@@ -133,6 +137,7 @@ impl Request {
             } => format!("/auto {svc} off for {}", human_duration(*duration)),
             Action::Approve { prompt } => format!("approve prompt {prompt}"),
             Action::Reject { prompt } => format!("reject prompt {prompt}"),
+            Action::Choose { prompt } => format!("choose the third option of prompt {prompt}"),
             Action::Query { view } => {
                 let v = match view {
                     crate::domain::View::Status => "status",
@@ -375,8 +380,11 @@ impl Engine {
             return Ok(refused);
         }
         match &req.action {
-            Action::Approve { prompt } => return self.answer(req, corr, prompt, true).await,
-            Action::Reject { prompt } => return self.answer(req, corr, prompt, false).await,
+            Action::Approve { prompt } => {
+                return self.answer(req, corr, prompt, Pick::Approve).await
+            }
+            Action::Reject { prompt } => return self.answer(req, corr, prompt, Pick::Reject).await,
+            Action::Choose { prompt } => return self.answer(req, corr, prompt, Pick::Other).await,
             Action::Freeze { scope, .. } | Action::Unfreeze { scope } => {
                 return self.freeze_action(req, corr, scope).await
             }
@@ -410,6 +418,13 @@ impl Engine {
         let mut params = BTreeMap::new();
         if let Some(refused) = self.check_freeze(req, corr, svc, &mut params).await? {
             return Ok(refused);
+        }
+        // A person's rollback that could strand services depending on
+        // this one shows the plan and asks first (dependents.rs).
+        if let Some(moved) = self.dependents_moved_after(req, svc).await? {
+            return self
+                .once(req, corr, self.ask_rollback_plan(req, corr, svc, moved))
+                .await;
         }
         // 3. two-person rule
         if matches!(req.action, Action::Promote { .. }) && svc.critical {

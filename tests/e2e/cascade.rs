@@ -8,12 +8,14 @@ use crate::support::api::Api;
 use crate::support::in_process;
 use crate::support::{audit_export, rollbot, text, Server};
 use rollbot::audit::{Entry, Outcome as AuditOutcome};
+use rollbot::chat::console::ConsoleSink;
 use rollbot::controller::Rollout;
 use rollbot::domain::{Actor, Platform};
 use rollbot::engine::{Outcome, Refusal, Status};
 use rollbot::runtime::Runtime;
 use serde_json::{json, Value};
 use std::path::Path;
+use std::sync::Arc;
 
 const RELEASE: &str = "2026-12-06.1";
 
@@ -405,4 +407,133 @@ fn unknown_dependencies_and_cycles_are_config_errors_with_their_place() {
     let o = rollbot(&["serve", "--config", path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("checkout → payments → checkout"));
+}
+
+/// The console's output, shared with the test.
+#[derive(Clone, Default)]
+struct Screen(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Screen {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Screen {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// rollbot in process with a console, and payments, checkout and frontend
+/// rolled out one after the other (frontend last, after checkout).
+async fn start_with_console(dir: &Path) -> (Runtime, Arc<ConsoleSink>, Screen) {
+    let screen = Screen::default();
+    let console = Arc::new(ConsoleSink::new(Arc::new(std::sync::Mutex::new(
+        screen.clone(),
+    ))));
+    let rt = in_process::start(dir, CONFIG, vec![console.clone()]).await;
+    let controller = rt.controller.clone().expect("a controller");
+    let t0 = chrono::Utc::now() - chrono::Duration::minutes(10);
+    for (i, svc) in ["payments", "checkout", "frontend"].into_iter().enumerate() {
+        let start = t0 + chrono::Duration::minutes(i as i64 * 2);
+        let r = Rollout::watching(
+            format!("r{i}"),
+            svc,
+            ("v1".into(), "v2".into()),
+            start,
+            "api:ci",
+        );
+        controller.announce(r).await.unwrap();
+    }
+    (rt, console, screen)
+}
+
+/// Presses the button labelled `label` on the console.
+async fn press(rt: &Runtime, console: &ConsoleSink, screen: &Screen, label: &str) -> Outcome {
+    let text = screen.text();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(&format!("] {label}")))
+        .unwrap_or_else(|| panic!("no button {label}:\n{text}"));
+    let at = line.find(&format!("] {label}")).unwrap();
+    let n: usize = line[..at].rsplit('[').next().unwrap().parse().unwrap();
+    let action_id = console.button(n).unwrap();
+    rollbot::intake::press(&rt.engine, responder(), &action_id, None).await
+}
+
+#[tokio::test]
+async fn rolling_back_a_service_whose_dependent_moved_after_it_asks_with_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, console, screen) = start_with_console(dir.path()).await;
+    let sim = rt.simulated["sim"].clone();
+
+    let o = command(&rt, "/rollback checkout 5xx after deploy").await;
+    assert_eq!(o.status, Status::Pending, "{}", o.message.plain());
+    let m = o.message.plain();
+    assert!(
+        m.contains("frontend (v1 → v2 at")
+            && m.contains("depends on checkout and moved after checkout's current rollout")
+            && m.contains("Plan, dependents first: frontend → checkout"),
+        "{m}"
+    );
+    assert!(sim.calls().is_empty(), "nothing acts before the answer");
+    let shown = screen.text();
+    assert!(
+        shown.contains("Roll back all in order   [2] Only checkout   [3] Cancel"),
+        "{shown}"
+    );
+
+    let o = press(&rt, &console, &screen, "Roll back all in order").await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    assert_eq!(
+        o.message.title,
+        "Rolled back checkout and its dependents: frontend, checkout"
+    );
+    assert_eq!(rolled_back_in_order(&rt), ["frontend", "checkout"]);
+    assert_eq!(sim.count("payments", "rollback"), 0);
+    let p = rt
+        .engine
+        .prompts
+        .get(o.prompt.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&p.state, rollbot::engine::PromptState::Answered { choice, .. } if choice == "Roll back all in order")
+    );
+}
+
+#[tokio::test]
+async fn only_the_service_or_cancel_leave_its_dependents_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, console, screen) = start_with_console(dir.path()).await;
+    let sim = rt.simulated["sim"].clone();
+
+    let o = command(&rt, "/rollback checkout").await;
+    assert_eq!(o.status, Status::Pending);
+    let o = press(&rt, &console, &screen, "Cancel").await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    assert!(sim.calls().is_empty(), "{:?}", sim.calls());
+
+    let o = command(&rt, "/rollback checkout").await;
+    assert_eq!(o.status, Status::Pending);
+    let o = press(&rt, &console, &screen, "Only checkout").await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    assert_eq!(rolled_back_in_order(&rt), ["checkout"]);
+    assert_eq!(sim.count("frontend", "rollback"), 0);
+    // The same button again acts no more.
+    let again = press(&rt, &console, &screen, "Only checkout").await;
+    assert_eq!(again.refusal, Some(Refusal::AlreadyAnswered));
+    assert_eq!(sim.count("checkout", "rollback"), 1);
+
+    // A service nothing depends on, or whose dependents did not move
+    // after it, is rolled back at once as before.
+    let o = command(&rt, "/rollback frontend").await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
 }
