@@ -393,6 +393,11 @@ impl Engine {
                     .once(req, corr, self.rollback_release(req, corr, release))
                     .await
             }
+            Action::RollbackInOrder { services } => {
+                return self
+                    .once(req, corr, self.rollback_in_order(req, corr, services, None))
+                    .await
+            }
             Action::Query {
                 view: crate::domain::View::Status,
             } => return self.status(req).await,
