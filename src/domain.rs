@@ -143,6 +143,16 @@ pub enum Action {
         full: bool,
         force: bool,
     },
+    /// Roll back every service of a release, dependents first, one
+    /// verified step at a time (each step is a `Rollback`).
+    RollbackRelease {
+        release: String,
+    },
+    /// Roll back these services one verified step at a time, in this
+    /// order (a service and the dependents that moved after it).
+    RollbackInOrder {
+        services: Vec<String>,
+    },
     Pause,
     Resume,
     Freeze {
@@ -166,6 +176,10 @@ pub enum Action {
     Reject {
         prompt: String,
     },
+    /// The third choice of a prompt that offers one.
+    Choose {
+        prompt: String,
+    },
     /// A read-only view; audited only when refused.
     Query {
         view: View,
@@ -185,6 +199,8 @@ impl Action {
         match self {
             Action::Rollback { .. } => "rollback",
             Action::Promote { .. } => "promote",
+            Action::RollbackRelease { .. } => "rollback_release",
+            Action::RollbackInOrder { .. } => "rollback_in_order",
             Action::Pause => "pause",
             Action::Resume => "resume",
             Action::Freeze { .. } => "freeze",
@@ -192,6 +208,7 @@ impl Action {
             Action::Automation { .. } => "automation",
             Action::Approve { .. } => "approve",
             Action::Reject { .. } => "reject",
+            Action::Choose { .. } => "choose",
             Action::Query { view: View::Status } => "status",
             Action::Query { view: View::Audit } => "audit",
         }

@@ -4,7 +4,7 @@
 use crate::chat::{Message, Severity};
 use crate::command::{self, Command};
 use crate::domain::{Action, Actor, View};
-use crate::engine::{Engine, Outcome, Refusal, Request, Status};
+use crate::engine::{Engine, Outcome, Pick, Refusal, Request, Status};
 
 /// Runs a parsed command for `actor`. `idempotency_key` comes from the
 /// platform (a Slack retry, a Discord interaction id).
@@ -30,6 +30,11 @@ pub async fn handle(
         } => {
             engine
                 .execute(req(Action::Rollback { to, force }, Some(service), reason))
+                .await
+        }
+        Command::RollbackRelease { release, reason } => {
+            engine
+                .execute(req(Action::RollbackRelease { release }, None, reason))
                 .await
         }
         Command::Promote {
@@ -137,11 +142,11 @@ pub async fn press(
     idempotency_key: Option<String>,
 ) -> Outcome {
     match crate::engine::parse_action_id(action_id) {
-        Some((id, approve)) => {
-            let action = if approve {
-                Action::Approve { prompt: id }
-            } else {
-                Action::Reject { prompt: id }
+        Some((id, pick)) => {
+            let action = match pick {
+                Pick::Approve => Action::Approve { prompt: id },
+                Pick::Reject => Action::Reject { prompt: id },
+                Pick::Other => Action::Choose { prompt: id },
             };
             let mut r = Request::new(actor, action);
             r.idempotency_key = idempotency_key;

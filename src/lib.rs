@@ -26,7 +26,7 @@ pub mod domain;
 pub mod engine;
 pub(crate) mod freeze;
 pub(crate) mod incident_comms;
-pub(crate) mod intake;
+pub mod intake;
 pub mod judge;
 pub(crate) mod leader;
 pub(crate) mod limits;

@@ -54,6 +54,26 @@ pub const REVISION_PUNCTUATION: &str = "._-:/@+";
 /// `registry/app@sha256:…`), never an option or shell text: letters,
 /// digits and `. _ - : / @ +`, not starting with `-`. Programs and
 /// commits get it as one argument, so `--force` must not get through.
+/// A release is a name such as `2026-12-06.1`: letters, digits and
+/// `. _ - :`, at most [`MAX_REVISION`] characters, not starting with `-`.
+pub fn check_release(release: &str) -> Result<(), String> {
+    check_length("the release", release, MAX_REVISION)?;
+    let shown: String = release.chars().take(40).collect();
+    if release.is_empty() {
+        return Err("the release is empty; name one, such as 2026-12-06.1".into());
+    }
+    if release.starts_with('-')
+        || !release
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+    {
+        return Err(format!(
+            "the release `{shown}` is not a release name; write letters, digits and . _ - : (not starting with -), such as 2026-12-06.1"
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_revision(revision: &str) -> Result<(), String> {
     check_length("the revision", revision, MAX_REVISION)?;
     let shown: String = revision.chars().take(40).collect();

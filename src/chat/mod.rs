@@ -4,7 +4,7 @@
 //! adapter (one file each) renders them: Block Kit for Slack, embeds for
 //! Discord, text for the console.
 
-pub(crate) mod console;
+pub mod console;
 pub mod discord;
 pub mod log;
 mod notifier;

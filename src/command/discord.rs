@@ -29,6 +29,8 @@ pub enum OptionKind {
     /// A service, a glob such as `prod/*`, or `all` (autocompleted).
     Scope,
     Revision,
+    /// A release name such as 2026-12-06.1.
+    Release,
     Duration,
     Reason,
     Flag,
@@ -60,7 +62,12 @@ const fn opt(
 use OptionKind::*;
 
 const ROLLBACK: &[OptionSpec] = &[
-    opt("service", Service, true, "The service to roll back"),
+    opt(
+        "service",
+        Service,
+        false,
+        "The service to roll back (or name a release instead)",
+    ),
     opt(
         "revision",
         Revision,
@@ -74,6 +81,12 @@ const ROLLBACK: &[OptionSpec] = &[
         "Past an irreversible migration (admins; needs a reason and a second person)",
     ),
     opt("reason", Reason, false, "Why; recorded in the audit log"),
+    opt(
+        "release",
+        Release,
+        false,
+        "Roll back every service of this release, dependents first",
+    ),
 ];
 const PROMOTE: &[OptionSpec] = &[
     opt(
@@ -221,7 +234,9 @@ pub fn application_commands() -> serde_json::Value {
                     OptionKind::CommandName => COMMANDS
                         .iter()
                         .fold(option, |o, c| o.add_string_choice(c.name, c.name)),
-                    OptionKind::Revision | OptionKind::Duration => option.max_length(100),
+                    OptionKind::Revision | OptionKind::Release | OptionKind::Duration => {
+                        option.max_length(100)
+                    }
                     OptionKind::Reason => option.max_length(500),
                     OptionKind::Flag => option,
                 };
@@ -287,6 +302,18 @@ pub fn to_command(
         }
     };
     match name {
+        "rollback" if text(opts, "release").is_some() => {
+            if text(opts, "service").is_some() || text(opts, "revision").is_some() {
+                return Err(err(
+                    "name a release or a service (with a revision), not both",
+                    "rollback",
+                ));
+            }
+            Ok(Command::RollbackRelease {
+                release: super::release(text(opts, "release"))?,
+                reason: reason("rollback")?,
+            })
+        }
         "rollback" => Ok(Command::Rollback {
             service: service(text(opts, "service"), "rollback", services)?,
             to: one_word("revision", "rollback")?
@@ -402,6 +429,34 @@ mod tests {
 
     fn s(v: &str) -> OptionValue {
         OptionValue::Str(v.into())
+    }
+
+    #[test]
+    fn a_release_option_rolls_back_the_release() {
+        let o = vec![
+            ("release".to_string(), s("2026-12-06.1")),
+            ("reason".to_string(), s("errors")),
+        ];
+        assert_eq!(
+            to_command("rollback", &o, SERVICES).unwrap(),
+            Command::RollbackRelease {
+                release: "2026-12-06.1".into(),
+                reason: "errors".into()
+            }
+        );
+        let o = vec![
+            ("release".to_string(), s("2026-12-06.1")),
+            ("service".to_string(), s("checkout")),
+        ];
+        assert!(to_command("rollback", &o, SERVICES)
+            .unwrap_err()
+            .message
+            .contains("not both"));
+        // Without either, the service is asked for, as before.
+        assert!(to_command("rollback", &[], SERVICES)
+            .unwrap_err()
+            .message
+            .contains("/rollback needs a service"));
     }
 
     #[test]
@@ -541,10 +596,14 @@ mod tests {
     #[test]
     fn every_command_is_understood_from_its_options() {
         for c in COMMANDS {
+            // The required options, or the first one where none is
+            // required (`/rollback` takes a service or a release).
+            let required = options(c.name).iter().any(|o| o.required);
             let o: Vec<(String, OptionValue)> = options(c.name)
                 .iter()
-                .filter(|o| o.required)
-                .map(|o| {
+                .enumerate()
+                .filter(|(i, o)| o.required || (!required && *i == 0 && c.name == "rollback"))
+                .map(|(_, o)| {
                     let v = match o.kind {
                         Flag => OptionValue::Bool(false),
                         Count => OptionValue::Int(5),

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! /rollback <service> [to <revision>] [force] [reason…]
+//! /rollback release <release> [reason…]
 //! /promote  <service> [full] [force] [reason…]
 //! /pause    <service> [reason…]
 //! /resume   <service> [reason…]
@@ -42,6 +43,11 @@ pub enum Command {
         /// Past the migration guard: admins, with a reason, approved by a
         /// second person.
         force: bool,
+        reason: String,
+    },
+    /// Every service of a release, dependents first.
+    RollbackRelease {
+        release: String,
         reason: String,
     },
     Promote {
@@ -97,7 +103,7 @@ pub struct CommandSpec {
 }
 
 pub const COMMANDS: &[CommandSpec] = &[
-    CommandSpec { name: "rollback", usage: "/rollback <service> [to <revision>] [force] [reason…]", description: "Roll a service back to its previous (or a named) revision. Never blocked by a freeze. Past an irreversible or contract migration it is refused with roll-forward advice; `force` (admins, with a reason) asks a second person.", example: "/rollback checkout to v41 5xx spike after deploy" },
+    CommandSpec { name: "rollback", usage: "/rollback <service> [to <revision>] [force] [reason…] | release <release> [reason…]", description: "Roll a service back to its previous (or a named) revision, or every service of a release, dependents first, halting at the first step that fails. Never blocked by a freeze. Past an irreversible or contract migration it is refused with roll-forward advice; `force` (admins, with a reason) asks a second person.", example: "/rollback checkout to v41 5xx spike after deploy" },
     CommandSpec { name: "promote", usage: "/promote <service> [full] [force] [reason…]", description: "Promote the canary one step, or fully with `full`. `force` (admins) promotes through a freeze, with a reason.", example: "/promote checkout full metrics look good" },
     CommandSpec { name: "pause", usage: "/pause <service> [reason…]", description: "Pause the service's rollout where it is. A backend that cannot pause refuses and says why.", example: "/pause checkout waiting for the database team" },
     CommandSpec { name: "resume", usage: "/resume <service> [reason…]", description: "Resume a paused rollout; for a Flagger canary, open its confirm-rollout gate.", example: "/resume checkout database is fine again" },
@@ -306,6 +312,17 @@ fn revision(word: &str, command: &str) -> Result<String, ParseError> {
 }
 
 fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
+    // `release` is a keyword unless a service has that name.
+    if words
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case("release"))
+        && !services.iter().any(|s| s.eq_ignore_ascii_case("release"))
+    {
+        return Ok(Command::RollbackRelease {
+            release: release(words.get(1).copied())?,
+            reason: reason(words.get(2..).unwrap_or(&[]), "rollback")?,
+        });
+    }
     let svc = service(words.first().copied(), "rollback", services)?;
     let mut rest = words.get(1..).unwrap_or(&[]);
     let (mut to, mut force) = (None, false);
@@ -337,6 +354,18 @@ fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
         force,
         reason: reason(rest, "rollback")?,
     })
+}
+
+/// A release name, such as `2026-12-06.1` (see [`limits::check_release`]).
+fn release(word: Option<&str>) -> Result<String, ParseError> {
+    let Some(w) = word else {
+        return Err(err(
+            "`release` needs the release's name, for example `/rollback release 2026-12-06.1`",
+            "rollback",
+        ));
+    };
+    limits::check_release(w).map_err(|e| err(format!("{e}; nothing was done"), "rollback"))?;
+    Ok(w.to_string())
 }
 
 fn promote(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
@@ -572,6 +601,38 @@ mod tests {
     }
 
     #[test]
+    fn rollback_release_names_a_release() {
+        assert_eq!(
+            parse(
+                "/rollback release 2026-12-06.1 payments broke checkout",
+                SERVICES
+            )
+            .unwrap(),
+            Command::RollbackRelease {
+                release: "2026-12-06.1".into(),
+                reason: "payments broke checkout".into()
+            }
+        );
+        let e = parse("/rollback release", SERVICES).unwrap_err();
+        assert!(e.message.contains("needs the release's name"), "{e}");
+        let e = parse("/rollback release --all", SERVICES).unwrap_err();
+        assert!(
+            e.message.contains("is not a release name") && e.message.contains("nothing was done"),
+            "{e}"
+        );
+        // A service called `release` is still a service.
+        assert_eq!(
+            parse("/rollback release", &["release"]).unwrap(),
+            Command::Rollback {
+                service: "release".into(),
+                to: None,
+                force: false,
+                reason: String::new()
+            }
+        );
+    }
+
+    #[test]
     fn promote_flags_in_any_order() {
         assert_eq!(
             parse("/promote checkout force full launch day", SERVICES).unwrap(),
@@ -625,7 +686,7 @@ mod tests {
         );
         assert_eq!(
             e.usage,
-            Some("/rollback <service> [to <revision>] [force] [reason…]")
+            Some("/rollback <service> [to <revision>] [force] [reason…] | release <release> [reason…]")
         );
         let e = parse("/status zzz", SERVICES).unwrap_err();
         assert!(e

@@ -14,6 +14,7 @@
 
 mod chat;
 mod check;
+mod depends;
 mod gates;
 mod sections;
 mod service;

@@ -97,6 +97,11 @@ pub struct ServiceConfig {
     /// lists it).
     #[serde(default)]
     pub status_page: Option<Spanned<crate::incident_comms::config::StatusPageMode>>,
+    /// The services this one needs (it calls their APIs): a release is
+    /// rolled back dependents first, and rolling one of these back asks
+    /// first when this service moved on after it.
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
 }
 
 fn default_true() -> bool {

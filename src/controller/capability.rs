@@ -355,6 +355,7 @@ impl CapabilityWatch {
                 action: Some(Action::Pause),
                 style: ButtonStyle::Danger,
             },
+            other: None,
             allowed_roles: vec![Role::Approver, Role::Admin],
             other_person_required: false,
             promotes: false,

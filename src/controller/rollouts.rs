@@ -25,6 +25,10 @@ pub struct Rollout {
     /// (see `engine/migration_guard.rs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrations: Vec<crate::migration::Migration>,
+    /// The release this rollout belongs to (`2026-12-06.1`): services
+    /// announced together, rolled back together with `/rollback release`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 impl Rollout {
@@ -50,6 +54,7 @@ impl Rollout {
             score: None,
             reasons: vec![],
             migrations: vec![],
+            release: None,
         }
     }
 
@@ -68,6 +73,13 @@ pub async fn save(store: &Store, r: &Rollout) -> anyhow::Result<()> {
     Ok(store
         .put(Table::Settings, &format!("{PREFIX}{}", r.id), r)
         .await?)
+}
+
+/// The rollouts of `release`, oldest first.
+pub async fn of_release(store: &Store, release: &str) -> anyhow::Result<Vec<Rollout>> {
+    let mut all = load_all(store).await?;
+    all.retain(|r| r.release.as_deref() == Some(release));
+    Ok(all)
 }
 
 pub async fn load_all(store: &Store) -> anyhow::Result<Vec<Rollout>> {

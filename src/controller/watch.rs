@@ -451,7 +451,12 @@ impl RolloutWatch {
                 if let WatchState::Asking { prompt } = &self.state {
                     if let Ok(Some(crate::engine::prompt::Answer::Accepted(p))) = engine
                         .prompts
-                        .answer(prompt, &controller(), false, engine.clock.now())
+                        .answer(
+                            prompt,
+                            &controller(),
+                            crate::engine::Pick::Reject,
+                            engine.clock.now(),
+                        )
                         .await
                     {
                         engine.notifier.update(&p.messages, &p.message()).await;
@@ -643,6 +648,7 @@ impl RolloutWatch {
             reason: format!("{} — {}", eval.verdict, super::short_reason(eval)),
             approve,
             reject,
+            other: None,
             allowed_roles: vec![Role::Approver, Role::Admin],
             other_person_required: false,
             promotes: false,

@@ -2,7 +2,7 @@
 //! through a prompt, and a prompt's answer runs the choice's action through
 //! the same steps as any request.
 
-use super::prompt::{Answer, Choice};
+use super::prompt::{Answer, Choice, Pick};
 use super::{
     new_id, status_name, unaudited, Engine, Outcome, Prompt, PromptState, Refusal, Request, Status,
 };
@@ -46,6 +46,7 @@ impl Engine {
                 style: ButtonStyle::Danger,
             },
             allowed_roles: vec![Role::Approver, Role::Admin],
+            other: None,
             other_person_required: true,
             promotes: true,
             created: self.clock.now(),
@@ -110,11 +111,15 @@ impl Engine {
         req: &Request,
         corr: &str,
         id: &str,
-        approve: bool,
+        pick: Pick,
     ) -> anyhow::Result<Outcome> {
         let Some(p) = self.prompts.get(id).await? else {
             return self.refuse(req, corr, None, Refusal::UnknownPrompt, "Unknown prompt", format!("There is no prompt `{id}`; the button may be forged or from another rollbot.")).await;
         };
+        let Some(choice) = p.picked(pick).cloned() else {
+            return self.refuse(req, corr, None, Refusal::UnknownPrompt, "Unknown choice", format!("Prompt `{id}` offers no third choice; the button may be forged. The prompt stays open.")).await;
+        };
+        let approve = pick == Pick::Approve;
         let svc = match self.service_of(req, corr, Some(&p.service)).await? {
             Ok(s) => s,
             Err(refused) => return Ok(refused),
@@ -123,9 +128,8 @@ impl Engine {
         if let Some(refused) = self.check_answer(req, corr, &p, svc, approve, now).await? {
             return Ok(refused);
         }
-        let choice = p.choice(approve).clone();
         // The compare-and-swap: of two presses, one is accepted.
-        let p = match self.prompts.answer(id, &req.actor, approve, now).await? {
+        let p = match self.prompts.answer(id, &req.actor, pick, now).await? {
             Some(Answer::Accepted(p)) => p,
             Some(Answer::AlreadyAnswered(p)) => return Ok(already_answered(&p, corr)),
             None => {
@@ -141,7 +145,7 @@ impl Engine {
                     .await
             }
         };
-        self.carry_out(req, &p, svc, choice, approve).await
+        self.carry_out(req, &p, svc, choice, pick).await
     }
 
     /// Refuses an answer to a prompt that is answered or expired, by someone
@@ -205,7 +209,7 @@ impl Engine {
         p: &Prompt,
         svc: &ServiceConfig,
         choice: Choice,
-        approve: bool,
+        pick: Pick,
     ) -> anyhow::Result<Outcome> {
         self.notifier.update(&p.messages, &p.message()).await;
         let mut params = BTreeMap::new();
@@ -257,16 +261,20 @@ impl Engine {
             action,
             service: Some(p.service.clone()),
             reason: answer_req.reason.clone(),
-            idempotency_key: Some(format!(
-                "prompt:{}:{}",
-                p.id,
-                if approve { "approve" } else { "reject" }
-            )),
+            idempotency_key: Some(format!("prompt:{}:{}", p.id, pick.name())),
             correlation_id: Some(p.correlation_id.clone()),
         };
-        let mut o = self
-            .act(&follow, &p.correlation_id, svc, params, Some(p))
-            .await?;
+        let mut o = match &follow.action {
+            // A plan of several rollbacks (a service and its dependents).
+            Action::RollbackInOrder { services } => {
+                let cascade = self.rollback_in_order(&follow, &p.correlation_id, services, Some(p));
+                self.once(&follow, &p.correlation_id, cascade).await?
+            }
+            _ => {
+                self.act(&follow, &p.correlation_id, svc, params, Some(p))
+                    .await?
+            }
+        };
         // The answer is counted as approve/reject by `execute`; the
         // action it ran is counted here, so dashboards see promotes.
         if !o.repeat {

@@ -244,6 +244,7 @@ impl Engine {
                 action: None,
                 style: ButtonStyle::Default,
             },
+            other: None,
             allowed_roles: vec![Role::Approver, Role::Admin],
             other_person_required: true,
             promotes: false,

@@ -30,7 +30,9 @@
 mod act;
 mod approval;
 mod automation;
+mod cascade;
 mod comms;
+mod dependents;
 mod escalation;
 mod freeze;
 mod idempotency;
@@ -47,7 +49,7 @@ mod stuck;
 
 pub use automation::{AutomationOff, DEFAULT_AUTOMATION_OFF, MAX_AUTOMATION_OFF};
 pub use freeze::FreezeGate;
-pub use prompt::{parse_action_id, Prompt, PromptState};
+pub use prompt::{parse_action_id, Pick, Prompt, PromptState};
 pub use query::audit_line;
 pub use recovery::Inflight;
 pub use refusal::Refusal;
@@ -124,6 +126,10 @@ impl Request {
                 to.as_ref().map(|t| format!(" to {t}")).unwrap_or_default(),
                 if *force { " force" } else { "" }
             ),
+            Action::RollbackRelease { release } => format!("/rollback release {release}"),
+            Action::RollbackInOrder { services } => {
+                format!("/rollback {svc} with dependents ({})", services.join(" → "))
+            }
             Action::Promote { full, force } => format!(
                 "/promote {svc}{}{}",
                 if *full { " full" } else { "" },
@@ -142,6 +148,7 @@ impl Request {
             } => format!("/auto {svc} off for {}", human_duration(*duration)),
             Action::Approve { prompt } => format!("approve prompt {prompt}"),
             Action::Reject { prompt } => format!("reject prompt {prompt}"),
+            Action::Choose { prompt } => format!("choose the third option of prompt {prompt}"),
             Action::Query { view } => {
                 let v = match view {
                     crate::domain::View::Status => "status",
@@ -404,10 +411,23 @@ impl Engine {
             return Ok(refused);
         }
         match &req.action {
-            Action::Approve { prompt } => return self.answer(req, corr, prompt, true).await,
-            Action::Reject { prompt } => return self.answer(req, corr, prompt, false).await,
+            Action::Approve { prompt } => {
+                return self.answer(req, corr, prompt, Pick::Approve).await
+            }
+            Action::Reject { prompt } => return self.answer(req, corr, prompt, Pick::Reject).await,
+            Action::Choose { prompt } => return self.answer(req, corr, prompt, Pick::Other).await,
             Action::Freeze { scope, .. } | Action::Unfreeze { scope } => {
                 return self.freeze_action(req, corr, scope).await
+            }
+            Action::RollbackRelease { release } => {
+                return self
+                    .once(req, corr, self.rollback_release(req, corr, release))
+                    .await
+            }
+            Action::RollbackInOrder { services } => {
+                return self
+                    .once(req, corr, self.rollback_in_order(req, corr, services, None))
+                    .await
             }
             Action::Query {
                 view: crate::domain::View::Status,
@@ -438,6 +458,13 @@ impl Engine {
         // 2b. migration guard
         if let Some(stopped) = self.migration_guard(req, corr, svc, &mut params).await? {
             return Ok(stopped);
+        }
+        // A person's rollback that could strand services depending on
+        // this one shows the plan and asks first (dependents.rs).
+        if let Some(moved) = self.dependents_moved_after(req, svc).await? {
+            return self
+                .once(req, corr, self.ask_rollback_plan(req, corr, svc, moved))
+                .await;
         }
         // 3. two-person rule
         if matches!(req.action, Action::Promote { .. }) && svc.critical {

@@ -40,6 +40,10 @@ pub struct Prompt {
     pub reason: String,
     pub approve: Choice,
     pub reject: Choice,
+    /// A third way to go on, shown between the two (`prompt:ID:other`):
+    /// "Only checkout" beside "Roll back all in order" and "Cancel".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<Choice>,
     pub allowed_roles: Vec<Role>,
     /// The person who asked may not answer (the two-person rule).
     pub other_person_required: bool,
@@ -59,12 +63,41 @@ pub struct Prompt {
     pub escalated: usize,
 }
 
+/// Which button of a prompt was pressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    Approve,
+    Reject,
+    /// The prompt's third choice, when it has one.
+    Other,
+}
+
+impl Pick {
+    /// The last part of the button's id, and of the answer's idempotency key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pick::Approve => "approve",
+            Pick::Reject => "reject",
+            Pick::Other => "other",
+        }
+    }
+}
+
 impl Prompt {
     pub fn choice(&self, approve: bool) -> &Choice {
         if approve {
             &self.approve
         } else {
             &self.reject
+        }
+    }
+
+    /// The choice behind a button, if the prompt offers it.
+    pub fn picked(&self, pick: Pick) -> Option<&Choice> {
+        match pick {
+            Pick::Approve => Some(&self.approve),
+            Pick::Reject => Some(&self.reject),
+            Pick::Other => self.other.as_ref(),
         }
     }
 
@@ -107,12 +140,15 @@ impl Prompt {
                         &self.approve.label,
                         format!("prompt:{}:approve", self.id),
                         self.approve.style,
-                    )
-                    .button(
-                        &self.reject.label,
-                        format!("prompt:{}:reject", self.id),
-                        self.reject.style,
                     );
+                if let Some(o) = &self.other {
+                    m = m.button(&o.label, format!("prompt:{}:other", self.id), o.style);
+                }
+                m = m.button(
+                    &self.reject.label,
+                    format!("prompt:{}:reject", self.id),
+                    self.reject.style,
+                );
             }
             PromptState::Answered { by, choice, at } => {
                 m.severity = Severity::Info;
@@ -148,16 +184,18 @@ impl Prompt {
     }
 }
 
-/// Parses a button's action id: `prompt:ID:approve` or `prompt:ID:reject`.
-pub fn parse_action_id(action_id: &str) -> Option<(String, bool)> {
+/// Parses a button's action id: `prompt:ID:approve`, `prompt:ID:reject`
+/// or `prompt:ID:other`.
+pub fn parse_action_id(action_id: &str) -> Option<(String, Pick)> {
     let rest = action_id.strip_prefix("prompt:")?;
     let (id, choice) = rest.rsplit_once(':')?;
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return None;
     }
     match choice {
-        "approve" => Some((id.to_string(), true)),
-        "reject" => Some((id.to_string(), false)),
+        "approve" => Some((id.to_string(), Pick::Approve)),
+        "reject" => Some((id.to_string(), Pick::Reject)),
+        "other" => Some((id.to_string(), Pick::Other)),
         _ => None,
     }
 }
@@ -241,7 +279,7 @@ impl Prompts {
         &self,
         id: &str,
         by: &Actor,
-        approve: bool,
+        pick: Pick,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<Answer>> {
         let (answer, _) = self
@@ -252,9 +290,12 @@ impl Prompts {
                     Change::unchanged(Some(Answer::AlreadyAnswered(p)))
                 }
                 Some(mut p) => {
+                    let Some(label) = p.picked(pick).map(|c| c.label.clone()) else {
+                        return Change::unchanged(None);
+                    };
                     p.state = PromptState::Answered {
                         by: by.clone(),
-                        choice: p.choice(approve).label.clone(),
+                        choice: label,
                         at: now,
                     };
                     Change::set(p.clone(), Some(Answer::Accepted(p)))
@@ -295,11 +336,15 @@ mod tests {
     fn action_ids_round_trip_and_forgeries_fail() {
         assert_eq!(
             parse_action_id("prompt:ab12-cd:approve"),
-            Some(("ab12-cd".into(), true))
+            Some(("ab12-cd".into(), Pick::Approve))
         );
         assert_eq!(
             parse_action_id("prompt:ab12:reject"),
-            Some(("ab12".into(), false))
+            Some(("ab12".into(), Pick::Reject))
+        );
+        assert_eq!(
+            parse_action_id("prompt:ab12:other"),
+            Some(("ab12".into(), Pick::Other))
         );
         assert_eq!(parse_action_id("prompt:ab12:promote"), None);
         assert_eq!(parse_action_id("prompt::approve"), None);

@@ -203,6 +203,9 @@ impl Engine {
         if let Some(note) = crate::controller::capability::status_note(self, s.name()).await {
             name.push_str(&format!(" — {note}"));
         }
+        if let Some(r) = self.current_release(s.name()).await {
+            name.push_str(&format!(" — release {r}"));
+        }
         Ok(name)
     }
 

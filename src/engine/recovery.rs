@@ -100,11 +100,21 @@ impl Engine {
         }
         for r in orphans(&recent, &open) {
             let mut params = BTreeMap::new();
-            params.insert("not_acted".into(), json!(true));
-            let detail = format!(
-                "Not done: rollbot's store failed after it recorded this {} request and before it acted, so nothing was sent to the backend. Repeat it if it is still needed.",
-                r.action
-            );
+            // A cascade has no record of its own: its steps have theirs,
+            // and may have acted.
+            let detail = if matches!(r.action.as_str(), "rollback_release" | "rollback_in_order") {
+                params.insert("interrupted".into(), json!(true));
+                format!(
+                    "rollbot stopped during this rollback of several services. Each step's own entries (correlation {}-1, -2, …) say which services were rolled back; check `/status` and run it again: services already rolled back are skipped.",
+                    r.correlation_id
+                )
+            } else {
+                params.insert("not_acted".into(), json!(true));
+                format!(
+                    "Not done: rollbot's store failed after it recorded this {} request and before it acted, so nothing was sent to the backend. Repeat it if it is still needed.",
+                    r.action
+                )
+            };
             tracing::warn!(correlation = %r.correlation_id, action = %r.action, "closing a request that never acted");
             self.append(Record {
                 time: self.clock.now(),

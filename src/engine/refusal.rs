@@ -43,6 +43,8 @@ pub enum Refusal {
     UnknownService,
     /// No such prompt (a forged or foreign button).
     UnknownPrompt,
+    /// No rollout was announced with that release.
+    UnknownRelease,
     /// There is no freeze on that exact scope.
     NotFrozen,
     /// Something the request needs is missing (a break-glass reason).
@@ -79,7 +81,9 @@ impl Refusal {
             TwoPerson => "two_person",
             Expired => "expired",
             AlreadyAnswered => "answered",
-            UnknownService | UnknownPrompt | NotFrozen | Invalid | Unreadable => "invalid",
+            UnknownService | UnknownPrompt | UnknownRelease | NotFrozen | Invalid | Unreadable => {
+                "invalid"
+            }
             Standby => "standby",
             ShuttingDown => "shutting_down",
             IdempotencyConflict => "idempotency_conflict",

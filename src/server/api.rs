@@ -197,7 +197,9 @@ fn refusal_status(r: Refusal) -> StatusCode {
         | Refusal::IdempotencyConflict
         | Refusal::MigrationGuard => StatusCode::CONFLICT,
         Refusal::Preflight | Refusal::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
-        Refusal::UnknownService | Refusal::UnknownPrompt => StatusCode::NOT_FOUND,
+        Refusal::UnknownService | Refusal::UnknownPrompt | Refusal::UnknownRelease => {
+            StatusCode::NOT_FOUND
+        }
         Refusal::Expired => StatusCode::GONE,
         Refusal::Unreadable => StatusCode::BAD_REQUEST,
         // rollbot itself cannot act now; the same request may work later.

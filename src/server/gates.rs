@@ -579,6 +579,7 @@ async fn ask_people(
             action: None,
             style: ButtonStyle::Danger,
         },
+        other: None,
         allowed_roles: Permission::AnswerPrompt.granted_by(),
         other_person_required: false,
         // Freezes apply to the answer: nothing new ships during a freeze.

@@ -9,6 +9,9 @@
 //! rollout runs, which the engine's migration guard reads before a rollback
 //! (`crate::migration` checks the list; a bad one is a 400 and nothing is
 //! stored).
+//! `"release": "2026-12-06.1"` groups the
+//! rollouts of several services announced together, so
+//! `/rollback release 2026-12-06.1` rolls them all back.
 
 use super::api::{authenticate, read_body};
 use super::AppState;
@@ -36,6 +39,8 @@ struct Announcement {
     /// what to write.
     #[serde(default)]
     migrations: Option<Value>,
+    #[serde(default)]
+    release: Option<String>,
 }
 
 const STRATEGIES: [&str; 4] = ["canary", "blue-green", "rolling", "flag"];
@@ -80,7 +85,7 @@ pub async fn announce(
             } else {
                 format!("{field}: {inner}")
             };
-            return bad(&field, format!("{what}; expected {{\"service\", \"from_revision\", \"to_revision\", \"strategy\" (optional), \"start_time\" (optional, RFC 3339), \"migrations\" (optional)}}"));
+            return bad(&field, format!("{what}; expected {{\"service\", \"from_revision\", \"to_revision\", \"strategy\" (optional), \"start_time\" (optional, RFC 3339), \"migrations\" (optional), \"release\" (optional)}}"));
         }
     };
     let svc = match state.engine.resolve(Some(&a.service)) {
@@ -106,6 +111,9 @@ pub async fn announce(
         Some(Ok(list)) => list,
         Some(Err(e)) => return bad(&e.field, format!("{e}; nothing was stored")),
     };
+    if let Some(Err(e)) = a.release.as_deref().map(crate::limits::check_release) {
+        return bad("release", format!("release: {e}"));
+    }
     let strategy = a.strategy.unwrap_or_else(|| "canary".into());
     if !STRATEGIES.contains(&strategy.as_str()) {
         return bad(
@@ -136,6 +144,7 @@ pub async fn announce(
     let rollout = Rollout {
         strategy,
         migrations,
+        release: a.release,
         ..Rollout::watching(
             crate::engine::new_id(),
             svc.name(),

@@ -8,6 +8,7 @@ mod argo_rollouts;
 mod audit_cli;
 mod backends;
 mod capability;
+mod cascade;
 mod check_config;
 mod controller;
 mod demo;

@@ -411,6 +411,8 @@ async fn only_for_the_author(engine: &Engine, who: &Actor, cmd: &Command) -> boo
     match cmd {
         Command::Status { .. } | Command::Audit { .. } | Command::Help { .. } => true,
         Command::Rollback { service, .. } => !allowed(Permission::Rollback, service),
+        // Each step is checked by the engine; the outcome shows in the channel.
+        Command::RollbackRelease { .. } => false,
         Command::Pause { service, .. } => !allowed(Permission::Pause, service),
         Command::Resume { service, .. } => !allowed(Permission::Resume, service),
         Command::Auto { service, .. } => !allowed(Permission::Pause, service),
@@ -565,18 +567,23 @@ fn component(engine: Arc<Engine>, discord: Arc<Interactions>, c: ComponentIntera
             }
             PromptState::Open => return,
         }
-        let buttons = [
-            Button {
-                label: p.approve.label.clone(),
-                action_id: format!("prompt:{}:approve", p.id),
-                style: p.approve.style,
-            },
-            Button {
-                label: p.reject.label.clone(),
-                action_id: format!("prompt:{}:reject", p.id),
-                style: p.reject.style,
-            },
-        ];
+        let mut buttons = vec![Button {
+            label: p.approve.label.clone(),
+            action_id: format!("prompt:{}:approve", p.id),
+            style: p.approve.style,
+        }];
+        if let Some(o) = &p.other {
+            buttons.push(Button {
+                label: o.label.clone(),
+                action_id: format!("prompt:{}:other", p.id),
+                style: o.style,
+            });
+        }
+        buttons.push(Button {
+            label: p.reject.label.clone(),
+            action_id: format!("prompt:{}:reject", p.id),
+            style: p.reject.style,
+        });
         let body = EditInteractionResponse::new()
             .embed(render::embed(&shown))
             .components(render::components(&buttons, true))

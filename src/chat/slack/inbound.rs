@@ -336,6 +336,9 @@ fn mention_line(text: &str, bot: Option<&str>) -> String {
 fn acknowledgement(c: &Command) -> String {
     match c {
         Command::Rollback { service, .. } => format!("⏳ Rolling back {service}…"),
+        Command::RollbackRelease { release, .. } => {
+            format!("⏳ Rolling back release {release}, dependents first…")
+        }
         Command::Promote { service, .. } => format!("⏳ Promoting {service}…"),
         Command::Pause { service, .. } => format!("⏳ Pausing {service}…"),
         Command::Resume { service, .. } => format!("⏳ Resuming {service}…"),

@@ -278,6 +278,7 @@ async fn the_summary_is_reposted_when_its_schedule_fires_between_two_ticks() {
             score: None,
             reasons: vec![],
             migrations: vec![],
+            release: None,
         })
         .await
         .unwrap();

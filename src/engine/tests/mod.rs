@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 mod automation;
+mod cascade;
 mod prompts;
 mod recovery;
 mod steps;
