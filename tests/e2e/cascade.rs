@@ -537,3 +537,49 @@ async fn only_the_service_or_cancel_leave_its_dependents_alone() {
     let o = command(&rt, "/rollback frontend").await;
     assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
 }
+
+#[tokio::test]
+async fn a_step_past_an_irreversible_migration_halts_the_cascade_as_a_refusal() {
+    use rollbot::migration::{Migration, Phase};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = in_process::start(dir.path(), CONFIG, vec![]).await;
+    let controller = rt.controller.clone().expect("a controller");
+    let now = chrono::Utc::now() - chrono::Duration::seconds(5);
+    for (i, svc) in ["payments", "checkout", "frontend"].into_iter().enumerate() {
+        let migrations = match svc {
+            "checkout" => vec![Migration {
+                id: "2026_12_drop_legacy_orders".into(),
+                reversible: false,
+                phase: Phase::Contract,
+            }],
+            _ => vec![],
+        };
+        let r = Rollout {
+            release: Some(RELEASE.to_string()),
+            migrations,
+            ..Rollout::watching(
+                format!("r{i}"),
+                svc,
+                ("v1".into(), "v2".into()),
+                now,
+                "api:ci",
+            )
+        };
+        controller.announce(r).await.unwrap();
+    }
+    let sim = rt.simulated["sim"].clone();
+
+    let o = command(&rt, &format!("/rollback release {RELEASE} bad release")).await;
+    let m = o.message.plain();
+    assert!(m.contains("checkout (halted here)"), "{m}");
+    assert!(m.contains("payments (not reached)"), "{m}");
+    assert_eq!(sim.count("checkout", "rollback"), 0, "the guard let it act");
+    assert_eq!(sim.count("payments", "rollback"), 0, "the cascade went on");
+    assert_eq!(sim.count("frontend", "rollback"), 1);
+
+    let p = cascade_result(&rt).record.parameters;
+    assert_eq!(
+        p["states"],
+        json!({"frontend": "rolled_back", "checkout": "refused", "payments": "not_reached"})
+    );
+}
