@@ -15,6 +15,7 @@ pub mod bench;
 pub mod chart;
 pub mod history;
 mod incident;
+mod onset;
 pub mod postmortem;
 pub mod rollouts;
 mod run;

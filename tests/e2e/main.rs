@@ -22,6 +22,7 @@ mod leader;
 mod never_hang;
 mod readme;
 mod replay;
+mod report;
 mod serve;
 mod slack;
 mod unleash;
