@@ -26,9 +26,10 @@ pub async fn handle(
             service,
             to,
             reason,
+            dry_run,
         } => {
             engine
-                .execute(req(Action::Rollback { to }, Some(service), reason))
+                .execute(req(Action::Rollback { to }, Some(service), reason).dry_run(dry_run))
                 .await
         }
         Command::Promote {
@@ -36,9 +37,12 @@ pub async fn handle(
             full,
             force,
             reason,
+            dry_run,
         } => {
             engine
-                .execute(req(Action::Promote { full, force }, Some(service), reason))
+                .execute(
+                    req(Action::Promote { full, force }, Some(service), reason).dry_run(dry_run),
+                )
                 .await
         }
         Command::Pause { service, reason } => {

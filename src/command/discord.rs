@@ -68,6 +68,12 @@ const ROLLBACK: &[OptionSpec] = &[
         "Roll back to this revision (default: the previous one)",
     ),
     opt("reason", Reason, false, "Why; recorded in the audit log"),
+    opt(
+        "dry_run",
+        Flag,
+        false,
+        "Only check and show what would be sent; send nothing",
+    ),
 ];
 const PROMOTE: &[OptionSpec] = &[
     opt(
@@ -84,6 +90,12 @@ const PROMOTE: &[OptionSpec] = &[
         "Promote through a freeze (admins, break-glass; needs a reason)",
     ),
     opt("reason", Reason, false, "Why; recorded in the audit log"),
+    opt(
+        "dry_run",
+        Flag,
+        false,
+        "Only check and show what would be sent; send nothing",
+    ),
 ];
 const PAUSE: &[OptionSpec] = &[
     opt(
@@ -287,12 +299,14 @@ pub fn to_command(
                 .map(|r| revision(&r, "rollback"))
                 .transpose()?,
             reason: reason("rollback")?,
+            dry_run: flag(opts, "dry_run"),
         }),
         "promote" => Ok(Command::Promote {
             service: service(text(opts, "service"), "promote", services)?,
             full: flag(opts, "full"),
             force: flag(opts, "force"),
             reason: reason("promote")?,
+            dry_run: flag(opts, "dry_run"),
         }),
         "pause" => Ok(Command::Pause {
             service: service(text(opts, "service"), "pause", services)?,
@@ -409,7 +423,8 @@ mod tests {
             Command::Rollback {
                 service: "checkout".into(),
                 to: None,
-                reason: "to be safe".into()
+                reason: "to be safe".into(),
+                dry_run: false,
             }
         );
         let o = vec![

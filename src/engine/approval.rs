@@ -252,6 +252,7 @@ impl Engine {
                 if approve { "approve" } else { "reject" }
             )),
             correlation_id: Some(p.correlation_id.clone()),
+            dry_run: false,
         };
         let mut o = self
             .act(&follow, &p.correlation_id, svc, BTreeMap::new(), Some(p))

@@ -12,6 +12,7 @@ mod controller;
 mod demo;
 mod deploy;
 mod discord;
+mod dry_run;
 mod exec;
 mod gates;
 mod istio;

@@ -126,7 +126,7 @@ mod tests {
         assert!(m.contains("request_url: https://rollbot.example.com/slack/interactions"));
         assert!(m.contains("socket_mode_enabled: false"));
         assert!(m.contains("    - command: /rollback\n"));
-        assert!(m.contains("usage_hint: \"<service> [to <revision>] [reason…]\""));
+        assert!(m.contains("usage_hint: \"<service> [to <revision>] [dry-run] [reason…]\""));
         assert!(!m.contains("command: /status"));
     }
 
