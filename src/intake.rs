@@ -27,9 +27,12 @@ pub async fn handle(
             to,
             force,
             reason,
+            dry_run,
         } => {
             engine
-                .execute(req(Action::Rollback { to, force }, Some(service), reason))
+                .execute(
+                    req(Action::Rollback { to, force }, Some(service), reason).dry_run(dry_run),
+                )
                 .await
         }
         Command::RollbackRelease { release, reason } => {
@@ -42,9 +45,12 @@ pub async fn handle(
             full,
             force,
             reason,
+            dry_run,
         } => {
             engine
-                .execute(req(Action::Promote { full, force }, Some(service), reason))
+                .execute(
+                    req(Action::Promote { full, force }, Some(service), reason).dry_run(dry_run),
+                )
                 .await
         }
         Command::Pause { service, reason } => {

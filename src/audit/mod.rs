@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod export;
+pub mod kpi;
 pub(crate) mod sled_store;
 
 use crate::domain::Actor;

@@ -127,6 +127,52 @@ pub struct ActionReport {
     pub requests: Vec<String>,
 }
 
+/// One request a backend would send, shown by a dry run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedRequest {
+    /// The HTTP method (`PATCH`, `POST`), `exec`, or the git step.
+    pub method: String,
+    /// The path or URL, or the command line.
+    pub target: String,
+    /// The body as it would be sent; secrets are never shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+impl PlannedRequest {
+    pub fn new(method: impl Into<String>, target: impl Into<String>) -> PlannedRequest {
+        PlannedRequest {
+            method: method.into(),
+            target: target.into(),
+            body: None,
+        }
+    }
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+}
+
+impl std::fmt::Display for PlannedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.target)?;
+        if let Some(b) = &self.body {
+            write!(f, "\n{b}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What an operation would send, for a dry run: built by the same code
+/// that sends it, so the two cannot drift.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Plan {
+    pub requests: Vec<PlannedRequest>,
+    /// What the backend would also do that is not a request (wait for a
+    /// rollout, check a gate).
+    pub notes: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Verification {
     pub ok: bool,
@@ -253,6 +299,20 @@ pub trait RollbackBackend: Send + Sync {
     /// possible. Backends that cannot tell say so.
     async fn capability(&self, _target: &Target) -> Result<capability::Capability, BackendError> {
         Ok(capability::Capability::NotChecked)
+    }
+
+    /// What `op` would send, without sending anything that changes the
+    /// service (reads are allowed). A backend that cannot tell says so.
+    async fn plan(
+        &self,
+        _target: &Target,
+        _op: &Operation,
+        _ctx: &CallContext,
+    ) -> Result<Plan, BackendError> {
+        Err(BackendError::Refused(format!(
+            "the {} backend cannot show what it would send; a dry run stops after its preflight",
+            self.kind()
+        )))
     }
 }
 

@@ -417,6 +417,29 @@ impl RollbackBackend for SimulatedBackend {
         }))
     }
 
+    /// The operation itself, run on a copy of the service's state: the
+    /// same code decides what would be sent, and nothing is kept.
+    async fn plan(
+        &self,
+        t: &Target,
+        op: &Operation,
+        ctx: &CallContext,
+    ) -> Result<Plan, BackendError> {
+        let _busy = self.enter(&t.service, "plan").await?;
+        let copy = SimulatedBackend::new(Duration::ZERO, self.histories.clone());
+        let state = self.with(&t.service, |s| s.clone());
+        copy.with(&t.service, |s| *s = state);
+        let report = super::perform(&copy, t, op, ctx).await?;
+        Ok(Plan {
+            requests: report
+                .requests
+                .iter()
+                .map(|r| PlannedRequest::new("simulated", r.clone()))
+                .collect(),
+            notes: vec![report.summary],
+        })
+    }
+
     async fn verify(
         &self,
         t: &Target,

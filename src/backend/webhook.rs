@@ -339,17 +339,14 @@ impl WebhookBackend {
         }
     }
 
-    /// Sends one action with retries. Returns the 2xx answer's body and one
-    /// line per attempt for the audit entry.
-    async fn post(
-        &self,
+    /// The signed body of one action, as sent and as a dry run shows it.
+    fn body(
         action: &str,
         t: &Target,
         to: Option<&str>,
         extra: serde_json::Value,
         ctx: &CallContext,
-    ) -> Result<(String, Vec<String>), BackendError> {
-        let secret = self.secret()?;
+    ) -> Vec<u8> {
         let mut body = serde_json::json!({
             "action": action,
             "service": t.service,
@@ -366,7 +363,21 @@ impl WebhookBackend {
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());
         }
-        let body = serde_json::to_vec(&body).expect("JSON");
+        serde_json::to_vec(&body).expect("JSON")
+    }
+
+    /// Sends one action with retries. Returns the 2xx answer's body and one
+    /// line per attempt for the audit entry.
+    async fn post(
+        &self,
+        action: &str,
+        t: &Target,
+        to: Option<&str>,
+        extra: serde_json::Value,
+        ctx: &CallContext,
+    ) -> Result<(String, Vec<String>), BackendError> {
+        let secret = self.secret()?;
+        let body = Self::body(action, t, to, extra, ctx);
         let attempts = self.s.retries + 1;
         let mut trail = Vec::new();
         let mut wait = self.s.backoff;
@@ -592,6 +603,36 @@ impl RollbackBackend for WebhookBackend {
             .await
     }
 
+    /// The request and its body, built by the code that sends it; the
+    /// signature is made when it is sent, from the secret, and not shown.
+    async fn plan(
+        &self,
+        t: &Target,
+        op: &Operation,
+        ctx: &CallContext,
+    ) -> Result<Plan, BackendError> {
+        self.secret()?;
+        let (to, extra) = match op {
+            Operation::Rollback { to } => (to.as_deref(), serde_json::json!({})),
+            Operation::Promote { full } => (None, serde_json::json!({ "full": full })),
+            Operation::Pause | Operation::Resume => (None, serde_json::json!({})),
+        };
+        let body = Self::body(op.name(), t, to, extra, ctx);
+        let mut notes = vec![format!(
+            "headers: Content-Type: application/json, Idempotency-Key: {}, X-Rollbot-Timestamp (the time of sending) and X-Rollbot-Signature (HMAC-SHA256 of the timestamp and this body with the backend's secret); up to {} attempts",
+            ctx.idempotency_key,
+            self.s.retries + 1
+        )];
+        if self.s.status_url.is_some() {
+            notes.push("then it would poll the status_url until the receiver reports the result".into());
+        }
+        Ok(Plan {
+            requests: vec![PlannedRequest::new("POST", shown(&self.s.url))
+                .body(String::from_utf8_lossy(&body).into_owned())],
+            notes,
+        })
+    }
+
     async fn verify(
         &self,
         t: &Target,
@@ -667,6 +708,46 @@ mod tests {
         );
         assert_eq!(beginning("a\n  b\tc", 10), "a b c");
         assert_eq!(beginning("ééééé", 5), "éé…");
+    }
+
+    #[tokio::test]
+    async fn a_plan_shows_the_body_to_be_signed_and_sends_nothing() {
+        // Nothing listens here: a plan that sent would fail.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::env::set_var("ROLLBOT_TEST_WEBHOOK_PLAN_SECRET", "pl4n-secret");
+        let b = WebhookBackend::new(WebhookSettings {
+            url: format!("http://127.0.0.1:{port}/hook?token=abc"),
+            secret: Some(SecretSource::Env("ROLLBOT_TEST_WEBHOOK_PLAN_SECRET".into())),
+            ..Default::default()
+        });
+        let t = Target {
+            service: "checkout".into(),
+            environment: "prod".into(),
+            settings: BTreeMap::new(),
+        };
+        let ctx = CallContext {
+            actor: "Ana (console:ana)".into(),
+            idempotency_key: "k-1".into(),
+            ..Default::default()
+        };
+        let op = Operation::Rollback {
+            to: Some("v41".into()),
+        };
+        let plan = b.plan(&t, &op, &ctx).await.unwrap();
+        assert_eq!(plan.requests.len(), 1);
+        let r = &plan.requests[0];
+        assert_eq!((r.method.as_str(), r.target.clone()), ("POST", format!("http://127.0.0.1:{port}/hook")));
+        let body: serde_json::Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["action"], "rollback");
+        assert_eq!(body["to_revision"], "v41");
+        assert_eq!(body["idempotency_key"], "k-1");
+        let shown = format!("{plan:?}");
+        assert!(!shown.contains("pl4n-secret") && !shown.contains("token=abc"), "{shown}");
+        assert!(plan.notes[0].contains("X-Rollbot-Signature"), "{:?}", plan.notes);
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ mod commands;
 mod demo;
 mod postmortem;
 mod replay;
+mod report;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,9 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Read, export and verify the audit log.
     Audit(audit::AuditArgs),
+    /// Rollback KPIs per service (rollback time, success, time to detect
+    /// and to resolve) next to the runbook's targets, from the audit log.
+    Report(report::ReportArgs),
     /// A Markdown postmortem draft for a rollout, from the audit log.
     Postmortem(postmortem::PostmortemArgs),
     /// Judge a recorded rollout tick by tick (JSON Lines), to backtest a policy.
@@ -80,6 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::CheckConfig(a) => check_config::run(a),
         Cmd::Demo(a) => demo::run(a).await,
         Cmd::Audit(a) => audit::run(a),
+        Cmd::Report(a) => report::run(a),
         Cmd::Postmortem(a) => postmortem::run(a).await,
         Cmd::Replay(a) => replay::run(a).await,
         Cmd::Commands(a) => commands::run(a).await,

@@ -87,6 +87,12 @@ const ROLLBACK: &[OptionSpec] = &[
         false,
         "Roll back every service of this release, dependents first",
     ),
+    opt(
+        "dry_run",
+        Flag,
+        false,
+        "Only check and show what would be sent; send nothing",
+    ),
 ];
 const PROMOTE: &[OptionSpec] = &[
     opt(
@@ -103,6 +109,12 @@ const PROMOTE: &[OptionSpec] = &[
         "Promote through a freeze (admins, break-glass; needs a reason)",
     ),
     opt("reason", Reason, false, "Why; recorded in the audit log"),
+    opt(
+        "dry_run",
+        Flag,
+        false,
+        "Only check and show what would be sent; send nothing",
+    ),
 ];
 const PAUSE: &[OptionSpec] = &[
     opt(
@@ -321,12 +333,14 @@ pub fn to_command(
                 .transpose()?,
             force: flag(opts, "force"),
             reason: reason("rollback")?,
+            dry_run: flag(opts, "dry_run"),
         }),
         "promote" => Ok(Command::Promote {
             service: service(text(opts, "service"), "promote", services)?,
             full: flag(opts, "full"),
             force: flag(opts, "force"),
             reason: reason("promote")?,
+            dry_run: flag(opts, "dry_run"),
         }),
         "pause" => Ok(Command::Pause {
             service: service(text(opts, "service"), "pause", services)?,
@@ -472,7 +486,8 @@ mod tests {
                 service: "checkout".into(),
                 to: None,
                 force: false,
-                reason: "to be safe".into()
+                reason: "to be safe".into(),
+                dry_run: false,
             }
         );
         let o = vec![

@@ -1,9 +1,9 @@
 //! The command grammar, one parser for every chat platform and the console:
 //!
 //! ```text
-//! /rollback <service> [to <revision>] [force] [reason…]
+//! /rollback <service> [to <revision>] [force] [dry-run] [reason…]
 //! /rollback release <release> [reason…]
-//! /promote  <service> [full] [force] [reason…]
+//! /promote  <service> [full] [force] [dry-run] [reason…]
 //! /pause    <service> [reason…]
 //! /resume   <service> [reason…]
 //! /freeze   <scope> [for <duration>] [reason…]
@@ -44,6 +44,8 @@ pub enum Command {
         /// second person.
         force: bool,
         reason: String,
+        /// `dry-run`: check and show what would be sent, send nothing.
+        dry_run: bool,
     },
     /// Every service of a release, dependents first.
     RollbackRelease {
@@ -55,6 +57,7 @@ pub enum Command {
         full: bool,
         force: bool,
         reason: String,
+        dry_run: bool,
     },
     /// Hold the service's rollout where it is (the backend's pause).
     Pause {
@@ -93,6 +96,20 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Makes the command a dry run (`"dry_run": true` in the API); false
+    /// for a command that has none.
+    pub fn make_dry_run(&mut self) -> bool {
+        match self {
+            Command::Rollback { dry_run, .. } | Command::Promote { dry_run, .. } => {
+                *dry_run = true;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// One command's definition: the source of `/help`, the Slack manifest and
 /// the Discord application commands.
 pub struct CommandSpec {
@@ -103,8 +120,8 @@ pub struct CommandSpec {
 }
 
 pub const COMMANDS: &[CommandSpec] = &[
-    CommandSpec { name: "rollback", usage: "/rollback <service> [to <revision>] [force] [reason…] | release <release> [reason…]", description: "Roll a service back to its previous (or a named) revision, or every service of a release, dependents first, halting at the first step that fails. Never blocked by a freeze. Past an irreversible or contract migration it is refused with roll-forward advice; `force` (admins, with a reason) asks a second person.", example: "/rollback checkout to v41 5xx spike after deploy" },
-    CommandSpec { name: "promote", usage: "/promote <service> [full] [force] [reason…]", description: "Promote the canary one step, or fully with `full`. `force` (admins) promotes through a freeze, with a reason.", example: "/promote checkout full metrics look good" },
+    CommandSpec { name: "rollback", usage: "/rollback <service> [to <revision>] [force] [dry-run] [reason…] | release <release> [reason…]", description: "Roll a service back to its previous (or a named) revision, or every service of a release, dependents first, halting at the first step that fails. Never blocked by a freeze. Past an irreversible or contract migration it is refused with roll-forward advice; `force` (admins, with a reason) asks a second person. `dry-run` shows what would be sent and sends nothing.", example: "/rollback checkout to v41 5xx spike after deploy" },
+    CommandSpec { name: "promote", usage: "/promote <service> [full] [force] [dry-run] [reason…]", description: "Promote the canary one step, or fully with `full`. `force` (admins) promotes through a freeze, with a reason. `dry-run` shows what would be sent and sends nothing.", example: "/promote checkout full metrics look good" },
     CommandSpec { name: "pause", usage: "/pause <service> [reason…]", description: "Pause the service's rollout where it is. A backend that cannot pause refuses and says why.", example: "/pause checkout waiting for the database team" },
     CommandSpec { name: "resume", usage: "/resume <service> [reason…]", description: "Resume a paused rollout; for a Flagger canary, open its confirm-rollout gate.", example: "/resume checkout database is fine again" },
     CommandSpec { name: "freeze", usage: "/freeze <scope> [for <duration>] [reason…]", description: "Refuse promotions for a service, a glob such as prod/*, or all, for a while (30m, 2h, 1d).", example: "/freeze prod/* for 2h code freeze for launch" },
@@ -325,8 +342,8 @@ fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
     }
     let svc = service(words.first().copied(), "rollback", services)?;
     let mut rest = words.get(1..).unwrap_or(&[]);
-    let (mut to, mut force) = (None, false);
-    // `to <revision>` and `force`, in either order, then the reason.
+    let (mut to, mut force, mut dry_run) = (None, false, false);
+    // `to <revision>`, `force` and `dry-run`, in any order, then the reason.
     loop {
         match rest.first() {
             Some(w) if w.eq_ignore_ascii_case("to") && to.is_none() => match rest.get(1) {
@@ -345,6 +362,7 @@ fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
                 force = true;
                 rest = &rest[1..];
             }
+            Some(_) if !dry_run && take_dry_run(&mut rest) => dry_run = true,
             _ => break,
         }
     }
@@ -353,6 +371,7 @@ fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
         to,
         force,
         reason: reason(rest, "rollback")?,
+        dry_run,
     })
 }
 
@@ -368,15 +387,28 @@ fn release(word: Option<&str>) -> Result<String, ParseError> {
     Ok(w.to_string())
 }
 
+/// Takes a leading `dry-run` (or `dryrun`) off `rest`.
+fn take_dry_run(rest: &mut &[&str]) -> bool {
+    let found = rest
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case("dry-run") || w.eq_ignore_ascii_case("dryrun"));
+    if found {
+        *rest = &rest[1..];
+    }
+    found
+}
+
 fn promote(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
     let svc = service(words.first().copied(), "promote", services)?;
     let mut rest = words.get(1..).unwrap_or(&[]);
-    let (mut full, mut force) = (false, false);
+    let (mut full, mut force, mut dry_run) = (false, false, false);
     while let Some(w) = rest.first() {
         if w.eq_ignore_ascii_case("full") {
             full = true;
         } else if w.eq_ignore_ascii_case("force") {
             force = true;
+        } else if w.eq_ignore_ascii_case("dry-run") || w.eq_ignore_ascii_case("dryrun") {
+            dry_run = true;
         } else {
             break;
         }
@@ -387,6 +419,7 @@ fn promote(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
         full,
         force,
         reason: reason(rest, "promote")?,
+        dry_run,
     })
 }
 
@@ -558,6 +591,42 @@ mod tests {
     const SERVICES: &[&str] = &["checkout", "payments", "search"];
 
     #[test]
+    fn dry_run_forms() {
+        let dry = |line: &str| match parse(line, SERVICES).unwrap() {
+            Command::Rollback {
+                dry_run,
+                to,
+                reason,
+                ..
+            } => (dry_run, to, reason),
+            Command::Promote {
+                dry_run, reason, ..
+            } => (dry_run, None, reason),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            dry("/rollback checkout dry-run"),
+            (true, None, String::new())
+        );
+        assert_eq!(
+            dry("/rollback checkout to v41 DRY-RUN bad deploy"),
+            (true, Some("v41".into()), "bad deploy".into())
+        );
+        assert_eq!(
+            dry("/rollback checkout dry-run to v41"),
+            (true, Some("v41".into()), String::new())
+        );
+        assert_eq!(
+            dry("/promote checkout full dry-run looks fine"),
+            (true, None, "looks fine".into())
+        );
+        assert_eq!(
+            dry("/rollback checkout bad deploy"),
+            (false, None, "bad deploy".into())
+        );
+    }
+
+    #[test]
     fn rollback_forms() {
         assert_eq!(
             parse("/rollback checkout to v41 5xx spike", SERVICES).unwrap(),
@@ -565,7 +634,8 @@ mod tests {
                 service: "checkout".into(),
                 to: Some("v41".into()),
                 force: false,
-                reason: "5xx spike".into()
+                reason: "5xx spike".into(),
+                dry_run: false,
             }
         );
         assert_eq!(
@@ -574,7 +644,8 @@ mod tests {
                 service: "checkout".into(),
                 to: None,
                 force: false,
-                reason: "bad deploy".into()
+                reason: "bad deploy".into(),
+                dry_run: false,
             }
         );
         assert_eq!(
@@ -587,7 +658,8 @@ mod tests {
                 service: "checkout".into(),
                 to: Some("v41".into()),
                 force: true,
-                reason: "drops a column v41 reads".into()
+                reason: "drops a column v41 reads".into(),
+                dry_run: false,
             }
         );
         assert_eq!(
@@ -627,6 +699,7 @@ mod tests {
                 service: "release".into(),
                 to: None,
                 force: false,
+                dry_run: false,
                 reason: String::new()
             }
         );
@@ -640,7 +713,8 @@ mod tests {
                 service: "checkout".into(),
                 full: true,
                 force: true,
-                reason: "launch day".into()
+                reason: "launch day".into(),
+                dry_run: false,
             }
         );
     }
@@ -686,7 +760,7 @@ mod tests {
         );
         assert_eq!(
             e.usage,
-            Some("/rollback <service> [to <revision>] [force] [reason…] | release <release> [reason…]")
+            Some("/rollback <service> [to <revision>] [force] [dry-run] [reason…] | release <release> [reason…]")
         );
         let e = parse("/status zzz", SERVICES).unwrap_err();
         assert!(e

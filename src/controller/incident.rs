@@ -169,6 +169,9 @@ pub struct Incident {
     rolled_back_at: Option<DateTime<Utc>>,
     /// Counted ticks since the rollback, within `resolve_after`.
     window: VecDeque<Counted>,
+    /// The correlation id of its audit entries (opened, resolved), from
+    /// which `rollbot report` reads the time to resolve.
+    correlation: String,
 }
 
 /// The error rate counts as back to normal up to this many times the
@@ -215,6 +218,7 @@ impl Incident {
             interval: to_chrono(engine.config.metrics.interval.0),
             rolled_back_at: None,
             window: VecDeque::new(),
+            correlation: crate::engine::new_id(),
         };
         let why = super::short_reason(eval);
         let line = identified.unwrap_or_else(|| {
@@ -226,6 +230,7 @@ impl Incident {
             )
         });
         i.note(engine, line.clone());
+        i.record(engine, "identified", line.clone()).await;
         if let Some(ch) = &i.channel {
             i.root = engine
                 .notifier
@@ -253,6 +258,28 @@ impl Incident {
                 channel: self.channel.clone(),
                 root: self.root.clone(),
             },
+        }
+    }
+
+    /// An audit entry for a change of the incident's status.
+    async fn record(&self, engine: &Engine, status: &str, detail: String) {
+        let mut parameters = std::collections::BTreeMap::new();
+        parameters.insert("rollout".to_string(), serde_json::json!(self.rollout));
+        parameters.insert("status".to_string(), serde_json::json!(status));
+        let record = crate::audit::Record {
+            time: engine.clock.now(),
+            actor: crate::domain::Actor::system("controller"),
+            action: "incident".into(),
+            service: Some(self.service.clone()),
+            parameters,
+            outcome: crate::audit::Outcome::Noted,
+            reason: format!("incident {status}"),
+            detail,
+            correlation_id: self.correlation.clone(),
+            idempotency_key: None,
+        };
+        if let Err(e) = engine.append(record).await {
+            tracing::error!(service = %self.service, error = %e, "could not record an incident's status");
         }
     }
 
@@ -376,6 +403,7 @@ impl Incident {
             self.stable,
             if measured.len() == 1 { "is" } else { "are" }
         );
+        self.record(engine, "resolved", text.clone()).await;
         self.publish(engine, "Resolved", Severity::Success, text.clone())
             .await;
         engine.tell_comms(IncidentEvent::Resolved {

@@ -16,6 +16,7 @@ pub(crate) mod capability;
 pub(crate) mod chart;
 pub mod history;
 mod incident;
+mod onset;
 pub mod postmortem;
 pub mod rollouts;
 mod run;

@@ -57,6 +57,8 @@ pub struct RolloutWatch {
     /// When the rollout started, so a tick's `t` is an instant on the wall
     /// clock; without it, a tick is taken to be about now.
     start: Option<DateTime<Utc>>,
+    /// Where the canary's trouble began, for the time to detect.
+    onset: super::onset::OnsetEstimate,
 }
 
 /// "12m40s" since the rollout started.
@@ -95,6 +97,7 @@ impl RolloutWatch {
             chart: Default::default(),
             charted: None,
             start: None,
+            onset: Default::default(),
         }
     }
 
@@ -170,6 +173,7 @@ impl RolloutWatch {
             return None;
         }
         self.chart.push(super::chart::ChartPoint::from_tick(tick));
+        self.onset.push(tick);
         let eval = self.judge.observe(tick);
         let changed = self.last.as_ref().is_none_or(|l| l.verdict != eval.verdict);
         self.last = Some(eval.clone());
@@ -412,7 +416,19 @@ impl RolloutWatch {
 
     /// Keeps the judge's full evidence in the audit log before acting on it.
     async fn record_verdict(&self, engine: &Engine, eval: &Evaluation) {
-        let mut parameters = std::collections::BTreeMap::new();
+        self.record_verdict_as(engine, eval, new_id(), Default::default())
+            .await
+    }
+
+    /// A verdict entry under `correlation` (the action it leads to) with
+    /// extra `parameters`.
+    async fn record_verdict_as(
+        &self,
+        engine: &Engine,
+        eval: &Evaluation,
+        correlation: String,
+        mut parameters: std::collections::BTreeMap<String, serde_json::Value>,
+    ) {
         parameters.insert("rollout".to_string(), serde_json::json!(self.id));
         parameters.insert("revision".to_string(), serde_json::json!(self.to));
         parameters.insert(
@@ -428,12 +444,34 @@ impl RolloutWatch {
             outcome: crate::audit::Outcome::Noted,
             reason: format!("{} after {}", eval.verdict, elapsed(eval.t)),
             detail: eval.reasons.join("\n"),
-            correlation_id: new_id(),
+            correlation_id: correlation,
             idempotency_key: None,
         };
         if let Err(e) = engine.append(record).await {
             tracing::error!(service = %self.service, error = %e, "could not record a verdict");
         }
+    }
+
+    /// The estimated onset of the fault (`onset`, an instant) and the
+    /// time from it to this decision (`time_to_detect_secs`); the decision
+    /// itself when no signal dates it.
+    fn detection(
+        &self,
+        engine: &Engine,
+        eval: &Evaluation,
+    ) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let onset_t = self.onset.estimate().unwrap_or(eval.t).min(eval.t);
+        let decided = match self.start {
+            Some(s) => s + chrono::Duration::milliseconds((eval.t * 1000.0) as i64),
+            None => engine.clock.now(),
+        };
+        let detect = eval.t - onset_t;
+        let onset = decided - chrono::Duration::milliseconds((detect * 1000.0) as i64);
+        let mut p = std::collections::BTreeMap::new();
+        p.insert("onset".into(), serde_json::json!(onset));
+        p.insert("decided".into(), serde_json::json!(decided));
+        p.insert("time_to_detect_secs".into(), serde_json::json!(detect));
+        p
     }
 
     async fn on_failing(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
@@ -446,7 +484,12 @@ impl RolloutWatch {
         };
         match policy {
             OnFailing::AutoRollback => {
-                self.record_verdict(engine, eval).await;
+                // The verdict shares the rollback's correlation id and
+                // dates the fault, so the time to detect can be read back.
+                let corr = new_id();
+                let detection = self.detection(engine, eval);
+                self.record_verdict_as(engine, eval, corr.clone(), detection)
+                    .await;
                 // An open prompt is settled by the rollback.
                 if let WatchState::Asking { prompt } = &self.state {
                     if let Ok(Some(crate::engine::prompt::Answer::Accepted(p))) = engine
@@ -467,14 +510,17 @@ impl RolloutWatch {
                 )
                 .await;
                 let o = engine
-                    .execute(self.request(
-                        Action::Rollback {
-                            to: None,
-                            force: false,
-                        },
-                        format!("automatic after {}: {reason}", elapsed(eval.t)),
-                        "rollback",
-                    ))
+                    .execute(
+                        self.request(
+                            Action::Rollback {
+                                to: None,
+                                force: false,
+                            },
+                            format!("automatic after {}: {reason}", elapsed(eval.t)),
+                            "rollback",
+                        )
+                        .correlation_id(corr),
+                    )
                     .await;
                 if o.status == Status::Succeeded {
                     incident

@@ -263,6 +263,7 @@ impl Engine {
             reason: answer_req.reason.clone(),
             idempotency_key: Some(format!("prompt:{}:{}", p.id, pick.name())),
             correlation_id: Some(p.correlation_id.clone()),
+            dry_run: false,
         };
         let mut o = match &follow.action {
             // A plan of several rollbacks (a service and its dependents).

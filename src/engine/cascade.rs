@@ -296,6 +296,7 @@ impl Engine {
                 reason: req.reason.clone(),
                 idempotency_key: req.idempotency_key.as_ref().map(|k| format!("{k}:{name}")),
                 correlation_id: Some(step_corr.clone()),
+                dry_run: false,
             };
             let o = self
                 .release_step(&step, &step_corr, c, corr, (i, order.len()))

@@ -33,6 +33,7 @@ mod automation;
 mod cascade;
 mod comms;
 mod dependents;
+mod dry_run;
 mod escalation;
 mod freeze;
 mod idempotency;
@@ -86,6 +87,8 @@ pub struct Request {
     /// Requests with the same key act once (chat retries, double clicks).
     pub idempotency_key: Option<String>,
     pub correlation_id: Option<String>,
+    /// Check and show what would be sent, send nothing (`dry-run`).
+    pub dry_run: bool,
 }
 
 impl Request {
@@ -97,6 +100,7 @@ impl Request {
             reason: String::new(),
             idempotency_key: None,
             correlation_id: None,
+            dry_run: false,
         }
     }
     pub fn service(mut self, s: impl Into<String>) -> Self {
@@ -113,6 +117,10 @@ impl Request {
     }
     pub fn correlation_id(mut self, c: impl Into<String>) -> Self {
         self.correlation_id = Some(c.into());
+        self
+    }
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
         self
     }
 
@@ -376,6 +384,10 @@ impl Engine {
         let started = Instant::now();
         let correlation = req.correlation_id.clone().unwrap_or_else(new_id);
         let outcome = match self.run(&req, &correlation).await {
+            Ok(o) if req.dry_run => Ok(dry_run::refused_as_dry_run(&req, o)),
+            other => other,
+        };
+        let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, correlation = %correlation, "action could not be recorded");
@@ -390,8 +402,8 @@ impl Engine {
                 )
             }
         };
-        if outcome.repeat {
-            // A replayed outcome is not a new action.
+        if outcome.repeat || req.dry_run {
+            // A replayed outcome is not a new action, nor is a dry run.
             return outcome;
         }
         self.telemetry
@@ -458,6 +470,11 @@ impl Engine {
         // 2b. migration guard
         if let Some(stopped) = self.migration_guard(req, corr, svc, &mut params).await? {
             return Ok(stopped);
+        }
+        // A dry run ends here: the backend's preflight and plan, one
+        // audit entry, nothing sent (dry_run.rs).
+        if req.dry_run {
+            return self.dry_run(req, corr, svc, params).await;
         }
         // A person's rollback that could strand services depending on
         // this one shows the plan and asks first (dependents.rs).

@@ -404,6 +404,9 @@ pub fn audit_line(e: &Entry) -> String {
         r.actor.display_name,
         r.outcome
     );
+    if r.parameters.get("dry_run") == Some(&serde_json::Value::Bool(true)) {
+        l.push_str(" [dry run]");
+    }
     if !r.reason.is_empty() {
         l.push_str(&format!(" ({})", r.reason));
     }

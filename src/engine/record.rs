@@ -56,6 +56,9 @@ impl Engine {
         outcome: AuditOutcome,
         detail: String,
     ) -> Record {
+        if req.dry_run {
+            params.insert("dry_run".into(), json!(true));
+        }
         match &req.action {
             Action::Rollback { to: Some(t), .. } => {
                 params.entry("to".into()).or_insert(json!(t));

@@ -1,7 +1,8 @@
 //! `POST /api/v1/actions` for CI and scripts: the same command grammar as
 //! chat, run as the API client `api:NAME`, which needs roles like anyone.
 //!
-//! Body: `{"command": "/rollback checkout bad deploy", "idempotency_key": "ci-1234"}`,
+//! Body: `{"command": "/rollback checkout bad deploy", "idempotency_key": "ci-1234"}`
+//! (and `"dry_run": true` to see what a rollback or promote would send),
 //! at most 64 KiB (413 beyond), the key at most 200 characters.
 //!
 //! The answer is the engine's outcome as JSON. Its HTTP status says who has
@@ -31,6 +32,9 @@ pub struct ActionBody {
     pub command: String,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Check and show what the command would send, send nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Compares tokens without leaking where they differ.
@@ -158,15 +162,24 @@ pub async fn action(
             Json(json!({"error": format!("{e}; nothing was done")})),
         );
     }
-    let command = match crate::command::parse(&body.command, &state.engine.config.service_names()) {
-        Ok(c) => c,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": e.to_string()})),
-            )
-        }
-    };
+    let mut command =
+        match crate::command::parse(&body.command, &state.engine.config.service_names()) {
+            Ok(c) => c,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": e.to_string()})),
+                )
+            }
+        };
+    if body.dry_run && !command.make_dry_run() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"error": "\"dry_run\" applies to /rollback and /promote only; nothing was done"}),
+            ),
+        );
+    }
     let actor = Actor::new(Platform::Api, name.clone(), format!("API client {name}"));
     let key = body.idempotency_key.map(|k| format!("api:{name}:{k}"));
     let outcome = crate::intake::handle(&state.engine, actor, command, key).await;

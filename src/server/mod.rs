@@ -132,6 +132,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    refresh_kpis(&s.engine).await;
     (
         [(
             header::CONTENT_TYPE,
@@ -139,6 +140,29 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
         )],
         s.engine.telemetry.render(),
     )
+}
+
+/// Reads the rollback KPIs from the audit log again when the last read
+/// is older than 30 s, so frequent scrapes do not each read 30 days of it.
+async fn refresh_kpis(engine: &Engine) {
+    let kpi = &engine.telemetry.kpi;
+    {
+        let mut last = kpi.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(30)) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+    }
+    let until = engine.clock.now();
+    let since = until - chrono::Duration::days(crate::telemetry::KPI_WINDOW_DAYS);
+    match crate::audit::kpi::read(&engine.store, since, until).await {
+        Ok(report) => engine.telemetry.set_kpis(&report),
+        Err(e) => {
+            // Keep the previous figures; the store's trouble shows in /readyz.
+            tracing::warn!(error = %e, "could not read the rollback KPIs from the audit log");
+            *kpi.refreshed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
 }
 
 /// Serves until SIGTERM or Ctrl-C, then finishes in-flight actions.

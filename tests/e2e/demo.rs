@@ -202,7 +202,7 @@ fn help_answers_every_topic_usefully() {
     // Something that is no command: the list, not a dead end.
     assert!(t.contains("There is no command /nosuch."), "{t}");
     assert!(
-        t.contains("/rollback <service> [to <revision>] [force] [reason…]"),
+        t.contains("/rollback <service> [to <revision>] [force] [dry-run] [reason…]"),
         "{t}"
     );
     assert!(

@@ -142,14 +142,9 @@ impl ExecBackend {
         ))
     }
 
-    /// Runs the program; returns its combined output on success.
-    async fn run(
-        &self,
-        action: &str,
-        t: &Target,
-        ctx: &RunContext<'_>,
-    ) -> Result<String, BackendError> {
-        Self::check_revision(ctx.revision)?;
+    /// The arguments and the variables rollbot sets for one run; what a
+    /// run starts and what a dry run shows are both made here.
+    fn invocation(&self, action: &str, t: &Target, ctx: &RunContext<'_>) -> Invocation {
         let values = [
             ("action", action),
             ("service", &t.service),
@@ -160,50 +155,64 @@ impl ExecBackend {
             ("correlation_id", ctx.correlation_id),
             ("full", if ctx.full { "full" } else { "step" }),
         ];
+        let mut env: Vec<(String, String)> = [
+            ("ROLLBOT_ACTION", action),
+            ("ROLLBOT_SERVICE", &t.service),
+            ("ROLLBOT_ENVIRONMENT", &t.environment),
+            ("ROLLBOT_REVISION", ctx.revision.unwrap_or("")),
+            ("ROLLBOT_REASON", ctx.reason),
+            ("ROLLBOT_ACTOR", ctx.actor),
+            ("ROLLBOT_CORRELATION_ID", ctx.correlation_id),
+            ("ROLLBOT_PROMOTE", if ctx.full { "full" } else { "step" }),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        // A deploy hook's data fix-ups key on these: the ids
+        // comma-separated (ids hold no commas), and each in full.
+        let ids: Vec<&str> = ctx.migrations.iter().map(|m| m.id.as_str()).collect();
+        env.push(("ROLLBOT_ROLLBACK".into(), (action == "rollback").to_string()));
+        env.push(("ROLLBOT_MIGRATIONS".into(), ids.join(",")));
+        env.push((
+            "ROLLBOT_MIGRATIONS_JSON".into(),
+            serde_json::to_string(ctx.migrations).unwrap_or_else(|_| "[]".into()),
+        ));
+        for (k, v) in &t.settings {
+            env.push((
+                format!(
+                    "{TARGET_PREFIX}{}",
+                    k.to_uppercase().replace(['-', '.'], "_")
+                ),
+                v.clone(),
+            ));
+        }
+        Invocation {
+            args: self.args.iter().map(|a| super::fill(a, &values)).collect(),
+            env,
+        }
+    }
+
+    /// Runs the program; returns its combined output on success.
+    async fn run(
+        &self,
+        action: &str,
+        t: &Target,
+        ctx: &RunContext<'_>,
+    ) -> Result<String, BackendError> {
+        Self::check_revision(ctx.revision)?;
+        let inv = self.invocation(action, t, ctx);
         let mut cmd = Command::new(&self.program);
-        cmd.args(self.args.iter().map(|a| super::fill(a, &values)))
-            .env_clear();
+        cmd.args(&inv.args).env_clear();
         for name in &self.env {
             if let Some(v) = std::env::var_os(name) {
                 cmd.env(name, v);
             }
         }
-        cmd.env("ROLLBOT_ACTION", action)
-            .env("ROLLBOT_SERVICE", &t.service)
-            .env("ROLLBOT_ENVIRONMENT", &t.environment)
-            .env("ROLLBOT_REVISION", ctx.revision.unwrap_or(""))
-            .env("ROLLBOT_REASON", ctx.reason)
-            .env("ROLLBOT_ACTOR", ctx.actor)
-            .env("ROLLBOT_CORRELATION_ID", ctx.correlation_id)
-            .env("ROLLBOT_PROMOTE", if ctx.full { "full" } else { "step" })
-            // A deploy hook's data fix-ups key on these: the ids
-            // comma-separated (ids hold no commas), and each in full.
-            .env("ROLLBOT_ROLLBACK", (action == "rollback").to_string())
-            .env(
-                "ROLLBOT_MIGRATIONS",
-                ctx.migrations
-                    .iter()
-                    .map(|m| m.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .env(
-                "ROLLBOT_MIGRATIONS_JSON",
-                serde_json::to_string(ctx.migrations).unwrap_or_else(|_| "[]".into()),
-            )
+        cmd.envs(inv.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for (k, v) in &t.settings {
-            cmd.env(
-                format!(
-                    "{TARGET_PREFIX}{}",
-                    k.to_uppercase().replace(['-', '.'], "_")
-                ),
-                v,
-            );
-        }
         let child = cmd.spawn().map_err(|e| {
             BackendError::failed(format!(
                 "cannot start `{}`: {e}; check `program` in the backend's config",
@@ -257,6 +266,23 @@ impl ExecBackend {
             requests: vec![format!("{} {}", self.program, self.args.join(" "))],
             ..Default::default()
         })
+    }
+}
+
+/// What one run of the program gets besides rollbot's passed-on
+/// variables.
+struct Invocation {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+/// `word` as a POSIX shell would need it quoted, to show a command line.
+fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -355,6 +381,47 @@ impl RollbackBackend for ExecBackend {
     async fn resume(&self, t: &Target, ctx: &CallContext) -> Result<ActionReport, BackendError> {
         self.act("resume", t, RunContext::from_call(ctx, None, false))
             .await
+    }
+
+    /// The command line and the variables the program would get; nothing
+    /// is run, not even the configured preflight.
+    async fn plan(
+        &self,
+        t: &Target,
+        op: &Operation,
+        ctx: &CallContext,
+    ) -> Result<Plan, BackendError> {
+        if !self.supports(op.name()) {
+            return Err(self.unsupported(op.name()));
+        }
+        let run = match op {
+            Operation::Rollback { to } => RunContext::from_call(ctx, to.as_deref(), false),
+            Operation::Promote { full } => RunContext::from_call(ctx, None, *full),
+            Operation::Pause | Operation::Resume => RunContext::from_call(ctx, None, false),
+        };
+        Self::check_revision(run.revision)?;
+        let inv = self.invocation(op.name(), t, &run);
+        let line: Vec<String> = std::iter::once(self.program.as_str())
+            .chain(inv.args.iter().map(String::as_str))
+            .map(shell_quote)
+            .collect();
+        let env: Vec<String> = inv
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={}", shell_quote(v)))
+            .collect();
+        let mut notes = vec![format!(
+            "the program would start with an empty environment plus {} from rollbot's, and stop after {}",
+            self.env.join(", "),
+            crate::domain::human_duration(self.timeout)
+        )];
+        if self.supports("verify") {
+            notes.push("then it would run again with action `verify`".into());
+        }
+        Ok(Plan {
+            requests: vec![PlannedRequest::new("exec", line.join(" ")).body(env.join("\n"))],
+            notes,
+        })
     }
 
     async fn verify(

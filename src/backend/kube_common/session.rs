@@ -26,6 +26,8 @@ pub struct Session<P> {
     pub namespace: String,
     pub place: P,
     requests: Mutex<Vec<String>>,
+    /// A dry run's session: writes are recorded here instead of sent.
+    planned: Option<Mutex<Vec<crate::backend::PlannedRequest>>>,
 }
 
 impl<P> Session<P> {
@@ -50,7 +52,24 @@ impl<P> Session<P> {
             namespace,
             place,
             requests: Mutex::new(Vec::new()),
+            planned: None,
         })
+    }
+
+    /// Makes this a dry run's session: reads are sent, every write is
+    /// built by the same code and kept for [`Session::take_planned`]
+    /// instead of sent.
+    pub fn plan_only(mut self) -> Self {
+        self.planned = Some(Mutex::new(Vec::new()));
+        self
+    }
+
+    /// The writes a dry run's session would have sent, oldest first.
+    pub fn take_planned(&self) -> Vec<crate::backend::PlannedRequest> {
+        self.planned
+            .as_ref()
+            .map(|p| std::mem::take(&mut *p.lock().unwrap()))
+            .unwrap_or_default()
     }
 
     /// A typed API for the service's namespace.
@@ -203,6 +222,14 @@ impl<P> Session<P> {
         let mut path = format!("{}/{name}", api.resource_url());
         if let Some(s) = subresource {
             path = format!("{path}/{s}");
+        }
+        if let Some(planned) = &self.planned {
+            let body = serde_json::to_string_pretty(&body).unwrap_or_default();
+            planned.lock().unwrap().push(
+                crate::backend::PlannedRequest::new("PATCH", format!("{path} ({content_type})"))
+                    .body(body),
+            );
+            return Ok(());
         }
         let pp = PatchParams::default();
         let got = match subresource {

@@ -417,6 +417,15 @@ impl KubernetesDeploymentBackend {
         })
     }
 
+    /// A rollback by the service's mechanism on session `s`.
+    async fn roll_back(&self, s: &Session, to: Option<&str>) -> Result<ActionReport, BackendError> {
+        match s.place.mechanism {
+            Mechanism::Undo => self.undo(s, to).await,
+            Mechanism::SetImage => self.set_image(s, to).await,
+            Mechanism::ScaleCanary => self.scale_canary(s).await,
+        }
+    }
+
     async fn set_paused(&self, t: &Target, paused: bool) -> Result<ActionReport, BackendError> {
         let op = if paused {
             Operation::Pause
@@ -424,6 +433,10 @@ impl KubernetesDeploymentBackend {
             Operation::Resume
         };
         let s = &self.session_for(t, &op).await?;
+        self.paused_on(s, paused).await
+    }
+
+    async fn paused_on(&self, s: &Session, paused: bool) -> Result<ActionReport, BackendError> {
         let name = s.place.deployment.clone();
         let verb = if paused { "pause" } else { "resume" };
         let d = deployment(s, &name).await?;
@@ -561,11 +574,36 @@ impl RollbackBackend for KubernetesDeploymentBackend {
             to: to.map(str::to_string),
         };
         let s = &self.session_for(t, &op).await?;
-        match s.place.mechanism {
-            Mechanism::Undo => self.undo(s, to).await,
-            Mechanism::SetImage => self.set_image(s, to).await,
-            Mechanism::ScaleCanary => self.scale_canary(s).await,
+        self.roll_back(s, to).await
+    }
+
+    /// The rollback itself on a dry run's session: the patches are built
+    /// by the code that sends them, and kept instead of sent.
+    async fn plan(
+        &self,
+        t: &Target,
+        op: &Operation,
+        _ctx: &CallContext,
+    ) -> Result<Plan, BackendError> {
+        let s = &self.session_for(t, op).await?.plan_only();
+        let report = match op {
+            Operation::Rollback { to } => self.roll_back(s, to.as_deref()).await?,
+            Operation::Promote { .. } => return Err(BackendError::Refused(NO_PROMOTE.into())),
+            Operation::Pause => self.paused_on(s, true).await?,
+            Operation::Resume => self.paused_on(s, false).await?,
+        };
+        let mut notes = vec![report.summary];
+        if matches!(op, Operation::Rollback { .. }) && s.place.mechanism != Mechanism::ScaleCanary
+        {
+            notes.push(format!(
+                "then it would wait for the rollout to complete ({})",
+                s.place.by_hand
+            ));
         }
+        Ok(Plan {
+            requests: s.take_planned(),
+            notes,
+        })
     }
 
     async fn promote(

@@ -1,0 +1,272 @@
+//! Dry runs: `dry-run` in the grammar and `"dry_run": true` in the API go
+//! through authorization, the freeze check and the backend's preflight and
+//! plan, show what would be sent, send nothing, and are audited as dry runs.
+
+use crate::support::api::Api;
+use crate::support::fake_kube::{
+    kubectl, seed_history, strip_nulls, DeploymentController, FakeKube, Pace,
+};
+use crate::support::kube_bot::{rollout_keys, Backend};
+use crate::support::{audit, Server};
+use rollbot::domain::{Action, Actor, Platform};
+use rollbot::engine::{Request, Status};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const CONFIG: &str = r##"
+[server]
+listen = "127.0.0.1:{port}"
+
+[store]
+path = "{data}"
+
+[backends.sim]
+type = "simulated"
+history = { checkout = ["v1", "v2"] }
+
+[backends.script]
+type = "exec"
+program = "sh"
+args = ["-c", "touch {data}-ran; echo rolled back", "rollback-of", "{service}", "to {revision}"]
+
+[[services]]
+name = "checkout"
+backend = "sim"
+
+[[services]]
+name = "payments"
+backend = "script"
+
+[[roles.admin]]
+members = ["api:ci"]
+
+[[roles.viewer]]
+members = ["api:dash"]
+
+[[api.clients]]
+name = "ci"
+token = "${ROLLBOT_TEST_TOKEN}"
+
+[[api.clients]]
+name = "dash"
+token = "${ROLLBOT_TEST_DASH}"
+"##;
+
+async fn post(s: &Server, token: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .post(s.url("/api/v1/actions"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn exec_dry_run_shows_the_command_line_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_async(
+        dir.path(),
+        CONFIG,
+        &[
+            ("ROLLBOT_TEST_TOKEN", "ci-1"),
+            ("ROLLBOT_TEST_DASH", "dash-1"),
+        ],
+    )
+    .await;
+    let ran = format!("{}-ran", dir.path().join("data").display());
+
+    // The grammar's `dry-run`, through the API's command.
+    let (code, body) = Api::new(&s, "ci-1")
+        .action("/rollback payments to v7 dry-run bad deploy", None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let text = body["message"]["text"].as_str().unwrap();
+    assert_eq!(body["message"]["title"], "Dry run: rollback of payments");
+    assert!(
+        text.contains(&format!(
+            "1. exec sh -c 'touch {ran}; echo rolled back' rollback-of payments 'to v7'"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("ROLLBOT_REVISION=v7"), "{text}");
+    assert!(text.contains("Nothing was sent."), "{text}");
+    assert!(!std::path::Path::new(&ran).exists(), "the program ran");
+
+    // `"dry_run": true` in the body does the same.
+    let (code, body) = post(
+        &s,
+        "ci-1",
+        json!({"command": "/rollback payments", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(!std::path::Path::new(&ran).exists(), "the program ran");
+    // Not for a command that has no dry run.
+    let (code, body) = post(&s, "ci-1", json!({"command": "/status", "dry_run": true})).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("applies to /rollback and /promote only"));
+
+    // A viewer's dry run is refused like a real rollback, and says so.
+    let (code, body) = post(
+        &s,
+        "dash-1",
+        json!({"command": "/rollback checkout", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body["message"]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("Dry run: "),
+        "{body}"
+    );
+    assert!(
+        body["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("A real rollback would be refused the same way"),
+        "{body}"
+    );
+
+    // During a freeze, a promote's dry run says it would be refused.
+    let (code, body) = Api::new(&s, "ci-1")
+        .action("/freeze checkout for 1h launch", None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = Api::new(&s, "ci-1")
+        .action("/promote checkout dry-run", None)
+        .await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["refusal"], "frozen", "{body}");
+    assert!(
+        body["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("A real promote would be refused the same way"),
+        "{body}"
+    );
+    // A rollback is never frozen: its dry run shows the plan.
+    let (code, body) = Api::new(&s, "ci-1")
+        .action("/rollback checkout dry-run", None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Rollback v2 → v1."),
+        "{body}"
+    );
+
+    // Audited as dry runs; the real state did not move.
+    let list = audit::list(&dir.path().join("data"), &["--service", "payments"]);
+    assert!(
+        list.contains("rollback payments by API client ci — succeeded [dry run]"),
+        "{list}"
+    );
+    let (code, body) = Api::new(&s, "ci-1").action("/status checkout", None).await;
+    assert_eq!(code, 200);
+    assert!(body["message"].to_string().contains("v2"), "{body}");
+    assert!(s.terminate().success());
+}
+
+/// The dry run of a kubernetes-deployment rollback shows the JSON patch
+/// `kubectl rollout undo` sends, and the API server sees no write.
+#[tokio::test]
+async fn kubernetes_dry_run_shows_kubectls_patch_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = || async {
+        let fake = FakeKube::standard().await;
+        let ctl = DeploymentController::install(&fake, Pace::Immediate);
+        seed_history(
+            &fake,
+            "prod",
+            "web",
+            3,
+            &[
+                ("registry.example.com/web:1.0", "deploy 1.0"),
+                ("registry.example.com/web:1.1", "deploy 1.1"),
+                ("registry.example.com/web:1.2", "deploy 1.2 (bad)"),
+            ],
+        );
+        fake.clear_requests();
+        (fake, ctl)
+    };
+    let (by_kubectl, _c1) = cluster().await;
+    let (by_rollbot, _c2) = cluster().await;
+    let (ok, _, err) = kubectl(
+        &by_kubectl,
+        dir.path(),
+        "prod",
+        &["rollout", "undo", "deployment/web"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let sent = by_kubectl
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "PATCH")
+        .expect("kubectl's patch");
+
+    let backend = Backend {
+        table: "k8s",
+        kind: "kubernetes-deployment",
+        token: "kube-token-dry",
+    };
+    let bot = backend
+        .start(dir.path(), &by_rollbot, &rollout_keys("10s"), "")
+        .await;
+    let before = by_rollbot.get("deployments", "prod", "web").unwrap();
+    let out = bot
+        .rt
+        .engine
+        .execute(
+            Request::new(
+                Actor::new(Platform::Console, "ana", "Ana Admin"),
+                Action::Rollback {
+                    to: None,
+                    force: false,
+                },
+            )
+            .service("web")
+            .dry_run(true),
+        )
+        .await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    assert!(
+        out.message.text.contains("Rollback 3 → 2."),
+        "{}",
+        out.message.text
+    );
+    assert!(
+        out.message.text.contains(&format!(
+            "1. PATCH {} (application/json-patch+json)",
+            sent.path
+        )),
+        "{}",
+        out.message.text
+    );
+    assert!(by_rollbot.writes().is_empty(), "{:?}", by_rollbot.writes());
+    assert_eq!(
+        by_rollbot.get("deployments", "prod", "web").unwrap(),
+        before
+    );
+
+    let entry = bot.result_entry(&out.correlation_id);
+    assert_eq!(entry.record.parameters["dry_run"], true);
+    let planned = &entry.record.parameters["plan"]["requests"][0];
+    let mut shown: Value = serde_json::from_str(planned["body"].as_str().unwrap()).unwrap();
+    let mut kb = sent.json();
+    strip_nulls(&mut kb);
+    strip_nulls(&mut shown);
+    assert_eq!(shown, kb, "the dry run's patch differs from kubectl's");
+}
