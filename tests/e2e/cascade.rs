@@ -66,15 +66,28 @@ fn responder() -> Actor {
 /// rollbot in process with the release announced: payments, checkout and
 /// frontend (in that order, as CI deploys them) and search outside it.
 async fn start_with_release(dir: &Path) -> Runtime {
+    start_with_rollouts(
+        dir,
+        &["payments", "checkout", "frontend", "search"],
+        |_| vec![],
+    )
+    .await
+}
+
+/// rollbot in process with one rollout per service announced in order,
+/// all in the release but `search`, each with the migrations `ran` names.
+async fn start_with_rollouts(
+    dir: &Path,
+    services: &[&str],
+    ran: impl Fn(&str) -> Vec<rollbot::migration::Migration>,
+) -> Runtime {
     let rt = in_process::start(dir, CONFIG, vec![]).await;
     let controller = rt.controller.clone().expect("a controller");
     let now = chrono::Utc::now() - chrono::Duration::seconds(5);
-    for (i, svc) in ["payments", "checkout", "frontend", "search"]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, svc) in services.iter().enumerate() {
         let r = Rollout {
-            release: (svc != "search").then(|| RELEASE.to_string()),
+            release: (*svc != "search").then(|| RELEASE.to_string()),
+            migrations: ran(svc),
             ..Rollout::watching(
                 format!("r{i}"),
                 svc,
@@ -542,31 +555,19 @@ async fn only_the_service_or_cancel_leave_its_dependents_alone() {
 async fn a_step_past_an_irreversible_migration_halts_the_cascade_as_a_refusal() {
     use rollbot::migration::{Migration, Phase};
     let dir = tempfile::tempdir().unwrap();
-    let rt = in_process::start(dir.path(), CONFIG, vec![]).await;
-    let controller = rt.controller.clone().expect("a controller");
-    let now = chrono::Utc::now() - chrono::Duration::seconds(5);
-    for (i, svc) in ["payments", "checkout", "frontend"].into_iter().enumerate() {
-        let migrations = match svc {
+    let rt = start_with_rollouts(
+        dir.path(),
+        &["payments", "checkout", "frontend"],
+        |svc| match svc {
             "checkout" => vec![Migration {
                 id: "2026_12_drop_legacy_orders".into(),
                 reversible: false,
                 phase: Phase::Contract,
             }],
             _ => vec![],
-        };
-        let r = Rollout {
-            release: Some(RELEASE.to_string()),
-            migrations,
-            ..Rollout::watching(
-                format!("r{i}"),
-                svc,
-                ("v1".into(), "v2".into()),
-                now,
-                "api:ci",
-            )
-        };
-        controller.announce(r).await.unwrap();
-    }
+        },
+    )
+    .await;
     let sim = rt.simulated["sim"].clone();
 
     let o = command(&rt, &format!("/rollback release {RELEASE} bad release")).await;

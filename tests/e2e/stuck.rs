@@ -4,75 +4,14 @@
 //! chain mentioned, shown in `/status` and the audit log, never retried;
 //! a later verified rollback ends it.
 
+use crate::support::chat_record::ChatRecord;
 use crate::support::fake_kube::{seed_history, DeploymentController, FakeKube, Pace};
 use crate::support::in_process;
-use rollbot::chat::{ChatError, ChatSink, Message, MessageRef};
+use rollbot::chat::ChatSink;
 use rollbot::domain::{Action, Actor, Platform, View};
 use rollbot::engine::{Request, Status};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// Every message with the channel it went to.
-#[derive(Default)]
-struct Chat(Mutex<Vec<(String, String)>>);
-
-#[async_trait::async_trait]
-impl ChatSink for Chat {
-    fn platform(&self) -> Platform {
-        Platform::Console
-    }
-    async fn post(&self, channel: &str, msg: &Message) -> Result<MessageRef, ChatError> {
-        let mut v = self.0.lock().unwrap();
-        v.push((channel.to_string(), msg.plain()));
-        Ok(MessageRef {
-            platform: Platform::Console,
-            channel: channel.into(),
-            id: v.len().to_string(),
-            thread: None,
-        })
-    }
-    async fn reply(&self, t: &MessageRef, msg: &Message) -> Result<MessageRef, ChatError> {
-        self.post(&t.channel, msg).await
-    }
-    async fn update(&self, _at: &MessageRef, _msg: &Message) -> Result<(), ChatError> {
-        Ok(())
-    }
-    async fn ephemeral(&self, c: &str, _u: &Actor, msg: &Message) -> Result<(), ChatError> {
-        self.post(c, msg).await.map(|_| ())
-    }
-}
-
-impl Chat {
-    /// The channels that got a message containing `what`, waiting a
-    /// little for detached posts.
-    async fn channels_with(&self, what: &str) -> Vec<String> {
-        for _ in 0..100 {
-            let found: Vec<String> = self
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(_, t)| t.contains(what))
-                .map(|(c, _)| c.clone())
-                .collect();
-            if !found.is_empty() {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Vec::new()
-    }
-
-    fn text_with(&self, what: &str) -> String {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, t)| t.clone())
-            .find(|t| t.contains(what))
-            .unwrap_or_default()
-    }
-}
 
 #[tokio::test]
 async fn a_rollback_that_is_not_verified_leaves_the_service_stuck_until_a_verified_one() {
@@ -122,7 +61,7 @@ members = ["console:ana"]
         url = fake.url(),
         token = token.display(),
     );
-    let chat = Arc::new(Chat::default());
+    let chat = Arc::new(ChatRecord::default());
     let rt = in_process::start(dir.path(), &text, vec![chat.clone() as Arc<dyn ChatSink>]).await;
     let ana = Actor::new(Platform::Console, "ana", "Ana Admin");
     let rollback = || {

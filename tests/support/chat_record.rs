@@ -5,6 +5,7 @@
 use rollbot::chat::{ChatError, ChatSink, Message, MessageRef};
 use rollbot::domain::{Actor, Platform};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Every message posted, replied or updated: (channel, plain text).
 #[derive(Default)]
@@ -20,6 +21,37 @@ impl ChatRecord {
             .filter(|(c, _)| c == channel)
             .map(|(_, t)| t.clone())
             .collect()
+    }
+
+    /// The channels that got a message containing `what`, waiting a
+    /// little for detached posts.
+    pub async fn channels_with(&self, what: &str) -> Vec<String> {
+        for _ in 0..100 {
+            let found: Vec<String> = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, t)| t.contains(what))
+                .map(|(c, _)| c.clone())
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Vec::new()
+    }
+
+    /// The first message containing `what`, or nothing.
+    pub fn text_with(&self, what: &str) -> String {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| t.clone())
+            .find(|t| t.contains(what))
+            .unwrap_or_default()
     }
 }
 
