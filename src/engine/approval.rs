@@ -176,9 +176,9 @@ impl Engine {
                     Refusal::Expired,
                     "Prompt expired",
                     format!(
-                        "This prompt expired at {}. Ask again, for example `/promote {}`.",
+                        "This prompt expired at {}. Ask again, for example `{}`.",
                         p.expires.format("%Y-%m-%d %H:%M UTC"),
-                        p.service
+                        ask_again(p)
                     ),
                 )
                 .await
@@ -307,4 +307,22 @@ fn already_answered(p: &Prompt, corr: &str) -> Outcome {
             corr,
         )
     }
+}
+
+/// The command that asks again for what an expired prompt offered: a
+/// rollback prompt suggests `/rollback`, never `/promote`.
+fn ask_again(p: &Prompt) -> String {
+    let verb = match p
+        .approve
+        .action
+        .as_ref()
+        .or(p.other.as_ref().and_then(|o| o.action.as_ref()))
+    {
+        Some(Action::Rollback { .. } | Action::RollbackInOrder { .. }) => "rollback",
+        Some(Action::Promote { .. }) => "promote",
+        Some(Action::Pause) => "pause",
+        Some(Action::Resume) => "resume",
+        _ => "status",
+    };
+    format!("/{verb} {}", p.service)
 }

@@ -375,3 +375,44 @@ async fn a_rollback_by_hand_of_a_watched_canary_opens_the_incident() {
         "{timeline}"
     );
 }
+
+#[tokio::test]
+async fn an_expired_roll_back_prompt_suggests_rollback_not_promote() {
+    let h = harness();
+    let o = h
+        .engine
+        .execute(
+            Request::new(
+                who("responder"),
+                Action::Automation {
+                    enabled: false,
+                    duration: Duration::from_secs(3600),
+                },
+            )
+            .service("payments")
+            .reason("known upstream outage"),
+        )
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    let (watch, _) = watch_failing_canary(&h).await;
+    let crate::controller::WatchState::Asking { prompt } = &watch.state else {
+        panic!("expected a prompt, got {:?}", watch.state);
+    };
+    h.clock.advance(Duration::from_secs(24 * 3600));
+    let o = h
+        .engine
+        .execute(Request::new(
+            who("approver"),
+            Action::Approve {
+                prompt: prompt.clone(),
+            },
+        ))
+        .await;
+    assert_eq!(o.refusal, Some(Refusal::Expired), "{}", o.message.plain());
+    assert!(
+        o.message.text.contains("`/rollback payments`"),
+        "{}",
+        o.message.text
+    );
+    assert_eq!(h.sim.count("payments", "rollback"), 0);
+}
