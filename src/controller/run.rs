@@ -121,7 +121,15 @@ impl Controller {
     /// Loads stored rollouts and the services marked `watch = true`.
     pub async fn load(&self) -> anyhow::Result<()> {
         let stored = rollouts::load_all(&self.engine.store).await?;
-        for r in stored.into_iter().filter(Rollout::active) {
+        for mut r in stored.into_iter().filter(Rollout::active) {
+            // A service taken out of the config must not stop rollbot from
+            // starting: its rollout ends, and says why.
+            if self.engine.config.service(&r.service).is_none() {
+                tracing::warn!(service = %r.service, rollout = %r.id, "a stored rollout names a service that is no longer in the config; it is no longer watched");
+                r.state = format!("ended: {} is no longer in the config", r.service);
+                rollouts::save(&self.engine.store, &r).await?;
+                continue;
+            }
             self.watch(r).await?;
         }
         let now = self.engine.clock.now();

@@ -597,3 +597,51 @@ token = "${{ROLLBOT_TEST_TOKEN}}"
         "config/rollbot.example.toml does not document the key's form"
     );
 }
+
+#[tokio::test]
+async fn a_stored_rollout_of_a_service_taken_out_of_the_config_does_not_stop_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |services: &[&str]| {
+        let mut c = String::from("[server]\nlisten = \"127.0.0.1:{port}\"\n\n[store]\npath = \"{data}\"\n\n[metrics]\nsource = \"simulated\"\n\n[backends.sim]\ntype = \"simulated\"\n\n[[api.clients]]\nname = \"ci\"\ntoken = \"${ROLLBOT_TEST_TOKEN}\"\n\n[[roles.deployer]]\nmembers = [\"api:ci\"]\n");
+        for s in services {
+            c.push_str(&format!(
+                "\n[[services]]\nname = \"{s}\"\nbackend = \"sim\"\n"
+            ));
+        }
+        c
+    };
+    let env = [("ROLLBOT_TEST_TOKEN", "tok-5d2a")];
+    let s = Server::start_async(dir.path(), &config(&["checkout", "search"]), &env).await;
+    for svc in ["checkout", "search"] {
+        let r = reqwest::Client::new()
+            .post(s.url("/api/v1/rollouts"))
+            .bearer_auth("tok-5d2a")
+            .json(&serde_json::json!({"service": svc, "from_revision": "v1", "to_revision": "v2"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    s.terminate();
+
+    // `search` is gone from the config: rollbot still starts, watches
+    // checkout, and says why search's rollout ended.
+    let s = Server::start_async(dir.path(), &config(&["checkout"]), &env).await;
+    let ready = reqwest::get(s.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    let rollouts = Api::new(&s, "tok-5d2a").rollouts().await;
+    let state = |svc: &str| {
+        rollouts
+            .iter()
+            .find(|r| r["service"] == svc)
+            .map(|r| r["state"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        state("search"),
+        "ended: search is no longer in the config",
+        "{rollouts:?}"
+    );
+    assert!(!state("checkout").starts_with("ended"), "{rollouts:?}");
+    s.terminate();
+}
