@@ -290,17 +290,21 @@ impl WebhookBackend {
             .map_err(|e| BackendError::failed(format!("webhook signing secret: {e}")))
     }
 
+    /// `status_url` with its placeholders filled, each value
+    /// percent-encoded: an idempotency key such as `api:ci:deploy 42/7`
+    /// must stay one path segment or query value.
     fn fill(&self, template: &str, t: &Target, action: &str, ctx: &CallContext) -> String {
-        super::fill(
-            template,
-            &[
-                ("service", &t.service),
-                ("environment", &t.environment),
-                ("action", action),
-                ("correlation_id", &ctx.correlation_id),
-                ("idempotency_key", &ctx.idempotency_key),
-            ],
-        )
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        let enc = |v: &str| utf8_percent_encode(v, NON_ALPHANUMERIC).to_string();
+        let values = [
+            ("service", enc(&t.service)),
+            ("environment", enc(&t.environment)),
+            ("action", enc(action)),
+            ("correlation_id", enc(&ctx.correlation_id)),
+            ("idempotency_key", enc(&ctx.idempotency_key)),
+        ];
+        let values: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        super::fill(template, &values)
     }
 
     async fn once(
@@ -708,6 +712,27 @@ mod tests {
         );
         assert_eq!(beginning("a\n  b\tc", 10), "a b c");
         assert_eq!(beginning("ééééé", 5), "éé…");
+    }
+
+    #[test]
+    fn status_url_values_are_percent_encoded() {
+        let b = WebhookBackend::new(WebhookSettings {
+            url: "http://127.0.0.1:1/hook".into(),
+            ..Default::default()
+        });
+        let t = Target {
+            service: "checkout".into(),
+            environment: "prod eu".into(),
+            settings: BTreeMap::new(),
+        };
+        let ctx = CallContext {
+            idempotency_key: "api:ci:deploy 42/7?x=1".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            b.fill("http://h/status/{idempotency_key}?env={environment}", &t, "rollback", &ctx),
+            "http://h/status/api%3Aci%3Adeploy%2042%2F7%3Fx%3D1?env=prod%20eu"
+        );
     }
 
     #[tokio::test]
