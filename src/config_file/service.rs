@@ -102,6 +102,11 @@ pub struct ServiceConfig {
     /// first when this service moved on after it.
     #[serde(default)]
     pub depends_on: Vec<Spanned<String>>,
+    /// After a successful rollback, promotions of this service are frozen
+    /// this long (an ad hoc freeze, liftable with `/unfreeze`), so nobody
+    /// pushes the bad version out again before the cause is understood.
+    #[serde(default)]
+    pub freeze_after_rollback: Option<HumanDuration>,
 }
 
 fn default_true() -> bool {

@@ -127,7 +127,10 @@ impl Engine {
         // came unstuck (its verification only reads the live state).
         let changed = a.params.get("report").and_then(|r| r["changed"].as_bool()) == Some(true);
         let (status, refusal) = (settled.status, settled.refusal);
-        let message = self.record_result(&a, settled).await;
+        let mut message = self.record_result(&a, settled).await;
+        if status == Status::Succeeded && refusal.is_none() {
+            message = self.freeze_after_rollback(req, corr, svc, message).await;
+        }
         let announced = self.announce_result(&a, status, &message);
         if matches!(req.action, Action::Rollback { .. }) && refusal.is_none() {
             match status {

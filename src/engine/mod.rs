@@ -46,6 +46,7 @@ mod query;
 mod record;
 mod recovery;
 mod refusal;
+mod rollback_freeze;
 mod stuck;
 
 pub use automation::{AutomationOff, DEFAULT_AUTOMATION_OFF, MAX_AUTOMATION_OFF};
