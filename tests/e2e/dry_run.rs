@@ -410,3 +410,87 @@ async fn unleash_dry_run_shows_the_admin_requests_and_changes_no_flag() {
     );
     assert_eq!(u.env_state(flag, "production").await, now);
 }
+
+/// The dry runs of an argo-rollouts abort and undo show the plugin's
+/// patches, built by the code that sends them; the API server sees no
+/// write, and the real undo then sends the very patch shown.
+#[tokio::test]
+async fn argo_rollouts_dry_run_shows_the_patches_and_writes_nothing() {
+    use crate::support::fake_argo::{seed_rollout, ArgoController};
+    const BASE: &str = "/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/web";
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeKube::standard().await;
+    let _ctl = ArgoController::install(&fake, 0);
+    seed_rollout(
+        &fake,
+        "prod",
+        "web",
+        &[
+            "registry.example.com/web:1.0",
+            "registry.example.com/web:1.1",
+            "registry.example.com/web:1.2",
+        ],
+    );
+    fake.clear_requests();
+    let backend = Backend {
+        table: "argo",
+        kind: "argo-rollouts",
+        token: "argo-token-dry",
+    };
+    let bot = backend
+        .start(dir.path(), &fake, &rollout_keys("10s"), "")
+        .await;
+    let before = fake.get("rollouts", "prod", "web").unwrap();
+    let dry = |to: Option<&str>| {
+        Request::new(
+            Actor::new(Platform::Console, "ana", "Ana Admin"),
+            Action::Rollback {
+                to: to.map(str::to_string),
+                force: false,
+            },
+        )
+        .service("web")
+    };
+
+    // Abort: one merge patch of /status.
+    let out = bot.rt.engine.execute(dry(None).dry_run(true)).await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    assert!(
+        out.message.text.contains(&format!(
+            "1. PATCH {BASE}/status (application/merge-patch+json)"
+        )),
+        "{}",
+        out.message.text
+    );
+    let entry = bot.result_entry(&out.correlation_id);
+    let shown = &entry.record.parameters["plan"]["requests"][0]["body"];
+    let shown: Value = serde_json::from_str(shown.as_str().unwrap()).unwrap();
+    assert_eq!(shown, json!({"status": {"abort": true}}));
+    assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+
+    // Undo to revision 1: the JSON patch of /spec/template.
+    let out = bot.rt.engine.execute(dry(Some("1")).dry_run(true)).await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    let entry = bot.result_entry(&out.correlation_id);
+    let planned = &entry.record.parameters["plan"]["requests"][0];
+    assert_eq!(
+        planned["target"],
+        format!("{BASE} (application/json-patch+json)")
+    );
+    let shown: Value = serde_json::from_str(planned["body"].as_str().unwrap()).unwrap();
+    assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+    assert_eq!(fake.get("rollouts", "prod", "web").unwrap(), before);
+
+    let out = bot.rt.engine.execute(dry(Some("1"))).await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    let sent = fake
+        .writes()
+        .into_iter()
+        .find(|r| r.method == "PATCH" && r.path == BASE)
+        .expect("the undo's patch");
+    assert_eq!(
+        shown,
+        sent.json(),
+        "the dry run's patch differs from the sent one"
+    );
+}
