@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec-test-4b9c";
 
-async fn start(dir: &Path, backend: &str) -> Runtime {
+pub(crate) async fn start(dir: &Path, backend: &str) -> Runtime {
     let text = format!(
         r#"
 [engine]
@@ -35,7 +35,7 @@ members = ["console:responder"]
     in_process::start(dir, &text, vec![]).await
 }
 
-fn rollback(reason: &str, key: &str) -> Request {
+pub(crate) fn rollback(reason: &str, key: &str) -> Request {
     Request::new(
         Actor::new(Platform::Console, "responder", "Ana Responder"),
         Action::Rollback {
@@ -229,9 +229,9 @@ async fn webhook_wrong_secret_is_rejected_by_the_receiver() {
 
 // ---------------------------------------------------------------- gitops
 
-const VALUES_V7: &str = "# checkout, production values\nreplicaCount: 3\nimage:\n  repository: registry.example.com/checkout  # built by CI\n  # bumped by the release pipeline\n  tag: \"v7\"   # current release\n  pullPolicy: IfNotPresent\n";
+pub(crate) const VALUES_V7: &str = "# checkout, production values\nreplicaCount: 3\nimage:\n  repository: registry.example.com/checkout  # built by CI\n  # bumped by the release pipeline\n  tag: \"v7\"   # current release\n  pullPolicy: IfNotPresent\n";
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
         .current_dir(dir)
         .args(args)
@@ -251,11 +251,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-const FILE: &str = "apps/checkout/values-prod.yaml";
+pub(crate) const FILE: &str = "apps/checkout/values-prod.yaml";
 
 /// A bare repository whose values file went v5 → v6 → v7, and a working
 /// clone of it ("seed") that plays the other people pushing.
-fn repo(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn repo(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let origin = dir.join("origin.git");
     std::fs::create_dir_all(&origin).unwrap();
     git(&origin, &["init", "-q", "--bare", "-b", "main"]);
@@ -273,7 +273,7 @@ fn repo(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (origin, seed)
 }
 
-fn gitops_config(origin: &Path, workdir: &Path, extra: &str) -> String {
+pub(crate) fn gitops_config(origin: &Path, workdir: &Path, extra: &str) -> String {
     format!(
         r#"[backends.main]
 type = "gitops"
@@ -327,7 +327,7 @@ async fn rollback_racing(dir: &Path, change: &str, key: &str) -> (Runtime, Outco
     (rt, out, origin)
 }
 
-fn remote_file(origin: &Path) -> String {
+pub(crate) fn remote_file(origin: &Path) -> String {
     git(origin, &["show", &format!("main:{FILE}")])
 }
 

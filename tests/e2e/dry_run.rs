@@ -270,3 +270,227 @@ async fn kubernetes_dry_run_shows_kubectls_patch_and_writes_nothing() {
     strip_nulls(&mut shown);
     assert_eq!(shown, kb, "the dry run's patch differs from kubectl's");
 }
+
+/// The dry run of a gitops rollback shows the one-line edit, the commit
+/// message and the push a real rollback then makes, and the remote's head
+/// does not move.
+#[tokio::test]
+async fn gitops_dry_run_shows_the_commit_and_pushes_nothing() {
+    use crate::backends::{self, git, gitops_config, remote_file, repo, FILE, VALUES_V7};
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, _seed) = repo(dir.path());
+    let rt = backends::start(
+        dir.path(),
+        &gitops_config(&origin, &dir.path().join("clone"), ""),
+    )
+    .await;
+    let head = git(&origin, &["rev-parse", "main"]);
+
+    let out = rt
+        .engine
+        .execute(backends::rollback("5xx on /pay after v7", "key-dry-g1").dry_run(true))
+        .await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    let text = &out.message.text;
+    for part in [
+        "Rollback v7 → v6.",
+        &format!("1. edit {FILE} (`image.tag`: v7 → v6)"),
+        "-  tag: \"v7\"   # current release",
+        "+  tag: \"v6\"   # current release",
+        "2. git commit on main",
+        "rollback checkout (prod): image.tag v7 → v6",
+        &format!("3. git push {} HEAD:refs/heads/main", origin.display()),
+        "Nothing was sent.",
+    ] {
+        assert!(text.contains(part), "{part:?} missing from {text}");
+    }
+    assert_eq!(git(&origin, &["rev-parse", "main"]), head);
+    assert_eq!(remote_file(&origin), VALUES_V7);
+
+    // The real rollback commits exactly the message the dry run showed.
+    let entry = crate::support::in_process::result_entry(&rt, &out.correlation_id);
+    let planned = entry.record.parameters["plan"]["requests"][1]["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = rt
+        .engine
+        .execute(backends::rollback("5xx on /pay after v7", "key-dry-g1"))
+        .await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    assert_ne!(git(&origin, &["rev-parse", "main"]), head);
+    let sent = git(&origin, &["log", "-1", "--format=%B", "main"]);
+    let without_id = |m: &str| {
+        m.lines()
+            .filter(|l| !l.starts_with("Correlation-Id:") && !l.trim().is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(without_id(&planned), without_id(&sent));
+}
+
+/// The dry runs of an Unleash rollback and promote show the admin API
+/// requests a real run sends (without the token), and the flag stays as it
+/// was on the real server.
+#[tokio::test]
+async fn unleash_dry_run_shows_the_admin_requests_and_changes_no_flag() {
+    use crate::support::unleash::{self, ADMIN_TOKEN};
+    use crate::unleash as u_tests;
+    let u = unleash::shared();
+    let flag = "checkout-dry-run";
+    u.create_flag(flag, &[("production", false, Some(10))])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = u_tests::start(dir.path(), ADMIN_TOKEN, "", &format!("flag = \"{flag}\"")).await;
+    let env = format!(
+        "{}/api/admin/projects/default/features/{flag}/environments/production",
+        u.url
+    );
+    let before = u.env_state(flag, "production").await;
+
+    // A full promote of a flag that is off at 10%: rollout 100%, switch on.
+    let out = rt
+        .engine
+        .execute(u_tests::promote(true, "unleash-dry-1").dry_run(true))
+        .await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    let entry = crate::support::in_process::result_entry(&rt, &out.correlation_id);
+    let planned = entry.record.parameters["plan"]["requests"].clone();
+    let id = before["strategies"][0]["id"].as_str().unwrap();
+    assert_eq!(planned[0]["method"], "PUT", "{planned}");
+    assert_eq!(planned[0]["target"], format!("{env}/strategies/{id}"));
+    let body: Value = serde_json::from_str(planned[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["name"], "flexibleRollout");
+    assert_eq!(body["parameters"]["rollout"], "100");
+    assert_eq!(planned[1]["method"], "POST");
+    assert_eq!(planned[1]["target"], format!("{env}/on"));
+    assert!(
+        !out.message.text.contains(ADMIN_TOKEN),
+        "{}",
+        out.message.text
+    );
+    assert!(!format!("{:?}", entry.record.parameters).contains("rollbot-test-admin"));
+    assert_eq!(u.env_state(flag, "production").await, before);
+
+    // The real promote sends exactly those requests, and that body.
+    let out = rt
+        .engine
+        .execute(u_tests::promote(true, "unleash-dry-2"))
+        .await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    let sent = u_tests::requests(&crate::support::in_process::result_entry(
+        &rt,
+        &out.correlation_id,
+    ));
+    for p in planned.as_array().unwrap() {
+        let line = format!(
+            "{} {} → 200",
+            p["method"].as_str().unwrap(),
+            p["target"].as_str().unwrap()
+        );
+        assert!(
+            sent.iter().any(|s| s.starts_with(&line)),
+            "{line} not in {sent:?}"
+        );
+    }
+    let now = u.env_state(flag, "production").await;
+    assert_eq!(now["enabled"], true);
+    assert_eq!(now["strategies"][0]["parameters"]["rollout"], "100");
+
+    // A rollback's dry run: one POST …/off; the flag stays on.
+    let out = rt
+        .engine
+        .execute(u_tests::rollback("unleash-dry-3").dry_run(true))
+        .await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    assert!(
+        out.message.text.contains(&format!("1. POST {env}/off")),
+        "{}",
+        out.message.text
+    );
+    assert_eq!(u.env_state(flag, "production").await, now);
+}
+
+/// The dry runs of an argo-rollouts abort and undo show the plugin's
+/// patches, built by the code that sends them; the API server sees no
+/// write, and the real undo then sends the very patch shown.
+#[tokio::test]
+async fn argo_rollouts_dry_run_shows_the_patches_and_writes_nothing() {
+    use crate::support::fake_argo::{seed_rollout, ArgoController};
+    const BASE: &str = "/apis/argoproj.io/v1alpha1/namespaces/prod/rollouts/web";
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeKube::standard().await;
+    let _ctl = ArgoController::install(&fake, 0);
+    seed_rollout(
+        &fake,
+        "prod",
+        "web",
+        &[
+            "registry.example.com/web:1.0",
+            "registry.example.com/web:1.1",
+            "registry.example.com/web:1.2",
+        ],
+    );
+    fake.clear_requests();
+    let backend = Backend {
+        table: "argo",
+        kind: "argo-rollouts",
+        token: "argo-token-dry",
+    };
+    let bot = backend
+        .start(dir.path(), &fake, &rollout_keys("10s"), "")
+        .await;
+    let before = fake.get("rollouts", "prod", "web").unwrap();
+    let dry = |to: Option<&str>| {
+        Request::new(
+            Actor::new(Platform::Console, "ana", "Ana Admin"),
+            Action::Rollback {
+                to: to.map(str::to_string),
+                force: false,
+            },
+        )
+        .service("web")
+    };
+
+    // Abort: one merge patch of /status.
+    let out = bot.rt.engine.execute(dry(None).dry_run(true)).await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    assert!(
+        out.message.text.contains(&format!(
+            "1. PATCH {BASE}/status (application/merge-patch+json)"
+        )),
+        "{}",
+        out.message.text
+    );
+    let entry = bot.result_entry(&out.correlation_id);
+    let shown = &entry.record.parameters["plan"]["requests"][0]["body"];
+    let shown: Value = serde_json::from_str(shown.as_str().unwrap()).unwrap();
+    assert_eq!(shown, json!({"status": {"abort": true}}));
+    assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+
+    // Undo to revision 1: the JSON patch of /spec/template.
+    let out = bot.rt.engine.execute(dry(Some("1")).dry_run(true)).await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    let entry = bot.result_entry(&out.correlation_id);
+    let planned = &entry.record.parameters["plan"]["requests"][0];
+    assert_eq!(
+        planned["target"],
+        format!("{BASE} (application/json-patch+json)")
+    );
+    let shown: Value = serde_json::from_str(planned["body"].as_str().unwrap()).unwrap();
+    assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+    assert_eq!(fake.get("rollouts", "prod", "web").unwrap(), before);
+
+    let out = bot.rt.engine.execute(dry(Some("1"))).await;
+    assert_eq!(out.status, Status::Succeeded, "{}", out.message.plain());
+    let sent = fake
+        .writes()
+        .into_iter()
+        .find(|r| r.method == "PATCH" && r.path == BASE)
+        .expect("the undo's patch");
+    assert_eq!(
+        shown,
+        sent.json(),
+        "the dry run's patch differs from the sent one"
+    );
+}

@@ -15,7 +15,7 @@ use std::time::Instant;
 /// A rollbot with one service, `checkout`, behind `flag` in Unleash's
 /// `production` environment. `extra` goes into the backend's table,
 /// `target` into the service's `[services.target]`.
-async fn start(dir: &Path, admin_token: &str, extra: &str, target: &str) -> Runtime {
+pub(crate) async fn start(dir: &Path, admin_token: &str, extra: &str, target: &str) -> Runtime {
     let u = unleash::shared();
     let admin = dir.join("unleash-admin.token");
     std::fs::write(&admin, format!("{admin_token}\n")).unwrap();
@@ -68,7 +68,7 @@ fn request(action: Action, key: &str) -> Request {
     .idempotency_key(key)
 }
 
-fn rollback(key: &str) -> Request {
+pub(crate) fn rollback(key: &str) -> Request {
     request(
         Action::Rollback {
             to: None,
@@ -78,11 +78,11 @@ fn rollback(key: &str) -> Request {
     )
 }
 
-fn promote(full: bool, key: &str) -> Request {
+pub(crate) fn promote(full: bool, key: &str) -> Request {
     request(Action::Promote { full, force: false }, key)
 }
 
-fn requests(e: &Entry) -> Vec<String> {
+pub(crate) fn requests(e: &Entry) -> Vec<String> {
     e.record.parameters["report"]["requests"]
         .as_array()
         .unwrap_or_else(|| panic!("no requests in {:?}", e.record.parameters))

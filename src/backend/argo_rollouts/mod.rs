@@ -350,7 +350,10 @@ impl ArgoRolloutsBackend {
     }
 
     async fn set_paused(&self, t: &Target, pause: bool) -> Result<ActionReport, BackendError> {
-        let s = &self.session(t).await?;
+        self.paused_on(&self.session(t).await?, pause).await
+    }
+
+    async fn paused_on(&self, s: &Session, pause: bool) -> Result<ActionReport, BackendError> {
         let by_hand = plugin(s, if pause { "pause" } else { "promote" });
         let ro = rollout(s, &by_hand).await?;
         if !pause && aborted(&ro) {
@@ -569,6 +572,38 @@ impl RollbackBackend for ArgoRolloutsBackend {
     ) -> Result<ActionReport, BackendError> {
         let s = &self.session(t).await?;
         self.do_promote(s, full, ctx).await
+    }
+
+    /// The action itself on a dry run's session: the patches are built by
+    /// the code that sends them, and kept instead of sent.
+    async fn plan(
+        &self,
+        t: &Target,
+        op: &Operation,
+        ctx: &CallContext,
+    ) -> Result<Plan, BackendError> {
+        let s = &self.session(t).await?.plan_only();
+        let report = match op {
+            Operation::Rollback { to } if Self::undoes(s, to.as_deref()) => {
+                self.undo(s, to.as_deref()).await?
+            }
+            Operation::Rollback { .. } => self.abort(s).await?,
+            Operation::Promote { full } => {
+                let r = self.do_promote(s, *full, ctx).await?;
+                // Nothing was sent, so there is nothing to verify.
+                self.promoted_from
+                    .lock()
+                    .unwrap()
+                    .remove(&ctx.correlation_id);
+                r
+            }
+            Operation::Pause => self.paused_on(s, true).await?,
+            Operation::Resume => self.paused_on(s, false).await?,
+        };
+        Ok(Plan {
+            requests: s.take_planned(),
+            notes: vec![report.summary],
+        })
     }
 
     async fn pause(&self, t: &Target, _ctx: &CallContext) -> Result<ActionReport, BackendError> {

@@ -482,11 +482,75 @@ impl GitopsBackend {
         Ok(())
     }
 
+    /// The refspec a rollback pushes (a dry run shows it).
+    fn push_spec(&self) -> String {
+        format!("HEAD:refs/heads/{}", self.s.branch)
+    }
+
     async fn push(&self) -> Result<(), GitFailure> {
-        let spec = format!("HEAD:refs/heads/{}", self.s.branch);
-        self.git(&["push", "-q", "--porcelain", "origin", &spec])
+        self.git(&["push", "-q", "--porcelain", "origin", &self.push_spec()])
             .await
             .map(|_| ())
+    }
+
+    /// The edit, commit and push a rollback would make, decided and built
+    /// by the code a real rollback uses; the clone is synced (a read) but
+    /// nothing is written to it or pushed.
+    async fn dry_run(
+        &self,
+        t: &Target,
+        to: Option<&str>,
+        ctx: &CallContext,
+    ) -> Result<super::Plan, BackendError> {
+        let _one = self.lock.lock().await;
+        let w = self.place(t);
+        let mut notes = Vec::new();
+        let head = self.sync(&mut notes).await?;
+        let plan = self.plan(&w, to).await?;
+        let edit = match &plan {
+            Plan::Set { from, to } if from == to => {
+                notes.push(format!(
+                    "{} already has `{}` = {from}; nothing would be committed",
+                    w.file, w.key
+                ));
+                return Ok(super::Plan {
+                    requests: Vec::new(),
+                    notes,
+                });
+            }
+            Plan::Set { from, to } => {
+                let text = self.read(&w)?;
+                let (new, _) = set_scalar(&text, &w.key, to)
+                    .map_err(|e| BackendError::Refused(format!("{}: {e}", w.file)))?;
+                let lines: Vec<String> = text
+                    .lines()
+                    .zip(new.lines())
+                    .filter(|(a, b)| a != b)
+                    .flat_map(|(a, b)| [format!("-{a}"), format!("+{b}")])
+                    .collect();
+                PlannedRequest::new("edit", format!("{} (`{}`: {from} → {to})", w.file, w.key))
+                    .body(lines.join("\n"))
+            }
+            Plan::Revert { commit, subject } => {
+                PlannedRequest::new("git revert", format!("{} -- {}", short(commit), w.file))
+                    .body(subject.clone())
+            }
+        };
+        Ok(super::Plan {
+            requests: vec![
+                edit,
+                PlannedRequest::new(
+                    "git commit",
+                    format!("on {} (head {})", self.s.branch, short(&head)),
+                )
+                .body(self.message(t, &w, &plan, ctx)),
+                PlannedRequest::new(
+                    "git push",
+                    format!("{} {}", shown(&self.s.repository), self.push_spec()),
+                ),
+            ],
+            notes,
+        })
     }
 
     async fn do_rollback(
@@ -695,6 +759,18 @@ impl RollbackBackend for GitopsBackend {
         ctx: &CallContext,
     ) -> Result<ActionReport, BackendError> {
         self.do_rollback(t, to, ctx).await
+    }
+
+    async fn plan(
+        &self,
+        t: &Target,
+        op: &Operation,
+        ctx: &CallContext,
+    ) -> Result<super::Plan, BackendError> {
+        let Operation::Rollback { to } = op else {
+            return Err(self.unsupported(op.name()));
+        };
+        self.dry_run(t, to.as_deref(), ctx).await
     }
 
     async fn promote(

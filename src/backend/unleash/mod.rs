@@ -211,14 +211,9 @@ impl UnleashBackend {
         Ok(changed)
     }
 
-    async fn put_rollout(
-        &self,
-        f: &Flag,
-        s: &Value,
-        to: u8,
-        token: &str,
-        trail: &mut Vec<String>,
-    ) -> Result<(), Result<Answer, String>> {
+    /// The path and body of the `PUT` that sets a strategy's rollout to
+    /// `to` percent; sent by promotes, shown by dry runs.
+    fn rollout_request(&self, f: &Flag, s: &Value, to: u8) -> (String, Value) {
         let id = s["id"].as_str().unwrap_or_default();
         let mut parameters = s["parameters"].clone();
         parameters["rollout"] = json!(to.to_string());
@@ -231,7 +226,81 @@ impl UnleashBackend {
             "segments": s["segments"],
             "parameters": parameters,
         });
-        let path = format!("{}/strategies/{id}", self.env_path(f));
+        (format!("{}/strategies/{id}", self.env_path(f)), body)
+    }
+
+    /// The path of the `POST` that switches the flag on or off.
+    fn switch_path(&self, f: &Flag, on: bool) -> String {
+        format!("{}/{}", self.env_path(f), if on { "on" } else { "off" })
+    }
+
+    /// The requests `op` would send, in order, decided on the flag's
+    /// current state by the same rules as the real rollback and promote.
+    /// Only the flag is read; the token is never shown.
+    async fn dry_run(&self, t: &Target, op: &Operation) -> Result<Plan, BackendError> {
+        let f = self.flag(t)?;
+        match op {
+            Operation::Pause | Operation::Resume => {
+                return Err(BackendError::Refused(no_pause(&f)))
+            }
+            Operation::Rollback { to: Some(_) } => {
+                return Err(BackendError::Refused(
+                    "a feature flag has no revisions: run the rollback without one".into(),
+                ))
+            }
+            _ => {}
+        }
+        let token = self.admin_token()?;
+        let mut trail = Vec::new();
+        let state = self.read(&f, &token, &mut trail).await?;
+        let mut requests = Vec::new();
+        let post = |on| PlannedRequest::new("POST", format!("{}{}", self.s.url, self.switch_path(&f, on)));
+        match op {
+            Operation::Promote { full } => match promoted(&f, &state, *full) {
+                None => trail.push(format!(
+                    "{} is already {}; nothing to promote",
+                    self.where_(&f),
+                    state.revision()
+                )),
+                Some((_, percent)) => {
+                    for s in &state.strategies {
+                        let (Some(was), Some(p)) = (rollout_of(s), percent) else {
+                            continue;
+                        };
+                        if was != p {
+                            let (path, body) = self.rollout_request(&f, s, p);
+                            requests.push(
+                                PlannedRequest::new("PUT", format!("{}{path}", self.s.url))
+                                    .body(body.to_string()),
+                            );
+                        }
+                    }
+                    if !state.enabled {
+                        requests.push(post(true));
+                    }
+                }
+            },
+            _ if !state.enabled => trail.push(format!(
+                "{} is already off; nothing to send",
+                self.where_(&f)
+            )),
+            _ => requests.push(post(false)),
+        }
+        Ok(Plan {
+            requests,
+            notes: trail,
+        })
+    }
+
+    async fn put_rollout(
+        &self,
+        f: &Flag,
+        s: &Value,
+        to: u8,
+        token: &str,
+        trail: &mut Vec<String>,
+    ) -> Result<(), Result<Answer, String>> {
+        let (path, body) = self.rollout_request(f, s, to);
         match self
             .send(trail, Method::PUT, &path, token, Some(&body))
             .await
@@ -275,7 +344,7 @@ impl UnleashBackend {
         token: &str,
         trail: &mut Vec<String>,
     ) -> Result<(), Result<Answer, String>> {
-        let path = format!("{}/{}", self.env_path(f), if on { "on" } else { "off" });
+        let path = self.switch_path(f, on);
         match self.send(trail, Method::POST, &path, token, None).await {
             Ok(a) if a.ok() => Ok(()),
             other => Err(other),
@@ -459,6 +528,15 @@ impl RollbackBackend for UnleashBackend {
             changed: true,
             requests: trail,
         })
+    }
+
+    async fn plan(
+        &self,
+        t: &Target,
+        op: &Operation,
+        _ctx: &CallContext,
+    ) -> Result<Plan, BackendError> {
+        self.dry_run(t, op).await
     }
 
     async fn pause(&self, t: &Target, _ctx: &CallContext) -> Result<ActionReport, BackendError> {
