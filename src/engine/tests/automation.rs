@@ -149,9 +149,8 @@ async fn watch_failing_canary(h: &Harness) -> (crate::controller::RolloutWatch, 
     (watch, borderline)
 }
 
-#[tokio::test]
-async fn with_automation_off_the_controller_asks_instead_of_rolling_back() {
-    let h = harness();
+/// A responder switches payments' automation off for an hour.
+async fn automation_off_for_payments(h: &Harness) {
     let o = h
         .engine
         .execute(
@@ -167,6 +166,12 @@ async fn with_automation_off_the_controller_asks_instead_of_rolling_back() {
         )
         .await;
     assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+}
+
+#[tokio::test]
+async fn with_automation_off_the_controller_asks_instead_of_rolling_back() {
+    let h = harness();
+    automation_off_for_payments(&h).await;
     let (watch, borderline) = watch_failing_canary(&h).await;
     for p in &borderline {
         // Not paused, so approving only means "stop asking".
@@ -379,21 +384,7 @@ async fn a_rollback_by_hand_of_a_watched_canary_opens_the_incident() {
 #[tokio::test]
 async fn an_expired_roll_back_prompt_suggests_rollback_not_promote() {
     let h = harness();
-    let o = h
-        .engine
-        .execute(
-            Request::new(
-                who("responder"),
-                Action::Automation {
-                    enabled: false,
-                    duration: Duration::from_secs(3600),
-                },
-            )
-            .service("payments")
-            .reason("known upstream outage"),
-        )
-        .await;
-    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    automation_off_for_payments(&h).await;
     let (watch, _) = watch_failing_canary(&h).await;
     let crate::controller::WatchState::Asking { prompt } = &watch.state else {
         panic!("expected a prompt, got {:?}", watch.state);
