@@ -100,6 +100,17 @@ impl Message {
         self
     }
 
+    /// Adds a paragraph after the text already there, so a warning never
+    /// hides what the message said before it.
+    pub fn append_text(mut self, more: impl Into<String>) -> Self {
+        let more = more.into();
+        if !self.text.is_empty() && !more.is_empty() {
+            self.text.push('\n');
+        }
+        self.text.push_str(&more);
+        self
+    }
+
     pub fn field(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.fields.push(Field {
             name: name.into(),

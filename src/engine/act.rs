@@ -487,7 +487,7 @@ impl Engine {
                 let record = self.record_of(req, corr, Some(name), a.params.clone(), audit, detail);
                 self.record_later(record, change);
                 message
-                    .text(format!("⚠ rollbot's audit log could not record this result yet ({e}); it keeps trying, and the next start reports the action if it never can."))
+                    .append_text(format!("⚠ rollbot's audit log could not record this result yet ({e}); it keeps trying, and the next start reports the action if it never can."))
                     .context(format!("correlation {corr}"))
             }
         }

@@ -18,6 +18,7 @@ mod cascade;
 mod prompts;
 mod recovery;
 mod steps;
+mod store_failure;
 
 const CONFIG: &str = r##"
 [engine]
@@ -118,10 +119,14 @@ fn who(name: &str) -> Actor {
 }
 
 fn harness_at(path: &Path, latency_ms: u64) -> Harness {
+    harness_on(Arc::new(Store::open(path).unwrap()), latency_ms)
+}
+
+/// The engine on a given store (one that fails on purpose, say).
+fn harness_on(store: Arc<Store>, latency_ms: u64) -> Harness {
     let config = Config::parse(Path::new("test.toml"), CONFIG).unwrap();
     // A Wednesday, outside the Friday window.
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap());
-    let store = Arc::new(Store::open(path).unwrap());
     let telemetry = Arc::new(Telemetry::new());
     let sim = Arc::new(SimulatedBackend::new(
         Duration::from_millis(latency_ms),
