@@ -83,6 +83,9 @@ pub struct Config {
     /// Pages and change events for the on-call (see `src/incident_comms/`).
     #[serde(default)]
     pub paging: Option<crate::incident_comms::config::PagingConfig>,
+    /// The words of incident messages and status page updates.
+    #[serde(default)]
+    pub templates: crate::incident_comms::templates::TemplatesConfig,
     /// Service name and `environment/name` → position in `services`.
     #[serde(skip)]
     index: std::collections::HashMap<String, usize>,

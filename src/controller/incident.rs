@@ -18,6 +18,7 @@
 use crate::chat::{Message, MessageRef, Severity};
 use crate::config_file::ServiceConfig;
 use crate::engine::Engine;
+use crate::incident_comms::templates::Template;
 use crate::incident_comms::{IncidentEvent, IncidentRef, Thread};
 use crate::judge::sequential::fmt_bound;
 use crate::judge::stats::count_above;
@@ -172,6 +173,38 @@ pub struct Incident {
     /// The correlation id of its audit entries (opened, resolved), from
     /// which `rollbot report` reads the time to resolve.
     correlation: String,
+    /// When the rollout started, for `{since_start}`.
+    started: DateTime<Utc>,
+    /// The templates' placeholder values known so far (see
+    /// `incident_comms/templates.rs`).
+    facts: Vec<(&'static str, String)>,
+    /// The root message's text, written once from `incident_opened`.
+    opening: String,
+}
+
+/// What the canary cost users: the requests it failed beyond the
+/// baseline's rate, from the judge's error-rate evidence.
+fn impact(eval: &Evaluation) -> String {
+    let Some(e) = eval.evidence.iter().find(|e| {
+        e.metric == "error_rate" && e.canary_n > 0 && e.canary.is_finite() && e.baseline.is_finite()
+    }) else {
+        return "not estimated (no error-rate evidence)".into();
+    };
+    let excess = (e.canary_n as f64 * (e.canary - e.baseline))
+        .max(0.0)
+        .round();
+    if excess < 1.0 {
+        return format!(
+            "no failed requests beyond the baseline's rate ({} canary requests measured)",
+            e.canary_n
+        );
+    }
+    format!(
+        "about {excess:.0} failed requests beyond the baseline's rate (canary {} vs baseline {} over {} canary requests)",
+        pct(e.canary),
+        pct(e.baseline),
+        e.canary_n
+    )
 }
 
 /// The error rate counts as back to normal up to this many times the
@@ -219,8 +252,29 @@ impl Incident {
             rolled_back_at: None,
             window: VecDeque::new(),
             correlation: crate::engine::new_id(),
+            started: engine.clock.now()
+                - chrono::Duration::milliseconds((eval.t.max(0.0) * 1000.0) as i64),
+            facts: Vec::new(),
+            opening: String::new(),
         };
         let why = super::short_reason(eval);
+        // Opened after a rollback someone made: they are the actor.
+        let (actor, reason) = match (&identified, engine.recent_rollback(&i.service).await) {
+            (Some(_), Some(rb)) => (rb.by, rb.reason),
+            _ => ("rollbot controller".to_string(), why.clone()),
+        };
+        i.facts = vec![
+            ("service", i.service.clone()),
+            ("from_version", i.canary.clone()),
+            ("to_version", i.stable.clone()),
+            ("verdict", eval.verdict.to_string()),
+            ("evidence", why.clone()),
+            ("impact", impact(eval)),
+            ("actor", actor),
+            ("reason", reason),
+            ("incident_id", i.rollout.clone()),
+        ];
+        i.opening = i.render(engine, Template::IncidentOpened);
         let line = identified.unwrap_or_else(|| {
             format!(
                 "Identified: canary {} of {} {} — {why}",
@@ -237,16 +291,30 @@ impl Incident {
                 .post(ch, &i.message(Severity::Critical))
                 .await;
         }
-        let body = line
-            .strip_prefix("Identified: ")
-            .unwrap_or(&line)
-            .to_string();
         engine.tell_comms(IncidentEvent::Identified {
             incident: i.comms_ref(),
-            title: format!("{} degraded after a change", i.service),
-            body,
+            title: i.render(engine, Template::StatusPageTitle),
+            body: i.render(engine, Template::StatusPageOpened),
         });
         i
+    }
+
+    /// Sets a placeholder's value.
+    fn set(&mut self, name: &'static str, value: String) {
+        match self.facts.iter_mut().find(|f| f.0 == name) {
+            Some(f) => f.1 = value,
+            None => self.facts.push((name, value)),
+        }
+    }
+
+    /// The service's template `t`, filled with what is known now.
+    fn render(&self, engine: &Engine, t: Template) -> String {
+        let mut values = self.facts.clone();
+        let since = (engine.clock.now() - self.started)
+            .to_std()
+            .unwrap_or_default();
+        values.push(("since_start", crate::domain::human_duration(since)));
+        engine.config.templates.render(&self.service, t, &values)
     }
 
     /// This incident as the status page and the pager know it.
@@ -298,6 +366,7 @@ impl Incident {
                 self.service, self.canary, self.status
             ),
         )
+        .text(&self.opening)
         .field("Status", self.status)
         .field(
             "Service",
@@ -316,10 +385,10 @@ impl Incident {
         engine: &Engine,
         status: &'static str,
         severity: Severity,
-        text: String,
+        (line, text): (String, String),
     ) {
         self.status = status;
-        self.note(engine, format!("{status}: {text}"));
+        self.note(engine, format!("{status}: {line}"));
         let Some(ch) = self.channel.clone() else {
             return;
         };
@@ -344,17 +413,33 @@ impl Incident {
     pub async fn rolled_back(&mut self, engine: &Engine, by: &str, at: DateTime<Utc>) {
         self.rolled_back_at = Some(at);
         let targets: Vec<String> = self.signals.iter().map(Signal::target).collect();
-        let text = format!(
-            "rolled back to {} by {by}; monitoring until {} for {}, measured from the rollback on",
-            self.stable,
+        let watching = format!(
+            "{} for {}, measured from the rollback on",
             targets.join(", and "),
             crate::domain::human_duration(self.resolve_after.to_std().unwrap_or_default())
         );
-        self.publish(engine, "Monitoring", Severity::Warning, text.clone())
+        let line = format!(
+            "rolled back to {} by {by}; monitoring until {watching}",
+            self.stable
+        );
+        let reason = match engine.recent_rollback(&self.service).await {
+            Some(rb) if rb.by == by => rb.reason,
+            _ => self
+                .facts
+                .iter()
+                .find(|f| f.0 == "reason")
+                .map(|f| f.1.clone())
+                .unwrap_or_default(),
+        };
+        self.set("actor", by.to_string());
+        self.set("reason", reason);
+        self.set("watching", watching);
+        let text = self.render(engine, Template::RollbackComplete);
+        self.publish(engine, "Monitoring", Severity::Warning, (line, text))
             .await;
         engine.tell_comms(IncidentEvent::Monitoring {
             incident: self.comms_ref(),
-            body: text,
+            body: self.render(engine, Template::StatusPageMonitoring),
         });
     }
 
@@ -404,11 +489,17 @@ impl Incident {
             if measured.len() == 1 { "is" } else { "are" }
         );
         self.record(engine, "resolved", text.clone()).await;
-        self.publish(engine, "Resolved", Severity::Success, text.clone())
-            .await;
+        self.publish(
+            engine,
+            "Resolved",
+            Severity::Success,
+            (text.clone(), text.clone()),
+        )
+        .await;
+        self.set("recovery", text);
         engine.tell_comms(IncidentEvent::Resolved {
             incident: self.comms_ref(),
-            body: text,
+            body: self.render(engine, Template::StatusPageResolved),
         });
         true
     }

@@ -141,7 +141,7 @@ fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// Every problem with `[status_page]`, `[paging]` and the services'
+/// Every problem with `[status_page]`, `[paging]`, `[templates]` and the services'
 /// `status_page` keys.
 pub fn check(config: &Config, path: &Path, source: &str) -> Vec<ConfigError> {
     let mut errors = Vec::new();
@@ -215,6 +215,7 @@ pub fn check(config: &Config, path: &Path, source: &str) -> Vec<ConfigError> {
             StatusPageMode::Off => {}
         }
     }
+    errors.extend(super::templates::check(config, path, source));
     if let Some(p) = &config.paging {
         let table = find_span(source, "paging");
         if let Err(e) = p.key_source() {

@@ -8,7 +8,8 @@
 //!
 //! - `statuspage.rs`: Atlassian Statuspage API v1 (`[status_page]`);
 //! - `pagerduty.rs`: PagerDuty Events API v2 (`[paging]`);
-//! - `config.rs`: both sections and their checks.
+//! - `config.rs`: both sections and their checks;
+//! - `templates.rs`: `[templates]`, the words of an incident's messages.
 //!
 //! A provider that cannot deliver (a wrong key, an outage past its
 //! retries) says so in the log, in `/readyz` (without making rollbot
@@ -18,6 +19,7 @@
 pub mod config;
 pub mod pagerduty;
 pub mod statuspage;
+pub mod templates;
 
 use crate::chat::{Message, MessageRef, Notifier, Severity};
 use crate::config_file::Config;

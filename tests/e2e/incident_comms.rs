@@ -534,3 +534,118 @@ async fn wrong_keys_are_reported_in_the_log_readyz_and_the_incident_thread_and_n
     );
     assert!(sp.incidents().is_empty());
 }
+
+/// The chat messages the incident posted, with this title prefix.
+fn posted(rig: &Rig, prefix: &str) -> Vec<String> {
+    rig.chat
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn default_templates_follow_the_runbook_in_the_incident_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rig = Rig::start(dir.path(), "").await;
+    rig.until(120, monitoring).await;
+    rig.settle().await;
+    let id = rig.watch.id.clone();
+    // Initial incident: impact from the judge's excess failed requests,
+    // preliminary root cause, next steps.
+    let root = posted(&rig, "Incident: checkout v42");
+    let first = &root[0];
+    assert!(
+        first.contains("Impact: about ")
+            && first.contains("failed requests beyond the baseline's rate (canary "),
+        "{first}"
+    );
+    assert!(
+        first.contains("Preliminary root cause: checkout v42 (the canary) was judged failing: error rate canary"),
+        "{first}"
+    );
+    assert!(
+        first.contains("Next steps: roll checkout back to v41")
+            && first.contains(&format!("Incident {id}, ")),
+        "{first}"
+    );
+    // Rollback complete: what, verification, what next.
+    let done = posted(&rig, "Monitoring: checkout v42");
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(
+        done[0].contains("Rolled back: checkout v42 → v41 by rollbot controller (automatic after")
+            && done[0].contains("Verification: the backend confirmed that v41 serves again.")
+            && done[0].contains("Next: rollbot watches until the error rate stays at or below"),
+        "{}",
+        done[0]
+    );
+    let post = &rig.sp.received()[0].body["incident"];
+    assert_eq!(
+        post["body"],
+        "We identified the cause of degraded checkout: a change we are rolling back. Next update when the rollback is complete."
+    );
+}
+
+#[tokio::test]
+async fn templates_from_the_config_write_the_incident_thread_and_the_status_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = r#"
+[templates]
+status_page_title = "Checkout: elevated errors"
+status_page_opened = "Investigating {service} {from_version}: {impact}"
+status_page_resolved = "Fixed after {since_start}. {recovery}"
+rollback_complete = "not used: checkout has its own"
+[templates.services.checkout]
+incident_opened = "INITIAL {incident_id}: {impact} / cause {evidence} / by {actor} ({verdict})"
+rollback_complete = "DONE {from_version} -> {to_version} by {actor}: {reason}. Watching {watching}. Not a placeholder: {\"a\": 1}"
+"#;
+    let mut rig = Rig::start(dir.path(), templates).await;
+    rig.until(120, monitoring).await;
+    rig.until(60, done).await;
+    rig.settle().await;
+    let id = rig.watch.id.clone();
+    let root = posted(&rig, "Incident: checkout v42");
+    assert!(
+        root[0].contains(&format!("INITIAL {id}: about "))
+            && root[0].contains("/ cause error rate canary")
+            && root[0].contains("/ by rollbot controller (failing)"),
+        "{}",
+        root[0]
+    );
+    let done = posted(&rig, "Monitoring: checkout v42");
+    assert!(
+        done[0].contains("DONE v42 -> v41 by rollbot controller: automatic after")
+            && done[0].contains(". Watching the error rate stays at or below")
+            && done[0].contains("Not a placeholder: {\"a\": 1}"),
+        "{}",
+        done[0]
+    );
+    let incident = &rig.sp.incidents()[0];
+    assert_eq!(incident.name, "Checkout: elevated errors");
+    assert!(
+        incident.updates[0]
+            .1
+            .starts_with("Investigating checkout v42: about ")
+            && incident.updates[0]
+                .1
+                .contains("failed requests beyond the baseline's rate"),
+        "{incident:?}"
+    );
+    // Not replaced: the default.
+    assert!(
+        incident.updates[1].1.starts_with(
+            "The change to checkout was rolled back. We are monitoring until the error rate"
+        ),
+        "{incident:?}"
+    );
+    assert!(
+        incident.updates[2].1.starts_with("Fixed after ")
+            && incident.updates[2]
+                .1
+                .contains("within the baseline's range"),
+        "{incident:?}"
+    );
+}
