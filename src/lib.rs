@@ -25,7 +25,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub(crate) mod freeze;
-pub(crate) mod incident_comms;
+pub mod incident_comms;
 pub mod intake;
 pub mod judge;
 pub(crate) mod leader;

@@ -75,7 +75,7 @@ pub async fn start_with(
     let config = Arc::new(config);
     // Before the engine: a status page or paging key that cannot be read
     // stops the start with a clear message.
-    let comms = crate::incident_comms::Comms::start(&config, notifier.clone())?;
+    let comms = crate::incident_comms::Comms::start(&config, notifier.clone(), store.clone())?;
     let engine = Engine::new(EngineParts {
         config,
         store,

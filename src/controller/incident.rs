@@ -296,6 +296,11 @@ impl Incident {
             title: i.render(engine, Template::StatusPageTitle),
             body: i.render(engine, Template::StatusPageOpened),
         });
+        let asks = crate::incident_comms::config::mode_of(&engine.config, &i.service)
+            == crate::incident_comms::config::StatusPageMode::Ask;
+        if asks && engine.comms().is_some_and(|c| !c.is_empty()) {
+            engine.ask_status_page(&i.comms_ref()).await;
+        }
         i
     }
 

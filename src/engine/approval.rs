@@ -233,6 +233,9 @@ impl Engine {
         )
         .await?;
         let Some(action) = choice.action else {
+            if let Some(o) = self.answer_status_page(req, p, pick).await? {
+                return Ok(o);
+            }
             let m = Message::new(Severity::Info, format!("{}: {}", choice.label, p.title)).text(
                 format!(
                     "{} chose {}; nothing else is done.",

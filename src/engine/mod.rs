@@ -47,6 +47,7 @@ mod record;
 mod recovery;
 mod refusal;
 mod rollback_freeze;
+mod status_page_ask;
 mod stuck;
 
 pub use automation::{AutomationOff, DEFAULT_AUTOMATION_OFF, MAX_AUTOMATION_OFF};

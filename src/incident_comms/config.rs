@@ -16,8 +16,8 @@ pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com";
 pub enum StatusPageMode {
     /// Posted when the incident is identified, updated until resolved.
     Auto,
-    /// Ask in the incident thread first (not available yet: refused by
-    /// `check-config`, so nobody relies on a prompt that never comes).
+    /// Ask in the incident thread first (Post to status page / Not
+    /// customer-facing), see `engine/status_page_ask.rs`.
     Ask,
     /// Never posted.
     Off,
@@ -196,23 +196,21 @@ pub fn check(config: &Config, path: &Path, source: &str) -> Vec<ConfigError> {
     for s in &config.services {
         let Some(mode) = &s.status_page else { continue };
         let span = Some(mode.span());
-        match mode.as_ref() {
-            StatusPageMode::Ask => errors.push(
-                at(span, format!("service `{}`: status_page = \"ask\" is not available yet", s.name()))
-                    .help("use \"auto\" (post every incident of this service) or \"off\""),
+        let word = match mode.as_ref() {
+            StatusPageMode::Ask => "ask",
+            StatusPageMode::Auto => "auto",
+            StatusPageMode::Off => continue,
+        };
+        match &config.status_page {
+            None => errors.push(
+                at(span, format!("service `{}`: status_page = \"{word}\" needs a [status_page] section", s.name()))
+                    .help("add [status_page] with page_id, api_key and components, or write status_page = \"off\""),
             ),
-            StatusPageMode::Auto => match &config.status_page {
-                None => errors.push(
-                    at(span, format!("service `{}`: status_page = \"auto\" needs a [status_page] section", s.name()))
-                        .help("add [status_page] with page_id, api_key and components, or write status_page = \"off\""),
-                ),
-                Some(sp) if !sp.components.contains_key(s.name()) => errors.push(
-                    at(span, format!("service `{}`: status_page = \"auto\" but [status_page.components] lists no component for it", s.name()))
-                        .help(format!("add {} = [\"<component id>\"] under [status_page.components]", s.name())),
-                ),
-                Some(_) => {}
-            },
-            StatusPageMode::Off => {}
+            Some(sp) if !sp.components.contains_key(s.name()) => errors.push(
+                at(span, format!("service `{}`: status_page = \"{word}\" but [status_page.components] lists no component for it", s.name()))
+                    .help(format!("add {} = [\"<component id>\"] under [status_page.components]", s.name())),
+            ),
+            Some(_) => {}
         }
     }
     errors.extend(super::templates::check(config, path, source));
@@ -301,7 +299,7 @@ backend = "sim"
     }
 
     #[test]
-    fn a_service_set_to_auto_needs_components_and_ask_is_refused_at_its_line() {
+    fn a_service_set_to_auto_or_ask_needs_components_at_its_line() {
         let auto = BASE.replace(
             "backend = \"sim\"",
             "backend = \"sim\"\nstatus_page = \"auto\"",
@@ -315,7 +313,12 @@ backend = "sim"
             "backend = \"sim\"",
             "backend = \"sim\"\nstatus_page = \"ask\"",
         );
-        assert!(errors(&ask).contains("\"ask\" is not available yet"));
+        let e = errors(&ask);
+        assert!(
+            e.contains("status_page = \"ask\" needs a [status_page] section")
+                && e.contains("rollbot.toml:8:15:"),
+            "{e}"
+        );
         let bad = BASE.replace(
             "backend = \"sim\"",
             "backend = \"sim\"\nstatus_page = \"sometimes\"",

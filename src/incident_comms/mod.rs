@@ -17,8 +17,8 @@
 //! thread.
 
 pub mod config;
-pub mod pagerduty;
-pub mod statuspage;
+pub(crate) mod pagerduty;
+pub(crate) mod statuspage;
 pub mod templates;
 
 use crate::chat::{Message, MessageRef, Notifier, Severity};
@@ -70,6 +70,9 @@ pub enum IncidentEvent {
         incident: IncidentRef,
         summary: String,
     },
+    /// Someone answered the status page prompt of a service set to
+    /// `status_page = "ask"`: post the incident (as it stands now) or not.
+    StatusPageAnswer { incident: IncidentRef, post: bool },
     /// Deploy activity for the paging timeline: a promote, rollback,
     /// freeze or break-glass.
     Change {
@@ -85,7 +88,8 @@ impl IncidentEvent {
             IncidentEvent::Identified { incident, .. }
             | IncidentEvent::Monitoring { incident, .. }
             | IncidentEvent::Resolved { incident, .. }
-            | IncidentEvent::Page { incident, .. } => Some(incident),
+            | IncidentEvent::Page { incident, .. }
+            | IncidentEvent::StatusPageAnswer { incident, .. } => Some(incident),
             IncidentEvent::Change { .. } => None,
         }
     }
@@ -143,15 +147,21 @@ pub struct Comms {
 impl Comms {
     /// The providers `config` configures, each started in its own task.
     /// A secret that cannot be read stops the start with a clear message.
-    pub fn start(config: &Arc<Config>, notifier: Notifier) -> anyhow::Result<Comms> {
+    /// The status page keeps which of its incidents belongs to which
+    /// rollout in `store`, so a restart loses none.
+    pub fn start(
+        config: &Arc<Config>,
+        notifier: Notifier,
+        store: Arc<crate::store::Store>,
+    ) -> anyhow::Result<Comms> {
         let mut comms = Comms {
             pending: Arc::new(tokio::sync::watch::channel(0).0),
             ..Comms::default()
         };
-        if let Some(sink) = statuspage::StatusPage::from_config(config)? {
+        if let Some(sink) = statuspage::StatusPage::from_config(config, store.clone())? {
             comms.spawn(Box::new(sink), notifier.clone());
         }
-        if let Some(sink) = pagerduty::PagerDuty::from_config(config)? {
+        if let Some(sink) = pagerduty::PagerDuty::from_config(config, store)? {
             comms.spawn(Box::new(sink), notifier);
         }
         Ok(comms)

@@ -4,11 +4,15 @@
 //! every promote, rollback, freeze and break-glass, so responders see
 //! deploy activity on the service's timeline. An automatic rollback that
 //! worked pages nobody: it never sends a trigger.
+//!
+//! Open pages are stored (`paging:ROLLOUT` in the settings table), so a
+//! page triggered before a restart is still resolved with its incident.
 
 use super::config::PagingSeverity;
 use super::{retry_after, Delivery, IncidentEvent, IncidentSink, Undelivered};
 use crate::config::SecretValue;
 use crate::config_file::Config;
+use crate::store::{Store, Table};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -26,13 +30,22 @@ pub struct PagerDuty {
     default_key: Option<SecretValue>,
     keys: HashMap<String, SecretValue>,
     config: Arc<Config>,
-    /// Rollouts paged for and not yet resolved.
+    /// Rollouts paged for and not yet resolved (also in the store).
     triggered: HashSet<String>,
+    store: Arc<Store>,
+}
+
+/// Where an open page is stored.
+fn stored_key(rollout: &str) -> String {
+    format!("paging:{rollout}")
 }
 
 impl PagerDuty {
     /// `None` without `[paging]`.
-    pub fn from_config(config: &Arc<Config>) -> anyhow::Result<Option<PagerDuty>> {
+    pub fn from_config(
+        config: &Arc<Config>,
+        store: Arc<Store>,
+    ) -> anyhow::Result<Option<PagerDuty>> {
         let Some(p) = &config.paging else {
             return Ok(None);
         };
@@ -61,6 +74,7 @@ impl PagerDuty {
             keys,
             config: config.clone(),
             triggered: HashSet::new(),
+            store,
         }))
     }
 
@@ -112,13 +126,28 @@ impl PagerDuty {
             "client": "rollbot",
         });
         self.send("/v2/enqueue", event).await?;
-        self.triggered.insert(rollout.to_string());
+        if self.triggered.insert(rollout.to_string()) {
+            if let Err(e) = self
+                .store
+                .put(Table::Settings, &stored_key(rollout), &true)
+                .await
+            {
+                tracing::error!(rollout, error = %e, "could not store an open page; a restart would not resolve it");
+            }
+        }
         Ok(Delivery::Sent)
     }
 
     async fn resolve(&mut self, rollout: &str, service: &str) -> Result<Delivery, Undelivered> {
         if !self.triggered.contains(rollout) {
-            return Ok(Delivery::Skipped);
+            // Paged before a restart?
+            let stored = self
+                .store
+                .get::<bool>(Table::Settings, &stored_key(rollout))
+                .await;
+            if !matches!(stored, Ok(Some(true))) {
+                return Ok(Delivery::Skipped);
+            }
         }
         let Some(key) = self.key(service).cloned() else {
             return Ok(Delivery::Skipped);
@@ -130,6 +159,13 @@ impl PagerDuty {
         });
         self.send("/v2/enqueue", event).await?;
         self.triggered.remove(rollout);
+        if let Err(e) = self
+            .store
+            .remove(Table::Settings, &stored_key(rollout))
+            .await
+        {
+            tracing::warn!(rollout, error = %e, "could not forget a resolved page");
+        }
         Ok(Delivery::Sent)
     }
 
@@ -267,9 +303,9 @@ impl IncidentSink for PagerDuty {
                 summary,
                 details,
             } => self.change(services, summary, details).await,
-            IncidentEvent::Identified { .. } | IncidentEvent::Monitoring { .. } => {
-                Ok(Delivery::Skipped)
-            }
+            IncidentEvent::Identified { .. }
+            | IncidentEvent::Monitoring { .. }
+            | IncidentEvent::StatusPageAnswer { .. } => Ok(Delivery::Skipped),
         }
     }
 }

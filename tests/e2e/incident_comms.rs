@@ -50,6 +50,8 @@ resolve_after = "1m"
 members = ["console:omar"]
 [[roles.approver]]
 members = ["console:omar"]
+[[roles.deployer]]
+members = ["console:dana"]
 [status_page]
 page_id = "pg1"
 api_key_file = "{sp_key}"
@@ -83,6 +85,11 @@ impl Rig {
     async fn start(dir: &Path, service: &str) -> Rig {
         let sp = FakeStatuspage::start("pg1", SP_KEY, &["cmp-api", "cmp-web"]).await;
         let pd = FakePagerDuty::start(&[PD_KEY]).await;
+        Rig::start_at(dir, service, sp, pd).await
+    }
+
+    /// With fakes that outlive this rollbot (started on another runtime).
+    async fn start_at(dir: &Path, service: &str, sp: FakeStatuspage, pd: FakePagerDuty) -> Rig {
         let text = config(dir, &sp, &pd, service);
         let config =
             Config::parse(&dir.join("rollbot.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
@@ -647,5 +654,255 @@ rollback_complete = "DONE {from_version} -> {to_version} by {actor}: {reason}. W
                 .1
                 .contains("within the baseline's range"),
         "{incident:?}"
+    );
+}
+
+/// Runs `life` as a whole rollbot process would run: on a runtime of its
+/// own that is shut down at the end, so everything it held (the store
+/// included) is gone before the next start. The fakes stay up on the
+/// test's runtime.
+async fn first_life<T: Send + 'static>(
+    life: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
+) -> T {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let out = rt.block_on(life());
+        rt.shutdown_timeout(Duration::from_secs(10));
+        let _ = tx.send(out);
+    });
+    rx.await.expect("the first life ended")
+}
+
+/// rollbot started again on `dir`'s store, with the same config.
+async fn restart(dir: &Path, sp: &FakeStatuspage, pd: &FakePagerDuty, service: &str) -> Runtime {
+    let text = config(dir, sp, pd, service);
+    let config = Config::parse(&dir.join("rollbot.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    rollbot::runtime::start(
+        config,
+        &dir.join("data"),
+        vec![Arc::new(Chat::default()) as Arc<dyn ChatSink>],
+        Arc::new(ManualClock::new(chrono::Utc::now())),
+    )
+    .await
+    .unwrap()
+}
+
+async fn settle(rt: &Runtime) {
+    assert!(
+        rt.engine
+            .comms()
+            .unwrap()
+            .settle(Duration::from_secs(60))
+            .await,
+        "comms did not settle"
+    );
+}
+
+fn resolved_event(rollout: &str) -> rollbot::incident_comms::IncidentEvent {
+    rollbot::incident_comms::IncidentEvent::Resolved {
+        incident: rollbot::incident_comms::IncidentRef {
+            rollout: rollout.to_string(),
+            service: "checkout".into(),
+            thread: Default::default(),
+        },
+        body: "checkout has recovered".into(),
+    }
+}
+
+#[tokio::test]
+async fn after_a_restart_resolved_still_closes_the_right_status_page_incident_and_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = FakeStatuspage::start("pg1", SP_KEY, &["cmp-api", "cmp-web"]).await;
+    let pd = FakePagerDuty::start(&[PD_KEY]).await;
+    let (path, sp1, pd1) = (dir.path().to_path_buf(), sp.clone(), pd.clone());
+    // A failed automatic rollback: the status page incident is open with
+    // its components in partial outage, and the on-call is paged.
+    let id = first_life(move || {
+        Box::pin(async move {
+            let mut rig = Rig::start_at(&path, "critical = true", sp1, pd1).await;
+            let sim = rig.rt.simulated.get("sim").unwrap().clone();
+            sim.inject_failure("checkout", "rollback", 1, "the registry no longer has v41");
+            rig.until(120, |s| matches!(s, WatchState::RollbackFailed(_)))
+                .await;
+            rig.settle().await;
+            rig.watch.id.clone()
+        })
+    })
+    .await;
+    assert_eq!(sp.incidents().len(), 1);
+    let page_incident = sp.incidents()[0].id.clone();
+    assert_eq!(sp.component("cmp-api").as_deref(), Some("partial_outage"));
+    assert_eq!(pd.alert(&id).as_deref(), Some("triggered"));
+
+    let rt = restart(dir.path(), &sp, &pd, "critical = true").await;
+    rt.engine.tell_comms(resolved_event(&id));
+    settle(&rt).await;
+    let last = sp.received().last().unwrap().clone();
+    assert_eq!(last.method, "PATCH");
+    assert!(
+        last.path.ends_with(&format!("/incidents/{page_incident}")),
+        "{}",
+        last.path
+    );
+    assert_eq!(sp.incidents().len(), 1, "no second incident");
+    assert_eq!(sp.incidents()[0].status, "resolved");
+    assert_eq!(sp.component("cmp-api").as_deref(), Some("operational"));
+    assert_eq!(sp.component("cmp-web").as_deref(), Some("operational"));
+    assert_eq!(pd.alert(&id).as_deref(), Some("resolved"));
+    assert_eq!(
+        rt.engine.comms().unwrap().readiness(),
+        ["status page: ok", "paging: ok"]
+    );
+}
+
+fn omar() -> Actor {
+    Actor::new(Platform::Console, "omar", "omar")
+}
+
+#[tokio::test]
+async fn ask_posts_a_prompt_in_the_incident_thread_and_post_opens_the_incident_as_it_stands_even_after_a_restart(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = FakeStatuspage::start("pg1", SP_KEY, &["cmp-api", "cmp-web"]).await;
+    let pd = FakePagerDuty::start(&[PD_KEY]).await;
+    let (path, sp1, pd1) = (dir.path().to_path_buf(), sp.clone(), pd.clone());
+    let (id, prompt, chat) = first_life(move || {
+        Box::pin(async move {
+            let mut rig = Rig::start_at(&path, "status_page = \"ask\"", sp1, pd1).await;
+            rig.until(120, monitoring).await;
+            rig.settle().await;
+            let open = rig.rt.engine.prompts.open(rig.clock.now()).await.unwrap();
+            assert_eq!(open.len(), 1, "{open:?}");
+            (rig.watch.id.clone(), open[0].clone(), rig.chat_text())
+        })
+    })
+    .await;
+    // Nothing on the page until someone says so; the question is asked
+    // in the incident's thread, of responders and approvers.
+    assert!(sp.received().is_empty(), "{:?}", sp.received());
+    assert_eq!(
+        prompt.title,
+        "Post the checkout incident to the status page?"
+    );
+    assert_eq!(prompt.channel.as_deref(), Some("incidents"));
+    assert!(!prompt.thread.is_empty(), "in the incident's thread");
+    assert_eq!(prompt.approve.label, "Post to status page");
+    assert_eq!(prompt.reject.label, "Not customer-facing");
+    assert!(
+        chat.contains("Post the checkout incident to the status page?"),
+        "{chat}"
+    );
+
+    // After a restart, Post opens it where the incident stands now:
+    // monitoring, components degraded; Resolved then closes it.
+    let rt = restart(dir.path(), &sp, &pd, "status_page = \"ask\"").await;
+    let o = rt
+        .engine
+        .execute(Request::new(
+            omar(),
+            Action::Approve {
+                prompt: prompt.id.clone(),
+            },
+        ))
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    assert!(
+        o.message.plain().contains("omar chose Post to status page"),
+        "{}",
+        o.message.plain()
+    );
+    settle(&rt).await;
+    let incidents = sp.incidents();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0].status, "monitoring");
+    assert_eq!(incidents[0].name, "checkout degraded after a change");
+    assert!(
+        incidents[0].updates[0]
+            .1
+            .starts_with("The change to checkout was rolled back."),
+        "{incidents:?}"
+    );
+    assert_eq!(
+        sp.component("cmp-api").as_deref(),
+        Some("degraded_performance")
+    );
+    // A second press acts once.
+    let again = rt
+        .engine
+        .execute(Request::new(
+            omar(),
+            Action::Approve {
+                prompt: prompt.id.clone(),
+            },
+        ))
+        .await;
+    assert_eq!(again.status, Status::Refused);
+    rt.engine.tell_comms(resolved_event(&id));
+    settle(&rt).await;
+    assert_eq!(sp.incidents().len(), 1);
+    assert_eq!(sp.incidents()[0].status, "resolved");
+    assert_eq!(sp.component("cmp-api").as_deref(), Some("operational"));
+}
+
+#[tokio::test]
+async fn ask_answered_not_customer_facing_posts_nothing_and_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rig = Rig::start(dir.path(), "status_page = \"ask\"").await;
+    rig.until(120, monitoring).await;
+    let open = rig.rt.engine.prompts.open(rig.clock.now()).await.unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+    // A deployer (neither responder nor approver) may not answer it.
+    let o = rig
+        .rt
+        .engine
+        .execute(Request::new(
+            Actor::new(Platform::Console, "dana", "dana"),
+            Action::Reject {
+                prompt: open[0].id.clone(),
+            },
+        ))
+        .await;
+    assert_eq!(o.status, Status::Refused, "{}", o.message.plain());
+    let o = rig
+        .rt
+        .engine
+        .execute(Request::new(
+            omar(),
+            Action::Reject {
+                prompt: open[0].id.clone(),
+            },
+        ))
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    assert!(
+        o.message
+            .plain()
+            .contains("omar chose Not customer-facing: nothing about incident"),
+        "{}",
+        o.message.plain()
+    );
+    rig.until(60, done).await;
+    rig.settle().await;
+    assert!(rig.sp.received().is_empty(), "{:?}", rig.sp.received());
+    let answers = rig
+        .rt
+        .engine
+        .audit()
+        .query(&rollbot::audit::Query {
+            service: Some("checkout".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        answers.iter().any(|e| e.record.actor.id == "omar"
+            && e.record.parameters.get("choice")
+                == Some(&serde_json::json!("Not customer-facing"))),
+        "the answer is audited"
+    );
+    assert!(
+        answers.iter().any(|e| e.record.action == "status_page"),
+        "the question is audited"
     );
 }
