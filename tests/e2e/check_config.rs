@@ -203,3 +203,24 @@ fn a_bad_required_value_does_not_hide_the_problems_after_it() {
     );
     assert!(t.contains("2 errors in the configuration"), "{t}");
 }
+
+#[test]
+fn unknown_template_placeholders_are_reported_at_their_column_with_the_closest_name() {
+    let (code, t, p) = check(
+        "[backends.sim]\ntype = \"simulated\"\n\n[[services]]\nname = \"checkout\"\nbackend = \"sim\"\n\n[templates]\nstatus_page_opened = \"{service} is slow: {imapct}\"\n\n[templates.services.checkout]\nincident_opened = \"\"\"\nImpact: {impact}\nRoot cause: {evidance}\"\"\"\n",
+    );
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains(&format!(
+            "{p}:9:42: [templates] status_page_opened: unknown placeholder {{imapct}}"
+        )) && t.contains("did you mean {impact}?"),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "{p}:14:13: [templates.services.checkout] incident_opened: unknown placeholder {{evidance}}"
+        )) && t.contains("did you mean {evidence}?"),
+        "{t}"
+    );
+    assert!(t.contains("2 errors in the configuration"), "{t}");
+}
