@@ -91,7 +91,7 @@ impl Template {
                 Next steps: roll {service} back to {to_version}, then watch it until it is back at the baseline's level. Incident {incident_id}, {since_start} after the rollout started.",
             Template::RollbackComplete => "Rolled back: {service} {from_version} → {to_version} by {actor} ({reason}).\n\
                 Verification: the backend confirmed that {to_version} serves again.\n\
-                Next: rollbot watches until {watching}; this incident is resolved when that holds.",
+                Next: monitoring until {watching}; this incident is resolved when that holds.",
             Template::StatusPageTitle => "{service} degraded after a change",
             Template::StatusPageOpened => "We identified the cause of degraded {service}: a change we are rolling back. Next update when the rollback is complete.",
             Template::StatusPageMonitoring => "The change to {service} was rolled back. We are monitoring until {watching}.",

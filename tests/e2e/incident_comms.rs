@@ -585,7 +585,7 @@ async fn default_templates_follow_the_runbook_in_the_incident_thread() {
     assert!(
         done[0].contains("Rolled back: checkout v42 → v41 by rollbot controller (automatic after")
             && done[0].contains("Verification: the backend confirmed that v41 serves again.")
-            && done[0].contains("Next: rollbot watches until the error rate stays at or below"),
+            && done[0].contains("Next: monitoring until the error rate stays at or below"),
         "{}",
         done[0]
     );
