@@ -14,11 +14,13 @@
 
 mod chat;
 mod check;
+mod checks;
 mod depends;
 mod gates;
 mod sections;
 mod service;
 
+pub use checks::{CheckConfig, CheckSeverity, Condition, SloConfig};
 pub use chat::{ChatConfig, DiscordConfig, SlackConfig, SlackMode};
 pub use gates::GatesConfig;
 pub use sections::{
