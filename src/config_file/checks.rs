@@ -127,7 +127,9 @@ pub enum Condition {
     Above(f64),
     Below(f64),
     /// canary ≤ tolerance × baseline, tested sequentially.
-    Baseline { tolerance: f64 },
+    Baseline {
+        tolerance: f64,
+    },
 }
 
 impl CheckConfig {
@@ -226,14 +228,16 @@ impl Config {
 
 fn check_one(s: &ServiceConfig, c: &CheckConfig, path: &Path, source: &str) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    let at = |span: std::ops::Range<usize>, msg: String| {
-        ConfigError::at(path, source, Some(span), msg)
-    };
+    let at =
+        |span: std::ops::Range<usize>, msg: String| ConfigError::at(path, source, Some(span), msg);
     let what = format!("service `{}`, check `{}`", s.name(), c.name());
     if c.name().trim().is_empty() {
         errors.push(
-            at(c.name.span(), format!("service `{}`: a check needs a name", s.name()))
-                .help("write name = \"crash loops\""),
+            at(
+                c.name.span(),
+                format!("service `{}`: a check needs a name", s.name()),
+            )
+            .help("write name = \"crash loops\""),
         );
     }
     let query = c.query.as_ref();
@@ -287,17 +291,29 @@ fn check_one(s: &ServiceConfig, c: &CheckConfig, path: &Path, source: &str) -> V
     }
     for (key, v) in [("above", &c.above), ("below", &c.below)] {
         if let Some(v) = v.as_ref().filter(|v| !v.get_ref().is_finite()) {
-            errors.push(at(v.span(), format!("{what}: `{key}` must be a finite number")));
+            errors.push(at(
+                v.span(),
+                format!("{what}: `{key}` must be a finite number"),
+            ));
         }
     }
     match (&c.compare, &c.tolerance) {
         (None, Some(t)) => errors.push(
-            at(t.span(), format!("{what}: `tolerance` is only for `compare = \"baseline\"`"))
-                .help("remove `tolerance`, or add `compare = \"baseline\"` and drop above/below"),
+            at(
+                t.span(),
+                format!("{what}: `tolerance` is only for `compare = \"baseline\"`"),
+            )
+            .help("remove `tolerance`, or add `compare = \"baseline\"` and drop above/below"),
         ),
         (Some(_), Some(t)) if !(t.get_ref().is_finite() && *t.get_ref() >= 1.0) => errors.push(
-            at(t.span(), format!("{what}: tolerance must be a ratio of at least 1 (it is {})", t.get_ref()))
-                .help("write tolerance = 1.2 to accept a canary up to 20% above the baseline"),
+            at(
+                t.span(),
+                format!(
+                    "{what}: tolerance must be a ratio of at least 1 (it is {})",
+                    t.get_ref()
+                ),
+            )
+            .help("write tolerance = 1.2 to accept a canary up to 20% above the baseline"),
         ),
         _ => {}
     }
@@ -359,20 +375,31 @@ mod tests {
 
     #[test]
     fn unknown_placeholders_are_found_with_their_place() {
-        assert!(unknown_placeholders("x{service=\"$service\",ns=\"$namespace\"}[$window]").is_empty());
+        assert!(
+            unknown_placeholders("x{service=\"$service\",ns=\"$namespace\"}[$window]").is_empty()
+        );
         assert_eq!(
             unknown_placeholders("x{service=\"$servce\"}[$windw] $"),
-            vec![(11, "servce".into()), (21, "windw".into()), (29, String::new())]
+            vec![
+                (11, "servce".into()),
+                (21, "windw".into()),
+                (29, String::new())
+            ]
         );
         // label_replace's group references are PromQL's own.
-        assert!(unknown_placeholders("label_replace(x, \"pod\", \"$1\", \"p\", \"(.*)\")").is_empty());
+        assert!(
+            unknown_placeholders("label_replace(x, \"pod\", \"$1\", \"p\", \"(.*)\")").is_empty()
+        );
     }
 
     #[test]
     fn a_misspelt_severity_suggests_the_right_one() {
         let e = CheckSeverity::parse("auto_rollbak").unwrap_err();
         assert!(e.contains("did you mean `auto_rollback`"), "{e}");
-        assert_eq!(CheckSeverity::parse("log_only").unwrap(), CheckSeverity::LogOnly);
+        assert_eq!(
+            CheckSeverity::parse("log_only").unwrap(),
+            CheckSeverity::LogOnly
+        );
     }
 
     const BASE: &str = "[backends.sim]\ntype = \"simulated\"\n\n[[services]]\nname = \"checkout\"\nbackend = \"sim\"\n";
@@ -400,7 +427,10 @@ mod tests {
         let s = c.service("checkout").unwrap();
         assert_eq!(s.checks[0].condition(), Condition::Above(3.0));
         assert_eq!(s.checks[0].severity, CheckSeverity::LogOnly);
-        assert_eq!(s.checks[1].condition(), Condition::Baseline { tolerance: 1.5 });
+        assert_eq!(
+            s.checks[1].condition(),
+            Condition::Baseline { tolerance: 1.5 }
+        );
         assert_eq!(s.checks[1].severity, CheckSeverity::PageAndSuggest);
         let slo = s.slo.as_ref().unwrap().get_ref();
         assert_eq!(slo.page, CheckSeverity::AutoRollback);
@@ -410,13 +440,21 @@ mod tests {
     #[test]
     fn an_unknown_key_or_severity_gets_a_did_you_mean_at_its_place() {
         let e = errors(&check(&format!("{QUERY}abov = 3\n")));
-        let key = e.iter().find(|e| e.message.contains("unknown field `abov`")).unwrap();
+        let key = e
+            .iter()
+            .find(|e| e.message.contains("unknown field `abov`"))
+            .unwrap();
         assert_eq!((key.line, key.column), (11, 1), "{e:?}");
         assert_eq!(key.help.as_deref(), Some("did you mean `above`?"));
-        let e = errors(&check(&format!("{QUERY}above = 3\nseverity = \"page_and_sugest\"\n")));
+        let e = errors(&check(&format!(
+            "{QUERY}above = 3\nseverity = \"page_and_sugest\"\n"
+        )));
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!((e[0].line, e[0].column), (12, 12), "{e:?}");
-        assert!(e[0].message.contains("did you mean `page_and_suggest`"), "{e:?}");
+        assert!(
+            e[0].message.contains("did you mean `page_and_suggest`"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -424,23 +462,36 @@ mod tests {
         let e = errors(&check(&format!("{QUERY}above = 3\nbelow = 1\n")));
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!((e[0].line, e[0].column), (12, 9), "{e:?}");
-        assert!(e[0].message.contains("sets both `above` and `below`"), "{e:?}");
+        assert!(
+            e[0].message.contains("sets both `above` and `below`"),
+            "{e:?}"
+        );
         let e = errors(&check(QUERY));
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(e[0].line, 9, "{e:?}");
         assert!(e[0].message.contains("has no condition"), "{e:?}");
-        let e = errors(&check(&format!("{QUERY}compare = \"baseline\"\nabove = 2\n")));
-        assert!(e[0].message.contains("cannot have `above` or `below`"), "{e:?}");
+        let e = errors(&check(&format!(
+            "{QUERY}compare = \"baseline\"\nabove = 2\n"
+        )));
+        assert!(
+            e[0].message.contains("cannot have `above` or `below`"),
+            "{e:?}"
+        );
         let e = errors(&check(&format!("{QUERY}above = 2\ntolerance = 1.5\n")));
         assert!(e[0].message.contains("`tolerance` is only for"), "{e:?}");
     }
 
     #[test]
     fn bad_placeholders_are_reported_at_their_column() {
-        let e = errors(&check("query = 'up{service=\"$servce\"}[$window]'\nabove = 1\n"));
+        let e = errors(&check(
+            "query = 'up{service=\"$servce\"}[$window]'\nabove = 1\n",
+        ));
         assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!((e[0].line, e[0].column), (10, 22), "{e:?}");
-        assert!(e[0].message.contains("unknown placeholder `$servce`"), "{e:?}");
+        assert!(
+            e[0].message.contains("unknown placeholder `$servce`"),
+            "{e:?}"
+        );
         assert_eq!(e[0].help.as_deref(), Some("did you mean `$service`?"));
         let e = errors(&check(
             "query = 'x{track=\"$track\"}'\ncompare = \"baseline\"\n",
@@ -455,6 +506,10 @@ mod tests {
         assert_eq!((e[0].line, e[0].column), (7, 7), "{e:?}");
         assert!(e[0].message.contains("between 0 and 1"), "{e:?}");
         let e = errors("slo = { objective = 0.999, windw = \"30d\" }\n");
-        assert_eq!(e[0].help.as_deref(), Some("did you mean `window`?"), "{e:?}");
+        assert_eq!(
+            e[0].help.as_deref(),
+            Some("did you mean `window`?"),
+            "{e:?}"
+        );
     }
 }

@@ -20,8 +20,8 @@ mod gates;
 mod sections;
 mod service;
 
-pub use checks::{CheckConfig, CheckSeverity, Condition, SloConfig};
 pub use chat::{ChatConfig, DiscordConfig, SlackConfig, SlackMode};
+pub use checks::{CheckConfig, CheckSeverity, Condition, SloConfig};
 pub use gates::GatesConfig;
 pub use sections::{
     ApiClient, ApiConfig, ChannelConfig, EngineConfig, MetricQueries, MetricSourceKind,

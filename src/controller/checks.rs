@@ -50,7 +50,13 @@ fn plan(config: &Config, svc: &ServiceConfig, w: &Watched, interval: Duration) -
         let track = c.query.as_ref().contains("$track").then_some("canary");
         out.push(Planned {
             purpose: Purpose::Check(i),
-            promql: render(c.query.as_ref(), &w.service, &w.namespace, "canary", interval),
+            promql: render(
+                c.query.as_ref(),
+                &w.service,
+                &w.namespace,
+                "canary",
+                interval,
+            ),
             track,
         });
     }
@@ -209,7 +215,12 @@ pub(crate) async fn fetch(
         });
     plans
         .into_iter()
-        .map(|(w, svc, planned)| (w.service.clone(), inputs(svc, &w.service, &planned, &answers)))
+        .map(|(w, svc, planned)| {
+            (
+                w.service.clone(),
+                inputs(svc, &w.service, &planned, &answers),
+            )
+        })
         .collect()
 }
 
@@ -267,7 +278,10 @@ fn inputs(
 
 /// The canary's own traffic when the canary served requests in the
 /// shortest window, else the whole service's.
-fn slo_input(counts: BTreeMap<u64, HashMap<String, (f64, f64)>>, missing: Option<String>) -> SloInput {
+fn slo_input(
+    counts: BTreeMap<u64, HashMap<String, (f64, f64)>>,
+    missing: Option<String>,
+) -> SloInput {
     let shortest = slo::windows()[0];
     let canary = counts
         .get(&shortest)
@@ -377,7 +391,11 @@ impl CheckWatch {
             ));
         }
         let changed = self.last.len() != outcomes.len()
-            || self.last.iter().zip(&outcomes).any(|(a, b)| a.state != b.state);
+            || self
+                .last
+                .iter()
+                .zip(&outcomes)
+                .any(|(a, b)| a.state != b.state);
         // The most severe firing check decides; the judge's own failing
         // verdict keeps its tier.
         let tiered = outcomes
@@ -399,7 +417,9 @@ impl CheckWatch {
         for o in &outcomes {
             if let Some(r) = &o.reason {
                 let tier = match (o.state, o.severity) {
-                    (CheckState::Firing, CheckSeverity::LogOnly) => " (log only: nothing is done)".to_string(),
+                    (CheckState::Firing, CheckSeverity::LogOnly) => {
+                        " (log only: nothing is done)".to_string()
+                    }
                     (CheckState::Firing, s) => format!(" ({s})"),
                     _ => String::new(),
                 };
@@ -409,7 +429,10 @@ impl CheckWatch {
         }
         // The deciding check's reason reads first.
         if let Some(f) = &self.fired {
-            if let Some(i) = reasons.iter().position(|r| r.contains(&format!("{}", f.name))) {
+            if let Some(i) = reasons
+                .iter()
+                .position(|r| r.contains(&format!("{}", f.name)))
+            {
                 let first = reasons.remove(i);
                 reasons.insert(0, first);
             }
@@ -441,7 +464,10 @@ impl CheckWatch {
     pub fn audit(&self, parameters: &mut BTreeMap<String, serde_json::Value>) {
         if let Some(f) = &self.fired {
             parameters.insert("check".into(), serde_json::json!(f.name));
-            parameters.insert("check_severity".into(), serde_json::json!(f.severity.as_str()));
+            parameters.insert(
+                "check_severity".into(),
+                serde_json::json!(f.severity.as_str()),
+            );
         }
         if !self.last.is_empty() {
             let all: Vec<serde_json::Value> = self
@@ -468,13 +494,24 @@ impl CheckWatch {
         }
     }
 
-    /// The summary's "Checks" field: every check with its value and state.
-    pub fn summary_field(&self, msg: crate::chat::Message) -> crate::chat::Message {
+    /// The summary's list of checks: every check with its value and state,
+    /// in the text (not a field), so every chat platform and the log show it.
+    pub fn summary_field(&self, mut msg: crate::chat::Message) -> crate::chat::Message {
         if self.last.is_empty() {
             return msg;
         }
-        let lines: Vec<String> = self.last.iter().map(CheckOutcome::line).collect();
-        msg.field("Checks", lines.join("\n"))
+        let lines: Vec<String> = self
+            .last
+            .iter()
+            .map(|o| format!("• {}", o.line()))
+            .collect();
+        let list = format!("Checks:\n{}", lines.join("\n"));
+        msg.text = if msg.text.is_empty() {
+            list
+        } else {
+            format!("{}\n{list}", msg.text)
+        };
+        msg
     }
 }
 

@@ -15,8 +15,8 @@ use std::fmt;
 pub enum CheckInput {
     /// Why there is no value (no series, a refused query).
     NoData(String),
-    /// The value judged; `canary` when it is the canary's own, else the
-    /// whole service's.
+    /// The value judged; `canary` when it came from the canary's series
+    /// (`track="canary"`), else the query's series as they are.
     Value { value: f64, canary: bool },
     /// A comparison's two tracks.
     Pair { canary: f64, baseline: f64 },
@@ -127,9 +127,12 @@ impl CheckJudge {
     ) -> CheckOutcome {
         let hold = self.config.for_.map(|d| d.0.as_secs_f64());
         match self.config.condition() {
-            Condition::Baseline { tolerance } => {
-                self.compare(t, input, tolerance, (warm_up, alpha, hold.unwrap_or(sustained)))
-            }
+            Condition::Baseline { tolerance } => self.compare(
+                t,
+                input,
+                tolerance,
+                (warm_up, alpha, hold.unwrap_or(sustained)),
+            ),
             condition => self.threshold(t, input, condition, hold.unwrap_or(0.0)),
         }
     }
@@ -181,7 +184,11 @@ impl CheckJudge {
             Condition::Baseline { .. } => unreachable!("comparisons are judged apart"),
         };
         let wanted = if hold > 0.0 {
-            format!("fires {word} {} for {}", fmt_value(bound), fmt_duration(hold))
+            format!(
+                "fires {word} {} for {}",
+                fmt_value(bound),
+                fmt_duration(hold)
+            )
         } else {
             format!("fires {word} {}", fmt_value(bound))
         };
@@ -210,8 +217,14 @@ impl CheckJudge {
             (true, true) => CheckState::Firing,
             (true, false) => CheckState::Pending,
         };
-        let scope = if canary { "canary" } else { "whole service" };
-        let shown = format!("{} ({scope})", fmt_value(value));
+        // Said only when the series told: a query without a track label
+        // may well select the canary's pods by itself.
+        let (scope, on) = if canary {
+            (" (canary)", " on the canary")
+        } else {
+            ("", "")
+        };
+        let shown = format!("{}{scope}", fmt_value(value));
         let mut out = self.outcome(state, shown, wanted);
         out.evidence.canary = value;
         out.evidence.effect = value;
@@ -220,7 +233,7 @@ impl CheckJudge {
         out.evidence.threshold = hold;
         out.reason = match state {
             CheckState::Firing => Some(format!(
-                "check `{}`: {} is {word} {}{} on the {scope}",
+                "check `{}`: {} is {word} {}{}{on}",
                 self.name(),
                 fmt_value(value),
                 fmt_value(bound),
@@ -231,7 +244,7 @@ impl CheckJudge {
                 }
             )),
             CheckState::Pending => Some(format!(
-                "check `{}`: {} is {word} {} on the {scope}, for {} so far; fires once it has lasted {}",
+                "check `{}`: {} is {word} {}{on}, for {} so far; fires once it has lasted {}",
                 self.name(),
                 fmt_value(value),
                 fmt_value(bound),
@@ -337,13 +350,25 @@ mod tests {
     #[test]
     fn no_data_never_fires_and_restarts_the_clock() {
         let mut c = check("name = \"x\"\nquery = \"q\"\nbelow = 0.5\nfor = \"20s\"\n");
-        assert_eq!(c.observe(0.0, &value(0.1), POLICY).state, CheckState::Pending);
+        assert_eq!(
+            c.observe(0.0, &value(0.1), POLICY).state,
+            CheckState::Pending
+        );
         let gap = c.observe(10.0, &CheckInput::NoData("no series".into()), POLICY);
         assert_eq!(gap.state, CheckState::NoData);
         assert_eq!(gap.evidence.class, MetricClass::NoData);
-        assert_eq!(c.observe(20.0, &value(0.1), POLICY).state, CheckState::Pending);
-        assert_eq!(c.observe(30.0, &value(0.1), POLICY).state, CheckState::Pending);
-        assert_eq!(c.observe(40.0, &value(0.1), POLICY).state, CheckState::Firing);
+        assert_eq!(
+            c.observe(20.0, &value(0.1), POLICY).state,
+            CheckState::Pending
+        );
+        assert_eq!(
+            c.observe(30.0, &value(0.1), POLICY).state,
+            CheckState::Pending
+        );
+        assert_eq!(
+            c.observe(40.0, &value(0.1), POLICY).state,
+            CheckState::Firing
+        );
     }
 
     #[test]

@@ -103,7 +103,10 @@ pub fn assess(
         for a in alerts {
             let rate = a.rate(slo_window);
             let (l, s) = (burn(a.long), burn(a.short));
-            let shown = |b: Option<f64>| b.map(|b| format!("{}×", fmt_value(round2(b)))).unwrap_or_else(|| "no data".into());
+            let shown = |b: Option<f64>| {
+                b.map(|b| format!("{}×", fmt_value(round2(b))))
+                    .unwrap_or_else(|| "no data".into())
+            };
             parts.push(format!(
                 "{} over {} and {} over {} (fires at {}×)",
                 shown(l),
@@ -114,7 +117,11 @@ pub fn assess(
             ));
             if let (Some(l), Some(s)) = (l, s) {
                 any_data = true;
-                worst = if worst.is_nan() { l.min(s) } else { worst.max(l.min(s)) };
+                worst = if worst.is_nan() {
+                    l.min(s)
+                } else {
+                    worst.max(l.min(s))
+                };
                 if l >= rate && s >= rate && fired.is_none() {
                     fired = Some((a, l, s, rate));
                 }
@@ -125,7 +132,11 @@ pub fn assess(
             (false, true) => CheckState::Ok,
             (false, false) => CheckState::NoData,
         };
-        let scope = if input.canary { "canary" } else { "whole service" };
+        let scope = if input.canary {
+            "canary"
+        } else {
+            "whole service"
+        };
         let value = match (&input.missing, any_data) {
             (Some(why), false) => why.clone(),
             _ => format!("burn rate {} ({scope})", parts.join("; ")),
@@ -214,18 +225,35 @@ mod tests {
     #[test]
     fn a_page_needs_both_windows_and_a_ticket_is_log_only() {
         // 99.9%: 2% errors is a 20× burn.
-        let fast = input(&[(3600, 0.02), (300, 0.02), (6 * H, 0.002), (1800, 0.002), (72 * H, 0.002)]);
+        let fast = input(&[
+            (3600, 0.02),
+            (300, 0.02),
+            (6 * H, 0.002),
+            (1800, 0.002),
+            (72 * H, 0.002),
+        ]);
         let [page, ticket] = assess(0.999, DAYS30, CheckSeverity::PageAndSuggest, &fast);
         assert_eq!(page.state, CheckState::Firing, "{page:?}");
         assert!(page.reason.unwrap().contains("20× over 1h"));
         assert_eq!(ticket.state, CheckState::Firing);
         assert_eq!(ticket.severity, CheckSeverity::LogOnly);
         // The 1h window burns, but the last 5 minutes are clean: over.
-        let recovered = input(&[(3600, 0.02), (300, 0.0005), (6 * H, 0.0005), (1800, 0.0005), (72 * H, 0.0005)]);
+        let recovered = input(&[
+            (3600, 0.02),
+            (300, 0.0005),
+            (6 * H, 0.0005),
+            (1800, 0.0005),
+            (72 * H, 0.0005),
+        ]);
         let [page, ticket] = assess(0.999, DAYS30, CheckSeverity::PageAndSuggest, &recovered);
         assert_eq!(page.state, CheckState::Ok, "{page:?}");
         assert_eq!(ticket.state, CheckState::Ok);
-        let [page, _] = assess(0.999, DAYS30, CheckSeverity::AutoRollback, &SloInput::default());
+        let [page, _] = assess(
+            0.999,
+            DAYS30,
+            CheckSeverity::AutoRollback,
+            &SloInput::default(),
+        );
         assert_eq!(page.state, CheckState::NoData);
     }
 }

@@ -64,7 +64,10 @@ pub trait MetricSource: Send + Sync {
     async fn instant(&self, queries: &[String], at: DateTime<Utc>) -> Result<Answers, MetricError> {
         let _ = at;
         let why = format!("the {} metric source cannot run queries", self.kind());
-        Ok(queries.iter().map(|q| (q.clone(), Err(why.clone()))).collect())
+        Ok(queries
+            .iter()
+            .map(|q| (q.clone(), Err(why.clone())))
+            .collect())
     }
 }
 

@@ -79,7 +79,10 @@ mod tests {
         let worse = run(|_| 200.0);
         assert_eq!(worse.last(), Some(&MetricClass::Failing), "{worse:?}");
         // The sustained rule: never failing on the tick it first shows.
-        let first = worse.iter().position(|c| *c == MetricClass::Failing).unwrap();
+        let first = worse
+            .iter()
+            .position(|c| *c == MetricClass::Failing)
+            .unwrap();
         assert_eq!(worse[first - 1], MetricClass::Borderline, "{worse:?}");
     }
 }

@@ -42,7 +42,11 @@ impl PrometheusSource {
             .collect())
     }
 
-    async fn instant_one(&self, promql: &str, at: DateTime<Utc>) -> Result<Vec<Series>, MetricError> {
+    async fn instant_one(
+        &self,
+        promql: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Series>, MetricError> {
         let body = self.query(promql, at).await?;
         let samples = self.parse(&body, promql)?;
         Ok(samples
