@@ -429,10 +429,7 @@ impl CheckWatch {
         }
         // The deciding check's reason reads first.
         if let Some(f) = &self.fired {
-            if let Some(i) = reasons
-                .iter()
-                .position(|r| r.contains(&format!("{}", f.name)))
-            {
+            if let Some(i) = reasons.iter().position(|r| r.contains(f.name.as_str())) {
                 let first = reasons.remove(i);
                 reasons.insert(0, first);
             }
@@ -462,7 +459,13 @@ impl CheckWatch {
 
     /// The audit entry of a decision names the check behind it.
     pub fn audit(&self, parameters: &mut BTreeMap<String, serde_json::Value>) {
-        if let Some(f) = &self.fired {
+        // Named when the check decided: the judge was not failing, or the
+        // check's tier is the more drastic one.
+        if let Some(f) = self
+            .fired
+            .as_ref()
+            .filter(|f| !self.judge_failing || f.severity == CheckSeverity::AutoRollback)
+        {
             parameters.insert("check".into(), serde_json::json!(f.name));
             parameters.insert(
                 "check_severity".into(),

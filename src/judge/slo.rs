@@ -71,9 +71,9 @@ pub struct SloInput {
 }
 
 fn words(secs: u64) -> String {
-    if secs % (24 * H) == 0 {
+    if secs.is_multiple_of(24 * H) {
         format!("{}d", secs / (24 * H))
-    } else if secs % H == 0 {
+    } else if secs.is_multiple_of(H) {
         format!("{}h", secs / H)
     } else {
         format!("{}m", secs / 60)
