@@ -413,6 +413,15 @@ impl CheckWatch {
                 eval.score = 0.0;
             }
         }
+        // A check on its way to firing holds an automatic promotion.
+        let pending = outcomes
+            .iter()
+            .find(|o| o.state == CheckState::Pending && o.severity != CheckSeverity::LogOnly);
+        if let (Some(o), Recommendation::Promote) = (pending, eval.recommendation) {
+            eval.recommendation = Recommendation::None;
+            eval.reasons
+                .push(format!("promotion waits: check `{}` is pending", o.name));
+        }
         let mut reasons: Vec<String> = Vec::new();
         for o in &outcomes {
             if let Some(r) = &o.reason {
@@ -581,5 +590,77 @@ mod tests {
         ];
         let mine: Vec<(Option<&str>, f64)> = series_of(&answer, "checkout", None).collect();
         assert_eq!(mine, vec![(Some("canary"), 4.0), (Some("baseline"), 1.0)]);
+    }
+
+    fn service(checks: &str) -> Config {
+        let text = format!(
+            "[backends.sim]\ntype = \"simulated\"\n[[services]]\nname = \"checkout\"\nbackend = \"sim\"\n{checks}"
+        );
+        Config::parse(std::path::Path::new("t.toml"), &text).unwrap()
+    }
+
+    fn check(name: &str, severity: &str) -> String {
+        format!("[[services.checks]]\nname = \"{name}\"\nquery = 'q'\nabove = 3\nfor = \"20s\"\nseverity = \"{severity}\"\n")
+    }
+
+    fn healthy(t: f64, rec: Recommendation) -> Evaluation {
+        Evaluation::simple(t, Verdict::Healthy, 100.0, rec, "fine".into())
+    }
+
+    fn tick(w: &mut CheckWatch, svc: &ServiceConfig, t: f64, values: &[f64]) -> Evaluation {
+        w.feed(CheckInputs {
+            checks: values
+                .iter()
+                .map(|v| CheckInput::Value {
+                    value: *v,
+                    canary: true,
+                })
+                .collect(),
+            slo: None,
+        });
+        let mut eval = healthy(t, Recommendation::Promote);
+        w.apply(&mut eval, svc);
+        eval
+    }
+
+    #[test]
+    fn a_firing_check_picks_the_tier_and_a_pending_one_holds_promotion() {
+        let config = service(&format!(
+            "{}{}",
+            check("crash loops", "page_and_suggest"),
+            check("gc pauses", "log_only")
+        ));
+        let svc = config.service("checkout").unwrap();
+        let mut w = CheckWatch::new(svc);
+        let first = tick(&mut w, svc, 0.0, &[5.0, 9.0]);
+        assert_eq!(first.verdict, Verdict::Healthy, "pending: {first:?}");
+        assert_eq!(first.recommendation, Recommendation::None);
+        assert!(first
+            .reasons
+            .contains(&"promotion waits: check `crash loops` is pending".to_string()));
+        tick(&mut w, svc, 10.0, &[5.0, 9.0]);
+        let fired = tick(&mut w, svc, 20.0, &[5.0, 9.0]);
+        assert_eq!(fired.verdict, Verdict::Failing);
+        assert!(
+            fired.reasons[0].starts_with("check `crash loops`"),
+            "{fired:?}"
+        );
+        // The service's on_failing would roll back: the check asks.
+        assert_eq!(w.policy(OnFailing::AutoRollback), OnFailing::PageAndSuggest);
+        assert_eq!(w.headline(fired.verdict), "Check `crash loops` is firing");
+        let mut audit = BTreeMap::new();
+        w.audit(&mut audit);
+        assert_eq!(audit["check"], "crash loops");
+        assert_eq!(audit["checks"].as_array().unwrap().len(), 2);
+        assert!(
+            w.last[1].line().ends_with("— firing (log_only)"),
+            "{}",
+            w.last[1].line()
+        );
+        // Only the log-only check fires: nothing changes but a line.
+        let logged = tick(&mut w, svc, 30.0, &[0.0, 9.0]);
+        assert_eq!(logged.verdict, Verdict::Healthy);
+        assert_eq!(logged.recommendation, Recommendation::Promote);
+        assert_eq!(w.policy(OnFailing::AutoRollback), OnFailing::AutoRollback);
     }
 }
