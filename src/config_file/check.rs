@@ -12,6 +12,7 @@ impl Config {
     /// Every check of the whole file, each section's in turn.
     pub(super) fn validate(&self, path: &Path, source: &str) -> Vec<ConfigError> {
         let mut errors = self.check_services(path, source);
+        errors.extend(self.check_service_checks(path, source));
         errors.extend(self.check_depends_on(path, source));
         errors.extend(crate::roles::check_grants(&self.roles, path, source));
         errors.extend(self.check_backends(path, source));

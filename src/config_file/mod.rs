@@ -14,12 +14,14 @@
 
 mod chat;
 mod check;
+mod checks;
 mod depends;
 mod gates;
 mod sections;
 mod service;
 
 pub use chat::{ChatConfig, DiscordConfig, SlackConfig, SlackMode};
+pub use checks::{CheckConfig, CheckSeverity, Condition, SloConfig};
 pub use gates::GatesConfig;
 pub use sections::{
     ApiClient, ApiConfig, ChannelConfig, EngineConfig, MetricQueries, MetricSourceKind,

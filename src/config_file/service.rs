@@ -107,6 +107,12 @@ pub struct ServiceConfig {
     /// pushes the bad version out again before the cause is understood.
     #[serde(default)]
     pub freeze_after_rollback: Option<HumanDuration>,
+    /// Custom metric checks (`[[services.checks]]`, see `checks.rs`).
+    #[serde(default)]
+    pub checks: Vec<super::checks::CheckConfig>,
+    /// SLO burn-rate checks: `slo = { objective = 0.999, window = "30d" }`.
+    #[serde(default)]
+    pub slo: Option<Spanned<super::checks::SloConfig>>,
 }
 
 fn default_true() -> bool {

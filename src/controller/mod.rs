@@ -14,6 +14,7 @@
 pub mod bench;
 pub(crate) mod capability;
 pub(crate) mod chart;
+mod checks;
 pub mod history;
 mod incident;
 mod onset;

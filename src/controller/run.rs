@@ -261,6 +261,15 @@ impl Controller {
                 })
                 .collect();
             let fetched = self.fetch(&watched, point).await;
+            let mut checked = super::checks::fetch(
+                &self.engine.config,
+                self.source.as_ref(),
+                &self.breaker,
+                &watched,
+                point,
+                self.interval,
+            )
+            .await;
             for (&i, w) in due.iter().zip(&watched) {
                 let a = &mut active[i];
                 let tick = match &fetched {
@@ -285,6 +294,9 @@ impl Controller {
                 self.data_notice(a, why_missing.filter(|_| !expected), point)
                     .await;
                 let before = (a.rollout.state.clone(), a.rollout.verdict.clone());
+                if let Some(inputs) = checked.remove(&w.service) {
+                    a.watch.feed_checks(inputs);
+                }
                 if let Some(eval) = a.watch.tick(&self.engine, &tick).await {
                     a.rollout.verdict = Some(eval.verdict.to_string());
                     a.rollout.score = eval.score.is_finite().then_some(eval.score);

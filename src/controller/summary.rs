@@ -30,6 +30,8 @@ pub fn summary_message(
         .evidence
         .iter()
         .filter(|ev| ev.class != MetricClass::NoData)
+        // Checks have their own field (`checks::CheckWatch::summary_field`).
+        .filter(|ev| !ev.metric.starts_with("check:"))
         .take(4)
     {
         m = m.field(
@@ -74,7 +76,10 @@ pub fn short_reason(e: &Evaluation) -> String {
         .evidence
         .iter()
         .filter(|ev| Some(ev.class) == worst)
-        .map(|ev| format!("{} {}", metric_words(&ev.metric), values(ev)))
+        .map(|ev| {
+            super::checks::short(ev)
+                .unwrap_or_else(|| format!("{} {}", metric_words(&ev.metric), values(ev)))
+        })
         .collect();
     if parts.is_empty() {
         return e

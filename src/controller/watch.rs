@@ -59,6 +59,8 @@ pub struct RolloutWatch {
     start: Option<DateTime<Utc>>,
     /// Where the canary's trouble began, for the time to detect.
     onset: super::onset::OnsetEstimate,
+    /// The service's custom checks and SLO burn rates.
+    checks: super::checks::CheckWatch,
 }
 
 /// "12m40s" since the rollout started.
@@ -98,7 +100,13 @@ impl RolloutWatch {
             charted: None,
             start: None,
             onset: Default::default(),
+            checks: super::checks::CheckWatch::new(svc),
         }
+    }
+
+    /// The custom checks' and SLO's data for the next tick.
+    pub(crate) fn feed_checks(&mut self, inputs: super::checks::CheckInputs) {
+        self.checks.feed(inputs);
     }
 
     /// Dates ticks from the rollout's start (`t` seconds after it).
@@ -174,8 +182,10 @@ impl RolloutWatch {
         }
         self.chart.push(super::chart::ChartPoint::from_tick(tick));
         self.onset.push(tick);
-        let eval = self.judge.observe(tick);
-        let changed = self.last.as_ref().is_none_or(|l| l.verdict != eval.verdict);
+        let mut eval = self.judge.observe(tick);
+        let checks_changed = self.checks.apply(&mut eval, svc);
+        let changed =
+            checks_changed || self.last.as_ref().is_none_or(|l| l.verdict != eval.verdict);
         self.last = Some(eval.clone());
         let automation_off = engine.automation_off(&self.service).await.is_some();
         match (eval.verdict, eval.recommendation) {
@@ -242,6 +252,7 @@ impl RolloutWatch {
 
     /// The chart's legend and scales also go in the summary as text.
     fn with_legend(&self, msg: crate::chat::Message) -> crate::chat::Message {
+        let msg = self.checks.summary_field(msg);
         if self.chart.is_empty() {
             return msg;
         }
@@ -430,6 +441,7 @@ impl RolloutWatch {
         mut parameters: std::collections::BTreeMap<String, serde_json::Value>,
     ) {
         parameters.insert("rollout".to_string(), serde_json::json!(self.id));
+        self.checks.audit(&mut parameters);
         parameters.insert("revision".to_string(), serde_json::json!(self.to));
         parameters.insert(
             "evaluation".to_string(),
@@ -480,7 +492,7 @@ impl RolloutWatch {
         let off = engine.automation_off(&self.service).await;
         let policy = match off {
             Some(_) => OnFailing::PageAndSuggest,
-            None => svc.on_failing,
+            None => self.checks.policy(svc.on_failing),
         };
         match policy {
             OnFailing::AutoRollback => {
@@ -546,7 +558,7 @@ impl RolloutWatch {
                         engine,
                         svc,
                         eval,
-                        &format!("The canary is {}", eval.verdict),
+                        &self.checks.headline(eval.verdict),
                         Choice {
                             label: "Roll back".into(),
                             action: Some(Action::Rollback {

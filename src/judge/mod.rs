@@ -7,11 +7,13 @@
 //! `replay` backtests a policy on a recorded rollout.
 
 pub mod bench;
+pub(crate) mod checks;
 pub(crate) mod policy;
 pub(crate) mod reference;
 pub mod replay;
 pub(crate) mod sequential;
 pub mod sim;
+pub(crate) mod slo;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};

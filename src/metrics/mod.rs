@@ -56,7 +56,32 @@ pub trait MetricSource: Send + Sync {
         at: DateTime<Utc>,
         window: Duration,
     ) -> Result<Fetched, MetricError>;
+
+    /// Runs instant queries at `at` (custom checks, SLO burn rates), each
+    /// distinct text once; each answer separately, so one refused query
+    /// leaves the others' data. Sources that cannot run PromQL say so for
+    /// every query: the checks then have no data, which never acts.
+    async fn instant(&self, queries: &[String], at: DateTime<Utc>) -> Result<Answers, MetricError> {
+        let _ = at;
+        let why = format!("the {} metric source cannot run queries", self.kind());
+        Ok(queries
+            .iter()
+            .map(|q| (q.clone(), Err(why.clone())))
+            .collect())
+    }
 }
+
+/// One series of an instant query's answer: the labels the checks split by
+/// and the value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub service: Option<String>,
+    pub track: Option<String>,
+    pub value: f64,
+}
+
+/// Query text → its series, or why there are none.
+pub type Answers = HashMap<String, Result<Vec<Series>, String>>;
 
 /// The default queries, for the `http_requests_total` and
 /// `http_request_duration_seconds_bucket` conventions with `service` and

@@ -12,6 +12,8 @@ use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+mod instant;
+
 /// How requests authenticate to Prometheus.
 #[derive(Clone, Debug)]
 pub enum Auth {
@@ -341,6 +343,10 @@ fn sample(c: &Collected, service: &str, track: &str) -> Option<TrackSample> {
 impl MetricSource for PrometheusSource {
     fn kind(&self) -> &'static str {
         "prometheus"
+    }
+
+    async fn instant(&self, queries: &[String], at: DateTime<Utc>) -> Result<Answers, MetricError> {
+        self.instant_all(queries, at).await
     }
 
     async fn fetch(

@@ -10,6 +10,7 @@ mod backends;
 mod capability;
 mod cascade;
 mod check_config;
+mod checks;
 mod controller;
 mod demo;
 mod deploy;

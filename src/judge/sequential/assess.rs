@@ -479,7 +479,7 @@ fn assess_rule(
 
 impl RatioJudgement {
     /// The evidence of a ratio signal (canary / baseline).
-    fn evidence(
+    pub(super) fn evidence(
         &self,
         metric: &str,
         critical: bool,
@@ -508,7 +508,7 @@ impl RatioJudgement {
 
     /// The reason a ratio signal is failing or borderline, after `head`
     /// (what was measured); none while it passes.
-    fn reason(&self, head: &str, tau: f64, critical: bool) -> Option<String> {
+    pub(super) fn reason(&self, head: &str, tau: f64, critical: bool) -> Option<String> {
         let thr = self.log_thr.exp();
         match self.class {
             MetricClass::Failing => Some(format!(

@@ -47,6 +47,7 @@
 
 mod assess;
 mod baseline_watch;
+mod compare;
 mod rule;
 mod signals;
 #[cfg(test)]
@@ -60,6 +61,7 @@ use rule::RuleSignal;
 use signals::{CountSignal, RatioSignal};
 
 pub use assess::fmt_bound;
+pub use compare::CompareTest;
 
 /// rollbot's judge. See the module documentation.
 pub struct SequentialJudge {
