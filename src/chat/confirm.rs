@@ -60,7 +60,7 @@ pub fn destructive(action: &Action, service: &str) -> Option<Confirm> {
         Action::Promote { full, force: true } => (
             format!("Force promote {service}?"),
             format!(
-                "{service} is promoted {} through the freeze, as break-glass: announced to the team and recorded in the audit log under your name.",
+                "{service} is promoted {}, forced through any freeze (break-glass): announced to the team and recorded in the audit log under your name.",
                 if *full { "fully" } else { "one step" }
             ),
             "Force promote",
@@ -109,7 +109,7 @@ mod tests {
             },
             "web"
         )
-        .is_some_and(|c| c.text.contains("promoted fully through the freeze")));
+        .is_some_and(|c| c.text.contains("promoted fully, forced through any freeze")));
         for safe in [
             Action::Promote {
                 full: true,
