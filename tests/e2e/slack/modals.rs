@@ -275,3 +275,56 @@ async fn destructive_buttons_carry_a_danger_confirmation_and_safe_ones_none() {
     assert_eq!(c["deny"]["text"], "Cancel");
     assert_eq!(confirm_of(&forced, ":reject"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_socket_mode_a_form_is_answered_in_the_envelopes_acknowledgement() {
+    let r = rig("socket").await;
+    let f = r.fake.clone();
+    f.wait_for(10, "the socket", |f| (f.connections() == 1).then_some(()))
+        .await;
+    let trigger = f.trigger(RESPONDER);
+    let form = fake_slack::slash_envelope(
+        "env-form",
+        "/rollback",
+        "checkout",
+        RESPONDER,
+        DEPLOYS,
+        &trigger,
+        &f.response_url(&trigger),
+    );
+    f.socket_send(&form);
+    let (ack, _) = f.ack("env-form").await;
+    assert!(
+        ack["payload"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("asks for the reason"),
+        "{ack}"
+    );
+    let view = form_for(&r, RESPONDER).await;
+    let interactive = |id: &str, payload: Value| {
+        json!({"envelope_id": id, "type": "interactive", "payload": payload,
+            "accepts_response_payload": true, "retry_attempt": 0, "retry_reason": ""})
+    };
+    // A refused input is answered in the acknowledgement; the form stays open.
+    f.socket_send(&interactive(
+        "env-bad",
+        f.view_submission(&view, &[("reason", "bad"), ("revision", "v4;reboot")]),
+    ));
+    let (ack, _) = f.ack("env-bad").await;
+    assert_eq!(ack["payload"]["response_action"], "errors", "{ack}");
+    assert!(ack["payload"]["errors"]["revision"].is_string(), "{ack}");
+    // A good one is acknowledged plainly and acts.
+    f.socket_send(&interactive(
+        "env-good",
+        f.view_submission(&view, &[("reason", "5xx after deploy")]),
+    ));
+    let (ack, _) = f.ack("env-good").await;
+    assert!(ack.get("payload").is_none(), "{ack}");
+    f.wait_for(20, "the rollback", |f| {
+        with_text(f.messages(DEPLOYS), "Rolled back checkout")
+            .into_iter()
+            .next()
+    })
+    .await;
+}
