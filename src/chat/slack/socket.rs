@@ -156,13 +156,12 @@ async fn connect_once(
         tx.send(Frame::Text(ack.to_string().into()))
             .await
             .map_err(|e| (format!("cannot acknowledge: {e}"), connected))?;
-        match kind.as_str() {
-            "events_api" => match serde_json::from_value::<SlackPushEvent>(payload) {
+        if kind == "events_api" {
+            match serde_json::from_value::<SlackPushEvent>(payload) {
                 Ok(SlackPushEvent::EventCallback(cb)) => inbound.event(cb),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "slack socket mode: unreadable event"),
-            },
-            _ => {}
+            }
         }
     }
     Err(("socket dropped".into(), connected))
