@@ -328,3 +328,39 @@ async fn in_socket_mode_a_form_is_answered_in_the_envelopes_acknowledgement() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_takes_the_reason_inline_and_never_asks_for_one() {
+    let extra = r#"[[roles.responder]]
+members = ["api:ci"]
+
+[[api.clients]]
+name = "ci"
+token = "${SLACK_SIGNING_SECRET}"
+"#;
+    let r = rig_extra(extra).await;
+    let api = r.api(fake_slack::SIGNING_SECRET);
+    let (code, answer) = api
+        .action("/rollback checkout to v41 5xx after deploy", None)
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(
+        answer.to_string().contains("Rolled back checkout"),
+        "{answer}"
+    );
+    // Without a reason it acts as before: only chat asks in a form.
+    let (code, answer) = api.action("/rollback payments", None).await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(
+        answer.to_string().contains("Rolled back payments"),
+        "{answer}"
+    );
+    assert!(r.fake.calls("views.open").is_empty());
+    let records = r.audit_records();
+    let reasons: Vec<&str> = records
+        .iter()
+        .filter(|e| e["action"] == "rollback" && e["outcome"] == "succeeded")
+        .map(|e| e["reason"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(reasons, ["5xx after deploy", ""], "{records:#?}");
+}
