@@ -125,8 +125,12 @@ impl Inbound {
         };
         if let Err(e) = self.api.open_view(trigger, modal::view(&form, &meta)).await {
             tracing::warn!(error = %e, "slack: cannot open the reason form");
+            let said = match &e {
+                crate::chat::ChatError::Platform(code) => code.clone(),
+                other => other.to_string(),
+            };
             let msg = Message::new(Severity::Warning, "The reason form did not open").text(format!(
-                "Slack said: {e}. Nothing was done. Type the reason with the command instead: /{} <reason>",
+                "Slack said: {said}. Nothing was done. Type the reason with the command instead: /{} <reason>",
                 form.context
             ));
             self.privately(origin, &msg).await;
