@@ -147,6 +147,18 @@ pub async fn press(
     action_id: &str,
     idempotency_key: Option<String>,
 ) -> Outcome {
+    press_because(engine, actor, action_id, String::new(), idempotency_key).await
+}
+
+/// [`press`] with the answerer's reason (a confirmation form's), which the
+/// answer's audit entry keeps instead of the prompt's.
+pub async fn press_because(
+    engine: &Engine,
+    actor: Actor,
+    action_id: &str,
+    reason: String,
+    idempotency_key: Option<String>,
+) -> Outcome {
     match crate::engine::parse_action_id(action_id) {
         Some((id, pick)) => {
             let action = match pick {
@@ -154,7 +166,7 @@ pub async fn press(
                 Pick::Reject => Action::Reject { prompt: id },
                 Pick::Other => Action::Choose { prompt: id },
             };
-            let mut r = Request::new(actor, action);
+            let mut r = Request::new(actor, action).reason(reason);
             r.idempotency_key = idempotency_key;
             engine.execute(r).await
         }

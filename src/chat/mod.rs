@@ -4,6 +4,7 @@
 //! adapter (one file each) renders them: Block Kit for Slack, embeds for
 //! Discord, text for the console.
 
+pub mod confirm;
 pub mod console;
 pub mod discord;
 pub mod log;
@@ -53,6 +54,9 @@ pub struct Button {
     pub label: String,
     pub action_id: String,
     pub style: ButtonStyle,
+    /// Asked before a destructive choice acts (see `confirm.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<confirm::Confirm>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +133,7 @@ impl Message {
             label: label.into(),
             action_id: action_id.into(),
             style,
+            confirm: None,
         });
         self
     }

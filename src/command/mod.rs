@@ -24,6 +24,7 @@
 //! engine sees it: nothing runs and nothing is written to the audit log.
 
 pub mod discord;
+pub mod form;
 
 use crate::config::closest;
 use crate::domain::Scope;

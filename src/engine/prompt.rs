@@ -3,7 +3,7 @@
 //! answered once: the state change is a compare-and-swap, so two presses (or
 //! a press and a platform retry) cannot both act.
 
-use crate::chat::{ButtonStyle, Message, MessageRef, Severity};
+use crate::chat::{Button, ButtonStyle, Message, MessageRef, Severity};
 use crate::domain::{Action, Actor};
 use crate::roles::Role;
 use crate::store::{Change, Store, Table};
@@ -135,20 +135,8 @@ impl Prompt {
                     .field(
                         "Expires",
                         self.expires.format("%Y-%m-%d %H:%M UTC").to_string(),
-                    )
-                    .button(
-                        &self.approve.label,
-                        format!("prompt:{}:approve", self.id),
-                        self.approve.style,
                     );
-                if let Some(o) = &self.other {
-                    m = m.button(&o.label, format!("prompt:{}:other", self.id), o.style);
-                }
-                m = m.button(
-                    &self.reject.label,
-                    format!("prompt:{}:reject", self.id),
-                    self.reject.style,
-                );
+                m.buttons = self.buttons();
             }
             PromptState::Answered { by, choice, at } => {
                 m.severity = Severity::Info;
@@ -167,6 +155,28 @@ impl Prompt {
 }
 
 impl Prompt {
+    /// The prompt's buttons, in order (approve, other, reject); a
+    /// destructive choice carries what it asks before acting.
+    pub fn buttons(&self) -> Vec<Button> {
+        let mut choices = vec![(&self.approve, Pick::Approve)];
+        if let Some(o) = &self.other {
+            choices.push((o, Pick::Other));
+        }
+        choices.push((&self.reject, Pick::Reject));
+        choices
+            .into_iter()
+            .map(|(c, pick)| Button {
+                label: c.label.clone(),
+                action_id: format!("prompt:{}:{}", self.id, pick.name()),
+                style: c.style,
+                confirm: c
+                    .action
+                    .as_ref()
+                    .and_then(|a| crate::chat::confirm::destructive(a, &self.service)),
+            })
+            .collect()
+    }
+
     /// The prompt after its expiry: no buttons, and when it expired.
     pub fn expired_message(&self) -> Message {
         let mut m = self.message();

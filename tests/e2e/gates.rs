@@ -347,7 +347,7 @@ async fn the_rollback_gate_opens_only_after_a_rollback_in_chat() {
 
     // Someone without the responder role is refused; the gate stays shut.
     assert_eq!(
-        r.slash("/rollback", "podinfo", DEPLOYER, "trig-rb-no")
+        r.slash("/rollback", "podinfo looks broken", DEPLOYER, "trig-rb-no")
             .await
             .0,
         200

@@ -12,6 +12,14 @@
 //!   app-level token) and answers like Slack: HTTP 200 with
 //!   `{"ok": false, "error": "invalid_auth" | "channel_not_found" |
 //!   "not_in_channel" | …}`, and 429 with `Retry-After` when told to.
+//! - Modals: the fake issues `trigger_id`s ([`FakeSlack::trigger`]) the
+//!   way Slack does for a user action, and `views.open` exchanges one for
+//!   a view: once (`exchanged_trigger_id` after that), within 3 s
+//!   (`expired_trigger_id`), and only one it issued (`invalid_trigger_id`);
+//!   a view over Slack's limits gets `invalid_arguments` with Slack's
+//!   `response_metadata.messages`. [`FakeSlack::view_submission`] builds the
+//!   `view_submission` payload Slack sends when the person submits an open
+//!   view, with `state.values` for its input blocks.
 //! - `response_url` endpoints under `/response/ID`.
 //! - A Socket Mode WebSocket: `hello` on connect, envelopes pushed by the
 //!   test, acknowledgements recorded, `disconnect` and dropped sockets.
@@ -123,8 +131,48 @@ pub struct PendingFile {
     pub bytes: Option<Vec<u8>>,
 }
 
+/// A `trigger_id` Slack issued for a user's action.
+#[derive(Clone, Debug)]
+pub struct Trigger {
+    pub user: String,
+    pub issued: Instant,
+    pub exchanged: bool,
+}
+
+/// A view opened with `views.open`.
+#[derive(Clone, Debug)]
+pub struct OpenedView {
+    pub id: String,
+    pub user: String,
+    pub trigger: String,
+    /// The view as rollbot sent it.
+    pub view: Value,
+    pub at: Instant,
+}
+
+impl OpenedView {
+    /// The view's `private_metadata`, parsed as JSON.
+    pub fn metadata(&self) -> Value {
+        serde_json::from_str(self.view["private_metadata"].as_str().unwrap_or("null"))
+            .unwrap_or(Value::Null)
+    }
+
+    /// The view's input blocks.
+    pub fn inputs(&self) -> Vec<Value> {
+        self.view["blocks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["type"] == "input")
+            .cloned()
+            .collect()
+    }
+}
+
 #[derive(Default)]
 pub struct Inner {
+    pub triggers: HashMap<String, Trigger>,
+    pub views: Vec<OpenedView>,
     pub files: Vec<SharedFile>,
     pub pending: HashMap<String, PendingFile>,
     /// Channel ID → is the bot a member.
@@ -259,6 +307,92 @@ impl FakeSlack {
             .filter(|c| c.method == method)
             .cloned()
             .collect()
+    }
+
+    /// A `trigger_id` for an action `user` just took (a slash command, a
+    /// button press), in Slack's format.
+    pub fn trigger(&self, user: &str) -> String {
+        let mut i = self.inner.lock().unwrap();
+        let id = format!(
+            "{}.{}.{:032x}",
+            8_000_000_000u64 + i.triggers.len() as u64,
+            1_700_000_000u64,
+            rand::random::<u128>()
+        );
+        i.triggers.insert(
+            id.clone(),
+            Trigger {
+                user: user.into(),
+                issued: Instant::now(),
+                exchanged: false,
+            },
+        );
+        id
+    }
+
+    /// The views opened so far, oldest first.
+    pub fn views(&self) -> Vec<OpenedView> {
+        self.inner.lock().unwrap().views.clone()
+    }
+
+    /// The `view_submission` payload Slack sends when the person the view
+    /// was opened for submits it with `values` typed into its inputs
+    /// (`(block_id, text)`). Like Slack's client, it refuses to submit a
+    /// view whose required input is empty.
+    pub fn view_submission(&self, view: &OpenedView, values: &[(&str, &str)]) -> Value {
+        let mut state = serde_json::Map::new();
+        for block in view.inputs() {
+            let block_id = block["block_id"].as_str().expect("input blocks have ids");
+            let action_id = block["element"]["action_id"].as_str().unwrap_or(block_id);
+            let typed = values
+                .iter()
+                .find(|(b, _)| *b == block_id)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| {
+                    block["element"]["initial_value"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .filter(|v| !v.is_empty());
+            if typed.is_none() && block["optional"] != true {
+                panic!("Slack's client does not submit a view with {block_id} empty");
+            }
+            state.insert(
+                block_id.into(),
+                json!({action_id: {"type": block["element"]["type"], "value": typed}}),
+            );
+        }
+        let mut v = view.view.clone();
+        for (k, val) in [
+            ("id", json!(view.id)),
+            ("team_id", json!(TEAM)),
+            ("state", json!({"values": state})),
+            ("hash", json!(format!("1700000000.{}", &view.id[1..]))),
+            ("previous_view_id", Value::Null),
+            ("root_view_id", json!(view.id)),
+            ("app_id", json!("A0ROLLBOT")),
+            ("app_installed_team_id", json!(TEAM)),
+            ("bot_id", json!("B0ROLLBOT")),
+            ("external_id", json!("")),
+            ("clear_on_close", json!(false)),
+            ("notify_on_close", json!(false)),
+        ] {
+            v[k] = val;
+        }
+        let user = &view.user;
+        let trigger = self.trigger(user);
+        json!({
+            "type": "view_submission",
+            "team": {"id": TEAM, "domain": "fake"},
+            "user": {"id": user, "username": user.to_lowercase(), "name": user.to_lowercase(), "team_id": TEAM},
+            "api_app_id": "A0ROLLBOT",
+            "token": "deprecated-verification-token",
+            "trigger_id": trigger,
+            "view": v,
+            "response_urls": [],
+            "is_enterprise_install": false,
+            "enterprise": null
+        })
     }
 
     pub fn connections(&self) -> u32 {
@@ -538,6 +672,7 @@ fn answer(
                 None => fail("no_such_subteam"),
             }
         }
+        "views.open" => open_view(f, a),
         "files.getUploadURLExternal" => upload_url(f, a),
         "files.completeUploadExternal" => complete_upload(f, a),
         "apps.connections.open" => {
@@ -652,6 +787,141 @@ fn post_ephemeral(f: &FakeSlack, a: &HashMap<String, Value>) -> Response {
         updates: vec![],
     });
     ok(json!({"message_ts": ts}))
+}
+
+/// Where a view breaks Slack's limits, as Slack's `response_metadata`
+/// messages say it (`[ERROR] … [json-pointer:/view/…]`).
+fn view_problems(view: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let len = |v: &Value| v.as_str().map(|s| s.chars().count()).unwrap_or(0);
+    let mut check = |ok: bool, what: &str, at: &str| {
+        if !ok {
+            out.push(format!("[ERROR] {what} [json-pointer:/view{at}]"));
+        }
+    };
+    check(view["type"] == "modal", "must be modal", "/type");
+    check(
+        view["title"]["type"] == "plain_text" && (1..=24).contains(&len(&view["title"]["text"])),
+        "must be plain_text of 1 to 24 characters",
+        "/title",
+    );
+    let blocks = view["blocks"].as_array().cloned().unwrap_or_default();
+    check(
+        !blocks.is_empty() && blocks.len() <= 100,
+        "must have 1 to 100 blocks",
+        "/blocks",
+    );
+    let has_input = blocks.iter().any(|b| b["type"] == "input");
+    check(
+        !has_input || view["submit"]["type"] == "plain_text",
+        "submit is required when the view has input blocks",
+        "/submit",
+    );
+    for k in ["submit", "close"] {
+        check(
+            view.get(k).is_none() || len(&view[k]["text"]) <= 24,
+            "must be less than 25 characters",
+            &format!("/{k}/text"),
+        );
+    }
+    check(
+        len(&view["private_metadata"]) <= 3000,
+        "must be less than 3001 characters",
+        "/private_metadata",
+    );
+    check(
+        len(&view["callback_id"]) <= 255,
+        "must be less than 256 characters",
+        "/callback_id",
+    );
+    let mut ids = std::collections::HashSet::new();
+    for (n, b) in blocks.iter().enumerate() {
+        if let Some(id) = b["block_id"].as_str() {
+            check(
+                ids.insert(id.to_string()),
+                "duplicate block_id",
+                &format!("/blocks/{n}/block_id"),
+            );
+        }
+        if b["type"] == "input" {
+            let e = &b["element"];
+            check(
+                b["label"]["type"] == "plain_text"
+                    && (1..=2000).contains(&len(&b["label"]["text"])),
+                "label must be plain_text of 1 to 2000 characters",
+                &format!("/blocks/{n}/label"),
+            );
+            if e["type"] == "plain_text_input" {
+                let max = e["max_length"].as_u64().unwrap_or(3000);
+                check(
+                    max <= 3000,
+                    "must be at most 3000",
+                    &format!("/blocks/{n}/element/max_length"),
+                );
+                check(
+                    len(&e["initial_value"]) as u64 <= max,
+                    "must be at most max_length",
+                    &format!("/blocks/{n}/element/initial_value"),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `views.open`: exchanges a trigger Slack issued (once, within 3 s) for
+/// a view shown to the trigger's user.
+fn open_view(f: &FakeSlack, a: &HashMap<String, Value>) -> Response {
+    let Some(trigger) = s(a, "trigger_id") else {
+        return fail("invalid_arguments");
+    };
+    let view = match a.get("view") {
+        Some(Value::String(j)) => serde_json::from_str(j).unwrap_or(Value::Null),
+        Some(v) => v.clone(),
+        None => return fail("invalid_arguments"),
+    };
+    let mut i = f.inner.lock().unwrap();
+    let Some(t) = i.triggers.get(&trigger).cloned() else {
+        return fail("invalid_trigger_id");
+    };
+    if t.exchanged {
+        return fail("exchanged_trigger_id");
+    }
+    if t.issued.elapsed() > Duration::from_secs(3) {
+        return fail("expired_trigger_id");
+    }
+    let problems = view_problems(&view);
+    if !problems.is_empty() {
+        return Json(json!({"ok": false, "error": "invalid_arguments",
+            "response_metadata": {"messages": problems}}))
+        .into_response();
+    }
+    i.triggers.get_mut(&trigger).unwrap().exchanged = true;
+    let id = format!("V0{:08}", i.views.len() + 1);
+    i.views.push(OpenedView {
+        id: id.clone(),
+        user: t.user.clone(),
+        trigger,
+        view: view.clone(),
+        at: Instant::now(),
+    });
+    let mut shown = view;
+    for (k, v) in [
+        ("id", json!(id)),
+        ("team_id", json!(TEAM)),
+        ("state", json!({"values": {}})),
+        ("hash", json!(format!("1700000000.{}", &id[1..]))),
+        ("previous_view_id", Value::Null),
+        ("root_view_id", json!(id)),
+        ("app_id", json!("A0ROLLBOT")),
+        ("bot_id", json!("B0ROLLBOT")),
+        ("external_id", json!("")),
+        ("clear_on_close", json!(false)),
+        ("notify_on_close", json!(false)),
+    ] {
+        shown[k] = v;
+    }
+    ok(json!({ "view": shown }))
 }
 
 /// `files.getUploadURLExternal`: an upload URL on this server for a file

@@ -173,6 +173,15 @@ impl SlackRig {
         self.signed("/slack/interactions", &body, &extra).await.0
     }
 
+    /// Slack delivers a `view_submission` payload (see
+    /// [`FakeSlack::view_submission`]); the status and the answer (`null`
+    /// when empty: the view closes).
+    pub async fn submit_view(&self, payload: &Value) -> (u16, Value) {
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+        let (code, text, _) = self.signed("/slack/interactions", &body, &[]).await;
+        (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// rollbot's HTTP API with `token`.
     pub fn api(&self, token: &str) -> Api {
         Api::new(&self.server, token)

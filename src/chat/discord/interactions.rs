@@ -25,11 +25,13 @@
 //! Who asks is `discord:USER_ID` with `discord-role:ROLE_ID` for each role
 //! in `member.roles`; display names are only shown, never trusted.
 
+use super::modal;
 use super::render;
 use super::rest::{Call, Rest};
 use super::{channel_queue, explain};
-use crate::chat::{Button, Message, Severity};
+use crate::chat::{Message, Severity};
 use crate::command::discord::{self as dc, OptionValue};
+use crate::command::form::Input;
 use crate::command::Command;
 use crate::config_file::DiscordConfig;
 use crate::domain::{Actor, Platform};
@@ -49,7 +51,7 @@ use serenity::builder::{
 };
 use serenity::interactions_endpoint::Verifier;
 use serenity::model::application::{
-    CommandDataOptionValue, CommandInteraction, ComponentInteraction, Interaction,
+    CommandDataOptionValue, CommandInteraction, ComponentInteraction, Interaction, ModalInteraction,
 };
 use serenity::model::guild::Member;
 use serenity::model::user::User;
@@ -255,7 +257,11 @@ async fn interactions(
         }
         Interaction::Component(c) => {
             count(&engine, "button");
-            component(engine, discord, c)
+            component(engine, discord, c).await
+        }
+        Interaction::Modal(m) => {
+            count(&engine, "form");
+            form_submitted(engine, discord, m).await
         }
         _ => {
             count(&engine, "other");
@@ -381,17 +387,116 @@ async fn command(
             )
         }
     };
+    if let Some(form) = crate::command::form::asks(&cmd) {
+        let opened = engine.clock.now().timestamp();
+        match modal::form(&form, c.id.get(), opened) {
+            Some(r) => return respond(r),
+            None => {
+                return ephemeral_now(&Message::new(Severity::Warning, "A reason is needed").text(
+                    "This command needs a reason, and its names are too long for a form: type it in the command's `reason` option. Nothing was done.",
+                ))
+            }
+        }
+    }
+    let key = format!("discord:{}", c.id.get());
+    run_deferred(engine, discord, who, cmd, key, c.token.clone()).await
+}
+
+/// Defers the answer (privately when the engine will refuse on grounds
+/// known now) and runs `cmd`; its outcome edits the deferred answer.
+async fn run_deferred(
+    engine: Arc<Engine>,
+    discord: Arc<Interactions>,
+    who: Actor,
+    cmd: Command,
+    key: String,
+    token: String,
+) -> Response {
     let private = only_for_the_author(&engine, &who, &cmd).await;
     let defer = CreateInteractionResponseMessage::new().ephemeral(private);
     let (response, sent) = deferred(CreateInteractionResponse::Defer(defer));
-    let key = format!("discord:{}", c.id.get());
-    let token = c.token.clone();
     tokio::spawn(async move {
         let outcome = crate::intake::handle(&engine, who, cmd, Some(key)).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), sent).await;
         deliver(&engine, &discord.rest, &token, &outcome).await;
     });
     response
+}
+
+/// A submitted form (interaction type 5): a reason form acts exactly as
+/// the command typed in full, once per form however often it is sent; a
+/// confirmation is the press it confirms. An expired or refused form
+/// answers privately and does nothing.
+async fn form_submitted(
+    engine: Arc<Engine>,
+    discord: Arc<Interactions>,
+    m: ModalInteraction,
+) -> Response {
+    let who = actor(m.member.as_ref(), &m.user);
+    let reason = modal::value(&m, Input::Reason).unwrap_or_default();
+    match modal::submitted(&m.data.custom_id) {
+        None => ephemeral_now(
+            &Message::new(Severity::Warning, "Unknown form")
+                .text("This form is not one rollbot made; nothing was done."),
+        ),
+        Some(modal::Submitted::Confirm { action_id }) => {
+            let channel = m
+                .message
+                .as_ref()
+                .map(|msg| msg.channel_id)
+                .unwrap_or(m.channel_id);
+            let key = format!("discord:{}", m.id.get());
+            press(
+                engine,
+                discord,
+                who,
+                action_id,
+                reason,
+                key,
+                m.token.clone(),
+                channel.get(),
+            )
+        }
+        Some(modal::Submitted::Form {
+            command,
+            opened,
+            context,
+        }) => {
+            let parent = m
+                .channel
+                .as_ref()
+                .and_then(|ch| ch.parent_id)
+                .map(|p| p.get());
+            if let Some(refusal) =
+                discord.place_refusal(m.guild_id.map(|g| g.get()), m.channel_id.get(), parent)
+            {
+                return ephemeral_now(&refusal);
+            }
+            let now = engine.clock.now().timestamp();
+            if let Err(why) =
+                crate::command::form::check_open(opened, now, engine.config.engine.prompt_ttl.0)
+            {
+                return ephemeral_now(
+                    &Message::new(Severity::Warning, "This form expired").text(why),
+                );
+            }
+            let revision = modal::value(&m, Input::Revision);
+            let names = engine.config.service_names();
+            match crate::command::form::submit(&context, &reason, revision.as_deref(), &names) {
+                Ok(cmd) => {
+                    let key = format!("discord:form:{command}");
+                    run_deferred(engine, discord, who, cmd, key, m.token.clone()).await
+                }
+                Err(e) => ephemeral_now(
+                    &Message::new(Severity::Warning, "Cannot act on that form").text(format!(
+                        "{}: {}",
+                        e.input.id(),
+                        e.message
+                    )),
+                ),
+            }
+        }
+    }
 }
 
 /// Whether a command is answered only to the person who typed it: a
@@ -509,7 +614,11 @@ fn autocomplete(engine: &Engine, c: &CommandInteraction) -> Response {
     respond(CreateInteractionResponse::Autocomplete(answer))
 }
 
-fn component(engine: Arc<Engine>, discord: Arc<Interactions>, c: ComponentInteraction) -> Response {
+async fn component(
+    engine: Arc<Engine>,
+    discord: Arc<Interactions>,
+    c: ComponentInteraction,
+) -> Response {
     let who = actor(c.member.as_ref(), &c.user);
     let custom_id = c.data.custom_id.clone();
     let Some((prompt_id, _)) = crate::engine::parse_action_id(&custom_id) else {
@@ -518,12 +627,59 @@ fn component(engine: Arc<Engine>, discord: Arc<Interactions>, c: ComponentIntera
                 .text("This button is not one rollbot made; nothing was done."),
         );
     };
-    let (response, sent) = deferred(CreateInteractionResponse::Acknowledge);
+    // A destructive choice of an open prompt is confirmed first.
+    if let Ok(Some(p)) = engine.prompts.get(&prompt_id).await {
+        let open = p.state == PromptState::Open && engine.clock.now() < p.expires;
+        let confirm = p
+            .buttons()
+            .into_iter()
+            .find(|b| b.action_id == custom_id)
+            .and_then(|b| b.confirm);
+        if let (true, Some(confirm)) = (open, confirm) {
+            if let Some(r) = modal::confirmation(&custom_id, &confirm) {
+                return respond(r);
+            }
+        }
+    }
     let key = format!("discord:{}", c.id.get());
-    let token = c.token.clone();
-    let message_channel = c.message.channel_id.get().to_string();
+    let channel = c.message.channel_id.get();
+    press(
+        engine,
+        discord,
+        who,
+        custom_id,
+        String::new(),
+        key,
+        c.token.clone(),
+        channel,
+    )
+}
+
+/// Answers a prompt's button (pressed, or confirmed in its form) with a
+/// deferred update; the engine's answer follows privately when refused,
+/// and the prompt's message then shows its state.
+#[allow(clippy::too_many_arguments)]
+fn press(
+    engine: Arc<Engine>,
+    discord: Arc<Interactions>,
+    who: Actor,
+    custom_id: String,
+    reason: String,
+    key: String,
+    token: String,
+    channel: u64,
+) -> Response {
+    let Some((prompt_id, _)) = crate::engine::parse_action_id(&custom_id) else {
+        return ephemeral_now(
+            &Message::new(Severity::Warning, "Unknown button")
+                .text("This button is not one rollbot made; nothing was done."),
+        );
+    };
+    let (response, sent) = deferred(CreateInteractionResponse::Acknowledge);
+    let message_channel = channel.to_string();
     tokio::spawn(async move {
-        let outcome = crate::intake::press(&engine, who, &custom_id, Some(key)).await;
+        let outcome =
+            crate::intake::press_because(&engine, who, &custom_id, reason, Some(key)).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), sent).await;
         let rest = &discord.rest;
         if outcome.status == Status::Refused {
@@ -567,23 +723,7 @@ fn component(engine: Arc<Engine>, discord: Arc<Interactions>, c: ComponentIntera
             }
             PromptState::Open => return,
         }
-        let mut buttons = vec![Button {
-            label: p.approve.label.clone(),
-            action_id: format!("prompt:{}:approve", p.id),
-            style: p.approve.style,
-        }];
-        if let Some(o) = &p.other {
-            buttons.push(Button {
-                label: o.label.clone(),
-                action_id: format!("prompt:{}:other", p.id),
-                style: o.style,
-            });
-        }
-        buttons.push(Button {
-            label: p.reject.label.clone(),
-            action_id: format!("prompt:{}:reject", p.id),
-            style: p.reject.style,
-        });
+        let buttons = p.buttons();
         let body = EditInteractionResponse::new()
             .embed(render::embed(&shown))
             .components(render::components(&buttons, true))

@@ -3,6 +3,7 @@
 //! - `interactions.rs`: inbound, `POST /discord/interactions` (commands,
 //!   buttons, autocomplete), signature-verified and answered by deferral.
 //! - `render.rs`: the neutral message model as embeds and buttons.
+//! - `modal.rs`: reason forms and destructive buttons' confirmations.
 //! - `rest.rs`: Discord's REST API with per-channel queues and rate limits,
 //!   shared by both directions.
 //! - here: the `ChatSink` (messages posted and edited; replies go in a
@@ -10,6 +11,7 @@
 //!   [`Discord`], which starts the adapter the way Slack's does.
 
 pub mod interactions;
+pub(crate) mod modal;
 pub(crate) mod render;
 pub mod rest;
 

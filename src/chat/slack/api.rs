@@ -469,6 +469,23 @@ impl SlackApi {
         .await
     }
 
+    /// `views.open` with a slash command's `trigger_id`. Sent once, never
+    /// retried: the trigger is valid once and for 3 s, so a second try
+    /// could only get `exchanged_trigger_id` or `expired_trigger_id`. The
+    /// error is Slack's code, for the person's answer.
+    pub async fn open_view(&self, trigger: &str, view: SlackView) -> Result<(), ChatError> {
+        let req = SlackApiViewsOpenRequest::new(trigger.to_string().into(), view);
+        let session = self.client.open_session(&self.bot);
+        match tokio::time::timeout(Duration::from_secs(3), session.views_open(&req)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(SlackClientError::ApiError(a))) => Err(ChatError::Platform(a.code)),
+            Ok(Err(e)) => Err(ChatError::Platform(e.to_string())),
+            Err(_) => Err(ChatError::Platform(
+                "Slack did not answer views.open within 3 s".into(),
+            )),
+        }
+    }
+
     /// Members of a user group (`usergroups.users.list`).
     pub async fn usergroup_members(&self, group: &str) -> Result<Vec<String>, ChatError> {
         let req = SlackApiUserGroupsUsersListRequest::new(group.to_string().into());

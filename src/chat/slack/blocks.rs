@@ -4,6 +4,7 @@
 //! choice stored server-side), and the context line (rollout, correlation
 //! id, audit entry). `text` carries a plain fallback for notifications.
 
+use crate::chat::confirm::Confirm;
 use crate::chat::{ButtonStyle, Message};
 use slack_morphism::prelude::*;
 
@@ -78,6 +79,19 @@ pub fn mention(who: &str) -> String {
     }
 }
 
+/// A destructive button's confirmation dialog (Slack's confirmation
+/// object: title 100, text 300, buttons 30 characters), red because the
+/// choice cannot be taken back.
+fn confirm(c: &Confirm) -> SlackBlockConfirmItem {
+    SlackBlockConfirmItem::new(
+        SlackBlockPlainText::new(cut(&c.title, 100)).into(),
+        SlackBlockPlainText::new(cut(&c.text, 300)).into(),
+        SlackBlockPlainText::new(cut(&c.yes, 30)).into(),
+        SlackBlockPlainText::new("Cancel".into()).into(),
+    )
+    .with_style("danger".into())
+}
+
 /// The blocks and fallback text for a message.
 pub fn content(msg: &Message) -> SlackMessageContent {
     let mut blocks: Vec<SlackBlock> = Vec::new();
@@ -132,6 +146,9 @@ pub fn content(msg: &Message) -> SlackMessageContent {
                     ButtonStyle::Primary => e = e.with_style(SlackBlockButtonStyle::Primary),
                     ButtonStyle::Danger => e = e.with_style(SlackBlockButtonStyle::Danger),
                     ButtonStyle::Default => {}
+                }
+                if let Some(c) = &b.confirm {
+                    e = e.with_confirm(confirm(c));
                 }
                 SlackActionBlockElement::Button(e)
             })
@@ -232,6 +249,33 @@ mod tests {
             "prompt ab12 · correlation c0ffee"
         );
         assert!(v["text"].as_str().unwrap().contains("Approve promotion"));
+    }
+
+    #[test]
+    fn destructive_buttons_carry_a_danger_confirmation_and_safe_ones_none() {
+        let mut m = Message::new(Severity::Warning, "Canary failing")
+            .button("Roll back", "prompt:ab12:approve", ButtonStyle::Danger)
+            .button("Continue", "prompt:ab12:reject", ButtonStyle::Default);
+        m.buttons[0].confirm = crate::chat::confirm::destructive(
+            &crate::domain::Action::Rollback {
+                to: None,
+                force: false,
+            },
+            "checkout",
+        );
+        let v = serde_json::to_value(content(&m)).unwrap();
+        let buttons = &v["blocks"][1]["elements"];
+        let c = &buttons[0]["confirm"];
+        assert_eq!(c["title"]["type"], "plain_text");
+        assert_eq!(c["title"]["text"], "Roll back checkout?");
+        assert!(c["text"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("checkout goes back to its previous revision"));
+        assert_eq!(c["confirm"]["text"], "Roll back");
+        assert_eq!(c["deny"]["text"], "Cancel");
+        assert_eq!(c["style"], "danger");
+        assert!(buttons[1].get("confirm").is_none(), "{buttons}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! HTTP mode: `POST /slack/commands`, `/slack/interactions`, `/slack/events`.
+//! HTTP mode: `POST /slack/commands`, `/slack/interactions` (buttons and
+//! form submissions), `/slack/events`.
 //!
 //! Every request is verified before anything else is read: `X-Slack-Signature`
 //! must be `v0=` + hex HMAC-SHA256 of `v0:{timestamp}:{raw body}` under the
@@ -159,11 +160,17 @@ async fn interactions(State(h): State<Http>, headers: HeaderMap, body: Bytes) ->
         return bad_request("interaction", "no payload field");
     };
     match serde_json::from_str::<SlackInteractionEvent>(payload) {
-        Ok(ev) => h.inbound.interaction(ev),
-        // Another kind of interaction (a shortcut, a modal): nothing to do.
-        Err(e) => tracing::info!(error = %e, "slack: interaction not handled"),
+        // A form that must stay open says why (`response_action: errors`).
+        Ok(ev) => match h.inbound.interaction(ev) {
+            Some(answer) => Json(answer).into_response(),
+            None => StatusCode::OK.into_response(),
+        },
+        // Another kind of interaction (a shortcut): nothing to do.
+        Err(e) => {
+            tracing::info!(error = %e, "slack: interaction not handled");
+            StatusCode::OK.into_response()
+        }
     }
-    StatusCode::OK.into_response()
 }
 
 async fn events(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Response {

@@ -16,7 +16,9 @@
 use super::api::SlackApi;
 use super::blocks;
 use super::identity::Identities;
-use crate::chat::Message;
+use super::modal;
+use crate::chat::{Message, Severity};
+use crate::command::form::{self, Form, Input};
 use crate::command::{self, Command};
 use crate::domain::Platform;
 use crate::engine::{Engine, Outcome, Status};
@@ -94,6 +96,13 @@ impl Inbound {
                 response_url: Some(ev.response_url.0.to_string()),
                 thread_ts: None,
             };
+            if let Some(form) = crate::command::form::asks(&parsed) {
+                // Before anything slow: the trigger lasts 3 s.
+                let trigger = ev.trigger_id.to_string();
+                tokio::spawn(async move { me.open_form(&origin, &trigger, form).await });
+                return json!({"response_type": "ephemeral",
+                    "text": format!("📝 {} asks for the reason in a form…", form_name(&parsed))});
+            }
             tokio::spawn(async move {
                 let actor = me.identities.actor(&origin.user).await;
                 let outcome =
@@ -104,11 +113,106 @@ impl Inbound {
         json!({"response_type": "ephemeral", "text": ack})
     }
 
-    /// A `block_actions` payload (a button press); the answer is an empty 200.
-    pub fn interaction(self: &Arc<Self>, ev: SlackInteractionEvent) {
-        let SlackInteractionEvent::BlockActions(ev) = ev else {
-            return;
+    /// Opens the reason form for a command typed without one; when Slack
+    /// refuses (the trigger expired or was used), says how to type it.
+    async fn open_form(&self, origin: &Origin, trigger: &str, form: Form) {
+        let meta = modal::Metadata {
+            command: form.context.clone(),
+            channel: origin.channel.clone(),
+            user: origin.user.clone(),
+            response_url: origin.response_url.clone(),
+            opened: self.engine.clock.now().timestamp(),
         };
+        if let Err(e) = self.api.open_view(trigger, modal::view(&form, &meta)).await {
+            tracing::warn!(error = %e, "slack: cannot open the reason form");
+            let said = match &e {
+                crate::chat::ChatError::Platform(code) => code.clone(),
+                other => other.to_string(),
+            };
+            let msg = Message::new(Severity::Warning, "The reason form did not open").text(format!(
+                "Slack said: {said}. Nothing was done. Type the reason with the command instead: /{} <reason>",
+                form.context
+            ));
+            self.privately(origin, &msg).await;
+        }
+    }
+
+    /// An interaction: a button press (`block_actions`, answered with an
+    /// empty 200) or a form's `view_submission`, whose answer (`Some`) is
+    /// Slack's `response_action` when the form must stay open.
+    pub fn interaction(self: &Arc<Self>, ev: SlackInteractionEvent) -> Option<Value> {
+        match ev {
+            SlackInteractionEvent::BlockActions(ev) => {
+                self.press(ev);
+                None
+            }
+            SlackInteractionEvent::ViewSubmission(ev) => self.submission(ev),
+            _ => None,
+        }
+    }
+
+    /// A form's submission acts as the command typed in full would, keyed
+    /// on the view's ID so a double submission acts once. An expired or
+    /// unreadable form, or a refused input, keeps the form open with the
+    /// problem under the input to fix; nothing is done.
+    fn submission(self: &Arc<Self>, ev: SlackInteractionViewSubmissionEvent) -> Option<Value> {
+        let SlackView::Modal(view) = &ev.view.view else {
+            return None;
+        };
+        if view.callback_id.as_ref().map(|c| c.0.as_str()) != Some(modal::CALLBACK_ID) {
+            return None;
+        }
+        let meta = view
+            .private_metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<modal::Metadata>(m).ok());
+        let Some(meta) = meta else {
+            return Some(modal::errors(
+                Input::Reason,
+                "This form's context is unreadable; nothing was done. Type the command again.",
+            ));
+        };
+        let user = ev.user.id.to_string();
+        if user != meta.user {
+            return Some(modal::errors(
+                Input::Reason,
+                "This form was opened by someone else; nothing was done.",
+            ));
+        }
+        let now = self.engine.clock.now().timestamp();
+        if let Err(why) = form::check_open(meta.opened, now, self.engine.config.engine.prompt_ttl.0)
+        {
+            return Some(modal::errors(Input::Reason, &why));
+        }
+        let reason = modal::value(&ev.view, Input::Reason).unwrap_or_default();
+        let revision = modal::value(&ev.view, Input::Revision);
+        let services = self.engine.config.service_names();
+        let cmd = match form::submit(&meta.command, &reason, revision.as_deref(), &services) {
+            Ok(c) => c,
+            Err(e) => return Some(modal::refused(&e)),
+        };
+        let key = format!("slack:view:{}", ev.view.state_params.id);
+        if self.first_time(&key) {
+            let me = self.clone();
+            let origin = Origin {
+                via: Via::Slash,
+                channel: meta.channel,
+                user,
+                response_url: meta.response_url,
+                thread_ts: None,
+            };
+            tokio::spawn(async move {
+                let actor = me.identities.actor(&origin.user).await;
+                let outcome =
+                    crate::intake::handle(&me.engine, actor, cmd.clone(), Some(key)).await;
+                me.report(&origin, Some(&cmd), outcome).await;
+            });
+        }
+        None
+    }
+
+    /// A `block_actions` payload (a button press).
+    fn press(self: &Arc<Self>, ev: SlackInteractionBlockActionsEvent) {
         let Some(user) = ev.user.clone() else { return };
         let channel =
             ev.channel
@@ -329,6 +433,16 @@ fn mention_line(text: &str, bot: Option<&str>) -> String {
         line.to_string()
     } else {
         format!("/{line}")
+    }
+}
+
+/// The command a form asks the reason for, as the acknowledgement names it.
+fn form_name(c: &Command) -> String {
+    match c {
+        Command::Rollback { service, .. } => format!("Rolling back {service}"),
+        Command::RollbackRelease { release, .. } => format!("Rolling back release {release}"),
+        Command::Promote { service, .. } => format!("Force-promoting {service}"),
+        _ => "This command".to_string(),
     }
 }
 

@@ -16,6 +16,7 @@ pub(crate) mod http;
 pub(crate) mod identity;
 pub(crate) mod inbound;
 pub mod manifest;
+pub(crate) mod modal;
 pub(crate) mod sink;
 pub(crate) mod socket;
 

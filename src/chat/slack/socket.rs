@@ -139,22 +139,29 @@ async fn connect_once(
                     }
                 }
             }
+            // A form's submission is answered in the acknowledgement.
+            "interactive" => match serde_json::from_value::<SlackInteractionEvent>(payload.clone())
+            {
+                Ok(ev) => match inbound.interaction(ev) {
+                    Some(answer) => json!({"envelope_id": envelope_id, "payload": answer}),
+                    None => json!({"envelope_id": envelope_id}),
+                },
+                Err(e) => {
+                    tracing::info!(error = %e, "slack: interaction not handled");
+                    json!({"envelope_id": envelope_id})
+                }
+            },
             _ => json!({"envelope_id": envelope_id}),
         };
         tx.send(Frame::Text(ack.to_string().into()))
             .await
             .map_err(|e| (format!("cannot acknowledge: {e}"), connected))?;
-        match kind.as_str() {
-            "interactive" => match serde_json::from_value::<SlackInteractionEvent>(payload) {
-                Ok(ev) => inbound.interaction(ev),
-                Err(e) => tracing::info!(error = %e, "slack: interaction not handled"),
-            },
-            "events_api" => match serde_json::from_value::<SlackPushEvent>(payload) {
+        if kind == "events_api" {
+            match serde_json::from_value::<SlackPushEvent>(payload) {
                 Ok(SlackPushEvent::EventCallback(cb)) => inbound.event(cb),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "slack socket mode: unreadable event"),
-            },
-            _ => {}
+            }
         }
     }
     Err(("socket dropped".into(), connected))

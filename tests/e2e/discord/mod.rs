@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 mod delivery;
+mod modals;
 mod prompts;
 
 const TOKEN: &str = "fake-bot-token.XYZ";
@@ -176,9 +177,18 @@ async fn first_followup(fake: &FakeDiscord, interaction: &Value, what: &str) -> 
     .await
 }
 
-/// `/rollback SERVICE` typed by `who` in the deploy channel.
+/// `/rollback SERVICE` with a reason, typed by `who` in the deploy
+/// channel (without a reason, rollbot asks for one in a form: `modals.rs`).
 fn rollback_by(fake: &FakeDiscord, who: &Person, service: &str) -> Value {
-    fake.command(DEPLOYS, who, "rollback", &[("service", json!(service))])
+    fake.command(
+        DEPLOYS,
+        who,
+        "rollback",
+        &[
+            ("service", json!(service)),
+            ("reason", json!("errors after deploy")),
+        ],
+    )
 }
 
 fn token(p: &Value) -> String {

@@ -8,7 +8,12 @@ async fn a_429_delays_a_message_but_does_not_lose_it() {
     let r = rig("http").await;
     r.fake.rate_limit_next(2, 1);
     let (code, _, took) = r
-        .slash("/rollback", "checkout", RESPONDER, "trig-429")
+        .slash(
+            "/rollback",
+            "checkout 5xx after deploy",
+            RESPONDER,
+            "trig-429",
+        )
         .await;
     assert_eq!(code, 200);
     assert!(took < Duration::from_secs(1));

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 mod delivery;
+mod modals;
 mod prompts;
 mod readiness;
 mod signatures;
@@ -190,7 +191,7 @@ async fn slash_rollback_is_acknowledged_at_once_acts_once_and_is_announced_and_a
 
     // Someone without the responder role is refused privately, naming the role.
     let (_, ack, _) = r
-        .slash("/rollback", "checkout", OUTSIDER, "trig-rb-2")
+        .slash("/rollback", "checkout looks broken", OUTSIDER, "trig-rb-2")
         .await;
     assert!(ack["text"].as_str().unwrap().contains("Rolling back"));
     let refusal = r

@@ -72,8 +72,14 @@ async fn a_command_from_a_dm_is_answered_privately_and_rollbot_stays_ready() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A refused action from the DM reaches the person too.
-    r.slash_in(dm, "/rollback", "checkout", OUTSIDER, "trig-dm-2")
-        .await;
+    r.slash_in(
+        dm,
+        "/rollback",
+        "checkout looks broken",
+        OUTSIDER,
+        "trig-dm-2",
+    )
+    .await;
     let refusal = r
         .fake
         .wait_for(15, "the refusal through response_url", |f| {
@@ -90,8 +96,13 @@ async fn a_channel_the_bot_was_removed_from_shows_in_readyz() {
     // Take the bot out of the incident channel: the rollback's incident post
     // fails with not_in_channel, and /readyz says so.
     r.fake.add_channel(INCIDENTS, false);
-    r.slash("/rollback", "checkout", RESPONDER, "trig-nic")
-        .await;
+    r.slash(
+        "/rollback",
+        "checkout 5xx after deploy",
+        RESPONDER,
+        "trig-nic",
+    )
+    .await;
     r.fake
         .wait_for(20, "the deploy post", |f| {
             with_text(f.messages(DEPLOYS), "Rolled back")

@@ -18,6 +18,11 @@
 //!   channel, entitlements, …), signed with Ed25519 over timestamp + body,
 //!   POSTed to rollbot; the HTTP answer is recorded as the interaction's
 //!   first response, as Discord does.
+//! - Forms: a MODAL answer (type 9) is checked against Discord's limits
+//!   and can be submitted as Discord's client does
+//!   ([`FakeDiscord::modal_submit`], interaction type 5, MODAL_SUBMIT,
+//!   signed like every interaction), with the typed values and, for a
+//!   form opened from a button, the message the button is on.
 //! - Visibility, as Discord documents it: a deferred command (type 5) shows
 //!   a "thinking…" message, ephemeral when the deferral had flags 64. The
 //!   first follow-up after that deferral does not create a message: it
@@ -368,6 +373,53 @@ impl FakeDiscord {
             json!({"custom_id": custom_id, "component_type": 2}),
         );
         p["message"] = message.clone();
+        p
+    }
+
+    /// `who` submits the form rollbot answered the interaction `opened`
+    /// with (response type 9), having typed `values` (`(custom_id, text)`;
+    /// other inputs keep their pre-filled value). Like Discord's client,
+    /// it does not submit a form whose required input is empty, and a form
+    /// over Discord's limits fails the test, as Discord would refuse it.
+    pub fn modal_submit(&self, opened: &Value, who: &Person, values: &[(&str, &str)]) -> Value {
+        let it = self.interaction(opened["token"].as_str().unwrap());
+        let answer = it.response.expect("rollbot answered the interaction");
+        assert_eq!(answer["type"], 9, "not a form: {answer}");
+        let form = &answer["data"];
+        let problems = wire::modal_problems(form);
+        assert!(
+            problems.is_empty(),
+            "Discord refuses this form: {problems:?}"
+        );
+        let rows: Vec<Value> = form["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                let input = &row["components"][0];
+                let id = input["custom_id"].as_str().unwrap();
+                let typed = values
+                    .iter()
+                    .find(|(k, _)| *k == id)
+                    .map(|(_, v)| v.to_string())
+                    .or_else(|| input["value"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                if input["required"] != false && typed.is_empty() {
+                    panic!("Discord's client does not submit the form with {id} empty");
+                }
+                json!({"type": 1, "components": [{"type": 4, "custom_id": id, "value": typed}]})
+            })
+            .collect();
+        let channel = opened["channel_id"].as_str().unwrap();
+        let mut p = self.base(
+            5,
+            channel,
+            who,
+            json!({"custom_id": form["custom_id"], "components": rows}),
+        );
+        if let Some(m) = opened.get("message") {
+            p["message"] = m.clone();
+        }
         p
     }
 

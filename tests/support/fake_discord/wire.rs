@@ -292,3 +292,43 @@ pub(super) fn record(
 pub(super) fn parse(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
+
+/// Where a MODAL response's data breaks Discord's limits: a title of 1 to
+/// 45 characters, a custom ID of 1 to 100, 1 to 5 action rows of one text
+/// input each (label 1 to 45, style 1 or 2, placeholder 100, lengths and
+/// value within 4000).
+pub(super) fn modal_problems(form: &Value) -> Vec<String> {
+    let len = |v: &Value| v.as_str().map(|s| s.chars().count()).unwrap_or(0);
+    let mut out = Vec::new();
+    if !(1..=45).contains(&len(&form["title"])) {
+        out.push("title: 1 to 45 characters".to_string());
+    }
+    if !(1..=100).contains(&len(&form["custom_id"])) {
+        out.push("custom_id: 1 to 100 characters".into());
+    }
+    let rows = form["components"].as_array().cloned().unwrap_or_default();
+    if rows.is_empty() || rows.len() > 5 {
+        out.push("components: 1 to 5 action rows".into());
+    }
+    for row in &rows {
+        let inputs = row["components"].as_array().cloned().unwrap_or_default();
+        if row["type"] != 1 || inputs.len() != 1 {
+            out.push("an action row in a form holds one text input".into());
+            continue;
+        }
+        let i = &inputs[0];
+        let within = |k: &str| i[k].as_u64().is_none_or(|n| n <= 4000);
+        if i["type"] != 4
+            || !(1..=100).contains(&len(&i["custom_id"]))
+            || !(1..=45).contains(&len(&i["label"]))
+            || !matches!(i["style"].as_u64(), Some(1 | 2))
+            || len(&i["placeholder"]) > 100
+            || len(&i["value"]) > 4000
+            || !within("min_length")
+            || !within("max_length")
+        {
+            out.push(format!("text input over a limit: {i}"));
+        }
+    }
+    out
+}
