@@ -93,7 +93,7 @@ impl Engine {
     ) -> anyhow::Result<Outcome> {
         let acting = match self.begin_acting(corr) {
             Ok(guard) => guard,
-            Err(stopping) => return Ok(stopping),
+            Err(stopping) => return Ok(*stopping),
         };
         let op = match &req.action {
             Action::Rollback { to, .. } => Operation::Rollback { to: to.clone() },

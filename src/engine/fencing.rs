@@ -17,17 +17,17 @@ impl Engine {
     /// Counts an action into its act step, unless rollbot is stopping:
     /// then it is refused before anything is recorded, so a stopping
     /// replica's "no action is acting" stays true once it was seen.
-    pub(super) fn begin_acting(&self, corr: &str) -> Result<ActiveGuard<'_>, Outcome> {
+    pub(super) fn begin_acting(&self, corr: &str) -> Result<ActiveGuard<'_>, Box<Outcome>> {
         self.acting.send_modify(|n| *n += 1);
         let guard = ActiveGuard(&self.acting);
         if self.closing.load(Ordering::SeqCst) {
-            return Err(super::refusal::unaudited(
+            return Err(Box::new(super::refusal::unaudited(
                 Refusal::ShuttingDown,
                 Severity::Warning,
                 "rollbot is shutting down",
                 "This instance is stopping and takes no new actions; nothing was done. Retry in a moment: another replica takes over.",
                 corr,
-            ));
+            )));
         }
         Ok(guard)
     }
