@@ -209,6 +209,18 @@ struct State {
     valid_until: Option<Instant>,
     holder: Option<String>,
     error: Option<String>,
+    /// Released the Lease while stopping: it starts nothing, but the
+    /// actions it started while leading still record their results.
+    handed_over: bool,
+}
+
+/// A write the fence is asked about (see `crate::fence`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// A request that changes something on a backend.
+    Send,
+    /// A commit to the store.
+    Append,
 }
 
 /// A cheap handle asked before acting. Without an election it always says
@@ -226,14 +238,60 @@ impl Leadership {
     pub fn view(&self) -> LeaderView {
         let leader = self.is_leader();
         let s = self.0.lock().unwrap();
+        // A replica whose own hold ran out does not know who holds the
+        // Lease now; it must not name itself to the clients it turns away.
+        let holder = match leader {
+            true => s.holder.clone(),
+            false => s.holder.clone().filter(|h| h != &s.identity),
+        };
         LeaderView {
             elected: s.elected,
             leader,
             identity: s.identity.clone(),
             lease: s.lease.clone(),
-            holder: s.holder.clone(),
+            holder,
             error: s.error.clone(),
         }
+    }
+
+    /// The fence every write of this replica asks (see `crate::fence`).
+    pub fn fence(&self) -> crate::fence::Fence {
+        crate::fence::Fence::of(self)
+    }
+
+    /// Whether this replica may make write `w` now, judged on the
+    /// monotonic clock; else why not, in one sentence.
+    pub(crate) fn may_write(&self, w: Write) -> Result<(), String> {
+        let s = self.0.lock().unwrap();
+        let now = Instant::now();
+        if !s.elected || s.valid_until.is_some_and(|v| now < v) {
+            return Ok(());
+        }
+        if s.handed_over {
+            return match w {
+                Write::Append => Ok(()),
+                Write::Send => Err(format!(
+                    "this replica ({}) handed the Lease `{}` over as it stops and starts nothing more",
+                    s.identity, s.lease
+                )),
+            };
+        }
+        let holder = match s.holder.as_deref().filter(|h| *h != s.identity) {
+            Some(h) => format!(" (held by {h})"),
+            None => String::new(),
+        };
+        Err(match s.valid_until {
+            Some(v) => format!(
+                "this replica ({}) is no longer the leader: its hold on the Lease `{}` ran out {} ago, when its renew deadline passed without a renewal{holder}; the leader acts instead",
+                s.identity,
+                s.lease,
+                human_duration(now.saturating_duration_since(v).max(Duration::from_millis(1)))
+            ),
+            None => format!(
+                "this replica ({}) does not hold the Lease `{}`{holder}; the leader acts instead",
+                s.identity, s.lease
+            ),
+        })
     }
 
     /// Switches to elected mode (not the leader until the first Lease is
@@ -253,18 +311,28 @@ impl Leadership {
         }
     }
 
-    fn won(&self, until: Instant, holder: &str) {
+    pub(crate) fn won(&self, until: Instant, holder: &str) {
         let mut s = self.0.lock().unwrap();
         s.valid_until = Some(until);
         s.holder = Some(holder.to_string());
         s.error = None;
+        s.handed_over = false;
     }
 
-    fn lost(&self, holder: Option<String>) {
+    pub(crate) fn lost(&self, holder: Option<String>) {
         let mut s = self.0.lock().unwrap();
         s.valid_until = None;
         s.holder = holder;
         s.error = None;
+    }
+
+    /// Stops leading because this replica gives the Lease up as it stops:
+    /// it sends nothing more, and records only what it already started.
+    pub(crate) fn hand_over(&self) {
+        let mut s = self.0.lock().unwrap();
+        s.valid_until = None;
+        s.holder = None;
+        s.handed_over = true;
     }
 
     /// A failed attempt: leadership, if any, runs out at its deadline.
@@ -438,7 +506,7 @@ impl Elector {
     /// Empties the holder so a successor takes over at its next attempt
     /// (client-go's `ReleaseOnCancel`). Stops acting first.
     async fn release(&mut self, api: &Api<Lease>) {
-        self.handle.lost(None);
+        self.handle.hand_over();
         let Ok(Some(mut lease)) = api.get_opt(&self.settings.lease).await else {
             return;
         };
@@ -518,5 +586,32 @@ mod tests {
         );
         l.lost(Some("rollbot-1".into()));
         assert!(l.view().describe().contains("held by rollbot-1"));
+    }
+
+    #[test]
+    fn a_replica_whose_hold_ran_out_does_not_name_itself_as_the_leader() {
+        let l = Leadership::default();
+        let _ = l.elect(ElectionSettings {
+            connection: KubeConnection::default(),
+            lease: "rollbot".into(),
+            namespace: None,
+            identity: "rollbot-0".into(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        });
+        l.won(Instant::now() + Duration::from_millis(30), "rollbot-0");
+        assert_eq!(l.view().holder.as_deref(), Some("rollbot-0"));
+        std::thread::sleep(Duration::from_millis(60));
+        let v = l.view();
+        assert!(!v.leader);
+        assert_eq!(v.holder, None, "a lapsed replica claims the Lease: {v:?}");
+        assert!(
+            !v.describe().contains("held by rollbot-0"),
+            "{}",
+            v.describe()
+        );
+        l.lost(Some("rollbot-1".into()));
+        assert_eq!(l.view().holder.as_deref(), Some("rollbot-1"));
     }
 }

@@ -24,6 +24,7 @@ pub mod controller;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub(crate) mod fence;
 pub(crate) mod freeze;
 pub mod incident_comms;
 pub mod intake;

@@ -55,6 +55,11 @@ pub struct CallContext {
     /// (the engine's migration guard let it through), so a deploy hook can
     /// run data fix-ups. Empty for other actions.
     pub migrations: Vec<crate::migration::Migration>,
+    /// For the act step: what this action's preflight found, so a backend
+    /// can make its write conditional on the object being as preflight
+    /// read it (the engine sets it between preflight and act).
+    #[serde(skip)]
+    pub preflight: Option<Preflight>,
 }
 
 /// A line-at-a-time progress report for the people watching an action.

@@ -386,6 +386,13 @@ impl WebhookBackend {
         let mut trail = Vec::new();
         let mut wait = self.s.backoff;
         for n in 1..=attempts {
+            // Each attempt, a retry after a pause too, asks the fence.
+            if let Err(f) = crate::fence::check(&format!("POST {} {action}", shown(&self.s.url))) {
+                return Err(BackendError::Failed {
+                    message: f.0,
+                    requests: trail,
+                });
+            }
             let started = std::time::Instant::now();
             let got = self
                 .once(

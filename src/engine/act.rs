@@ -32,12 +32,14 @@ struct Act<'a> {
     via_prompt: Option<&'a Prompt>,
     slot: &'a BackendSlot,
     op: Operation,
+    /// Held until the act step has sent its last change.
+    acting: Option<super::ActiveGuard<'a>>,
     /// The audit entries' parameters, growing step by step.
     params: BTreeMap<String, serde_json::Value>,
 }
 
 /// How the backend calls ended.
-enum Called {
+pub(super) enum Called {
     Acted {
         report: ActionReport,
         /// What verification found.
@@ -89,6 +91,10 @@ impl Engine {
         mut params: BTreeMap<String, serde_json::Value>,
         via_prompt: Option<&Prompt>,
     ) -> anyhow::Result<Outcome> {
+        let acting = match self.begin_acting(corr) {
+            Ok(guard) => guard,
+            Err(stopping) => return Ok(*stopping),
+        };
         let op = match &req.action {
             Action::Rollback { to, .. } => Operation::Rollback { to: to.clone() },
             Action::Promote { full, .. } => Operation::Promote { full: *full },
@@ -112,6 +118,7 @@ impl Engine {
             via_prompt,
             slot,
             op,
+            acting: Some(acting),
             params,
         };
         self.record_request(&a).await?;
@@ -120,6 +127,9 @@ impl Engine {
             Err(busy) => return Ok(busy),
         };
         let called = self.call_backend(&mut a).await;
+        if let Some(stopped) = self.fenced_off(req, corr, svc, &called) {
+            return Ok(stopped);
+        }
         // Whatever happened, the backend's status may have changed.
         self.status_cache.forget(svc.name());
         let settled = self.settle(&mut a, called);
@@ -245,6 +255,7 @@ impl Engine {
             // What the audit entry says the rollback crosses, so deploy
             // hooks can run data fix-ups.
             migrations: super::migration_guard::crossed_in(&a.params),
+            preflight: None,
         };
         let timeout = self.config.engine.backend_timeout.0;
         let refusal_only = |e: &BackendError| !matches!(e, BackendError::Refused(_));
@@ -275,15 +286,27 @@ impl Engine {
             "preflight".into(),
             serde_json::to_value(&pre).unwrap_or_default(),
         );
-        let report = match slot
+        // A replica paused since its preflight may have lost the Lease.
+        if let Some(fenced) = self.fenced_before_act() {
+            return fenced;
+        }
+        // The act's writes are conditional on what preflight found.
+        let ctx = CallContext {
+            preflight: Some(pre),
+            ..ctx
+        };
+        let act = backend::perform(slot.backend.as_ref(), &target, op, &ctx);
+        let acted = slot
             .breaker
             .call(
                 timeout,
-                backend::perform(slot.backend.as_ref(), &target, op, &ctx),
+                crate::fence::scope(self.fence(), act),
                 refusal_only,
             )
-            .await
-        {
+            .await;
+        // Its last change is sent: a stopping replica may hand over now.
+        a.acting = None;
+        let report = match acted {
             Ok(report) => report,
             Err(e) => {
                 return Called::Failed {

@@ -53,6 +53,7 @@ impl Engine {
             idempotency_key: req.idempotency_key.clone().unwrap_or_else(|| corr.into()),
             progress: Default::default(),
             migrations: super::migration_guard::crossed_in(&params),
+            preflight: None,
         };
         let timeout = self.config.engine.backend_timeout.0;
         let refusal_only = |e: &crate::backend::BackendError| {

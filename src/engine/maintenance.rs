@@ -36,7 +36,8 @@ impl Engine {
                     tracing::warn!(error = %e, "the store still fails");
                 }
             }
-            if tokio::time::Instant::now() >= next_sweep {
+            // A standby's store is the leader's to sweep (and fenced).
+            if tokio::time::Instant::now() >= next_sweep && self.leadership.is_leader() {
                 next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
                 if let Err(e) = self.sweep().await {
                     tracing::warn!(error = %e, "could not sweep expired records");

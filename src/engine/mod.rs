@@ -35,6 +35,7 @@ mod comms;
 mod dependents;
 mod dry_run;
 mod escalation;
+mod fencing;
 mod freeze;
 mod idempotency;
 mod lock;
@@ -256,6 +257,9 @@ pub struct Engine {
     pub clock: SharedClock,
     pub telemetry: Arc<Telemetry>,
     active: tokio::sync::watch::Sender<usize>,
+    /// Actions that may still send a change (up to the end of their act
+    /// step): a stopping replica hands the Lease over when none is left.
+    acting: tokio::sync::watch::Sender<usize>,
     closing: AtomicBool,
     /// Whether this replica may act (always, unless `[leader_election]`).
     pub leadership: crate::leader::Leadership,
@@ -309,6 +313,7 @@ impl Engine {
             config: parts.config,
             store: parts.store,
             active: tokio::sync::watch::channel(0).0,
+            acting: tokio::sync::watch::channel(0).0,
             closing: AtomicBool::new(false),
             leadership: crate::leader::Leadership::default(),
             comms: std::sync::OnceLock::new(),
@@ -391,6 +396,13 @@ impl Engine {
         };
         let outcome = match outcome {
             Ok(o) => o,
+            Err(e) if fencing::fenced_store_error(&e).is_some() => unaudited(
+                Refusal::Standby,
+                Severity::Warning,
+                "this rollbot replica is no longer the leader",
+                &format!("{e}. Nothing more was sent or recorded here; send the command to the leader (the Service routes to it once it is ready) or retry in a few seconds."),
+                &correlation,
+            ),
             Err(e) => {
                 tracing::error!(error = %e, correlation = %correlation, "action could not be recorded");
                 // Every path that reaches a backend records its result

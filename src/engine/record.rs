@@ -115,6 +115,11 @@ impl Engine {
                         me.telemetry.audit_appends.inc();
                         return;
                     }
+                    // Retrying cannot help: the leader reports the action.
+                    Err(e @ crate::store::StoreError::Fenced(_)) => {
+                        tracing::warn!(error = %e, correlation = %record.correlation_id, "audit entry not recorded: this replica is no longer the leader");
+                        return;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, correlation = %record.correlation_id, "audit entry still not recorded; retrying")
                     }

@@ -137,7 +137,7 @@ pub async fn action(
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(
-                json!({"error": format!("{}; nothing was done, retry in a few seconds", leader.describe()), "leader": leader.holder}),
+                json!({"error": format!("{}; nothing was done, retry in a few seconds", leader.describe()), "leader": leader.holder, "refusal": Refusal::Standby}),
             ),
         );
     }

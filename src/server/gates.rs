@@ -90,7 +90,9 @@ fn authenticate_with(
             } else {
                 Err((
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({"error": leader.describe(), "leader": leader.holder})),
+                    Json(
+                        json!({"error": leader.describe(), "leader": leader.holder, "refusal": crate::engine::Refusal::Standby}),
+                    ),
                 ))
             }
         }

@@ -213,11 +213,14 @@ pub async fn serve(
     }
     tokio::spawn(engine.clone().maintain_forever());
     let (stop_electing, electing) = tokio::sync::watch::channel(false);
-    let elector = engine
-        .config
-        .leader_election
-        .as_ref()
-        .map(|le| tokio::spawn(engine.leadership.elect(le.settings()).run(electing)));
+    let stop_electing = Arc::new(stop_electing);
+    let elector = engine.config.leader_election.as_ref().map(|le| {
+        let elector = engine.leadership.elect(le.settings());
+        // From here on a replica that is not within its renew deadline
+        // appends nothing (see `crate::fence`).
+        engine.store.fence_with(engine.leadership.fence());
+        tokio::spawn(elector.run(electing))
+    });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}; change [server] listen"))?;
@@ -228,11 +231,23 @@ pub async fn serve(
     for r in adapters.routes {
         app = app.merge(r);
     }
+    let (closing, hand_over) = (engine.clone(), stop_electing.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             flag.store(true, Ordering::SeqCst);
             tracing::info!("shutdown requested; finishing in-flight actions");
+            // No new action starts from now on. As soon as those running
+            // have sent their last change, the Lease goes to a standby,
+            // which takes over while they verify and record their results.
+            tokio::spawn(async move {
+                if !closing.stop_acting(Duration::from_secs(60)).await {
+                    tracing::warn!(
+                        "actions were still acting after 60s; handing the Lease over anyway"
+                    );
+                }
+                let _ = hand_over.send(true);
+            });
         })
         .await?;
     if !engine.drain(Duration::from_secs(60)).await {

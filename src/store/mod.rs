@@ -170,6 +170,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("rollbot's store is closed")]
     Closed,
+    /// This replica may not write: it is not the leader any more (see
+    /// `crate::fence`). Nothing was written.
+    #[error("not recorded: {0}")]
+    Fenced(String),
 }
 
 impl From<sled::Error> for StoreError {
@@ -238,6 +242,8 @@ pub struct Store {
     audit: Arc<dyn AuditStore>,
     timeout: Duration,
     pub health: Arc<Health>,
+    /// Asked before every commit once leader election runs.
+    fence: std::sync::OnceLock<crate::fence::Fence>,
 }
 
 /// At most this many attempts of one read-modify-write; each attempt only
@@ -251,7 +257,15 @@ impl Store {
             inner,
             timeout,
             health: Arc::new(Health::default()),
+            fence: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on every commit first asks `fence`, so a replica whose
+    /// leadership ran out appends nothing (set once, by the elector's
+    /// owner).
+    pub(crate) fn fence_with(&self, fence: crate::fence::Fence) {
+        let _ = self.fence.set(fence);
     }
 
     /// Opens the sled store at `path`.
@@ -391,6 +405,11 @@ impl Store {
 
     /// Applies a transaction durably.
     pub async fn commit(&self, tx: Tx) -> Result<Committed, StoreError> {
+        // Asked immediately before the write, and not counted against the
+        // store's health: the store is fine, this replica may not write.
+        if let Some(Err(f)) = self.fence.get().map(|f| f.before_append()) {
+            return Err(StoreError::Fenced(f.0));
+        }
         let c = self.bounded("write", true, self.inner.commit(tx)).await?;
         if let Committed::Done(entries) = &c {
             entries.iter().for_each(log_entry);
@@ -729,6 +748,25 @@ mod tests {
             store.get::<i32>(Table::Settings, "k").await.unwrap(),
             Some(2)
         );
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_is_not_the_leader_appends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put(Table::Settings, "before", &1).await.unwrap();
+        store.fence_with(crate::fence::Fence::closed());
+        let e = store.put(Table::Settings, "after", &2).await.unwrap_err();
+        assert!(matches!(&e, StoreError::Fenced(_)), "{e:?}");
+        assert!(e.to_string().starts_with("not recorded: "), "{e}");
+        assert_eq!(
+            store.get::<u32>(Table::Settings, "after").await.unwrap(),
+            None
+        );
+        assert_eq!(store.audit_len(), 0);
+        // The store itself is fine: `/readyz` must not blame it.
+        assert!(!store.health.failing());
+        assert!(store.problems().is_empty());
     }
 
     #[tokio::test]

@@ -212,7 +212,11 @@ async fn undo_restores_the_revisions_template_without_the_hash_label() {
         .find(|rs| rs["metadata"]["annotations"][REVISION] == "4")
         .expect("revision 1's ReplicaSet, renumbered 4");
     assert!(rs1["spec"]["template"]["metadata"]["labels"][HASH_LABEL].is_string());
-    let w = writes(&fake);
+    let mut w = writes(&fake);
+    // Then the precondition: the Rollout as rollbot read it, or a 409.
+    let precondition = w[0].3.as_array_mut().unwrap().pop().unwrap();
+    assert_eq!(precondition["op"], "replace", "{precondition}");
+    assert_eq!(precondition["path"], "/metadata/resourceVersion");
     assert_eq!(
         w,
         [patch(

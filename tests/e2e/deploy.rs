@@ -3,8 +3,9 @@
 //! and point at what rollbot really serves, reads and needs.
 
 use crate::support::{bin, text};
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
@@ -42,15 +43,20 @@ fn yaml_docs(yaml: &[u8]) -> Vec<Value> {
 
 /// deploy/ as `kubectl apply -k deploy/` would send it.
 fn rendered() -> Vec<Value> {
+    rendered_at("deploy")
+}
+
+/// A kustomization under the repository root, rendered.
+fn rendered_at(dir: &str) -> Vec<Value> {
     let out = Command::new("kubectl")
-        .args(["kustomize", root().join("deploy").to_str().unwrap()])
+        .args(["kustomize", root().join(dir).to_str().unwrap()])
         .output()
         .unwrap_or_else(|e| {
             panic!("kubectl is needed to render deploy/ (kubectl kustomize): {e}; install kubectl 1.27 or later")
         });
     assert!(
         out.status.success(),
-        "kubectl kustomize deploy/ failed: {}",
+        "kubectl kustomize {dir}/ failed: {}",
         text(&out)
     );
     yaml_docs(&out.stdout)
@@ -242,7 +248,7 @@ fn the_manifests_match_the_binary_and_its_config() {
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
-    assert_least_privilege(&docs, pod, &sts);
+    assert_least_privilege(&docs, pod, sts.metadata.namespace.as_deref().unwrap());
     assert_the_image_runs_what_the_pod_runs(&args, psc.run_as_user);
 }
 
@@ -318,7 +324,7 @@ fn assert_secrets_come_from_the_template(
 
 /// Least privilege: exactly these rules, no wildcards, bound to the pod's
 /// service account in its namespace only, and no Secret applied.
-fn assert_least_privilege(docs: &[Value], pod: &PodSpec, sts: &StatefulSet) {
+fn assert_least_privilege(docs: &[Value], pod: &PodSpec, ns: &str) {
     let workloads: ClusterRole = one(docs, "ClusterRole", "rollbot-workloads");
     let got = rules_of(workloads.rules.as_deref().unwrap_or_default());
     let mut want = BTreeSet::new();
@@ -350,7 +356,6 @@ fn assert_least_privilege(docs: &[Value], pod: &PodSpec, sts: &StatefulSet) {
     .collect();
     assert_eq!(got, want);
     let sa = pod.service_account_name.clone().unwrap();
-    let ns = sts.metadata.namespace.clone().unwrap();
     for name in ["rollbot-workloads", "rollbot-leader"] {
         let b: RoleBinding = one(docs, "RoleBinding", name);
         let s = &b.subjects.as_ref().unwrap()[0];
@@ -358,7 +363,7 @@ fn assert_least_privilege(docs: &[Value], pod: &PodSpec, sts: &StatefulSet) {
             (s.kind.as_str(), s.name.as_str()),
             ("ServiceAccount", sa.as_str())
         );
-        assert_eq!(s.namespace.as_deref(), Some(ns.as_str()));
+        assert_eq!(s.namespace.as_deref(), Some(ns));
     }
     assert_eq!(
         of_kind(docs, "ClusterRoleBinding").len(),
@@ -403,4 +408,119 @@ fn assert_the_image_runs_what_the_pod_runs(args: &[String], run_as_user: Option<
         dockerfile.contains(&format!("FROM rust:{minor}-bookworm AS builder")),
         "the builder image matches the toolchain ({minor})"
     );
+}
+
+/// deploy/ha/: two replicas with the state in PostgreSQL. The same
+/// namespace, RBAC (the Lease), Service, image, probes and config as
+/// deploy/, but a Deployment without a volume, a PodDisruptionBudget, and
+/// `[store]` in PostgreSQL with its URL from the Secret.
+#[test]
+fn the_two_replica_variant_keeps_no_state_in_its_pods() {
+    let base = rendered();
+    let docs = rendered_at("deploy/ha");
+    assert!(of_kind(&docs, "StatefulSet").is_empty());
+    assert!(of_kind(&docs, "PersistentVolumeClaim").is_empty());
+    // What is not about where state lives is deploy/'s, unchanged.
+    for (kind, name) in [
+        ("Namespace", "rollbot"),
+        ("ServiceAccount", "rollbot"),
+        ("ClusterRole", "rollbot-workloads"),
+        ("Role", "rollbot-leader"),
+        ("RoleBinding", "rollbot-workloads"),
+        ("RoleBinding", "rollbot-leader"),
+        ("Service", "rollbot"),
+    ] {
+        let a: Value = one(&base, kind, name);
+        let b: Value = one(&docs, kind, name);
+        assert_eq!(b, a, "deploy/ha's {kind} {name} differs from deploy/'s");
+    }
+
+    let d: Deployment = one(&docs, "Deployment", "rollbot");
+    let spec = d.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(2), "a standby beside the leader");
+    // Only the leader is Ready: a rolling update would wait for a new
+    // standby to become Ready, forever.
+    assert_eq!(
+        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("Recreate")
+    );
+    let pod = spec.template.spec.as_ref().unwrap();
+    let c = &pod.containers[0];
+    let sts: StatefulSet = one(&base, "StatefulSet", "rollbot");
+    let base_pod = sts.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    let base_c = &base_pod.containers[0];
+    assert_eq!(c.image, base_c.image);
+    assert_eq!(c.args, base_c.args);
+    assert_eq!(c.ports, base_c.ports);
+    assert_eq!(
+        http_get(&c.readiness_probe),
+        http_get(&base_c.readiness_probe)
+    );
+    assert_eq!(
+        http_get(&c.liveness_probe),
+        http_get(&base_c.liveness_probe)
+    );
+    assert_eq!(c.security_context, base_c.security_context);
+    assert_eq!(pod.service_account_name, base_pod.service_account_name);
+    assert_eq!(
+        pod.termination_grace_period_seconds, base_pod.termination_grace_period_seconds,
+        "the graceful stop's 60 s for actions in flight"
+    );
+    for v in pod.volumes.iter().flatten() {
+        assert!(
+            v.persistent_volume_claim.is_none() && v.host_path.is_none(),
+            "volume {} keeps state in the pod's node",
+            v.name
+        );
+    }
+    // Each replica names itself in the Lease.
+    let pod_name = c.env.iter().flatten().find(|e| e.name == "POD_NAME");
+    let field = pod_name
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(field, Some("metadata.name"));
+
+    // One replica stays through voluntary disruptions.
+    let pdb: PodDisruptionBudget = one(&docs, "PodDisruptionBudget", "rollbot");
+    let pdb_spec = pdb.spec.unwrap();
+    assert_eq!(pdb_spec.min_available, Some(IntOrString::Int(1)));
+    let labels = spec.template.metadata.clone().unwrap().labels.unwrap();
+    for (k, v) in pdb_spec.selector.unwrap().match_labels.unwrap() {
+        assert_eq!(labels.get(&k), Some(&v), "the budget selects the pods");
+    }
+
+    // The config is deploy/'s but for [store]: PostgreSQL, its URL from
+    // the Secret, the same way every other secret is referenced.
+    let cm_name = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.config_map.as_ref().map(|c| c.name.clone()))
+        .unwrap();
+    let cm = of_kind(&docs, "ConfigMap")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == cm_name.as_str())
+        .unwrap();
+    let file = std::fs::read_to_string(root().join("deploy/ha/rollbot.toml")).unwrap();
+    assert_eq!(cm["data"]["rollbot.toml"].as_str(), Some(file.as_str()));
+    let base_file = std::fs::read_to_string(root().join("deploy/rollbot.toml")).unwrap();
+    let mut ha: toml::Table = file.parse().unwrap();
+    let mut single: toml::Table = base_file.parse().unwrap();
+    let store = ha.remove("store").expect("a [store] table");
+    single.remove("store");
+    assert_eq!(ha, single, "deploy/ha/rollbot.toml differs beyond [store]");
+    assert_eq!(store["kind"].as_str(), Some("postgres"), "{store}");
+    assert_eq!(
+        store["url"].as_str(),
+        Some("${ROLLBOT_STORE_URL}"),
+        "{store}"
+    );
+    assert!(
+        store.get("path").is_none(),
+        "no path: nothing on the pod's disk"
+    );
+    let vars = assert_secrets_come_from_the_template(&file, c, pod);
+    assert!(vars.contains("ROLLBOT_STORE_URL"), "{vars:?}");
+    assert_least_privilege(&docs, pod, d.metadata.namespace.as_deref().unwrap());
 }

@@ -268,6 +268,9 @@ async fn kubernetes_dry_run_shows_kubectls_patch_and_writes_nothing() {
     let mut kb = sent.json();
     strip_nulls(&mut kb);
     strip_nulls(&mut shown);
+    // kubectl's operations, then the precondition a real rollback sends.
+    let precondition = shown.as_array_mut().unwrap().pop().unwrap();
+    assert_eq!(precondition["path"], "/metadata/resourceVersion");
     assert_eq!(shown, kb, "the dry run's patch differs from kubectl's");
 }
 

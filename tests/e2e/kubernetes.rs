@@ -117,9 +117,15 @@ async fn undo_sends_what_kubectl_rollout_undo_sends() {
     let (mut kb, mut rb) = (k[0].json(), r[0].json());
     strip_nulls(&mut kb);
     strip_nulls(&mut rb);
+    // kubectl's operations, then the precondition that makes rollbot's
+    // write conditional on the Deployment it read (a 409 if it changed).
+    let precondition = rb.as_array_mut().unwrap().pop().unwrap();
     assert_eq!(rb, kb, "rollbot's patch differs from kubectl's");
     assert_eq!(rb[0]["path"], "/spec/template");
     assert_eq!(rb[1]["path"], "/metadata/annotations");
+    assert_eq!(precondition["op"], "replace", "{precondition}");
+    assert_eq!(precondition["path"], "/metadata/resourceVersion");
+    assert!(precondition["value"].is_string(), "{precondition}");
 
     // And both Deployments end in the same state.
     let dk = by_kubectl.get("deployments", "prod", "web").unwrap();

@@ -145,6 +145,7 @@ async fn only_one_replica_leads_and_a_cut_off_leader_stops_before_another_takes_
         "{answer}"
     );
     assert_eq!(answer["leader"], "rollbot-a");
+    assert_eq!(answer["refusal"], "standby", "{answer}");
     let (code, answer) = rollback(&a).await;
     assert_eq!(code, 200, "{answer}");
     // Gates too: Flagger and Argo get their answers from the leader only.
@@ -191,6 +192,9 @@ async fn only_one_replica_leads_and_a_cut_off_leader_stops_before_another_takes_
     assert!(a_stopped < b_leads);
     let (code, answer) = rollback(&a).await;
     assert_eq!(code, 503, "the cut-off replica must not act: {answer}");
+    // It does not know who holds the Lease now, and must not name itself.
+    assert_ne!(answer["leader"], "rollbot-a", "{answer}");
+    assert_eq!(answer["refusal"], "standby", "{answer}");
 
     // Back on the network, A finds B holding the Lease and stays standby.
     to_a.restore();

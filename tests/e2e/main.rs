@@ -17,6 +17,7 @@ mod deploy;
 mod discord;
 mod dry_run;
 mod exec;
+mod fencing;
 mod freeze_after_rollback;
 mod gates;
 mod incident_comms;

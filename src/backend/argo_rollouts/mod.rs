@@ -196,6 +196,35 @@ impl ArgoRolloutsBackend {
         to.is_some() || s.place.mechanism == Mechanism::Undo
     }
 
+    /// An undo is sent over the Rollout's live revision; one that moved
+    /// since preflight (another replica, a person or a pipeline acted
+    /// meanwhile) is left alone, and nothing is sent.
+    fn as_preflight_found(
+        &self,
+        s: &Session,
+        ro: &Value,
+        found: Option<&str>,
+    ) -> Result<(), BackendError> {
+        let Some(found) = found else { return Ok(()) };
+        let live = str_at(
+            ro,
+            &format!("/metadata/annotations/{}", REVISION.replace('/', "~1")),
+        );
+        if live == Some(found) {
+            return Ok(());
+        }
+        Err(BackendError::Failed {
+            message: format!(
+                "Rollout {}/{} changed since preflight: it runs revision {} now, not revision {found} as preflight found, so no undo was sent (someone else changed it meanwhile: another rollbot replica, a person or a pipeline). Check {} and roll back again if it is still needed.",
+                s.namespace,
+                s.place.name,
+                live.unwrap_or("?"),
+                plugin(s, "get rollout")
+            ),
+            requests: s.take_requests(),
+        })
+    }
+
     fn undo_by_hand(s: &Session, to: Option<&str>) -> String {
         match to.and_then(|t| {
             t.trim()
@@ -275,7 +304,12 @@ impl ArgoRolloutsBackend {
         })
     }
 
-    async fn undo(&self, s: &Session, to: Option<&str>) -> Result<ActionReport, BackendError> {
+    async fn undo(
+        &self,
+        s: &Session,
+        to: Option<&str>,
+        found: Option<&str>,
+    ) -> Result<ActionReport, BackendError> {
         let by_hand = Self::undo_by_hand(s, to);
         let ro = rollout(s, &by_hand).await?;
         let revisions = revisions(s, &ro, &by_hand).await?;
@@ -293,8 +327,6 @@ impl ArgoRolloutsBackend {
         {
             l.remove(HASH_LABEL);
         }
-        let patch = json!([{"op": "replace", "path": "/spec/template", "value": template}]);
-        let patch: Patch<Value> = Patch::Json(serde_json::from_value(patch).expect("a JSON patch"));
         // Each attempt reads the Rollout afresh: someone may have restored
         // the template in between, and then there is nothing to send.
         let mut current = ro;
@@ -317,6 +349,17 @@ impl ArgoRolloutsBackend {
                     requests: s.take_requests(),
                 });
             }
+            self.as_preflight_found(s, &current, found)?;
+            // Conditional on the Rollout as just read: a write in between
+            // is a 409 Conflict, and the loop reads it again.
+            let mut patch = json!([{"op": "replace", "path": "/spec/template", "value": template}]);
+            if let Some(rv) = str_at(&current, "/metadata/resourceVersion") {
+                patch.as_array_mut().expect("a list").push(
+                    json!({"op": "replace", "path": "/metadata/resourceVersion", "value": rv}),
+                );
+            }
+            let patch: Patch<Value> =
+                Patch::Json(serde_json::from_value(patch).expect("a JSON patch"));
             match s.patch(&rollouts(s), &s.place.name, None, &patch).await {
                 Ok(_) => break,
                 Err(e) if kube_common::again_after_conflict(&e, attempt).await => {
@@ -554,11 +597,12 @@ impl RollbackBackend for ArgoRolloutsBackend {
         &self,
         t: &Target,
         to: Option<&str>,
-        _ctx: &CallContext,
+        ctx: &CallContext,
     ) -> Result<ActionReport, BackendError> {
         let s = &self.session(t).await?;
         if Self::undoes(s, to) {
-            self.undo(s, to).await
+            let found = ctx.preflight.as_ref().and_then(|p| p.from_revision.as_deref());
+            self.undo(s, to, found).await
         } else {
             self.abort(s).await
         }
@@ -585,7 +629,7 @@ impl RollbackBackend for ArgoRolloutsBackend {
         let s = &self.session(t).await?.plan_only();
         let report = match op {
             Operation::Rollback { to } if Self::undoes(s, to.as_deref()) => {
-                self.undo(s, to.as_deref()).await?
+                self.undo(s, to.as_deref(), None).await?
             }
             Operation::Rollback { .. } => self.abort(s).await?,
             Operation::Promote { full } => {

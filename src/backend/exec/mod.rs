@@ -257,6 +257,8 @@ impl ExecBackend {
             return Err(self.unsupported(action));
         }
         let revision = ctx.revision;
+        crate::fence::check(&format!("`{}` ({action})", self.program))
+            .map_err(|f| BackendError::failed(f.0))?;
         let out = self.run(action, t, &ctx).await?;
         Ok(ActionReport {
             summary: last_line(&out)
@@ -542,6 +544,32 @@ mod tests {
             Err(BackendError::Timeout(_))
         ));
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_is_not_the_leader_runs_no_action_but_still_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let b = sh(
+            &format!("echo \"$1\" >> '{}'", marker.display()),
+            Duration::from_secs(10),
+        );
+        let fenced = crate::fence::scope(
+            crate::fence::Fence::closed(),
+            b.rollback(&target(), None, &CallContext::default()),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            fenced.to_string().contains("was not sent") && fenced.to_string().contains("Lease"),
+            "{fenced}"
+        );
+        assert!(!marker.exists(), "the program ran outside leadership");
+        // Outside the engine's scope (tools, tests) nothing is fenced.
+        b.rollback(&target(), None, &CallContext::default())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&marker).unwrap(), "rollback\n");
     }
 
     #[tokio::test]

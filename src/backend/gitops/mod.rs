@@ -488,6 +488,12 @@ impl GitopsBackend {
     }
 
     async fn push(&self) -> Result<(), GitFailure> {
+        if let Err(f) = crate::fence::check(&format!("`git push origin {}`", self.push_spec())) {
+            return Err(GitFailure {
+                args: "push".into(),
+                output: f.0,
+            });
+        }
         self.git(&["push", "-q", "--porcelain", "origin", &self.push_spec()])
             .await
             .map(|_| ())

@@ -140,6 +140,14 @@ pub fn is_not_found(e: &kube::Error) -> bool {
     api_status(e).is_some_and(|s| s.code == 404)
 }
 
+/// A write this replica's fence kept from being sent (see `crate::fence`).
+pub fn fenced(e: &kube::Error) -> Option<&crate::fence::Fenced> {
+    match e {
+        kube::Error::Service(b) => b.downcast_ref(),
+        _ => None,
+    }
+}
+
 /// One line for an error: the API server's own message with its code and
 /// reason, or what went wrong on the way.
 pub fn describe(e: &kube::Error) -> String {
@@ -154,6 +162,9 @@ pub fn describe(e: &kube::Error) -> String {
         }
         None => match e {
             kube::Error::HyperError(h) => format!("no answer from the API server: {h}"),
+            kube::Error::Service(_) if fenced(e).is_some() => {
+                fenced(e).map(|f| f.to_string()).unwrap_or_default()
+            }
             other => other.to_string(),
         },
     }
@@ -162,6 +173,9 @@ pub fn describe(e: &kube::Error) -> String {
 /// What a failed call means, with what to do by hand: the API server's
 /// answer, or which server could not be reached.
 pub fn failed_at(what: &str, e: &kube::Error, server: &str, by_hand: &str) -> String {
+    if let Some(f) = fenced(e) {
+        return format!("{what} stopped: {f}");
+    }
     let why = match api_status(e) {
         Some(_) => describe(e),
         None => format!(

@@ -231,6 +231,10 @@ impl<P> Session<P> {
             );
             return Ok(());
         }
+        if let Err(f) = crate::fence::check(&format!("PATCH {path}")) {
+            self.record(format!("PATCH {path} ({content_type}) → not sent"));
+            return Err(kube::Error::Service(Box::new(f)));
+        }
         let pp = PatchParams::default();
         let got = match subresource {
             Some("scale") => api.patch_scale(name, &pp, patch).await.map(|_| ()),

@@ -145,6 +145,32 @@ fn kubectl(s: &Session, args: &str) -> String {
     format!("`kubectl -n {} {args}`", s.namespace)
 }
 
+/// A rollback is computed from the live revision ("undo" means "to the one
+/// before"), so one that moved since preflight (another replica, a person
+/// or a pipeline rolled it back meanwhile) would be undone by this one:
+/// stop, send nothing, and say so.
+fn as_preflight_found(
+    s: &Session,
+    name: &str,
+    live: Option<i64>,
+    found: Option<&str>,
+) -> Result<(), BackendError> {
+    let Some(found) = found else { return Ok(()) };
+    let now = live.map(|l| l.to_string());
+    if now.as_deref() == Some(found) {
+        return Ok(());
+    }
+    Err(BackendError::Failed {
+        message: format!(
+            "Deployment {}/{name} changed since preflight: it runs revision {} now, not revision {found} as preflight found, so no rollback was sent (someone else changed it meanwhile: another rollbot replica, a person or a pipeline). Check {} and roll back again if it is still needed.",
+            s.namespace,
+            now.unwrap_or_else(|| "?".into()),
+            kubectl(s, &format!("rollout history deployment/{name}"))
+        ),
+        requests: s.take_requests(),
+    })
+}
+
 /// The Deployment `name`; a missing one is refused naming what to check.
 async fn deployment(s: &Session, name: &str) -> Result<Deployment, BackendError> {
     let check = "namespace and deployment for this service";
@@ -226,7 +252,12 @@ impl KubernetesDeploymentBackend {
         Ok((d, revisions, live, target))
     }
 
-    async fn undo(&self, s: &Session, to: Option<&str>) -> Result<ActionReport, BackendError> {
+    async fn undo(
+        &self,
+        s: &Session,
+        to: Option<&str>,
+        found: Option<&str>,
+    ) -> Result<ActionReport, BackendError> {
         let name = s.place.deployment.clone();
         let mut attempt = 0;
         loop {
@@ -249,6 +280,7 @@ impl KubernetesDeploymentBackend {
                     requests: s.take_requests(),
                 });
             }
+            as_preflight_found(s, &name, live, found)?;
             // kubectl keeps the Deployment's bookkeeping annotations and takes
             // every other annotation (change-cause…) from the ReplicaSet.
             let mut new_annotations = BTreeMap::new();
@@ -270,10 +302,18 @@ impl KubernetesDeploymentBackend {
             } else {
                 "add"
             };
-            let body = json!([
+            let mut body = json!([
                 {"op": "replace", "path": "/spec/template", "value": template_json(&rev.template())},
                 {"op": op, "path": "/metadata/annotations", "value": new_annotations},
             ]);
+            // kubectl's patch, made conditional on the Deployment read just
+            // now: a write in between makes it a 409 Conflict, and the
+            // loop reads it again (and stops if the revision moved).
+            if let Some(rv) = &d.metadata.resource_version {
+                body.as_array_mut().expect("a list").push(
+                    json!({"op": "replace", "path": "/metadata/resourceVersion", "value": rv}),
+                );
+            }
             let patch: Patch<Value> =
                 Patch::Json(serde_json::from_value(body).expect("a JSON patch"));
             match s.patch(&s.api::<Deployment>(), &name, None, &patch).await {
@@ -308,7 +348,12 @@ impl KubernetesDeploymentBackend {
         }
     }
 
-    async fn set_image(&self, s: &Session, to: Option<&str>) -> Result<ActionReport, BackendError> {
+    async fn set_image(
+        &self,
+        s: &Session,
+        to: Option<&str>,
+        found: Option<&str>,
+    ) -> Result<ActionReport, BackendError> {
         let name = s.place.deployment.clone();
         let container = s.place.container.clone().unwrap_or_default();
         let (d, revisions, live, target) = self.plan_rollback(s, to).await?;
@@ -334,6 +379,7 @@ impl KubernetesDeploymentBackend {
                 requests: s.take_requests(),
             });
         }
+        as_preflight_found(s, &name, live, found)?;
         // The body `kubectl set image deployment/NAME CONTAINER=IMAGE` sends;
         // `$setElementOrder` keeps the containers in their order.
         let order: Vec<Value> = current
@@ -417,11 +463,17 @@ impl KubernetesDeploymentBackend {
         })
     }
 
-    /// A rollback by the service's mechanism on session `s`.
-    async fn roll_back(&self, s: &Session, to: Option<&str>) -> Result<ActionReport, BackendError> {
+    /// A rollback by the service's mechanism on session `s`; `found` is
+    /// the live revision preflight found (none for a dry run).
+    async fn roll_back(
+        &self,
+        s: &Session,
+        to: Option<&str>,
+        found: Option<&str>,
+    ) -> Result<ActionReport, BackendError> {
         match s.place.mechanism {
-            Mechanism::Undo => self.undo(s, to).await,
-            Mechanism::SetImage => self.set_image(s, to).await,
+            Mechanism::Undo => self.undo(s, to, found).await,
+            Mechanism::SetImage => self.set_image(s, to, found).await,
             Mechanism::ScaleCanary => self.scale_canary(s).await,
         }
     }
@@ -568,13 +620,14 @@ impl RollbackBackend for KubernetesDeploymentBackend {
         &self,
         t: &Target,
         to: Option<&str>,
-        _ctx: &CallContext,
+        ctx: &CallContext,
     ) -> Result<ActionReport, BackendError> {
         let op = Operation::Rollback {
             to: to.map(str::to_string),
         };
         let s = &self.session_for(t, &op).await?;
-        self.roll_back(s, to).await
+        let found = ctx.preflight.as_ref().and_then(|p| p.from_revision.as_deref());
+        self.roll_back(s, to, found).await
     }
 
     /// The rollback itself on a dry run's session: the patches are built
@@ -587,7 +640,7 @@ impl RollbackBackend for KubernetesDeploymentBackend {
     ) -> Result<Plan, BackendError> {
         let s = &self.session_for(t, op).await?.plan_only();
         let report = match op {
-            Operation::Rollback { to } => self.roll_back(s, to.as_deref()).await?,
+            Operation::Rollback { to } => self.roll_back(s, to.as_deref(), None).await?,
             Operation::Promote { .. } => return Err(BackendError::Refused(NO_PROMOTE.into())),
             Operation::Pause => self.paused_on(s, true).await?,
             Operation::Resume => self.paused_on(s, false).await?,

@@ -44,6 +44,13 @@ impl UnleashBackend {
         token: &str,
         body: Option<&Value>,
     ) -> Result<Answer, String> {
+        let head = format!("{method} {}{path}", self.s.url);
+        if method != Method::GET {
+            if let Err(f) = crate::fence::check(&head) {
+                trail.push(format!("{head} → not sent"));
+                return Err(f.0);
+            }
+        }
         let started = std::time::Instant::now();
         let mut req = self
             .http
@@ -54,7 +61,6 @@ impl UnleashBackend {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let head = format!("{method} {}{path}", self.s.url);
         let got = match req.send().await {
             Ok(r) => {
                 let code = r.status().as_u16();

@@ -24,6 +24,7 @@
 
 pub mod controller;
 pub mod error;
+mod hold;
 pub mod kinds;
 pub mod kubectl;
 mod objects;
@@ -38,6 +39,7 @@ pub use controller::{
     deployment, seed_history, template_hash, DeploymentController, Pace, POD_TEMPLATE_HASH,
     REVISION,
 };
+pub use hold::Hold;
 pub use kinds::{standard_kinds, Kind};
 pub use kubectl::kubectl;
 pub use patch::strategic_merge;
@@ -101,6 +103,8 @@ struct Inner {
     port: u16,
     /// Set by `serve` for a watch request; `handle` streams it.
     pending_watch: Option<WatchSpec>,
+    /// Requests to hold until the test releases them.
+    holds: Vec<Hold>,
 }
 
 /// The fake API server, stopped on drop.
@@ -130,6 +134,7 @@ impl FakeKube {
             user: "system:serviceaccount:rollbot:rollbot".into(),
             port,
             pending_watch: None,
+            holds: vec![],
         }));
         let app = Router::new()
             .fallback(routes::handle)
@@ -186,6 +191,15 @@ impl FakeKube {
             name: name.into(),
             remaining: n,
         });
+    }
+
+    /// Holds the `nth` request (from 1) with `method` to a path ending in
+    /// `path_end` sent with `authorization` (`Bearer TOKEN`): it waits,
+    /// unanswered, until the test calls [`Hold::release`].
+    pub fn hold(&self, method: &str, path_end: &str, authorization: &str, nth: u32) -> Hold {
+        let h = Hold::new(method, path_end, authorization, nth);
+        self.inner.lock().unwrap().holds.push(h.clone());
+        h
     }
 
     /// Registers a reactor for writes to (and GETs of) `plural`.

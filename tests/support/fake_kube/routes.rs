@@ -119,6 +119,19 @@ pub(super) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let held = {
+        let inner = shared.lock().unwrap();
+        let auth = header(&headers, "authorization");
+        let method = method.as_str();
+        inner
+            .holds
+            .iter()
+            .find(|h| h.takes(method, uri.path(), &auth))
+            .cloned()
+    };
+    if let Some(h) = held {
+        h.wait().await;
+    }
     let mut inner = shared.lock().unwrap();
     let query = uri.query().unwrap_or("").to_string();
     let req = Request {
