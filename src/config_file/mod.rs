@@ -18,6 +18,7 @@ mod depends;
 mod gates;
 mod sections;
 mod service;
+mod verify;
 
 pub use chat::{ChatConfig, DiscordConfig, SlackConfig, SlackMode};
 pub use gates::GatesConfig;
@@ -26,6 +27,7 @@ pub use sections::{
     MetricsConfig, ServerConfig, StoreConfig,
 };
 pub use service::{OnFailing, ServiceConfig};
+pub use verify::{fill as fill_verify, HttpCheck, KubernetesCheck, PrometheusCheck, VerifyCheck};
 
 use crate::backend::BackendConfig;
 use crate::config::{drop_echoes, locate, read_all, ConfigError, ConfigErrors};

@@ -107,6 +107,10 @@ pub struct ServiceConfig {
     /// pushes the bad version out again before the cause is understood.
     #[serde(default)]
     pub freeze_after_rollback: Option<HumanDuration>,
+    /// Checks after a rollback the backend verified (`http`, `prometheus`,
+    /// `kubernetes`); one that fails marks the rollback not verified.
+    #[serde(default)]
+    pub verify: Vec<Spanned<super::VerifyCheck>>,
 }
 
 fn default_true() -> bool {

@@ -48,6 +48,7 @@ mod recovery;
 mod refusal;
 mod rollback_freeze;
 mod stuck;
+mod verify_checks;
 
 pub use automation::{AutomationOff, DEFAULT_AUTOMATION_OFF, MAX_AUTOMATION_OFF};
 pub use freeze::FreezeGate;

@@ -33,3 +33,4 @@ mod serve;
 mod slack;
 mod stuck;
 mod unleash;
+mod verify_checks;

@@ -742,6 +742,12 @@ impl RollbackBackend for ArgoRolloutsBackend {
             notes,
         })
     }
+
+    async fn rollout_complete(&self, t: &Target) -> Result<Verification, BackendError> {
+        let s = &self.session(t).await?;
+        let ro = rollout(s, &plugin(s, "get rollout")).await?;
+        Ok(rollout::rollout_complete(&s.place.name, &ro))
+    }
 }
 
 #[cfg(test)]

@@ -288,6 +288,31 @@ pub(super) fn pick_revision<'a>(
     }
 }
 
+/// Whether a Rollout's rollout is complete after a rollback: the
+/// controller saw the latest spec and the Rollout is `Healthy`, or it was
+/// aborted with the canary at weight 0 (the stable ReplicaSet serves
+/// everything); in both cases with every replica available.
+pub(super) fn rollout_complete(name: &str, ro: &Value) -> crate::backend::Verification {
+    let want = ro
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let available = ro
+        .pointer("/status/availableReplicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let observed = observed_generation(ro).is_some_and(|g| g >= generation(ro));
+    let settled = phase(ro) == "Healthy"
+        || (aborted(ro) && aborted_by_controller(ro) && canary_weight(ro).unwrap_or(0) == 0);
+    let ok = observed && settled && available >= want;
+    let detail = format!(
+        "Rollout {name} is {}, {available} of {want} replicas available{}",
+        describe_rollout(ro),
+        if observed { "" } else { ", its latest spec not yet observed by the controller" }
+    );
+    crate::backend::Verification { ok, detail }
+}
+
 /// `Degraded (RolloutAborted), step 1 of 4, canary weight 0%`.
 pub(super) fn describe_rollout(ro: &Value) -> String {
     let mut s = phase(ro);

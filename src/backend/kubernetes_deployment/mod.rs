@@ -738,6 +738,11 @@ impl RollbackBackend for KubernetesDeploymentBackend {
     async fn capability(&self, t: &Target) -> Result<capability::Capability, BackendError> {
         self.rollback_capability(t).await
     }
+
+    async fn rollout_complete(&self, t: &Target) -> Result<Verification, BackendError> {
+        let s = &self.session(t).await?;
+        self.rollout_complete_now(s).await
+    }
 }
 
 #[cfg(test)]
