@@ -166,6 +166,13 @@ async fn exec_dry_run_shows_the_command_line_and_runs_nothing() {
             .contains("Rollback v2 → v1."),
         "{body}"
     );
+    assert!(
+        body["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("canary traffic would be set to 0%; v1 would serve 100%"),
+        "{body}"
+    );
 
     // Audited as dry runs; the real state did not move.
     let list = audit::list(&dir.path().join("data"), &["--service", "payments"]);
@@ -256,6 +263,11 @@ async fn kubernetes_dry_run_shows_kubectls_patch_and_writes_nothing() {
         out.message.text
     );
     assert!(by_rollbot.writes().is_empty(), "{:?}", by_rollbot.writes());
+    assert!(
+        out.message.text.contains("Deployment prod/web: template of revision 2 (registry.example.com/web:1.1) would be restored over revision 3"),
+        "{}",
+        out.message.text
+    );
     assert_eq!(
         by_rollbot.get("deployments", "prod", "web").unwrap(),
         before
@@ -467,6 +479,16 @@ async fn argo_rollouts_dry_run_shows_the_patches_and_writes_nothing() {
     let shown: Value = serde_json::from_str(shown.as_str().unwrap()).unwrap();
     assert_eq!(shown, json!({"status": {"abort": true}}));
     assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+    // What it would do is said in the conditional.
+    let said = out.message.plain();
+    assert!(
+        said.contains("Rollout prod/web would be aborted: traffic would go back to stable"),
+        "{said}"
+    );
+    assert!(
+        !said.contains(" aborted:") || said.contains("would be aborted:"),
+        "{said}"
+    );
 
     // Undo to revision 1: the JSON patch of /spec/template.
     let out = bot.rt.engine.execute(dry(Some("1")).dry_run(true)).await;

@@ -281,9 +281,10 @@ impl KubernetesDeploymentBackend {
                     let live_images = images(&current);
                     return Ok(ActionReport {
                         summary: format!(
-                            "Deployment {}/{name}: template of revision {target} ({}) restored over revision {} ({live_images})",
+                            "Deployment {}/{name}: template of revision {target} ({}) {} over revision {} ({live_images})",
                             s.namespace,
                             rev.images(),
+                            s.tense("restored", "would be restored"),
                             from.clone().unwrap_or_else(|| "?".into()),
                         ),
                         from_revision: from,
@@ -367,8 +368,9 @@ impl KubernetesDeploymentBackend {
         })?;
         Ok(ActionReport {
             summary: format!(
-                "container {container} of Deployment {}/{name} set back to {want} (revision {target}) from {}",
+                "container {container} of Deployment {}/{name} {} to {want} (revision {target}) from {}",
                 s.namespace,
+                s.tense("set back", "would be set back"),
                 now.unwrap_or_else(|| "?".into())
             ),
             from_revision: from,
@@ -407,8 +409,9 @@ impl KubernetesDeploymentBackend {
         })?;
         Ok(ActionReport {
             summary: format!(
-                "canary Deployment {}/{canary} scaled from {replicas} to 0 replicas",
-                s.namespace
+                "canary Deployment {}/{canary} {} from {replicas} to 0 replicas",
+                s.namespace,
+                s.tense("scaled", "would be scaled")
             ),
             from_revision: Some(format!("canary ×{replicas}")),
             to_revision: Some("canary ×0".into()),
@@ -469,9 +472,12 @@ impl KubernetesDeploymentBackend {
                 "Deployment {}/{name} {}",
                 s.namespace,
                 if paused {
-                    "paused: the controller makes no rollout progress until it is resumed"
+                    s.tense(
+                        "paused: the controller makes no rollout progress until it is resumed",
+                        "would be paused: the controller would make no rollout progress until it is resumed",
+                    )
                 } else {
-                    "resumed"
+                    s.tense("resumed", "would be resumed")
                 }
             ),
             changed: true,
