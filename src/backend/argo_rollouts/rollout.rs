@@ -386,6 +386,29 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_rollout_is_complete_when_healthy_or_aborted_at_weight_zero_with_every_replica() {
+        let st = |extra: Value| {
+            let mut v = json!({"observedGeneration": "3", "availableReplicas": 1});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            v
+        };
+        let done = |status: Value| rollout_complete("web", &ro(status, false));
+        assert!(done(st(json!({"phase": "Healthy"}))).ok);
+        let aborted = done(st(json!({"phase": "Degraded", "abort": true,
+            "conditions": [{"type": "Progressing", "reason": "RolloutAborted"}]})));
+        assert!(aborted.ok, "{aborted:?}");
+        assert!(aborted.detail.contains("Degraded (RolloutAborted)"), "{aborted:?}");
+        let moving = done(st(json!({"phase": "Progressing", "currentStepIndex": 3})));
+        assert!(!moving.ok && moving.detail.contains("Progressing"), "{moving:?}");
+        let unseen = done(json!({"phase": "Healthy", "observedGeneration": "2", "availableReplicas": 1}));
+        assert!(!unseen.ok && unseen.detail.contains("not yet observed"), "{unseen:?}");
+        let short = done(st(json!({"phase": "Healthy", "availableReplicas": 0})));
+        assert!(!short.ok && short.detail.contains("0 of 1 replicas available"), "{short:?}");
+    }
+
+    #[test]
     fn undo_picks_the_second_newest_or_names_what_exists() {
         let r = |n| Revision {
             number: n,
