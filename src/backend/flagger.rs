@@ -414,11 +414,7 @@ impl FlaggerBackend {
                 if let Some(why) = st.stale_prompt(hook, &ctx.idempotency_key) {
                     return Err(why);
                 }
-                let Some(checksum) = (match hook {
-                    // A rollback is for whatever Flagger runs now.
-                    Hook::Rollback => st.current_checksum().map(str::to_string),
-                    _ => st.gate(hook).map(|g| g.checksum.clone()),
-                }) else {
+                let Some(checksum) = gate_checksum(st, hook) else {
                     return Ok(None);
                 };
                 let g = st.gate_for(hook, &checksum);
@@ -457,12 +453,65 @@ impl FlaggerBackend {
             to_revision: None,
             changed,
             requests: vec![format!(
-                "store: open gate {} of {canary} for checksum {checksum}{}",
-                hook.name(),
+                "store: {}{}",
+                open_gate(hook, &canary, &checksum),
                 if changed { "" } else { " (already open)" }
             )],
         })
     }
+
+    /// What opening `hook`'s gate would change, read from the store and
+    /// written nowhere: Flagger is told nothing until it calls the gate,
+    /// so nothing is sent to Kubernetes either way.
+    async fn plan_gate(&self, t: &Target, hook: Hook, ctx: &CallContext) -> Result<Plan, BackendError> {
+        let canary = canary_of(&t.service, &t.settings);
+        let st = self.state(t).await?;
+        if let Some(why) = st.stale_prompt(hook, &ctx.idempotency_key) {
+            return Err(BackendError::Refused(why));
+        }
+        let checksum = gate_checksum(&st, hook).ok_or_else(|| {
+            BackendError::Refused(format!(
+                "Flagger has not asked rollbot about canary {canary}; nothing would be changed"
+            ))
+        })?;
+        let rev = short(&checksum);
+        let phase = st.last.as_ref().map(|l| l.phase.as_str()).unwrap_or("unknown");
+        let already = st
+            .gate(hook)
+            .is_some_and(|g| g.checksum == checksum && g.opened.is_some());
+        if already {
+            return Ok(Plan {
+                requests: vec![],
+                notes: vec![format!("nothing would be changed: the {} gate of Flagger canary {canary} (revision {rev}) is already open", hook.name())],
+            });
+        }
+        let then = match hook {
+            Hook::Rollback => "route all traffic to the primary, scale the canary to zero and mark the Canary Failed",
+            Hook::ConfirmPromotion => "promote the canary (phase Promoting, then Finalising and Succeeded)",
+            Hook::ConfirmRollout => "start the canary's analysis (phase Progressing)",
+        };
+        Ok(Plan {
+            requests: vec![PlannedRequest::new("store", open_gate(hook, &canary, &checksum))],
+            notes: vec![
+                format!("the Canary is now in phase {phase}; rollbot sends nothing to Kubernetes: at its next call to the {} gate, Flagger would {then}", hook.name()),
+                format!("then it would wait up to {} for Flagger to pass the gate", crate::domain::human_duration(self.s.verify_wait)),
+            ],
+        })
+    }
+}
+
+/// The revision a hook's gate opens for: whatever Flagger runs now for a
+/// rollback, else the revision waiting at that gate.
+fn gate_checksum(st: &CanaryGates, hook: Hook) -> Option<String> {
+    match hook {
+        Hook::Rollback => st.current_checksum().map(str::to_string),
+        _ => st.gate(hook).map(|g| g.checksum.clone()),
+    }
+}
+
+/// The one write an open gate is, as the report and the plan show it.
+fn open_gate(hook: Hook, canary: &str, checksum: &str) -> String {
+    format!("open gate {} of {canary} for checksum {checksum}", hook.name())
 }
 
 /// Flagger's checksums are long hashes; messages show the start.
@@ -557,6 +606,20 @@ impl RollbackBackend for FlaggerBackend {
         ctx: &CallContext,
     ) -> Result<ActionReport, BackendError> {
         self.open(t, Hook::Rollback, ctx).await
+    }
+
+    async fn plan(
+        &self,
+        t: &Target,
+        op: &Operation,
+        ctx: &CallContext,
+    ) -> Result<Plan, BackendError> {
+        match hook_of(op) {
+            Some(hook) => self.plan_gate(t, hook, ctx).await,
+            None => Err(BackendError::Refused(
+                "Flagger canaries are not paused through rollbot".into(),
+            )),
+        }
     }
 
     async fn promote(
@@ -776,6 +839,39 @@ mod tests {
         let g = st.gate(Hook::ConfirmPromotion).unwrap();
         assert_eq!(g.checksum, "def456");
         assert!(g.opened.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_rollback_plan_says_what_flagger_would_do_and_opens_no_gate() {
+        let (b, store, _d) = backend().await;
+        let (t, ctx) = (target(), CallContext::default());
+        let op = Operation::Rollback { to: None };
+        let e = b.plan(&t, &op, &ctx).await.unwrap_err();
+        assert!(e.to_string().contains("has not asked"), "{e}");
+        let book = GateBook::open(&store);
+        book.update("podinfo", called(Hook::ConfirmPromotion, "abc123"))
+            .await
+            .unwrap();
+        let before = book.get("podinfo").await.unwrap();
+        let p = b.plan(&t, &op, &ctx).await.unwrap();
+        assert_eq!(
+            p.requests[0].to_string(),
+            "store open gate rollback of podinfo.test for checksum abc123"
+        );
+        assert!(p.notes[0].contains("phase WaitingPromotion"), "{:?}", p.notes);
+        assert!(p.notes[0].contains("Flagger would route all traffic to the primary"), "{:?}", p.notes);
+        let after = book.get("podinfo").await.unwrap();
+        assert!(after.gate(Hook::Rollback).is_none_or(|g| g.opened.is_none()));
+        assert_eq!(
+            serde_json::to_value(&after).unwrap(),
+            serde_json::to_value(&before).unwrap(),
+            "a plan changed the gates"
+        );
+        // The real rollback opens what the plan showed.
+        let r = b.rollback(&t, None, &ctx).await.unwrap();
+        assert_eq!(r.requests, [format!("store: {}", p.requests[0].target)]);
+        let p = b.plan(&t, &op, &ctx).await.unwrap();
+        assert!(p.requests.is_empty() && p.notes[0].starts_with("nothing would be changed"), "{p:?}");
     }
 
     #[tokio::test]

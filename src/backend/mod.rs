@@ -306,6 +306,16 @@ pub trait RollbackBackend: Send + Sync {
         Ok(capability::Capability::NotChecked)
     }
 
+    /// Whether the service's rollout is complete as the platform reports
+    /// it (a Deployment's or Rollout's status), in one read, for the
+    /// post-rollback `kubernetes` check. A backend that cannot tell says so.
+    async fn rollout_complete(&self, _target: &Target) -> Result<Verification, BackendError> {
+        Err(BackendError::Refused(format!(
+            "the {} backend cannot tell whether a rollout is complete",
+            self.kind()
+        )))
+    }
+
     /// What `op` would send, without sending anything that changes the
     /// service (reads are allowed). A backend that cannot tell says so.
     async fn plan(

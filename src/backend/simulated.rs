@@ -83,6 +83,8 @@ pub struct SimulatedBackend {
     calls: Mutex<Vec<(String, String)>>,
     /// Calls in progress and the most seen at once, per service.
     active: Arc<Mutex<HashMap<String, (usize, usize)>>>,
+    /// A dry run's copy: its reports speak in the conditional.
+    planning: bool,
 }
 
 /// Counts a call as in progress until dropped.
@@ -108,7 +110,13 @@ impl SimulatedBackend {
             injected: Mutex::new(HashMap::new()),
             calls: Mutex::new(Vec::new()),
             active: Arc::new(Mutex::new(HashMap::new())),
+            planning: false,
         }
+    }
+
+    /// `done` when this backend acts, `would` when it is a dry run's copy.
+    fn tense(&self, done: &str, would: &str) -> String {
+        if self.planning { would } else { done }.to_string()
     }
 
     /// Makes the next `times` calls of `op` on `service` fail with `message`.
@@ -324,7 +332,10 @@ impl RollbackBackend for SimulatedBackend {
             let to = s.revisions[idx].clone();
             Ok(ActionReport {
                 summary: if changed {
-                    format!("canary traffic set to 0%; {to} serves 100%")
+                    self.tense(
+                        &format!("canary traffic set to 0%; {to} serves 100%"),
+                        &format!("canary traffic would be set to 0%; {to} would serve 100%"),
+                    )
                 } else {
                     format!("{to} was already live; nothing changed")
                 },
@@ -356,7 +367,10 @@ impl RollbackBackend for SimulatedBackend {
                 s.live = c;
                 s.canary = None;
                 Ok(ActionReport {
-                    summary: format!("{rev} fully promoted and serves 100%"),
+                    summary: self.tense(
+                        &format!("{rev} fully promoted and serves 100%"),
+                        &format!("{rev} would be fully promoted and serve 100%"),
+                    ),
                     from_revision: Some(from),
                     to_revision: Some(rev),
                     changed: true,
@@ -366,7 +380,8 @@ impl RollbackBackend for SimulatedBackend {
                 s.canary = Some((c, next));
                 Ok(ActionReport {
                     summary: format!(
-                        "{rev} promoted to step {} ({}% of traffic)",
+                        "{rev} {} to step {} ({}% of traffic)",
+                        self.tense("promoted", "would be promoted"),
                         next + 1,
                         STEPS[next]
                     ),
@@ -387,7 +402,7 @@ impl RollbackBackend for SimulatedBackend {
             s.paused = true;
             ActionReport {
                 summary: if changed {
-                    "rollout paused".into()
+                    self.tense("rollout paused", "rollout would be paused")
                 } else {
                     "rollout was already paused".into()
                 },
@@ -406,7 +421,7 @@ impl RollbackBackend for SimulatedBackend {
             s.paused = false;
             ActionReport {
                 summary: if changed {
-                    "rollout resumed".into()
+                    self.tense("rollout resumed", "rollout would be resumed")
                 } else {
                     "rollout was not paused".into()
                 },
@@ -426,7 +441,10 @@ impl RollbackBackend for SimulatedBackend {
         ctx: &CallContext,
     ) -> Result<Plan, BackendError> {
         let _busy = self.enter(&t.service, "plan").await?;
-        let copy = SimulatedBackend::new(Duration::ZERO, self.histories.clone());
+        let copy = SimulatedBackend {
+            planning: true,
+            ..SimulatedBackend::new(Duration::ZERO, self.histories.clone())
+        };
         let state = self.with(&t.service, |s| s.clone());
         copy.with(&t.service, |s| *s = state);
         let report = super::perform(&copy, t, op, ctx).await?;

@@ -14,6 +14,7 @@ impl Config {
         let mut errors = self.check_services(path, source);
         errors.extend(self.check_service_checks(path, source));
         errors.extend(self.check_depends_on(path, source));
+        errors.extend(self.check_verify(path, source));
         errors.extend(crate::roles::check_grants(&self.roles, path, source));
         errors.extend(self.check_backends(path, source));
         errors.extend(self.check_chat(path, source));

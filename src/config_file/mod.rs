@@ -19,6 +19,7 @@ mod depends;
 mod gates;
 mod sections;
 mod service;
+mod verify;
 
 pub use chat::{ChatConfig, DiscordConfig, SlackConfig, SlackMode};
 pub use checks::{CheckConfig, CheckSeverity, Condition, SloConfig};
@@ -28,6 +29,7 @@ pub use sections::{
     MetricsConfig, ServerConfig, StoreConfig,
 };
 pub use service::{OnFailing, ServiceConfig};
+pub use verify::{fill as fill_verify, HttpCheck, KubernetesCheck, PrometheusCheck, VerifyCheck};
 
 use crate::backend::BackendConfig;
 use crate::config::{drop_echoes, locate, read_all, ConfigError, ConfigErrors};

@@ -113,6 +113,10 @@ pub struct ServiceConfig {
     /// SLO burn-rate checks: `slo = { objective = 0.999, window = "30d" }`.
     #[serde(default)]
     pub slo: Option<Spanned<super::checks::SloConfig>>,
+    /// Checks after a rollback the backend verified (`http`, `prometheus`,
+    /// `kubernetes`); one that fails marks the rollback not verified.
+    #[serde(default)]
+    pub verify: Vec<Spanned<super::VerifyCheck>>,
 }
 
 fn default_true() -> bool {

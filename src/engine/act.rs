@@ -132,7 +132,8 @@ impl Engine {
         }
         // Whatever happened, the backend's status may have changed.
         self.status_cache.forget(svc.name());
-        let settled = self.settle(&mut a, called);
+        let mut settled = self.settle(&mut a, called);
+        settled.message = super::verify_checks::show(settled.message, &a.params);
         // A rollback that found nothing to do does not prove the service
         // came unstuck (its verification only reads the live state).
         let changed = a.params.get("report").and_then(|r| r["changed"].as_bool()) == Some(true);
@@ -334,6 +335,10 @@ impl Engine {
                 (false, format!("could not verify: {}", describe(e)))
             }
         };
+        // The service's own checks, once the backend says it is done.
+        let (verified, detail) = self
+            .post_rollback_checks(svc, &target, &a.op, (verified, detail), &mut a.params)
+            .await;
         Called::Acted {
             report,
             detail,

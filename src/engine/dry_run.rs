@@ -112,7 +112,12 @@ impl Engine {
         };
         params.insert("plan".into(), serde_json::to_value(&plan)?);
         let m = Message::new(Severity::Info, title)
-            .text(plan_text(action, &pre, &plan, self.two_person(req, svc)))
+            .text(plan_text(
+                action,
+                &pre,
+                &plan,
+                approval_note(req, svc, &params),
+            ))
             .field("By", req.actor.display_name.clone());
         self.dry_run_result(
             req,
@@ -125,11 +130,6 @@ impl Engine {
             None,
         )
         .await
-    }
-
-    /// A real promote of this service would wait for a second person.
-    fn two_person(&self, req: &Request, svc: &ServiceConfig) -> bool {
-        matches!(req.action, Action::Promote { .. }) && svc.critical
     }
 
     /// Records the dry run's one entry and answers the asker; nothing is
@@ -159,8 +159,24 @@ impl Engine {
     }
 }
 
+/// Whom the real action would wait for: a second person for a promote
+/// of a critical service, or for a forced rollback past a migration.
+fn approval_note(
+    req: &Request,
+    svc: &ServiceConfig,
+    params: &BTreeMap<String, serde_json::Value>,
+) -> Option<String> {
+    if matches!(req.action, Action::Promote { .. }) && svc.critical {
+        return Some("A real promote of this critical service would first ask a second person to approve it.".into());
+    }
+    let crossed = params
+        .get(super::migration_guard::SECOND_PERSON)?
+        .as_str()?;
+    Some(format!("A real forced rollback past {crossed} would first ask a second person with the approver role to approve it, and would then act as break-glass."))
+}
+
 /// The plan in words: each request as it would be sent, then what else.
-fn plan_text(action: &str, pre: &Preflight, plan: &Plan, two_person: bool) -> String {
+fn plan_text(action: &str, pre: &Preflight, plan: &Plan, approval: Option<String>) -> String {
     let mut out = String::new();
     if let (Some(f), Some(t)) = (&pre.from_revision, &pre.to_revision) {
         out.push_str(&format!("{} {f} → {t}.\n", capitalize(action)));
@@ -181,8 +197,8 @@ fn plan_text(action: &str, pre: &Preflight, plan: &Plan, two_person: bool) -> St
     for n in &plan.notes {
         out.push_str(&format!("{n}\n"));
     }
-    if two_person {
-        out.push_str("A real promote of this critical service would first ask a second person to approve it.\n");
+    if let Some(note) = approval {
+        out.push_str(&format!("{note}\n"));
     }
     out.push_str("Nothing was sent.");
     out

@@ -24,6 +24,10 @@ use std::collections::BTreeMap;
 /// migrations a rollback crosses.
 pub(super) const CROSSED: &str = "migrations_crossed";
 
+/// The audit parameter of a forced dry run: what a real one would ask a
+/// second person to let it cross.
+pub(super) const SECOND_PERSON: &str = "needs_second_person";
+
 impl Engine {
     /// The migrations a rollback of `service` to `to` (the previous
     /// revision when `None`) crosses, newest first: those of each rollout
@@ -112,6 +116,12 @@ impl Engine {
                 .await
                 .map(Some);
         }
+        if req.dry_run {
+            // No prompt for a dry run: its Approve would run the real
+            // rollback. The plan says who would have to approve it.
+            params.insert(SECOND_PERSON.into(), json!(ids(&blocking)));
+            return Ok(None);
+        }
         self.ask_second_person_past_migration(req, corr, svc, &blocking)
             .await
             .map(Some)
@@ -169,7 +179,7 @@ impl Engine {
         let text = advice(svc.name(), blocking);
         let mut entry_params = params.clone();
         entry_params.insert("blocking".into(), json!(ids_list(blocking)));
-        if req.actor.is_system() {
+        if req.actor.is_system() && !req.dry_run {
             entry_params.insert("escalated".into(), json!(svc.escalation));
             self.alert_refused_automatic(req, corr, svc, blocking, &text);
         }

@@ -50,6 +50,7 @@ mod refusal;
 mod rollback_freeze;
 mod status_page_ask;
 mod stuck;
+mod verify_checks;
 
 pub use automation::{AutomationOff, DEFAULT_AUTOMATION_OFF, MAX_AUTOMATION_OFF};
 pub use freeze::FreezeGate;

@@ -166,6 +166,13 @@ async fn exec_dry_run_shows_the_command_line_and_runs_nothing() {
             .contains("Rollback v2 → v1."),
         "{body}"
     );
+    assert!(
+        body["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("canary traffic would be set to 0%; v1 would serve 100%"),
+        "{body}"
+    );
 
     // Audited as dry runs; the real state did not move.
     let list = audit::list(&dir.path().join("data"), &["--service", "payments"]);
@@ -256,6 +263,11 @@ async fn kubernetes_dry_run_shows_kubectls_patch_and_writes_nothing() {
         out.message.text
     );
     assert!(by_rollbot.writes().is_empty(), "{:?}", by_rollbot.writes());
+    assert!(
+        out.message.text.contains("Deployment prod/web: template of revision 2 (registry.example.com/web:1.1) would be restored over revision 3"),
+        "{}",
+        out.message.text
+    );
     assert_eq!(
         by_rollbot.get("deployments", "prod", "web").unwrap(),
         before
@@ -470,6 +482,12 @@ async fn argo_rollouts_dry_run_shows_the_patches_and_writes_nothing() {
     let shown: Value = serde_json::from_str(shown.as_str().unwrap()).unwrap();
     assert_eq!(shown, json!({"status": {"abort": true}}));
     assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+    // What it would do is said in the conditional.
+    let said = out.message.plain();
+    assert!(
+        said.contains("Rollout prod/web would be aborted: traffic would go back to stable"),
+        "{said}"
+    );
 
     // Undo to revision 1: the JSON patch of /spec/template.
     let out = bot.rt.engine.execute(dry(Some("1")).dry_run(true)).await;
@@ -495,5 +513,129 @@ async fn argo_rollouts_dry_run_shows_the_patches_and_writes_nothing() {
         shown,
         sent.json(),
         "the dry run's patch differs from the sent one"
+    );
+}
+
+/// A dry run stopped by the migration guard is a dry run all the same:
+/// its audit entry is marked `dry_run` and its message says so. A forced
+/// one asks nobody (a prompt's Approve would run the real rollback): it
+/// shows the plan and who would have to approve. Nothing runs.
+#[tokio::test]
+async fn a_dry_run_past_a_migration_is_refused_as_a_dry_run_and_a_forced_one_asks_nobody() {
+    use crate::support::chat_record::ChatRecord;
+    use crate::support::in_process::{self, result_entry};
+    use rollbot::chat::ChatSink;
+    use rollbot::controller::{rollouts, Rollout};
+    use rollbot::engine::Refusal;
+    use rollbot::migration::{Migration, Phase};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let text = format!(
+        r#"
+[channels.deploys]
+console = "deploys"
+
+[backends.script]
+type = "exec"
+program = "sh"
+args = ["-c", "touch {ran}"]
+
+[[services]]
+name = "payments"
+backend = "script"
+deploy_channel = "deploys"
+
+[[roles.admin]]
+members = ["console:ana"]
+
+[[roles.approver]]
+members = ["console:bob"]
+"#,
+        ran = ran.display()
+    );
+    let chat = Arc::new(ChatRecord::default());
+    let rt = in_process::start(dir.path(), &text, vec![chat.clone() as Arc<dyn ChatSink>]).await;
+    let r = Rollout {
+        migrations: vec![Migration {
+            id: "2026_12_drop_legacy_sku".into(),
+            reversible: false,
+            phase: Phase::Contract,
+        }],
+        ..Rollout::watching(
+            "r-v9".into(),
+            "payments",
+            ("v8".into(), "v9".into()),
+            chrono::Utc::now(),
+            "api:ci",
+        )
+    };
+    rollouts::save(&rt.engine.store, &r).await.unwrap();
+    let ana = Actor::new(Platform::Console, "ana", "Ana Admin");
+    let dry = |force: bool| {
+        Request::new(ana.clone(), Action::Rollback { to: None, force })
+            .service("payments")
+            .reason("checkout broken")
+            .dry_run(true)
+    };
+
+    // Refused as the real rollback would be, and said to be a dry run.
+    let out = rt.engine.execute(dry(false)).await;
+    let said = out.message.plain();
+    assert_eq!(out.status, Status::Refused, "{said}");
+    assert_eq!(out.refusal, Some(Refusal::MigrationGuard), "{said}");
+    assert!(
+        said.starts_with("Dry run: Refused past migration 2026_12_drop_legacy_sku"),
+        "{said}"
+    );
+    assert!(
+        said.contains("A real rollback would be refused the same way; nothing was sent."),
+        "{said}"
+    );
+    let e = result_entry(&rt, &out.correlation_id);
+    assert_eq!(
+        e.record.parameters["dry_run"],
+        json!(true),
+        "{:?}",
+        e.record
+    );
+    assert_eq!(
+        e.record.parameters["refusal"], "migration",
+        "{:?}",
+        e.record
+    );
+
+    // Forced: no prompt (its Approve would run the real rollback); the
+    // plan says who would have to approve it.
+    let out = rt.engine.execute(dry(true)).await;
+    rt.engine.notifier.settle().await;
+    let said = out.message.plain();
+    assert_eq!(out.status, Status::Succeeded, "{said}");
+    assert!(out.prompt.is_none(), "a dry run posted a prompt: {said}");
+    assert!(said.starts_with("Dry run: rollback of payments"), "{said}");
+    assert!(
+        said.contains("A real forced rollback past migration 2026_12_drop_legacy_sku would first ask a second person with the approver role to approve it"),
+        "{said}"
+    );
+    assert!(said.contains("Nothing was sent."), "{said}");
+    let e = result_entry(&rt, &out.correlation_id);
+    assert_eq!(
+        e.record.parameters["dry_run"],
+        json!(true),
+        "{:?}",
+        e.record
+    );
+    assert_eq!(
+        e.record.parameters["needs_second_person"],
+        "migration 2026_12_drop_legacy_sku"
+    );
+    let open = rt.engine.prompts.open(chrono::Utc::now()).await.unwrap();
+    assert!(open.is_empty(), "a prompt was stored: {open:?}");
+    assert!(!ran.exists(), "the rollback ran");
+    assert!(
+        chat.0.lock().unwrap().is_empty(),
+        "a dry run said something in a channel: {:?}",
+        chat.0.lock().unwrap()
     );
 }

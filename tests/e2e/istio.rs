@@ -399,3 +399,80 @@ fn config_mistakes_are_reported_with_what_to_write() {
     let e = config("", "step_interval = \"soon\"");
     assert!(e.contains("step_interval `soon` is not a duration"), "{e}");
 }
+
+/// A dry run of a stepped rollback shows each step's JSON patch, with the
+/// `test` operations the real step would find, and what the
+/// VirtualService would read after it; nothing is written, nothing waits.
+#[tokio::test]
+async fn a_dry_run_shows_each_steps_patch_and_the_weights_after_it_and_writes_nothing() {
+    use rollbot::domain::{Actor, Platform};
+    use rollbot::engine::Request;
+    let dir = tempfile::tempdir().unwrap();
+    let fake = cluster(80).await;
+    let before = vs(&fake);
+    let bot = start(
+        dir.path(),
+        &fake,
+        "rollback_steps = \"50, 0\"\nstep_interval = \"15s\"",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let out = bot
+        .rt
+        .engine
+        .execute(
+            Request::new(
+                Actor::new(Platform::Console, "ana", "Ana Admin"),
+                Action::Rollback {
+                    to: None,
+                    force: false,
+                },
+            )
+            .service("web")
+            .dry_run(true),
+        )
+        .await;
+    let text = out.message.plain();
+    assert_eq!(out.status, Status::Succeeded, "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the dry run waited for step_interval"
+    );
+    assert!(
+        text.contains("Would send 2 requests, in this order:"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("1. PATCH {PATH} (application/json-patch+json)")),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "step 1 of 2: VirtualService prod/web would read route primary: stable 50%, canary 50%"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("then it would wait 15s (step_interval)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "step 2 of 2: VirtualService prod/web would read route primary: stable 100%, canary 0%"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("Nothing was sent."), "{text}");
+    // Each planned patch is the real step's, tests included.
+    let entry = bot.result_entry(&out.correlation_id);
+    assert_eq!(entry.record.parameters["dry_run"], true);
+    let planned = entry.record.parameters["plan"]["requests"]
+        .as_array()
+        .unwrap();
+    let body =
+        |i: usize| -> Value { serde_json::from_str(planned[i]["body"].as_str().unwrap()).unwrap() };
+    assert_eq!(body(0), shift_ops(80, 50));
+    assert_eq!(body(1), shift_ops(50, 0));
+    assert!(fake.writes().is_empty(), "{:?}", fake.writes());
+    assert_eq!(vs(&fake), before);
+}

@@ -35,3 +35,4 @@ mod serve;
 mod slack;
 mod stuck;
 mod unleash;
+mod verify_checks;

@@ -13,6 +13,7 @@ pub mod fake_kube;
 pub mod fake_pagerduty;
 pub mod fake_slack;
 pub mod fake_statuspage;
+pub mod health_endpoint;
 pub mod in_process;
 pub mod kube_bot;
 pub mod prometheus;

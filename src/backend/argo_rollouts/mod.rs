@@ -290,11 +290,14 @@ impl ArgoRolloutsBackend {
         };
         Ok(ActionReport {
             summary: format!(
-                "Rollout {}/{} aborted: traffic goes back to stable {} and canary {} is scaled down; spec.template still names the canary, so an undo (`/rollback {} REVISION`) makes it final",
+                "Rollout {}/{} {}: traffic {} back to stable {} and canary {} {} scaled down; spec.template still names the canary, so an undo (`/rollback {} REVISION`) makes it final",
                 s.namespace,
                 s.place.name,
+                s.tense("aborted", "would be aborted"),
+                s.tense("goes", "would go"),
                 show(stable),
                 show(canary),
+                s.tense("is", "would be"),
                 s.place.name
             ),
             from_revision: rev(canary),
@@ -377,11 +380,12 @@ impl ArgoRolloutsBackend {
         }
         Ok(ActionReport {
             summary: format!(
-                "Rollout {}/{}: template of revision {} ({}) restored over revision {} ({})",
+                "Rollout {}/{}: template of revision {} ({}) {} over revision {} ({})",
                 s.namespace,
                 s.place.name,
                 target.number,
                 target.images(),
+                s.tense("restored", "would be restored"),
                 live.clone().unwrap_or_else(|| "?".into()),
                 images_of(&current["spec"]["template"])
             ),
@@ -411,8 +415,13 @@ impl ArgoRolloutsBackend {
             })?;
             return Ok(ActionReport {
                 summary: format!(
-                    "Rollout {}/{} retried: the aborted update starts again from its first step",
-                    s.namespace, s.place.name
+                    "Rollout {}/{} {}",
+                    s.namespace,
+                    s.place.name,
+                    s.tense(
+                        "retried: the aborted update starts again from its first step",
+                        "would be retried: the aborted update would start again from its first step"
+                    )
                 ),
                 changed: true,
                 requests: s.take_requests(),
@@ -461,9 +470,12 @@ impl ArgoRolloutsBackend {
                 s.namespace,
                 s.place.name,
                 if pause {
-                    "paused: the controller takes no further step until it is resumed"
+                    s.tense(
+                        "paused: the controller takes no further step until it is resumed",
+                        "would be paused: the controller would take no further step until it is resumed",
+                    )
                 } else {
-                    "resumed"
+                    s.tense("resumed", "would be resumed")
                 }
             ),
             changed: true,
@@ -785,6 +797,12 @@ impl RollbackBackend for ArgoRolloutsBackend {
             history,
             notes,
         })
+    }
+
+    async fn rollout_complete(&self, t: &Target) -> Result<Verification, BackendError> {
+        let s = &self.session(t).await?;
+        let ro = rollout(s, &plugin(s, "get rollout")).await?;
+        Ok(rollout::rollout_complete(&s.place.name, &ro))
     }
 }
 

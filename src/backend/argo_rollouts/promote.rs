@@ -148,9 +148,12 @@ impl ArgoRolloutsBackend {
                 s.namespace,
                 s.place.name,
                 if full {
-                    "fully promoted: remaining steps, pauses and analyses are skipped"
+                    s.tense(
+                        "fully promoted: remaining steps, pauses and analyses are skipped",
+                        "would be fully promoted: remaining steps, pauses and analyses would be skipped",
+                    )
                 } else {
-                    "promoted to its next step"
+                    s.tense("promoted to its next step", "would be promoted to its next step")
                 }
             ),
             changed: true,

@@ -288,6 +288,31 @@ pub(super) fn pick_revision<'a>(
     }
 }
 
+/// Whether a Rollout's rollout is complete after a rollback: the
+/// controller saw the latest spec and the Rollout is `Healthy`, or it was
+/// aborted with the canary at weight 0 (the stable ReplicaSet serves
+/// everything); in both cases with every replica available.
+pub(super) fn rollout_complete(name: &str, ro: &Value) -> crate::backend::Verification {
+    let want = ro
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let available = ro
+        .pointer("/status/availableReplicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let observed = observed_generation(ro).is_some_and(|g| g >= generation(ro));
+    let settled = phase(ro) == "Healthy"
+        || (aborted(ro) && aborted_by_controller(ro) && canary_weight(ro).unwrap_or(0) == 0);
+    let ok = observed && settled && available >= want;
+    let detail = format!(
+        "Rollout {name} is {}, {available} of {want} replicas available{}",
+        describe_rollout(ro),
+        if observed { "" } else { ", its latest spec not yet observed by the controller" }
+    );
+    crate::backend::Verification { ok, detail }
+}
+
 /// `Degraded (RolloutAborted), step 1 of 4, canary weight 0%`.
 pub(super) fn describe_rollout(ro: &Value) -> String {
     let mut s = phase(ro);
@@ -358,6 +383,29 @@ pub(super) mod tests {
             )),
             "Paused (CanaryPauseStep), step 1 of 5, canary weight 20%"
         );
+    }
+
+    #[test]
+    fn a_rollout_is_complete_when_healthy_or_aborted_at_weight_zero_with_every_replica() {
+        let st = |extra: Value| {
+            let mut v = json!({"observedGeneration": "3", "availableReplicas": 1});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            v
+        };
+        let done = |status: Value| rollout_complete("web", &ro(status, false));
+        assert!(done(st(json!({"phase": "Healthy"}))).ok);
+        let aborted = done(st(json!({"phase": "Degraded", "abort": true,
+            "conditions": [{"type": "Progressing", "reason": "RolloutAborted"}]})));
+        assert!(aborted.ok, "{aborted:?}");
+        assert!(aborted.detail.contains("Degraded (RolloutAborted)"), "{aborted:?}");
+        let moving = done(st(json!({"phase": "Progressing", "currentStepIndex": 3})));
+        assert!(!moving.ok && moving.detail.contains("Progressing"), "{moving:?}");
+        let unseen = done(json!({"phase": "Healthy", "observedGeneration": "2", "availableReplicas": 1}));
+        assert!(!unseen.ok && unseen.detail.contains("not yet observed"), "{unseen:?}");
+        let short = done(st(json!({"phase": "Healthy", "availableReplicas": 0})));
+        assert!(!short.ok && short.detail.contains("0 of 1 replicas available"), "{short:?}");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! default "100").
 
 mod config;
+mod plan;
 
 pub use config::IstioConfig;
 
@@ -694,6 +695,15 @@ impl RollbackBackend for IstioBackend {
                 (false, None) => unreachable!(),
             },
         })
+    }
+
+    async fn plan(
+        &self,
+        t: &Target,
+        op: &Operation,
+        _ctx: &CallContext,
+    ) -> Result<crate::backend::Plan, BackendError> {
+        self.plan_weights(t, op).await
     }
 
     async fn status(&self, t: &Target) -> Result<BackendStatus, BackendError> {

@@ -64,6 +64,15 @@ impl<P> Session<P> {
         self
     }
 
+    /// `done` when this session acts, `would` when it only plans: what a
+    /// dry run reports is said in the conditional.
+    pub fn tense<'a>(&self, done: &'a str, would: &'a str) -> &'a str {
+        match self.planned {
+            Some(_) => would,
+            None => done,
+        }
+    }
+
     /// The writes a dry run's session would have sent, oldest first.
     pub fn take_planned(&self) -> Vec<crate::backend::PlannedRequest> {
         self.planned

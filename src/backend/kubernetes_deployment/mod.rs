@@ -321,9 +321,10 @@ impl KubernetesDeploymentBackend {
                     let live_images = images(&current);
                     return Ok(ActionReport {
                         summary: format!(
-                            "Deployment {}/{name}: template of revision {target} ({}) restored over revision {} ({live_images})",
+                            "Deployment {}/{name}: template of revision {target} ({}) {} over revision {} ({live_images})",
                             s.namespace,
                             rev.images(),
+                            s.tense("restored", "would be restored"),
                             from.clone().unwrap_or_else(|| "?".into()),
                         ),
                         from_revision: from,
@@ -413,8 +414,9 @@ impl KubernetesDeploymentBackend {
         })?;
         Ok(ActionReport {
             summary: format!(
-                "container {container} of Deployment {}/{name} set back to {want} (revision {target}) from {}",
+                "container {container} of Deployment {}/{name} {} to {want} (revision {target}) from {}",
                 s.namespace,
+                s.tense("set back", "would be set back"),
                 now.unwrap_or_else(|| "?".into())
             ),
             from_revision: from,
@@ -453,8 +455,9 @@ impl KubernetesDeploymentBackend {
         })?;
         Ok(ActionReport {
             summary: format!(
-                "canary Deployment {}/{canary} scaled from {replicas} to 0 replicas",
-                s.namespace
+                "canary Deployment {}/{canary} {} from {replicas} to 0 replicas",
+                s.namespace,
+                s.tense("scaled", "would be scaled")
             ),
             from_revision: Some(format!("canary ×{replicas}")),
             to_revision: Some("canary ×0".into()),
@@ -521,9 +524,12 @@ impl KubernetesDeploymentBackend {
                 "Deployment {}/{name} {}",
                 s.namespace,
                 if paused {
-                    "paused: the controller makes no rollout progress until it is resumed"
+                    s.tense(
+                        "paused: the controller makes no rollout progress until it is resumed",
+                        "would be paused: the controller would make no rollout progress until it is resumed",
+                    )
                 } else {
-                    "resumed"
+                    s.tense("resumed", "would be resumed")
                 }
             ),
             changed: true,
@@ -790,6 +796,11 @@ impl RollbackBackend for KubernetesDeploymentBackend {
 
     async fn capability(&self, t: &Target) -> Result<capability::Capability, BackendError> {
         self.rollback_capability(t).await
+    }
+
+    async fn rollout_complete(&self, t: &Target) -> Result<Verification, BackendError> {
+        let s = &self.session(t).await?;
+        self.rollout_complete_now(s).await
     }
 }
 

@@ -134,6 +134,31 @@ impl KubernetesDeploymentBackend {
         })
     }
 
+    /// One read of `kubectl rollout status`: complete, or where it stands.
+    pub(super) async fn rollout_complete_now(
+        &self,
+        s: &Session,
+    ) -> Result<Verification, BackendError> {
+        let name = s.place.deployment.clone();
+        let d = deployment(s, &name).await?;
+        let (ok, detail) = match rollout_state(&d) {
+            Rollout::Done => {
+                let rev = revision_of(&d.metadata)
+                    .map(|r| format!(" at revision {r}"))
+                    .unwrap_or_default();
+                let n = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                (true, format!("deployment \"{name}\" is fully rolled out{rev} ({n} replicas updated and available)"))
+            }
+            Rollout::Waiting(w) => (false, format!("deployment \"{name}\": {w}")),
+            Rollout::Stuck(w) => (false, w),
+            Rollout::NotObserved => (
+                false,
+                format!("the Deployment controller has not observed {name}'s latest spec"),
+            ),
+        };
+        Ok(Verification { ok, detail })
+    }
+
     /// Waits until the canary Deployment has no pods left.
     pub(super) async fn wait_scaled_down(
         &self,
