@@ -6,6 +6,7 @@
 //! the same data by `bench` so users can see what the statistics buy them, and
 //! `replay` backtests a policy on a recorded rollout.
 
+pub mod before_after;
 pub mod bench;
 pub(crate) mod policy;
 pub(crate) mod reference;
@@ -17,6 +18,7 @@ pub mod stats;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub use before_after::{BeforeAfterJudge, BeforeAfterPolicy};
 pub use policy::{DurationSecs, JudgePolicy, Signal, Tolerance};
 pub use sequential::SequentialJudge;
 
