@@ -284,7 +284,8 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
     if let Some(path) = &opts.csv {
         write_csv(&r, path)?;
     }
-    Ok(render(&r, opts))
+    let before_after = super::bench_before_after::run(opts.seeds);
+    Ok(render(&r, opts) + &super::bench_before_after::render(&before_after, opts.seeds))
 }
 
 /// Writes each standard scenario (seed 1) as replay JSONL into `dir`.

@@ -8,11 +8,13 @@
 
 pub mod before_after;
 pub mod bench;
+pub mod bench_before_after;
 pub(crate) mod policy;
 pub(crate) mod reference;
 pub mod replay;
 pub(crate) mod sequential;
 pub mod sim;
+pub mod sim_before_after;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
