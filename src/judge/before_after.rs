@@ -32,7 +32,7 @@ use super::policy::{DurationSecs, JudgePolicy};
 use super::sequential::SequentialJudge;
 use super::stats::count_above;
 use super::{
-    fmt_duration, fmt_ratio, Evaluation, EffectKind, Judge, MetricClass, Recommendation, Tick,
+    fmt_duration, fmt_ratio, EffectKind, Evaluation, Judge, MetricClass, Recommendation, Tick,
     TrackSample, Verdict,
 };
 
@@ -230,6 +230,8 @@ pub struct BeforeAfterJudge {
     /// The latest week-ago ticks of "now", pooled and listed.
     week_ago_now: Pool,
     week_ago_recent: std::collections::VecDeque<TrackSample>,
+    /// The reference tick the last evaluation compared with.
+    last_reference: Option<TrackSample>,
     /// When a critical signal was first seen worse, in the current run of
     /// worse evaluations.
     first_worse: Option<f64>,
@@ -250,6 +252,7 @@ impl BeforeAfterJudge {
             week_ago_reference: None,
             week_ago_now: Pool::default(),
             week_ago_recent: Default::default(),
+            last_reference: None,
             first_worse: None,
         }
     }
@@ -269,6 +272,11 @@ impl BeforeAfterJudge {
     /// Ticks in the reference window with data.
     pub fn reference_ticks(&self) -> usize {
         self.reference.len()
+    }
+
+    /// The (corrected) reference tick the last evaluation compared with.
+    pub fn last_reference(&self) -> Option<&TrackSample> {
+        self.last_reference.as_ref()
     }
 
     pub fn policy(&self) -> &BeforeAfterPolicy {
@@ -314,6 +322,9 @@ impl BeforeAfterJudge {
             }
             _ => self.reference.first().cloned(),
         };
+        self.last_reference = baseline
+            .clone()
+            .filter(|_| now.is_some_and(|n| n.requests > 0));
         let tick = Tick {
             t,
             baseline,
@@ -558,11 +569,18 @@ mod tests {
 
     #[test]
     fn no_reference_and_no_data_never_roll_back() {
-        let mut j =
-            BeforeAfterJudge::new(&JudgePolicy::default(), BeforeAfterPolicy::default(), vec![]);
+        let mut j = BeforeAfterJudge::new(
+            &JudgePolicy::default(),
+            BeforeAfterPolicy::default(),
+            vec![],
+        );
         let e = j.observe_after(600.0, Some(&sample(10_000, 5_000)), None);
         assert_eq!(e.verdict, Verdict::NoData);
-        assert!(e.reasons[0].contains("30m before the rollout"), "{:?}", e.reasons);
+        assert!(
+            e.reasons[0].contains("30m before the rollout"),
+            "{:?}",
+            e.reasons
+        );
         let mut j = BeforeAfterJudge::new(
             &JudgePolicy::default(),
             BeforeAfterPolicy::default(),

@@ -141,7 +141,10 @@ fn cell(runs: &[BaOutcome]) -> BaCell {
         rollbacks: runs.iter().filter(|r| r.rollback.is_some()).count() as u64,
         failing: runs.iter().filter(|r| r.failing.is_some()).count() as u64,
         pauses: runs.iter().filter(|r| r.pause.is_some()).count() as u64,
-        ttd_median: ttd.get((ttd.len().max(1) - 1) / 2).copied().unwrap_or(f64::NAN),
+        ttd_median: ttd
+            .get((ttd.len().max(1) - 1) / 2)
+            .copied()
+            .unwrap_or(f64::NAN),
     }
 }
 
@@ -190,8 +193,12 @@ pub fn run(seeds: u32) -> BaResult {
         .collect();
     let first_static = OURS.len() + 1;
     let grid = static_grid();
-    let good: Vec<usize> = (0..scenarios.len()).filter(|&i| scenarios[i].good).collect();
-    let bad: Vec<usize> = (0..scenarios.len()).filter(|&i| !scenarios[i].good).collect();
+    let good: Vec<usize> = (0..scenarios.len())
+        .filter(|&i| scenarios[i].good)
+        .collect();
+    let bad: Vec<usize> = (0..scenarios.len())
+        .filter(|&i| !scenarios[i].good)
+        .collect();
     let tuned = (0..grid.len())
         .filter(|&g| {
             good.iter().all(|&si| {

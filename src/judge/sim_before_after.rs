@@ -265,7 +265,8 @@ impl<'a> Series<'a> {
             + sigma / 4.0 * z_lat;
         let (s, m) = (sc.latency_sigma, sc.latency_multiplier.ln());
         let cdf = |x: f64| {
-            (1.0 - share) * normal_cdf((x.ln() - mu) / s) + share * normal_cdf((x.ln() - mu - m) / s)
+            (1.0 - share) * normal_cdf((x.ln() - mu) / s)
+                + share * normal_cdf((x.ln() - mu - m) / s)
         };
         let buckets = histogram(&mut self.latency, n, cdf);
         TrackSample {
@@ -328,7 +329,17 @@ mod tests {
         assert!(s.iter().any(|s| s.good && s.diurnal > 0.0));
         assert!(s.iter().any(|s| s.good && s.fault.is_some()));
         assert!(s.iter().any(|s| !s.good && s.start_of_day == DAY / 4.0));
-        assert!(s.iter().filter(|s| !s.good && s.error_multiplier > 1.0).count() >= 4);
-        assert!(s.iter().filter(|s| !s.good && s.latency_multiplier > 1.0).count() >= 2);
+        assert!(
+            s.iter()
+                .filter(|s| !s.good && s.error_multiplier > 1.0)
+                .count()
+                >= 4
+        );
+        assert!(
+            s.iter()
+                .filter(|s| !s.good && s.latency_multiplier > 1.0)
+                .count()
+                >= 2
+        );
     }
 }
