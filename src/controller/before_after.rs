@@ -188,3 +188,47 @@ impl Completion {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config_file::Config;
+    use std::path::Path;
+
+    const BASE: &str = "[backends.sim]\ntype = \"simulated\"\n\n[[services]]\nname = \"checkout\"\nbackend = \"sim\"\n";
+
+    fn parse(extra: &str) -> Result<Config, String> {
+        Config::parse(Path::new("rollbot.toml"), &format!("{BASE}{extra}"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_service_names_its_strategy_and_before_after_settings() {
+        let c = parse("strategy = \"blue-green\"\n[services.before_after]\nseasonality = \"weekly\"\nreference = \"1h\"\n").unwrap();
+        let s = c.service("checkout").unwrap();
+        assert_eq!(s.strategy, Strategy::BlueGreen);
+        assert!(s.strategy.before_after());
+        assert_eq!(s.before_after.seasonality, Seasonality::Weekly);
+        assert_eq!(s.before_after.reference.secs(), 3600.0);
+        let c = parse("").unwrap();
+        assert_eq!(c.service("checkout").unwrap().strategy, Strategy::Canary);
+        assert_eq!(Strategy::parse("blue-green"), Some(Strategy::BlueGreen));
+        assert_eq!(Strategy::parse("bluegreen"), None);
+    }
+
+    #[test]
+    fn bad_before_after_settings_name_the_line_and_the_fix() {
+        let e = parse("strategy = \"rollng\"\n").unwrap_err();
+        assert!(
+            e.contains("rollbot.toml:7") && e.contains("`rolling`"),
+            "{e}"
+        );
+        let e = parse("[services.before_after]\nseasonaility = \"weekly\"\n").unwrap_err();
+        assert!(e.contains("did you mean `seasonality`"), "{e}");
+        let e = parse("[services.before_after]\ndrift = 0.5\n").unwrap_err();
+        assert!(
+            e.contains("service `checkout`: before_after: drift") && e.contains("drift = 1.2"),
+            "{e}"
+        );
+    }
+}
