@@ -259,3 +259,25 @@ async fn without_history_before_the_rollout_the_verdict_is_no_data_never_a_rollb
     let list = audit::list(&dir.path().join("data"), &["--service", "checkout"]);
     assert!(!list.contains("rollback checkout"), "{list}");
 }
+
+#[test]
+fn the_demo_deploys_a_rolling_update_judged_after_vs_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.txt");
+    std::fs::write(
+        &script,
+        "/deploy search r9 --strategy=rolling\n/wait 8m\n/deploy search r10 --strategy=rollin\n/quit\n",
+    )
+    .unwrap();
+    let o = crate::support::demo(&script, &dir.path().join("data"));
+    let t = crate::support::text(&o);
+    assert!(o.status.success(), "{t}");
+    for expected in [
+        "deployed search r9 as a rolling rollout; rollbot is watching it after vs before",
+        "After vs before: search r9: healthy",
+        "before/after comparison against the 30m before the rollout",
+        "--strategy=rollin is not one of canary, rolling, blue-green, flag; nothing was deployed",
+    ] {
+        assert!(t.contains(expected), "missing {expected:?} in:\n{t}");
+    }
+}
