@@ -57,6 +57,22 @@ fn demo_help(topic: &str) -> Option<&'static str> {
 
 /// The story the metrics tell: `checkout`'s canary starts failing requests
 /// seven minutes in, slowly at first.
+/// `/deploy`'s `--strategy=NAME` (the last one wins), and the other words.
+fn strategy_flag<'a>(
+    words: impl Iterator<Item = &'a str>,
+) -> Result<(Option<crate::controller::Strategy>, Vec<&'a str>), String> {
+    let (flags, rest): (Vec<&str>, Vec<&str>) = words.partition(|w| w.starts_with("--strategy="));
+    match flags.last().map(|f| &f["--strategy=".len()..]) {
+        None => Ok((None, rest)),
+        Some(name) => match crate::controller::Strategy::parse(name) {
+            Some(s) => Ok((Some(s), rest)),
+            None => Err(format!(
+                "--strategy={name} is not one of canary, rolling, blue-green, flag"
+            )),
+        },
+    }
+}
+
 pub fn checkout_scenario() -> Scenario {
     Scenario::new("demo: checkout canary degrades", false)
         .canary_share(0.1)
@@ -363,17 +379,12 @@ impl Demo {
             "/deploy" => {
                 let mut parts = rest.split_whitespace();
                 let (svc, rev) = (parts.next(), parts.next());
-                let (flags, words): (Vec<&str>, Vec<&str>) =
-                    parts.partition(|w| w.starts_with("--strategy="));
-                let strategy = match flags.last().map(|f| &f["--strategy=".len()..]) {
-                    None => None,
-                    Some(name) => match crate::controller::Strategy::parse(name) {
-                        Some(s) => Some(s),
-                        None => {
-                            self.say(&format!("--strategy={name} is not one of canary, rolling, blue-green, flag; nothing was deployed"));
-                            return true;
-                        }
-                    },
+                let (strategy, words) = match strategy_flag(parts) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        self.say(&format!("{e}; nothing was deployed"));
+                        return true;
+                    }
                 };
                 let migrations = match crate::migration::from_words(&words) {
                     Ok(m) => m,

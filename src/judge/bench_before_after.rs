@@ -243,8 +243,13 @@ fn secs(x: f64) -> String {
     }
 }
 
-/// The section of the report, with its targets.
+/// The section of the report: the table, then its targets.
 pub fn render(r: &BaResult, seeds: u32) -> String {
+    render_table(r, seeds) + &targets(r)
+}
+
+/// The before/after table.
+pub fn render_table(r: &BaResult, seeds: u32) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -281,7 +286,6 @@ pub fn render(r: &BaResult, seeds: u32) -> String {
             );
         }
     }
-    o.push_str(&targets(r));
     o
 }
 
