@@ -69,6 +69,14 @@ pub struct ServiceConfig {
     /// The canary judge's policy for this service.
     #[serde(default)]
     pub judge: crate::judge::JudgePolicy,
+    /// How this service's rollouts reach users when an announcement does
+    /// not say: `canary` (judged against a baseline track), `rolling`,
+    /// `blue-green` or `flag` (judged after vs before).
+    #[serde(default)]
+    pub strategy: crate::controller::Strategy,
+    /// How rollouts without a baseline track are judged after vs before.
+    #[serde(default)]
+    pub before_after: crate::judge::BeforeAfterPolicy,
     /// `false` switches the controller's automatic actions off for good:
     /// it still judges and posts summaries, but asks instead of rolling
     /// back, pausing or promoting. `/auto <service> off` does the same for
@@ -194,6 +202,12 @@ impl Config {
                 errors.push(at(
                     s.name.span(),
                     format!("service `{name}`: judge policy: {e}"),
+                ));
+            }
+            if let Err(e) = s.before_after.validate() {
+                errors.push(at(
+                    s.name.span(),
+                    format!("service `{name}`: before_after: {e}"),
                 ));
             }
             for who in &s.escalation {

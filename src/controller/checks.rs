@@ -499,10 +499,12 @@ impl CheckWatch {
     }
 
     /// "The canary is failing" unless a check decided.
-    pub fn headline(&self, verdict: Verdict) -> String {
+    /// The prompt's headline: the firing check's, or `judged` (what the
+    /// judge's verdict reads as for this kind of rollout).
+    pub fn headline(&self, judged: String) -> String {
         match &self.fired {
             Some(f) if !self.judge_failing => format!("Check `{}` is firing", f.name),
-            _ => format!("The canary is {verdict}"),
+            _ => judged,
         }
     }
 
@@ -647,7 +649,10 @@ mod tests {
         );
         // The service's on_failing would roll back: the check asks.
         assert_eq!(w.policy(OnFailing::AutoRollback), OnFailing::PageAndSuggest);
-        assert_eq!(w.headline(fired.verdict), "Check `crash loops` is firing");
+        assert_eq!(
+            w.headline(format!("The canary is {}", fired.verdict)),
+            "Check `crash loops` is firing"
+        );
         let mut audit = BTreeMap::new();
         w.audit(&mut audit);
         assert_eq!(audit["check"], "crash loops");

@@ -72,6 +72,7 @@ impl HistoryReplay<'_> {
                 namespace: namespace.clone(),
                 t,
                 queries: queries.clone(),
+                whole_service: false,
             };
             let fetched = source
                 .fetch(std::slice::from_ref(&w), at, self.interval)

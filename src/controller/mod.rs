@@ -11,6 +11,7 @@
 //! actor `system:controller`, so it is authorized, locked and audited like a
 //! person's.
 
+pub(crate) mod before_after;
 pub mod bench;
 pub(crate) mod capability;
 pub(crate) mod chart;
@@ -24,6 +25,7 @@ mod run;
 mod summary;
 mod watch;
 
+pub use before_after::Strategy;
 pub use rollouts::Rollout;
 pub use run::{Controller, Health};
 pub use summary::{short_reason, summary_message};

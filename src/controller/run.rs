@@ -118,6 +118,10 @@ impl Controller {
         self.interval
     }
 
+    pub(super) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// Loads stored rollouts and the services marked `watch = true`.
     pub async fn load(&self) -> anyhow::Result<()> {
         let stored = rollouts::load_all(&self.engine.store).await?;
@@ -145,13 +149,16 @@ impl Controller {
             }
             if let Ok(st) = self.engine.backend_status(svc.name()).await {
                 if let Some(canary) = st.canary_revision {
-                    let r = Rollout::watching(
-                        crate::engine::new_id(),
-                        svc.name(),
-                        (st.live_revision.unwrap_or_default(), canary),
-                        now,
-                        "config",
-                    );
+                    let r = Rollout {
+                        strategy: svc.strategy.to_string(),
+                        ..Rollout::watching(
+                            crate::engine::new_id(),
+                            svc.name(),
+                            (st.live_revision.unwrap_or_default(), canary),
+                            now,
+                            "config",
+                        )
+                    };
                     self.announce(r).await?;
                 }
             }
@@ -180,9 +187,12 @@ impl Controller {
             .engine
             .resolve(Some(&r.service))
             .map_err(anyhow::Error::msg)?;
-        let watch = RolloutWatch::new(svc, &r.from_revision, &r.to_revision)
+        let mut watch = RolloutWatch::new(svc, &r.from_revision, &r.to_revision)
             .with_id(&r.id)
             .with_start(r.start);
+        if super::Strategy::parse(&r.strategy).is_some_and(super::Strategy::before_after) {
+            watch = watch.judged_before_after(self.before_after_judge(&r, svc).await);
+        }
         let next = grid_ceil(
             r.start
                 .max(self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP)?),
@@ -248,16 +258,11 @@ impl Controller {
                 .filter_map(|&i| {
                     let a = &active[i];
                     let svc = self.engine.config.service(&a.rollout.service)?;
-                    Some(Watched {
-                        service: a.rollout.service.clone(),
-                        namespace: svc
-                            .namespace
-                            .clone()
-                            .or_else(|| svc.target.get("namespace").cloned())
-                            .unwrap_or_default(),
-                        t: (point - a.rollout.start).num_milliseconds() as f64 / 1000.0,
-                        queries: svc.metrics.clone(),
-                    })
+                    Some(super::before_after::watched(
+                        svc,
+                        (point - a.rollout.start).num_milliseconds() as f64 / 1000.0,
+                        a.watch.before_after(),
+                    ))
                 })
                 .collect();
             let fetched = self.fetch(&watched, point).await;
@@ -270,6 +275,7 @@ impl Controller {
                 self.interval,
             )
             .await;
+            let week_ago = self.week_ago(&watched, point).await;
             for (&i, w) in due.iter().zip(&watched) {
                 let a = &mut active[i];
                 let tick = match &fetched {
@@ -297,6 +303,7 @@ impl Controller {
                 if let Some(inputs) = checked.remove(&w.service) {
                     a.watch.feed_checks(inputs);
                 }
+                a.watch.set_week_ago(week_ago.get(&w.service).cloned());
                 if let Some(eval) = a.watch.tick(&self.engine, &tick).await {
                     a.rollout.verdict = Some(eval.verdict.to_string());
                     a.rollout.score = eval.score.is_finite().then_some(eval.score);
@@ -341,7 +348,11 @@ impl Controller {
         }
     }
 
-    async fn fetch(&self, watched: &[Watched], at: DateTime<Utc>) -> Result<Fetched, String> {
+    pub(super) async fn fetch(
+        &self,
+        watched: &[Watched],
+        at: DateTime<Utc>,
+    ) -> Result<Fetched, String> {
         let limit = self.engine.config.metrics.timeout.0 * 8;
         let r = self
             .breaker

@@ -5,7 +5,10 @@ use crate::config_file::{OnFailing, ServiceConfig};
 use crate::domain::{Action, Actor};
 use crate::engine::prompt::Choice;
 use crate::engine::{new_id, Engine, Prompt, PromptState, Request, Status};
-use crate::judge::{Evaluation, Judge, Recommendation, SequentialJudge, Tick, Verdict};
+use crate::judge::{
+    BeforeAfterJudge, Evaluation, Judge, Recommendation, SequentialJudge, Tick, TrackSample,
+    Verdict,
+};
 use crate::roles::Role;
 use chrono::{DateTime, Utc};
 
@@ -31,6 +34,9 @@ pub struct RolloutWatch {
     pub from: String,
     pub to: String,
     judge: SequentialJudge,
+    /// Set for a rollout with no baseline track: judged after vs before
+    /// instead of by `judge` (see `before_after.rs`).
+    before_after: Option<BeforeAfter>,
     pub state: WatchState,
     pub last: Option<Evaluation>,
     summary: Vec<MessageRef>,
@@ -63,6 +69,14 @@ pub struct RolloutWatch {
     checks: super::checks::CheckWatch,
 }
 
+/// A before/after rollout's judge, the service one week earlier at the
+/// next tick (for the weekly correction) and when the watch ends.
+struct BeforeAfter {
+    judge: Box<BeforeAfterJudge>,
+    week_ago: Option<TrackSample>,
+    completion: super::before_after::Completion,
+}
+
 /// "12m40s" since the rollout started.
 fn elapsed(t: f64) -> String {
     let s = t.max(0.0) as u64;
@@ -71,6 +85,14 @@ fn elapsed(t: f64) -> String {
     } else {
         format!("{}m{:02}s", s / 60, s % 60)
     }
+}
+
+/// "Failing" for a headline.
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 fn controller() -> Actor {
@@ -85,6 +107,7 @@ impl RolloutWatch {
             from: from.into(),
             to: to.into(),
             judge: SequentialJudge::new(svc.judge.clone()),
+            before_after: None,
             state: WatchState::Watching,
             last: None,
             summary: Vec::new(),
@@ -107,6 +130,29 @@ impl RolloutWatch {
     /// The custom checks' and SLO's data for the next tick.
     pub(crate) fn feed_checks(&mut self, inputs: super::checks::CheckInputs) {
         self.checks.feed(inputs);
+    }
+
+    /// Judges this rollout after vs before with `judge`: ticks then carry
+    /// the whole service as their canary and no baseline.
+    pub fn judged_before_after(mut self, judge: BeforeAfterJudge) -> Self {
+        self.before_after = Some(BeforeAfter {
+            judge: Box::new(judge),
+            week_ago: None,
+            completion: Default::default(),
+        });
+        self
+    }
+
+    /// Whether this rollout is judged after vs before.
+    pub fn before_after(&self) -> bool {
+        self.before_after.is_some()
+    }
+
+    /// The service one week before the next tick (weekly correction).
+    pub fn set_week_ago(&mut self, sample: Option<TrackSample>) {
+        if let Some(ba) = &mut self.before_after {
+            ba.week_ago = sample;
+        }
     }
 
     /// Dates ticks from the rollout's start (`t` seconds after it).
@@ -180,9 +226,26 @@ impl RolloutWatch {
             }
             return None;
         }
-        self.chart.push(super::chart::ChartPoint::from_tick(tick));
-        self.onset.push(tick);
-        let mut eval = self.judge.observe(tick);
+        let (eval, seen) = match &mut self.before_after {
+            None => (self.judge.observe(tick), tick.clone()),
+            Some(ba) => {
+                let eval = ba.judge.observe_after(
+                    tick.t,
+                    tick.canary.as_ref(),
+                    ba.week_ago.take().as_ref(),
+                );
+                // The chart and the onset show the service against the
+                // reference it was compared with.
+                let seen = Tick {
+                    baseline: ba.judge.last_reference().cloned(),
+                    ..tick.clone()
+                };
+                (eval, seen)
+            }
+        };
+        self.chart.push(super::chart::ChartPoint::from_tick(&seen));
+        self.onset.push(&seen);
+        let mut eval = eval;
         let checks_changed = self.checks.apply(&mut eval, svc);
         let changed =
             checks_changed || self.last.as_ref().is_none_or(|l| l.verdict != eval.verdict);
@@ -211,6 +274,14 @@ impl RolloutWatch {
             }
             _ => {}
         }
+        if self.state == WatchState::Watching {
+            if let Some(ba) = &mut self.before_after {
+                let verdict = eval.verdict.to_string();
+                if let Some(end) = ba.completion.follow(engine, svc, eval.t, &verdict).await {
+                    self.state = WatchState::Done(end);
+                }
+            }
+        }
         if changed || matches!(self.state, WatchState::Done(_) | WatchState::Monitoring(_)) {
             self.publish(engine, svc, &eval).await;
         }
@@ -218,14 +289,14 @@ impl RolloutWatch {
     }
 
     async fn publish(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
-        let msg = self.with_legend(crate::controller::summary_message(
+        let msg = self.with_legend(self.titled(crate::controller::summary_message(
             &self.service,
             &self.from,
             &self.to,
             &self.id,
             eval,
             &self.state_text(),
-        ));
+        )));
         if self.summary.is_empty() {
             if let Some(ch) = &svc.deploy_channel {
                 self.summary = engine.notifier.post(ch.as_ref(), &msg).await;
@@ -248,6 +319,17 @@ impl RolloutWatch {
         };
         engine.notifier.upload(&self.summary, &file).await;
         self.charted = Some(verdict);
+    }
+
+    /// A before/after rollout has no canary: its summary says what it
+    /// compares.
+    fn titled(&self, mut msg: crate::chat::Message) -> crate::chat::Message {
+        if self.before_after.is_some() {
+            if let Some(rest) = msg.title.strip_prefix("Canary ") {
+                msg.title = format!("After vs before: {rest}");
+            }
+        }
+        msg
     }
 
     /// The chart's legend and scales also go in the summary as text.
@@ -278,14 +360,14 @@ impl RolloutWatch {
         if !self.is_active() {
             return;
         }
-        let msg = self.with_legend(crate::controller::summary_message(
+        let msg = self.with_legend(self.titled(crate::controller::summary_message(
             &self.service,
             &self.from,
             &self.to,
             &self.id,
             &eval,
             &self.state_text(),
-        ));
+        )));
         let posted = engine.notifier.post(ch.as_ref(), &msg).await;
         if !posted.is_empty() {
             self.summary = posted;
@@ -492,6 +574,13 @@ impl RolloutWatch {
         let off = engine.automation_off(&self.service).await;
         let policy = match off {
             Some(_) => OnFailing::PageAndSuggest,
+            // A before/after verdict the judge does not call overwhelming
+            // is asked about: an outside fault would look the same.
+            None if self.before_after.is_some()
+                && eval.recommendation != Recommendation::Rollback =>
+            {
+                self.checks.policy(OnFailing::PageAndSuggest)
+            }
             None => self.checks.policy(svc.on_failing),
         };
         match policy {
@@ -558,7 +647,9 @@ impl RolloutWatch {
                         engine,
                         svc,
                         eval,
-                        &self.checks.headline(eval.verdict),
+                        &self
+                            .checks
+                            .headline(self.headline(&eval.verdict.to_string())),
                         Choice {
                             label: "Roll back".into(),
                             action: Some(Action::Rollback {
@@ -613,7 +704,7 @@ impl RolloutWatch {
                     engine,
                     svc,
                     eval,
-                    "The canary is borderline",
+                    &self.headline("borderline"),
                     Choice {
                         label: "Approve".into(),
                         action: None,
@@ -644,7 +735,7 @@ impl RolloutWatch {
             engine,
             svc,
             eval,
-            "The canary is borderline",
+            &self.headline("borderline"),
             Choice {
                 label: "Approve".into(),
                 action: Some(Action::Resume),
@@ -660,6 +751,15 @@ impl RolloutWatch {
             },
         )
         .await;
+    }
+
+    /// A prompt's headline: what is borderline or failing.
+    fn headline(&self, verdict: &str) -> String {
+        if self.before_after.is_some() {
+            format!("{} after the change", capitalised(verdict))
+        } else {
+            format!("The canary is {verdict}")
+        }
     }
 
     async fn ask(

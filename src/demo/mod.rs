@@ -8,9 +8,10 @@
 //!   /as NAME          act as one of the demo config's people (dana, sam, priya, omar, rita, you)
 //!   /wait DURATION    let simulated time pass (10 s ticks), e.g. /wait 5m (at most 1d)
 //!   /wait until prompt   …until the controller asks a question (at most 30m)
-//!   /deploy SERVICE REVISION [ID:PHASE[:irreversible]…]   start a new canary
-//!                     that ran those database migrations (phases expand,
-//!                     contract, data; reversible unless marked)
+//!   /deploy SERVICE REVISION [--strategy=rolling|blue-green|flag] [ID:PHASE[:irreversible]…]
+//!                     start a new canary (or a rollout judged after vs
+//!                     before) that ran those database migrations (phases
+//!                     expand, contract, data; reversible unless marked)
 //!   /quit
 //! In a script, lines starting with `#` are comments.
 
@@ -48,7 +49,7 @@ fn demo_help(topic: &str) -> Option<&'static str> {
         "press" => "/press N\nPress button N ([1], [2], …) of the messages above, as the person you act as.\nExample: /press 2",
         "as" => "/as NAME\nAct as one of the demo's people: dana (viewer), sam (deployer), priya (approver), omar (responder), rita (release manager), you (admin).\nExample: /as priya",
         "wait" => "/wait DURATION | /wait until prompt\nLet simulated time pass in 10 s ticks, or until the controller asks a question (at most 1d).\nExample: /wait 5m",
-        "deploy" => "/deploy SERVICE REVISION [ID:PHASE[:irreversible]…]\nStart a new canary of SERVICE at REVISION; rollbot watches it. List the database migrations it ran (phases expand, contract, data; reversible unless marked irreversible): a rollback past an irreversible or contract one is refused with advice.\nExample: /deploy payments v9 2026_12_drop_legacy_sku:contract:irreversible",
+        "deploy" => "/deploy SERVICE REVISION [--strategy=rolling|blue-green|flag] [ID:PHASE[:irreversible]…]\nStart a new canary of SERVICE at REVISION; rollbot watches it. With --strategy=rolling (or blue-green, flag; default: the service's strategy) there is no baseline track and rollbot judges the service after the change against its 30 minutes before. List the database migrations it ran (phases expand, contract, data; reversible unless marked irreversible): a rollback past an irreversible or contract one is refused with advice.\nExample: /deploy payments v9 2026_12_drop_legacy_sku:contract:irreversible",
         "quit" | "exit" => "/quit\nLeave the demo. With --data DIR its state (the audit log, freezes, rollouts) stays in DIR; without, the temporary state goes with it.",
         _ => return None,
     })
@@ -56,6 +57,22 @@ fn demo_help(topic: &str) -> Option<&'static str> {
 
 /// The story the metrics tell: `checkout`'s canary starts failing requests
 /// seven minutes in, slowly at first.
+/// `/deploy`'s `--strategy=NAME` (the last one wins), and the other words.
+fn strategy_flag<'a>(
+    words: impl Iterator<Item = &'a str>,
+) -> Result<(Option<crate::controller::Strategy>, Vec<&'a str>), String> {
+    let (flags, rest): (Vec<&str>, Vec<&str>) = words.partition(|w| w.starts_with("--strategy="));
+    match flags.last().map(|f| &f["--strategy=".len()..]) {
+        None => Ok((None, rest)),
+        Some(name) => match crate::controller::Strategy::parse(name) {
+            Some(s) => Ok((Some(s), rest)),
+            None => Err(format!(
+                "--strategy={name} is not one of canary, rolling, blue-green, flag"
+            )),
+        },
+    }
+}
+
 pub fn checkout_scenario() -> Scenario {
     Scenario::new("demo: checkout canary degrades", false)
         .canary_share(0.1)
@@ -80,6 +97,9 @@ struct Watched {
     /// The verdict last stored: the record is written when it or the
     /// state changes, not every tick.
     stored_verdict: Option<String>,
+    /// A rollout judged after vs before: the whole service tick by tick
+    /// after the change, instead of `metrics`.
+    after: Option<std::vec::IntoIter<(f64, crate::judge::TrackSample)>>,
 }
 
 pub struct Demo {
@@ -139,11 +159,13 @@ impl Demo {
             "rollbot demo — console chat, simulated backend and metrics\n{state}\n\
              You are `you` (admin). Type /help, or /wait 5m to let time pass. Others: /as dana|sam|priya|omar|rita\n"
         ));
-        demo.watch("checkout", checkout_scenario(), vec![]).await;
+        demo.watch("checkout", checkout_scenario(), vec![], None)
+            .await;
         demo.watch(
             "search",
             healthy_scenario("demo: search canary healthy"),
             vec![],
+            None,
         )
         .await;
         Ok(demo)
@@ -160,6 +182,7 @@ impl Demo {
         service: &str,
         scenario: Scenario,
         migrations: Vec<crate::migration::Migration>,
+        strategy: Option<crate::controller::Strategy>,
     ) {
         let engine = &self.rt.engine;
         let Some(svc) = engine.config.service(service) else {
@@ -185,9 +208,26 @@ impl Demo {
             None => return,
         };
         self.seed += 1;
-        let watch = RolloutWatch::new(svc, &from, &to);
+        let strategy = strategy.unwrap_or(svc.strategy);
+        let mut watch = RolloutWatch::new(svc, &from, &to);
+        let mut after = None;
+        if strategy.before_after() {
+            // The whole service, healthy, with its 30 minutes before.
+            let sc = crate::judge::sim_before_after::BaScenario {
+                horizon: 24.0 * 3600.0,
+                ..crate::judge::sim_before_after::BaScenario::new("demo: rolling update", true)
+            };
+            let run = crate::judge::sim_before_after::simulate(&sc, self.seed);
+            watch = watch.judged_before_after(crate::judge::BeforeAfterJudge::new(
+                &svc.judge,
+                svc.before_after.clone(),
+                run.reference,
+            ));
+            after = Some(run.after.into_iter());
+        }
         let rollout = Rollout {
             state: watch.state_text(),
+            strategy: strategy.to_string(),
             migrations,
             ..Rollout::watching(
                 watch.id.clone(),
@@ -213,6 +253,7 @@ impl Demo {
             metrics: Simulator::new(&scenario, self.seed),
             rollout,
             stored_verdict: None,
+            after,
         });
     }
 
@@ -226,8 +267,16 @@ impl Demo {
             let mut asked = false;
             for w in &mut self.watched {
                 let before = matches!(w.watch.state, WatchState::Asking { .. });
-                if let Some(mut tick) = w.metrics.next_tick() {
-                    if matches!(w.watch.state, WatchState::Monitoring(_)) {
+                let next = match &mut w.after {
+                    Some(after) => after.next().map(|(t, s)| crate::judge::Tick {
+                        t,
+                        baseline: None,
+                        canary: Some(s),
+                    }),
+                    None => w.metrics.next_tick(),
+                };
+                if let Some(mut tick) = next {
+                    if matches!(w.watch.state, WatchState::Monitoring(_)) && w.after.is_none() {
                         // Rolled back: the canary no longer gets traffic.
                         tick.canary = None;
                     }
@@ -330,7 +379,13 @@ impl Demo {
             "/deploy" => {
                 let mut parts = rest.split_whitespace();
                 let (svc, rev) = (parts.next(), parts.next());
-                let words: Vec<&str> = parts.collect();
+                let (strategy, words) = match strategy_flag(parts) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        self.say(&format!("{e}; nothing was deployed"));
+                        return true;
+                    }
+                };
                 let migrations = match crate::migration::from_words(&words) {
                     Ok(m) => m,
                     Err(e) => {
@@ -361,11 +416,20 @@ impl Demo {
                                     .join(", ")
                             ),
                         };
-                        self.watch(svc, healthy_scenario("demo: new canary"), migrations)
-                            .await;
-                        self.say(&format!(
-                            "deployed {svc} {rev} as a canary{ran}; rollbot is watching it"
-                        ));
+                        self.watch(
+                            svc,
+                            healthy_scenario("demo: new canary"),
+                            migrations,
+                            strategy,
+                        )
+                        .await;
+                        let how = match strategy.filter(|s| s.before_after()) {
+                            Some(s) => format!(
+                                "as a {s} rollout{ran}; rollbot is watching it after vs before"
+                            ),
+                            None => format!("as a canary{ran}; rollbot is watching it"),
+                        };
+                        self.say(&format!("deployed {svc} {rev} {how}"));
                     }
                     _ => self.say("usage: /deploy SERVICE REVISION [ID:PHASE[:irreversible]…], e.g. /deploy payments v9 2026_12_add_orders_idx:expand"),
                 }

@@ -284,7 +284,16 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
     if let Some(path) = &opts.csv {
         write_csv(&r, path)?;
     }
-    Ok(render(&r, opts))
+    let ba = super::bench_before_after::run(opts.seeds);
+    // The before/after table goes with the others, its targets after
+    // rollbot's: the report ends with every target.
+    let report = render(&r, opts);
+    let (tables, targets) = report.split_at(report.find(TARGETS).unwrap_or(report.len()));
+    Ok(format!(
+        "{tables}{}{targets}{}",
+        super::bench_before_after::render_table(&ba, opts.seeds),
+        super::bench_before_after::targets(&ba)
+    ))
 }
 
 /// Writes each standard scenario (seed 1) as replay JSONL into `dir`.
@@ -439,9 +448,11 @@ pub fn render(r: &BenchResult, opts: &BenchOptions) -> String {
     o
 }
 
+const TARGETS: &str = "\nTargets (rollbot's judge)";
+
 /// The comparison with the targets, one line per check.
 pub fn targets(r: &BenchResult) -> String {
-    let mut o = String::from("\nTargets (rollbot's judge)\n");
+    let mut o = format!("{TARGETS}\n");
     let enough = seeds_to_judge();
     let (mut all, undecided) = false_rollback_targets(r, enough, &mut o);
     let qualifying = qualifying_references(r);

@@ -6,19 +6,23 @@
 //! the same data by `bench` so users can see what the statistics buy them, and
 //! `replay` backtests a policy on a recorded rollout.
 
+pub mod before_after;
 pub mod bench;
+pub mod bench_before_after;
 pub(crate) mod checks;
 pub(crate) mod policy;
 pub(crate) mod reference;
 pub mod replay;
 pub(crate) mod sequential;
 pub mod sim;
+pub mod sim_before_after;
 pub(crate) mod slo;
 pub mod stats;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub use before_after::{BeforeAfterJudge, BeforeAfterPolicy};
 pub use policy::{DurationSecs, JudgePolicy, Signal, Tolerance};
 pub use sequential::SequentialJudge;
 

@@ -426,7 +426,7 @@ impl Simulator {
     }
 }
 
-fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> u64 {
+pub(super) fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> u64 {
     if lambda <= 0.0 {
         return 0;
     }
@@ -470,7 +470,7 @@ fn poisson_quantile_exact(u: f64, lambda: f64) -> u64 {
 
 /// Draws a cumulative histogram of n requests from a latency CDF, bucket by
 /// bucket with conditional binomials (an exact multinomial draw).
-fn histogram(rng: &mut ChaCha8Rng, n: u64, cdf: impl Fn(f64) -> f64) -> Vec<(f64, u64)> {
+pub(super) fn histogram(rng: &mut ChaCha8Rng, n: u64, cdf: impl Fn(f64) -> f64) -> Vec<(f64, u64)> {
     let mut out = Vec::with_capacity(BUCKETS.len() + 1);
     let mut remaining = n;
     let mut cum = 0u64;

@@ -26,6 +26,9 @@ pub struct Watched {
     pub t: f64,
     /// The service's own query templates, when it overrides the defaults.
     pub queries: MetricQueries,
+    /// Every track of the service together, as the tick's `canary` (no
+    /// baseline): a rollout judged after vs before has no second track.
+    pub whole_service: bool,
 }
 
 /// What a fetch returns: a tick per service, and what went wrong for the

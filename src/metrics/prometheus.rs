@@ -230,12 +230,12 @@ impl PrometheusSource {
             else {
                 continue;
             };
-            let Some(tr) = track
+            // A series without a track label counts only for a whole
+            // service (a rollout judged after vs before).
+            let tr = track
                 .map(str::to_string)
                 .or_else(|| s.metric.get("track").map(|v| v.to_string()))
-            else {
-                continue;
-            };
+                .unwrap_or_default();
             let Ok(v) = s.value.1.parse::<f64>() else {
                 continue;
             };
@@ -339,6 +339,40 @@ fn sample(c: &Collected, service: &str, track: &str) -> Option<TrackSample> {
     })
 }
 
+/// Every track of a service as one sample (a rollout judged after vs
+/// before has no second track): values added, histograms added bucket by
+/// bucket.
+fn whole(c: &Collected, service: &str) -> Option<TrackSample> {
+    const ALL: &str = "\u{0}all";
+    let mut merged = Collected::default();
+    for ((kind, svc, _), v) in &c.values {
+        if svc == service {
+            *merged
+                .values
+                .entry((*kind, svc.clone(), ALL.to_string()))
+                .or_insert(0.0) += v;
+        }
+    }
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for ((svc, _), b) in &c.buckets {
+        if svc != service {
+            continue;
+        }
+        for &(le, v) in b {
+            match buckets.iter_mut().find(|(x, _)| *x == le) {
+                Some(slot) => slot.1 += v,
+                None => buckets.push((le, v)),
+            }
+        }
+    }
+    if !buckets.is_empty() {
+        merged
+            .buckets
+            .insert((service.to_string(), ALL.to_string()), buckets);
+    }
+    sample(&merged, service, ALL)
+}
+
 #[async_trait]
 impl MetricSource for PrometheusSource {
     fn kind(&self) -> &'static str {
@@ -396,7 +430,7 @@ impl MetricSource for PrometheusSource {
                 .filter(|w| kind.template(&w.queries).is_some())
             {
                 let template = kind.template(&w.queries).expect("filtered");
-                let tracks: Vec<Option<&str>> = if template.contains("$track") {
+                let tracks: Vec<Option<&str>> = if template.contains("$track") && !w.whole_service {
                     vec![Some("baseline"), Some("canary")]
                 } else {
                     vec![None]
@@ -432,6 +466,27 @@ impl MetricSource for PrometheusSource {
         }
         for w in services {
             if out.missing.contains_key(&w.service) {
+                continue;
+            }
+            if w.whole_service {
+                let canary = whole(&collected, &w.service);
+                if canary.is_none() {
+                    out.missing.insert(
+                        w.service.clone(),
+                        format!(
+                            "the request query returned no series for service=\"{}\" (any track or none); check that its pods are scraped with a `service` label, or set the service's [services.metrics] requests query",
+                            w.service
+                        ),
+                    );
+                }
+                out.ticks.insert(
+                    w.service.clone(),
+                    Tick {
+                        t: w.t,
+                        baseline: None,
+                        canary,
+                    },
+                );
                 continue;
             }
             let baseline = sample(&collected, &w.service, "baseline");

@@ -48,6 +48,9 @@ impl MetricSource for SimulatedSource {
             match sim.next_tick() {
                 Some(mut tick) => {
                     tick.t = w.t;
+                    if w.whole_service {
+                        tick.canary = merged(tick.baseline.take(), tick.canary.take());
+                    }
                     out.ticks.insert(w.service.clone(), tick);
                 }
                 None => {
@@ -57,5 +60,25 @@ impl MetricSource for SimulatedSource {
             }
         }
         Ok(out)
+    }
+}
+
+/// Both tracks as one service: counts and histograms added.
+fn merged(
+    a: Option<crate::judge::TrackSample>,
+    b: Option<crate::judge::TrackSample>,
+) -> Option<crate::judge::TrackSample> {
+    match (a, b) {
+        (Some(mut a), Some(b)) => {
+            a.requests += b.requests;
+            a.errors += b.errors;
+            if a.latency_buckets.len() == b.latency_buckets.len() {
+                for (x, y) in a.latency_buckets.iter_mut().zip(&b.latency_buckets) {
+                    x.1 += y.1;
+                }
+            }
+            Some(a)
+        }
+        (a, b) => a.or(b),
     }
 }

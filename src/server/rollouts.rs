@@ -3,7 +3,9 @@
 //!
 //! Body: `{"service": "checkout", "from_revision": "v41", "to_revision": "v42",
 //! "strategy": "canary", "start_time": "2026-11-29T03:00:00Z"}`
-//! (`strategy` defaults to canary, `start_time` to now). The client needs the
+//! (`strategy` defaults to the service's `strategy`, itself canary by default;
+//! `rolling`, `blue-green` and `flag` are judged after vs before;
+//! `start_time` defaults to now). The client needs the
 //! deployer role on the service. `"migrations": [{"id": "2026_12_add_orders_idx",
 //! "reversible": true, "phase": "expand"}]` lists the database migrations the
 //! rollout runs, which the engine's migration guard reads before a rollback
@@ -114,7 +116,8 @@ pub async fn announce(
     if let Some(Err(e)) = a.release.as_deref().map(crate::limits::check_release) {
         return bad("release", format!("release: {e}"));
     }
-    let strategy = a.strategy.unwrap_or_else(|| "canary".into());
+    // Without one, the service's own `strategy` (default canary).
+    let strategy = a.strategy.unwrap_or_else(|| svc.strategy.to_string());
     if !STRATEGIES.contains(&strategy.as_str()) {
         return bad(
             "strategy",

@@ -7,6 +7,7 @@ mod support;
 mod argo_rollouts;
 mod audit_cli;
 mod backends;
+mod before_after;
 mod capability;
 mod cascade;
 mod check_config;

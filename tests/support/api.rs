@@ -90,6 +90,21 @@ impl Api {
     }
 
     /// `GET /api/v1/rollouts`: the rollouts rollbot watches.
+    /// `POST /api/v1/rollouts` with any body: the status and the answer.
+    pub async fn announce_json(&self, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/rollouts", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (code, serde_json::from_str(&text).unwrap_or_default())
+    }
+
     pub async fn rollouts(&self) -> Vec<Value> {
         let r = self
             .http
