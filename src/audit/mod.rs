@@ -10,8 +10,10 @@
 //! one implementation.
 
 pub mod bench;
+pub(crate) mod chain;
 pub mod export;
 pub mod kpi;
+pub mod postgres_store;
 pub(crate) mod sled_store;
 
 use crate::domain::Actor;
@@ -172,6 +174,9 @@ pub trait AuditStore: Send + Sync {
     fn query(&self, q: &Query) -> Result<Vec<Entry>, AuditError>;
     /// Every entry in sequence order, for export.
     fn for_each(&self, f: &mut dyn FnMut(Entry) -> bool) -> Result<(), AuditError>;
+    /// Every entry in sequence order as stored (sequence number, hash,
+    /// body), for copying a log to another store with its bytes unchanged.
+    fn for_each_raw(&self, f: &mut dyn FnMut(u64, &[u8], &[u8]) -> bool) -> Result<(), AuditError>;
     fn verify(&self) -> Result<VerifyReport, AuditError>;
     /// Checks the head record and the last `n` entries only: what start-up
     /// can afford on a large log.

@@ -23,7 +23,7 @@ pub use chat::{ChatConfig, DiscordConfig, SlackConfig, SlackMode};
 pub use gates::GatesConfig;
 pub use sections::{
     ApiClient, ApiConfig, ChannelConfig, EngineConfig, MetricQueries, MetricSourceKind,
-    MetricsConfig, ServerConfig, StoreConfig,
+    MetricsConfig, ServerConfig, StoreConfig, StoreKind,
 };
 pub use service::{OnFailing, ServiceConfig};
 

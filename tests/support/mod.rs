@@ -15,6 +15,7 @@ pub mod fake_slack;
 pub mod fake_statuspage;
 pub mod in_process;
 pub mod kube_bot;
+pub mod postgres;
 pub mod prometheus;
 pub mod registry;
 pub mod slack_rig;
