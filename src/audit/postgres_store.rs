@@ -9,7 +9,7 @@
 
 use super::chain::{decode_parts, ChainCheck};
 use super::sled_store::keep;
-use super::{AuditError, AuditStore, Entry, Query, VerifyReport, GENESIS_HASH};
+use super::{AuditError, AuditStore, Entry, Query, RawVisit, VerifyReport, GENESIS_HASH};
 use crate::store::postgres_store::{Conn, PgLink, PgRuntime};
 use crate::store::StoreError;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -273,7 +273,7 @@ impl AuditStore for PgAuditStore {
         failed.map_or(Ok(()), Err)
     }
 
-    fn for_each_raw(&self, f: &mut dyn FnMut(u64, &[u8], &[u8]) -> bool) -> Result<(), AuditError> {
+    fn for_each_raw(&self, f: &mut RawVisit) -> Result<(), AuditError> {
         let (head, _) = self.head()?;
         self.stream(1, head, &mut |(seq, hash, body)| f(seq, &hash, &body))
     }

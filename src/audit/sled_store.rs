@@ -354,7 +354,7 @@ impl AuditStore for SledAuditStore {
         Ok(())
     }
 
-    fn for_each_raw(&self, f: &mut dyn FnMut(u64, &[u8], &[u8]) -> bool) -> Result<(), AuditError> {
+    fn for_each_raw(&self, f: &mut RawVisit) -> Result<(), AuditError> {
         for kv in self.tree.scan_prefix([b'e']) {
             let (k, v) = kv?;
             let seq = u64::from_be_bytes(k[1..9].try_into().expect("entry key"));

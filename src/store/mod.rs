@@ -809,6 +809,10 @@ mod tests {
         let mut files = Vec::new();
         walk(std::path::Path::new("src"), &mut files);
         for f in files {
+            // PostgreSQL's transactions are the point of that store.
+            if f.file_name().is_some_and(|n| n == "postgres_store.rs") {
+                continue;
+            }
             let text = std::fs::read_to_string(&f).unwrap();
             for call in [
                 ".apply_batch(",

@@ -100,7 +100,12 @@ pub(crate) struct PgLink {
 
 impl PgLink {
     /// Parses the URL (its text is never repeated in a message).
-    fn new(url: &str, timeout: Duration, handle: tokio::runtime::Handle) -> anyhow::Result<PgLink> {
+    fn new(
+        url: &str,
+        timeout: Duration,
+        handle: tokio::runtime::Handle,
+        schema: Option<&str>,
+    ) -> anyhow::Result<PgLink> {
         let mut config = tokio_postgres::Config::from_str(url).map_err(|_| {
             anyhow::anyhow!(
                 "[store] url is not a PostgreSQL connection URL; write it as postgres://USER:PASSWORD@HOST:5432/DATABASE (key=value form works too)"
@@ -110,6 +115,9 @@ impl PgLink {
             config.connect_timeout(timeout.min(Duration::from_secs(5)));
         }
         config.application_name("rollbot");
+        if let Some(s) = schema {
+            config.options(format!("-c search_path={s}"));
+        }
         let hosts: Vec<String> = config
             .get_hosts()
             .iter()
@@ -266,17 +274,27 @@ impl PgStore {
     /// missing. A database that cannot be reached is an error that names
     /// it (never the URL's password).
     pub fn open(url: &str, timeout: Duration) -> anyhow::Result<PgStore> {
+        PgStore::open_in(url, timeout, None)
+    }
+
+    /// [`PgStore::open`] in `schema` (made when missing) instead of the
+    /// connection's default: the benchmark's scratch space.
+    fn open_in(url: &str, timeout: Duration, schema: Option<&str>) -> anyhow::Result<PgStore> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("rollbot-postgres")
             .enable_all()
             .build()?;
-        let link = PgLink::new(url, timeout, rt.handle().clone())?;
+        let link = PgLink::new(url, timeout, rt.handle().clone(), schema)?;
+        let create_schema = schema.map(|s| format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""));
         let rt = Arc::new(PgRuntime(Mutex::new(Some(rt))));
         let l = link.clone();
         let head = link
             .block(Some(timeout), async move {
                 let c = l.connect().await?;
+                if let Some(sql) = create_schema {
+                    c.batch_execute(&sql).await.map_err(|e| l.down(&e))?;
+                }
                 c.batch_execute(SCHEMA).await.map_err(|e| l.down(&e))?;
                 let row = c
                     .query_one("SELECT seq FROM rollbot_audit_head WHERE id = 1", &[])
@@ -857,4 +875,52 @@ pub fn open_store(url: &str, timeout: Duration) -> anyhow::Result<super::Store> 
         Arc::new(PgStore::open(url, timeout)?),
         timeout,
     ))
+}
+
+/// A store in a schema of its own, for measurements that must start empty
+/// and leave nothing behind.
+pub struct Scratch {
+    url: String,
+    schema: String,
+    timeout: Duration,
+}
+
+/// Opens a store in a new `schema` of the database at `url`.
+pub fn open_scratch(
+    url: &str,
+    schema: &str,
+    timeout: Duration,
+) -> anyhow::Result<(super::Store, Scratch)> {
+    anyhow::ensure!(
+        schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "a scratch schema name is letters, digits and _"
+    );
+    let store = PgStore::open_in(url, timeout, Some(schema))?;
+    Ok((
+        super::Store::new(Arc::new(store), timeout),
+        Scratch {
+            url: url.to_string(),
+            schema: schema.to_string(),
+            timeout,
+        },
+    ))
+}
+
+impl Scratch {
+    /// Drops the schema and everything in it.
+    pub fn drop_schema(self) -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let link = PgLink::new(&self.url, self.timeout, rt.handle().clone(), None)?;
+        let sql = format!("DROP SCHEMA \"{}\" CASCADE", self.schema);
+        rt.block_on(async move {
+            let c = link.connect().await?;
+            c.batch_execute(&sql).await.map_err(|e| link.down(&e))
+        })?;
+        rt.shutdown_background();
+        Ok(())
+    }
 }
