@@ -322,8 +322,12 @@ impl PgStore {
         link.handle
             .spawn(write_loop(link.clone(), rx, busy_since.clone(), epoch, len));
         let outage = Arc::new(Mutex::new(None));
-        link.handle
-            .spawn(probe_loop(link.clone(), reader.clone(), outage.clone()));
+        link.handle.spawn(probe_loop(
+            link.clone(),
+            reader.clone(),
+            outage.clone(),
+            Arc::downgrade(&audit),
+        ));
         Ok(PgStore {
             link,
             reader,
@@ -604,19 +608,32 @@ impl StateStore for PgStore {
 }
 
 /// Asks the database every second whether it answers, so `/readyz` says
-/// it is gone even when no request comes in, and says when it is back.
+/// it is gone even when no request comes in, and says when it is back. It
+/// reads the log's head, so a standby's count follows the leader's appends.
 async fn probe_loop(
     link: PgLink,
     reader: Arc<Conn>,
     outage: Arc<Mutex<Option<(Instant, String)>>>,
+    // Weak: the log holds the runtime this task runs on.
+    audit: std::sync::Weak<PgAuditStore>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let r = reader
-            .call("probe", |c| async move { c.simple_query("SELECT 1").await })
+            .call("probe", |c| async move {
+                c.query_one("SELECT seq FROM rollbot_audit_head WHERE id = 1", &[])
+                    .await
+            })
             .await;
+        let Some(audit) = audit.upgrade() else {
+            return;
+        };
+        if let Ok(row) = &r {
+            audit.len_seen(row.get::<_, i64>(0) as u64);
+        }
+        drop(audit);
         let mut o = outage.lock().unwrap();
         match (r, o.is_some()) {
             (Ok(_), true) => {
