@@ -53,7 +53,7 @@ pub async fn start_with(
     clock: SharedClock,
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<Runtime> {
-    let store = Arc::new(Store::open_with(store_dir, &(&config.store).into())?);
+    let store = Arc::new(Store::open_config(&config.store, store_dir)?);
     // A damaged store is reported (log, /readyz, deploy channels) and acts
     // on nothing; it is not a reason to stay down and silent.
     let damaged = store.check_integrity(store_dir).await.err();

@@ -10,8 +10,10 @@
 //! one implementation.
 
 pub mod bench;
+pub(crate) mod chain;
 pub mod export;
 pub mod kpi;
+pub mod postgres_store;
 pub(crate) mod sled_store;
 
 use crate::domain::Actor;
@@ -164,6 +166,10 @@ impl From<sled::Error> for AuditError {
     }
 }
 
+/// Called with each stored entry's sequence number, hash and body;
+/// returns false to stop.
+pub type RawVisit<'a> = dyn FnMut(u64, &[u8], &[u8]) -> bool + 'a;
+
 /// The audit log's read side. Appends go through [`crate::store::Store`],
 /// so they share its one writer and its time limit.
 pub trait AuditStore: Send + Sync {
@@ -172,6 +178,9 @@ pub trait AuditStore: Send + Sync {
     fn query(&self, q: &Query) -> Result<Vec<Entry>, AuditError>;
     /// Every entry in sequence order, for export.
     fn for_each(&self, f: &mut dyn FnMut(Entry) -> bool) -> Result<(), AuditError>;
+    /// Every entry in sequence order as stored (sequence number, hash,
+    /// body), for copying a log to another store with its bytes unchanged.
+    fn for_each_raw(&self, f: &mut RawVisit) -> Result<(), AuditError>;
     fn verify(&self) -> Result<VerifyReport, AuditError>;
     /// Checks the head record and the last `n` entries only: what start-up
     /// can afford on a large log.

@@ -199,94 +199,23 @@ impl SledAuditStore {
     }
 
     /// Checks entries from `start` on, the first linking to `prev`.
-    fn verify_from(&self, start: u64, mut prev: String) -> Result<VerifyReport, AuditError> {
-        #[derive(Deserialize)]
-        struct Head<'a> {
-            seq: u64,
-            #[serde(borrow)]
-            prev_hash: &'a str,
-        }
-        let mut checked = 0u64;
-        let mut prefix = String::with_capacity(128);
-        let mut digits = [0u8; 20];
+    fn verify_from(&self, start: u64, prev: String) -> Result<VerifyReport, AuditError> {
         let bad = |seq: u64, what: String, checked: u64| {
             Ok(VerifyReport {
                 checked,
                 first_bad: Some((seq, what)),
             })
         };
-        for (expected, kv) in (start..).zip(self.tree.range(entry_key(start)..=entry_key(u64::MAX)))
-        {
+        let mut check = super::chain::ChainCheck::new(start, prev);
+        for kv in self.tree.range(entry_key(start)..=entry_key(u64::MAX)) {
             let (k, v) = kv?;
             let key_seq = u64::from_be_bytes(k[1..9].try_into().expect("entry key"));
-            if key_seq != expected {
-                return bad(
-                    expected,
-                    format!(
-                        "missing: the log jumps from #{} to #{key_seq} (entries deleted)",
-                        expected - 1
-                    ),
-                    checked,
-                );
+            let (stored, body) = v.split_at(32.min(v.len()));
+            if let Err((seq, what)) = check.next(key_seq, stored, body) {
+                return bad(seq, what, check.checked());
             }
-            if v.len() < 32 {
-                return bad(key_seq, "truncated: shorter than its hash".into(), checked);
-            }
-            let (stored, body) = v.split_at(32);
-            // Fast path: a canonical body starts with exactly this; only a
-            // body that does not needs parsing to say what is wrong.
-            prefix.clear();
-            prefix.push_str("{\"seq\":");
-            prefix.push_str(itoa_u64(key_seq, &mut digits));
-            prefix.push_str(",\"prev_hash\":\"");
-            prefix.push_str(&prev);
-            prefix.push_str("\",");
-            if body.starts_with(prefix.as_bytes()) {
-                if chain_hash(&prev, body) != stored {
-                    return bad(
-                        key_seq,
-                        "its hash does not match its contents (the entry was edited)".into(),
-                        checked,
-                    );
-                }
-                prev.clear();
-                prev.push_str(&hex::encode(stored));
-                checked += 1;
-                continue;
-            }
-            let Ok(head) = serde_json::from_slice::<Head>(body) else {
-                return bad(
-                    key_seq,
-                    "its contents are not a readable entry (edited)".into(),
-                    checked,
-                );
-            };
-            if head.seq != key_seq {
-                return bad(
-                    key_seq,
-                    format!(
-                        "stored at #{key_seq} but its contents say #{} (entries moved or swapped)",
-                        head.seq
-                    ),
-                    checked,
-                );
-            }
-            if head.prev_hash != prev {
-                return bad(key_seq, format!(
-                    "its prev_hash does not match the hash of #{} (an entry before it was changed, removed or reordered)",
-                    key_seq - 1
-                ), checked);
-            }
-            if chain_hash(&prev, body) != stored {
-                return bad(
-                    key_seq,
-                    "its hash does not match its contents (the entry was edited)".into(),
-                    checked,
-                );
-            }
-            prev = hex::encode(stored);
-            checked += 1;
         }
+        let checked = check.checked();
         let head = self.head.lock().expect("audit head lock").0;
         let last = start + checked - 1;
         if last < head {
@@ -345,7 +274,7 @@ impl SledAuditStore {
 }
 
 /// Applies the filters; returns false once the scan can stop.
-fn keep(e: &Entry, q: &Query, out: &mut Vec<Entry>) -> Result<bool, AuditError> {
+pub(crate) fn keep(e: &Entry, q: &Query, out: &mut Vec<Entry>) -> Result<bool, AuditError> {
     if let Some(since) = q.since {
         if e.record.time < since {
             return Ok(false);
@@ -368,7 +297,7 @@ fn keep(e: &Entry, q: &Query, out: &mut Vec<Entry>) -> Result<bool, AuditError> 
 }
 
 /// Decimal digits of `n`, without allocating.
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
+pub(crate) fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -419,6 +348,18 @@ impl AuditStore for SledAuditStore {
                 u64::from_be_bytes(k[1..9].try_into().expect("entry key")),
                 &v,
             )?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn for_each_raw(&self, f: &mut RawVisit) -> Result<(), AuditError> {
+        for kv in self.tree.scan_prefix([b'e']) {
+            let (k, v) = kv?;
+            let seq = u64::from_be_bytes(k[1..9].try_into().expect("entry key"));
+            let (hash, body) = v.split_at(32.min(v.len()));
+            if !f(seq, hash, body) {
                 break;
             }
         }

@@ -1,7 +1,7 @@
 //! `rollbot audit list|export|verify`: reads the audit log, from a copy
 //! when the disk is full or `serve` holds the store.
 
-use super::store_dir;
+use super::open_for_reading;
 use rollbot::audit::{export, AuditStore, Query};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,9 +43,8 @@ enum AuditCmd {
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let dir = store_dir(args.data, args.config)?;
     // Reading tools work on a full disk too: they read a copy.
-    let (db, _copy) = rollbot::store::open::open_for_reading(&dir)?;
+    let (db, _copy, dir) = open_for_reading(args.data, args.config)?;
     rollbot::store::open::no_panic(&dir, || read(args.command, db.audit()))?
 }
 

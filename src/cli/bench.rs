@@ -9,6 +9,12 @@ pub struct BenchArgs {
     command: BenchCmd,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchStore {
+    Sled,
+    Postgres,
+}
+
 #[derive(clap::Subcommand)]
 enum BenchCmd {
     /// Audit log: durable appends per second, last-50 query, verify time.
@@ -18,6 +24,13 @@ enum BenchCmd {
         /// Directory for the benchmark's store (default: a temporary one).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also measure PostgreSQL, next to sled in the same table.
+        #[arg(long, value_enum, default_value = "sled")]
+        store: BenchStore,
+        /// The PostgreSQL database for --store postgres (a schema of its
+        /// own is made and dropped); default: $ROLLBOT_BENCH_POSTGRES_URL.
+        #[arg(long)]
+        postgres_url: Option<String>,
     },
     /// Many active rollouts against a real Prometheus: queries, CPU and
     /// memory per tick.
@@ -61,7 +74,24 @@ enum BenchCmd {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let table = match args.command {
-        BenchCmd::Audit { entries, dir } => rollbot::audit::bench::run(entries, dir).await?,
+        BenchCmd::Audit {
+            entries,
+            dir,
+            store,
+            postgres_url,
+        } => {
+            let url = match store {
+                BenchStore::Sled => None,
+                BenchStore::Postgres => Some(
+                    postgres_url
+                        .or_else(|| std::env::var("ROLLBOT_BENCH_POSTGRES_URL").ok())
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("--store postgres needs --postgres-url URL or ROLLBOT_BENCH_POSTGRES_URL")
+                        })?,
+                ),
+            };
+            rollbot::audit::bench::run(entries, dir, url).await?
+        }
         BenchCmd::Controller { rollouts, minutes } => {
             rollbot::controller::bench::run(rollouts, minutes).await?
         }

@@ -27,6 +27,7 @@ mod postmortem;
 mod replay;
 mod report;
 mod serve;
+mod store;
 
 use clap::{Parser, Subcommand};
 use rollbot::config_file::Config;
@@ -67,6 +68,8 @@ enum Cmd {
     Commands(commands::CommandsArgs),
     /// Benchmarks that print a table.
     Bench(bench::BenchArgs),
+    /// Move state between stores (sled to PostgreSQL).
+    Store(store::StoreArgs),
 }
 
 impl Args {
@@ -89,6 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::Replay(a) => replay::run(a).await,
         Cmd::Commands(a) => commands::run(a).await,
         Cmd::Bench(a) => bench::run(a).await,
+        Cmd::Store(a) => store::run(a).await,
     }
 }
 
@@ -97,6 +101,25 @@ fn load(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| {
         anyhow::anyhow!("{e}\nrollbot did not start; fix the configuration and try again")
     })
+}
+
+/// The store a reading tool opens, and where it is (for messages): `--data
+/// DIR` (sled), else the config's `[store]`: PostgreSQL, or sled at its
+/// path, read through a copy while `serve` holds it or the disk is full.
+fn open_for_reading(
+    data: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<(rollbot::store::Store, Option<tempfile::TempDir>, PathBuf)> {
+    if let (None, Some(c)) = (&data, &config) {
+        let cfg = load(c)?;
+        if cfg.store.kind == rollbot::config_file::StoreKind::Postgres {
+            let store = rollbot::store::Store::open_config(&cfg.store, &cfg.store.path)?;
+            return Ok((store, None, c.clone()));
+        }
+    }
+    let dir = store_dir(data, config)?;
+    let (store, copy) = rollbot::store::open::open_for_reading(&dir)?;
+    Ok((store, copy, dir))
 }
 
 /// The store directory from --data, or a config's [store] path.

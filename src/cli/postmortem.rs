@@ -1,7 +1,7 @@
 //! `rollbot postmortem ROLLOUT`: a Markdown draft from the stored rollout
 //! and its audit entries.
 
-use super::store_dir;
+use super::open_for_reading;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,8 +19,7 @@ pub struct PostmortemArgs {
 
 pub async fn run(args: PostmortemArgs) -> anyhow::Result<ExitCode> {
     // Like the audit tools, it reads a copy while serve holds the store.
-    let (store, _copy) =
-        rollbot::store::open::open_for_reading(&store_dir(args.data, args.config)?)?;
+    let (store, _copy, _) = open_for_reading(args.data, args.config)?;
     out!(
         "{}",
         rollbot::controller::postmortem::write(&store, &args.rollout).await?

@@ -2,7 +2,7 @@
 //! per service from the audit log, next to the runbook's targets, read
 //! from a copy when the disk is full or `serve` holds the store.
 
-use super::store_dir;
+use super::open_for_reading;
 use rollbot::audit::{kpi, AuditStore, Query};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,8 +34,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         rollbot::config::parse_duration(&args.since).map_err(|e| anyhow::anyhow!("--since {e}"))?;
     let until = chrono::Utc::now();
     let since = until - chrono::Duration::from_std(window)?;
-    let dir = store_dir(args.data, args.config)?;
-    let (db, _copy) = rollbot::store::open::open_for_reading(&dir)?;
+    let (db, _copy, dir) = open_for_reading(args.data, args.config)?;
     let report = rollbot::store::open::no_panic(&dir, || read(db.audit(), since, until))??;
     match args.format {
         Format::Text => out!("{}", kpi::render_text(&report)),

@@ -237,8 +237,14 @@ fn from_toml(path: &Path, source: &str, e: &toml::de::Error) -> ConfigError {
                 )),
             };
         }
-    } else if message.starts_with("unknown variant") {
-        err = err.help("use one of the values listed");
+    } else if let Some(rest) = message.strip_prefix("unknown variant `") {
+        // "unknown variant `postgress`, expected `sled` or `postgres`"
+        let (value, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        err = match closest(value, names.iter().copied()).first() {
+            Some(best) => err.help(format!("did you mean `{best}`?")),
+            None => err.help("use one of the values listed"),
+        };
     } else if message.contains("missing field") {
         err = err.help("add the missing key to this table");
     }

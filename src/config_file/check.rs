@@ -2,7 +2,7 @@
 //! backends get what they need of the rest of the file (the engine's time
 //! limit, the services that use them, `[gates]`) in a `CheckContext`.
 
-use super::sections::MetricSourceKind;
+use super::sections::{MetricSourceKind, StoreKind};
 use super::Config;
 use crate::backend::factory::{CheckContext, ServiceUse};
 use crate::config::{find_span, ConfigError, SecretSource};
@@ -22,6 +22,7 @@ impl Config {
             errors.extend(le.check(path, source));
         }
         errors.extend(self.check_metrics(path, source));
+        errors.extend(self.check_store(path, source));
         errors.extend(self.check_api(path, source));
         errors.extend(self.check_gates(path, source));
         for (host, e) in self.registry.check() {
@@ -90,6 +91,31 @@ impl Config {
             source,
         }
     }
+    /// `[store]`: PostgreSQL needs its URL from one secret source; the URL
+    /// means nothing to sled, so it is not silently ignored there.
+    pub(super) fn check_store(&self, path: &Path, source: &str) -> Vec<ConfigError> {
+        let s = &self.store;
+        let at = find_span(source, "store");
+        match (s.kind, s.url_source()) {
+            (_, Err(e)) => vec![ConfigError::at(path, source, at, format!("[store]: {e}"))],
+            (StoreKind::Postgres, Ok(None)) => vec![ConfigError::at(
+                path,
+                source,
+                at,
+                "[store] kind = \"postgres\" needs url (or url_file)",
+            )
+            .help("write url = \"${ROLLBOT_STORE_URL}\" and set that variable to postgres://USER:PASSWORD@HOST:5432/DATABASE, or url_file = \"/run/secrets/rollbot-store-url\"")],
+            (StoreKind::Sled, Ok(Some(_))) => vec![ConfigError::at(
+                path,
+                source,
+                at,
+                "[store] url is only used with kind = \"postgres\"; this store is sled, in [store] path",
+            )
+            .help("add kind = \"postgres\" to keep state in PostgreSQL, or remove url")],
+            _ => vec![],
+        }
+    }
+
     /// `[metrics]`: a Prometheus source needs its URL, its secrets one
     /// source each; simulated scenarios must exist.
     pub(super) fn check_metrics(&self, path: &Path, source: &str) -> Vec<ConfigError> {

@@ -26,7 +26,7 @@ pub use checks::{CheckConfig, CheckSeverity, Condition, SloConfig};
 pub use gates::GatesConfig;
 pub use sections::{
     ApiClient, ApiConfig, ChannelConfig, EngineConfig, MetricQueries, MetricSourceKind,
-    MetricsConfig, ServerConfig, StoreConfig,
+    MetricsConfig, ServerConfig, StoreConfig, StoreKind,
 };
 pub use service::{OnFailing, ServiceConfig};
 pub use verify::{fill as fill_verify, HttpCheck, KubernetesCheck, PrometheusCheck, VerifyCheck};

@@ -91,9 +91,28 @@ impl Default for ServerConfig {
     }
 }
 
+/// `[store] kind`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Embedded, in `[store] path`: one replica.
+    #[default]
+    Sled,
+    /// A shared PostgreSQL database at `[store] url`.
+    Postgres,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// Where state lives: the embedded sled database (one replica) or a
+    /// shared PostgreSQL (several replicas).
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// PostgreSQL connection URL, as `${ENV_VAR}` (never the URL itself).
+    pub url: Option<EnvRef>,
+    /// Or a file holding the URL.
+    pub url_file: Option<PathBuf>,
     /// Directory of the sled database (audit log, freezes, prompts).
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
@@ -107,6 +126,13 @@ pub struct StoreConfig {
     /// How long an idempotency key's outcome is kept for repeats.
     #[serde(default = "default_idempotency_ttl")]
     pub idempotency_ttl: HumanDuration,
+}
+
+impl StoreConfig {
+    /// Where the PostgreSQL URL comes from (`url` or `url_file`).
+    pub fn url_source(&self) -> Result<Option<SecretSource>, String> {
+        SecretSource::from_pair("url", self.url.as_ref(), self.url_file.as_ref())
+    }
 }
 
 fn default_cache_mb() -> u64 {
@@ -128,6 +154,9 @@ fn default_store_path() -> PathBuf {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            kind: StoreKind::Sled,
+            url: None,
+            url_file: None,
             path: default_store_path(),
             cache_mb: default_cache_mb(),
             timeout: default_store_timeout(),

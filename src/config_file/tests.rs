@@ -400,3 +400,41 @@ fn text_that_is_not_toml_is_one_error() {
     let e = one(&format!("{BASE}\nname = \"unterminated\n"));
     assert_eq!(e.line, 16, "{e}");
 }
+
+#[test]
+fn a_misspelt_store_kind_is_located_with_the_right_one_suggested() {
+    let e = one(&format!("[store]\nkind = \"postgress\"\n\n{BASE}"));
+    assert_eq!((e.line, e.column), (2, 8));
+    assert!(e.message.contains("unknown variant `postgress`"), "{e}");
+    assert_eq!(e.help.as_deref(), Some("did you mean `postgres`?"));
+}
+
+#[test]
+fn a_postgres_store_needs_its_url_from_a_secret() {
+    let e = one(&format!("[store]\nkind = \"postgres\"\n\n{BASE}"));
+    assert_eq!(e.line, 1);
+    assert!(e.message.contains("needs url (or url_file)"), "{e}");
+    assert!(e.help.unwrap().contains("${ROLLBOT_STORE_URL}"));
+    // Pasted into the config, the URL (and its password) is refused.
+    let e = one(&format!(
+        "[store]\nkind = \"postgres\"\nurl = \"postgres://rollbot:hunter2@db/rollbot\"\n\n{BASE}"
+    ));
+    assert_eq!(e.line, 3);
+    assert!(e.message.contains("never written in the config"), "{e}");
+    let e = one(&format!(
+        "[store]\nkind = \"postgres\"\nurl = \"${{DB_URL}}\"\nurl_file = \"/run/db\"\n\n{BASE}"
+    ));
+    assert!(e.message.contains("both url and url_file"), "{e}");
+    // A URL on a sled store would be silently unused.
+    let e = one(&format!("[store]\nurl = \"${{DB_URL}}\"\n\n{BASE}"));
+    assert!(
+        e.message.contains("only used with kind = \"postgres\""),
+        "{e}"
+    );
+    let ok = Config::parse(
+        Path::new("rollbot.toml"),
+        &format!("[store]\nkind = \"postgres\"\nurl_file = \"/run/db\"\n\n{BASE}"),
+    )
+    .unwrap();
+    assert_eq!(ok.store.kind, StoreKind::Postgres);
+}

@@ -15,8 +15,10 @@
 //! [`StateStore`] is what an implementation provides; [`sled_store`] is the
 //! embedded one.
 
+pub mod copy;
 mod health;
 pub mod open;
+pub mod postgres_store;
 pub(crate) mod sled_store;
 
 pub use health::{Health, StoreProblem};
@@ -207,6 +209,11 @@ pub trait StateStore: Send + Sync {
     fn writer_busy_for(&self) -> Option<Duration>;
     /// Bytes on disk, for `/readyz` and benchmarks.
     fn size_on_disk(&self) -> Option<u64>;
+    /// How long, and why, a store on another machine has not answered its
+    /// probe: `/readyz` says so even when no call failed yet.
+    fn outage(&self) -> Option<(Duration, String)> {
+        None
+    }
 }
 
 /// Store settings from `[store]`.
@@ -276,6 +283,29 @@ impl Store {
     pub fn open_with(path: &std::path::Path, opts: &StoreOptions) -> anyhow::Result<Store> {
         let s = sled_store::SledStore::open(path, opts.cache_bytes)?;
         Ok(Store::new(Arc::new(s), opts.timeout))
+    }
+
+    /// Opens the store `[store]` names: sled at `path` (which `serve`
+    /// takes from `[store] path` and the demo from `--data`), or the
+    /// PostgreSQL database at `[store] url`.
+    pub fn open_config(
+        c: &crate::config_file::StoreConfig,
+        path: &std::path::Path,
+    ) -> anyhow::Result<Store> {
+        match c.kind {
+            crate::config_file::StoreKind::Sled => Store::open_with(path, &c.into()),
+            crate::config_file::StoreKind::Postgres => {
+                let url = c
+                    .url_source()
+                    .map_err(|e| anyhow::anyhow!("[store]: {e}"))?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("[store] kind = \"postgres\" needs url (or url_file)")
+                    })?
+                    .resolve()
+                    .map_err(|e| anyhow::anyhow!("[store] url: {e}"))?;
+                postgres_store::open_store(url.expose(), c.timeout.0)
+            }
+        }
     }
 
     pub fn timeout(&self) -> Duration {
@@ -544,8 +574,19 @@ impl Store {
 
     /// What is wrong with the store now, for `/readyz` and refusals.
     pub fn problems(&self) -> Vec<StoreProblem> {
-        self.health
-            .problems(self.inner.writer_busy_for(), self.timeout)
+        let mut out = self
+            .health
+            .problems(self.inner.writer_busy_for(), self.timeout);
+        if let Some((down, why)) = self.inner.outage() {
+            out.push(StoreProblem {
+                blocks_actions: true,
+                text: format!(
+                    "store unreachable for {}: {why}; actions are refused until it answers",
+                    crate::domain::human_duration(down)
+                ),
+            });
+        }
+        out
     }
 
     pub fn size_on_disk(&self) -> Option<u64> {
@@ -806,6 +847,10 @@ mod tests {
         let mut files = Vec::new();
         walk(std::path::Path::new("src"), &mut files);
         for f in files {
+            // PostgreSQL's transactions are the point of that store.
+            if f.file_name().is_some_and(|n| n == "postgres_store.rs") {
+                continue;
+            }
             let text = std::fs::read_to_string(&f).unwrap();
             for call in [
                 ".apply_batch(",

@@ -29,6 +29,7 @@ mod layout;
 mod leader;
 mod migrations;
 mod never_hang;
+mod postgres_store;
 mod readme;
 mod replay;
 mod report;

@@ -16,6 +16,7 @@ pub mod fake_statuspage;
 pub mod health_endpoint;
 pub mod in_process;
 pub mod kube_bot;
+pub mod postgres;
 pub mod prometheus;
 pub mod registry;
 pub mod slack_rig;

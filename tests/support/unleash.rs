@@ -7,9 +7,10 @@
 //! `unleash-server` under /opt/rollbot-test/unleash (or `ROLLBOT_UNLEASH_DIR`).
 //! A missing part fails the test with a message naming that script.
 
+use super::postgres::{log_tail, Postgres};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -23,11 +24,11 @@ pub struct Unleash {
     pub url: String,
     /// From spawning PostgreSQL to Unleash answering `/health`.
     pub startup: Duration,
-    postgres: Child,
     node: Child,
     /// Stops both when the test process is gone (see [`watchdog`]).
     watchdog: Option<Child>,
-    dir: PathBuf,
+    /// Dropped after the fields above, so Unleash stops first.
+    postgres: Postgres,
 }
 
 impl Drop for Unleash {
@@ -38,12 +39,6 @@ impl Drop for Unleash {
         }
         let _ = self.node.kill();
         let _ = self.node.wait();
-        // SIGINT is PostgreSQL's fast shutdown; its children follow.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.postgres.id().to_string()])
-            .status();
-        let _ = self.postgres.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -84,55 +79,6 @@ fn unleash_dir() -> PathBuf {
     dir
 }
 
-/// Debian's PostgreSQL binaries, the newest version installed.
-fn postgres_bin() -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
-        .unwrap_or_default();
-    found.retain(|b| b.join("initdb").exists() && b.join("postgres").exists());
-    found.sort();
-    found
-        .pop()
-        .unwrap_or_else(|| missing("PostgreSQL (initdb under /usr/lib/postgresql/*/bin)"))
-}
-
-fn free_port() -> u16 {
-    super::free_port()
-}
-
-/// PostgreSQL refuses to run as root: as root, run it as the `postgres`
-/// user the Debian package creates.
-fn run_as() -> Option<(u32, u32)> {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with("Uid:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse::<u32>()
-        .ok()?;
-    if uid != 0 {
-        return None;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    let line = passwd.lines().find(|l| l.starts_with("postgres:"))?;
-    let f: Vec<&str> = line.split(':').collect();
-    Some((f[2].parse().ok()?, f[3].parse().ok()?))
-}
-
-fn as_postgres(cmd: &mut Command, who: Option<(u32, u32)>) {
-    use std::os::unix::process::CommandExt;
-    if let Some((uid, gid)) = who {
-        cmd.gid(gid).uid(uid);
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
 /// A plain HTTP GET on 127.0.0.1, so start-up needs no async runtime.
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -162,49 +108,14 @@ unleash.start({
 impl Unleash {
     pub fn start() -> Unleash {
         let unleash = unleash_dir();
-        let bin = postgres_bin();
-        let who = run_as();
         let started = Instant::now();
-        let dir = tempfile::Builder::new()
-            .prefix("rollbot-unleash-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        if let Some((uid, gid)) = who {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
-        }
-        let data = dir.join("pg");
-        let pg_log = dir.join("postgres.log");
-        let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .args(["-D", data.to_str().unwrap()])
-            .args(["-U", "unleash", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&pg_log).unwrap()));
-        as_postgres(&mut initdb, who);
-        let st = initdb.status().expect("run initdb");
-        assert!(st.success(), "initdb failed ({st}):\n{}", log_tail(&pg_log));
-
-        let pg_port = free_port();
-        let mut pg = Command::new(bin.join("postgres"));
-        pg.args(["-D", data.to_str().unwrap()])
-            .args(["-p", &pg_port.to_string()])
-            .args(["-k", dir.to_str().unwrap()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "fsync=off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&pg_log)
-                    .unwrap(),
-            ));
-        as_postgres(&mut pg, who);
-        let postgres = pg.spawn().expect("start postgres");
-
+        let postgres = Postgres::start_as("unleash", false);
+        let pg_port = postgres.port;
+        let dir = postgres.dir().to_path_buf();
+        let pg_log = postgres.log();
         let script = dir.join("start.js");
         std::fs::write(&script, START_JS).unwrap();
-        let port = free_port();
+        let port = super::free_port();
         let node_log = dir.join("unleash.log");
         let node = Command::new("node")
             .arg(&script)
@@ -229,10 +140,9 @@ impl Unleash {
         let mut u = Unleash {
             url: format!("http://127.0.0.1:{port}"),
             startup: Duration::ZERO,
-            postgres,
             node,
             watchdog: None,
-            dir: dir.clone(),
+            postgres,
         };
         u.watchdog = Some(watchdog(&u));
         let deadline = Instant::now() + Duration::from_secs(180);
@@ -368,8 +278,8 @@ fn watchdog(u: &Unleash) -> Child {
          for i in $(seq 1 50); do kill -0 {pg} 2>/dev/null || break; sleep 0.2; done; rm -rf '{dir}'",
         me = std::process::id(),
         node = u.node.id(),
-        pg = u.postgres.id(),
-        dir = u.dir.display()
+        pg = u.postgres.pid().expect("PostgreSQL runs"),
+        dir = u.postgres.dir().display()
     );
     Command::new("sh")
         .args(["-c", &script])
