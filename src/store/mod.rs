@@ -161,7 +161,7 @@ pub enum Committed {
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("rollbot's store did not answer within {} ({op}); check the disk under [store] path and `/readyz`", crate::domain::human_duration(*after))]
+    #[error("rollbot's store did not answer within {} ({op}); `/readyz` says why (the disk under [store] path, or the PostgreSQL server)", crate::domain::human_duration(*after))]
     Stalled { op: &'static str, after: Duration },
     /// The write reached the store but may not be on disk.
     #[error("rollbot's store could not make a write durable: {0}")]
