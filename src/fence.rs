@@ -45,6 +45,13 @@ impl Fence {
         self.check(Write::Append)
     }
 
+    /// The leadership epoch a shared store checks inside each commit, so a
+    /// write that passed [`Fence::before_append`] just before its replica
+    /// lost the Lease is still refused once a newer leader has written.
+    pub fn epoch(&self) -> Option<u64> {
+        self.0.as_ref().and_then(Leadership::epoch)
+    }
+
     fn check(&self, w: Write) -> Result<(), Fenced> {
         match &self.0 {
             None => Ok(()),
@@ -117,7 +124,7 @@ mod tests {
         let f = Fence::of(&l);
         let refused = f.before_send().unwrap_err();
         assert!(refused.0.contains("does not hold the Lease"), "{refused}");
-        l.won(Instant::now() + Duration::from_millis(60), "rollbot-a");
+        l.won(Instant::now() + Duration::from_millis(60), "rollbot-a", 1);
         assert!(f.before_send().is_ok());
         assert!(f.before_append().is_ok());
         // The deadline passes as it does for a paused process: nothing ran
@@ -138,7 +145,7 @@ mod tests {
     #[tokio::test]
     async fn a_replica_that_hands_the_lease_over_only_records_what_it_started() {
         let l = elected();
-        l.won(Instant::now() + Duration::from_secs(10), "rollbot-a");
+        l.won(Instant::now() + Duration::from_secs(10), "rollbot-a", 1);
         let f = Fence::of(&l);
         l.hand_over();
         assert!(!l.is_leader());

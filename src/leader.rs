@@ -212,6 +212,9 @@ struct State {
     /// Released the Lease while stopping: it starts nothing, but the
     /// actions it started while leading still record their results.
     handed_over: bool,
+    /// The `leaseTransitions` of the Lease this replica last won: a shared
+    /// store refuses writes carrying an epoch older than one it has seen.
+    epoch: Option<u64>,
 }
 
 /// A write the fence is asked about (see `crate::fence`).
@@ -252,6 +255,13 @@ impl Leadership {
             holder,
             error: s.error.clone(),
         }
+    }
+
+    /// The epoch of this replica's last leadership (`None` without an
+    /// election, or before the first Lease is won).
+    pub(crate) fn epoch(&self) -> Option<u64> {
+        let s = self.0.lock().unwrap();
+        s.elected.then_some(s.epoch).flatten()
     }
 
     /// The fence every write of this replica asks (see `crate::fence`).
@@ -311,9 +321,10 @@ impl Leadership {
         }
     }
 
-    pub(crate) fn won(&self, until: Instant, holder: &str) {
+    pub(crate) fn won(&self, until: Instant, holder: &str, epoch: u64) {
         let mut s = self.0.lock().unwrap();
         s.valid_until = Some(until);
+        s.epoch = Some(epoch);
         s.holder = Some(holder.to_string());
         s.error = None;
         s.handed_over = false;
@@ -349,10 +360,22 @@ pub struct Elector {
     observed: Option<(String, Instant)>,
 }
 
+/// A Lease's `leaseTransitions`: it grows every time the Lease changes
+/// hands, so it orders leaderships (a fencing token).
+fn transitions(lease: &Lease) -> u64 {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_transitions)
+        .unwrap_or(0)
+        .max(0) as u64
+}
+
 /// What one attempt found.
 #[derive(Debug, PartialEq)]
 enum Attempt {
-    Holding,
+    /// Holding the Lease; its `leaseTransitions`, this leadership's epoch.
+    Holding(u64),
     HeldBy(Option<String>),
 }
 
@@ -375,9 +398,12 @@ impl Elector {
             };
             let sent = Instant::now();
             match self.attempt(&api).await {
-                Ok(Attempt::Holding) => {
-                    self.handle
-                        .won(sent + self.settings.renew_deadline, &self.settings.identity);
+                Ok(Attempt::Holding(epoch)) => {
+                    self.handle.won(
+                        sent + self.settings.renew_deadline,
+                        &self.settings.identity,
+                        epoch,
+                    );
                 }
                 Ok(Attempt::HeldBy(h)) => self.handle.lost(h),
                 Err(e) => {
@@ -447,7 +473,7 @@ impl Elector {
             return match api.create(&PostParams::default(), &lease).await {
                 Ok(created) => {
                     self.observe(&created);
-                    Ok(Attempt::Holding)
+                    Ok(Attempt::Holding(transitions(&created)))
                 }
                 // Another replica created it first.
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::HeldBy(None)),
@@ -488,7 +514,7 @@ impl Elector {
         {
             Ok(written) => {
                 self.observe(&written);
-                Ok(Attempt::Holding)
+                Ok(Attempt::Holding(transitions(&written)))
             }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::HeldBy(holder)),
             Err(e) => Err(describe(&e)),
@@ -571,7 +597,7 @@ mod tests {
             retry_period: Duration::from_secs(2),
         });
         assert!(!l.is_leader(), "not the leader before winning the Lease");
-        l.won(Instant::now() + Duration::from_millis(50), "rollbot-0");
+        l.won(Instant::now() + Duration::from_millis(50), "rollbot-0", 1);
         assert!(l.is_leader());
         l.failed("connection refused".into());
         assert!(l.is_leader(), "a failed renewal does not end it early");
@@ -600,7 +626,7 @@ mod tests {
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
         });
-        l.won(Instant::now() + Duration::from_millis(30), "rollbot-0");
+        l.won(Instant::now() + Duration::from_millis(30), "rollbot-0", 1);
         assert_eq!(l.view().holder.as_deref(), Some("rollbot-0"));
         std::thread::sleep(Duration::from_millis(60));
         let v = l.view();

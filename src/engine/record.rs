@@ -108,7 +108,7 @@ impl Engine {
             for _ in 0..8 {
                 let t = Tx {
                     records: vec![record.clone()],
-                    writes: tx.writes.clone(),
+                    ..tx.clone()
                 };
                 match me.store.apply(t).await {
                     Ok(_) => {

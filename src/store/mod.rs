@@ -98,6 +98,10 @@ pub enum Write {
 pub struct Tx {
     pub records: Vec<Record>,
     pub writes: Vec<Write>,
+    /// The writer's leadership epoch (see `crate::fence`), set by
+    /// [`Store::commit`]: a store shared by replicas refuses a commit whose
+    /// epoch is older than one it has already taken.
+    pub epoch: Option<u64>,
 }
 
 impl Tx {
@@ -434,11 +438,12 @@ impl Store {
     }
 
     /// Applies a transaction durably.
-    pub async fn commit(&self, tx: Tx) -> Result<Committed, StoreError> {
+    pub async fn commit(&self, mut tx: Tx) -> Result<Committed, StoreError> {
         // Asked immediately before the write, and not counted against the
         // store's health: the store is fine, this replica may not write.
-        if let Some(Err(f)) = self.fence.get().map(|f| f.before_append()) {
-            return Err(StoreError::Fenced(f.0));
+        if let Some(fence) = self.fence.get() {
+            fence.before_append().map_err(|f| StoreError::Fenced(f.0))?;
+            tx.epoch = fence.epoch();
         }
         let c = self.bounded("write", true, self.inner.commit(tx)).await?;
         if let Committed::Done(entries) = &c {
@@ -480,7 +485,7 @@ impl Store {
     pub async fn append_batch(&self, records: Vec<Record>) -> Result<Vec<Entry>, StoreError> {
         self.apply(Tx {
             records,
-            writes: vec![],
+            ..Tx::default()
         })
         .await
     }

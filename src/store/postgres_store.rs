@@ -70,6 +70,8 @@ CREATE TABLE IF NOT EXISTS rollbot_audit_head (
 );
 INSERT INTO rollbot_audit_head VALUES (1, 0, '\x0000000000000000000000000000000000000000000000000000000000000000')
     ON CONFLICT DO NOTHING;
+-- The newest leadership epoch (the Lease's leaseTransitions) that wrote.
+ALTER TABLE rollbot_audit_head ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;
 COMMIT;
 "#;
 
@@ -668,7 +670,8 @@ impl Writer {
             async move { c.prepare(sql).await.map_err(|e| link.down(&e)) }
         };
         Ok(Writer {
-            lock: p("SELECT seq, hash FROM rollbot_audit_head WHERE id = 1 FOR UPDATE").await?,
+            lock: p("SELECT seq, hash, epoch FROM rollbot_audit_head WHERE id = 1 FOR UPDATE")
+                .await?,
             get: p("SELECT value FROM rollbot_kv WHERE tbl = $1 AND key = $2").await?,
             put: p(
                 "INSERT INTO rollbot_kv (tbl, key, value) VALUES ($1, $2, $3) \
@@ -677,7 +680,8 @@ impl Writer {
             .await?,
             del: p("DELETE FROM rollbot_kv WHERE tbl = $1 AND key = $2").await?,
             append: p(APPEND).await?,
-            head: p("UPDATE rollbot_audit_head SET seq = $1, hash = $2 WHERE id = 1").await?,
+            head: p("UPDATE rollbot_audit_head SET seq = $1, hash = $2, epoch = $3 WHERE id = 1")
+                .await?,
             client,
         })
     }
@@ -782,13 +786,15 @@ async fn write_group(
     let row = t.query_one(&w.lock, &[]).await.map_err(down)?;
     let start = row.get::<_, i64>(0) as u64;
     let (mut seq, mut prev) = (start, hex::encode(row.get::<_, Vec<u8>>(1)));
+    let first_epoch = row.get::<_, i64>(2) as u64;
+    let mut epoch = first_epoch;
     let mut results = Vec::with_capacity(txs.len());
     for tx in txs {
         let Some(tx) = tx else {
             results.push(Ok(Committed::Done(vec![])));
             continue;
         };
-        if let Err(e) = precheck(&tx) {
+        if let Err(e) = precheck(&tx).and_then(|()| fenced(tx.epoch, &mut epoch)) {
             results.push(Err(e));
             continue;
         }
@@ -844,12 +850,12 @@ async fn write_group(
         }
         results.push(Ok(Committed::Done(entries)));
     }
-    let head = if seq != start {
+    let head = if seq != start || epoch != first_epoch {
         let hash = hex::decode(&prev).expect("hex of a hash");
-        t.execute(&w.head, &[&(seq as i64), &hash])
+        t.execute(&w.head, &[&(seq as i64), &hash, &(epoch as i64)])
             .await
             .map_err(down)?;
-        Some(seq)
+        (seq != start).then_some(seq)
     } else {
         None
     };
@@ -861,6 +867,23 @@ async fn write_group(
         ))
     })?;
     Ok((results, head))
+}
+
+/// The leadership check inside the transaction, under the head row's lock:
+/// a commit from an older leadership than one that already wrote is
+/// refused (a replica that passed its own fence check, then paused, and
+/// woke after another replica took the Lease). A newer epoch is taken.
+fn fenced(tx_epoch: Option<u64>, newest: &mut u64) -> Result<(), StoreError> {
+    match tx_epoch {
+        Some(e) if e < *newest => Err(StoreError::Fenced(format!(
+            "not recorded: a newer leader (Lease transition {newest}) has written to the shared store since this replica's leadership (transition {e}) began"
+        ))),
+        Some(e) => {
+            *newest = e;
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 /// What PostgreSQL would refuse inside the transaction, refused before it

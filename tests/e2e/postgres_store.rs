@@ -169,6 +169,55 @@ async fn a_compare_and_swap_has_one_winner_across_two_stores() {
     assert_eq!(stores[1].audit_handle().verify().unwrap().checked, 5);
 }
 
+/// A replica that passed its own leadership check and then paused writes
+/// nothing once a newer leader has written: the epoch (the Lease's
+/// transitions) is checked inside the commit's transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_from_an_older_leadership_is_refused_after_a_newer_one_wrote() {
+    let pg = Postgres::start();
+    let url = pg.create_database("epoch");
+    let (old, new) = (open(&url), open(&url));
+    let at = |epoch: u64, n: usize| Tx {
+        epoch: Some(epoch),
+        ..Tx::new()
+            .put(Table::Inflight, &format!("action-{n}"), &n)
+            .record(record("checkout", n))
+    };
+    assert!(matches!(
+        old.commit(at(3, 1)).await.unwrap(),
+        Committed::Done(_)
+    ));
+    assert!(matches!(
+        new.commit(at(4, 2)).await.unwrap(),
+        Committed::Done(_)
+    ));
+    let e = old.commit(at(3, 3)).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("newer leader") && msg.contains("transition 4"),
+        "{msg}"
+    );
+    assert_eq!(
+        new.get::<usize>(Table::Inflight, "action-3").await.unwrap(),
+        None,
+        "the stale commit's key write landed"
+    );
+    // The store stays healthy for the leader, and a write without an
+    // election (a tool such as `rollbot store copy`) is not fenced.
+    assert!(matches!(
+        new.commit(at(4, 4)).await.unwrap(),
+        Committed::Done(_)
+    ));
+    assert!(matches!(
+        old.commit(Tx::new().record(record("checkout", 5)))
+            .await
+            .unwrap(),
+        Committed::Done(_)
+    ));
+    let v = new.audit_handle().verify().unwrap();
+    assert_eq!(v.checked, 4, "only the accepted entries are in the chain");
+}
+
 fn config(dir: &Path, url: &str) -> String {
     let file = dir.join("store-url");
     std::fs::write(&file, format!("{url}\n")).unwrap();
