@@ -337,7 +337,10 @@ impl RollbackBackend for SimulatedBackend {
                         &format!("canary traffic would be set to 0%; {to} would serve 100%"),
                     )
                 } else {
-                    format!("{to} was already live; nothing changed")
+                    self.tense(
+                        &format!("{to} was already live; nothing changed"),
+                        &format!("{to} is already live; nothing would change"),
+                    )
                 },
                 from_revision: Some(from),
                 to_revision: Some(to.clone()),

@@ -139,7 +139,9 @@ impl Engine {
         let changed = a.params.get("report").and_then(|r| r["changed"].as_bool()) == Some(true);
         let (status, refusal) = (settled.status, settled.refusal);
         let mut message = self.record_result(&a, settled).await;
-        if status == Status::Succeeded && refusal.is_none() {
+        // A rollback that found the service already there put nothing
+        // back, so there is nothing new to hold off.
+        if status == Status::Succeeded && refusal.is_none() && changed {
             message = self.freeze_after_rollback(req, corr, svc, message).await;
         }
         let announced = self.announce_result(&a, status, &message);

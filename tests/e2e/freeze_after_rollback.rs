@@ -112,6 +112,38 @@ async fn a_rollback_freezes_promotions_until_unfrozen() {
     );
 }
 
+/// A rollback that finds the service already on its target changes
+/// nothing, so it freezes nothing either.
+#[tokio::test]
+async fn a_rollback_that_changed_nothing_freezes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = in_process::start(dir.path(), CONFIG, vec![]).await;
+    let o = command(&rt, "/rollback checkout bad deploy").await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    let m = o.message.plain();
+    let live = m
+        .split(" serves 100%")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("no live revision in: {m}"))
+        .to_string();
+    let u = command(&rt, "/unfreeze checkout").await;
+    assert_eq!(u.status, Status::Succeeded, "{}", u.message.plain());
+
+    let again = command(&rt, &format!("/rollback checkout to {live} once more")).await;
+    assert_eq!(again.status, Status::Succeeded, "{}", again.message.plain());
+    let m = again.message.plain();
+    assert!(m.contains("already live; nothing changed"), "{m}");
+    assert!(!m.contains("frozen"), "{m}");
+    assert_eq!(
+        freeze_entries(&rt).len(),
+        1,
+        "only the first rollback froze"
+    );
+    let s = command(&rt, "/status checkout").await.message.plain();
+    assert!(!s.contains("freeze_after_rollback"), "{s}");
+}
+
 #[tokio::test]
 async fn a_longer_freeze_in_place_is_kept() {
     let dir = tempfile::tempdir().unwrap();
