@@ -1,6 +1,7 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease, so that only one
 //! rollbot replica acts (controller, escalations, chat and API actions,
-//! gates) while others stand by and report not-ready on `/readyz`.
+//! gates) while others stand by and report not-ready on `/readyz` (or,
+//! with `label_pod`, Ready while the leader labels its pod: `pod_label.rs`).
 //!
 //! The algorithm is client-go's `leaderelection`: every `retry_period` the
 //! elector reads the Lease; it takes it when it is free, its own, or not

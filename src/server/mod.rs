@@ -3,6 +3,8 @@
 //! - `GET /healthz`: liveness, the process answers.
 //! - `GET /readyz`: the store is open and the config loaded; 503 while
 //!   shutting down so traffic moves elsewhere.
+//!   A standby is 503 too, unless `[leader_election] label_pod` routes by
+//!   the leader's pod label: then it is 200 with JSON naming the leader.
 //! - `GET /metrics`: rollbot's own metrics in the Prometheus text format.
 //! - `POST /api/v1/actions`: a command for an API client (`[[api.clients]]`),
 //!   bearer-token authenticated, answered with the engine's outcome as JSON.
