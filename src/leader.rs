@@ -1,6 +1,7 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease, so that only one
 //! rollbot replica acts (controller, escalations, chat and API actions,
-//! gates) while others stand by and report not-ready on `/readyz`.
+//! gates) while others stand by and report not-ready on `/readyz` (or,
+//! with `label_pod`, Ready while the leader labels its pod: `pod_label.rs`).
 //!
 //! The algorithm is client-go's `leaderelection`: every `retry_period` the
 //! elector reads the Lease; it takes it when it is free, its own, or not
@@ -28,6 +29,9 @@ use kube::Api;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod pod_label;
+pub use pod_label::OwnPod;
 
 /// `[leader_election]`: replicas compete for a `coordination.k8s.io/v1`
 /// Lease and only the holder acts; the others answer not-ready.
@@ -67,6 +71,13 @@ pub struct LeaderElectionConfig {
     /// PEM file with the cluster's CA certificates for an https `api_server`.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The leader labels its own pod `rollbot.dev/role=leader` (and removes
+    /// the label when it stops leading), and a standby reports Ready, so a
+    /// Service selecting the label routes to the leader while rolling
+    /// updates and drains see every healthy replica (default false: only
+    /// the leader is Ready). Needs `POD_NAME` from the downward API.
+    #[serde(default)]
+    pub label_pod: bool,
 }
 
 impl LeaderElectionConfig {
@@ -171,6 +182,9 @@ pub struct LeaderView {
     pub holder: Option<String>,
     /// Why the last attempt to read or write the Lease failed.
     pub error: Option<String>,
+    /// `label_pod`: the Service routes by the leader label, so a healthy
+    /// standby reports Ready.
+    pub standby_ready: bool,
 }
 
 impl LeaderView {
@@ -215,6 +229,8 @@ struct State {
     /// The `leaseTransitions` of the Lease this replica last won: a shared
     /// store refuses writes carrying an epoch older than one it has seen.
     epoch: Option<u64>,
+    /// `label_pod`: a healthy standby is Ready too.
+    standby_ready: bool,
 }
 
 /// A write the fence is asked about (see `crate::fence`).
@@ -254,6 +270,7 @@ impl Leadership {
             lease: s.lease.clone(),
             holder,
             error: s.error.clone(),
+            standby_ready: s.standby_ready,
         }
     }
 
@@ -318,6 +335,7 @@ impl Leadership {
             settings,
             handle: self.clone(),
             observed: None,
+            pod: None,
         }
     }
 
@@ -358,6 +376,8 @@ pub struct Elector {
     handle: Leadership,
     /// The Lease's resourceVersion and when this replica first saw it.
     observed: Option<(String, Instant)>,
+    /// `label_pod`: this replica's pod, and the labeller's wish.
+    pod: Option<(OwnPod, tokio::sync::watch::Sender<bool>)>,
 }
 
 /// A Lease's `leaseTransitions`: it grows every time the Lease changes
@@ -380,6 +400,21 @@ enum Attempt {
 }
 
 impl Elector {
+    /// Labels `pod` while this replica leads (`label_pod`), and reports a
+    /// healthy standby Ready from now on.
+    pub fn label_pod(mut self, pod: OwnPod) -> Elector {
+        self.handle.0.lock().unwrap().standby_ready = true;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(pod_label::keep_labelled(
+            pod.clone(),
+            self.settings.connection.clone(),
+            self.settings.retry_period,
+            rx,
+        ));
+        self.pod = Some((pod, tx));
+        self
+    }
+
     /// Tries to take or renew the Lease every `retry_period` until
     /// `shutdown` fires, then gives the Lease up so a successor need not wait
     /// for it to expire.
@@ -421,10 +456,14 @@ impl Elector {
                     if leader { "became the leader" } else { "stopped leading" }
                 );
                 was_leader = leader;
+                if let Some((_, want)) = &self.pod {
+                    let _ = want.send(leader);
+                }
             }
             if wait_or_stop(&mut shutdown, self.settings.retry_period).await {
                 if self.handle.is_leader() {
                     self.release(&api).await;
+                    self.unlabel().await;
                 }
                 return;
             }
@@ -518,6 +557,31 @@ impl Elector {
             }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::HeldBy(holder)),
             Err(e) => Err(describe(&e)),
+        }
+    }
+
+    /// Removes the leader label as this replica stops (bounded: the pod
+    /// goes away anyway, and with it the Service's endpoint).
+    async fn unlabel(&mut self) {
+        let Some((pod, want)) = self.pod.take() else {
+            return;
+        };
+        // The labeller, if mid-retry, now removes it too.
+        let _ = want.send(false);
+        drop(want);
+        let removed = tokio::time::timeout(
+            Duration::from_secs(2),
+            pod_label::set(&pod, &self.settings.connection, false),
+        )
+        .await;
+        match removed {
+            Ok(Ok(())) => tracing::info!(pod = %pod.name, "removed the leader label from this pod"),
+            Ok(Err(e)) => {
+                tracing::warn!(pod = %pod.name, error = %e, "could not remove the leader label from this pod")
+            }
+            Err(_) => {
+                tracing::warn!(pod = %pod.name, "removing the leader label from this pod timed out")
+            }
         }
     }
 

@@ -3,6 +3,8 @@
 //! - `GET /healthz`: liveness, the process answers.
 //! - `GET /readyz`: the store is open and the config loaded; 503 while
 //!   shutting down so traffic moves elsewhere.
+//!   A standby is 503 too, unless `[leader_election] label_pod` routes by
+//!   the leader's pod label: then it is 200 with JSON naming the leader.
 //! - `GET /metrics`: rollbot's own metrics in the Prometheus text format.
 //! - `POST /api/v1/actions`: a command for an API client (`[[api.clients]]`),
 //!   bearer-token authenticated, answered with the engine's outcome as JSON.
@@ -88,6 +90,9 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     // A standby replica is not ready, so the Service sends chat and gate
     // traffic to the Lease holder.
     let leader = s.engine.leadership.view();
+    if !leader.leader && leader.standby_ready {
+        return standby_ready(&s, &leader);
+    }
     if !leader.leader {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -129,6 +134,27 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
             leader.describe()
         ),
     )
+}
+
+/// `label_pod`: a healthy standby is Ready (rolling updates and drains
+/// count it) while the Service routes to the leader's label; it says so
+/// in JSON, naming the leader it last saw.
+fn standby_ready(s: &AppState, leader: &crate::leader::LeaderView) -> (StatusCode, String) {
+    let problems: Vec<String> = s.checks.iter().flat_map(|c| c()).collect();
+    let body = serde_json::json!({
+        "ready": problems.is_empty(),
+        "role": "standby",
+        "leader": leader.holder,
+        "identity": leader.identity,
+        "lease": leader.lease,
+        "detail": leader.describe(),
+        "problems": problems,
+    });
+    let code = match problems.is_empty() {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, format!("{body}\n"))
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
@@ -212,10 +238,22 @@ pub async fn serve(
         }
     }
     tokio::spawn(engine.clone().maintain_forever());
+    // `label_pod` without POD_NAME would leave the Service without a
+    // leader to route to: refuse to start instead.
+    let own_pod = match &engine.config.leader_election {
+        Some(le) if le.label_pod => Some(
+            crate::leader::OwnPod::from_env(le.namespace.as_ref())
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        _ => None,
+    };
     let (stop_electing, electing) = tokio::sync::watch::channel(false);
     let stop_electing = Arc::new(stop_electing);
     let elector = engine.config.leader_election.as_ref().map(|le| {
-        let elector = engine.leadership.elect(le.settings());
+        let mut elector = engine.leadership.elect(le.settings());
+        if let Some(pod) = &own_pod {
+            elector = elector.label_pod(pod.clone());
+        }
         // From here on a replica that is not within its renew deadline
         // appends nothing (see `crate::fence`).
         engine.store.fence_with(engine.leadership.fence());

@@ -248,7 +248,7 @@ fn the_manifests_match_the_binary_and_its_config() {
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
-    assert_least_privilege(&docs, pod, sts.metadata.namespace.as_deref().unwrap());
+    assert_least_privilege(&docs, pod, sts.metadata.namespace.as_deref().unwrap(), &[]);
     assert_the_image_runs_what_the_pod_runs(&args, psc.run_as_user);
 }
 
@@ -324,7 +324,7 @@ fn assert_secrets_come_from_the_template(
 
 /// Least privilege: exactly these rules, no wildcards, bound to the pod's
 /// service account in its namespace only, and no Secret applied.
-fn assert_least_privilege(docs: &[Value], pod: &PodSpec, ns: &str) {
+fn assert_least_privilege(docs: &[Value], pod: &PodSpec, ns: &str, leader_extra: &[&str]) {
     let workloads: ClusterRole = one(docs, "ClusterRole", "rollbot-workloads");
     let got = rules_of(workloads.rules.as_deref().unwrap_or_default());
     let mut want = BTreeSet::new();
@@ -352,6 +352,7 @@ fn assert_least_privilege(docs: &[Value], pod: &PodSpec, ns: &str) {
         "coordination.k8s.io/leases:create[]",
     ]
     .into_iter()
+    .chain(leader_extra.iter().copied())
     .map(String::from)
     .collect();
     assert_eq!(got, want);
@@ -425,25 +426,42 @@ fn the_two_replica_variant_keeps_no_state_in_its_pods() {
         ("Namespace", "rollbot"),
         ("ServiceAccount", "rollbot"),
         ("ClusterRole", "rollbot-workloads"),
-        ("Role", "rollbot-leader"),
         ("RoleBinding", "rollbot-workloads"),
         ("RoleBinding", "rollbot-leader"),
-        ("Service", "rollbot"),
     ] {
         let a: Value = one(&base, kind, name);
         let b: Value = one(&docs, kind, name);
         assert_eq!(b, a, "deploy/ha's {kind} {name} differs from deploy/'s");
     }
 
+    // The Role and the Service are deploy/'s but for the leader label:
+    // the leader may label its pod, and traffic goes to that label only.
+    let mut role: Value = one(&docs, "Role", "rollbot-leader");
+    let pods_rule = role["rules"].as_array_mut().unwrap().pop().unwrap();
+    assert_eq!(pods_rule["resources"], serde_json::json!(["pods"]));
+    assert_eq!(role, one::<Value>(&base, "Role", "rollbot-leader"));
+    let mut svc: Value = one(&docs, "Service", "rollbot");
+    let role_label = svc["spec"]["selector"]
+        .as_object_mut()
+        .unwrap()
+        .remove("rollbot.dev/role");
+    assert_eq!(role_label, Some(Value::from("leader")), "{svc}");
+    assert_eq!(svc, one::<Value>(&base, "Service", "rollbot"));
+
     let d: Deployment = one(&docs, "Deployment", "rollbot");
     let spec = d.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(2), "a standby beside the leader");
-    // Only the leader is Ready: a rolling update would wait for a new
-    // standby to become Ready, forever.
-    assert_eq!(
-        spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
-        Some("Recreate")
-    );
+    // Both replicas are Ready (label_pod): a rolling update starts a new
+    // pod, waits until it is Ready as a standby, and only then stops an
+    // old one, never leaving nobody to take the Lease over.
+    let strategy = spec.strategy.clone().unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let rolling = strategy.rolling_update.unwrap();
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+    // The pods start without the leader label: only the leader adds it.
+    let template_labels = spec.template.metadata.clone().unwrap().labels.unwrap();
+    assert!(!template_labels.contains_key("rollbot.dev/role"));
     let pod = spec.template.spec.as_ref().unwrap();
     let c = &pod.containers[0];
     let sts: StatefulSet = one(&base, "StatefulSet", "rollbot");
@@ -480,6 +498,12 @@ fn the_two_replica_variant_keeps_no_state_in_its_pods() {
         .and_then(|v| v.field_ref.as_ref())
         .map(|f| f.field_path.as_str());
     assert_eq!(field, Some("metadata.name"));
+    let pod_ns = c.env.iter().flatten().find(|e| e.name == "POD_NAMESPACE");
+    let field = pod_ns
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(field, Some("metadata.namespace"));
 
     // One replica stays through voluntary disruptions.
     let pdb: PodDisruptionBudget = one(&docs, "PodDisruptionBudget", "rollbot");
@@ -509,6 +533,14 @@ fn the_two_replica_variant_keeps_no_state_in_its_pods() {
     let mut single: toml::Table = base_file.parse().unwrap();
     let store = ha.remove("store").expect("a [store] table");
     single.remove("store");
+    let label_pod = ha["leader_election"]
+        .as_table_mut()
+        .and_then(|t| t.remove("label_pod"));
+    assert_eq!(
+        label_pod,
+        Some(toml::Value::Boolean(true)),
+        "the leader labels its pod"
+    );
     assert_eq!(ha, single, "deploy/ha/rollbot.toml differs beyond [store]");
     assert_eq!(store["kind"].as_str(), Some("postgres"), "{store}");
     assert_eq!(
@@ -522,5 +554,11 @@ fn the_two_replica_variant_keeps_no_state_in_its_pods() {
     );
     let vars = assert_secrets_come_from_the_template(&file, c, pod);
     assert!(vars.contains("ROLLBOT_STORE_URL"), "{vars:?}");
-    assert_least_privilege(&docs, pod, d.metadata.namespace.as_deref().unwrap());
+    // label_pod: the leader labels its own pod, whatever its name.
+    assert_least_privilege(
+        &docs,
+        pod,
+        d.metadata.namespace.as_deref().unwrap(),
+        &["/pods:get[]", "/pods:patch[]"],
+    );
 }

@@ -27,6 +27,7 @@ mod kube_api;
 mod kubernetes;
 mod layout;
 mod leader;
+mod leader_label;
 mod migrations;
 mod never_hang;
 mod postgres_store;
