@@ -94,12 +94,16 @@ pub async fn start_with(
             simulated,
         });
     }
-    let interrupted = engine.recover().await?;
-    if !interrupted.is_empty() {
-        tracing::warn!(
-            count = interrupted.len(),
-            "marked interrupted actions from the previous run"
-        );
+    // With an election, the replica that takes the Lease recovers (see
+    // `engine/takeover.rs`): a standby must not close the leader's actions.
+    if engine.config.leader_election.is_none() {
+        let interrupted = engine.recover().await?;
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                count = interrupted.len(),
+                "marked interrupted actions from the previous run"
+            );
+        }
     }
     let controller = match metric_source(&engine.config)? {
         Some(source) => {

@@ -50,6 +50,7 @@ mod refusal;
 mod rollback_freeze;
 mod status_page_ask;
 mod stuck;
+mod takeover;
 mod verify_checks;
 
 pub use automation::{AutomationOff, DEFAULT_AUTOMATION_OFF, MAX_AUTOMATION_OFF};
@@ -266,6 +267,7 @@ pub struct Engine {
     pub leadership: crate::leader::Leadership,
     /// The status page and the pager, once started (`runtime.rs`).
     comms: std::sync::OnceLock<crate::incident_comms::Comms>,
+    takeover: takeover::Takeover,
 }
 
 pub fn new_id() -> String {
@@ -318,6 +320,7 @@ impl Engine {
             closing: AtomicBool::new(false),
             leadership: crate::leader::Leadership::default(),
             comms: std::sync::OnceLock::new(),
+            takeover: takeover::Takeover::default(),
         })
     }
 
@@ -434,6 +437,9 @@ impl Engine {
 
     /// The steps listed at the top of this file, in their order.
     async fn run(&self, req: &Request, corr: &str) -> anyhow::Result<Outcome> {
+        if self.config.leader_election.is_some() {
+            self.recover_on_takeover().await;
+        }
         if let Some(refused) = self.cannot_act(corr) {
             return Ok(refused);
         }

@@ -257,6 +257,11 @@ pub async fn serve(
         // From here on a replica that is not within its renew deadline
         // appends nothing (see `crate::fence`).
         engine.store.fence_with(engine.leadership.fence());
+        tokio::spawn(
+            engine
+                .clone()
+                .recover_on_takeover_forever(le.settings().retry_period),
+        );
         tokio::spawn(elector.run(electing))
     });
     let listener = tokio::net::TcpListener::bind(listen)

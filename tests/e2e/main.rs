@@ -18,6 +18,7 @@ mod deploy;
 mod discord;
 mod dry_run;
 mod exec;
+mod failover;
 mod fencing;
 mod freeze_after_rollback;
 mod gates;
