@@ -34,6 +34,55 @@ fn record(service: &str, n: usize) -> Record {
     }
 }
 
+/// A prompt asked on one replica (the old leader) is answered on the
+/// other (the new one): the prompt lives in the shared store, and a second
+/// answer on the first replica finds it answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_asked_on_one_replica_is_answered_on_the_other_once() {
+    let pg = Postgres::start();
+    let url = pg.create_database("prompts");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let text = |dir: &Path| {
+        config(dir, &url)
+            .replace("backend = \"sim\"", "backend = \"sim\"\ncritical = true")
+            + "\n[[roles.deployer]]\nmembers = [\"console:dev\"]\n\n[[roles.approver]]\nmembers = [\"console:lead\", \"console:lead2\"]\n"
+    };
+    let a = in_process::start(da.path(), &text(da.path()), vec![]).await;
+    let b = in_process::start(db.path(), &text(db.path()), vec![]).await;
+    let person = |id: &str| Actor::new(Platform::Console, id, id);
+    let promote = Action::Promote {
+        full: false,
+        force: false,
+    };
+    let asked = a
+        .engine
+        .execute(Request::new(person("dev"), promote).service("checkout"))
+        .await;
+    assert_eq!(asked.status, Status::Pending, "{asked:?}");
+    let prompt = asked.prompt.clone().expect("a prompt for a second person");
+
+    let answered = b
+        .engine
+        .execute(Request::new(
+            person("lead"),
+            Action::Approve {
+                prompt: prompt.clone(),
+            },
+        ))
+        .await;
+    assert_eq!(answered.status, Status::Succeeded, "{answered:?}");
+    assert_eq!(b.simulated["sim"].count("checkout", "promote"), 1);
+
+    let late = a
+        .engine
+        .execute(Request::new(person("lead2"), Action::Approve { prompt }))
+        .await;
+    assert_ne!(late.status, Status::Succeeded, "{late:?}");
+    assert_eq!(a.simulated["sim"].count("checkout", "promote"), 0);
+    assert_eq!(b.simulated["sim"].count("checkout", "promote"), 1);
+    assert_eq!(a.engine.audit().verify().unwrap().first_bad, None);
+}
+
 /// Checks an exported log on its own: each entry's hash from its body as
 /// the store hashes it, each linked to the one before.
 fn check_export(lines: &str) -> usize {
