@@ -60,6 +60,20 @@ fn replica(dir: &Path, identity: &str, config: &str, env: &[(&str, &str)]) -> Se
     Server::start(&d, config, &env)
 }
 
+/// Starts `rollbot-a` and waits until it leads, then `rollbot-b` and
+/// waits until it stands by: each is (config, environment).
+async fn leader_then_standby(
+    dir: &Path,
+    a: (&str, &[(&str, &str)]),
+    b: (&str, &[(&str, &str)]),
+) -> (Server, Server) {
+    let a = replica(dir, "rollbot-a", a.0, a.1);
+    a.wait_readyz(true, Duration::from_secs(10)).await;
+    let b = replica(dir, "rollbot-b", b.0, b.1);
+    b.wait_readyz(false, Duration::from_secs(5)).await;
+    (a, b)
+}
+
 fn signal(s: &Server, sig: &str) {
     let pid = s.child.id().to_string();
     assert!(Command::new("kill")
@@ -67,32 +81,6 @@ fn signal(s: &Server, sig: &str) {
         .status()
         .unwrap()
         .success());
-}
-
-/// Waits (bounded) until `s` says it leads (`/readyz` 200), or stands by.
-async fn wait_ready(s: &Server, want: bool, within: Duration) -> Duration {
-    let started = Instant::now();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    loop {
-        let ready = match http.get(s.url("/readyz")).send().await {
-            Ok(r) => r.status() == 200,
-            Err(_) => false,
-        };
-        if ready == want {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < within,
-            "replica on port {} not {} within {within:?}\n{}",
-            s.port,
-            if want { "leading" } else { "standing by" },
-            s.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// Waits (bounded) until `file` has a line starting with `prefix`.
@@ -156,27 +144,28 @@ name = "payments"
 backend = "script"
 "#;
     let runs = log.to_str().unwrap();
-    let a = replica(
+    let (a, b) = leader_then_standby(
         dir.path(),
-        "rollbot-a",
-        &config("rollbot-a", &fake.url(), backend),
-        &[("REPLICA", "a"), ("RUNS", runs)],
-    );
-    wait_ready(&a, true, Duration::from_secs(10)).await;
-    let b = replica(
-        dir.path(),
-        "rollbot-b",
-        &config("rollbot-b", &fake.url(), backend),
-        &[("REPLICA", "b"), ("RUNS", runs)],
-    );
-    wait_ready(&b, false, Duration::from_secs(5)).await;
+        (
+            &config("rollbot-a", &fake.url(), backend),
+            &[("REPLICA", "a"), ("RUNS", runs)],
+        ),
+        (
+            &config("rollbot-b", &fake.url(), backend),
+            &[("REPLICA", "b"), ("RUNS", runs)],
+        ),
+    )
+    .await;
 
     let asked_a = Api::new(&a, API_TOKEN).timeout(Duration::from_secs(60));
     let on_a = asked_a.action("/rollback payments bad release", None);
     let freeze_and_take_over = async {
         wait_line(&log, "preflight a", Duration::from_secs(10)).await;
         signal(&a, "-STOP");
-        let took = wait_ready(&b, true, LEASE_DURATION + Duration::from_secs(5)).await;
+        let took = b
+            .wait_readyz(true, LEASE_DURATION + Duration::from_secs(5))
+            .await
+            .0;
         let (code, answer) = Api::new(&b, API_TOKEN)
             .timeout(Duration::from_secs(30))
             .action("/rollback payments bad release", None)
@@ -252,20 +241,18 @@ backend = "k8s"
             rollout_keys("10s")
         )
     };
-    let a = replica(
+    let (a, b) = leader_then_standby(
         dir.path(),
-        "rollbot-a",
-        &config("rollbot-a", &fake.url(), &backend("ROLLBOT_TEST_KUBE_A")),
-        &[("ROLLBOT_TEST_KUBE_A", "token-a")],
-    );
-    wait_ready(&a, true, Duration::from_secs(10)).await;
-    let b = replica(
-        dir.path(),
-        "rollbot-b",
-        &config("rollbot-b", &fake.url(), &backend("ROLLBOT_TEST_KUBE_B")),
-        &[("ROLLBOT_TEST_KUBE_B", "token-b")],
-    );
-    wait_ready(&b, false, Duration::from_secs(5)).await;
+        (
+            &config("rollbot-a", &fake.url(), &backend("ROLLBOT_TEST_KUBE_A")),
+            &[("ROLLBOT_TEST_KUBE_A", "token-a")],
+        ),
+        (
+            &config("rollbot-b", &fake.url(), &backend("ROLLBOT_TEST_KUBE_B")),
+            &[("ROLLBOT_TEST_KUBE_B", "token-b")],
+        ),
+    )
+    .await;
 
     // A's second read of the Deployment is the act step's, just before
     // its PATCH: A freezes while waiting for the answer.
@@ -278,7 +265,10 @@ backend = "k8s"
         // Answered from the Deployment as it is now (1.2); A reads it
         // only when it wakes.
         held.release();
-        let took = wait_ready(&b, true, LEASE_DURATION + Duration::from_secs(5)).await;
+        let took = b
+            .wait_readyz(true, LEASE_DURATION + Duration::from_secs(5))
+            .await
+            .0;
         let (code, answer) = Api::new(&b, API_TOKEN)
             .timeout(Duration::from_secs(30))
             .action("/rollback web bad release", None)
@@ -380,20 +370,18 @@ backend = "script"
 "#;
     let log = dir.path().join("runs.log");
     let runs = log.to_str().unwrap();
-    let a = replica(
+    let (a, b) = leader_then_standby(
         dir.path(),
-        "rollbot-a",
-        &config("rollbot-a", &fake.url(), backend),
-        &[("REPLICA", "a"), ("RUNS", runs)],
-    );
-    wait_ready(&a, true, Duration::from_secs(10)).await;
-    let b = replica(
-        dir.path(),
-        "rollbot-b",
-        &config("rollbot-b", &fake.url(), backend),
-        &[("REPLICA", "b"), ("RUNS", runs)],
-    );
-    wait_ready(&b, false, Duration::from_secs(5)).await;
+        (
+            &config("rollbot-a", &fake.url(), backend),
+            &[("REPLICA", "a"), ("RUNS", runs)],
+        ),
+        (
+            &config("rollbot-b", &fake.url(), backend),
+            &[("REPLICA", "b"), ("RUNS", runs)],
+        ),
+    )
+    .await;
 
     let asked_a = Api::new(&a, API_TOKEN).timeout(Duration::from_secs(60));
     let on_a = async {
@@ -409,7 +397,7 @@ backend = "script"
         }
         let stopped = Instant::now();
         signal(&a, "-TERM");
-        let took = wait_ready(&b, true, Duration::from_secs(10)).await;
+        let took = b.wait_readyz(true, Duration::from_secs(10)).await.0;
         (stopped, took)
     };
     let (((code, answer), a_done), (stopped, took)) = tokio::join!(on_a, stop_a);

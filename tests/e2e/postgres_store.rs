@@ -13,7 +13,7 @@ use rollbot::store::{Committed, Store, Table, Tx};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn open(url: &str) -> Store {
     rollbot::store::postgres_store::open_store(url, Duration::from_secs(5)).unwrap()
@@ -431,22 +431,6 @@ name = "ci"
 token = "${ROLLBOT_TEST_TOKEN}"
 "#;
 
-async fn wait_ready(s: &Server, ready: bool, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let (code, body) = s.get("/readyz").await;
-        if (code == 200) == ready {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz did not turn {} within {within:?}: {code} {body}",
-            if ready { "ready" } else { "not ready" }
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// The database stops: `/readyz` says so, actions are refused with a clear
 /// message and leave nothing half done; when it is back, rollbot
 /// reconnects by itself and acts again, and the chain verifies.
@@ -465,12 +449,12 @@ async fn the_database_going_away_refuses_actions_until_it_is_back() {
     )
     .await;
     let api = Api::new(&s, "t0k");
-    wait_ready(&s, true, Duration::from_secs(10)).await;
+    s.wait_readyz(true, Duration::from_secs(10)).await;
     let (code, body) = api.action("/rollback checkout first", Some("a1")).await;
     assert_eq!(code, 200, "{body}");
 
     tokio::task::block_in_place(|| pg.stop());
-    let down = wait_ready(&s, false, Duration::from_secs(10)).await;
+    let down = s.wait_readyz(false, Duration::from_secs(10)).await.1;
     assert!(down.contains("store unreachable"), "{down}");
     assert!(down.contains("127.0.0.1"), "{down}");
     assert!(!down.contains(&url), "the URL is not shown: {down}");
@@ -483,7 +467,7 @@ async fn the_database_going_away_refuses_actions_until_it_is_back() {
     );
 
     tokio::task::block_in_place(|| pg.resume());
-    let up = wait_ready(&s, true, Duration::from_secs(15)).await;
+    let up = s.wait_readyz(true, Duration::from_secs(15)).await.1;
     assert!(up.starts_with("ready"), "{up}");
     let (code, body) = api.action("/rollback checkout third", Some("a3")).await;
     assert_eq!(code, 200, "{body}");

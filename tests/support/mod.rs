@@ -153,6 +153,34 @@ impl Server {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// Waits (bounded by `within`) until `/readyz` answers 200 (`ready`)
+    /// or anything else (`!ready`, a standby or a failing store): how long
+    /// that took, and the last answer's body.
+    pub async fn wait_readyz(&self, ready: bool, within: Duration) -> (Duration, String) {
+        let started = Instant::now();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        loop {
+            let (code, body) = match http.get(self.url("/readyz")).send().await {
+                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                Err(e) => (0, e.to_string()),
+            };
+            if (code == 200) == ready {
+                return (started.elapsed(), body);
+            }
+            assert!(
+                started.elapsed() < within,
+                "rollbot on port {} not {} within {within:?}: /readyz {code} {body}\n{}",
+                self.port,
+                if ready { "ready" } else { "not ready" },
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// What rollbot logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
