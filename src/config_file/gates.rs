@@ -39,8 +39,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use crate::config_file::Config;
-    use std::path::Path;
+    use crate::config_file::parse_errors as errors;
 
     const BASE: &str = r#"
 [backends.flagger]
@@ -52,13 +51,6 @@ name = "podinfo"
 backend = "flagger"
 target = { namespace = "test" }
 "#;
-
-    fn errors(text: &str) -> String {
-        match Config::parse(Path::new("rollbot.toml"), text) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
 
     #[test]
     fn a_flagger_backend_needs_the_gates_token_and_services_need_a_namespace() {

@@ -159,5 +159,15 @@ impl Config {
     }
 }
 
+/// What `Config::parse` says about `text` as the user reads it, or ""
+/// when the config is accepted: for the tests of each section's checks.
+#[cfg(test)]
+pub(crate) fn parse_errors(text: &str) -> String {
+    match Config::parse(std::path::Path::new("rollbot.toml"), text) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests;

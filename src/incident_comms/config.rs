@@ -255,8 +255,7 @@ pub fn check(config: &Config, path: &Path, source: &str) -> Vec<ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config_file::Config;
-    use std::path::Path;
+    use crate::config_file::parse_errors as errors;
 
     const BASE: &str = r#"
 [backends.sim]
@@ -266,13 +265,6 @@ type = "simulated"
 name = "checkout"
 backend = "sim"
 "#;
-
-    fn errors(text: &str) -> String {
-        match Config::parse(Path::new("rollbot.toml"), text) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
 
     #[test]
     fn a_status_page_needs_its_id_a_key_from_outside_the_file_and_known_services() {

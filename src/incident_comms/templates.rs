@@ -288,6 +288,7 @@ fn braced(names: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config_file::parse_errors as errors;
 
     const BASE: &str = r#"
 [backends.sim]
@@ -297,13 +298,6 @@ type = "simulated"
 name = "checkout"
 backend = "sim"
 "#;
-
-    fn errors(text: &str) -> String {
-        match Config::parse(Path::new("rollbot.toml"), text) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
 
     #[test]
     fn every_default_uses_only_its_own_placeholders() {
