@@ -15,6 +15,7 @@
 //! [`StateStore`] is what an implementation provides; [`sled_store`] is the
 //! embedded one.
 
+mod busy;
 pub mod copy;
 mod health;
 pub mod open;

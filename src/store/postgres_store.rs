@@ -23,6 +23,7 @@
 //! blocking read calls (`StateStore::get`, `AuditStore::verify`) can wait
 //! for it from any thread, including a single-threaded test runtime.
 
+use super::busy::WriterBusy;
 use super::{Committed, StateStore, StoreError, Table, Tx, Write};
 use crate::audit::chain::seal;
 use crate::audit::postgres_store::PgAuditStore;
@@ -264,8 +265,7 @@ pub struct PgStore {
     reader: Arc<Conn>,
     jobs: mpsc::UnboundedSender<Job>,
     audit: Arc<PgAuditStore>,
-    busy_since: Arc<AtomicU64>,
-    epoch: Instant,
+    busy: Arc<WriterBusy>,
     /// Since when, and why, the database has not answered the probe.
     outage: Arc<Mutex<Option<(Instant, String)>>>,
     _rt: Arc<PgRuntime>,
@@ -319,10 +319,9 @@ impl PgStore {
             rt.clone(),
         ));
         let (jobs, rx) = mpsc::unbounded_channel();
-        let busy_since = Arc::new(AtomicU64::new(0));
-        let epoch = Instant::now();
+        let busy = Arc::new(WriterBusy::new());
         link.handle
-            .spawn(write_loop(link.clone(), rx, busy_since.clone(), epoch, len));
+            .spawn(write_loop(link.clone(), rx, busy.clone(), len));
         let outage = Arc::new(Mutex::new(None));
         link.handle.spawn(probe_loop(
             link.clone(),
@@ -335,8 +334,7 @@ impl PgStore {
             reader,
             jobs,
             audit,
-            busy_since,
-            epoch,
+            busy,
             outage,
             _rt: rt,
         })
@@ -572,14 +570,7 @@ impl StateStore for PgStore {
     }
 
     fn writer_busy_for(&self) -> Option<Duration> {
-        match self.busy_since.load(Ordering::Acquire) {
-            0 => None,
-            ms => Some(
-                self.epoch
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(ms)),
-            ),
-        }
+        self.busy.busy_for()
     }
 
     fn size_on_disk(&self) -> Option<u64> {
@@ -690,8 +681,7 @@ impl Writer {
 async fn write_loop(
     link: PgLink,
     mut rx: mpsc::UnboundedReceiver<Job>,
-    busy: Arc<AtomicU64>,
-    epoch: Instant,
+    busy: Arc<WriterBusy>,
     len: Arc<AtomicU64>,
 ) {
     let mut writer: Option<Writer> = None;
@@ -703,10 +693,7 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        busy.store(
-            (epoch.elapsed().as_millis() as u64).max(1),
-            Ordering::Release,
-        );
+        busy.start();
         let started = Instant::now();
         let mut txs = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
@@ -732,7 +719,7 @@ async fn write_loop(
                     crate::domain::human_duration(link.timeout)
                 ))),
             };
-        busy.store(0, Ordering::Release);
+        busy.idle();
         tracing::debug!(target: "rollbot::store", commits = group, took_ms = started.elapsed().as_millis() as u64, "group committed");
         let results = match outcome {
             Ok((results, head)) => {

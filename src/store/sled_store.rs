@@ -17,12 +17,12 @@
 //! the rest (an `inflight` record is only written after its `requested`
 //! entry).
 
+use super::busy::WriterBusy;
 use super::{Committed, StateStore, StoreError, Table, Tx, Write};
 use crate::audit::sled_store::HeadFile;
 use crate::audit::{AuditStore, SledAuditStore};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -42,10 +42,7 @@ pub struct SledStore {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     /// Signalled by the writer when it has flushed and ended.
     writer_done: Mutex<Option<mpsc::Receiver<()>>>,
-    /// Milliseconds since `epoch` when the writer started its current
-    /// group; 0 while it waits for work.
-    busy_since: Arc<AtomicU64>,
-    epoch: Instant,
+    busy: Arc<WriterBusy>,
     path: PathBuf,
 }
 
@@ -82,16 +79,14 @@ impl SledStore {
         audit.set_acknowledged(head_file.read());
         let trees = Arc::new(trees);
         let (tx, rx) = mpsc::channel();
-        let busy_since = Arc::new(AtomicU64::new(0));
-        let epoch = Instant::now();
+        let busy = Arc::new(WriterBusy::new());
         let (done_tx, done_rx) = mpsc::channel();
         {
-            let (db, trees, audit, busy) =
-                (db.clone(), trees.clone(), audit.clone(), busy_since.clone());
+            let (db, trees, audit, busy) = (db.clone(), trees.clone(), audit.clone(), busy.clone());
             std::thread::Builder::new()
                 .name("rollbot-store-writer".into())
                 .spawn(move || {
-                    write_loop(db, trees, audit, head_file, rx, busy, epoch);
+                    write_loop(db, trees, audit, head_file, rx, busy);
                     let _ = done_tx.send(());
                 })?;
         }
@@ -101,8 +96,7 @@ impl SledStore {
             audit,
             jobs: Mutex::new(Some(tx)),
             writer_done: Mutex::new(Some(done_rx)),
-            busy_since,
-            epoch,
+            busy,
             path: path.to_path_buf(),
         })
     }
@@ -180,14 +174,7 @@ impl StateStore for SledStore {
     }
 
     fn writer_busy_for(&self) -> Option<Duration> {
-        match self.busy_since.load(Ordering::Acquire) {
-            0 => None,
-            ms => Some(
-                self.epoch
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(ms)),
-            ),
-        }
+        self.busy.busy_for()
     }
 
     fn size_on_disk(&self) -> Option<u64> {
@@ -201,8 +188,7 @@ fn write_loop(
     audit: Arc<SledAuditStore>,
     head_file: HeadFile,
     rx: mpsc::Receiver<Job>,
-    busy: Arc<AtomicU64>,
-    epoch: Instant,
+    busy: Arc<WriterBusy>,
 ) {
     let mut written_head = audit.head().0;
     while let Ok(first) = rx.recv() {
@@ -215,10 +201,7 @@ fn write_loop(
         }
         let started = Instant::now();
         let group = jobs.len();
-        busy.store(
-            (epoch.elapsed().as_millis() as u64).max(1),
-            Ordering::Release,
-        );
+        busy.start();
         let mut results = Vec::with_capacity(jobs.len());
         let mut wrote = false;
         let mut replies = Vec::with_capacity(jobs.len());
@@ -242,7 +225,7 @@ fn write_loop(
         } else {
             Ok(())
         };
-        busy.store(0, Ordering::Release);
+        busy.idle();
         tracing::debug!(target: "rollbot::store", commits = group, took_ms = started.elapsed().as_millis() as u64, "group committed");
         match &flushed {
             Err(e) => tracing::error!(error = %e, "the store could not flush to disk"),
