@@ -20,6 +20,7 @@ pub mod copy;
 mod health;
 pub mod open;
 pub mod postgres_store;
+mod postgres_tls;
 pub(crate) mod sled_store;
 
 pub use health::{Health, StoreProblem};

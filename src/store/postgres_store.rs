@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// Commits applied in one transaction, at most.
 const GROUP: usize = 512;
@@ -95,6 +95,8 @@ impl Drop for PgRuntime {
 pub(crate) struct PgLink {
     handle: tokio::runtime::Handle,
     config: Arc<tokio_postgres::Config>,
+    /// What `sslmode` and `sslrootcert` in the URL ask for.
+    tls: super::postgres_tls::PgTls,
     /// `host:port/database`, for messages: never the password.
     pub target: Arc<str>,
     /// Longest one call may take.
@@ -109,7 +111,8 @@ impl PgLink {
         handle: tokio::runtime::Handle,
         schema: Option<&str>,
     ) -> anyhow::Result<PgLink> {
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|_| {
+        let (url, tls) = super::postgres_tls::PgTls::from_url(url).map_err(anyhow::Error::msg)?;
+        let mut config = tokio_postgres::Config::from_str(&url).map_err(|_| {
             anyhow::anyhow!(
                 "[store] url is not a PostgreSQL connection URL; write it as postgres://USER:PASSWORD@HOST:5432/DATABASE (key=value form works too)"
             )
@@ -118,6 +121,7 @@ impl PgLink {
             config.connect_timeout(timeout.min(Duration::from_secs(5)));
         }
         config.application_name("rollbot");
+        config.ssl_mode(tls.ssl_mode());
         if let Some(s) = schema {
             config.options(format!("-c search_path={s}"));
         }
@@ -142,6 +146,7 @@ impl PgLink {
         Ok(PgLink {
             handle,
             config: Arc::new(config),
+            tls,
             target: target.into(),
             timeout,
         })
@@ -151,9 +156,9 @@ impl PgLink {
     pub(crate) async fn connect(&self) -> Result<Client, StoreError> {
         let (client, connection) = self
             .config
-            .connect(NoTls)
+            .connect(self.tls.connector())
             .await
-            .map_err(|e| self.down(&e))?;
+            .map_err(|e| self.refused(&e))?;
         let target = self.target.clone();
         self.handle.spawn(async move {
             if let Err(e) = connection.await {
@@ -161,6 +166,14 @@ impl PgLink {
             }
         });
         Ok(client)
+    }
+
+    /// The error for a connection that failed: what to fix when TLS was
+    /// the problem.
+    fn refused(&self, e: &tokio_postgres::Error) -> StoreError {
+        self.tls
+            .refused(&self.target, e)
+            .unwrap_or_else(|| self.down(e))
     }
 
     /// The error for a call the database did not serve.
@@ -287,9 +300,12 @@ impl PgStore {
             .thread_name("rollbot-postgres")
             .enable_all()
             .build()?;
-        let link = PgLink::new(url, timeout, rt.handle().clone(), schema)?;
-        let create_schema = schema.map(|s| format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""));
+        let handle = rt.handle().clone();
+        // Owned before anything can fail: a bare runtime dropped on an
+        // async thread (a bad URL at `serve`'s start) panics.
         let rt = Arc::new(PgRuntime(Mutex::new(Some(rt))));
+        let link = PgLink::new(url, timeout, handle, schema)?;
+        let create_schema = schema.map(|s| format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""));
         let l = link.clone();
         let head = link
             .block(Some(timeout), async move {

@@ -32,6 +32,7 @@ mod leader_label;
 mod migrations;
 mod never_hang;
 mod postgres_store;
+mod postgres_tls;
 mod readme;
 mod replay;
 mod report;

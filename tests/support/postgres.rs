@@ -182,6 +182,56 @@ impl Postgres {
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
+    /// Turns TLS on with this certificate (chain, PEM) and key, as
+    /// `ssl = on` in postgresql.conf, and waits until new connections can
+    /// use it. Plain connections are still accepted (`host` in pg_hba).
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data();
+        for (name, text, mode) in [
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+        ] {
+            let path = data.join(name);
+            std::fs::write(&path, text).unwrap();
+            // PostgreSQL refuses a key others can read.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            if let Some((uid, gid)) = self.who {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(
+            &mut conf,
+            b"\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )
+        .unwrap();
+        self.sql("postgres", "SELECT pg_reload_conf()");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.sql("postgres", "SHOW ssl") != "on" {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not turn ssl on within 30 s:\n{}",
+                log_tail(&self.log())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// How many of rollbot's connections (application_name `rollbot`)
+    /// are encrypted, and how many are not.
+    pub fn rollbot_connections(&self) -> (usize, usize) {
+        let out = self.sql(
+            "postgres",
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = 'rollbot'",
+        );
+        let (tls, plain) = out.split_once('|').unwrap();
+        (tls.parse().unwrap(), plain.parse().unwrap())
+    }
+
     /// Starts the server again on the same port and data (after `stop`),
     /// and waits until it accepts connections.
     pub fn resume(&mut self) {
