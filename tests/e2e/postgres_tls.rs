@@ -134,6 +134,36 @@ async fn verify_full_with_the_databases_ca_keeps_the_store_encrypted() {
     assert_eq!(plain, 0, "rollbot connected without TLS");
 }
 
+/// A database that only lets its user in over TLS with a password (as
+/// managed ones do): verify-full logs in with SCRAM bound to the TLS
+/// channel (`channel_binding=require`), and a wrong password is refused
+/// without being shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_login_over_tls_binds_scram_to_the_channel() {
+    let (pg, pki) = tls_server();
+    pg.tls_login("app", PASSWORD, "managed");
+    let app = |password: &str| {
+        format!(
+            "postgres://app:{password}@{DB_HOST}:{}/managed?hostaddr=127.0.0.1&sslmode=verify-full&{}&channel_binding=require",
+            pg.port,
+            ca_param(&pki.ca())
+        )
+    };
+    let store = open(&app(PASSWORD)).unwrap();
+    store.append(record(1)).await.unwrap();
+    assert_eq!(store.audit_handle().verify().unwrap().checked, 1);
+    drop(store);
+
+    let e = format!(
+        "{:#}",
+        open(&app("wrong-pw"))
+            .err()
+            .expect("a wrong password must not log in")
+    );
+    assert!(!e.contains("wrong-pw"), "{e}");
+    assert!(e.contains("password authentication failed"), "{e}");
+}
+
 /// The certificate checks: a host name the certificate does not name is
 /// refused by verify-full (and accepted by verify-ca, which checks the CA
 /// only); a CA that did not sign the certificate is refused; a CA file

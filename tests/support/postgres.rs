@@ -221,6 +221,27 @@ impl Postgres {
         }
     }
 
+    /// A login `user` with `password` that owns database `db` and may
+    /// only connect over TLS with SCRAM, as managed databases ask.
+    pub fn tls_login(&self, user: &str, password: &str, db: &str) {
+        self.sql(
+            "postgres",
+            &format!("CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'"),
+        );
+        self.sql(
+            "postgres",
+            &format!("CREATE DATABASE \"{db}\" OWNER \"{user}\""),
+        );
+        let hba = self.data().join("pg_hba.conf");
+        let rest = std::fs::read_to_string(&hba).unwrap();
+        // The first matching line wins: this user over TLS by password only.
+        let ours = format!(
+            "hostssl all {user} 127.0.0.1/32 scram-sha-256\nhost all {user} 127.0.0.1/32 reject\n"
+        );
+        std::fs::write(&hba, ours + &rest).unwrap();
+        self.sql("postgres", "SELECT pg_reload_conf()");
+    }
+
     /// How many of rollbot's connections (application_name `rollbot`)
     /// are encrypted, and how many are not.
     pub fn rollbot_connections(&self) -> (usize, usize) {
