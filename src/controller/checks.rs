@@ -185,7 +185,7 @@ pub(crate) async fn fetch(
     watched: &[Watched],
     at: DateTime<Utc>,
     interval: Duration,
-) -> HashMap<String, CheckInputs> {
+) -> (HashMap<String, CheckInputs>, usize) {
     let plans: Vec<(&Watched, &ServiceConfig, Vec<Planned>)> = watched
         .iter()
         .filter_map(|w| {
@@ -195,12 +195,21 @@ pub(crate) async fn fetch(
         })
         .collect();
     if plans.is_empty() {
-        return HashMap::new();
+        return (HashMap::new(), 0);
     }
     let queries: Vec<String> = plans
         .iter()
         .flat_map(|(_, _, p)| p.iter().map(|q| q.promql.clone()))
         .collect();
+    // Each distinct text is sent once, by sources that run queries.
+    let sent = if source.runs_queries() {
+        queries
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    } else {
+        0
+    };
     let limit = config.metrics.timeout.0 * 8;
     let answers: Result<Answers, String> = breaker
         .call(limit, source.instant(&queries, at), |_: &MetricError| true)
@@ -213,7 +222,7 @@ pub(crate) async fn fetch(
             ),
             Rejected::Open { name, .. } => format!("{name} is failing"),
         });
-    plans
+    let inputs = plans
         .into_iter()
         .map(|(w, svc, planned)| {
             (
@@ -221,7 +230,8 @@ pub(crate) async fn fetch(
                 inputs(svc, &w.service, &planned, &answers),
             )
         })
-        .collect()
+        .collect();
+    (inputs, sent)
 }
 
 /// A service's inputs from the tick's answers.

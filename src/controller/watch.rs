@@ -148,6 +148,11 @@ impl RolloutWatch {
         self.before_after.is_some()
     }
 
+    /// The after-vs-before judge, when this rollout has one.
+    pub fn before_after_judge(&mut self) -> Option<&mut BeforeAfterJudge> {
+        self.before_after.as_mut().map(|ba| ba.judge.as_mut())
+    }
+
     /// The service one week before the next tick (weekly correction).
     pub fn set_week_ago(&mut self, sample: Option<TrackSample>) {
         if let Some(ba) = &mut self.before_after {

@@ -235,7 +235,15 @@ pub struct BeforeAfterJudge {
     /// When a critical signal was first seen worse, in the current run of
     /// worse evaluations.
     first_worse: Option<f64>,
+    /// Why there is no reference yet, in the no_data reason.
+    missing: Option<String>,
+    /// Ticks seen before the reference arrived, judged once it does so the
+    /// evidence covers the whole rollout.
+    waiting: Vec<(f64, Option<TrackSample>, Option<TrackSample>)>,
 }
+
+/// Ticks kept while the reference is missing (a day at 10 s ticks).
+const WAITING_MAX: usize = 8_640;
 
 impl BeforeAfterJudge {
     /// A judge for one rollout: `reference` is the service tick by tick in
@@ -254,19 +262,47 @@ impl BeforeAfterJudge {
             week_ago_recent: Default::default(),
             last_reference: None,
             first_worse: None,
+            missing: None,
+            waiting: Vec::new(),
         }
+    }
+
+    /// The reference window fetched after the rollout started (it was not
+    /// available then): the ticks seen meanwhile are judged against it at
+    /// the next tick.
+    pub fn set_reference(&mut self, reference: Vec<TrackSample>, week_ago: &[TrackSample]) {
+        self.reference = reference.into_iter().filter(|s| s.requests > 0).collect();
+        self.next = 0;
+        self.missing = None;
+        self.week_ago_reference = self.week_pool(week_ago);
+    }
+
+    /// Why the reference is still missing (said in the no_data reason).
+    pub fn reference_missing(&mut self, why: String) {
+        self.missing = Some(why);
+    }
+
+    /// Whether the judge has a reference to compare with.
+    pub fn has_reference(&self) -> bool {
+        !self.reference.is_empty()
     }
 
     /// The reference window one week earlier, for `seasonality = "weekly"`.
     pub fn with_week_ago_reference(mut self, ticks: &[TrackSample]) -> Self {
-        if self.policy.seasonality == Seasonality::Weekly {
-            let mut pool = Pool::default();
-            for s in ticks.iter().filter(|s| s.requests > 0) {
-                pool.add(s, 1.0);
-            }
-            self.week_ago_reference = (pool.requests > 0.0).then_some(pool);
-        }
+        self.week_ago_reference = self.week_pool(ticks);
         self
+    }
+
+    /// The week-ago reference pooled, for `seasonality = "weekly"`.
+    fn week_pool(&self, ticks: &[TrackSample]) -> Option<Pool> {
+        if self.policy.seasonality != Seasonality::Weekly {
+            return None;
+        }
+        let mut pool = Pool::default();
+        for s in ticks.iter().filter(|s| s.requests > 0) {
+            pool.add(s, 1.0);
+        }
+        (pool.requests > 0.0).then_some(pool)
     }
 
     /// Ticks in the reference window with data.
@@ -292,16 +328,27 @@ impl BeforeAfterJudge {
         week_ago: Option<&TrackSample>,
     ) -> Evaluation {
         if self.reference.is_empty() {
+            if self.waiting.len() < WAITING_MAX {
+                self.waiting.push((t, now.cloned(), week_ago.cloned()));
+            }
+            let why = self.missing.clone().unwrap_or_else(|| {
+                format!(
+                    "no metrics for the service in the {} before the rollout started",
+                    fmt_duration(self.policy.reference.secs())
+                )
+            });
             return Evaluation::simple(
                 t,
                 Verdict::NoData,
                 f64::NAN,
                 Recommendation::None,
                 format!(
-                    "no metrics for the service in the {} before the rollout started, so nothing to compare with: no verdict; missing data never triggers a rollback, check the metric source",
-                    fmt_duration(self.policy.reference.secs())
+                    "{why}, so nothing to compare with: no verdict; missing data never triggers a rollback, check the metric source"
                 ),
             );
+        }
+        for (t0, n0, w0) in std::mem::take(&mut self.waiting) {
+            self.observe_after(t0, n0.as_ref(), w0.as_ref());
         }
         if let Some(w) = week_ago.filter(|w| w.requests > 0) {
             self.week_ago_now.add(w, 1.0);
