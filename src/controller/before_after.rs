@@ -121,18 +121,19 @@ impl Controller {
     }
 
     /// Tries the reference again when `pending` is due; returns the queries
-    /// sent. Gives up after [`REFERENCE_TRIES`]: the verdict then stays
-    /// no_data, which never acts.
+    /// sent and whether the reference arrived now. Gives up after
+    /// [`REFERENCE_TRIES`]: the verdict then stays no_data, which never
+    /// acts.
     pub(super) async fn follow_reference(
         &self,
         pending: &mut Option<PendingReference>,
         judge: &mut BeforeAfterJudge,
         r: &Rollout,
         svc: &ServiceConfig,
-    ) -> usize {
+    ) -> (usize, bool) {
         let now = self.engine().clock.now();
         let Some(p) = pending.as_mut().filter(|p| p.next <= now) else {
-            return 0;
+            return (0, false);
         };
         p.tries += 1;
         let (fetched, queries) = self.reference(r, svc).await;
@@ -143,6 +144,7 @@ impl Controller {
                 }
                 judge.set_reference(reference, &week_ago);
                 *pending = None;
+                return (queries, true);
             }
             Err(why) => {
                 let what = format!(
@@ -167,7 +169,7 @@ impl Controller {
                 }
             }
         }
-        queries
+        (queries, false)
     }
 
     /// The reference window before the rollout's start (and, for

@@ -198,11 +198,7 @@ impl Controller {
             watch = watch.judged_before_after(judge);
             reference = pending;
         }
-        let next = grid_ceil(
-            r.start
-                .max(self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP)?),
-            self.interval,
-        );
+        let next = self.first_instant(&r);
         // The rollback target is checked at once, not at the first tick.
         let mut capability = super::capability::CapabilityWatch::default();
         let now = self.engine.clock.now();
@@ -217,6 +213,14 @@ impl Controller {
             reference,
         });
         Ok(())
+    }
+
+    /// The first grid instant a rollout is judged at: its start, or as much
+    /// history as is caught up.
+    fn first_instant(&self, r: &Rollout) -> DateTime<Utc> {
+        let oldest =
+            self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP).unwrap_or_default();
+        grid_ceil(r.start.max(oldest), self.interval)
     }
 
     /// Every rollout, newest first. Active ones show their latest score
@@ -293,9 +297,18 @@ impl Controller {
                     a.watch.before_after_judge(),
                     self.engine.config.service(&a.rollout.service),
                 ) {
-                    queries += self
+                    let (sent, arrived) = self
                         .follow_reference(&mut a.reference, judge, &a.rollout, svc)
                         .await;
+                    queries += sent;
+                    // The ticks since the start were no_data for want of a
+                    // reference: judge them again from the metric source.
+                    let first = self.first_instant(&a.rollout);
+                    if arrived && a.next > first && a.watch.state == WatchState::Watching {
+                        a.watch.restart_judging(svc);
+                        a.next = first;
+                        continue;
+                    }
                 }
                 let tick = match &fetched {
                     Ok(f) => f.ticks.get(&w.service).cloned().unwrap_or(Tick {

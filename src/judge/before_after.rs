@@ -237,13 +237,9 @@ pub struct BeforeAfterJudge {
     first_worse: Option<f64>,
     /// Why there is no reference yet, in the no_data reason.
     missing: Option<String>,
-    /// Ticks seen before the reference arrived, judged once it does so the
-    /// evidence covers the whole rollout.
-    waiting: Vec<(f64, Option<TrackSample>, Option<TrackSample>)>,
+    /// The last verdict's line on how far it can be trusted.
+    confidence: Option<String>,
 }
-
-/// Ticks kept while the reference is missing (a day at 10 s ticks).
-const WAITING_MAX: usize = 8_640;
 
 impl BeforeAfterJudge {
     /// A judge for one rollout: `reference` is the service tick by tick in
@@ -263,13 +259,13 @@ impl BeforeAfterJudge {
             last_reference: None,
             first_worse: None,
             missing: None,
-            waiting: Vec::new(),
+            confidence: None,
         }
     }
 
     /// The reference window fetched after the rollout started (it was not
-    /// available then): the ticks seen meanwhile are judged against it at
-    /// the next tick.
+    /// available then). Nothing was judged meanwhile, so the ticks since
+    /// the start can be fed again from the metric source.
     pub fn set_reference(&mut self, reference: Vec<TrackSample>, week_ago: &[TrackSample]) {
         self.reference = reference.into_iter().filter(|s| s.requests > 0).collect();
         self.next = 0;
@@ -280,6 +276,17 @@ impl BeforeAfterJudge {
     /// Why the reference is still missing (said in the no_data reason).
     pub fn reference_missing(&mut self, why: String) {
         self.missing = Some(why);
+    }
+
+    /// Whether the reference is corrected by the same hours a week earlier.
+    pub fn corrected(&self) -> bool {
+        self.week_ago_reference.is_some()
+    }
+
+    /// The latest verdict's line on how far it can be trusted (none while
+    /// there is no verdict).
+    pub fn confidence(&self) -> Option<&str> {
+        self.confidence.as_deref()
     }
 
     /// Whether the judge has a reference to compare with.
@@ -328,9 +335,6 @@ impl BeforeAfterJudge {
         week_ago: Option<&TrackSample>,
     ) -> Evaluation {
         if self.reference.is_empty() {
-            if self.waiting.len() < WAITING_MAX {
-                self.waiting.push((t, now.cloned(), week_ago.cloned()));
-            }
             let why = self.missing.clone().unwrap_or_else(|| {
                 format!(
                     "no metrics for the service in the {} before the rollout started",
@@ -346,9 +350,6 @@ impl BeforeAfterJudge {
                     "{why}, so nothing to compare with: no verdict; missing data never triggers a rollback, check the metric source"
                 ),
             );
-        }
-        for (t0, n0, w0) in std::mem::take(&mut self.waiting) {
-            self.observe_after(t0, n0.as_ref(), w0.as_ref());
         }
         if let Some(w) = week_ago.filter(|w| w.requests > 0) {
             self.week_ago_now.add(w, 1.0);
@@ -413,6 +414,7 @@ impl BeforeAfterJudge {
                 .replace("baseline", "before");
         }
         if e.verdict == Verdict::NoData {
+            self.confidence = None;
             return e;
         }
         // Nothing to promote: the change is already out.
@@ -472,6 +474,7 @@ impl BeforeAfterJudge {
                 "before/after comparison against the {reference} before the rollout{corrected} (no concurrent baseline): an outside change would look the same"
             ));
         }
+        self.confidence = e.reasons.last().cloned();
         e
     }
 }
