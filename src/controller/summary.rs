@@ -27,9 +27,9 @@ impl Sides {
     /// last week]".
     pub fn reference(seconds: f64, corrected: bool) -> String {
         let s = seconds.max(0.0).round() as u64;
-        let length = if s % 3600 == 0 {
+        let length = if s.is_multiple_of(3600) {
             format!("{} h", s / 3600)
-        } else if s % 60 == 0 {
+        } else if s.is_multiple_of(60) {
             format!("{} min", s / 60)
         } else {
             crate::domain::human_duration(std::time::Duration::from_secs(s))
