@@ -11,11 +11,12 @@
 
 use super::run::Controller;
 use super::Rollout;
+use crate::breaker::Rejected;
 use crate::config_file::ServiceConfig;
 use crate::engine::Engine;
 use crate::judge::before_after::Seasonality;
 use crate::judge::{fmt_duration, BeforeAfterJudge, TrackSample};
-use crate::metrics::Watched;
+use crate::metrics::{MetricError, Watched};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -86,42 +87,165 @@ pub(super) fn watched(svc: &ServiceConfig, t: f64, whole_service: bool) -> Watch
 
 const WEEK: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
+/// Tries at the reference window, the first when the watch starts.
+const REFERENCE_TRIES: u32 = 8;
+/// The longest wait between two tries.
+const REFERENCE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A before/after rollout whose reference window could not be fetched
+/// yet (metrics down when it was announced): tried again with backoff,
+/// [`REFERENCE_TRIES`] times in all, and judged as soon as it arrives.
+#[derive(Clone, Debug)]
+pub(super) struct PendingReference {
+    tries: u32,
+    next: DateTime<Utc>,
+}
+
 impl Controller {
     /// The judge of a before/after rollout, with its reference window (and
-    /// the week-ago one) fetched from the metric source.
+    /// the week-ago one) fetched from the metric source; when that fails,
+    /// the judge says why and the reference is tried again later.
     pub(super) async fn before_after_judge(
         &self,
         r: &Rollout,
         svc: &ServiceConfig,
-    ) -> BeforeAfterJudge {
-        let policy = svc.before_after.clone();
-        let interval = chrono::Duration::from_std(self.interval()).unwrap_or_default();
-        let ticks = (policy.reference.secs() / self.interval().as_secs_f64().max(1.0)).round();
-        let start = r.start;
-        let mut reference = Vec::new();
-        let mut week_ago = Vec::new();
-        let weekly = policy.seasonality == Seasonality::Weekly;
-        for k in (0..ticks as i32).rev() {
-            let at = start - interval * k;
-            let w = watched(svc, (at - start).num_milliseconds() as f64 / 1000.0, true);
-            reference.extend(self.whole(&w, at).await);
-            if weekly {
-                week_ago.extend(self.whole(&w, at - WEEK).await);
+    ) -> (BeforeAfterJudge, Option<PendingReference>) {
+        let mut judge = BeforeAfterJudge::new(&svc.judge, svc.before_after.clone(), Vec::new());
+        let mut pending = Some(PendingReference {
+            tries: 0,
+            next: self.engine().clock.now(),
+        });
+        self.follow_reference(&mut pending, &mut judge, r, svc)
+            .await;
+        (judge, pending)
+    }
+
+    /// Tries the reference again when `pending` is due; returns the queries
+    /// sent and whether the reference arrived now. Gives up after
+    /// [`REFERENCE_TRIES`]: the verdict then stays no_data, which never
+    /// acts.
+    pub(super) async fn follow_reference(
+        &self,
+        pending: &mut Option<PendingReference>,
+        judge: &mut BeforeAfterJudge,
+        r: &Rollout,
+        svc: &ServiceConfig,
+    ) -> (usize, bool) {
+        let now = self.engine().clock.now();
+        let Some(p) = pending.as_mut().filter(|p| p.next <= now) else {
+            return (0, false);
+        };
+        p.tries += 1;
+        let (fetched, queries) = self.reference(r, svc).await;
+        match fetched {
+            Ok((reference, week_ago)) => {
+                if p.tries > 1 {
+                    tracing::info!(service = %r.service, rollout = %r.id, tries = p.tries, "the reference window of a before/after rollout arrived; judging it now");
+                }
+                judge.set_reference(reference, &week_ago);
+                *pending = None;
+                return (queries, true);
+            }
+            Err(why) => {
+                let what = format!(
+                    "no metrics for the service in the {} before the rollout started ({why})",
+                    fmt_duration(svc.before_after.reference.secs())
+                );
+                if p.tries >= REFERENCE_TRIES {
+                    tracing::warn!(service = %r.service, rollout = %r.id, error = %why, "gave up on the reference window of a before/after rollout; its verdict stays no_data");
+                    judge.reference_missing(format!(
+                        "reference not available, gave up after {} tries: {what}",
+                        p.tries
+                    ));
+                    *pending = None;
+                } else {
+                    let wait = (self.interval() * 2u32.pow(p.tries - 1)).min(REFERENCE_BACKOFF_MAX);
+                    p.next = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                    tracing::warn!(service = %r.service, rollout = %r.id, error = %why, try_again_in = ?wait, "no reference window yet for a before/after rollout");
+                    judge.reference_missing(format!(
+                        "reference not yet available: {what}; trying again in {}",
+                        crate::domain::human_duration(wait)
+                    ));
+                }
             }
         }
-        if reference.is_empty() {
-            tracing::warn!(service = %r.service, rollout = %r.id, "no metrics for the reference window before a before/after rollout; its verdict is no_data");
+        (queries, false)
+    }
+
+    /// The reference window before the rollout's start (and, for
+    /// `seasonality = "weekly"`, one week earlier): one range query per
+    /// signal and window. An error says why there is none.
+    async fn reference(
+        &self,
+        r: &Rollout,
+        svc: &ServiceConfig,
+    ) -> (Result<(Vec<TrackSample>, Vec<TrackSample>), String>, usize) {
+        let policy = &svc.before_after;
+        let step = self.interval();
+        let ticks = (policy.reference.secs() / step.as_secs_f64().max(1.0)).round() as i32;
+        let first =
+            r.start - chrono::Duration::from_std(step).unwrap_or_default() * (ticks - 1).max(0);
+        let w = watched(svc, 0.0, true);
+        let mut queries = 0;
+        let reference = match self.range(&w, (first, r.start)).await {
+            Ok(got) => {
+                queries += got.queries;
+                match got.missing {
+                    Some(why) if got.samples.is_empty() => return (Err(why), queries),
+                    _ => got.samples,
+                }
+            }
+            Err(e) => return (Err(e), queries),
+        };
+        let mut week_ago = Vec::new();
+        if policy.seasonality == Seasonality::Weekly {
+            // Without last week the reference is used uncorrected.
+            match self.range(&w, (first - WEEK, r.start - WEEK)).await {
+                Ok(got) => {
+                    queries += got.queries;
+                    week_ago = got.samples;
+                }
+                Err(e) => {
+                    tracing::warn!(service = %r.service, rollout = %r.id, error = %e, "no week-ago window for a before/after rollout; its reference is not corrected");
+                }
+            }
         }
-        BeforeAfterJudge::new(&svc.judge, policy, reference).with_week_ago_reference(&week_ago)
+        (Ok((reference, week_ago)), queries)
+    }
+
+    /// One range fetch through the metric source's breaker.
+    async fn range(
+        &self,
+        w: &Watched,
+        span: (DateTime<Utc>, DateTime<Utc>),
+    ) -> Result<crate::metrics::Ranged, String> {
+        let (source, breaker) = self.metric_source();
+        let limit = self.engine().config.metrics.timeout.0 * 8;
+        breaker
+            .call(
+                limit,
+                source.fetch_range(w, span, self.interval(), self.interval()),
+                |_: &MetricError| true,
+            )
+            .await
+            .map_err(|e| match e {
+                Rejected::Inner(e) => e.to_string(),
+                Rejected::Timeout(d) => format!(
+                    "the metric source did not answer within {}",
+                    crate::domain::human_duration(d)
+                ),
+                Rejected::Open { name, .. } => format!("{name} is failing"),
+            })
     }
 
     /// For the before/after rollouts with `seasonality = "weekly"` among
-    /// `watched`, the service one week before `at`: one grouped fetch.
+    /// `watched`, the service one week before `at`: one grouped fetch, and
+    /// the queries it sent.
     pub(super) async fn week_ago(
         &self,
         watched: &[Watched],
         at: DateTime<Utc>,
-    ) -> HashMap<String, TrackSample> {
+    ) -> (HashMap<String, TrackSample>, usize) {
         let config = &self.engine().config;
         let weekly: Vec<Watched> = watched
             .iter()
@@ -134,22 +258,18 @@ impl Controller {
             .cloned()
             .collect();
         if weekly.is_empty() {
-            return HashMap::new();
+            return (HashMap::new(), 0);
         }
         match self.fetch(&weekly, at - WEEK).await {
-            Ok(f) => f
-                .ticks
-                .into_iter()
-                .filter_map(|(s, t)| Some((s, t.canary?)))
-                .collect(),
-            Err(_) => HashMap::new(),
+            Ok(f) => (
+                f.ticks
+                    .into_iter()
+                    .filter_map(|(s, t)| Some((s, t.canary?)))
+                    .collect(),
+                f.queries,
+            ),
+            Err(_) => (HashMap::new(), 0),
         }
-    }
-
-    /// The service's whole series for the tick ending at `at`, if any.
-    pub(super) async fn whole(&self, w: &Watched, at: DateTime<Utc>) -> Option<TrackSample> {
-        let f = self.fetch(std::slice::from_ref(w), at).await.ok()?;
-        f.ticks.get(&w.service)?.canary.clone()
     }
 }
 

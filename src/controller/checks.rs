@@ -185,7 +185,7 @@ pub(crate) async fn fetch(
     watched: &[Watched],
     at: DateTime<Utc>,
     interval: Duration,
-) -> HashMap<String, CheckInputs> {
+) -> (HashMap<String, CheckInputs>, usize) {
     let plans: Vec<(&Watched, &ServiceConfig, Vec<Planned>)> = watched
         .iter()
         .filter_map(|w| {
@@ -195,12 +195,21 @@ pub(crate) async fn fetch(
         })
         .collect();
     if plans.is_empty() {
-        return HashMap::new();
+        return (HashMap::new(), 0);
     }
     let queries: Vec<String> = plans
         .iter()
         .flat_map(|(_, _, p)| p.iter().map(|q| q.promql.clone()))
         .collect();
+    // Each distinct text is sent once, by sources that run queries.
+    let sent = if source.runs_queries() {
+        queries
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    } else {
+        0
+    };
     let limit = config.metrics.timeout.0 * 8;
     let answers: Result<Answers, String> = breaker
         .call(limit, source.instant(&queries, at), |_: &MetricError| true)
@@ -213,7 +222,7 @@ pub(crate) async fn fetch(
             ),
             Rejected::Open { name, .. } => format!("{name} is failing"),
         });
-    plans
+    let inputs = plans
         .into_iter()
         .map(|(w, svc, planned)| {
             (
@@ -221,7 +230,8 @@ pub(crate) async fn fetch(
                 inputs(svc, &w.service, &planned, &answers),
             )
         })
-        .collect()
+        .collect();
+    (inputs, sent)
 }
 
 /// A service's inputs from the tick's answers.
@@ -667,5 +677,123 @@ mod tests {
         assert_eq!(logged.verdict, Verdict::Healthy);
         assert_eq!(logged.recommendation, Recommendation::Promote);
         assert_eq!(w.policy(OnFailing::AutoRollback), OnFailing::AutoRollback);
+    }
+
+    /// A metric source that answers every fetch and instant query, and
+    /// keeps the query texts of each instant it was asked.
+    #[derive(Default)]
+    struct Counting {
+        asked: std::sync::Mutex<Vec<Vec<String>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl MetricSource for Counting {
+        fn kind(&self) -> &'static str {
+            "counting"
+        }
+
+        async fn fetch(
+            &self,
+            services: &[Watched],
+            _at: DateTime<Utc>,
+            _window: Duration,
+        ) -> Result<crate::metrics::Fetched, MetricError> {
+            let sample = crate::judge::TrackSample {
+                requests: 1000,
+                errors: 1,
+                ..Default::default()
+            };
+            let mut out = crate::metrics::Fetched {
+                queries: 3,
+                ..Default::default()
+            };
+            for w in services {
+                out.ticks.insert(
+                    w.service.clone(),
+                    crate::judge::Tick {
+                        t: w.t,
+                        baseline: Some(sample.clone()),
+                        canary: Some(sample.clone()),
+                    },
+                );
+            }
+            Ok(out)
+        }
+
+        fn runs_queries(&self) -> bool {
+            true
+        }
+
+        async fn instant(
+            &self,
+            queries: &[String],
+            _at: DateTime<Utc>,
+        ) -> Result<Answers, MetricError> {
+            self.asked.lock().unwrap().push(queries.to_vec());
+            Ok(queries
+                .iter()
+                .map(|q| (q.clone(), Ok(Vec::new())))
+                .collect())
+        }
+    }
+
+    /// Every rollout's checks and SLO share one query per distinct text
+    /// each tick, and the controller's `queries_last_tick` (in /readyz)
+    /// counts them with the signals' queries.
+    #[tokio::test]
+    async fn one_query_per_check_per_tick_for_all_rollouts_and_all_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = format!(
+            "[store]\npath = \"{}\"\n[metrics]\nsource = \"simulated\"\ninterval = \"10s\"\n[backends.sim]\ntype = \"simulated\"\n",
+            dir.path().join("store").display()
+        );
+        let names = ["checkout", "search", "cart"];
+        for name in names {
+            text.push_str(&format!(
+                "[[services]]\nname = \"{name}\"\nbackend = \"sim\"\nslo = {{ objective = 0.999, window = \"30d\" }}\n[[services.checks]]\nname = \"crash loops\"\nquery = 'sum by (service, track) (increase(restarts_total[$window]))'\nabove = 3\nseverity = \"log_only\"\n"
+            ));
+        }
+        let config = Config::parse(std::path::Path::new("t.toml"), &text).unwrap();
+        let begin = DateTime::from_timestamp((Utc::now().timestamp() - 3600) / 10 * 10, 0).unwrap();
+        let clock = crate::clock::ManualClock::new(begin);
+        let rt = crate::runtime::start(
+            config,
+            &dir.path().join("store"),
+            vec![],
+            std::sync::Arc::new(clock.clone()),
+        )
+        .await
+        .unwrap();
+        let source = std::sync::Arc::new(Counting::default());
+        let c = crate::controller::Controller::new(rt.engine.clone(), source.clone());
+        let expected = 1 + 2 * slo::windows().len();
+        for (n, name) in names.iter().enumerate() {
+            c.announce(crate::controller::Rollout::watching(
+                format!("r{n}"),
+                name,
+                ("v1".into(), "v2".into()),
+                begin,
+                "test",
+            ))
+            .await
+            .unwrap();
+            let at = begin + chrono::Duration::seconds(10 * (n as i64 + 1));
+            clock.set(at);
+            c.step(at).await;
+            let asked = source.asked.lock().unwrap().last().cloned().unwrap();
+            let distinct: std::collections::BTreeSet<&String> = asked.iter().collect();
+            assert_eq!(
+                distinct.len(),
+                expected,
+                "{} rollouts: one query per check and SLO window: {distinct:?}",
+                n + 1
+            );
+            assert_eq!(
+                c.health().queries_last_tick,
+                3 + expected,
+                "the signals' 3 queries and the checks' and SLO's, with {} rollouts",
+                n + 1
+            );
+        }
     }
 }

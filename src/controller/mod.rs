@@ -28,5 +28,5 @@ mod watch;
 pub use before_after::Strategy;
 pub use rollouts::Rollout;
 pub use run::{Controller, Health};
-pub use summary::{short_reason, summary_message};
+pub use summary::{short_reason, short_reason_of, summary_message, summary_message_of, Sides};
 pub use watch::{RolloutWatch, WatchState};

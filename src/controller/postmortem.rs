@@ -55,7 +55,9 @@ pub async fn write(store: &Store, id: &str) -> anyhow::Result<String> {
         .collect();
     let mut md = String::new();
     summary(&mut md, &r);
-    impact(&mut md, &verdicts);
+    let before_after =
+        super::Strategy::parse(&r.strategy).is_some_and(super::Strategy::before_after);
+    impact(&mut md, &verdicts, before_after);
     what_the_judge_saw(&mut md, &verdicts);
     timeline(&mut md, &r, &entries);
     who_did_what(&mut md, &r, &entries);
@@ -104,8 +106,15 @@ fn summary(md: &mut String, r: &Rollout) {
     }
 }
 
-/// What the canary cost users, from the evidence of its last recorded verdict.
-fn impact(md: &mut String, verdicts: &[&Entry]) {
+/// What the canary cost users, from the evidence of its last recorded
+/// verdict; a rollout judged after vs before has no canary, so its words
+/// are after and before.
+fn impact(md: &mut String, verdicts: &[&Entry], before_after: bool) {
+    let (now, then, served) = if before_after {
+        ("after the change", "before", "since the change")
+    } else {
+        ("canary", "baseline", "by the canary")
+    };
     let _ = writeln!(md, "\n## Impact\n");
     match verdicts
         .last()
@@ -124,18 +133,15 @@ fn impact(md: &mut String, verdicts: &[&Entry]) {
                     err["baseline"].as_f64().unwrap_or(f64::NAN),
                 );
                 let excess = (n * (c - b)).max(0.0);
-                let _ = writeln!(
-                    md,
-                    "- Requests served by the canary before the decision: {n:.0}"
-                );
-                let _ = writeln!(md, "- Canary 5xx rate {:.3}% vs baseline {:.3}%: about **{excess:.0} excess failed requests**", c * 100.0, b * 100.0);
+                let _ = writeln!(md, "- Requests served {served} before the decision: {n:.0}");
+                let _ = writeln!(md, "- 5xx rate {now} {:.3}% vs {then} {:.3}%: about **{excess:.0} excess failed requests**", c * 100.0, b * 100.0);
             }
             for m in evidence.iter().filter(|m| {
                 m["metric"] != "error_rate" && m["class"] != "pass" && m["class"] != "no_data"
             }) {
                 let _ = writeln!(
                     md,
-                    "- {}: canary {} vs baseline {} ({})",
+                    "- {}: {now} {} vs {then} {} ({})",
                     m["metric"].as_str().unwrap_or("?"),
                     m["canary"],
                     m["baseline"],

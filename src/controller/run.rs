@@ -37,6 +37,8 @@ struct Active {
     missing_since: Option<DateTime<Utc>>,
     /// Whether a rollback would still find its target.
     capability: super::capability::CapabilityWatch,
+    /// A before/after rollout's reference window, still to be fetched.
+    reference: Option<super::before_after::PendingReference>,
 }
 
 impl Active {
@@ -190,14 +192,13 @@ impl Controller {
         let mut watch = RolloutWatch::new(svc, &r.from_revision, &r.to_revision)
             .with_id(&r.id)
             .with_start(r.start);
+        let mut reference = None;
         if super::Strategy::parse(&r.strategy).is_some_and(super::Strategy::before_after) {
-            watch = watch.judged_before_after(self.before_after_judge(&r, svc).await);
+            let (judge, pending) = self.before_after_judge(&r, svc).await;
+            watch = watch.judged_before_after(judge);
+            reference = pending;
         }
-        let next = grid_ceil(
-            r.start
-                .max(self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP)?),
-            self.interval,
-        );
+        let next = self.first_instant(&r);
         // The rollback target is checked at once, not at the first tick.
         let mut capability = super::capability::CapabilityWatch::default();
         let now = self.engine.clock.now();
@@ -209,8 +210,17 @@ impl Controller {
             warned: false,
             missing_since: None,
             capability,
+            reference,
         });
         Ok(())
+    }
+
+    /// The first grid instant a rollout is judged at: its start, or as much
+    /// history as is caught up.
+    fn first_instant(&self, r: &Rollout) -> DateTime<Utc> {
+        let oldest =
+            self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP).unwrap_or_default();
+        grid_ceil(r.start.max(oldest), self.interval)
     }
 
     /// Every rollout, newest first. Active ones show their latest score
@@ -266,7 +276,11 @@ impl Controller {
                 })
                 .collect();
             let fetched = self.fetch(&watched, point).await;
-            let mut checked = super::checks::fetch(
+            self.note_health(&fetched, point);
+            // Every query this instant: the signals', the checks' and SLO's,
+            // last week's and any reference window tried again.
+            let mut queries = fetched.as_ref().map_or(0, |f| f.queries);
+            let (mut checked, check_queries) = super::checks::fetch(
                 &self.engine.config,
                 self.source.as_ref(),
                 &self.breaker,
@@ -275,9 +289,27 @@ impl Controller {
                 self.interval,
             )
             .await;
-            let week_ago = self.week_ago(&watched, point).await;
+            let (week_ago, week_queries) = self.week_ago(&watched, point).await;
+            queries += check_queries + week_queries;
             for (&i, w) in due.iter().zip(&watched) {
                 let a = &mut active[i];
+                if let (Some(judge), Some(svc)) = (
+                    a.watch.before_after_judge(),
+                    self.engine.config.service(&a.rollout.service),
+                ) {
+                    let (sent, arrived) = self
+                        .follow_reference(&mut a.reference, judge, &a.rollout, svc)
+                        .await;
+                    queries += sent;
+                    // The ticks since the start were no_data for want of a
+                    // reference: judge them again from the metric source.
+                    let first = self.first_instant(&a.rollout);
+                    if arrived && a.next > first && a.watch.state == WatchState::Watching {
+                        a.watch.restart_judging(svc);
+                        a.next = first;
+                        continue;
+                    }
+                }
                 let tick = match &fetched {
                     Ok(f) => f.ticks.get(&w.service).cloned().unwrap_or(Tick {
                         t: w.t,
@@ -321,6 +353,7 @@ impl Controller {
                 }
                 a.next = point + step;
             }
+            self.health.lock().unwrap().queries_last_tick = queries;
             for a in active.iter().filter(|a| !a.watch.is_active()) {
                 super::capability::forget(&self.engine, &a.rollout.service).await;
             }
@@ -348,46 +381,51 @@ impl Controller {
         }
     }
 
+    /// The metric source and the breaker its calls go through.
+    pub(super) fn metric_source(&self) -> (&dyn MetricSource, &Breaker) {
+        (self.source.as_ref(), &self.breaker)
+    }
+
     pub(super) async fn fetch(
         &self,
         watched: &[Watched],
         at: DateTime<Utc>,
     ) -> Result<Fetched, String> {
         let limit = self.engine.config.metrics.timeout.0 * 8;
-        let r = self
-            .breaker
+        self.breaker
             .call(
                 limit,
                 self.source.fetch(watched, at, self.interval),
                 |_: &MetricError| true,
             )
-            .await;
+            .await
+            .map_err(|e| match e {
+                Rejected::Inner(e) => e.to_string(),
+                Rejected::Timeout(d) => format!(
+                    "the metric source did not answer within {}",
+                    crate::domain::human_duration(d)
+                ),
+                Rejected::Open {
+                    name, last_error, ..
+                } => format!(
+                    "{name} is failing (last error: {})",
+                    last_error.unwrap_or_default()
+                ),
+            })
+    }
+
+    /// Whether metrics flow, from an instant's signal fetch.
+    fn note_health(&self, fetched: &Result<Fetched, String>, at: DateTime<Utc>) {
         let mut h = self.health.lock().unwrap();
         h.ticks += 1;
-        match r {
-            Ok(f) => {
+        match fetched {
+            Ok(_) => {
                 h.down_since = None;
                 h.last_error = None;
-                h.queries_last_tick = f.queries;
-                Ok(f)
             }
-            Err(e) => {
-                let text = match e {
-                    Rejected::Inner(e) => e.to_string(),
-                    Rejected::Timeout(d) => format!(
-                        "the metric source did not answer within {}",
-                        crate::domain::human_duration(d)
-                    ),
-                    Rejected::Open {
-                        name, last_error, ..
-                    } => format!(
-                        "{name} is failing (last error: {})",
-                        last_error.unwrap_or_default()
-                    ),
-                };
+            Err(text) => {
                 h.down_since.get_or_insert(at);
                 h.last_error = Some(text.clone());
-                Err(text)
             }
         }
     }

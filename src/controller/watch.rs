@@ -148,6 +148,21 @@ impl RolloutWatch {
         self.before_after.is_some()
     }
 
+    /// The after-vs-before judge, when this rollout has one.
+    pub fn before_after_judge(&mut self) -> Option<&mut BeforeAfterJudge> {
+        self.before_after.as_mut().map(|ba| ba.judge.as_mut())
+    }
+
+    /// Forgets what the ticks judged so far drew (the chart, the checks'
+    /// history): a before/after rollout whose reference arrived late is
+    /// judged again from its start.
+    pub fn restart_judging(&mut self, svc: &ServiceConfig) {
+        self.checks = super::checks::CheckWatch::new(svc);
+        self.chart = Default::default();
+        self.charted = None;
+        self.onset = Default::default();
+    }
+
     /// The service one week before the next tick (weekly correction).
     pub fn set_week_ago(&mut self, sample: Option<TrackSample>) {
         if let Some(ba) = &mut self.before_after {
@@ -289,13 +304,13 @@ impl RolloutWatch {
     }
 
     async fn publish(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
-        let msg = self.with_legend(self.titled(crate::controller::summary_message(
+        let msg = self.with_legend(self.titled(crate::controller::summary_message_of(
             &self.service,
-            &self.from,
-            &self.to,
+            (&self.from, &self.to),
             &self.id,
             eval,
             &self.state_text(),
+            &self.sides(),
         )));
         if self.summary.is_empty() {
             if let Some(ch) = &svc.deploy_channel {
@@ -319,6 +334,25 @@ impl RolloutWatch {
         };
         engine.notifier.upload(&self.summary, &file).await;
         self.charted = Some(verdict);
+    }
+
+    /// What this rollout's evidence compares, for the words of its messages.
+    fn sides(&self) -> super::Sides {
+        match &self.before_after {
+            None => super::Sides::Canary,
+            Some(ba) => super::Sides::BeforeAfter {
+                reference: super::Sides::reference(
+                    ba.judge.policy().reference.secs(),
+                    ba.judge.corrected(),
+                ),
+                confidence: ba.judge.confidence().map(str::to_string),
+            },
+        }
+    }
+
+    /// The short reason of `eval` in this rollout's words.
+    fn short_reason(&self, eval: &Evaluation) -> String {
+        super::short_reason_of(eval, &self.sides())
     }
 
     /// A before/after rollout has no canary: its summary says what it
@@ -360,13 +394,13 @@ impl RolloutWatch {
         if !self.is_active() {
             return;
         }
-        let msg = self.with_legend(self.titled(crate::controller::summary_message(
+        let msg = self.with_legend(self.titled(crate::controller::summary_message_of(
             &self.service,
-            &self.from,
-            &self.to,
+            (&self.from, &self.to),
             &self.id,
             &eval,
             &self.state_text(),
+            &self.sides(),
         )));
         let posted = engine.notifier.post(ch.as_ref(), &msg).await;
         if !posted.is_empty() {
@@ -492,7 +526,7 @@ impl RolloutWatch {
                 self.to,
                 self.service,
                 eval.verdict,
-                super::short_reason(&eval)
+                self.short_reason(&eval)
             );
             self.follow_into_incident(engine, svc, &eval, line, (&who, *at))
                 .await;
@@ -569,7 +603,7 @@ impl RolloutWatch {
     }
 
     async fn on_failing(&mut self, engine: &Engine, svc: &ServiceConfig, eval: &Evaluation) {
-        let reason = format!("{} — {}", eval.verdict, super::short_reason(eval));
+        let reason = format!("{} — {}", eval.verdict, self.short_reason(eval));
         // With automation off, a failing canary is asked about, never rolled back.
         let off = engine.automation_off(&self.service).await;
         let policy = match off {
@@ -724,7 +758,7 @@ impl RolloutWatch {
         let paused = engine
             .execute(self.request(
                 Action::Pause,
-                format!("borderline — {}", super::short_reason(eval)),
+                format!("borderline — {}", self.short_reason(eval)),
                 "pause",
             ))
             .await;
@@ -803,7 +837,7 @@ impl RolloutWatch {
             title: format!("{headline}: {} {}", self.service, self.to),
             question,
             requested_by: controller(),
-            reason: format!("{} — {}", eval.verdict, super::short_reason(eval)),
+            reason: format!("{} — {}", eval.verdict, self.short_reason(eval)),
             approve,
             reject,
             other: None,

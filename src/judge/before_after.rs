@@ -235,6 +235,10 @@ pub struct BeforeAfterJudge {
     /// When a critical signal was first seen worse, in the current run of
     /// worse evaluations.
     first_worse: Option<f64>,
+    /// Why there is no reference yet, in the no_data reason.
+    missing: Option<String>,
+    /// The last verdict's line on how far it can be trusted.
+    confidence: Option<String>,
 }
 
 impl BeforeAfterJudge {
@@ -254,19 +258,58 @@ impl BeforeAfterJudge {
             week_ago_recent: Default::default(),
             last_reference: None,
             first_worse: None,
+            missing: None,
+            confidence: None,
         }
+    }
+
+    /// The reference window fetched after the rollout started (it was not
+    /// available then). Nothing was judged meanwhile, so the ticks since
+    /// the start can be fed again from the metric source.
+    pub fn set_reference(&mut self, reference: Vec<TrackSample>, week_ago: &[TrackSample]) {
+        self.reference = reference.into_iter().filter(|s| s.requests > 0).collect();
+        self.next = 0;
+        self.missing = None;
+        self.week_ago_reference = self.week_pool(week_ago);
+    }
+
+    /// Why the reference is still missing (said in the no_data reason).
+    pub fn reference_missing(&mut self, why: String) {
+        self.missing = Some(why);
+    }
+
+    /// Whether the reference is corrected by the same hours a week earlier.
+    pub fn corrected(&self) -> bool {
+        self.week_ago_reference.is_some()
+    }
+
+    /// The latest verdict's line on how far it can be trusted (none while
+    /// there is no verdict).
+    pub fn confidence(&self) -> Option<&str> {
+        self.confidence.as_deref()
+    }
+
+    /// Whether the judge has a reference to compare with.
+    pub fn has_reference(&self) -> bool {
+        !self.reference.is_empty()
     }
 
     /// The reference window one week earlier, for `seasonality = "weekly"`.
     pub fn with_week_ago_reference(mut self, ticks: &[TrackSample]) -> Self {
-        if self.policy.seasonality == Seasonality::Weekly {
-            let mut pool = Pool::default();
-            for s in ticks.iter().filter(|s| s.requests > 0) {
-                pool.add(s, 1.0);
-            }
-            self.week_ago_reference = (pool.requests > 0.0).then_some(pool);
-        }
+        self.week_ago_reference = self.week_pool(ticks);
         self
+    }
+
+    /// The week-ago reference pooled, for `seasonality = "weekly"`.
+    fn week_pool(&self, ticks: &[TrackSample]) -> Option<Pool> {
+        if self.policy.seasonality != Seasonality::Weekly {
+            return None;
+        }
+        let mut pool = Pool::default();
+        for s in ticks.iter().filter(|s| s.requests > 0) {
+            pool.add(s, 1.0);
+        }
+        (pool.requests > 0.0).then_some(pool)
     }
 
     /// Ticks in the reference window with data.
@@ -292,14 +335,19 @@ impl BeforeAfterJudge {
         week_ago: Option<&TrackSample>,
     ) -> Evaluation {
         if self.reference.is_empty() {
+            let why = self.missing.clone().unwrap_or_else(|| {
+                format!(
+                    "no metrics for the service in the {} before the rollout started",
+                    fmt_duration(self.policy.reference.secs())
+                )
+            });
             return Evaluation::simple(
                 t,
                 Verdict::NoData,
                 f64::NAN,
                 Recommendation::None,
                 format!(
-                    "no metrics for the service in the {} before the rollout started, so nothing to compare with: no verdict; missing data never triggers a rollback, check the metric source",
-                    fmt_duration(self.policy.reference.secs())
+                    "{why}, so nothing to compare with: no verdict; missing data never triggers a rollback, check the metric source"
                 ),
             );
         }
@@ -366,6 +414,7 @@ impl BeforeAfterJudge {
                 .replace("baseline", "before");
         }
         if e.verdict == Verdict::NoData {
+            self.confidence = None;
             return e;
         }
         // Nothing to promote: the change is already out.
@@ -425,6 +474,7 @@ impl BeforeAfterJudge {
                 "before/after comparison against the {reference} before the rollout{corrected} (no concurrent baseline): an outside change would look the same"
             ));
         }
+        self.confidence = e.reasons.last().cloned();
         e
     }
 }

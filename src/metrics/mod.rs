@@ -11,7 +11,7 @@ pub(crate) mod prometheus;
 pub(crate) mod simulated;
 
 use crate::config_file::MetricQueries;
-use crate::judge::Tick;
+use crate::judge::{Tick, TrackSample};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -42,6 +42,22 @@ pub struct Fetched {
     pub queries: usize,
 }
 
+/// A service's ticks over a past window (a before/after reference): what
+/// [`MetricSource::fetch_range`] returns.
+#[derive(Debug, Default)]
+pub struct Ranged {
+    /// One sample per step that has data, oldest first.
+    pub samples: Vec<TrackSample>,
+    /// Why there are none, when there are none.
+    pub missing: Option<String>,
+    /// Queries sent.
+    pub queries: usize,
+}
+
+/// The most points Prometheus returns per series of one range query; a
+/// longer range is asked for in pieces.
+pub const MAX_POINTS: usize = 11_000;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MetricError {
     /// The source could not be reached or answered with an error.
@@ -60,6 +76,25 @@ pub trait MetricSource: Send + Sync {
         window: Duration,
     ) -> Result<Fetched, MetricError>;
 
+    /// The whole service `w` (every track together) for the ticks ending at
+    /// `first`, `first + step`, … up to `last`, each over `window`. By
+    /// default one fetch per tick; Prometheus answers with one range query
+    /// per signal.
+    async fn fetch_range(
+        &self,
+        w: &Watched,
+        span: (DateTime<Utc>, DateTime<Utc>),
+        step: Duration,
+        window: Duration,
+    ) -> Result<Ranged, MetricError> {
+        by_ticks(self, w, span, step, window).await
+    }
+
+    /// Whether `instant` sends queries (and so counts toward a tick's).
+    fn runs_queries(&self) -> bool {
+        false
+    }
+
     /// Runs instant queries at `at` (custom checks, SLO burn rates), each
     /// distinct text once; each answer separately, so one refused query
     /// leaves the others' data. Sources that cannot run PromQL say so for
@@ -72,6 +107,44 @@ pub trait MetricSource: Send + Sync {
             .map(|q| (q.clone(), Err(why.clone())))
             .collect())
     }
+}
+
+/// `MetricSource::fetch_range` as one `fetch` per tick: the default, and
+/// what the range queries are measured against.
+pub(crate) async fn by_ticks<S: MetricSource + ?Sized>(
+    source: &S,
+    w: &Watched,
+    (first, last): (DateTime<Utc>, DateTime<Utc>),
+    step: Duration,
+    window: Duration,
+) -> Result<Ranged, MetricError> {
+    let step_ms = step.as_millis().max(1) as i64;
+    let mut out = Ranged::default();
+    let mut last_error = None;
+    let mut at = first;
+    while at <= last {
+        match source.fetch(std::slice::from_ref(w), at, window).await {
+            Ok(f) => {
+                out.queries += f.queries;
+                match f.ticks.get(&w.service).and_then(|t| t.canary.clone()) {
+                    Some(s) => out.samples.push(s),
+                    None => {
+                        if out.missing.is_none() {
+                            out.missing = f.missing.get(&w.service).cloned();
+                        }
+                    }
+                }
+            }
+            Err(e) => last_error = Some(e),
+        }
+        at += chrono::Duration::milliseconds(step_ms);
+    }
+    if out.samples.is_empty() {
+        if let Some(e) = last_error {
+            return Err(e);
+        }
+    }
+    Ok(out)
 }
 
 /// One series of an instant query's answer: the labels the checks split by

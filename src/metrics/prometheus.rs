@@ -13,6 +13,12 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 mod instant;
+mod range;
+
+/// An instant as Prometheus' API takes it: seconds since the epoch.
+fn seconds(at: DateTime<Utc>) -> String {
+    format!("{:.3}", at.timestamp_millis() as f64 / 1000.0)
+}
 
 /// How requests authenticate to Prometheus.
 #[derive(Clone, Debug)]
@@ -128,14 +134,17 @@ impl PrometheusSource {
 
     /// Runs one instant query at `at`; returns the answer's body.
     async fn query(&self, promql: &str, at: DateTime<Utc>) -> Result<bytes::Bytes, MetricError> {
-        let url = format!("{}/api/v1/query", self.base);
-        let mut req = self.client.get(&url).query(&[
-            ("query", promql.to_string()),
-            (
-                "time",
-                format!("{:.3}", at.timestamp_millis() as f64 / 1000.0),
-            ),
-        ]);
+        self.get(
+            "query",
+            &[("query", promql.to_string()), ("time", seconds(at))],
+        )
+        .await
+    }
+
+    /// Sends `params` to `/api/v1/{api}`; returns the answer's body.
+    async fn get(&self, api: &str, params: &[(&str, String)]) -> Result<bytes::Bytes, MetricError> {
+        let url = format!("{}/api/v1/{api}", self.base);
+        let mut req = self.client.get(&url).query(params);
         req = match &self.auth {
             Auth::None => req,
             Auth::Bearer(t) => req.bearer_auth(t.expose()),
@@ -381,6 +390,20 @@ impl MetricSource for PrometheusSource {
 
     async fn instant(&self, queries: &[String], at: DateTime<Utc>) -> Result<Answers, MetricError> {
         self.instant_all(queries, at).await
+    }
+
+    fn runs_queries(&self) -> bool {
+        true
+    }
+
+    async fn fetch_range(
+        &self,
+        w: &Watched,
+        span: (DateTime<Utc>, DateTime<Utc>),
+        step: Duration,
+        window: Duration,
+    ) -> Result<Ranged, MetricError> {
+        self.range_whole(w, span, step, window).await
     }
 
     async fn fetch(

@@ -7,7 +7,7 @@
 
 use crate::support::api::Api;
 use crate::support::audit;
-use crate::support::prometheus::{openmetrics, Prometheus};
+use crate::support::prometheus::{openmetrics, serve_config, Prometheus};
 use crate::support::Server;
 use rollbot::judge::sim_before_after::{simulate, BaScenario};
 use rollbot::judge::Tick;
@@ -20,38 +20,10 @@ const IN_FLIGHT: &str = r#"["v41", "v42"]"#;
 const COMPLETE: &str = r#"["v42"]"#;
 
 fn config(prom: &str, revisions: &str, service_keys: &str) -> String {
-    format!(
-        r##"
-[server]
-listen = "127.0.0.1:{{port}}"
-[store]
-path = "{{data}}"
-[metrics]
-source = "prometheus"
-url = "{prom}"
-interval = "10s"
-[channels.deploys]
-console = "#deploys"
-[channels.incidents]
-console = "#incidents"
-[backends.sim]
-type = "simulated"
-history = {{ checkout = {revisions} }}
-[[services]]
-name = "checkout"
-backend = "sim"
-deploy_channel = "deploys"
-incident_channel = "incidents"
-strategy = "rolling"
-{service_keys}
-[[roles.deployer]]
-members = ["api:ci"]
-[[roles.viewer]]
-members = ["api:ci"]
-[[api.clients]]
-name = "ci"
-token = "${{ROLLBOT_TEST_TOKEN}}"
-"##
+    serve_config(
+        prom,
+        &format!("{{ checkout = {revisions} }}"),
+        &format!("strategy = \"rolling\"\n{service_keys}"),
     )
 }
 
@@ -120,6 +92,24 @@ async fn wait_for(s: &Server, what: &str, ok: impl Fn(&Value) -> bool, limit: Du
     }
 }
 
+/// How many requests Prometheus answered on `handler`, from its own
+/// `/metrics`.
+async fn prometheus_calls(prom: &Prometheus, handler: &str) -> u64 {
+    let body = reqwest::get(format!("{}/metrics", prom.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .filter(|l| {
+            l.starts_with("prometheus_http_requests_total{")
+                && l.contains(&format!("handler=\"{handler}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 fn state(r: &Value) -> &str {
     r["state"].as_str().unwrap_or("")
 }
@@ -141,7 +131,7 @@ async fn a_rolling_update_with_ten_times_the_errors_is_rolled_back_by_itself() {
     let dir = tempfile::tempdir().unwrap();
     let sc = BaScenario::new("bad", false).errors(10.0);
     let ticks = history(&sc, true, 12);
-    let (_prom, s, _) = serve(dir.path(), &ticks, 12, (IN_FLIGHT, "")).await;
+    let (prom, s, _) = serve(dir.path(), &ticks, 12, (IN_FLIGHT, "")).await;
     let r = wait_for(
         &s,
         "rolled back",
@@ -150,6 +140,12 @@ async fn a_rolling_update_with_ten_times_the_errors_is_rolled_back_by_itself() {
     )
     .await;
     assert_eq!(r["verdict"], "failing", "{r}");
+    // The 30 minutes of reference came in one range query per signal.
+    assert_eq!(
+        prometheus_calls(&prom, "/api/v1/query_range").await,
+        3,
+        "requests, errors and latency"
+    );
     let why = reasons(&r);
     assert!(
         why.contains("before/after comparison against the 30m before the rollout")
@@ -258,6 +254,137 @@ async fn without_history_before_the_rollout_the_verdict_is_no_data_never_a_rollb
     assert!(s.terminate().success());
     let list = audit::list(&dir.path().join("data"), &["--service", "checkout"]);
     assert!(!list.contains("rollback checkout"), "{list}");
+}
+
+#[tokio::test]
+async fn metrics_down_when_a_rolling_update_is_announced_delay_its_verdict_and_never_lose_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = BaScenario::new("bad", false).errors(10.0);
+    let ticks = history(&sc, true, 12);
+    let now = chrono::Utc::now().timestamp() / 10 * 10;
+    let first = now - 10 * ticks.len() as i64;
+    let mut prom = Prometheus::with_history(
+        &dir.path().join("prom"),
+        &openmetrics("checkout", first, &ticks),
+    );
+    prom.stop();
+    let s = Server::start(
+        dir.path(),
+        &config(&prom.url(), IN_FLIGHT, ""),
+        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
+    );
+    let start = chrono::DateTime::from_timestamp(now - 12 * 60, 0).unwrap();
+    let (code, announced) = Api::new(&s, TOKEN)
+        .announce_json(json!({"service": "checkout", "from_revision": "v41",
+            "to_revision": "v42", "start_time": start.to_rfc3339()}))
+        .await;
+    assert_eq!(code, 201, "{announced}");
+    let r = wait_for(
+        &s,
+        "waiting for its reference",
+        |r| r["verdict"] == "no_data" && reasons(r).contains("reference not yet available"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let why = reasons(&r);
+    assert!(
+        why.contains("no metrics for the service in the 30m before the rollout started (cannot reach Prometheus")
+            && why.contains("trying again in")
+            && why.contains("missing data never triggers a rollback"),
+        "{why}"
+    );
+    assert_eq!(state(&r), "watching", "{r}");
+    prom.restart();
+    // The reference arrives on a later try and the whole rollout is
+    // judged from its start: ten times the errors is rolled back.
+    let r = wait_for(
+        &s,
+        "rolled back once the reference arrived",
+        |r| state(r).starts_with("rolled back automatically"),
+        Duration::from_secs(150),
+    )
+    .await;
+    assert_eq!(r["verdict"], "failing", "{r}");
+    assert!(
+        reasons(&r).contains("the evidence is overwhelming"),
+        "{}",
+        reasons(&r)
+    );
+    assert_eq!(prometheus_calls(&prom, "/api/v1/query_range").await, 3);
+    assert!(s.terminate().success());
+    let list = audit::list(&dir.path().join("data"), &["--service", "checkout"]);
+    assert_eq!(
+        list.lines()
+            .filter(|l| l.contains("rollback checkout by rollbot controller — succeeded"))
+            .count(),
+        1,
+        "{list}"
+    );
+}
+
+#[tokio::test]
+async fn the_slack_summary_of_a_rolling_update_says_after_and_before_and_how_confident() {
+    use crate::support::fake_slack::FakeSlack;
+    use crate::support::slack_rig::SlackRig;
+    const DEPLOYS: &str = "C0DEPLOYS";
+    let dir = tempfile::tempdir().unwrap();
+    let sc = BaScenario::new("bad", false).errors(1.8);
+    let ticks = history(&sc, true, 15);
+    let now = chrono::Utc::now().timestamp() / 10 * 10;
+    let first = now - 10 * ticks.len() as i64;
+    let prom = Prometheus::with_history(
+        &dir.path().join("prom"),
+        &openmetrics("checkout", first, &ticks),
+    );
+    let fake = FakeSlack::start().await;
+    fake.add_channel(DEPLOYS, true);
+    fake.add_channel("C0INCIDNT", true);
+    let config = config(&prom.url(), IN_FLIGHT, "")
+        .replace("console = \"#deploys\"", &format!("slack = \"{DEPLOYS}\""))
+        .replace("console = \"#incidents\"", "slack = \"C0INCIDNT\"");
+    let rig = SlackRig::start(
+        fake,
+        "http",
+        DEPLOYS,
+        &config,
+        &[("ROLLBOT_TEST_TOKEN", TOKEN)],
+    )
+    .await;
+    let start = chrono::DateTime::from_timestamp(now - 15 * 60, 0).unwrap();
+    Api::new(&rig.server, TOKEN)
+        .announce("checkout", "v41", "v42", start)
+        .await;
+    let r = wait_for(
+        &rig.server,
+        "paused and failing",
+        |r| state(r).starts_with("paused") && r["verdict"] == "failing",
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(r["strategy"], "rolling", "{r}");
+    let messages = rig.fake.messages(DEPLOYS);
+    let summary = messages
+        .iter()
+        .find(|m| {
+            m.current_blocks()
+                .to_string()
+                .contains("After vs before: checkout v42")
+        })
+        .unwrap_or_else(|| panic!("no summary in {DEPLOYS}: {messages:?}"));
+    let blocks = summary.current_blocks().to_string();
+    for expected in [
+        "*error rate*\\nafter ",
+        " vs before ",
+        "(reference: 30 min before start)",
+        "*Confidence*\\nconfidence: before/after comparison against the 30m before the rollout",
+        "an outside change",
+    ] {
+        assert!(
+            blocks.contains(expected),
+            "missing {expected:?} in {blocks}"
+        );
+    }
+    assert!(!blocks.contains("vs baseline"), "{blocks}");
 }
 
 #[test]

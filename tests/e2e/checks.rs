@@ -4,7 +4,7 @@
 //! an SLO burn that pages; and check-config on the new keys.
 
 use crate::support::api::Api;
-use crate::support::prometheus::{openmetrics, Prometheus};
+use crate::support::prometheus::{openmetrics, serve_config, Prometheus};
 use crate::support::{audit, audit_export, rollbot, text, Server};
 use rollbot::judge::sim::{Scenario, Simulator};
 use rollbot::judge::Tick;
@@ -14,38 +14,10 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "ci-token-51c2";
 
 fn config(prom: &str, service: &str) -> String {
-    format!(
-        r##"
-[server]
-listen = "127.0.0.1:{{port}}"
-[store]
-path = "{{data}}"
-[metrics]
-source = "prometheus"
-url = "{prom}"
-interval = "10s"
-[channels.deploys]
-console = "#deploys"
-[channels.incidents]
-console = "#incidents"
-[backends.sim]
-type = "simulated"
-history = {{ checkout = ["v41", "v42"] }}
-[[services]]
-name = "checkout"
-backend = "sim"
-namespace = "shop"
-deploy_channel = "deploys"
-incident_channel = "incidents"
-{service}
-[[roles.deployer]]
-members = ["api:ci"]
-[[roles.viewer]]
-members = ["api:ci"]
-[[api.clients]]
-name = "ci"
-token = "${{ROLLBOT_TEST_TOKEN}}"
-"##
+    serve_config(
+        prom,
+        r#"{ checkout = ["v41", "v42"] }"#,
+        &format!("namespace = \"shop\"\n{service}"),
     )
 }
 

@@ -4,7 +4,7 @@
 
 use crate::support::api::Api;
 use crate::support::audit;
-use crate::support::prometheus::{openmetrics, Prometheus};
+use crate::support::prometheus::{openmetrics, serve_config, Prometheus};
 use crate::support::{replay_summary, rollbot, text, Server};
 use rollbot::judge::replay::judge_ticks;
 use rollbot::judge::sim::{Scenario, Simulator};
@@ -15,37 +15,10 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "ci-token-8d1e";
 
 fn config(prom: &str, extra_service: &str) -> String {
-    format!(
-        r##"
-[server]
-listen = "127.0.0.1:{{port}}"
-[store]
-path = "{{data}}"
-[metrics]
-source = "prometheus"
-url = "{prom}"
-interval = "10s"
-[channels.deploys]
-console = "#deploys"
-[channels.incidents]
-console = "#incidents"
-[backends.sim]
-type = "simulated"
-history = {{ checkout = ["v41", "v42"], search = ["r1", "r2"] }}
-[[services]]
-name = "checkout"
-backend = "sim"
-deploy_channel = "deploys"
-incident_channel = "incidents"
-{extra_service}
-[[roles.deployer]]
-members = ["api:ci"]
-[[roles.viewer]]
-members = ["api:ci"]
-[[api.clients]]
-name = "ci"
-token = "${{ROLLBOT_TEST_TOKEN}}"
-"##
+    serve_config(
+        prom,
+        r#"{ checkout = ["v41", "v42"], search = ["r1", "r2"] }"#,
+        extra_service,
     )
 }
 

@@ -225,3 +225,45 @@ pub fn openmetrics(service: &str, start: i64, ticks: &[rollbot::judge::Tick]) ->
     text.push_str("# EOF\n");
     text
 }
+
+/// The `rollbot serve` config of the tests that judge service checkout
+/// against Prometheus at `prom` (every 10 s): the deploy and incident
+/// channels on the console, the simulated backend with `history` (its
+/// revisions per service, such as `{ checkout = ["v41", "v42"] }`),
+/// checkout's `service` keys (tables last), and the API client `ci`
+/// (token in `ROLLBOT_TEST_TOKEN`) as deployer and viewer. `{port}` and
+/// `{data}` are left for `Server::start`.
+pub fn serve_config(prom: &str, history: &str, service: &str) -> String {
+    format!(
+        r##"
+[server]
+listen = "127.0.0.1:{{port}}"
+[store]
+path = "{{data}}"
+[metrics]
+source = "prometheus"
+url = "{prom}"
+interval = "10s"
+[channels.deploys]
+console = "#deploys"
+[channels.incidents]
+console = "#incidents"
+[backends.sim]
+type = "simulated"
+history = {history}
+[[services]]
+name = "checkout"
+backend = "sim"
+deploy_channel = "deploys"
+incident_channel = "incidents"
+{service}
+[[roles.deployer]]
+members = ["api:ci"]
+[[roles.viewer]]
+members = ["api:ci"]
+[[api.clients]]
+name = "ci"
+token = "${{ROLLBOT_TEST_TOKEN}}"
+"##
+    )
+}
