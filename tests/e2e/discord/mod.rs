@@ -451,16 +451,18 @@ async fn a_member_without_the_role_is_refused_ephemerally_naming_the_role() {
     assert_eq!(answer["data"]["flags"], 64, "{answer}");
     let shown = seen_only_by_the_author(&fake, &token(&frozen), "frozen").await;
     assert!(shown.contains("ledger migration"), "{shown}");
-    // An action that will be done is deferred visibly, for the channel.
-    let done = rollback_by(&fake, &omar(), "checkout");
-    let (_, answer, _) = fake.send(&url, &done).await;
-    assert_eq!(answer["data"]["flags"].as_u64().unwrap_or(0) & 64, 0);
+    // Neither refusal acted; read before the next action, which may finish
+    // within milliseconds.
     let m = s.get("/metrics").await.1;
     assert!(
         m.contains("rollbot_refusals_total{action=\"rollback\",reason=\"permission\"} 1"),
         "{m}"
     );
     assert!(!m.contains("outcome=\"succeeded\""), "{m}");
+    // An action that will be done is deferred visibly, for the channel.
+    let done = rollback_by(&fake, &omar(), "checkout");
+    let (_, answer, _) = fake.send(&url, &done).await;
+    assert_eq!(answer["data"]["flags"].as_u64().unwrap_or(0) & 64, 0);
 
     // A command outside the configured guild is refused at once, ephemerally.
     let mut elsewhere = rollback_by(&fake, &omar(), "checkout");
