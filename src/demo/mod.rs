@@ -58,19 +58,6 @@ fn demo_help(topic: &str) -> Option<&'static str> {
     })
 }
 
-/// The story the metrics tell: `checkout`'s canary starts failing requests
-/// seven minutes in, slowly at first.
-/// `/deploy`'s `--release=NAME` (the last one wins), and the other words.
-fn release_flag<'a>(
-    words: impl Iterator<Item = &'a str>,
-) -> Result<(Option<String>, Vec<&'a str>), String> {
-    let (flags, rest): (Vec<&str>, Vec<&str>) = words.partition(|w| w.starts_with("--release="));
-    match flags.last().map(|f| &f["--release=".len()..]) {
-        None => Ok((None, rest)),
-        Some(name) => crate::limits::check_release(name).map(|()| (Some(name.to_string()), rest)),
-    }
-}
-
 /// `/deploy`'s `--strategy=NAME` (the last one wins), and the other words.
 fn strategy_flag<'a>(
     words: impl Iterator<Item = &'a str>,
@@ -87,6 +74,19 @@ fn strategy_flag<'a>(
     }
 }
 
+/// `/deploy`'s `--release=NAME` (the last one wins), and the other words.
+fn release_flag<'a>(
+    words: impl Iterator<Item = &'a str>,
+) -> Result<(Option<String>, Vec<&'a str>), String> {
+    let (flags, rest): (Vec<&str>, Vec<&str>) = words.partition(|w| w.starts_with("--release="));
+    match flags.last().map(|f| &f["--release=".len()..]) {
+        None => Ok((None, rest)),
+        Some(name) => crate::limits::check_release(name).map(|()| (Some(name.to_string()), rest)),
+    }
+}
+
+/// The story the metrics tell: `checkout`'s canary starts failing requests
+/// seven minutes in, slowly at first.
 pub fn checkout_scenario() -> Scenario {
     Scenario::new("demo: checkout canary degrades", false)
         .canary_share(0.1)
@@ -393,76 +393,7 @@ impl Demo {
                 None => self
                     .say("no such button; buttons are numbered [1], [2], … in the messages above"),
             },
-            "/deploy" => {
-                let mut parts = rest.split_whitespace();
-                let (svc, rev) = (parts.next(), parts.next());
-                let (strategy, words) = match strategy_flag(parts) {
-                    Ok(found) => found,
-                    Err(e) => {
-                        self.say(&format!("{e}; nothing was deployed"));
-                        return true;
-                    }
-                };
-                let (release, words) = match release_flag(words.into_iter()) {
-                    Ok(found) => found,
-                    Err(e) => {
-                        self.say(&format!("{e}; nothing was deployed"));
-                        return true;
-                    }
-                };
-                let migrations = match crate::migration::from_words(&words) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        self.say(&format!("{e}; nothing was deployed"));
-                        return true;
-                    }
-                };
-                match (svc, rev) {
-                    (Some(svc), Some(rev)) if self.rt.engine.config.service(svc).is_some() => {
-                        let backend = self
-                            .rt
-                            .engine
-                            .config
-                            .service(svc)
-                            .map(|s| s.backend.as_ref().clone())
-                            .unwrap_or_default();
-                        if let Some(b) = self.rt.simulated.get(&backend) {
-                            b.start_canary(svc, rev);
-                        }
-                        let part_of = release
-                            .as_deref()
-                            .map(|r| format!(" in release {r}"))
-                            .unwrap_or_default();
-                        let ran = match migrations.len() {
-                            0 => String::new(),
-                            _ => format!(
-                                " (migrations: {})",
-                                migrations
-                                    .iter()
-                                    .map(|m| m.to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        };
-                        self.watch(
-                            svc,
-                            healthy_scenario("demo: new canary"),
-                            migrations,
-                            strategy,
-                            release,
-                        )
-                        .await;
-                        let how = match strategy.filter(|s| s.before_after()) {
-                            Some(s) => format!(
-                                "as a {s} rollout{ran}; rollbot is watching it after vs before"
-                            ),
-                            None => format!("as a canary{ran}; rollbot is watching it"),
-                        };
-                        self.say(&format!("deployed {svc} {rev}{part_of} {how}"));
-                    }
-                    _ => self.say("usage: /deploy SERVICE REVISION [ID:PHASE[:irreversible]…], e.g. /deploy payments v9 2026_12_add_orders_idx:expand"),
-                }
-            }
+            "/deploy" => self.deploy(rest).await,
             "/break" => self.break_next_rollback(rest),
             "/help" if rest.is_empty() => {
                 self.say(&crate::command::help(None));
@@ -478,6 +409,79 @@ impl Demo {
             }
         }
         true
+    }
+
+    /// `/deploy SERVICE REVISION [--strategy=…] [--release=NAME] [MIGRATION…]`:
+    /// a new canary in the simulated backend, watched like an announced one.
+    async fn deploy(&mut self, rest: &str) {
+        let mut parts = rest.split_whitespace();
+        let (svc, rev) = (parts.next(), parts.next());
+        let (strategy, words) = match strategy_flag(parts) {
+            Ok(found) => found,
+            Err(e) => {
+                self.say(&format!("{e}; nothing was deployed"));
+                return;
+            }
+        };
+        let (release, words) = match release_flag(words.into_iter()) {
+            Ok(found) => found,
+            Err(e) => {
+                self.say(&format!("{e}; nothing was deployed"));
+                return;
+            }
+        };
+        let migrations = match crate::migration::from_words(&words) {
+            Ok(m) => m,
+            Err(e) => {
+                self.say(&format!("{e}; nothing was deployed"));
+                return;
+            }
+        };
+        match (svc, rev) {
+            (Some(svc), Some(rev)) if self.rt.engine.config.service(svc).is_some() => {
+                let backend = self
+                    .rt
+                    .engine
+                    .config
+                    .service(svc)
+                    .map(|s| s.backend.as_ref().clone())
+                    .unwrap_or_default();
+                if let Some(b) = self.rt.simulated.get(&backend) {
+                    b.start_canary(svc, rev);
+                }
+                let part_of = release
+                    .as_deref()
+                    .map(|r| format!(" in release {r}"))
+                    .unwrap_or_default();
+                let ran = match migrations.len() {
+                    0 => String::new(),
+                    _ => format!(
+                        " (migrations: {})",
+                        migrations
+                            .iter()
+                            .map(|m| m.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                self.watch(
+                    svc,
+                    healthy_scenario("demo: new canary"),
+                    migrations,
+                    strategy,
+                    release,
+                )
+                .await;
+                let how = match strategy.filter(|s| s.before_after()) {
+                    Some(s) => format!(
+                        "as a {s} rollout{ran}; rollbot is watching it after vs before"
+                    ),
+                    None => format!("as a canary{ran}; rollbot is watching it"),
+                };
+                self.say(&format!("deployed {svc} {rev}{part_of} {how}"));
+            }
+            _ => self.say("usage: /deploy SERVICE REVISION [ID:PHASE[:irreversible]…], e.g. /deploy payments v9 2026_12_add_orders_idx:expand"),
+        }
     }
 
     /// `/break SERVICE`: the simulated cluster fails the service's next

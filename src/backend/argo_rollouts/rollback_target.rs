@@ -24,12 +24,14 @@ pub(super) enum RollbackTarget<'a> {
     Unknown(String),
 }
 
-/// The stable ReplicaSet an abort returns to, or why there is none.
+/// The stable ReplicaSet an abort returns to, or why there is none;
+/// `rollout` is `namespace/name`.
 pub(super) fn stable_target<'a>(
-    place: &str,
+    rollout: &str,
     ro: &Value,
     revisions: &'a [Revision],
 ) -> RollbackTarget<'a> {
+    let place = format!("Rollout {rollout}");
     let Some(hash) = str_at(ro, "/status/stableRS").filter(|h| !h.is_empty()) else {
         return RollbackTarget::Unknown(format!("{place} names no stable ReplicaSet (status.stableRS is empty), so what an abort returns to is unknown; check that the Argo Rollouts controller runs and has reconciled it"));
     };
@@ -47,19 +49,18 @@ pub(super) fn stable_target<'a>(
 
 /// The revision an undo goes to, or why there is none.
 pub(super) fn undo_target<'a>(
-    place: &str,
+    rollout: &str,
     ro: &Value,
     revisions: &'a [Revision],
 ) -> RollbackTarget<'a> {
-    let name = place.trim_start_matches("Rollout ");
-    match pick_revision(revisions, None, name) {
+    match pick_revision(revisions, None, rollout) {
         Ok(r) => RollbackTarget::Found(r),
         Err(e) => {
             let limit = ro
                 .pointer("/spec/revisionHistoryLimit")
                 .and_then(Value::as_i64);
             let reason = match limit {
-                Some(0) => format!("{place} keeps no old ReplicaSets (spec.revisionHistoryLimit is 0), so there is no revision to undo to; set revisionHistoryLimit to 1 or more (Argo Rollouts' default is 10)"),
+                Some(0) => format!("Rollout {rollout} keeps no old ReplicaSets (spec.revisionHistoryLimit is 0), so there is no revision to undo to; set revisionHistoryLimit to 1 or more (Argo Rollouts' default is 10)"),
                 _ => e.to_string(),
             };
             let newest = revisions.last().map(|r| r.number);
@@ -91,16 +92,16 @@ impl ArgoRolloutsBackend {
         let s: &Session = &self.session(t).await?;
         let by_hand = plugin(s, "get rollout");
         let ro = rollout(s, &by_hand).await?;
-        let place = format!("Rollout {}/{}", s.namespace, s.place.name);
+        let name = format!("{}/{}", s.namespace, s.place.name);
         let revisions = revisions(s, &ro, &by_hand).await?;
         let target = match s.place.mechanism {
-            Mechanism::Abort => stable_target(&place, &ro, &revisions),
-            Mechanism::Undo => undo_target(&place, &ro, &revisions),
+            Mechanism::Abort => stable_target(&name, &ro, &revisions),
+            Mechanism::Undo => undo_target(&name, &ro, &revisions),
         };
         Ok(match target {
             RollbackTarget::Found(r) => Capability::Target {
                 revision: r.number.to_string(),
-                place,
+                place: format!("Rollout {name}"),
                 images: images(r),
             },
             RollbackTarget::Missing { revision, reason } => {
@@ -127,7 +128,7 @@ mod tests {
         }
     }
 
-    const PLACE: &str = "Rollout prod/web";
+    const PLACE: &str = "prod/web";
 
     #[test]
     fn an_abort_goes_back_to_the_stable_replica_set_with_every_image_it_pulls() {
