@@ -3,6 +3,7 @@
 //! rollback restores and the images it runs; the controller then asks each
 //! image's registry whether the image is still there.
 
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde::Serialize;
 
 /// A backend's answer to "could this service be rolled back now?".
@@ -26,4 +27,18 @@ pub enum Capability {
         revision: Option<String>,
         reason: String,
     },
+}
+
+/// Every image a pod of `t` pulls: init containers first, then containers
+/// (a pod that cannot pull its init image never starts either).
+pub(crate) fn pulled_images(t: &PodTemplateSpec) -> Vec<String> {
+    let Some(spec) = &t.spec else { return vec![] };
+    let mut out: Vec<String> = Vec::new();
+    let init = spec.init_containers.iter().flatten();
+    for image in init.chain(&spec.containers).filter_map(|c| c.image.clone()) {
+        if !out.contains(&image) {
+            out.push(image);
+        }
+    }
+    out
 }

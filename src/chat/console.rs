@@ -50,7 +50,11 @@ impl ConsoleSink {
             s.push_str(&format!("{indent}   {line}\n"));
         }
         for f in &msg.fields {
-            s.push_str(&format!("{indent}   {}: {}\n", f.name, f.value));
+            // A value of several lines (a cascade's steps, a timeline)
+            // stays under its name instead of starting at the margin.
+            let under = format!("\n{indent}   {}", " ".repeat(f.name.chars().count() + 2));
+            let value = f.value.replace('\n', &under);
+            s.push_str(&format!("{indent}   {}: {value}\n", f.name));
         }
         if !msg.buttons.is_empty() {
             let mut st = self.state.lock().unwrap();

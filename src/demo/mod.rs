@@ -8,10 +8,12 @@
 //!   /as NAME          act as one of the demo config's people (dana, sam, priya, omar, rita, you)
 //!   /wait DURATION    let simulated time pass (10 s ticks), e.g. /wait 5m (at most 1d)
 //!   /wait until prompt   …until the controller asks a question (at most 30m)
-//!   /deploy SERVICE REVISION [--strategy=rolling|blue-green|flag] [ID:PHASE[:irreversible]…]
+//!   /deploy SERVICE REVISION [--strategy=rolling|blue-green|flag] [--release=NAME] [ID:PHASE[:irreversible]…]
 //!                     start a new canary (or a rollout judged after vs
 //!                     before) that ran those database migrations (phases
-//!                     expand, contract, data; reversible unless marked)
+//!                     expand, contract, data; reversible unless marked),
+//!                     as part of release NAME (`/rollback release NAME`)
+//!   /break SERVICE    the simulated cluster fails SERVICE's next rollback
 //!   /quit
 //! In a script, lines starting with `#` are comments.
 
@@ -49,14 +51,13 @@ fn demo_help(topic: &str) -> Option<&'static str> {
         "press" => "/press N\nPress button N ([1], [2], …) of the messages above, as the person you act as.\nExample: /press 2",
         "as" => "/as NAME\nAct as one of the demo's people: dana (viewer), sam (deployer), priya (approver), omar (responder), rita (release manager), you (admin).\nExample: /as priya",
         "wait" => "/wait DURATION | /wait until prompt\nLet simulated time pass in 10 s ticks, or until the controller asks a question (at most 1d).\nExample: /wait 5m",
-        "deploy" => "/deploy SERVICE REVISION [--strategy=rolling|blue-green|flag] [ID:PHASE[:irreversible]…]\nStart a new canary of SERVICE at REVISION; rollbot watches it. With --strategy=rolling (or blue-green, flag; default: the service's strategy) there is no baseline track and rollbot judges the service after the change against its 30 minutes before. List the database migrations it ran (phases expand, contract, data; reversible unless marked irreversible): a rollback past an irreversible or contract one is refused with advice.\nExample: /deploy payments v9 2026_12_drop_legacy_sku:contract:irreversible",
+        "deploy" => "/deploy SERVICE REVISION [--strategy=rolling|blue-green|flag] [--release=NAME] [ID:PHASE[:irreversible]…]\nStart a new canary of SERVICE at REVISION; rollbot watches it. With --strategy=rolling (or blue-green, flag; default: the service's strategy) there is no baseline track and rollbot judges the service after the change against its 30 minutes before. With --release=NAME it is part of release NAME, which `/rollback release NAME` rolls back whole, dependents first (depends_on in the config). List the database migrations it ran (phases expand, contract, data; reversible unless marked irreversible): a rollback past an irreversible or contract one is refused with advice.\nExample: /deploy payments v9 2026_12_drop_legacy_sku:contract:irreversible\nExample: /deploy frontend f18 --release=2026-12-07.1",
+        "break" => "/break SERVICE\nThe simulated cluster fails the next rollback of SERVICE (its old image cannot be pulled), to see what rollbot does when a rollback fails: a cascade halts there and says which services are rolled back and which are not.\nExample: /break checkout",
         "quit" | "exit" => "/quit\nLeave the demo. With --data DIR its state (the audit log, freezes, rollouts) stays in DIR; without, the temporary state goes with it.",
         _ => return None,
     })
 }
 
-/// The story the metrics tell: `checkout`'s canary starts failing requests
-/// seven minutes in, slowly at first.
 /// `/deploy`'s `--strategy=NAME` (the last one wins), and the other words.
 fn strategy_flag<'a>(
     words: impl Iterator<Item = &'a str>,
@@ -73,6 +74,19 @@ fn strategy_flag<'a>(
     }
 }
 
+/// `/deploy`'s `--release=NAME` (the last one wins), and the other words.
+fn release_flag<'a>(
+    words: impl Iterator<Item = &'a str>,
+) -> Result<(Option<String>, Vec<&'a str>), String> {
+    let (flags, rest): (Vec<&str>, Vec<&str>) = words.partition(|w| w.starts_with("--release="));
+    match flags.last().map(|f| &f["--release=".len()..]) {
+        None => Ok((None, rest)),
+        Some(name) => crate::limits::check_release(name).map(|()| (Some(name.to_string()), rest)),
+    }
+}
+
+/// The story the metrics tell: `checkout`'s canary starts failing requests
+/// seven minutes in, slowly at first.
 pub fn checkout_scenario() -> Scenario {
     Scenario::new("demo: checkout canary degrades", false)
         .canary_share(0.1)
@@ -159,12 +173,13 @@ impl Demo {
             "rollbot demo — console chat, simulated backend and metrics\n{state}\n\
              You are `you` (admin). Type /help, or /wait 5m to let time pass. Others: /as dana|sam|priya|omar|rita\n"
         ));
-        demo.watch("checkout", checkout_scenario(), vec![], None)
+        demo.watch("checkout", checkout_scenario(), vec![], None, None)
             .await;
         demo.watch(
             "search",
             healthy_scenario("demo: search canary healthy"),
             vec![],
+            None,
             None,
         )
         .await;
@@ -183,6 +198,7 @@ impl Demo {
         scenario: Scenario,
         migrations: Vec<crate::migration::Migration>,
         strategy: Option<crate::controller::Strategy>,
+        release: Option<String>,
     ) {
         let engine = &self.rt.engine;
         let Some(svc) = engine.config.service(service) else {
@@ -229,6 +245,7 @@ impl Demo {
             state: watch.state_text(),
             strategy: strategy.to_string(),
             migrations,
+            release,
             ..Rollout::watching(
                 watch.id.clone(),
                 service,
@@ -376,67 +393,11 @@ impl Demo {
                 None => self
                     .say("no such button; buttons are numbered [1], [2], … in the messages above"),
             },
-            "/deploy" => {
-                let mut parts = rest.split_whitespace();
-                let (svc, rev) = (parts.next(), parts.next());
-                let (strategy, words) = match strategy_flag(parts) {
-                    Ok(found) => found,
-                    Err(e) => {
-                        self.say(&format!("{e}; nothing was deployed"));
-                        return true;
-                    }
-                };
-                let migrations = match crate::migration::from_words(&words) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        self.say(&format!("{e}; nothing was deployed"));
-                        return true;
-                    }
-                };
-                match (svc, rev) {
-                    (Some(svc), Some(rev)) if self.rt.engine.config.service(svc).is_some() => {
-                        let backend = self
-                            .rt
-                            .engine
-                            .config
-                            .service(svc)
-                            .map(|s| s.backend.as_ref().clone())
-                            .unwrap_or_default();
-                        if let Some(b) = self.rt.simulated.get(&backend) {
-                            b.start_canary(svc, rev);
-                        }
-                        let ran = match migrations.len() {
-                            0 => String::new(),
-                            _ => format!(
-                                " (migrations: {})",
-                                migrations
-                                    .iter()
-                                    .map(|m| m.to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        };
-                        self.watch(
-                            svc,
-                            healthy_scenario("demo: new canary"),
-                            migrations,
-                            strategy,
-                        )
-                        .await;
-                        let how = match strategy.filter(|s| s.before_after()) {
-                            Some(s) => format!(
-                                "as a {s} rollout{ran}; rollbot is watching it after vs before"
-                            ),
-                            None => format!("as a canary{ran}; rollbot is watching it"),
-                        };
-                        self.say(&format!("deployed {svc} {rev} {how}"));
-                    }
-                    _ => self.say("usage: /deploy SERVICE REVISION [ID:PHASE[:irreversible]…], e.g. /deploy payments v9 2026_12_add_orders_idx:expand"),
-                }
-            }
+            "/deploy" => self.deploy(rest).await,
+            "/break" => self.break_next_rollback(rest),
             "/help" if rest.is_empty() => {
                 self.say(&crate::command::help(None));
-                self.say("Demo commands: /press N, /as NAME, /wait DURATION, /wait until prompt, /deploy SERVICE REVISION [ID:PHASE[:irreversible]…], /quit");
+                self.say("Demo commands: /press N, /as NAME, /wait DURATION, /wait until prompt, /deploy SERVICE REVISION [--release=NAME] [ID:PHASE[:irreversible]…], /break SERVICE, /quit");
             }
             "/help" if demo_help(&crate::command::help_topic(rest)).is_some() => {
                 self.say(demo_help(&crate::command::help_topic(rest)).unwrap_or_default());
@@ -448,6 +409,115 @@ impl Demo {
             }
         }
         true
+    }
+
+    /// `/deploy SERVICE REVISION [--strategy=…] [--release=NAME] [MIGRATION…]`:
+    /// a new canary in the simulated backend, watched like an announced one.
+    async fn deploy(&mut self, rest: &str) {
+        let mut parts = rest.split_whitespace();
+        let (svc, rev) = (parts.next(), parts.next());
+        let (strategy, words) = match strategy_flag(parts) {
+            Ok(found) => found,
+            Err(e) => {
+                self.say(&format!("{e}; nothing was deployed"));
+                return;
+            }
+        };
+        let (release, words) = match release_flag(words.into_iter()) {
+            Ok(found) => found,
+            Err(e) => {
+                self.say(&format!("{e}; nothing was deployed"));
+                return;
+            }
+        };
+        let migrations = match crate::migration::from_words(&words) {
+            Ok(m) => m,
+            Err(e) => {
+                self.say(&format!("{e}; nothing was deployed"));
+                return;
+            }
+        };
+        match (svc, rev) {
+            (Some(svc), Some(rev)) if self.rt.engine.config.service(svc).is_some() => {
+                let backend = self
+                    .rt
+                    .engine
+                    .config
+                    .service(svc)
+                    .map(|s| s.backend.as_ref().clone())
+                    .unwrap_or_default();
+                if let Some(b) = self.rt.simulated.get(&backend) {
+                    b.start_canary(svc, rev);
+                }
+                let part_of = release
+                    .as_deref()
+                    .map(|r| format!(" in release {r}"))
+                    .unwrap_or_default();
+                let ran = match migrations.len() {
+                    0 => String::new(),
+                    _ => format!(
+                        " (migrations: {})",
+                        migrations
+                            .iter()
+                            .map(|m| m.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                self.watch(
+                    svc,
+                    healthy_scenario("demo: new canary"),
+                    migrations,
+                    strategy,
+                    release,
+                )
+                .await;
+                let how = match strategy.filter(|s| s.before_after()) {
+                    Some(s) => format!(
+                        "as a {s} rollout{ran}; rollbot is watching it after vs before"
+                    ),
+                    None => format!("as a canary{ran}; rollbot is watching it"),
+                };
+                self.say(&format!("deployed {svc} {rev}{part_of} {how}"));
+            }
+            _ => self.say("usage: /deploy SERVICE REVISION [ID:PHASE[:irreversible]…], e.g. /deploy payments v9 2026_12_add_orders_idx:expand"),
+        }
+    }
+
+    /// `/break SERVICE`: the simulated cluster fails the service's next
+    /// rollback, as a cluster does when the old image was garbage-collected.
+    fn break_next_rollback(&self, service: &str) {
+        let backend = self
+            .rt
+            .engine
+            .config
+            .service(service)
+            .and_then(|s| self.rt.simulated.get(s.backend.as_ref()));
+        let Some(b) = backend else {
+            let names = self.rt.engine.config.service_names().join(", ");
+            self.say(&format!(
+                "usage: /break SERVICE, one of {names}; nothing was changed"
+            ));
+            return;
+        };
+        // What a rollback goes back to: where the watched rollout started.
+        let target = self
+            .watched
+            .iter()
+            .find(|w| w.watch.service == service)
+            .map(|w| format!("{service} {}", w.rollout.from_revision))
+            .unwrap_or_else(|| format!("{service}'s previous revision"));
+        b.inject_failure(
+            service,
+            "rollback",
+            1,
+            &format!(
+                "pods of {target} stay in ImagePullBackOff: its image is gone from the registry"
+            ),
+        );
+        self.say(&format!(
+            "the simulated cluster will fail the next rollback of {service}: the image of {target} is gone from the registry"
+        ));
     }
 
     fn clock_text(&self) -> String {

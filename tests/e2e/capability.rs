@@ -1,8 +1,9 @@
 //! Rollback capability checked before it is needed: a rollout of a
-//! Kubernetes Deployment (the fake API server) whose previous revision's
-//! image lives in a real registry (Debian's docker-registry), driven by the
-//! controller on a manual clock.
+//! Kubernetes Deployment or an Argo Rollout (the fake API server) whose
+//! rollback target's image lives in a real registry (Debian's
+//! docker-registry), driven by the controller on a manual clock.
 
+use crate::support::fake_argo::{seed_rollout, ArgoController, HASH_LABEL};
 use crate::support::fake_kube::{seed_history, DeploymentController, FakeKube, Pace};
 use crate::support::registry::{url_param, Registry};
 use rollbot::audit::Outcome;
@@ -99,8 +100,40 @@ async fn start(dir: &Path, fake: &FakeKube, registry: &str) -> Bot {
     start_with(dir, fake, registry, "").await
 }
 
+/// What the service `web` runs on: the `type` of its backend, further
+/// keys of the backend's table, and the body of `[services.target]`.
+struct On {
+    kind: &'static str,
+    keys: &'static str,
+    target: &'static str,
+}
+
+const DEPLOYMENT: On = On {
+    kind: "kubernetes-deployment",
+    keys: "",
+    target: "deployment = \"web\"",
+};
+
+/// The Rollout `web`, rolled back by an abort (to its stable ReplicaSet).
+const ROLLOUT: On = On {
+    kind: "argo-rollouts",
+    keys: "rollout_timeout = \"10s\"\npoll_interval = \"20ms\"",
+    target: "rollout = \"web\"",
+};
+
+/// The Rollout `web`, rolled back by an undo (to the previous revision).
+const ROLLOUT_UNDO: On = On {
+    target: "rollout = \"web\"\nmechanism = \"undo\"",
+    ..ROLLOUT
+};
+
 /// [`start`] with `engine` as the body of `[engine]`.
 async fn start_with(dir: &Path, fake: &FakeKube, registry: &str, engine: &str) -> Bot {
+    start_on(dir, fake, registry, engine, &DEPLOYMENT).await
+}
+
+/// [`start_with`] for `web` running on `on`.
+async fn start_on(dir: &Path, fake: &FakeKube, registry: &str, engine: &str, on: &On) -> Bot {
     let token = dir.join("kube.token");
     std::fs::write(&token, TOKEN).unwrap();
     let text = format!(
@@ -123,11 +156,12 @@ capability_check_interval = "5m"
 console = "deploys"
 
 [backends.k8s]
-type = "kubernetes-deployment"
+type = "{kind}"
 api_server = "{url}"
 token_file = "{token}"
 namespace = "prod"
 request_timeout = "2s"
+{keys}
 
 [[services]]
 name = "web"
@@ -136,13 +170,16 @@ deploy_channel = "deploys"
 auto_promote = true
 step_interval = "1m"
 [services.target]
-deployment = "web"
+{target}
 
 [[roles.admin]]
 members = ["console:ana"]
 "#,
         url = fake.url(),
         token = token.display(),
+        kind = on.kind,
+        keys = on.keys,
+        target = on.target,
     );
     let path = dir.join("rollbot.toml");
     std::fs::write(&path, &text).unwrap();
@@ -195,13 +232,17 @@ impl Bot {
         }
     }
 
-    /// Runs ticks until a chat line contains `what` (at most `limit`).
+    /// Runs ticks until a chat line contains `what` (at most `limit`),
+    /// looking once more after the last tick.
     async fn run_until(&mut self, what: &str, limit: usize) -> Line {
         for _ in 0..limit {
             if let Some(l) = self.line(what) {
                 return l;
             }
             self.run(1).await;
+        }
+        if let Some(l) = self.line(what) {
+            return l;
         }
         panic!("no chat line with {what:?} in:\n{:#?}", self.lines());
     }
@@ -239,6 +280,19 @@ impl Bot {
             self.run(1).await;
         }
         panic!("never promoted:\n{:#?}", self.lines());
+    }
+
+    /// The latest stored finding of the rollback capability check of
+    /// `web`, as `/status` reads it (`null` before the first).
+    async fn finding(&self) -> serde_json::Value {
+        self.rt
+            .engine
+            .store
+            .get::<serde_json::Value>(rollbot::store::Table::Settings, "capability:web")
+            .await
+            .unwrap()
+            .map(|r| r["finding"].clone())
+            .unwrap_or_default()
     }
 
     /// Promotions the controller asked for.
@@ -461,7 +515,9 @@ async fn an_unreachable_registry_or_wrong_credentials_are_said_clearly_and_block
         secret.display()
     );
     let mut bot = start(dir.path(), &fake, &keys).await;
-    let line = bot.run_until("refused the credentials", 5).await;
+    // bcrypt makes the registry slow to answer on a busy machine; the
+    // next check is 30 ticks away, so this is still the first one.
+    let line = bot.run_until("refused the credentials", 20).await;
     assert!(line.text.contains("(user puller) (401)"), "{line:?}");
     assert!(!line.text.contains("wrong-password"), "{line:?}");
     assert!(bot.status().await.contains("refused the credentials"));
@@ -566,4 +622,175 @@ async fn the_registry_token_flow_is_followed_and_its_refusals_are_named() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+/// The Rollout `web` at revisions 1–3 running `shop/web:v1..v3` from
+/// `registry`: v1 and v2 promoted, v3 a canary paused at its first step;
+/// an abort goes back to the stable revision 2 (`v2`).
+async fn argo_cluster(host: &str) -> FakeKube {
+    let fake = FakeKube::standard().await;
+    let _ctl = ArgoController::install(&fake, 0);
+    let images: Vec<String> = (1..=3).map(|v| format!("{host}/shop/web:v{v}")).collect();
+    let refs: Vec<&str> = images.iter().map(String::as_str).collect();
+    let ro = seed_rollout(&fake, "prod", "web", &refs);
+    assert_ne!(ro["status"]["stableRS"], ro["status"]["currentPodHash"]);
+    fake
+}
+
+#[tokio::test]
+async fn a_rollouts_stable_image_still_in_its_registry_gives_no_warning_and_promotion_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path());
+    for v in 1..=3 {
+        registry.push("shop/web", &format!("v{v}")).await;
+    }
+    let fake = argo_cluster(&registry.host()).await;
+    let mut bot = start_on(dir.path(), &fake, "", "", &ROLLOUT).await;
+    // The check found the stable revision and its image in the registry.
+    let mut finding = serde_json::Value::Null;
+    for _ in 0..5 {
+        bot.run(1).await;
+        finding = bot.finding().await;
+        if !finding.is_null() {
+            break;
+        }
+    }
+    assert_eq!(
+        finding,
+        serde_json::json!({"kind": "possible", "revision": "2", "images": [registry.image("shop/web", "v2")]})
+    );
+    bot.run_until_promoted(200).await;
+    for l in bot.lines() {
+        assert!(
+            !l.text.contains("not possible")
+                && !l.text.contains("held")
+                && !l.text.contains("not checked"),
+            "no warning: {l:?}"
+        );
+    }
+    assert!(!bot.status().await.contains("rollback"));
+}
+
+#[tokio::test]
+async fn a_rollouts_stable_image_gone_from_the_registry_is_said_in_the_thread_and_status_and_holds_promotion_until_acknowledged(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path());
+    let mut digests = Vec::new();
+    for v in 1..=3 {
+        digests.push(registry.push("shop/web", &format!("v{v}")).await);
+    }
+    // Garbage collection took the stable revision's image.
+    registry.delete("shop/web", &digests[1]).await;
+    let fake = argo_cluster(&registry.host()).await;
+    let mut bot = start_on(dir.path(), &fake, "", "", &ROLLOUT).await;
+
+    let gone = format!(
+        "rollback to revision 2 is not possible: image {} is gone from the registry",
+        registry.image("shop/web", "v2")
+    );
+    let warning = bot.run_until(&gone, 5).await;
+    assert_eq!(
+        warning.parent.as_deref(),
+        Some(bot.summary_id().as_str()),
+        "in the summary's thread: {warning:?}"
+    );
+    let status = bot.status().await;
+    assert!(status.contains(&gone), "{status}");
+    assert!(status.contains("automatic promotion held"), "{status}");
+    bot.run_until("Automatic promotion of web is held", 200)
+        .await;
+    bot.run(20).await;
+    assert_eq!(bot.controller_promotions(), 0, "{:#?}", bot.lines());
+    assert_eq!(
+        fake.get("rollouts", "prod", "web").unwrap()["status"]["currentStepIndex"],
+        1,
+        "the canary stays at its first step"
+    );
+
+    let open = bot.rt.engine.prompts.open(bot.at).await.unwrap();
+    let ack = open
+        .iter()
+        .find(|p| p.title.contains("cannot be rolled back"))
+        .expect("the acknowledge prompt");
+    let o = bot
+        .rt
+        .engine
+        .execute(
+            Request::new(
+                ana(),
+                Action::Approve {
+                    prompt: ack.id.clone(),
+                },
+            )
+            .service("web"),
+        )
+        .await;
+    assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+    bot.run_until_promoted(60).await;
+}
+
+#[tokio::test]
+async fn a_rollout_whose_stable_replica_set_is_gone_or_that_keeps_no_history_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path());
+    for v in 1..=3 {
+        registry.push("shop/web", &format!("v{v}")).await;
+    }
+    // Someone deleted the stable ReplicaSet by hand.
+    let fake = argo_cluster(&registry.host()).await;
+    let ro = fake.get("rollouts", "prod", "web").unwrap();
+    let stable = ro["status"]["stableRS"].as_str().unwrap().to_string();
+    let rs = fake
+        .list("replicasets", "prod")
+        .into_iter()
+        .find(|rs| rs["metadata"]["labels"][HASH_LABEL] == stable.as_str())
+        .unwrap();
+    fake.with_store(|s| {
+        s.delete(
+            "replicasets",
+            "prod",
+            rs["metadata"]["name"].as_str().unwrap(),
+        )
+    });
+    let mut bot = start_on(dir.path(), &fake, "", "", &ROLLOUT).await;
+    let warning = bot
+        .run_until(
+            &format!(
+                "the stable ReplicaSet of Rollout prod/web (pod-template-hash {stable}) is gone"
+            ),
+            5,
+        )
+        .await;
+    assert!(
+        warning.text.contains("Rollback of web is not possible")
+            && warning.text.contains("revisions that exist: 1, 3"),
+        "{warning:?}"
+    );
+    assert!(bot.status().await.contains("is gone"));
+    drop(bot);
+
+    // Undone rather than aborted, fully promoted, and no history kept:
+    // the controller deleted every older ReplicaSet.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = argo_cluster(&registry.host()).await;
+    fake.merge_patch(
+        "rollouts",
+        "prod",
+        "web",
+        serde_json::json!({"spec": {"revisionHistoryLimit": 0}, "status": {"promoteFull": true}}),
+    );
+    assert_eq!(fake.list("replicasets", "prod").len(), 1);
+    let mut bot = start_on(dir.path(), &fake, "", "", &ROLLOUT_UNDO).await;
+    let warning = bot
+        .run_until(
+            "Rollout prod/web keeps no old ReplicaSets (spec.revisionHistoryLimit is 0)",
+            5,
+        )
+        .await;
+    assert!(
+        warning.text.contains("Rollback of web is not possible"),
+        "{warning:?}"
+    );
+    assert!(bot.status().await.contains("revisionHistoryLimit is 0"));
 }

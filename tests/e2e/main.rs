@@ -14,6 +14,7 @@ mod check_config;
 mod checks;
 mod controller;
 mod demo;
+mod demo_cascade;
 mod deploy;
 mod discord;
 mod dry_run;

@@ -12,7 +12,10 @@
 //!   becomes stable and the phase `Healthy`;
 //! - `status.abort` gives phase `Degraded`, reason `RolloutAborted`, weight 0;
 //! - `status.promoteFull` skips every remaining step;
-//! - `spec.paused` gives phase `Paused`.
+//! - `spec.paused` gives phase `Paused`;
+//! - old ReplicaSets (neither stable nor current) beyond
+//!   `spec.revisionHistoryLimit` (default 10) are deleted, oldest first
+//!   (the controller's `cleanupRollouts`).
 //!
 //! With a lag, the reaction comes only after that many GETs of the Rollout,
 //! so verification has to wait for it.
@@ -267,8 +270,32 @@ pub fn reconcile(store: &mut Store, ns: &str, name: &str) {
         "canary": {"podTemplateHash": ro["status"]["currentPodHash"], "weight": weight},
         "stable": {"podTemplateHash": ro["status"]["stableRS"], "weight": 100 - weight},
     });
+    clean_up(store, ns, &ro);
     if ro != before {
         store.update("rollouts", ns, ro).unwrap();
+    }
+}
+
+/// Deletes the Rollout's old ReplicaSets beyond its revision history
+/// limit, oldest revision first; the stable and current ones stay.
+fn clean_up(store: &mut Store, ns: &str, ro: &Value) {
+    let uid = ro["metadata"]["uid"].as_str().unwrap_or_default();
+    let keep = [&ro["status"]["stableRS"], &ro["status"]["currentPodHash"]];
+    let mut olds: Vec<Value> = store
+        .list("replicasets", Some(ns))
+        .into_iter()
+        .filter(|rs| {
+            rs["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|o| o["uid"] == uid))
+                && !keep.contains(&&rs["metadata"]["labels"][HASH_LABEL])
+        })
+        .collect();
+    olds.sort_by_key(revision);
+    let limit = ro["spec"]["revisionHistoryLimit"].as_i64().unwrap_or(10);
+    let extra = olds.len().saturating_sub(limit.max(0) as usize);
+    for rs in &olds[..extra] {
+        store.delete("replicasets", ns, rs["metadata"]["name"].as_str().unwrap());
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod config;
 mod promote;
+mod rollback_target;
 mod rollout;
 
 pub use config::ArgoRolloutsConfig;
@@ -803,6 +804,10 @@ impl RollbackBackend for ArgoRolloutsBackend {
         let s = &self.session(t).await?;
         let ro = rollout(s, &plugin(s, "get rollout")).await?;
         Ok(rollout::rollout_complete(&s.place.name, &ro))
+    }
+
+    async fn capability(&self, t: &Target) -> Result<capability::Capability, BackendError> {
+        self.rollback_capability(t).await
     }
 }
 

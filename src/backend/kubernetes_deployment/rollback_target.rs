@@ -4,22 +4,8 @@
 
 use super::revisions::{pick_revision, revision_of, revisions};
 use super::{deployment, KubernetesDeploymentBackend, Mechanism};
-use crate::backend::capability::Capability;
+use crate::backend::capability::{pulled_images, Capability};
 use crate::backend::{BackendError, Target};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
-
-/// Every image a pod of `t` pulls: init containers first, then containers.
-fn pulled_images(t: &PodTemplateSpec) -> Vec<String> {
-    let Some(spec) = &t.spec else { return vec![] };
-    let mut out: Vec<String> = Vec::new();
-    let init = spec.init_containers.iter().flatten();
-    for image in init.chain(&spec.containers).filter_map(|c| c.image.clone()) {
-        if !out.contains(&image) {
-            out.push(image);
-        }
-    }
-    out
-}
 
 impl KubernetesDeploymentBackend {
     pub(super) async fn rollback_capability(&self, t: &Target) -> Result<Capability, BackendError> {
