@@ -435,7 +435,12 @@ impl Engine {
         params.insert("states".into(), json!(states));
         m = m.field("Order (dependents first)", plan_line(order));
         if !tally.rolled_back.is_empty() {
-            let lines: Vec<&str> = tally.rolled_back.iter().map(|(_, t)| t.as_str()).collect();
+            // Each step's title starts with the field's own words.
+            let lines: Vec<&str> = tally
+                .rolled_back
+                .iter()
+                .map(|(_, t)| t.strip_prefix("Rolled back ").unwrap_or(t))
+                .collect();
             m = m.field("Rolled back", lines.join("\n"));
         }
         if let Some((s, ..)) = &tally.halted {

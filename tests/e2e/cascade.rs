@@ -243,7 +243,7 @@ async fn a_failed_second_step_halts_and_the_audit_says_where_each_service_stands
         m.contains("Not rolled back: checkout (halted here), payments (not reached)"),
         "{m}"
     );
-    assert!(m.contains("Rolled back: Rolled back frontend"), "{m}");
+    assert!(m.contains("Rolled back: frontend"), "{m}");
     assert_eq!(sim.count("payments", "rollback"), 0, "the cascade went on");
 
     // From the audit log alone: who is rolled back, who failed and why,

@@ -80,7 +80,7 @@ fn the_tour_rolls_a_release_back_dependents_first_and_halts_where_a_step_fails()
     // Each step on a line of its own, under the field's name.
     assert!(
         first.contains(
-            "   Rolled back: Rolled back frontend f18 → f17\n                Rolled back checkout v43 → v41\n                Rolled back payments v10 → v9\n"
+            "   Rolled back: frontend f18 → f17\n                checkout v43 → v41\n                payments v10 → v9\n"
         ),
         "{first}"
     );
@@ -96,7 +96,7 @@ fn the_tour_rolls_a_release_back_dependents_first_and_halts_where_a_step_fails()
             "🚨 Rollback of checkout failed",
             "pods of checkout v41 stay in ImagePullBackOff",
             "🚨 Rollback of release 2026-12-07.2 halted at checkout: 1 of 3 services rolled back",
-            "Rolled back: Rolled back frontend f19 → f17",
+            "Rolled back: frontend f19 → f17",
             "Not rolled back: checkout (halted here), payments (not reached)",
             "What to do: Fix checkout or roll it back by hand, then run `/rollback release 2026-12-07.2` again",
         ],
