@@ -59,6 +59,7 @@ pub use prompt::{parse_action_id, Pick, Prompt, PromptState};
 pub use query::audit_line;
 pub use recovery::Inflight;
 pub use refusal::Refusal;
+pub use takeover::HANDOVER_GRACE;
 
 use crate::audit::AuditStore;
 use crate::backend::RollbackBackend;
@@ -639,9 +640,19 @@ impl Engine {
             Claim::Run(tx) => {
                 let outcome = work.await;
                 if let Ok(o) = &outcome {
-                    self.idem
+                    let kept = self
+                        .idem
                         .finish(k, &command, now, tx, o, o.status != Status::Refused)
-                        .await?;
+                        .await;
+                    match kept {
+                        // Handed over as it stopped: the result is in the
+                        // audit log, and the new leader keeps the key's
+                        // outcome from it (`takeover.rs`).
+                        Err(e) if fencing::fenced_store_error(&e).is_some() => {
+                            tracing::warn!(correlation = %corr, error = %e, "the outcome of this idempotency key is kept by the new leader");
+                        }
+                        other => other?,
+                    }
                 }
                 outcome
             }

@@ -22,6 +22,7 @@ mod failover;
 mod fencing;
 mod freeze_after_rollback;
 mod gates;
+mod handover;
 mod incident_comms;
 mod istio;
 mod kube_api;
