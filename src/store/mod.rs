@@ -595,6 +595,21 @@ impl Store {
         out
     }
 
+    /// One word for `/readyz`: `ok`, `damaged` (acts on nothing until
+    /// restored), `unreachable` (the database does not answer; retried) or
+    /// `failing` (calls fail or hang).
+    pub fn state(&self) -> &'static str {
+        if self.health.damaged().is_some() {
+            "damaged"
+        } else if self.inner.outage().is_some() {
+            "unreachable"
+        } else if self.problems().is_empty() {
+            "ok"
+        } else {
+            "failing"
+        }
+    }
+
     pub fn size_on_disk(&self) -> Option<u64> {
         self.inner.size_on_disk()
     }
