@@ -438,7 +438,7 @@ impl Engine {
 
     /// The steps listed at the top of this file, in their order.
     async fn run(&self, req: &Request, corr: &str) -> anyhow::Result<Outcome> {
-        if self.config.leader_election.is_some() {
+        if self.may_need_recovery() {
             self.recover_on_takeover().await;
         }
         if let Some(refused) = self.cannot_act(corr) {

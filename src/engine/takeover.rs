@@ -21,6 +21,7 @@ use crate::audit::{Entry, Outcome as AuditOutcome};
 use crate::chat::{Message, Severity};
 use crate::store::Table;
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,8 +31,14 @@ pub const HANDOVER_GRACE: Duration = Duration::from_secs(60);
 
 /// Whether this replica led when it last looked (and recovered then), and
 /// the in-flight records of a stopping leader it is waiting for.
+/// And, without an election, whether the recovery due at start waits for
+/// a store that could not be reached then.
 #[derive(Default)]
-pub struct Takeover(tokio::sync::Mutex<bool>, std::sync::Mutex<HashSet<String>>);
+pub struct Takeover(
+    tokio::sync::Mutex<bool>,
+    std::sync::Mutex<HashSet<String>>,
+    std::sync::atomic::AtomicBool,
+);
 
 impl Engine {
     /// Recovers if this replica leads now and did not when it last looked.
@@ -49,12 +56,33 @@ impl Engine {
                 Ok(_) => {}
                 Err(e) => {
                     // Tried again on the next request or look.
-                    tracing::warn!(error = %e, "took over the Lease but could not recover unfinished actions");
+                    tracing::warn!(error = %e, "could not recover unfinished actions yet");
                     return;
                 }
             }
+            self.takeover.2.store(false, Ordering::SeqCst);
         }
         *led = leader;
+    }
+
+    /// Without an election: the store could not be reached at start, so
+    /// the start's recovery runs before the first request once it answers
+    /// (see `runtime::when_reachable`), never while actions run.
+    pub fn recover_before_acting(&self) {
+        self.takeover.2.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a request must first recover (a takeover, or a recovery
+    /// that waits for the store).
+    pub(super) fn may_need_recovery(&self) -> bool {
+        self.config.leader_election.is_some() || self.takeover.2.load(Ordering::SeqCst)
+    }
+
+    /// Recovers now if a recovery is due (see [`Self::recover_before_acting`]).
+    pub async fn recover_if_due(&self) {
+        if self.may_need_recovery() {
+            self.recover_on_takeover().await;
+        }
     }
 
     /// Looks every `every` whether this replica took the Lease over, so

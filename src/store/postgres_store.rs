@@ -282,6 +282,23 @@ impl PgStore {
     /// [`PgStore::open`] in `schema` (made when missing) instead of the
     /// connection's default: the benchmark's scratch space.
     fn open_in(url: &str, timeout: Duration, schema: Option<&str>) -> anyhow::Result<PgStore> {
+        PgStore::open_in_or_wait(url, timeout, schema, false)
+    }
+
+    /// [`PgStore::open`] for `serve`: a database that cannot be reached yet
+    /// is not an error. The store opens as unreachable (`/readyz` and every
+    /// write say so) and connects by itself when the database answers,
+    /// trying again with a bounded exponential backoff.
+    pub fn open_or_wait(url: &str, timeout: Duration) -> anyhow::Result<PgStore> {
+        PgStore::open_in_or_wait(url, timeout, None, true)
+    }
+
+    fn open_in_or_wait(
+        url: &str,
+        timeout: Duration,
+        schema: Option<&str>,
+        wait: bool,
+    ) -> anyhow::Result<PgStore> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("rollbot-postgres")
@@ -291,25 +308,20 @@ impl PgStore {
         let create_schema = schema.map(|s| format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""));
         let rt = Arc::new(PgRuntime(Mutex::new(Some(rt))));
         let l = link.clone();
-        let head = link
-            .block(Some(timeout), async move {
-                let c = l.connect().await?;
-                if let Some(sql) = create_schema {
-                    c.batch_execute(&sql).await.map_err(|e| l.down(&e))?;
-                }
-                c.batch_execute(SCHEMA).await.map_err(|e| l.down(&e))?;
-                let row = c
-                    .query_one("SELECT seq FROM rollbot_audit_head WHERE id = 1", &[])
-                    .await
-                    .map_err(|e| l.down(&e))?;
-                Ok(row.get::<_, i64>(0) as u64)
-            })
-            .map_err(|e| {
-                anyhow::anyhow!(
+        let opened = link.block(
+            Some(timeout),
+            async move { set_up(&l, create_schema).await },
+        );
+        let (head, unreachable) = match opened {
+            Ok(head) => (head, None),
+            Err(e) if wait => (0, Some(e)),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
                     "cannot open rollbot's store in PostgreSQL at {}: {e}. Check [store] url, that the database runs and accepts connections from here, and that its user may create tables",
                     link.target
-                )
-            })?;
+                ))
+            }
+        };
         let len = Arc::new(AtomicU64::new(head));
         let reader = Conn::new(link.clone());
         let audit = Arc::new(PgAuditStore::new(
@@ -323,6 +335,12 @@ impl PgStore {
         link.handle
             .spawn(write_loop(link.clone(), rx, busy.clone(), len));
         let outage = Arc::new(Mutex::new(None));
+        if let Some(e) = unreachable {
+            tracing::error!(database = %link.target, error = %e, "PostgreSQL cannot be reached at start-up; rollbot serves, refuses actions, and connects when it answers");
+            *outage.lock().unwrap() = Some((Instant::now(), e.to_string()));
+            link.handle
+                .spawn(set_up_later(link.clone(), Arc::downgrade(&audit)));
+        }
         link.handle.spawn(probe_loop(
             link.clone(),
             reader.clone(),
@@ -597,6 +615,50 @@ impl StateStore for PgStore {
             .unwrap()
             .as_ref()
             .map(|(since, why)| (since.elapsed(), why.clone()))
+    }
+}
+
+/// Connects, creates rollbot's tables when missing, and reads the log's
+/// head: what opening the store needs from the database.
+async fn set_up(l: &PgLink, create_schema: Option<String>) -> Result<u64, StoreError> {
+    let c = l.connect().await?;
+    if let Some(sql) = create_schema {
+        c.batch_execute(&sql).await.map_err(|e| l.down(&e))?;
+    }
+    c.batch_execute(SCHEMA).await.map_err(|e| l.down(&e))?;
+    let row = c
+        .query_one("SELECT seq FROM rollbot_audit_head WHERE id = 1", &[])
+        .await
+        .map_err(|e| l.down(&e))?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// Longest pause between two attempts to reach a database that was not
+/// there at start-up.
+const SET_UP_BACKOFF_MAX: Duration = Duration::from_secs(15);
+
+/// Sets the store up once the database answers, trying again after 0.5 s,
+/// 1 s, 2 s, … at most [`SET_UP_BACKOFF_MAX`] apart. The probe clears the
+/// outage when the log's head can be read.
+async fn set_up_later(link: PgLink, audit: std::sync::Weak<PgAuditStore>) {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        tokio::time::sleep(pause).await;
+        let Some(log) = audit.upgrade() else { return };
+        match tokio::time::timeout(link.timeout, set_up(&link, None)).await {
+            Ok(Ok(head)) => {
+                log.len_seen(head);
+                tracing::info!(database = %link.target, "PostgreSQL answers; rollbot's store is set up");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(database = %link.target, error = %e, retry_in_ms = pause.as_millis() as u64, "PostgreSQL still cannot be reached")
+            }
+            Err(_) => {
+                tracing::warn!(database = %link.target, "setting up the store in PostgreSQL timed out")
+            }
+        }
+        pause = (pause * 2).min(SET_UP_BACKOFF_MAX);
     }
 }
 
@@ -966,6 +1028,15 @@ fn precheck(tx: &Tx) -> Result<(), StoreError> {
 pub fn open_store(url: &str, timeout: Duration) -> anyhow::Result<super::Store> {
     Ok(super::Store::new(
         Arc::new(PgStore::open(url, timeout)?),
+        timeout,
+    ))
+}
+
+/// [`open_store`] for `serve`: starts while the database is unreachable
+/// (see [`PgStore::open_or_wait`]).
+pub fn open_store_or_wait(url: &str, timeout: Duration) -> anyhow::Result<super::Store> {
+    Ok(super::Store::new(
+        Arc::new(PgStore::open_or_wait(url, timeout)?),
         timeout,
     ))
 }

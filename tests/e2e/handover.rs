@@ -195,7 +195,15 @@ async fn leader_and_standby_answer_readyz_in_the_same_json_shape() {
     let b = rig.replica("rollbot-b").await;
     b.wait_readyz(false, Duration::from_secs(5)).await;
     let (code_a, on_a) = readyz(&a).await;
-    let (code_b, on_b) = readyz(&b).await;
+    // The standby names the holder once it has read the Lease.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (code_b, on_b) = loop {
+        let (code, v) = readyz(&b).await;
+        if v["leader"] == "rollbot-a" || Instant::now() > deadline {
+            break (code, v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!((code_a, code_b), (200, 503), "{on_a}\n{on_b}");
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(&on_a), keys(&on_b), "{on_a}\n{on_b}");

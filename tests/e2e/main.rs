@@ -38,6 +38,7 @@ mod replay;
 mod report;
 mod serve;
 mod slack;
+mod store_startup;
 mod stuck;
 mod unleash;
 mod verify_checks;
