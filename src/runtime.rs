@@ -101,10 +101,8 @@ pub async fn start_with(
         });
     }
     if !reachable {
-        let controller = match metric_source(&engine.config)? {
-            Some(source) => Some(Arc::new(Controller::new(engine.clone(), source))),
-            None => None,
-        };
+        let controller = metric_source(&engine.config)?
+            .map(|source| Arc::new(Controller::new(engine.clone(), source)));
         engine.recover_before_acting();
         tokio::spawn(when_reachable(
             engine.clone(),

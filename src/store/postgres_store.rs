@@ -37,6 +37,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Statement};
 
+mod owned_results;
+mod set_up;
+use owned_results::closes_its_own;
+use set_up::{set_up, set_up_later};
+
 /// Commits applied in one transaction, at most.
 const GROUP: usize = 512;
 
@@ -618,50 +623,6 @@ impl StateStore for PgStore {
     }
 }
 
-/// Connects, creates rollbot's tables when missing, and reads the log's
-/// head: what opening the store needs from the database.
-async fn set_up(l: &PgLink, create_schema: Option<String>) -> Result<u64, StoreError> {
-    let c = l.connect().await?;
-    if let Some(sql) = create_schema {
-        c.batch_execute(&sql).await.map_err(|e| l.down(&e))?;
-    }
-    c.batch_execute(SCHEMA).await.map_err(|e| l.down(&e))?;
-    let row = c
-        .query_one("SELECT seq FROM rollbot_audit_head WHERE id = 1", &[])
-        .await
-        .map_err(|e| l.down(&e))?;
-    Ok(row.get::<_, i64>(0) as u64)
-}
-
-/// Longest pause between two attempts to reach a database that was not
-/// there at start-up.
-const SET_UP_BACKOFF_MAX: Duration = Duration::from_secs(15);
-
-/// Sets the store up once the database answers, trying again after 0.5 s,
-/// 1 s, 2 s, … at most [`SET_UP_BACKOFF_MAX`] apart. The probe clears the
-/// outage when the log's head can be read.
-async fn set_up_later(link: PgLink, audit: std::sync::Weak<PgAuditStore>) {
-    let mut pause = Duration::from_millis(500);
-    loop {
-        tokio::time::sleep(pause).await;
-        let Some(log) = audit.upgrade() else { return };
-        match tokio::time::timeout(link.timeout, set_up(&link, None)).await {
-            Ok(Ok(head)) => {
-                log.len_seen(head);
-                tracing::info!(database = %link.target, "PostgreSQL answers; rollbot's store is set up");
-                return;
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(database = %link.target, error = %e, retry_in_ms = pause.as_millis() as u64, "PostgreSQL still cannot be reached")
-            }
-            Err(_) => {
-                tracing::warn!(database = %link.target, "setting up the store in PostgreSQL timed out")
-            }
-        }
-        pause = (pause * 2).min(SET_UP_BACKOFF_MAX);
-    }
-}
-
 /// Asks the database every second whether it answers, so `/readyz` says
 /// it is gone even when no request comes in, and says when it is back. It
 /// reads the log's head, so a standby's count follows the leader's appends.
@@ -939,66 +900,6 @@ fn fenced(tx_epoch: Option<u64>, newest: &mut u64) -> Result<(), StoreError> {
         }
         None => Ok(()),
     }
-}
-
-/// The one write an older leadership may still make: the result of an
-/// action it started. A replica that handed the Lease over as it stopped
-/// keeps verifying the actions it had already sent; their results must
-/// land, while that leadership must not start anything. So a commit from
-/// an older epoch passes only when it ends in-flight records that are
-/// still there and name that epoch as their owner, its entries belong to
-/// those actions, and it starts nothing (no `requested` entry, no new
-/// in-flight record). Once the successor has closed a record (reported it
-/// interrupted after waiting), the record is gone and a late result is
-/// refused, so an action never gets two results. Sends to backends stay
-/// fenced on the replica itself (`Leadership::may_write`).
-async fn closes_its_own(
-    t: &tokio_postgres::Transaction<'_>,
-    get: &Statement,
-    tx: &Tx,
-) -> Result<bool, tokio_postgres::Error> {
-    #[derive(serde::Deserialize)]
-    struct Owned {
-        owner: Option<crate::fence::Owner>,
-    }
-    let Some(epoch) = tx.epoch else {
-        return Ok(false);
-    };
-    let mut ends = Vec::new();
-    for wr in &tx.writes {
-        match wr {
-            Write::Remove {
-                table: Table::Inflight,
-                key,
-            } => ends.push(key.as_str()),
-            Write::Put {
-                table: Table::Inflight,
-                ..
-            } => return Ok(false),
-            _ => {}
-        }
-    }
-    let starts = tx
-        .records
-        .iter()
-        .any(|r| r.outcome == crate::audit::Outcome::Requested);
-    let foreign = tx
-        .records
-        .iter()
-        .any(|r| !ends.contains(&r.correlation_id.as_str()));
-    if ends.is_empty() || starts || foreign {
-        return Ok(false);
-    }
-    for key in ends {
-        let row = t.query_opt(get, &[&Table::Inflight.name(), &key]).await?;
-        let owner = row
-            .and_then(|r| serde_json::from_slice::<Owned>(&r.get::<_, Vec<u8>>(0)).ok())
-            .and_then(|o| o.owner);
-        if owner.is_none_or(|o| o.epoch != epoch) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// What PostgreSQL would refuse inside the transaction, refused before it
