@@ -24,6 +24,18 @@ use std::future::Future;
 #[error("{0}")]
 pub struct Fenced(pub String);
 
+/// Who started an action: a replica in one leadership. In-flight records
+/// carry it; a shared store lets that leadership record the action's
+/// result after a successor took over (see `store::postgres_store`), and
+/// the successor waits for it when the Lease was handed over.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Owner {
+    /// The replica's `holderIdentity`.
+    pub identity: String,
+    /// The Lease's `leaseTransitions` when it won it.
+    pub epoch: u64,
+}
+
 /// What a replica asks before it writes. Cheap to clone; the default is
 /// open (no leader election).
 #[derive(Clone, Debug, Default)]
@@ -50,6 +62,11 @@ impl Fence {
     /// lost the Lease is still refused once a newer leader has written.
     pub fn epoch(&self) -> Option<u64> {
         self.0.as_ref().and_then(Leadership::epoch)
+    }
+
+    /// The owner that in-flight records of this replica name now.
+    pub fn owner(&self) -> Option<Owner> {
+        self.0.as_ref().and_then(Leadership::owner)
     }
 
     fn check(&self, w: Write) -> Result<(), Fenced> {

@@ -231,6 +231,10 @@ struct State {
     epoch: Option<u64>,
     /// `label_pod`: a healthy standby is Ready too.
     standby_ready: bool,
+    /// This leadership began on a Lease its previous holder had released
+    /// (a graceful stop), not on one that expired: that holder may still
+    /// be recording the results of actions it started.
+    after_release: bool,
 }
 
 /// A write the fence is asked about (see `crate::fence`).
@@ -279,6 +283,24 @@ impl Leadership {
     pub(crate) fn epoch(&self) -> Option<u64> {
         let s = self.0.lock().unwrap();
         s.elected.then_some(s.epoch).flatten()
+    }
+
+    /// Who writes now: this replica in its last leadership (`None`
+    /// without an election, or before the first Lease is won). In-flight
+    /// records carry it, so a successor knows whose results to wait for.
+    pub(crate) fn owner(&self) -> Option<crate::fence::Owner> {
+        let s = self.0.lock().unwrap();
+        let epoch = s.elected.then_some(s.epoch).flatten()?;
+        Some(crate::fence::Owner {
+            identity: s.identity.clone(),
+            epoch,
+        })
+    }
+
+    /// Whether this replica's leadership began on a released Lease, taken
+    /// over from the holder of the epoch just before (see `won`).
+    pub(crate) fn took_released(&self) -> bool {
+        self.0.lock().unwrap().after_release
     }
 
     /// The fence every write of this replica asks (see `crate::fence`).
@@ -339,8 +361,25 @@ impl Leadership {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn won(&self, until: Instant, holder: &str, epoch: u64) {
+        self.won_from(until, holder, epoch, None);
+    }
+
+    /// [`Leadership::won`], saying how the Lease was taken when it changed
+    /// hands: `Some(true)` from a holder that released it, `Some(false)`
+    /// from one whose hold expired; `None` keeps what was known (a renewal).
+    pub(crate) fn won_from(
+        &self,
+        until: Instant,
+        holder: &str,
+        epoch: u64,
+        released: Option<bool>,
+    ) {
         let mut s = self.0.lock().unwrap();
+        if let Some(r) = released {
+            s.after_release = r;
+        }
         s.valid_until = Some(until);
         s.epoch = Some(epoch);
         s.holder = Some(holder.to_string());
@@ -394,8 +433,9 @@ fn transitions(lease: &Lease) -> u64 {
 /// What one attempt found.
 #[derive(Debug, PartialEq)]
 enum Attempt {
-    /// Holding the Lease; its `leaseTransitions`, this leadership's epoch.
-    Holding(u64),
+    /// Holding the Lease; its `leaseTransitions`, this leadership's epoch,
+    /// and, when it just changed hands, whether its holder had released it.
+    Holding(u64, Option<bool>),
     HeldBy(Option<String>),
 }
 
@@ -433,11 +473,12 @@ impl Elector {
             };
             let sent = Instant::now();
             match self.attempt(&api).await {
-                Ok(Attempt::Holding(epoch)) => {
-                    self.handle.won(
+                Ok(Attempt::Holding(epoch, released)) => {
+                    self.handle.won_from(
                         sent + self.settings.renew_deadline,
                         &self.settings.identity,
                         epoch,
+                        released,
                     );
                 }
                 Ok(Attempt::HeldBy(h)) => self.handle.lost(h),
@@ -512,7 +553,8 @@ impl Elector {
             return match api.create(&PostParams::default(), &lease).await {
                 Ok(created) => {
                     self.observe(&created);
-                    Ok(Attempt::Holding(transitions(&created)))
+                    // Nobody held it before: nothing to wait for.
+                    Ok(Attempt::Holding(transitions(&created), Some(false)))
                 }
                 // Another replica created it first.
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::HeldBy(None)),
@@ -537,6 +579,9 @@ impl Elector {
             }
         }
         let mut next = spec.clone();
+        // Taken over from nobody: the previous holder released it (or it
+        // was never held); from somebody: that holder's hold expired.
+        let changed_hands = (holder.as_deref() != Some(me.as_str())).then_some(holder.is_none());
         if holder.as_deref() != Some(me.as_str()) {
             next.acquire_time = Some(now.clone());
             next.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
@@ -553,7 +598,7 @@ impl Elector {
         {
             Ok(written) => {
                 self.observe(&written);
-                Ok(Attempt::Holding(transitions(&written)))
+                Ok(Attempt::Holding(transitions(&written), changed_hands))
             }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::HeldBy(holder)),
             Err(e) => Err(describe(&e)),

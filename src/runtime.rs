@@ -53,10 +53,16 @@ pub async fn start_with(
     clock: SharedClock,
     telemetry: Arc<Telemetry>,
 ) -> anyhow::Result<Runtime> {
-    let store = Arc::new(Store::open_config(&config.store, store_dir)?);
+    let store = Arc::new(Store::open_config_serving(&config.store, store_dir)?);
+    // A database that does not answer yet is checked, recovered from and
+    // loaded once it does (`when_reachable`); until then actions are refused.
+    let reachable = !store.unreachable();
     // A damaged store is reported (log, /readyz, deploy channels) and acts
     // on nothing; it is not a reason to stay down and silent.
-    let damaged = store.check_integrity(store_dir).await.err();
+    let damaged = match reachable {
+        true => store.check_integrity(store_dir).await.err(),
+        false => None,
+    };
     let BuiltBackends {
         all: backends,
         simulated,
@@ -94,6 +100,22 @@ pub async fn start_with(
             simulated,
         });
     }
+    if !reachable {
+        let controller = metric_source(&engine.config)?
+            .map(|source| Arc::new(Controller::new(engine.clone(), source)));
+        engine.recover_before_acting();
+        tokio::spawn(when_reachable(
+            engine.clone(),
+            controller.clone(),
+            store_dir.to_path_buf(),
+        ));
+        return Ok(Runtime {
+            engine,
+            controller,
+            telemetry,
+            simulated,
+        });
+    }
     // With an election, the replica that takes the Lease recovers (see
     // `engine/takeover.rs`): a standby must not close the leader's actions.
     if engine.config.leader_election.is_none() {
@@ -119,6 +141,30 @@ pub async fn start_with(
         telemetry,
         simulated,
     })
+}
+
+/// The rest of the start for a store that could not be reached at first:
+/// once it answers, the same integrity check, recovery and loading of
+/// watched rollouts as at a start with the store there.
+async fn when_reachable(
+    engine: Arc<Engine>,
+    controller: Option<Arc<Controller>>,
+    store_dir: std::path::PathBuf,
+) {
+    while engine.store.unreachable() {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    if let Err(what) = engine.store.check_integrity(&store_dir).await {
+        engine.announce_damaged_store(&what).await;
+        return;
+    }
+    // Without an election, before any action (a request may come first).
+    engine.recover_if_due().await;
+    if let Some(c) = controller {
+        if let Err(e) = c.load().await {
+            tracing::error!(error = %e, "could not load the watched rollouts");
+        }
+    }
 }
 
 /// The `[metrics]` source, with its secrets read now so a missing one stops

@@ -194,6 +194,7 @@ impl Engine {
             channel: svc.deploy_channel.as_ref().map(|c| c.as_ref().clone()),
             idempotency_key: req.idempotency_key.clone(),
             command: Some(req.command_line()),
+            owner: self.leadership.owner(),
         };
         if let Err(e) = self.store.put(Table::Inflight, corr, &inflight).await {
             let e = anyhow::Error::from(e);

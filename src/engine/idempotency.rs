@@ -108,6 +108,18 @@ impl Idempotency {
         }
     }
 
+    /// Marks `key` as running here (unless it already is), for an action
+    /// the previous leader is finishing: repeats wait for [`Self::finish`].
+    pub fn hold(&self, key: &str, command: &str) -> Option<watch::Sender<Option<Outcome>>> {
+        let mut running = self.running.lock().unwrap();
+        if running.contains_key(key) {
+            return None;
+        }
+        let (tx, rx) = watch::channel(None);
+        running.insert(key.to_string(), (command.to_string(), rx));
+        Some(tx)
+    }
+
     /// The record that makes a repeat of `key` get `outcome`.
     pub fn kept(command: &str, now: DateTime<Utc>, outcome: &Outcome) -> Kept {
         Kept {

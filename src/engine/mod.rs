@@ -59,6 +59,7 @@ pub use prompt::{parse_action_id, Pick, Prompt, PromptState};
 pub use query::audit_line;
 pub use recovery::Inflight;
 pub use refusal::Refusal;
+pub use takeover::HANDOVER_GRACE;
 
 use crate::audit::AuditStore;
 use crate::backend::RollbackBackend;
@@ -437,7 +438,7 @@ impl Engine {
 
     /// The steps listed at the top of this file, in their order.
     async fn run(&self, req: &Request, corr: &str) -> anyhow::Result<Outcome> {
-        if self.config.leader_election.is_some() {
+        if self.may_need_recovery() {
             self.recover_on_takeover().await;
         }
         if let Some(refused) = self.cannot_act(corr) {
@@ -639,9 +640,19 @@ impl Engine {
             Claim::Run(tx) => {
                 let outcome = work.await;
                 if let Ok(o) = &outcome {
-                    self.idem
+                    let kept = self
+                        .idem
                         .finish(k, &command, now, tx, o, o.status != Status::Refused)
-                        .await?;
+                        .await;
+                    match kept {
+                        // Handed over as it stopped: the result is in the
+                        // audit log, and the new leader keeps the key's
+                        // outcome from it (`takeover.rs`).
+                        Err(e) if fencing::fenced_store_error(&e).is_some() => {
+                            tracing::warn!(correlation = %corr, error = %e, "the outcome of this idempotency key is kept by the new leader");
+                        }
+                        other => other?,
+                    }
                 }
                 outcome
             }

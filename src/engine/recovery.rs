@@ -19,7 +19,7 @@ use super::{Engine, Outcome, Status};
 use crate::audit::{Entry, Outcome as AuditOutcome, Record};
 use crate::chat::{Message, Severity};
 use crate::domain::Actor;
-use crate::store::{Table, Tx};
+use crate::store::{Committed, Table, Tx};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -38,6 +38,9 @@ pub struct Inflight {
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub command: Option<String>,
+    /// The replica and leadership that runs it (with leader election).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<crate::fence::Owner>,
 }
 
 /// How far back the first start on a store looks for unfinished requests.
@@ -80,9 +83,12 @@ impl Engine {
                 })
                 .await?;
             match unfinished(&steps, &f.action) {
+                // The leader that handed the Lease over records it.
+                Some(true) if self.handed_over_by_its_owner(&f) => self.await_its_owner(f),
                 Some(true) => {
-                    self.mark_interrupted(&f).await?;
-                    interrupted.push(f);
+                    if self.mark_interrupted(&f).await?.is_some() {
+                        interrupted.push(f);
+                    }
                 }
                 Some(false) => {
                     // Its result is recorded; only the record was left.
@@ -132,7 +138,17 @@ impl Engine {
         Ok(interrupted)
     }
 
-    async fn mark_interrupted(&self, f: &Inflight) -> anyhow::Result<()> {
+    /// Reports `f` interrupted, unless its record changed or went since it
+    /// was read (its owner recorded the result meanwhile: on a shared
+    /// store a leader that handed over, or woke, may): then `None`.
+    pub(super) async fn mark_interrupted(&self, f: &Inflight) -> anyhow::Result<Option<Outcome>> {
+        let Some(read) = self
+            .store
+            .get_raw(Table::Inflight, &f.correlation_id)
+            .await?
+        else {
+            return Ok(None);
+        };
         let text = format!(
             "rollbot stopped while {} of {} (asked by {} at {}) was in progress. It may or may not have been applied: check `/status {}` and repeat the action if needed.",
             f.action, f.service, f.actor.display_name, f.started.format("%Y-%m-%d %H:%M:%S UTC"), f.service
@@ -160,31 +176,34 @@ impl Engine {
                 correlation_id: f.correlation_id.clone(),
                 idempotency_key: None,
             })
+            .expect(Table::Inflight, &f.correlation_id, Some(read))
             .remove(Table::Inflight, &f.correlation_id);
+        let outcome = Outcome {
+            status: Status::Failed,
+            message: m.clone(),
+            correlation_id: f.correlation_id.clone(),
+            prompt: None,
+            announced: f.channel.is_some(),
+            repeat: false,
+            refusal: None,
+        };
         if let (Some(key), Some(command)) = (&f.idempotency_key, &f.command) {
             // A retry with the same key learns what happened instead of acting again.
-            let outcome = Outcome {
-                status: Status::Failed,
-                message: m.clone(),
-                correlation_id: f.correlation_id.clone(),
-                prompt: None,
-                announced: f.channel.is_some(),
-                repeat: false,
-                refusal: None,
-            };
             tx = tx.put(
                 Table::Idempotency,
                 key,
                 &Idempotency::kept(command, self.clock.now(), &outcome),
             );
         }
-        self.store.apply(tx).await?;
+        if let Committed::Conflict = self.store.commit(tx).await? {
+            return Ok(None);
+        }
         self.telemetry.audit_appends.inc();
         tracing::warn!(service = %f.service, action = %f.action, correlation = %f.correlation_id, "found an interrupted action");
         if let Some(ch) = &f.channel {
             self.notifier.post(ch, &m).await;
         }
-        Ok(())
+        Ok(Some(outcome))
     }
 
     /// Entries `from..=to`, read off the async workers.
@@ -210,7 +229,7 @@ impl Engine {
 /// Whether the latest `requested` step of `action` in `steps` (one
 /// correlation, newest first) has no result after it; `None` when there is
 /// no `requested` step.
-fn unfinished(steps: &[Entry], action: &str) -> Option<bool> {
+pub(super) fn unfinished(steps: &[Entry], action: &str) -> Option<bool> {
     let requested = steps
         .iter()
         .find(|e| e.record.action == action && e.record.outcome == AuditOutcome::Requested)?;

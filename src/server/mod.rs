@@ -4,7 +4,8 @@
 //! - `GET /readyz`: the store is open and the config loaded; 503 while
 //!   shutting down so traffic moves elsewhere.
 //!   A standby is 503 too, unless `[leader_election] label_pod` routes by
-//!   the leader's pod label: then it is 200 with JSON naming the leader.
+//!   the leader's pod label: then it is 200. One JSON shape on every
+//!   replica, text for `Accept: text/plain` (`readyz.rs`).
 //! - `GET /metrics`: rollbot's own metrics in the Prometheus text format.
 //! - `POST /api/v1/actions`: a command for an API client (`[[api.clients]]`),
 //!   bearer-token authenticated, answered with the engine's outcome as JSON.
@@ -16,11 +17,12 @@
 mod api;
 pub mod bench;
 pub(crate) mod gates;
+mod readyz;
 mod rollouts;
 
 use crate::engine::Engine;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
@@ -52,7 +54,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz::readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/actions", post(api::action))
         .route(
@@ -70,91 +72,6 @@ pub fn router(state: AppState) -> Router {
         .route("/gates/flagger/rollback", post(gates::rollback))
         .route("/gates/argo/analysis", get(gates::argo_analysis))
         .with_state(state)
-}
-
-async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.shutting_down.load(Ordering::SeqCst) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down\n".to_string(),
-        );
-    }
-    let store = s.engine.store.problems();
-    if !store.is_empty() {
-        let lines: Vec<&str> = store.iter().map(|p| p.text.as_str()).collect();
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready:\n{}\n", lines.join("\n")),
-        );
-    }
-    // A standby replica is not ready, so the Service sends chat and gate
-    // traffic to the Lease holder.
-    let leader = s.engine.leadership.view();
-    if !leader.leader && leader.standby_ready {
-        return standby_ready(&s, &leader);
-    }
-    if !leader.leader {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready:\n{}\n", leader.describe()),
-        );
-    }
-    let problems: Vec<String> = s.checks.iter().flat_map(|c| c()).collect();
-    if !problems.is_empty() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready:\n{}\n", problems.join("\n")),
-        );
-    }
-    let metrics = match &s.controller {
-        None => "metrics: no source configured".to_string(),
-        Some(c) => {
-            let h = c.health();
-            match h.down_since {
-                Some(since) => format!("metrics: UNAVAILABLE since {} ({}); verdicts are no_data, nothing is rolled back automatically", since.format("%Y-%m-%d %H:%M:%S UTC"), h.last_error.unwrap_or_default()),
-                None => format!("metrics: ok ({} queries last tick, {} ticks)", h.queries_last_tick, h.ticks),
-            }
-        }
-    };
-    // The status page and the pager are reported the same way: a wrong
-    // key there must not stop anyone from rolling back.
-    let comms: String = s
-        .engine
-        .comms()
-        .map(|c| c.readiness().iter().map(|l| format!("{l}\n")).collect())
-        .unwrap_or_default();
-    // Not ready means "send chat traffic elsewhere"; missing metrics must not
-    // stop people from rolling back, so they are reported but readiness stays.
-    (
-        StatusCode::OK,
-        format!(
-            "ready: {} services, audit log at #{}\n{metrics}\n{comms}{}\n",
-            s.engine.config.services.len(),
-            s.engine.store.audit_len(),
-            leader.describe()
-        ),
-    )
-}
-
-/// `label_pod`: a healthy standby is Ready (rolling updates and drains
-/// count it) while the Service routes to the leader's label; it says so
-/// in JSON, naming the leader it last saw.
-fn standby_ready(s: &AppState, leader: &crate::leader::LeaderView) -> (StatusCode, String) {
-    let problems: Vec<String> = s.checks.iter().flat_map(|c| c()).collect();
-    let body = serde_json::json!({
-        "ready": problems.is_empty(),
-        "role": "standby",
-        "leader": leader.holder,
-        "identity": leader.identity,
-        "lease": leader.lease,
-        "detail": leader.describe(),
-        "problems": problems,
-    });
-    let code = match problems.is_empty() {
-        true => StatusCode::OK,
-        false => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    (code, format!("{body}\n"))
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
@@ -293,7 +210,8 @@ pub async fn serve(
             });
         })
         .await?;
-    if !engine.drain(Duration::from_secs(60)).await {
+    // The successor waits as long for the results of these actions.
+    if !engine.drain(crate::engine::HANDOVER_GRACE).await {
         tracing::warn!("some actions were still running after 60s; they will be reported as interrupted at the next start");
     }
     engine.store.flush().await?;

@@ -298,6 +298,25 @@ impl Store {
         c: &crate::config_file::StoreConfig,
         path: &std::path::Path,
     ) -> anyhow::Result<Store> {
+        Store::open_config_as(c, path, false)
+    }
+
+    /// [`Store::open_config`] for `serve`: a PostgreSQL database that does
+    /// not answer yet is reported and connected to when it does, instead
+    /// of stopping the start (a database restarting with rollbot, a
+    /// network not up yet).
+    pub fn open_config_serving(
+        c: &crate::config_file::StoreConfig,
+        path: &std::path::Path,
+    ) -> anyhow::Result<Store> {
+        Store::open_config_as(c, path, true)
+    }
+
+    fn open_config_as(
+        c: &crate::config_file::StoreConfig,
+        path: &std::path::Path,
+        wait: bool,
+    ) -> anyhow::Result<Store> {
         match c.kind {
             crate::config_file::StoreKind::Sled => Store::open_with(path, &c.into()),
             crate::config_file::StoreKind::Postgres => {
@@ -309,7 +328,10 @@ impl Store {
                     })?
                     .resolve()
                     .map_err(|e| anyhow::anyhow!("[store] url: {e}"))?;
-                postgres_store::open_store(url.expose(), c.timeout.0)
+                match wait {
+                    true => postgres_store::open_store_or_wait(url.expose(), c.timeout.0),
+                    false => postgres_store::open_store(url.expose(), c.timeout.0),
+                }
             }
         }
     }
@@ -594,6 +616,26 @@ impl Store {
             });
         }
         out
+    }
+
+    /// One word for `/readyz`: `ok`, `damaged` (acts on nothing until
+    /// restored), `unreachable` (the database does not answer; retried) or
+    /// `failing` (calls fail or hang).
+    pub fn state(&self) -> &'static str {
+        if self.health.damaged().is_some() {
+            "damaged"
+        } else if self.inner.outage().is_some() {
+            "unreachable"
+        } else if self.problems().is_empty() {
+            "ok"
+        } else {
+            "failing"
+        }
+    }
+
+    /// Whether the store's database does not answer (its probe failed).
+    pub fn unreachable(&self) -> bool {
+        self.inner.outage().is_some()
     }
 
     pub fn size_on_disk(&self) -> Option<u64> {

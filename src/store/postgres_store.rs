@@ -37,6 +37,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, Statement};
 
+mod owned_results;
+mod set_up;
+use owned_results::closes_its_own;
+use set_up::{set_up, set_up_later};
+
 /// Commits applied in one transaction, at most.
 const GROUP: usize = 512;
 
@@ -295,6 +300,23 @@ impl PgStore {
     /// [`PgStore::open`] in `schema` (made when missing) instead of the
     /// connection's default: the benchmark's scratch space.
     fn open_in(url: &str, timeout: Duration, schema: Option<&str>) -> anyhow::Result<PgStore> {
+        PgStore::open_in_or_wait(url, timeout, schema, false)
+    }
+
+    /// [`PgStore::open`] for `serve`: a database that cannot be reached yet
+    /// is not an error. The store opens as unreachable (`/readyz` and every
+    /// write say so) and connects by itself when the database answers,
+    /// trying again with a bounded exponential backoff.
+    pub fn open_or_wait(url: &str, timeout: Duration) -> anyhow::Result<PgStore> {
+        PgStore::open_in_or_wait(url, timeout, None, true)
+    }
+
+    fn open_in_or_wait(
+        url: &str,
+        timeout: Duration,
+        schema: Option<&str>,
+        wait: bool,
+    ) -> anyhow::Result<PgStore> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("rollbot-postgres")
@@ -307,25 +329,20 @@ impl PgStore {
         let link = PgLink::new(url, timeout, handle, schema)?;
         let create_schema = schema.map(|s| format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""));
         let l = link.clone();
-        let head = link
-            .block(Some(timeout), async move {
-                let c = l.connect().await?;
-                if let Some(sql) = create_schema {
-                    c.batch_execute(&sql).await.map_err(|e| l.down(&e))?;
-                }
-                c.batch_execute(SCHEMA).await.map_err(|e| l.down(&e))?;
-                let row = c
-                    .query_one("SELECT seq FROM rollbot_audit_head WHERE id = 1", &[])
-                    .await
-                    .map_err(|e| l.down(&e))?;
-                Ok(row.get::<_, i64>(0) as u64)
-            })
-            .map_err(|e| {
-                anyhow::anyhow!(
+        let opened = link.block(
+            Some(timeout),
+            async move { set_up(&l, create_schema).await },
+        );
+        let (head, unreachable) = match opened {
+            Ok(head) => (head, None),
+            Err(e) if wait => (0, Some(e)),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
                     "cannot open rollbot's store in PostgreSQL at {}: {e}. Check [store] url, that the database runs and accepts connections from here, and that its user may create tables",
                     link.target
-                )
-            })?;
+                ))
+            }
+        };
         let len = Arc::new(AtomicU64::new(head));
         let reader = Conn::new(link.clone());
         let audit = Arc::new(PgAuditStore::new(
@@ -339,6 +356,12 @@ impl PgStore {
         link.handle
             .spawn(write_loop(link.clone(), rx, busy.clone(), len));
         let outage = Arc::new(Mutex::new(None));
+        if let Some(e) = unreachable {
+            tracing::error!(database = %link.target, error = %e, "PostgreSQL cannot be reached at start-up; rollbot serves, refuses actions, and connects when it answers");
+            *outage.lock().unwrap() = Some((Instant::now(), e.to_string()));
+            link.handle
+                .spawn(set_up_later(link.clone(), Arc::downgrade(&audit)));
+        }
         link.handle.spawn(probe_loop(
             link.clone(),
             reader.clone(),
@@ -797,9 +820,15 @@ async fn write_group(
             results.push(Ok(Committed::Done(vec![])));
             continue;
         };
-        if let Err(e) = precheck(&tx).and_then(|()| fenced(tx.epoch, &mut epoch)) {
+        if let Err(e) = precheck(&tx) {
             results.push(Err(e));
             continue;
+        }
+        if let Err(e) = fenced(tx.epoch, &mut epoch) {
+            if !closes_its_own(&t, &w.get, &tx).await.map_err(down)? {
+                results.push(Err(e));
+                continue;
+            }
         }
         let mut conflict = false;
         for wr in &tx.writes {
@@ -916,6 +945,15 @@ fn precheck(tx: &Tx) -> Result<(), StoreError> {
 pub fn open_store(url: &str, timeout: Duration) -> anyhow::Result<super::Store> {
     Ok(super::Store::new(
         Arc::new(PgStore::open(url, timeout)?),
+        timeout,
+    ))
+}
+
+/// [`open_store`] for `serve`: starts while the database is unreachable
+/// (see [`PgStore::open_or_wait`]).
+pub fn open_store_or_wait(url: &str, timeout: Duration) -> anyhow::Result<super::Store> {
+    Ok(super::Store::new(
+        Arc::new(PgStore::open_or_wait(url, timeout)?),
         timeout,
     ))
 }

@@ -458,6 +458,8 @@ async fn the_database_going_away_refuses_actions_until_it_is_back() {
     assert!(down.contains("store unreachable"), "{down}");
     assert!(down.contains("127.0.0.1"), "{down}");
     assert!(!down.contains(&url), "the URL is not shown: {down}");
+    let v: serde_json::Value = serde_json::from_str(&down).unwrap();
+    assert_eq!(v["store"]["state"], "unreachable", "{down}");
     let (code, body) = api.action("/rollback checkout second", Some("a2")).await;
     assert_eq!(code, 503, "{body}");
     let said = body["message"]["text"].as_str().unwrap_or_default();
@@ -468,7 +470,9 @@ async fn the_database_going_away_refuses_actions_until_it_is_back() {
 
     tokio::task::block_in_place(|| pg.resume());
     let up = s.wait_readyz(true, Duration::from_secs(15)).await.1;
-    assert!(up.starts_with("ready"), "{up}");
+    let v: serde_json::Value = serde_json::from_str(&up).unwrap();
+    assert_eq!(v["store"]["state"], "ok", "{up}");
+    assert!(v["summary"].as_str().unwrap().starts_with("ready"), "{up}");
     let (code, body) = api.action("/rollback checkout third", Some("a3")).await;
     assert_eq!(code, 200, "{body}");
     assert!(s.terminate().success());

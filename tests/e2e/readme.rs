@@ -408,7 +408,9 @@ async fn the_first_setup_config_joins_slack_reads_prometheus_and_answers_status(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(ready.starts_with("ready: 1 services"), "{ready}");
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    let summary = ready["summary"].as_str().unwrap_or_default();
+    assert!(summary.starts_with("ready: 1 services"), "{ready}");
     assert_eq!(slack.connections(), 1, "one Socket Mode connection");
 
     // Step 5: `/rollbot status checkout` answers with the cluster's view.

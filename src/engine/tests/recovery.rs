@@ -80,6 +80,7 @@ async fn recovery_reports_only_what_may_have_acted_and_closes_what_never_did() {
             channel: Some("deploys".into()),
             idempotency_key: None,
             command: None,
+            owner: None,
         };
         e.store
             .put(crate::store::Table::Inflight, "never-recorded", &orphan)
