@@ -3,6 +3,7 @@
 //! ```text
 //! /rollback <service> [to <revision>] [force] [dry-run] [reason…]
 //! /rollback release <release> [reason…]
+//! /rollback <service> fallback "<name>" [dry-run] [reason…]
 //! /promote  <service> [full] [force] [dry-run] [reason…]
 //! /pause    <service> [reason…]
 //! /resume   <service> [reason…]
@@ -46,6 +47,14 @@ pub enum Command {
         force: bool,
         reason: String,
         /// `dry-run`: check and show what would be sent, send nothing.
+        dry_run: bool,
+    },
+    /// One of the service's fallbacks (`[[services.fallback]]`), by name
+    /// (in double quotes when it has spaces) or position.
+    Fallback {
+        service: String,
+        name: String,
+        reason: String,
         dry_run: bool,
     },
     /// Every service of a release, dependents first.
@@ -102,7 +111,9 @@ impl Command {
     /// for a command that has none.
     pub fn make_dry_run(&mut self) -> bool {
         match self {
-            Command::Rollback { dry_run, .. } | Command::Promote { dry_run, .. } => {
+            Command::Rollback { dry_run, .. }
+            | Command::Promote { dry_run, .. }
+            | Command::Fallback { dry_run, .. } => {
                 *dry_run = true;
                 true
             }
@@ -121,7 +132,7 @@ pub struct CommandSpec {
 }
 
 pub const COMMANDS: &[CommandSpec] = &[
-    CommandSpec { name: "rollback", usage: "/rollback <service> [to <revision>] [force] [dry-run] [reason…] | release <release> [reason…]", description: "Roll a service back to its previous (or a named) revision, or every service of a release, dependents first, halting at the first step that fails. Never blocked by a freeze. Past an irreversible or contract migration it is refused with roll-forward advice; `force` (admins, with a reason) asks a second person. `dry-run` shows what would be sent and sends nothing.", example: "/rollback checkout to v41 5xx spike after deploy" },
+    CommandSpec { name: "rollback", usage: "/rollback <service> [to <revision>] [force] [dry-run] [reason…] | release <release> [reason…] | <service> fallback \"<name>\" [dry-run] [reason…]", description: "Roll a service back to its previous (or a named) revision, or every service of a release, dependents first, halting at the first step that fails. `fallback \"<name>\"` tries one of the service's configured fallbacks (traffic to stable, a flag off) when a rollback left it stuck. Never blocked by a freeze. Past an irreversible or contract migration it is refused with roll-forward advice; `force` (admins, with a reason) asks a second person. `dry-run` shows what would be sent and sends nothing.", example: "/rollback checkout to v41 5xx spike after deploy" },
     CommandSpec { name: "promote", usage: "/promote <service> [full] [force] [dry-run] [reason…]", description: "Promote the canary one step, or fully with `full`. `force` (admins) promotes through a freeze, with a reason. `dry-run` shows what would be sent and sends nothing.", example: "/promote checkout full metrics look good" },
     CommandSpec { name: "pause", usage: "/pause <service> [reason…]", description: "Pause the service's rollout where it is. A backend that cannot pause refuses and says why.", example: "/pause checkout waiting for the database team" },
     CommandSpec { name: "resume", usage: "/resume <service> [reason…]", description: "Resume a paused rollout; for a Flagger canary, open its confirm-rollout gate.", example: "/resume checkout database is fine again" },
@@ -343,6 +354,12 @@ fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
     }
     let svc = service(words.first().copied(), "rollback", services)?;
     let mut rest = words.get(1..).unwrap_or(&[]);
+    if rest
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case("fallback"))
+    {
+        return fallback(svc, &rest[1..]);
+    }
     let (mut to, mut force, mut dry_run) = (None, false, false);
     // `to <revision>`, `force` and `dry-run`, in any order, then the reason.
     loop {
@@ -371,6 +388,61 @@ fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
         service: svc,
         to,
         force,
+        reason: reason(rest, "rollback")?,
+        dry_run,
+    })
+}
+
+/// `fallback "<name>" [dry-run] [reason…]` after `/rollback <service>`:
+/// a name in double quotes (straight or typographic, as Slack may send
+/// them), or one word, or a position.
+fn fallback(service: String, words: &[&str]) -> Result<Command, ParseError> {
+    let usage = || {
+        err(
+            format!("`fallback` needs the fallback's name, for example `/rollback {service} fallback \"traffic to stable\"` (or its position: `fallback 1`)"),
+            "rollback",
+        )
+    };
+    let open = |w: &str| w.starts_with(['"', '“', '”']);
+    let close = |w: &str| w.ends_with(['"', '“', '”']);
+    let Some(first) = words.first() else {
+        return Err(usage());
+    };
+    let (name, mut rest) = if open(first) {
+        let end = words
+            .iter()
+            .enumerate()
+            .position(|(i, w)| close(w) && (i > 0 || w.chars().count() > 1))
+            .ok_or_else(|| {
+                err(
+                    "the fallback's name has no closing double quote",
+                    "rollback",
+                )
+            })?;
+        let joined = words[..=end].join(" ");
+        let name: String = {
+            let mut c = joined.chars();
+            c.next();
+            c.next_back();
+            c.as_str().trim().to_string()
+        };
+        (name, &words[end + 1..])
+    } else {
+        (first.to_string(), &words[1..])
+    };
+    if name.is_empty() {
+        return Err(usage());
+    }
+    limits::check_length(
+        "the fallback's name",
+        &name,
+        crate::config_file::MAX_FALLBACK_NAME,
+    )
+    .map_err(|e| err(e, "rollback"))?;
+    let dry_run = take_dry_run(&mut rest);
+    Ok(Command::Fallback {
+        service,
+        name,
         reason: reason(rest, "rollback")?,
         dry_run,
     })
@@ -707,6 +779,45 @@ mod tests {
     }
 
     #[test]
+    fn rollback_fallback_names_a_fallback_in_quotes_or_one_word() {
+        let fallback = |name: &str, reason: &str, dry_run: bool| Command::Fallback {
+            service: "checkout".into(),
+            name: name.into(),
+            reason: reason.into(),
+            dry_run,
+        };
+        assert_eq!(
+            parse(
+                "/rollback checkout fallback \"traffic  to stable\" istio is fine",
+                SERVICES
+            )
+            .unwrap(),
+            fallback("traffic to stable", "istio is fine", false)
+        );
+        // Slack may turn straight quotes into typographic ones.
+        assert_eq!(
+            parse("/rollback checkout fallback “flag off” dry-run", SERVICES).unwrap(),
+            fallback("flag off", "", true)
+        );
+        assert_eq!(
+            parse("/rollback checkout FALLBACK 2 still 5xx", SERVICES).unwrap(),
+            fallback("2", "still 5xx", false)
+        );
+        assert_eq!(
+            parse("/rollback checkout fallback \"canary\"", SERVICES).unwrap(),
+            fallback("canary", "", false)
+        );
+        let e = parse("/rollback checkout fallback", SERVICES).unwrap_err();
+        assert!(e.message.contains("needs the fallback's name"), "{e}");
+        let e = parse("/rollback checkout fallback \"traffic to stable", SERVICES).unwrap_err();
+        assert!(e.message.contains("no closing double quote"), "{e}");
+        let e = parse("/rollback checkout fallback \"\"", SERVICES).unwrap_err();
+        assert!(e.message.contains("needs the fallback's name"), "{e}");
+        let long = format!("/rollback checkout fallback \"{}\"", "x".repeat(61));
+        assert!(parse(&long, SERVICES).is_err());
+    }
+
+    #[test]
     fn promote_flags_in_any_order() {
         assert_eq!(
             parse("/promote checkout force full launch day", SERVICES).unwrap(),
@@ -761,7 +872,7 @@ mod tests {
         );
         assert_eq!(
             e.usage,
-            Some("/rollback <service> [to <revision>] [force] [dry-run] [reason…] | release <release> [reason…]")
+            Some("/rollback <service> [to <revision>] [force] [dry-run] [reason…] | release <release> [reason…] | <service> fallback \"<name>\" [dry-run] [reason…]")
         );
         let e = parse("/status zzz", SERVICES).unwrap_err();
         assert!(e

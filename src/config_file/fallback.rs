@@ -51,9 +51,7 @@ impl ServiceConfig {
             return Some(found);
         }
         let n: usize = wanted.parse().ok()?;
-        self.fallback
-            .get(n.checked_sub(1)?)
-            .map(|f| (n - 1, f))
+        self.fallback.get(n.checked_sub(1)?).map(|f| (n - 1, f))
     }
 }
 
@@ -194,12 +192,104 @@ impl Config {
                     false => format!("{named}: {}", e.message),
                 };
                 e.help = e.help.map(|h| {
-                    h.replace("the service's [services.target] table", "this fallback's `target`")
-                        .replace("[services.target]", "the fallback's `target`")
-                        .replace("under this service", "in this fallback")
+                    h.replace(
+                        "the service's [services.target] table",
+                        "this fallback's `target`",
+                    )
+                    .replace("[services.target]", "the fallback's `target`")
+                    .replace("under this service", "in this fallback")
                 });
                 e
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config_file::parse_errors;
+
+    const GOOD: &str = r##"[channels.deploys]
+console = "#deploys"
+
+[backends.k8s]
+type = "kubernetes-deployment"
+namespace = "prod"
+
+[backends.mesh]
+type = "istio"
+namespace = "prod"
+
+[[services]]
+name = "checkout"
+backend = "k8s"
+deploy_channel = "deploys"
+auto_fallback = true
+
+[[services.fallback]]
+name = "traffic to stable"
+backend = "mesh"
+target = { virtual_service = "checkout" }
+
+[[services.fallback]]
+name = "canary to zero"
+backend = "k8s"
+target = { mechanism = "scale-canary", canary_deployment = "checkout-canary" }
+"##;
+
+    #[test]
+    fn fallbacks_on_other_backends_are_accepted_and_found_by_name_or_position() {
+        assert_eq!(parse_errors(GOOD), "");
+        let c = crate::config_file::Config::parse(std::path::Path::new("r.toml"), GOOD).unwrap();
+        let s = c.service("checkout").unwrap();
+        assert!(s.auto_fallback);
+        assert_eq!(s.fallback_named("Traffic  TO stable").unwrap().0, 0);
+        assert_eq!(s.fallback_named("2").unwrap().1.name(), "canary to zero");
+        assert!(s.fallback_named("3").is_none() && s.fallback_named("0").is_none());
+        assert!(s.fallback_named("flag off").is_none());
+    }
+
+    #[test]
+    fn an_unknown_backend_is_located_with_the_closest_name() {
+        let e = parse_errors(&GOOD.replace("backend = \"mesh\"", "backend = \"mesj\""));
+        assert!(
+            e.contains("rollbot.toml:20:11: service `checkout` fallback `traffic to stable` names backend `mesj`, which is not defined")
+                && e.contains("did you mean `mesh`?"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_backend_checks_the_fallbacks_target_keys_where_they_are_written() {
+        let e = parse_errors(&GOOD.replace(", canary_deployment = \"checkout-canary\"", ""));
+        assert!(
+            e.contains("rollbot.toml:25:11: service `checkout` fallback `canary to zero`: mechanism `scale-canary` needs canary_deployment")
+                && e.contains("help: set it in this fallback's `target`")
+                && e.contains("1 error in the configuration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn names_auto_fallback_and_a_second_copy_of_the_rollback_are_checked() {
+        let e = parse_errors(&GOOD.replace("canary to zero", "Traffic to  stable"));
+        assert!(
+            e.contains("rollbot.toml:24:8: service `checkout` names fallback `Traffic to  stable` twice (first at line 19)"),
+            "{e}"
+        );
+        let e = parse_errors(&GOOD.replace("canary to zero", "say \\\"off\\\""));
+        assert!(e.contains("holds a double quote"), "{e}");
+        let none = GOOD.split("[[services.fallback]]").next().unwrap();
+        let e = parse_errors(none);
+        assert!(
+            e.contains("rollbot.toml:13:8: service `checkout` sets auto_fallback = true but names no fallback"),
+            "{e}"
+        );
+        let again = format!("{none}[[services.fallback]]\nname = \"again\"\nbackend = \"k8s\"\n");
+        let e = parse_errors(&again.replace("auto_fallback = true\n", ""));
+        assert!(
+            e.contains("fallback `again` is the service's own rollback again"),
+            "{e}"
+        );
     }
 }

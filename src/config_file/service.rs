@@ -283,7 +283,12 @@ impl Config {
 }
 
 /// `err` with what the user may have meant, or where to define the name.
-pub(super) fn unknown_ref(err: ConfigError, name: &str, known: &[&str], section: &str) -> ConfigError {
+pub(super) fn unknown_ref(
+    err: ConfigError,
+    name: &str,
+    known: &[&str],
+    section: &str,
+) -> ConfigError {
     let near = closest(name, known.iter().copied());
     if let Some(best) = near.first() {
         err.help(format!(

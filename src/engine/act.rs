@@ -105,8 +105,7 @@ impl Engine {
             other => anyhow::bail!("{} is not a backend action", other.name()),
         };
         let (backend, _) = self.route(req, svc)?;
-        if let Action::Fallback { name, .. } = &req.action {
-            params.insert("fallback".into(), json!(name));
+        if let Action::Fallback { .. } = &req.action {
             params.insert("backend".into(), json!(backend));
         }
         if let Some(p) = via_prompt {
@@ -142,7 +141,9 @@ impl Engine {
         let mut settled = self.settle(&mut a, called);
         settled.message = super::verify_checks::show(settled.message, &a.params);
         if let Action::Fallback { name, .. } = &req.action {
-            settled.message = settled.message.field("Fallback", format!("{name} (backend `{backend}`)"));
+            settled.message = settled
+                .message
+                .field("Fallback", format!("{name} (backend `{backend}`)"));
         }
         // A rollback that found nothing to do does not prove the service
         // came unstuck (its verification only reads the live state).

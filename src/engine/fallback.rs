@@ -53,8 +53,7 @@ pub fn parse_fallback_id(action_id: &str) -> Option<(String, String, usize)> {
     let (service, episode, n) = (parts.next()?, parts.next()?, parts.next()?);
     let plain = |s: &str, extra: &str| {
         !s.is_empty()
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
     };
     if parts.next().is_some() || !plain(service, "-_.") || !plain(episode, "-") {
@@ -83,9 +82,9 @@ impl Engine {
     ) -> anyhow::Result<(&'a str, &'a BTreeMap<String, String>)> {
         match &req.action {
             Action::Fallback { name, .. } => {
-                let (_, f) = svc.fallback_named(name).ok_or_else(|| {
-                    anyhow::anyhow!("{} has no fallback `{name}`", svc.name())
-                })?;
+                let (_, f) = svc
+                    .fallback_named(name)
+                    .ok_or_else(|| anyhow::anyhow!("{} has no fallback `{name}`", svc.name()))?;
                 Ok((f.backend.as_ref(), &f.target))
             }
             _ => Ok((svc.backend.as_ref(), &svc.target)),
@@ -154,7 +153,12 @@ impl Engine {
 
     /// The stuck message offers the fallbacks: a button each, or says that
     /// rollbot tries them now (`auto_fallback`).
-    pub(super) fn offer_fallbacks(&self, svc: &ServiceConfig, stuck: &Stuck, m: Message) -> Message {
+    pub(super) fn offer_fallbacks(
+        &self,
+        svc: &ServiceConfig,
+        stuck: &Stuck,
+        m: Message,
+    ) -> Message {
         if svc.fallback.is_empty() {
             return m;
         }
@@ -281,7 +285,10 @@ impl Engine {
                 .find(|(_, n)| !stuck.tried.iter().any(|t| t.name == n.name()));
             let mut m = Message::new(
                 Severity::Critical,
-                format!("{service}: fallback `{}` did not work; still stuck", f.name()),
+                format!(
+                    "{service}: fallback `{}` did not work; still stuck",
+                    f.name()
+                ),
             )
             .text(format!(
                 "{}\nFallbacks tried: {tried}",

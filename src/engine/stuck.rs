@@ -187,7 +187,10 @@ impl Engine {
         }
         let tried = match s.tried.is_empty() {
             true => String::new(),
-            false => format!("; fallbacks tried: {}", super::fallback::tried_line(&s.tried)),
+            false => format!(
+                "; fallbacks tried: {}",
+                super::fallback::tried_line(&s.tried)
+            ),
         };
         Some(format!(
             "STUCK between versions since {}: {} by {} failed ({}); running: {}{tried}",
