@@ -155,9 +155,15 @@ impl Engine {
         if status == Status::Succeeded && refusal.is_none() && changed {
             message = self.freeze_after_rollback(req, corr, svc, message).await;
         }
-        let announced = self.announce_result(&a, status, &message);
-        self.after_fallback(svc, req, (status, refusal.is_some()), &message)
-            .await;
+        // A fallback of a stuck service says its result with what it
+        // changed for the stuck state, in one message (fallback.rs).
+        let announced = match self
+            .after_fallback(svc, req, (status, refusal.is_some()), &message)
+            .await
+        {
+            true => true,
+            false => self.announce_result(&a, status, &message),
+        };
         if matches!(req.action, Action::Rollback { .. }) && refusal.is_none() {
             match status {
                 Status::Failed => self.enter_stuck(svc, req, corr, &message).await,

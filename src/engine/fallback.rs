@@ -226,25 +226,27 @@ impl Engine {
     }
 
     /// After a fallback's result is recorded, still under the service's
-    /// lock: the stuck state notes the try (and the mitigation when it was
-    /// verified), and the channels hear what it changed, what still runs,
-    /// and what is left to try.
+    /// lock: when the service is stuck, the stuck state notes the try (and
+    /// the mitigation when it was verified), and the channels hear, in one
+    /// message with the result, what it changed, what still runs and what
+    /// is left to try. Whether it posted (else the result is announced as
+    /// any action's).
     pub(super) async fn after_fallback(
         &self,
         svc: &ServiceConfig,
         req: &Request,
         (status, refused): (Status, bool),
         result: &Message,
-    ) {
+    ) -> bool {
         let Action::Fallback { name, .. } = &req.action else {
-            return;
+            return false;
         };
         let Some((_, f)) = svc.fallback_named(name) else {
-            return;
+            return false;
         };
         let service = svc.name();
         let Some(mut stuck) = self.stuck(service).await else {
-            return;
+            return false;
         };
         let outcome = match (status, refused) {
             (Status::Succeeded, false) => "verified",
@@ -258,32 +260,29 @@ impl Engine {
             result: outcome.into(),
             detail: result.title.clone(),
         });
-        let newly = outcome == "verified" && stuck.mitigated.is_none();
-        if newly {
+        if outcome == "verified" && stuck.mitigated.is_none() {
             stuck.mitigated = Some(f.name().to_string());
         }
         self.save_stuck(service, &stuck).await;
         let tried = tried_line(&stuck.tried);
-        let m = if outcome == "verified" {
+        let mut m = if outcome == "verified" {
             Message::new(
                 Severity::Warning,
-                format!("{service}: fallback `{}` worked; the rollback is still incomplete", f.name()),
+                format!(
+                    "{service}: fallback `{}` worked; the rollback is still incomplete",
+                    f.name()
+                ),
             )
             .text(format!(
-                "{}\nStill running: {} (backend `{}`)\nUsers are served through the fallback now, but {} by {} did not complete. Fix it on the platform and `/rollback {service}` again (a verified rollback ends this state), or roll forward with a fix.\nFallbacks tried: {tried}",
-                first_line(&result.text),
-                self.running_now(service).await,
+                "{}\nStill running on backend `{}`: {}\nUsers are served through the fallback now, but {} by {} did not complete. Fix it on the platform and `/rollback {service}` again (a verified rollback ends this state), or roll forward with a fix.\nFallbacks tried: {tried}",
+                result.text.trim_end(),
                 svc.backend.as_ref(),
+                self.running_now(service).await,
                 stuck.rollback,
                 stuck.by,
             ))
         } else {
-            let next = svc
-                .fallback
-                .iter()
-                .enumerate()
-                .find(|(_, n)| !stuck.tried.iter().any(|t| t.name == n.name()));
-            let mut m = Message::new(
+            let m = Message::new(
                 Severity::Critical,
                 format!(
                     "{service}: fallback `{}` did not work; still stuck",
@@ -291,39 +290,50 @@ impl Engine {
                 ),
             )
             .text(format!(
-                "{}\nFallbacks tried: {tried}",
-                first_line(&format!("{}: {}", result.title, result.text))
+                "{}: {}\nFallbacks tried: {tried}",
+                result.title,
+                result.text.trim_end()
             ));
-            match next {
-                _ if stuck.mitigated.is_some() => {}
-                Some((i, n)) => {
-                    m = if svc.auto_fallback && req.actor.is_system() {
-                        m.append_text(format!("rollbot tries the next one now: `{}`.", n.name()))
-                    } else {
-                        m.append_text(format!("Next: `{}`.", n.name())).button(
-                            format!("Try fallback: {}", n.name()),
-                            super::fallback::fallback_action_id(
-                                service,
-                                &stuck.correlation_id,
-                                i + 1,
-                            ),
-                            ButtonStyle::Primary,
-                        )
-                    };
-                }
-                None => {
-                    m = m.append_text(format!(
-                        "Every fallback of {service} was tried; rollbot tries nothing more by itself. Act on the platform by hand (see `/status {service}`)."
-                    ));
-                    for who in &svc.escalation {
-                        m = m.mention(who.clone());
-                    }
-                }
-            }
-            m
+            self.what_next(svc, req, &stuck, m)
         };
+        m.fields = result.fields.clone();
+        m.context = result.context.clone();
         let m = m.context(format!("stuck since {}", stuck.since.format("%H:%M UTC")));
-        self.announce(svc, m, true, &[]);
+        self.announce(svc, m, true, &[])
+    }
+
+    /// After a fallback that did not work: the next one (tried now by
+    /// `auto_fallback`, else offered as a button), or, with none left,
+    /// that rollbot tries nothing more, to the escalation chain again.
+    fn what_next(&self, svc: &ServiceConfig, req: &Request, stuck: &Stuck, m: Message) -> Message {
+        let service = svc.name();
+        if stuck.mitigated.is_some() {
+            return m;
+        }
+        let next = svc
+            .fallback
+            .iter()
+            .enumerate()
+            .find(|(_, n)| !stuck.tried.iter().any(|t| t.name == n.name()));
+        match next {
+            Some((_, n)) if svc.auto_fallback && req.actor.is_system() => {
+                m.append_text(format!("rollbot tries the next one now: `{}`.", n.name()))
+            }
+            Some((i, n)) => m.append_text(format!("Next: `{}`.", n.name())).button(
+                format!("Try fallback: {}", n.name()),
+                fallback_action_id(service, &stuck.correlation_id, i + 1),
+                ButtonStyle::Primary,
+            ),
+            None => {
+                let mut m = m.append_text(format!(
+                    "Every fallback of {service} was tried; rollbot tries nothing more by itself. Act on the platform by hand (see `/status {service}`)."
+                ));
+                for who in &svc.escalation {
+                    m = m.mention(who.clone());
+                }
+                m
+            }
+        }
     }
 }
 

@@ -176,12 +176,11 @@ impl Engine {
         let s = self.stuck(service).await?;
         if let Some(f) = &s.mitigated {
             return Some(format!(
-                "MITIGATED by fallback `{f}`: {} by {} failed at {} ({}); still running: {}; fallbacks tried: {}",
+                "MITIGATED by fallback `{f}`, but {} by {} failed at {} ({}) and was not completed; fallbacks tried: {}",
                 s.rollback,
                 s.by,
                 s.since.format("%H:%M UTC"),
                 s.failed.lines().next().unwrap_or_default(),
-                self.running_now(service).await,
                 super::fallback::tried_line(&s.tried)
             ));
         }

@@ -337,7 +337,7 @@ async fn a_fallback_button_moves_traffic_to_stable_once_and_marks_the_stuck_serv
         )
         .await;
     assert!(
-        said.contains("Still running: live 3; rollout in progress")
+        said.contains("Still running on backend `k8s`: live 3; rollout in progress")
             && said.contains("/rollback web by Ana Admin did not complete"),
         "{said}"
     );
