@@ -18,6 +18,10 @@ use toml::Spanned;
 /// and Slack cuts button text at 75 characters, Discord labels at 80.
 pub const MAX_FALLBACK_NAME: usize = 60;
 
+/// A fallback button's id holds the service's name, the stuck episode and
+/// the position; Discord refuses ids longer than 100 characters.
+const MAX_SERVICE_WITH_FALLBACKS: usize = 64;
+
 /// One fallback mechanism of a service.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +101,15 @@ impl Config {
                         format!("service `{svc}` sets auto_fallback = true but names no fallback"),
                     )
                     .help("add [[services.fallback]] entries (name, backend, target) under this service, or remove auto_fallback"),
+                );
+            }
+            if !s.fallback.is_empty() && svc.chars().count() > MAX_SERVICE_WITH_FALLBACKS {
+                errors.push(
+                    at(
+                        s.name.span(),
+                        format!("service `{svc}` has fallbacks but its name is longer than {MAX_SERVICE_WITH_FALLBACKS} characters, too long for their buttons (Discord allows 100 characters per button id)"),
+                    )
+                    .help("give the service a shorter name"),
                 );
             }
             let mut seen: BTreeMap<String, usize> = BTreeMap::new();

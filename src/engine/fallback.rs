@@ -56,7 +56,7 @@ pub fn parse_fallback_id(action_id: &str) -> Option<(String, String, usize)> {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
     };
-    if parts.next().is_some() || !plain(service, "-_.") || !plain(episode, "-") {
+    if parts.next().is_some() || !plain(service, "-_.") || !plain(episode, "-_.") {
         return None;
     }
     let n: usize = n.parse().ok().filter(|n| *n >= 1)?;
@@ -345,10 +345,6 @@ fn list(fallbacks: &[FallbackConfig]) -> String {
         .map(|(i, f)| format!("{}. {} (backend `{}`)", i + 1, f.name(), f.backend.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or_default()
 }
 
 #[cfg(test)]
