@@ -155,6 +155,17 @@ pub enum Action {
     },
     Pause,
     Resume,
+    /// A service's fallback mechanism (`[[services.fallback]]`, by name or
+    /// position): its backend's rollback, for a service stuck after a
+    /// rollback that did not complete.
+    Fallback {
+        name: String,
+        /// The stuck episode (the failed rollback's correlation id) a
+        /// button or the automatic fallback belongs to; a typed command
+        /// has none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        episode: Option<String>,
+    },
     Freeze {
         scope: Scope,
         #[serde(with = "humantime_serde_secs")]
@@ -203,6 +214,7 @@ impl Action {
             Action::RollbackInOrder { .. } => "rollback_in_order",
             Action::Pause => "pause",
             Action::Resume => "resume",
+            Action::Fallback { .. } => "fallback",
             Action::Freeze { .. } => "freeze",
             Action::Unfreeze { .. } => "unfreeze",
             Action::Automation { .. } => "automation",
@@ -218,7 +230,11 @@ impl Action {
     pub fn touches_backend(&self) -> bool {
         matches!(
             self,
-            Action::Rollback { .. } | Action::Promote { .. } | Action::Pause | Action::Resume
+            Action::Rollback { .. }
+                | Action::Promote { .. }
+                | Action::Pause
+                | Action::Resume
+                | Action::Fallback { .. }
         )
     }
 }

@@ -35,6 +35,20 @@ pub async fn handle(
                 )
                 .await
         }
+        Command::Fallback {
+            service,
+            name,
+            reason,
+            dry_run,
+        } => {
+            let action = Action::Fallback {
+                name,
+                episode: None,
+            };
+            engine
+                .execute(req(action, Some(service), reason).dry_run(dry_run))
+                .await
+        }
         Command::RollbackRelease { release, reason } => {
             engine
                 .execute(req(Action::RollbackRelease { release }, None, reason))
@@ -159,6 +173,9 @@ pub async fn press_because(
     reason: String,
     idempotency_key: Option<String>,
 ) -> Outcome {
+    if let Some((service, episode, n)) = crate::engine::parse_fallback_id(action_id) {
+        return press_fallback(engine, actor, action_id, (service, episode, n), reason).await;
+    }
     match crate::engine::parse_action_id(action_id) {
         Some((id, pick)) => {
             let action = match pick {
@@ -177,6 +194,35 @@ pub async fn press_because(
             "",
         ),
     }
+}
+
+/// A fallback button of a stuck message (`fallback:SERVICE:EPISODE:N`).
+/// Its idempotency key is the button itself, not the platform's press:
+/// every press, by anyone, and the automatic fallback of that stuck
+/// episode share it, so the fallback acts once.
+async fn press_fallback(
+    engine: &Engine,
+    actor: Actor,
+    action_id: &str,
+    (service, episode, n): (String, String, usize),
+    reason: String,
+) -> Outcome {
+    let name = engine
+        .config
+        .service(&service)
+        .and_then(|s| s.fallback.get(n - 1))
+        .map(|f| f.name().to_string())
+        // Gone from the config since: the engine says which it has.
+        .unwrap_or_else(|| n.to_string());
+    let action = Action::Fallback {
+        name,
+        episode: Some(episode),
+    };
+    let r = Request::new(actor, action)
+        .service(service)
+        .reason(reason)
+        .idempotency_key(action_id);
+    engine.execute(r).await
 }
 
 fn failure(e: &str) -> Outcome {

@@ -83,8 +83,8 @@ impl Role {
             Role::Admin => true,
             Role::Viewer => p == View,
             Role::Deployer => matches!(p, View | Promote | Resume),
-            Role::Approver => matches!(p, View | AnswerPrompt),
-            Role::Responder => matches!(p, View | Rollback | Pause | Resume),
+            Role::Approver => matches!(p, View | AnswerPrompt | Fallback),
+            Role::Responder => matches!(p, View | Rollback | Pause | Resume | Fallback),
             Role::ReleaseManager => matches!(p, View | Freeze),
         }
     }
@@ -114,6 +114,9 @@ pub enum Permission {
     /// Roll back past an irreversible or contract migration with `force`
     /// (break-glass, and a second person approves).
     OverrideMigrationGuard,
+    /// Try a service's fallback (traffic to stable, a flag off) when a
+    /// rollback left it stuck: the people who may roll back or answer.
+    Fallback,
 }
 
 impl Permission {
@@ -128,6 +131,7 @@ impl Permission {
             Permission::Freeze => "freeze",
             Permission::OverrideFreeze => "override a freeze",
             Permission::OverrideMigrationGuard => "roll back past a migration",
+            Permission::Fallback => "try a fallback",
         }
     }
 

@@ -31,6 +31,8 @@ pub enum OptionKind {
     Revision,
     /// A release name such as 2026-12-06.1.
     Release,
+    /// A service's fallback, by name (`[[services.fallback]]`).
+    Fallback,
     Duration,
     Reason,
     Flag,
@@ -92,6 +94,12 @@ const ROLLBACK: &[OptionSpec] = &[
         Flag,
         false,
         "Only check and show what would be sent; send nothing",
+    ),
+    opt(
+        "fallback",
+        Fallback,
+        false,
+        "Try this configured fallback instead (when a rollback left the service stuck)",
     ),
 ];
 const PROMOTE: &[OptionSpec] = &[
@@ -250,6 +258,9 @@ pub fn application_commands() -> serde_json::Value {
                         option.max_length(100)
                     }
                     OptionKind::Reason => option.max_length(500),
+                    OptionKind::Fallback => {
+                        option.max_length(crate::config_file::MAX_FALLBACK_NAME as u16)
+                    }
                     OptionKind::Flag => option,
                 };
                 cmd = cmd.add_option(option);
@@ -324,6 +335,20 @@ pub fn to_command(
             Ok(Command::RollbackRelease {
                 release: super::release(text(opts, "release"))?,
                 reason: reason("rollback")?,
+            })
+        }
+        "rollback" if text(opts, "fallback").is_some() => {
+            if text(opts, "release").is_some() || text(opts, "revision").is_some() {
+                return Err(err(
+                    "name a fallback or a revision or a release, not several",
+                    "rollback",
+                ));
+            }
+            Ok(Command::Fallback {
+                service: service(text(opts, "service"), "rollback", services)?,
+                name: text(opts, "fallback").unwrap_or_default().to_string(),
+                reason: reason("rollback")?,
+                dry_run: flag(opts, "dry_run"),
             })
         }
         "rollback" => Ok(Command::Rollback {

@@ -3,6 +3,7 @@
 //! ```text
 //! /rollback <service> [to <revision>] [force] [dry-run] [reason…]
 //! /rollback release <release> [reason…]
+//! /rollback <service> fallback "<name>" [dry-run] [reason…]
 //! /promote  <service> [full] [force] [dry-run] [reason…]
 //! /pause    <service> [reason…]
 //! /resume   <service> [reason…]
@@ -24,6 +25,7 @@
 //! engine sees it: nothing runs and nothing is written to the audit log.
 
 pub mod discord;
+mod fallback;
 pub mod form;
 
 use crate::config::closest;
@@ -46,6 +48,14 @@ pub enum Command {
         force: bool,
         reason: String,
         /// `dry-run`: check and show what would be sent, send nothing.
+        dry_run: bool,
+    },
+    /// One of the service's fallbacks (`[[services.fallback]]`), by name
+    /// (in double quotes when it has spaces) or position.
+    Fallback {
+        service: String,
+        name: String,
+        reason: String,
         dry_run: bool,
     },
     /// Every service of a release, dependents first.
@@ -102,7 +112,9 @@ impl Command {
     /// for a command that has none.
     pub fn make_dry_run(&mut self) -> bool {
         match self {
-            Command::Rollback { dry_run, .. } | Command::Promote { dry_run, .. } => {
+            Command::Rollback { dry_run, .. }
+            | Command::Promote { dry_run, .. }
+            | Command::Fallback { dry_run, .. } => {
                 *dry_run = true;
                 true
             }
@@ -121,7 +133,7 @@ pub struct CommandSpec {
 }
 
 pub const COMMANDS: &[CommandSpec] = &[
-    CommandSpec { name: "rollback", usage: "/rollback <service> [to <revision>] [force] [dry-run] [reason…] | release <release> [reason…]", description: "Roll a service back to its previous (or a named) revision, or every service of a release, dependents first, halting at the first step that fails. Never blocked by a freeze. Past an irreversible or contract migration it is refused with roll-forward advice; `force` (admins, with a reason) asks a second person. `dry-run` shows what would be sent and sends nothing.", example: "/rollback checkout to v41 5xx spike after deploy" },
+    CommandSpec { name: "rollback", usage: "/rollback <service> [to <revision>] [force] [dry-run] [reason…] | release <release> [reason…] | <service> fallback \"<name>\" [dry-run] [reason…]", description: "Roll a service back to its previous (or a named) revision, or every service of a release, dependents first, halting at the first step that fails. `fallback \"<name>\"` tries one of the service's configured fallbacks (traffic to stable, a flag off) when a rollback left it stuck. Never blocked by a freeze. Past an irreversible or contract migration it is refused with roll-forward advice; `force` (admins, with a reason) asks a second person. `dry-run` shows what would be sent and sends nothing.", example: "/rollback checkout to v41 5xx spike after deploy" },
     CommandSpec { name: "promote", usage: "/promote <service> [full] [force] [dry-run] [reason…]", description: "Promote the canary one step, or fully with `full`. `force` (admins) promotes through a freeze, with a reason. `dry-run` shows what would be sent and sends nothing.", example: "/promote checkout full metrics look good" },
     CommandSpec { name: "pause", usage: "/pause <service> [reason…]", description: "Pause the service's rollout where it is. A backend that cannot pause refuses and says why.", example: "/pause checkout waiting for the database team" },
     CommandSpec { name: "resume", usage: "/resume <service> [reason…]", description: "Resume a paused rollout; for a Flagger canary, open its confirm-rollout gate.", example: "/resume checkout database is fine again" },
@@ -343,6 +355,12 @@ fn rollback(words: &[&str], services: &[&str]) -> Result<Command, ParseError> {
     }
     let svc = service(words.first().copied(), "rollback", services)?;
     let mut rest = words.get(1..).unwrap_or(&[]);
+    if rest
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case("fallback"))
+    {
+        return fallback::fallback(svc, &rest[1..]);
+    }
     let (mut to, mut force, mut dry_run) = (None, false, false);
     // `to <revision>`, `force` and `dry-run`, in any order, then the reason.
     loop {
@@ -761,7 +779,7 @@ mod tests {
         );
         assert_eq!(
             e.usage,
-            Some("/rollback <service> [to <revision>] [force] [dry-run] [reason…] | release <release> [reason…]")
+            Some("/rollback <service> [to <revision>] [force] [dry-run] [reason…] | release <release> [reason…] | <service> fallback \"<name>\" [dry-run] [reason…]")
         );
         let e = parse("/status zzz", SERVICES).unwrap_err();
         assert!(e

@@ -17,6 +17,7 @@ impl Config {
         errors.extend(self.check_verify(path, source));
         errors.extend(crate::roles::check_grants(&self.roles, path, source));
         errors.extend(self.check_backends(path, source));
+        errors.extend(self.check_fallbacks(path, source));
         errors.extend(self.check_chat(path, source));
         if let Some(le) = &self.leader_election {
             errors.extend(le.check(path, source));

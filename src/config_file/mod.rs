@@ -16,6 +16,7 @@ mod chat;
 mod check;
 mod checks;
 mod depends;
+mod fallback;
 mod gates;
 mod sections;
 mod service;
@@ -23,6 +24,7 @@ mod verify;
 
 pub use chat::{ChatConfig, DiscordConfig, SlackConfig, SlackMode};
 pub use checks::{CheckConfig, CheckSeverity, Condition, SloConfig};
+pub use fallback::{FallbackConfig, MAX_FALLBACK_NAME};
 pub use gates::GatesConfig;
 pub use sections::{
     ApiClient, ApiConfig, ChannelConfig, EngineConfig, MetricQueries, MetricSourceKind,

@@ -125,6 +125,14 @@ pub struct ServiceConfig {
     /// `kubernetes`); one that fails marks the rollback not verified.
     #[serde(default)]
     pub verify: Vec<Spanned<super::VerifyCheck>>,
+    /// What may be tried, in order, when a rollback leaves the service
+    /// stuck (`[[services.fallback]]`, see `fallback.rs`).
+    #[serde(default)]
+    pub fallback: Vec<super::fallback::FallbackConfig>,
+    /// Try the fallbacks by itself, in order, once each, right after the
+    /// service got stuck (opt-in).
+    #[serde(default)]
+    pub auto_fallback: bool,
 }
 
 fn default_true() -> bool {
@@ -275,7 +283,12 @@ impl Config {
 }
 
 /// `err` with what the user may have meant, or where to define the name.
-fn unknown_ref(err: ConfigError, name: &str, known: &[&str], section: &str) -> ConfigError {
+pub(super) fn unknown_ref(
+    err: ConfigError,
+    name: &str,
+    known: &[&str],
+    section: &str,
+) -> ConfigError {
     let near = closest(name, known.iter().copied());
     if let Some(best) = near.first() {
         err.help(format!(

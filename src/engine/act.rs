@@ -97,11 +97,17 @@ impl Engine {
         };
         let op = match &req.action {
             Action::Rollback { to, .. } => Operation::Rollback { to: to.clone() },
+            // A fallback is its backend's rollback (fallback.rs).
+            Action::Fallback { .. } => Operation::Rollback { to: None },
             Action::Promote { full, .. } => Operation::Promote { full: *full },
             Action::Pause => Operation::Pause,
             Action::Resume => Operation::Resume,
             other => anyhow::bail!("{} is not a backend action", other.name()),
         };
+        let (backend, _) = self.route(req, svc)?;
+        if let Action::Fallback { .. } = &req.action {
+            params.insert("backend".into(), json!(backend));
+        }
         if let Some(p) = via_prompt {
             params.insert("prompt".into(), json!(p.id));
             params.insert("requested_by".into(), json!(p.requested_by.qualified_id()));
@@ -109,8 +115,8 @@ impl Engine {
         params.insert("operation".into(), serde_json::to_value(&op)?);
         let slot = self
             .backends
-            .get(svc.backend.as_ref())
-            .ok_or_else(|| anyhow::anyhow!("backend {} is not running", svc.backend.as_ref()))?;
+            .get(backend)
+            .ok_or_else(|| anyhow::anyhow!("backend {backend} is not running"))?;
         let mut a = Act {
             req,
             corr,
@@ -134,6 +140,11 @@ impl Engine {
         self.status_cache.forget(svc.name());
         let mut settled = self.settle(&mut a, called);
         settled.message = super::verify_checks::show(settled.message, &a.params);
+        if let Action::Fallback { name, .. } = &req.action {
+            settled.message = settled
+                .message
+                .field("Fallback", format!("{name} (backend `{backend}`)"));
+        }
         // A rollback that found nothing to do does not prove the service
         // came unstuck (its verification only reads the live state).
         let changed = a.params.get("report").and_then(|r| r["changed"].as_bool()) == Some(true);
@@ -144,7 +155,15 @@ impl Engine {
         if status == Status::Succeeded && refusal.is_none() && changed {
             message = self.freeze_after_rollback(req, corr, svc, message).await;
         }
-        let announced = self.announce_result(&a, status, &message);
+        // A fallback of a stuck service says its result with what it
+        // changed for the stuck state, in one message (fallback.rs).
+        let announced = match self
+            .after_fallback(svc, req, (status, refusal.is_some()), &message)
+            .await
+        {
+            true => true,
+            false => self.announce_result(&a, status, &message),
+        };
         if matches!(req.action, Action::Rollback { .. }) && refusal.is_none() {
             match status {
                 Status::Failed => self.enter_stuck(svc, req, corr, &message).await,
@@ -245,10 +264,20 @@ impl Engine {
     /// against the breaker.
     async fn call_backend(&self, a: &mut Act<'_>) -> Called {
         let (req, corr, svc, slot, op) = (a.req, a.corr, a.svc, a.slot, &a.op);
+        let settings = match self.route(req, svc) {
+            Ok((_, target)) => target.clone(),
+            Err(e) => {
+                return Called::Failed {
+                    error: e.to_string(),
+                    requests: Vec::new(),
+                    stage: "preflight",
+                }
+            }
+        };
         let target = Target {
             service: svc.name().into(),
             environment: svc.environment.clone(),
-            settings: svc.target.clone(),
+            settings,
         };
         let ctx = CallContext {
             actor: req.actor.to_string(),
@@ -338,10 +367,15 @@ impl Engine {
                 (false, format!("could not verify: {}", describe(e)))
             }
         };
-        // The service's own checks, once the backend says it is done.
-        let (verified, detail) = self
-            .post_rollback_checks(svc, &target, &a.op, (verified, detail), &mut a.params)
-            .await;
+        // The service's own checks, once the backend says it is done; they
+        // look at its rollback, which a fallback leaves as it was.
+        let (verified, detail) = match req.action {
+            Action::Fallback { .. } => (verified, detail),
+            _ => {
+                self.post_rollback_checks(svc, &target, &a.op, (verified, detail), &mut a.params)
+                    .await
+            }
+        };
         Called::Acted {
             report,
             detail,
@@ -538,7 +572,7 @@ impl Engine {
             }
         }
         let thread = a.via_prompt.map(|p| p.messages.as_slice()).unwrap_or(&[]);
-        let rollback = a.req.action.name() == "rollback";
+        let rollback = matches!(a.req.action.name(), "rollback" | "fallback");
         self.announce(a.svc, message.clone(), rollback, thread)
     }
 
@@ -637,6 +671,7 @@ fn past_tense(action: &str) -> String {
         "promote" => "Promoted".into(),
         "pause" => "Paused".into(),
         "resume" => "Resumed".into(),
+        "fallback" => "Fallback applied to".into(),
         other => capitalize(other),
     }
 }

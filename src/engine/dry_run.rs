@@ -31,20 +31,22 @@ impl Engine {
         let action = req.action.name();
         let op = match &req.action {
             Action::Rollback { to, .. } => Operation::Rollback { to: to.clone() },
+            Action::Fallback { .. } => Operation::Rollback { to: None },
             Action::Promote { full, .. } => Operation::Promote { full: *full },
             Action::Pause => Operation::Pause,
             Action::Resume => Operation::Resume,
             other => anyhow::bail!("{} has no dry run", other.name()),
         };
         params.insert("operation".into(), serde_json::to_value(&op)?);
+        let (backend, settings) = self.route(req, svc)?;
         let slot = self
             .backends
-            .get(svc.backend.as_ref())
-            .ok_or_else(|| anyhow::anyhow!("backend {} is not running", svc.backend.as_ref()))?;
+            .get(backend)
+            .ok_or_else(|| anyhow::anyhow!("backend {backend} is not running"))?;
         let target = Target {
             service: name.into(),
             environment: svc.environment.clone(),
-            settings: svc.target.clone(),
+            settings: settings.clone(),
         };
         let ctx = CallContext {
             actor: req.actor.to_string(),

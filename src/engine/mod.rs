@@ -35,6 +35,7 @@ mod comms;
 mod dependents;
 mod dry_run;
 mod escalation;
+pub(crate) mod fallback;
 mod fencing;
 mod freeze;
 mod idempotency;
@@ -54,6 +55,7 @@ mod takeover;
 mod verify_checks;
 
 pub use automation::{AutomationOff, DEFAULT_AUTOMATION_OFF, MAX_AUTOMATION_OFF};
+pub use fallback::{fallback_action_id, parse_fallback_id, FallbackTry};
 pub use freeze::FreezeGate;
 pub use prompt::{parse_action_id, Pick, Prompt, PromptState};
 pub use query::audit_line;
@@ -149,6 +151,7 @@ impl Request {
                 if *full { " full" } else { "" },
                 if *force { " force" } else { "" }
             ),
+            Action::Fallback { name, .. } => format!("/rollback {svc} fallback \"{name}\""),
             Action::Pause => format!("/pause {svc}"),
             Action::Resume => format!("/resume {svc}"),
             Action::Freeze { scope, duration } => {
@@ -489,6 +492,10 @@ impl Engine {
         if let Some(refused) = self.check_freeze(req, corr, svc, &mut params).await? {
             return Ok(refused);
         }
+        // A fallback must be one of the service's, a button's still current.
+        if let Some(refused) = self.fallback_gate(req, corr, svc).await? {
+            return Ok(refused);
+        }
         // 2b. migration guard
         if let Some(stopped) = self.migration_guard(req, corr, svc, &mut params).await? {
             return Ok(stopped);
@@ -581,6 +588,7 @@ impl Engine {
     ) -> anyhow::Result<Option<Outcome>> {
         let perm = match &req.action {
             Action::Rollback { .. } => Permission::Rollback,
+            Action::Fallback { .. } => Permission::Fallback,
             Action::Promote { .. } => Permission::Promote,
             Action::Pause | Action::Automation { .. } => Permission::Pause,
             _ => Permission::Resume,

@@ -63,6 +63,13 @@ impl Engine {
             Action::Rollback { to: Some(t), .. } => {
                 params.entry("to".into()).or_insert(json!(t));
             }
+            // Every entry of a fallback names it, refusals too.
+            Action::Fallback { name, episode } => {
+                params.entry("fallback".into()).or_insert(json!(name));
+                if let Some(e) = episode {
+                    params.entry("stuck_episode".into()).or_insert(json!(e));
+                }
+            }
             Action::Promote { full, force } => {
                 params.entry("full".into()).or_insert(json!(full));
                 params.entry("force".into()).or_insert(json!(force));

@@ -3,7 +3,10 @@
 //! (stored, shown in `/status`), said at once in the deploy and incident
 //! channels with what runs where and what failed, and escalated at once to
 //! every entry of the service's `escalation` list. rollbot never retries it
-//! by itself; the next verified rollback ends the state.
+//! by itself; the next verified rollback ends the state. The service's
+//! fallbacks are offered on the stuck message, or tried at once with
+//! `auto_fallback` (`fallback.rs`); a verified one marks the state
+//! mitigated.
 
 use super::{Engine, Request};
 use crate::audit::{Outcome as AuditOutcome, Record};
@@ -28,6 +31,13 @@ pub struct Stuck {
     /// What the backend reported running right after.
     pub running: String,
     pub correlation_id: String,
+    /// The fallbacks tried since, in order (`fallback.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tried: Vec<super::fallback::FallbackTry>,
+    /// The fallback that verified: users are served through it, while
+    /// the failed rollback is still to be fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mitigated: Option<String>,
 }
 
 fn key(service: &str) -> String {
@@ -44,8 +54,15 @@ impl Engine {
             .flatten()
     }
 
+    /// Stores a changed stuck state (a fallback tried).
+    pub(super) async fn save_stuck(&self, service: &str, stuck: &Stuck) {
+        if let Err(e) = self.store.put(Table::Settings, &key(service), stuck).await {
+            tracing::error!(service, error = %e, "could not store the stuck state");
+        }
+    }
+
     /// What the backend says runs now, in one line.
-    async fn running_now(&self, service: &str) -> String {
+    pub(super) async fn running_now(&self, service: &str) -> String {
         match self
             .backend_status_within(service, Duration::from_secs(10))
             .await
@@ -89,6 +106,8 @@ impl Engine {
             failed: failed.clone(),
             running: self.running_now(service).await,
             correlation_id: corr.to_string(),
+            tried: Vec::new(),
+            mitigated: None,
         };
         if let Err(e) = self.store.put(Table::Settings, &key(service), &stuck).await {
             tracing::error!(service, error = %e, "could not store the stuck state");
@@ -124,7 +143,9 @@ impl Engine {
         for who in &svc.escalation {
             m = m.mention(who.clone());
         }
+        let m = self.offer_fallbacks(svc, &stuck, m);
         self.announce(svc, m, true, &[]);
+        self.start_auto_fallback(svc, &stuck);
     }
 
     /// A verified rollback ends a stuck state, and says so.
@@ -153,8 +174,25 @@ impl Engine {
     /// The `/status` note of a stuck service.
     pub(super) async fn stuck_note(&self, service: &str) -> Option<String> {
         let s = self.stuck(service).await?;
+        if let Some(f) = &s.mitigated {
+            return Some(format!(
+                "MITIGATED by fallback `{f}`, but {} by {} failed at {} ({}) and was not completed; fallbacks tried: {}",
+                s.rollback,
+                s.by,
+                s.since.format("%H:%M UTC"),
+                s.failed.lines().next().unwrap_or_default(),
+                super::fallback::tried_line(&s.tried)
+            ));
+        }
+        let tried = match s.tried.is_empty() {
+            true => String::new(),
+            false => format!(
+                "; fallbacks tried: {}",
+                super::fallback::tried_line(&s.tried)
+            ),
+        };
         Some(format!(
-            "STUCK between versions since {}: {} by {} failed ({}); running: {}",
+            "STUCK between versions since {}: {} by {} failed ({}); running: {}{tried}",
             s.since.format("%H:%M UTC"),
             s.rollback,
             s.by,

@@ -20,6 +20,7 @@ mod discord;
 mod dry_run;
 mod exec;
 mod failover;
+mod fallback;
 mod fencing;
 mod freeze_after_rollback;
 mod gates;

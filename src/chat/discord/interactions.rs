@@ -516,6 +516,7 @@ async fn only_for_the_author(engine: &Engine, who: &Actor, cmd: &Command) -> boo
     match cmd {
         Command::Status { .. } | Command::Audit { .. } | Command::Help { .. } => true,
         Command::Rollback { service, .. } => !allowed(Permission::Rollback, service),
+        Command::Fallback { service, .. } => !allowed(Permission::Fallback, service),
         // Each step is checked by the engine; the outcome shows in the channel.
         Command::RollbackRelease { .. } => false,
         Command::Pause { service, .. } => !allowed(Permission::Pause, service),
@@ -621,6 +622,22 @@ async fn component(
 ) -> Response {
     let who = actor(c.member.as_ref(), &c.user);
     let custom_id = c.data.custom_id.clone();
+    let key = format!("discord:{}", c.id.get());
+    let channel = c.message.channel_id.get();
+    // A stuck message's fallback button: no prompt, no confirmation form.
+    if crate::engine::parse_fallback_id(&custom_id).is_some() {
+        let token = c.token.clone();
+        return press(
+            engine,
+            discord,
+            who,
+            custom_id,
+            String::new(),
+            key,
+            token,
+            channel,
+        );
+    }
     let Some((prompt_id, _)) = crate::engine::parse_action_id(&custom_id) else {
         return ephemeral_now(
             &Message::new(Severity::Warning, "Unknown button")
@@ -641,8 +658,6 @@ async fn component(
             }
         }
     }
-    let key = format!("discord:{}", c.id.get());
-    let channel = c.message.channel_id.get();
     press(
         engine,
         discord,
@@ -669,12 +684,13 @@ fn press(
     token: String,
     channel: u64,
 ) -> Response {
-    let Some((prompt_id, _)) = crate::engine::parse_action_id(&custom_id) else {
+    let prompt_id = crate::engine::parse_action_id(&custom_id).map(|(id, _)| id);
+    if prompt_id.is_none() && crate::engine::parse_fallback_id(&custom_id).is_none() {
         return ephemeral_now(
             &Message::new(Severity::Warning, "Unknown button")
                 .text("This button is not one rollbot made; nothing was done."),
         );
-    };
+    }
     let (response, sent) = deferred(CreateInteractionResponse::Acknowledge);
     let message_channel = channel.to_string();
     tokio::spawn(async move {
@@ -702,7 +718,10 @@ fn press(
         }
         // The prompt's message shows its state: answered (who, what, when)
         // or expired, with its buttons disabled; an open prompt is left
-        // as it is.
+        // as it is. A fallback's result is posted in the channel.
+        let Some(prompt_id) = prompt_id else {
+            return;
+        };
         let Ok(Some(p)) = engine.prompts.get(&prompt_id).await else {
             return;
         };

@@ -450,6 +450,9 @@ fn form_name(c: &Command) -> String {
 fn acknowledgement(c: &Command) -> String {
     match c {
         Command::Rollback { service, .. } => format!("⏳ Rolling back {service}…"),
+        Command::Fallback { service, name, .. } => {
+            format!("⏳ Trying fallback `{name}` of {service}…")
+        }
         Command::RollbackRelease { release, .. } => {
             format!("⏳ Rolling back release {release}, dependents first…")
         }

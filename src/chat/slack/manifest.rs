@@ -127,7 +127,7 @@ mod tests {
         assert!(m.contains("socket_mode_enabled: false"));
         assert!(m.contains("    - command: /rollback\n"));
         assert!(m.contains(
-            "usage_hint: \"<service> [to <revision>] [force] [dry-run] [reason…] | release <release> [reason…]\""
+            "usage_hint: \"<service> [to <revision>] [force] [dry-run] [reason…] | release <release> [reason…] | <service> fallback \\\"<name>\\\" [dry-run] [reason…]\""
         ));
         assert!(!m.contains("command: /status"));
     }
