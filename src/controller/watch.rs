@@ -169,6 +169,14 @@ impl RolloutWatch {
         }
     }
 
+    /// Resumes a rollout whose incident was stored in Monitoring (see
+    /// `monitoring.rs`): `what` is what rolled it back.
+    pub(super) fn resumed(mut self, incident: super::incident::Incident, what: String) -> Self {
+        self.incident = Some(incident);
+        self.state = WatchState::Monitoring(what);
+        self
+    }
+
     /// Keeps a rollout's stored id.
     pub fn with_id(mut self, id: &str) -> Self {
         self.id = id.to_string();
