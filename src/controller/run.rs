@@ -265,6 +265,8 @@ impl Controller {
     /// resolved rollouts since this one loaded them.
     async fn reload(&self) {
         self.active.lock().await.clear();
+        // The old leader's prompts escalate here from now on.
+        self.engine.prompts.reindex();
         match self.load().await {
             Ok(()) => tracing::info!(
                 "took over the Lease: rollouts and monitored incidents reloaded from the store"

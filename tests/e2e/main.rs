@@ -19,6 +19,7 @@ mod discord;
 mod dry_run;
 mod exec;
 mod failover;
+mod failover_slack;
 mod fencing;
 mod freeze_after_rollback;
 mod gates;
