@@ -24,10 +24,11 @@ use crate::judge::sequential::fmt_bound;
 use crate::judge::stats::count_above;
 use crate::judge::{Evaluation, MetricClass, Tick, TrackSample, Verdict};
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// What a signal counts in each request.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Measure {
     /// 5xx responses.
     Errors,
@@ -37,8 +38,8 @@ enum Measure {
 }
 
 /// One signal the incident waits on, with the baseline's level before it.
-#[derive(Clone, Debug, PartialEq)]
-struct Signal {
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct Signal {
     measure: Measure,
     /// The baseline's share before the incident; None when unknown.
     reference: Option<f64>,
@@ -304,6 +305,71 @@ impl Incident {
         i
     }
 
+    /// The incident as stored while it is monitored; None before the
+    /// rollback.
+    pub(super) fn saved(&self) -> Option<super::monitoring::Saved> {
+        Some(super::monitoring::Saved {
+            service: self.service.clone(),
+            canary: self.canary.clone(),
+            stable: self.stable.clone(),
+            rollout: self.rollout.clone(),
+            channel: self.channel.clone(),
+            root: self.root.clone(),
+            timeline: self.timeline.clone(),
+            signals: self.signals.clone(),
+            rolled_back_at: self.rolled_back_at?,
+            correlation: self.correlation.clone(),
+            started: self.started,
+            facts: self
+                .facts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            opening: self.opening.clone(),
+        })
+    }
+
+    /// An incident stored in Monitoring, watched again from its rollback
+    /// on, with the service's `resolve_after` as configured now.
+    pub(super) fn restore(
+        engine: &Engine,
+        svc: &ServiceConfig,
+        saved: super::monitoring::Saved,
+    ) -> Incident {
+        let to_chrono = |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or_default();
+        // Template values are named by the templates' own placeholders; a
+        // name no template knows any more is dropped.
+        let known = |name: &str| {
+            Template::ALL
+                .iter()
+                .flat_map(|t| t.placeholders())
+                .find(|p| *p == name)
+        };
+        Incident {
+            service: saved.service,
+            canary: saved.canary,
+            stable: saved.stable,
+            rollout: saved.rollout,
+            channel: saved.channel,
+            root: saved.root,
+            timeline: saved.timeline,
+            status: "Monitoring",
+            signals: saved.signals,
+            resolve_after: to_chrono(svc.resolve_after.0),
+            interval: to_chrono(engine.config.metrics.interval.0),
+            rolled_back_at: Some(saved.rolled_back_at),
+            window: VecDeque::new(),
+            correlation: saved.correlation,
+            started: saved.started,
+            facts: saved
+                .facts
+                .into_iter()
+                .filter_map(|(k, v)| Some((known(&k)?, v)))
+                .collect(),
+            opening: saved.opening,
+        }
+    }
+
     /// Sets a placeholder's value.
     fn set(&mut self, name: &'static str, value: String) {
         match self.facts.iter_mut().find(|f| f.0 == name) {
@@ -336,6 +402,19 @@ impl Incident {
 
     /// An audit entry for a change of the incident's status.
     async fn record(&self, engine: &Engine, status: &str, detail: String) {
+        self.record_with(engine, status, detail, crate::store::Tx::new())
+            .await;
+    }
+
+    /// [`Self::record`] in one commit with `tx`; false when this replica
+    /// may no longer write (the leader carries on from the store).
+    async fn record_with(
+        &self,
+        engine: &Engine,
+        status: &str,
+        detail: String,
+        tx: crate::store::Tx,
+    ) -> bool {
         let mut parameters = std::collections::BTreeMap::new();
         parameters.insert("rollout".to_string(), serde_json::json!(self.rollout));
         parameters.insert("status".to_string(), serde_json::json!(status));
@@ -351,9 +430,19 @@ impl Incident {
             correlation_id: self.correlation.clone(),
             idempotency_key: None,
         };
-        if let Err(e) = engine.append(record).await {
-            tracing::error!(service = %self.service, error = %e, "could not record an incident's status");
+        match engine.store.apply(tx.record(record)).await {
+            Ok(_) => {
+                engine.telemetry.audit_appends.inc();
+            }
+            Err(e @ crate::store::StoreError::Fenced(_)) => {
+                tracing::warn!(service = %self.service, error = %e, "incident status not recorded: this replica is no longer the leader");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(service = %self.service, error = %e, "could not record an incident's status")
+            }
         }
+        true
     }
 
     fn note(&mut self, engine: &Engine, line: String) {
@@ -442,6 +531,11 @@ impl Incident {
         let text = self.render(engine, Template::RollbackComplete);
         self.publish(engine, "Monitoring", Severity::Warning, (line, text))
             .await;
+        // Stored once the thread has its update, so a process that resumes
+        // it has the whole timeline.
+        if let Some(saved) = self.saved() {
+            super::monitoring::save(engine, &saved).await;
+        }
         engine.tell_comms(IncidentEvent::Monitoring {
             incident: self.comms_ref(),
             body: self.render(engine, Template::StatusPageMonitoring),
@@ -493,7 +587,16 @@ impl Incident {
             self.stable,
             if measured.len() == 1 { "is" } else { "are" }
         );
-        self.record(engine, "resolved", text.clone()).await;
+        // The stored monitoring goes with the entry: a process that starts
+        // after it has nothing left to resolve.
+        let done = super::monitoring::done(crate::store::Tx::new(), &self.rollout);
+        if !self
+            .record_with(engine, "resolved", text.clone(), done)
+            .await
+        {
+            // The new leader resumes the watch and resolves it once.
+            return false;
+        }
         self.publish(
             engine,
             "Resolved",

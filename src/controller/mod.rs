@@ -18,6 +18,7 @@ pub(crate) mod chart;
 mod checks;
 pub mod history;
 mod incident;
+mod monitoring;
 mod onset;
 pub mod postmortem;
 pub mod rollouts;

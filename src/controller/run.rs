@@ -74,6 +74,9 @@ pub struct Controller {
     active: tokio::sync::Mutex<Vec<Active>>,
     health: std::sync::Mutex<Health>,
     registry: Arc<crate::registry::RegistryClient>,
+    /// Whether this replica led when the loop last looked (None: not yet),
+    /// so a takeover reloads what the previous leader left in the store.
+    led: std::sync::Mutex<Option<bool>>,
 }
 
 fn grid_floor(t: DateTime<Utc>, interval: Duration) -> DateTime<Utc> {
@@ -109,6 +112,7 @@ impl Controller {
             engine,
             active: tokio::sync::Mutex::new(Vec::new()),
             health: std::sync::Mutex::new(Health::default()),
+            led: std::sync::Mutex::new(None),
         }
     }
 
@@ -137,6 +141,9 @@ impl Controller {
                 continue;
             }
             self.watch(r).await?;
+        }
+        for (r, saved) in super::monitoring::resumable(&self.engine).await? {
+            self.resume(r, saved).await?;
         }
         let now = self.engine.clock.now();
         for svc in self.engine.config.services.iter().filter(|s| s.watch) {
@@ -175,6 +182,9 @@ impl Controller {
         for a in active.iter_mut().filter(|a| a.rollout.service == r.service) {
             a.rollout.state = format!("replaced by rollout {}", r.id);
             rollouts::save(store, &a.rollout).await?;
+            if matches!(a.watch.state, WatchState::Monitoring(_)) {
+                super::monitoring::forget(&self.engine, &a.rollout.id).await;
+            }
             super::capability::forget(&self.engine, &r.service).await;
         }
         active.retain(|a| a.rollout.service != r.service);
@@ -221,6 +231,67 @@ impl Controller {
         let oldest =
             self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP).unwrap_or_default();
         grid_ceil(r.start.max(oldest), self.interval)
+    }
+
+    /// Watches again a rollout whose incident was stored in Monitoring,
+    /// from the rollback on: the ticks since then are caught up from the
+    /// metric source, so the clock of `resolve_after` does not restart, and
+    /// a watch that would have ended while rollbot was down is judged at
+    /// the next step.
+    async fn resume(&self, r: Rollout, saved: super::monitoring::Saved) -> anyhow::Result<()> {
+        let svc = self
+            .engine
+            .resolve(Some(&r.service))
+            .map_err(anyhow::Error::msg)?;
+        let what = super::monitoring::what(&r, &saved);
+        let since = saved.rolled_back_at;
+        let incident = super::incident::Incident::restore(&self.engine, svc, saved);
+        let watch = RolloutWatch::new(svc, &r.from_revision, &r.to_revision)
+            .with_id(&r.id)
+            .with_start(r.start)
+            .resumed(incident, what);
+        let next = grid_ceil(
+            since.max(self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP)?),
+            self.interval,
+        );
+        tracing::info!(service = %r.service, rollout = %r.id, rolled_back_at = %since, "resuming the incident's monitoring");
+        let mut active = self.active.lock().await;
+        // A rollout loaded as still watched (its stored state lagged) is
+        // the same rollout: the monitoring replaces it.
+        active.retain(|a| a.rollout.id != r.id);
+        active.push(Active {
+            rollout: r,
+            watch,
+            next,
+            warned: false,
+            missing_since: None,
+            capability: Default::default(),
+        });
+        Ok(())
+    }
+
+    /// After a takeover the store, not this replica's memory, says what is
+    /// watched: the previous leader may have announced, rolled back or
+    /// resolved rollouts since this one loaded them.
+    async fn reload(&self) {
+        self.active.lock().await.clear();
+        // The old leader's prompts escalate here from now on.
+        self.engine.prompts.reindex();
+        match self.load().await {
+            Ok(()) => tracing::info!(
+                "took over the Lease: rollouts and monitored incidents reloaded from the store"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "took over the Lease but could not reload the watched rollouts")
+            }
+        }
+    }
+
+    /// True when this replica leads now and did not at the last look (a
+    /// replica that led from its start loaded everything then).
+    fn took_over(&self, leads: bool) -> bool {
+        let before = self.led.lock().unwrap().replace(leads);
+        leads && before == Some(false)
     }
 
     /// Every rollout, newest first. Active ones show their latest score
@@ -503,7 +574,11 @@ impl Controller {
             let now = self.engine.clock.now();
             // A standby replica judges nothing: the leader does, and acting
             // on its verdicts from two places would act twice.
-            if self.engine.leadership.is_leader() {
+            let leads = self.engine.leadership.is_leader();
+            if self.took_over(leads) {
+                self.reload().await;
+            }
+            if leads {
                 self.step(now).await;
             }
             let next = grid_floor(now, self.interval)

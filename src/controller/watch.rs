@@ -67,6 +67,9 @@ pub struct RolloutWatch {
     onset: super::onset::OnsetEstimate,
     /// The service's custom checks and SLO burn rates.
     checks: super::checks::CheckWatch,
+    /// The prompts this watch posted or took over, so one asked before a
+    /// restart or failover is taken over once and never asked again.
+    prompts_seen: Vec<String>,
 }
 
 /// A before/after rollout's judge, the service one week earlier at the
@@ -124,6 +127,7 @@ impl RolloutWatch {
             start: None,
             onset: Default::default(),
             checks: super::checks::CheckWatch::new(svc),
+            prompts_seen: Vec::new(),
         }
     }
 
@@ -182,6 +186,14 @@ impl RolloutWatch {
             Some(s) => s + chrono::Duration::milliseconds((tick.t * 1000.0) as i64),
             None => engine.clock.now(),
         }
+    }
+
+    /// Resumes a rollout whose incident was stored in Monitoring (see
+    /// `monitoring.rs`): `what` is what rolled it back.
+    pub(super) fn resumed(mut self, incident: super::incident::Incident, what: String) -> Self {
+        self.incident = Some(incident);
+        self.state = WatchState::Monitoring(what);
+        self
     }
 
     /// Keeps a rollout's stored id.
@@ -796,6 +808,33 @@ impl RolloutWatch {
         }
     }
 
+    /// The same question asked about this rollout before this watch began
+    /// (by this process before a restart, or by the previous leader): the
+    /// newest unexpired one, open or answered, that this watch has not
+    /// seen. Its buttons are in the thread already; asking again would
+    /// post a second prompt for one decision.
+    async fn asked_before(&self, engine: &Engine, title: &str) -> Option<String> {
+        let start = self.start?;
+        let now = engine.clock.now();
+        let all = engine
+            .store
+            .scan::<Prompt>(crate::store::Table::Prompts, "")
+            .await
+            .ok()?;
+        all.into_iter()
+            .map(|(_, p)| p)
+            .filter(|p| {
+                p.service == self.service
+                    && p.requested_by == controller()
+                    && p.title == title
+                    && p.created >= start
+                    && p.expires > now
+                    && !self.prompts_seen.contains(&p.id)
+            })
+            .max_by_key(|p| p.created)
+            .map(|p| p.id)
+    }
+
     async fn ask(
         &mut self,
         engine: &Engine,
@@ -805,6 +844,13 @@ impl RolloutWatch {
         approve: Choice,
         reject: Choice,
     ) {
+        let title = format!("{headline}: {} {}", self.service, self.to);
+        if let Some(earlier) = self.asked_before(engine, &title).await {
+            // Its answer, if any, is picked up at the next tick.
+            self.prompts_seen.push(earlier.clone());
+            self.state = WatchState::Asking { prompt: earlier };
+            return;
+        }
         let now = engine.clock.now();
         // In the summary's thread the evidence is one message up: the
         // question does not repeat it.
@@ -834,7 +880,7 @@ impl RolloutWatch {
         let prompt = Prompt {
             id: new_id(),
             service: self.service.clone(),
-            title: format!("{headline}: {} {}", self.service, self.to),
+            title,
             question,
             requested_by: controller(),
             reason: format!("{} — {}", eval.verdict, self.short_reason(eval)),
@@ -857,9 +903,9 @@ impl RolloutWatch {
         let req = Request::new(controller(), Action::Pause).service(self.service.clone());
         match engine.post_prompt(prompt, &req).await {
             Ok(o) => {
-                self.state = WatchState::Asking {
-                    prompt: o.prompt.unwrap_or_default(),
-                }
+                let prompt = o.prompt.unwrap_or_default();
+                self.prompts_seen.push(prompt.clone());
+                self.state = WatchState::Asking { prompt }
             }
             Err(e) => {
                 tracing::error!(service = %self.service, error = %e, "could not post a prompt")

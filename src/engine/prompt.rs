@@ -250,6 +250,13 @@ impl Prompts {
         Ok(())
     }
 
+    /// Forgets the index of open prompts, so the next [`Prompts::open`]
+    /// reads the store: on a shared store another replica may have asked
+    /// since this one built it (see `Controller::reload`).
+    pub fn reindex(&self) {
+        *self.open.lock().unwrap() = None;
+    }
+
     /// The prompts still open at `now`; expired ones leave the index here.
     pub async fn open(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<Prompt>> {
         let known = self.open.lock().unwrap().clone();

@@ -906,3 +906,291 @@ async fn ask_answered_not_customer_facing_posts_nothing_and_is_audited() {
         "the question is audited"
     );
 }
+
+/// Monitoring across a restart: checkout's history in a real Prometheus,
+/// from `start`: the rig's failing canary for seven minutes (so the
+/// rollback falls inside it), then the baseline alone, its error rate ten
+/// times the usual for the ticks in `relapse`, for fourteen minutes in all.
+fn monitored_history(start: i64, relapse: std::ops::Range<usize>) -> String {
+    let mut sim = Simulator::new(
+        &Scenario::new("bad", false).canary_share(0.05).errors(10.0),
+        3,
+    );
+    let ticks: Vec<rollbot::judge::Tick> = (0..84)
+        .map(|k| {
+            let mut t = sim.next_tick().expect("a tick");
+            if k >= 42 {
+                t.canary = None;
+            }
+            if relapse.contains(&k) {
+                if let Some(b) = &mut t.baseline {
+                    b.errors = (b.errors * 10).min(b.requests);
+                }
+            }
+            t
+        })
+        .collect();
+    crate::support::prometheus::openmetrics("checkout", start, &ticks)
+}
+
+/// The service keys plus a `[metrics]` table reading `prom`.
+fn with_metrics(service: &str, prom: &str) -> String {
+    format!("{service}\n[metrics]\nsource = \"prometheus\"\nurl = \"{prom}\"\ninterval = \"10s\"\n")
+}
+
+/// One life of rollbot with its controller, its clock at `at`.
+async fn life(
+    dir: &Path,
+    (sp, pd): (&FakeStatuspage, &FakePagerDuty),
+    service: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> (Runtime, ManualClock, Arc<Chat>) {
+    let text = config(dir, sp, pd, service);
+    let config = Config::parse(&dir.join("rollbot.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let clock = ManualClock::new(at);
+    let chat = Arc::new(Chat::default());
+    let rt = rollbot::runtime::start(
+        config,
+        &dir.join("data"),
+        vec![chat.clone() as Arc<dyn ChatSink>],
+        Arc::new(clock.clone()),
+    )
+    .await
+    .unwrap();
+    (rt, clock, chat)
+}
+
+/// Steps the controller tick by tick until checkout's listed state
+/// contains `want` (at most `limit` ticks); returns that state.
+async fn step_until(rt: &Runtime, clock: &ManualClock, want: &str, limit: usize) -> String {
+    let c = rt.controller.as_ref().expect("a controller");
+    for _ in 0..limit {
+        let state = c.list().await.unwrap()[0].state.clone();
+        if state.contains(want) {
+            return state;
+        }
+        clock.advance(TICK);
+        c.step(clock.now()).await;
+    }
+    let state = c.list().await.unwrap()[0].state.clone();
+    assert!(state.contains(want), "never `{want}`: {state}");
+    state
+}
+
+fn resolved_messages(chat: &Chat) -> usize {
+    chat.0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.starts_with("Resolved: checkout v42"))
+        .count()
+}
+
+/// The history's start: a 10 s grid instant an hour ago.
+fn an_hour_ago() -> chrono::DateTime<chrono::Utc> {
+    let t = (chrono::Utc::now().timestamp() - 3600) / 10 * 10;
+    chrono::DateTime::from_timestamp(t, 0).unwrap()
+}
+
+#[tokio::test]
+async fn a_restart_during_monitoring_still_resolves_once_on_chat_the_status_page_and_the_pager() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = an_hour_ago();
+    let prom = crate::support::prometheus::Prometheus::with_history(
+        &dir.path().join("prom"),
+        &monitored_history(start.timestamp(), 0..0),
+    );
+    let service = with_metrics("critical = true", &prom.url());
+    let sp = FakeStatuspage::start("pg1", SP_KEY, &["cmp-api", "cmp-web"]).await;
+    let pd = FakePagerDuty::start(&[PD_KEY]).await;
+    let (path, sp1, pd1, service1) = (
+        dir.path().to_path_buf(),
+        sp.clone(),
+        pd.clone(),
+        service.clone(),
+    );
+    // The automatic rollback fails (the on-call is paged), omar rolls back
+    // by hand, and rollbot stops while it monitors the recovery.
+    let (id, first_chat, rolled_back) = first_life(move || {
+        Box::pin(async move {
+            let (rt, clock, chat) = life(&path, (&sp1, &pd1), &service1, start).await;
+            let r = Rollout::watching(
+                "r-resume".into(),
+                "checkout",
+                ("v41".into(), "v42".into()),
+                start,
+                "test",
+            );
+            rt.controller.as_ref().unwrap().announce(r).await.unwrap();
+            let sim = rt.simulated.get("sim").unwrap().clone();
+            sim.inject_failure("checkout", "rollback", 1, "the registry no longer has v41");
+            step_until(&rt, &clock, "automatic rollback did not complete", 40).await;
+            let o = rt
+                .engine
+                .execute(
+                    Request::new(
+                        omar(),
+                        Action::Rollback {
+                            to: None,
+                            force: false,
+                        },
+                    )
+                    .service("checkout")
+                    .reason("registry restored"),
+                )
+                .await;
+            assert_eq!(o.status, Status::Succeeded, "{}", o.message.plain());
+            let rolled_back = clock.now();
+            step_until(&rt, &clock, "monitoring recovery", 3).await;
+            for _ in 0..2 {
+                clock.advance(TICK);
+                rt.controller.as_ref().unwrap().step(clock.now()).await;
+            }
+            settle(&rt).await;
+            let text = chat.0.lock().unwrap().join("\n");
+            ("r-resume".to_string(), text, rolled_back)
+        })
+    })
+    .await;
+    assert!(
+        first_chat.contains("Monitoring: checkout v42") && !first_chat.contains("Resolved:"),
+        "{first_chat}"
+    );
+    assert!(
+        rolled_back < start + chrono::Duration::minutes(7),
+        "rolled back at {rolled_back}: after the canary's history ends"
+    );
+    assert_eq!(pd.alert(&id).as_deref(), Some("triggered"));
+
+    // Back twelve minutes after the start: the service recovered while
+    // rollbot was down, so the first step judges that and resolves.
+    let at = start + chrono::Duration::minutes(12);
+    let (rt, clock, chat) = life(dir.path(), (&sp, &pd), &service, at).await;
+    let c = rt.controller.clone().unwrap();
+    c.step(clock.now()).await;
+    assert_eq!(resolved_messages(&chat), 1, "{:?}", chat.0.lock().unwrap());
+    // Later steps resolve nothing again.
+    for _ in 0..3 {
+        clock.advance(TICK);
+        c.step(clock.now()).await;
+    }
+    settle(&rt).await;
+    assert_eq!(resolved_messages(&chat), 1);
+    let text = chat.0.lock().unwrap().join("\n");
+    assert!(
+        text.contains("all after the rollback to v41")
+            && text.contains("Incident: checkout v42 — Resolved"),
+        "the thread and the root are updated: {text}"
+    );
+    let state = c.list().await.unwrap()[0].state.clone();
+    assert!(state.ends_with("; resolved"), "{state}");
+    // The status page: one incident, resolved once, components back.
+    assert_eq!(sp.incidents().len(), 1, "{:?}", sp.incidents());
+    let resolves = statuses(&sp)
+        .iter()
+        .filter(|(_, s)| s == "resolved")
+        .count();
+    assert_eq!(resolves, 1, "{:?}", statuses(&sp));
+    assert_eq!(sp.component("cmp-api").as_deref(), Some("operational"));
+    // The page: resolved once, with its dedup key.
+    let resolved_pages: Vec<_> = pd
+        .events()
+        .into_iter()
+        .filter(|e| e["event_action"] == "resolve")
+        .collect();
+    assert_eq!(resolved_pages.len(), 1, "{:?}", pd.events());
+    assert_eq!(resolved_pages[0]["dedup_key"], id.as_str());
+    assert_eq!(pd.alert(&id).as_deref(), Some("resolved"));
+    // The audit log: one resolution of this incident.
+    let resolved_entries = rt
+        .engine
+        .audit()
+        .query(&rollbot::audit::Query {
+            service: Some("checkout".into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.record.action == "incident" && e.record.reason == "incident resolved")
+        .count();
+    assert_eq!(resolved_entries, 1);
+}
+
+#[tokio::test]
+async fn a_relapse_while_rollbot_was_down_keeps_the_incident_open_until_the_service_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = an_hour_ago();
+    // Right after the canary's traffic ends (7m), the baseline's errors
+    // jump tenfold until 10m: the service relapsed while rollbot was down.
+    let prom = crate::support::prometheus::Prometheus::with_history(
+        &dir.path().join("prom"),
+        &monitored_history(start.timestamp(), 42..60),
+    );
+    let service = with_metrics("", &prom.url());
+    let sp = FakeStatuspage::start("pg1", SP_KEY, &["cmp-api", "cmp-web"]).await;
+    let pd = FakePagerDuty::start(&[PD_KEY]).await;
+    let (path, sp1, pd1, service1) = (
+        dir.path().to_path_buf(),
+        sp.clone(),
+        pd.clone(),
+        service.clone(),
+    );
+    first_life(move || {
+        Box::pin(async move {
+            let (rt, clock, _chat) = life(&path, (&sp1, &pd1), &service1, start).await;
+            let r = Rollout::watching(
+                "r-relapse".into(),
+                "checkout",
+                ("v41".into(), "v42".into()),
+                start,
+                "test",
+            );
+            rt.controller.as_ref().unwrap().announce(r).await.unwrap();
+            step_until(&rt, &clock, "monitoring recovery", 40).await;
+            settle(&rt).await;
+        })
+    })
+    .await;
+    // Back at 10m30s: the watch period is long over, but the service was
+    // failing for most of it, so nothing is resolved yet.
+    let at = start + chrono::Duration::seconds(630);
+    let (rt, clock, chat) = life(dir.path(), (&sp, &pd), &service, at).await;
+    let c = rt.controller.clone().unwrap();
+    c.step(clock.now()).await;
+    settle(&rt).await;
+    assert_eq!(resolved_messages(&chat), 0, "{:?}", chat.0.lock().unwrap());
+    assert!(
+        statuses(&sp).iter().all(|(_, s)| s != "resolved"),
+        "{:?}",
+        statuses(&sp)
+    );
+    let state = c.list().await.unwrap()[0].state.clone();
+    assert!(state.ends_with("monitoring recovery"), "{state}");
+    // A whole `resolve_after` of the recovered service after 10m resolves it,
+    // once.
+    let mut resolved_at = None;
+    for _ in 0..12 {
+        clock.advance(TICK);
+        c.step(clock.now()).await;
+        if resolved_at.is_none() && resolved_messages(&chat) > 0 {
+            resolved_at = Some(clock.now());
+        }
+    }
+    settle(&rt).await;
+    let resolved_at = resolved_at.expect("resolved once the service recovered");
+    assert!(
+        resolved_at >= start + chrono::Duration::minutes(11),
+        "resolved at {resolved_at}, before a minute of the recovered service"
+    );
+    assert_eq!(resolved_messages(&chat), 1);
+    let resolves = statuses(&sp)
+        .iter()
+        .filter(|(_, s)| s == "resolved")
+        .count();
+    assert_eq!(resolves, 1, "{:?}", statuses(&sp));
+    assert!(
+        pd.events().is_empty(),
+        "an automatic rollback that worked pages nobody"
+    );
+}

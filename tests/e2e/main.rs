@@ -20,6 +20,7 @@ mod discord;
 mod dry_run;
 mod exec;
 mod failover;
+mod failover_slack;
 mod fallback;
 mod fencing;
 mod freeze_after_rollback;

@@ -248,11 +248,45 @@ impl Inbound {
                 response_url: ev.response_url.as_ref().map(|u| u.0.to_string()),
                 thread_ts: thread_ts.clone(),
             };
+            let pressed = message_ts.clone();
             tokio::spawn(async move {
                 let actor = me.identities.actor(&origin.user).await;
                 let outcome = crate::intake::press(&me.engine, actor, &action_id, Some(key)).await;
+                me.show_answer_on(&origin.channel, &pressed, &action_id, &outcome)
+                    .await;
                 me.report(&origin, None, outcome).await;
             });
+        }
+    }
+
+    /// Shows an answered prompt on the message whose button was pressed
+    /// when the prompt does not know that message: a leader that died
+    /// between posting a prompt and storing where it went leaves its
+    /// successor without it, and the buttons would stay.
+    async fn show_answer_on(&self, channel: &str, ts: &str, action_id: &str, outcome: &Outcome) {
+        if outcome.status != Status::Succeeded || outcome.repeat || ts.is_empty() {
+            return;
+        }
+        let Some((id, _)) = crate::engine::prompt::parse_action_id(action_id) else {
+            return;
+        };
+        let Ok(Some(p)) = self.engine.prompts.get(&id).await else {
+            return;
+        };
+        let known = p
+            .messages
+            .iter()
+            .any(|m| m.platform == Platform::Slack && m.id == ts);
+        if p.state == crate::engine::PromptState::Open || known {
+            return;
+        }
+        let req = SlackApiChatUpdateRequest::new(
+            channel.to_string().into(),
+            blocks::content(&p.message()),
+            ts.to_string().into(),
+        );
+        if let Err(e) = self.api.update_message(req).await {
+            tracing::warn!(error = %e, "slack: cannot show the answer on the pressed prompt");
         }
     }
 
