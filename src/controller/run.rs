@@ -266,6 +266,8 @@ impl Controller {
             warned: false,
             missing_since: None,
             capability: Default::default(),
+            // Rolled back: the incident watches the service, not the change.
+            reference: None,
         });
         Ok(())
     }
