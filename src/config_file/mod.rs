@@ -19,6 +19,7 @@ mod depends;
 mod gates;
 mod sections;
 mod service;
+pub mod tick;
 mod verify;
 
 pub use chat::{ChatConfig, DiscordConfig, SlackConfig, SlackMode};
@@ -126,6 +127,7 @@ impl Config {
             let checked = config.validate(path, source);
             if errors.is_empty() && checked.is_empty() {
                 let mut warnings = config.backend_warnings(path, source);
+                warnings.extend(config.tick_warnings(path, source));
                 locate(&mut warnings, source);
                 config.warnings = warnings;
                 return Ok(config);

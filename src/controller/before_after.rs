@@ -95,8 +95,9 @@ impl Controller {
         svc: &ServiceConfig,
     ) -> BeforeAfterJudge {
         let policy = svc.before_after.clone();
-        let interval = chrono::Duration::from_std(self.interval()).unwrap_or_default();
-        let ticks = (policy.reference.secs() / self.interval().as_secs_f64().max(1.0)).round();
+        // Reference windows one evidence step long, like the judged ones.
+        let interval = chrono::Duration::from_std(self.evidence_step()).unwrap_or_default();
+        let ticks = (policy.reference.secs() / self.evidence_step().as_secs_f64().max(1.0)).round();
         let start = r.start;
         let mut reference = Vec::new();
         let mut week_ago = Vec::new();

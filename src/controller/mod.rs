@@ -20,12 +20,14 @@ pub mod history;
 mod incident;
 mod onset;
 pub mod postmortem;
+mod resolution;
 pub mod rollouts;
 mod run;
 mod summary;
 mod watch;
 
 pub use before_after::Strategy;
+pub use resolution::scrape_interval_of;
 pub use rollouts::Rollout;
 pub use run::{Controller, Health};
 pub use summary::{short_reason, summary_message};

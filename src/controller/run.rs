@@ -66,9 +66,11 @@ pub struct Health {
 
 pub struct Controller {
     engine: Arc<Engine>,
-    source: Arc<dyn MetricSource>,
+    pub(super) source: Arc<dyn MetricSource>,
     breaker: Breaker,
     interval: Duration,
+    /// The scrape interval, which sets the judge's evidence step.
+    pub(super) resolution: std::sync::Mutex<super::resolution::Resolution>,
     active: tokio::sync::Mutex<Vec<Active>>,
     health: std::sync::Mutex<Health>,
     registry: Arc<crate::registry::RegistryClient>,
@@ -101,6 +103,9 @@ impl Controller {
         );
         Controller {
             interval: c.metrics.interval.0,
+            resolution: std::sync::Mutex::new(super::resolution::Resolution::from_config(
+                c.metrics.scrape_interval.as_ref().map(|d| d.0),
+            )),
             source,
             breaker,
             registry: Arc::new(crate::registry::RegistryClient::new(&c.registry)),
@@ -196,7 +201,7 @@ impl Controller {
         let next = grid_ceil(
             r.start
                 .max(self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP)?),
-            self.interval,
+            self.evidence_step(),
         );
         // The rollback target is checked at once, not at the first tick.
         let mut capability = super::capability::CapabilityWatch::default();
@@ -230,10 +235,14 @@ impl Controller {
     }
 
     /// Judges every grid instant up to `now` that some rollout still needs.
+    /// The grid is the evidence step, not the interval: a tick judges each
+    /// step since the last tick in turn (`resolution`), so verdicts do not
+    /// depend on the tick length.
     pub async fn step(&self, now: DateTime<Utc>) {
         self.escalate(now).await;
-        let step = chrono::Duration::from_std(self.interval).unwrap_or_default();
-        let last = grid_floor(now, self.interval);
+        let step_len = self.evidence_step();
+        let step = chrono::Duration::from_std(step_len).unwrap_or_default();
+        let last = grid_floor(now, step_len);
         loop {
             let mut active = self.active.lock().await;
             let Some(point) = active
@@ -266,15 +275,22 @@ impl Controller {
                 })
                 .collect();
             let fetched = self.fetch(&watched, point).await;
-            let mut checked = super::checks::fetch(
-                &self.engine.config,
-                self.source.as_ref(),
-                &self.breaker,
-                &watched,
-                point,
-                self.interval,
-            )
-            .await;
+            // Custom checks are instant queries over the interval: once
+            // per interval (the step whose window holds an interval's grid
+            // instant), not once per step.
+            let mut checked = if grid_floor(point, self.interval) > point - step {
+                super::checks::fetch(
+                    &self.engine.config,
+                    self.source.as_ref(),
+                    &self.breaker,
+                    &watched,
+                    point,
+                    self.interval,
+                )
+                .await
+            } else {
+                Default::default()
+            };
             let week_ago = self.week_ago(&watched, point).await;
             for (&i, w) in due.iter().zip(&watched) {
                 let a = &mut active[i];
@@ -358,7 +374,7 @@ impl Controller {
             .breaker
             .call(
                 limit,
-                self.source.fetch(watched, at, self.interval),
+                self.source.fetch(watched, at, self.evidence_step()),
                 |_: &MetricError| true,
             )
             .await;
@@ -461,6 +477,7 @@ impl Controller {
 
     /// Runs until the process stops.
     pub async fn run(self: Arc<Self>) {
+        self.learn_scrape_interval().await;
         loop {
             let now = self.engine.clock.now();
             // A standby replica judges nothing: the leader does, and acting

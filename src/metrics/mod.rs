@@ -72,6 +72,12 @@ pub trait MetricSource: Send + Sync {
             .map(|q| (q.clone(), Err(why.clone())))
             .collect())
     }
+
+    /// How often the source's data is scraped, when it can tell (None:
+    /// it cannot, and the judge's evidence step stays at its floor).
+    async fn scrape_interval(&self) -> Result<Option<Duration>, MetricError> {
+        Ok(None)
+    }
 }
 
 /// One series of an instant query's answer: the labels the checks split by

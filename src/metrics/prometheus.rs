@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 mod instant;
+mod scrape;
 
 /// How requests authenticate to Prometheus.
 #[derive(Clone, Debug)]
@@ -381,6 +382,10 @@ impl MetricSource for PrometheusSource {
 
     async fn instant(&self, queries: &[String], at: DateTime<Utc>) -> Result<Answers, MetricError> {
         self.instant_all(queries, at).await
+    }
+
+    async fn scrape_interval(&self) -> Result<Option<Duration>, MetricError> {
+        self.scrape_interval_of().await
     }
 
     async fn fetch(

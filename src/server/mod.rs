@@ -110,9 +110,14 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         None => "metrics: no source configured".to_string(),
         Some(c) => {
             let h = c.health();
-            match h.down_since {
+            let line = match h.down_since {
                 Some(since) => format!("metrics: UNAVAILABLE since {} ({}); verdicts are no_data, nothing is rolled back automatically", since.format("%Y-%m-%d %H:%M:%S UTC"), h.last_error.unwrap_or_default()),
                 None => format!("metrics: ok ({} queries last tick, {} ticks)", h.queries_last_tick, h.ticks),
+            };
+            // A tick shorter than two scrapes is reported, not unready.
+            match c.tick_warning() {
+                Some(w) => format!("{line}\n{w}"),
+                None => line,
             }
         }
     };
