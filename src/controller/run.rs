@@ -325,7 +325,10 @@ impl Controller {
                     a.rollout.score = eval.score.is_finite().then_some(eval.score);
                 }
                 if point == last {
-                    self.scheduled_summary(a, point - step, point).await;
+                    // Since the previous tick, which was an interval ago.
+                    let since =
+                        point - chrono::Duration::from_std(self.interval).unwrap_or_default();
+                    self.scheduled_summary(a, since, point).await;
                     self.capability(a).await;
                 }
                 a.rollout.state = a.watch.state_text();

@@ -1,6 +1,7 @@
 //! How often Prometheus scrapes: the longest `scrapeInterval` of its active
-//! targets (`/api/v1/targets`), else the global `scrape_interval` of its
-//! configuration (`/api/v1/status/config`). The judge's evidence step
+//! targets (`/api/v1/targets`), else (an older Prometheus that does not list
+//! it) the global `scrape_interval` of its configuration
+//! (`/api/v1/status/config`). The judge's evidence step
 //! cannot be shorter: a window without a new sample holds no evidence.
 
 use super::super::MetricError;
@@ -61,13 +62,19 @@ impl PrometheusSource {
         })
     }
 
-    /// The scrape interval, or None when Prometheus does not say.
+    /// The scrape interval, or None when Prometheus does not say. A
+    /// Prometheus that scrapes nothing (its data backfilled or remote
+    /// written) has no scrape interval, whatever its configuration's
+    /// default says.
     pub(super) async fn scrape_interval_of(&self) -> Result<Option<Duration>, MetricError> {
         // Targets first: a job can scrape less often than the global default.
         if let Ok(t) = self
             .get_json::<Targets>("/api/v1/targets?state=active")
             .await
         {
+            if t.data.active.is_empty() {
+                return Ok(None);
+            }
             let longest = t
                 .data
                 .active
