@@ -48,7 +48,7 @@ pub fn short_interval(
                 "[metrics] interval = \"{}\" is shorter than two scrapes ({whence} scrapes every {}): a tick's window often holds no new sample; the judge's evidence step is {} whatever the interval, so shorter ticks only query more",
                 human_duration(interval),
                 human_duration(scrape),
-                human_duration(crate::judge::window::evidence_step(Some(scrape)))
+                human_duration(crate::judge::window::evidence_step(Some(scrape), interval))
             ),
         )
         .help(format!(

@@ -5,8 +5,9 @@
 //! evidence step long, and the judge takes each as its own observation
 //! (`judge::window`), so a 60 s tick sees what six 10 s ticks see. The step
 //! is the scrape interval (`[metrics] scrape_interval`, else asked of the
-//! metric source once at start) or 10 s, whichever is longer: a shorter
-//! window would often hold no new sample.
+//! metric source once at start) or 10 s, whichever is longer (a shorter
+//! window would often hold no new sample); a tick shorter than 10 s keeps
+//! its own length as the floor.
 
 use super::Controller;
 use crate::domain::human_duration;
@@ -33,7 +34,7 @@ impl Resolution {
 impl Controller {
     /// How long each judged window is.
     pub fn evidence_step(&self) -> Duration {
-        evidence_step(self.resolution.lock().unwrap().scrape)
+        evidence_step(self.resolution.lock().unwrap().scrape, self.interval())
     }
 
     /// Asks the metric source how often it scrapes, unless the config says.

@@ -13,13 +13,17 @@
 use super::{Evaluation, Recommendation, Tick, TrackSample, Verdict};
 use std::time::Duration;
 
-/// The shortest evidence step: today's default tick, short enough to
-/// decide quickly, long enough for a 5 s scrape to land twice.
+/// The shortest evidence step for ticks of 10 s and more: the tick the
+/// judge was tuned at, short enough to decide quickly, long enough for a
+/// 5 s scrape to land twice.
 pub const EVIDENCE_FLOOR: Duration = Duration::from_secs(10);
 
-/// The evidence step for a scrape interval (unknown: the floor).
-pub fn evidence_step(scrape_interval: Option<Duration>) -> Duration {
-    scrape_interval.map_or(EVIDENCE_FLOOR, |s| s.max(EVIDENCE_FLOOR))
+/// The evidence step for a scrape interval (unknown: the floor) and a tick
+/// length: every tick of 10 s or more judges the same steps; a shorter tick
+/// (a test, a demo) keeps its own finer steps, as it was asked to.
+pub fn evidence_step(scrape_interval: Option<Duration>, interval: Duration) -> Duration {
+    let floor = EVIDENCE_FLOOR.min(interval);
+    scrape_interval.map_or(floor, |s| s.max(floor))
 }
 
 /// Feeds a window's steps to `observe` one by one, in order. The answer is
@@ -191,7 +195,10 @@ mod tests {
         });
         assert_eq!(i, 3, "every step is observed");
         assert_eq!((e.t, e.recommendation), (20.0, Recommendation::Rollback));
-        assert_eq!(evidence_step(Some(Duration::from_secs(30))).as_secs(), 30);
-        assert_eq!(evidence_step(Some(Duration::from_secs(5))).as_secs(), 10);
+        let secs = Duration::from_secs;
+        assert_eq!(evidence_step(Some(secs(30)), secs(10)), secs(30));
+        assert_eq!(evidence_step(Some(secs(5)), secs(60)), secs(10));
+        assert_eq!(evidence_step(None, secs(60)), secs(10));
+        assert_eq!(evidence_step(Some(secs(1)), secs(2)), secs(2));
     }
 }
