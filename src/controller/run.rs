@@ -37,6 +37,8 @@ struct Active {
     missing_since: Option<DateTime<Utc>>,
     /// Whether a rollback would still find its target.
     capability: super::capability::CapabilityWatch,
+    /// The last instant a summary schedule was checked up to.
+    summary_checked: Option<DateTime<Utc>>,
 }
 
 impl Active {
@@ -214,6 +216,7 @@ impl Controller {
             warned: false,
             missing_since: None,
             capability,
+            summary_checked: None,
         });
         Ok(())
     }
@@ -325,9 +328,10 @@ impl Controller {
                     a.rollout.score = eval.score.is_finite().then_some(eval.score);
                 }
                 if point == last {
-                    // Since the previous tick, which was an interval ago.
-                    let since =
-                        point - chrono::Duration::from_std(self.interval).unwrap_or_default();
+                    // Since the previous tick's last step: ticks and steps
+                    // need not share a grid, so neither length would tile.
+                    let since = a.summary_checked.unwrap_or(point - step);
+                    a.summary_checked = Some(point);
                     self.scheduled_summary(a, since, point).await;
                     self.capability(a).await;
                 }
