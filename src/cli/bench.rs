@@ -69,6 +69,11 @@ enum BenchCmd {
         /// Write each scenario (seed 1) as replay JSON Lines into this directory.
         #[arg(long)]
         export: Option<PathBuf>,
+        /// The controller's tick length: one table per value, then the
+        /// targets across them (e.g. `--tick 10s,20s,30s,60s`; multiples
+        /// of 10 s).
+        #[arg(long, value_delimiter = ',', default_value = "10s")]
+        tick: Vec<String>,
     },
 }
 
@@ -110,8 +115,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             })
             .await?
         }
-        BenchCmd::Judge { seeds, csv, export } => {
-            let opts = rollbot::judge::bench::BenchOptions { seeds, csv, export };
+        BenchCmd::Judge {
+            seeds,
+            csv,
+            export,
+            tick,
+        } => {
+            let ticks = tick
+                .iter()
+                .map(|t| {
+                    rollbot::config::parse_duration(t)
+                        .map(|d| d.as_secs_f64())
+                        .map_err(|e| anyhow::anyhow!("--tick {t}: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<f64>>>()?;
+            let opts = rollbot::judge::bench::BenchOptions {
+                seeds,
+                csv,
+                export,
+                ticks,
+            };
             // The simulation is CPU-bound; keep it off the async workers.
             tokio::task::spawn_blocking(move || rollbot::judge::bench::run(&opts)).await??
         }

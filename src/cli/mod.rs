@@ -84,7 +84,7 @@ impl Args {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Cmd::Serve(a) => serve::run(a).await,
-        Cmd::CheckConfig(a) => check_config::run(a),
+        Cmd::CheckConfig(a) => check_config::run(a).await,
         Cmd::Demo(a) => demo::run(a).await,
         Cmd::Audit(a) => audit::run(a),
         Cmd::Report(a) => report::run(a),

@@ -34,6 +34,11 @@ pub struct ReplayArgs {
     /// One JSON object per evaluation, then a summary object.
     #[arg(long)]
     json: bool,
+    /// With --input: predict a controller ticking this often (e.g. 60s):
+    /// each tick judges the recording's steps since the last one and acts
+    /// at its end. Not shorter than the recording's own steps.
+    #[arg(long)]
+    tick: Option<String>,
 }
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -47,7 +52,15 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 /// is exit status 1.
 fn from_file(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let input = args.input.as_deref().unwrap_or(Path::new("-"));
-    match rollbot::judge::replay::run(input, args.policy.as_deref(), args.json) {
+    let tick = match &args.tick {
+        Some(t) => Some(
+            rollbot::config::parse_duration(t)
+                .map_err(|e| anyhow::anyhow!("--tick {t}: {e}"))?
+                .as_secs_f64(),
+        ),
+        None => None,
+    };
+    match rollbot::judge::replay::run_at(input, args.policy.as_deref(), args.json, tick) {
         Ok(out) => {
             out!("{out}");
             Ok(ExitCode::SUCCESS)

@@ -20,6 +20,7 @@ mod fallback;
 mod gates;
 mod sections;
 mod service;
+pub mod tick;
 mod verify;
 
 pub use chat::{ChatConfig, DiscordConfig, SlackConfig, SlackMode};
@@ -128,6 +129,7 @@ impl Config {
             let checked = config.validate(path, source);
             if errors.is_empty() && checked.is_empty() {
                 let mut warnings = config.backend_warnings(path, source);
+                warnings.extend(config.tick_warnings(path, source));
                 locate(&mut warnings, source);
                 config.warnings = warnings;
                 return Ok(config);

@@ -37,6 +37,11 @@ pub struct MetricsConfig {
     /// How often the controller judges every active rollout (one tick).
     #[serde(default = "default_interval")]
     pub interval: HumanDuration,
+    /// Prometheus' scrape interval for the services' metrics; unset: asked
+    /// of Prometheus (`/api/v1/targets`, else its global scrape_interval).
+    /// The judge's evidence step is this or 10 s, whichever is longer.
+    #[serde(default)]
+    pub scrape_interval: Option<HumanDuration>,
     /// Query templates replacing the built-in defaults for every service.
     #[serde(default)]
     pub queries: MetricQueries,
@@ -65,6 +70,7 @@ impl Default for MetricsConfig {
             basic_password_file: None,
             timeout: default_query_timeout(),
             interval: default_interval(),
+            scrape_interval: None,
             queries: MetricQueries::default(),
             scenarios: BTreeMap::new(),
         }

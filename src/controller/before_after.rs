@@ -181,7 +181,8 @@ impl Controller {
         svc: &ServiceConfig,
     ) -> (Result<(Vec<TrackSample>, Vec<TrackSample>), String>, usize) {
         let policy = &svc.before_after;
-        let step = self.interval();
+        // Reference windows one evidence step long, like the judged ones.
+        let step = self.evidence_step();
         let ticks = (policy.reference.secs() / step.as_secs_f64().max(1.0)).round() as i32;
         let first =
             r.start - chrono::Duration::from_std(step).unwrap_or_default() * (ticks - 1).max(0);
@@ -224,7 +225,7 @@ impl Controller {
         breaker
             .call(
                 limit,
-                source.fetch_range(w, span, self.interval(), self.interval()),
+                source.fetch_range(w, span, self.evidence_step(), self.evidence_step()),
                 |_: &MetricError| true,
             )
             .await

@@ -21,12 +21,14 @@ mod incident;
 mod monitoring;
 mod onset;
 pub mod postmortem;
+mod resolution;
 pub mod rollouts;
 mod run;
 mod summary;
 mod watch;
 
 pub use before_after::Strategy;
+pub use resolution::scrape_interval_of;
 pub use rollouts::Rollout;
 pub use run::{Controller, Health};
 pub use summary::{short_reason, short_reason_of, summary_message, summary_message_of, Sides};

@@ -39,6 +39,8 @@ struct Active {
     capability: super::capability::CapabilityWatch,
     /// A before/after rollout's reference window, still to be fetched.
     reference: Option<super::before_after::PendingReference>,
+    /// The last instant a summary schedule was checked up to.
+    summary_checked: Option<DateTime<Utc>>,
 }
 
 impl Active {
@@ -68,9 +70,11 @@ pub struct Health {
 
 pub struct Controller {
     engine: Arc<Engine>,
-    source: Arc<dyn MetricSource>,
+    pub(super) source: Arc<dyn MetricSource>,
     breaker: Breaker,
     interval: Duration,
+    /// The scrape interval, which sets the judge's evidence step.
+    pub(super) resolution: std::sync::Mutex<super::resolution::Resolution>,
     active: tokio::sync::Mutex<Vec<Active>>,
     health: std::sync::Mutex<Health>,
     registry: Arc<crate::registry::RegistryClient>,
@@ -106,6 +110,9 @@ impl Controller {
         );
         Controller {
             interval: c.metrics.interval.0,
+            resolution: std::sync::Mutex::new(super::resolution::Resolution::from_config(
+                c.metrics.scrape_interval.as_ref().map(|d| d.0),
+            )),
             source,
             breaker,
             registry: Arc::new(crate::registry::RegistryClient::new(&c.registry)),
@@ -221,6 +228,7 @@ impl Controller {
             missing_since: None,
             capability,
             reference,
+            summary_checked: None,
         });
         Ok(())
     }
@@ -230,7 +238,7 @@ impl Controller {
     fn first_instant(&self, r: &Rollout) -> DateTime<Utc> {
         let oldest =
             self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP).unwrap_or_default();
-        grid_ceil(r.start.max(oldest), self.interval)
+        grid_ceil(r.start.max(oldest), self.evidence_step())
     }
 
     /// Watches again a rollout whose incident was stored in Monitoring,
@@ -252,7 +260,7 @@ impl Controller {
             .resumed(incident, what);
         let next = grid_ceil(
             since.max(self.engine.clock.now() - chrono::Duration::from_std(MAX_CATCH_UP)?),
-            self.interval,
+            self.evidence_step(),
         );
         tracing::info!(service = %r.service, rollout = %r.id, rolled_back_at = %since, "resuming the incident's monitoring");
         let mut active = self.active.lock().await;
@@ -268,6 +276,7 @@ impl Controller {
             capability: Default::default(),
             // Rolled back: the incident watches the service, not the change.
             reference: None,
+            summary_checked: None,
         });
         Ok(())
     }
@@ -313,10 +322,16 @@ impl Controller {
     }
 
     /// Judges every grid instant up to `now` that some rollout still needs.
+    /// The grid is the evidence step, not the interval: a tick judges each
+    /// step since the last tick in turn (`resolution`), so verdicts do not
+    /// depend on the tick length.
     pub async fn step(&self, now: DateTime<Utc>) {
         self.escalate(now).await;
-        let step = chrono::Duration::from_std(self.interval).unwrap_or_default();
-        let last = grid_floor(now, self.interval);
+        let step_len = self.evidence_step();
+        let step = chrono::Duration::from_std(step_len).unwrap_or_default();
+        let last = grid_floor(now, step_len);
+        // Every query of this tick, over all its evidence steps.
+        let mut tick_queries = 0;
         loop {
             let mut active = self.active.lock().await;
             let Some(point) = active
@@ -353,15 +368,22 @@ impl Controller {
             // Every query this instant: the signals', the checks' and SLO's,
             // last week's and any reference window tried again.
             let mut queries = fetched.as_ref().map_or(0, |f| f.queries);
-            let (mut checked, check_queries) = super::checks::fetch(
-                &self.engine.config,
-                self.source.as_ref(),
-                &self.breaker,
-                &watched,
-                point,
-                self.interval,
-            )
-            .await;
+            // Custom checks are instant queries over the interval: once
+            // per interval (the step whose window holds an interval's grid
+            // instant), not once per step.
+            let (mut checked, check_queries) = if grid_floor(point, self.interval) > point - step {
+                super::checks::fetch(
+                    &self.engine.config,
+                    self.source.as_ref(),
+                    &self.breaker,
+                    &watched,
+                    point,
+                    self.interval,
+                )
+                .await
+            } else {
+                Default::default()
+            };
             let (week_ago, week_queries) = self.week_ago(&watched, point).await;
             queries += check_queries + week_queries;
             for (&i, w) in due.iter().zip(&watched) {
@@ -414,7 +436,11 @@ impl Controller {
                     a.rollout.score = eval.score.is_finite().then_some(eval.score);
                 }
                 if point == last {
-                    self.scheduled_summary(a, point - step, point).await;
+                    // Since the previous tick's last step: ticks and steps
+                    // need not share a grid, so neither length would tile.
+                    let since = a.summary_checked.unwrap_or(point - step);
+                    a.summary_checked = Some(point);
+                    self.scheduled_summary(a, since, point).await;
                     self.capability(a).await;
                 }
                 a.rollout.state = a.watch.state_text();
@@ -426,7 +452,8 @@ impl Controller {
                 }
                 a.next = point + step;
             }
-            self.health.lock().unwrap().queries_last_tick = queries;
+            tick_queries += queries;
+            self.health.lock().unwrap().queries_last_tick = tick_queries;
             for a in active.iter().filter(|a| !a.watch.is_active()) {
                 super::capability::forget(&self.engine, &a.rollout.service).await;
             }
@@ -468,7 +495,7 @@ impl Controller {
         self.breaker
             .call(
                 limit,
-                self.source.fetch(watched, at, self.interval),
+                self.source.fetch(watched, at, self.evidence_step()),
                 |_: &MetricError| true,
             )
             .await
@@ -572,6 +599,7 @@ impl Controller {
 
     /// Runs until the process stops.
     pub async fn run(self: Arc<Self>) {
+        self.learn_scrape_interval().await;
         loop {
             let now = self.engine.clock.now();
             // A standby replica judges nothing: the leader does, and acting

@@ -147,9 +147,10 @@ impl BeforeAfterPolicy {
     }
 }
 
-/// Ticks of week-ago data pooled for the seasonal correction: about five
-/// minutes, so the correction is not noisier than the reference itself.
-const SEASONAL_TICKS: usize = 30;
+/// Seconds of week-ago data pooled for the seasonal correction (by time,
+/// not ticks, so it means the same at any evidence step): five minutes, so
+/// the correction is not noisier than the reference itself.
+const SEASONAL_SECS: f64 = 300.0;
 /// Fewer events than this on either side of a correction: no correction.
 const SEASONAL_MIN_EVENTS: f64 = 20.0;
 /// The correction never moves the reference by more than this factor.
@@ -229,7 +230,7 @@ pub struct BeforeAfterJudge {
     week_ago_reference: Option<Pool>,
     /// The latest week-ago ticks of "now", pooled and listed.
     week_ago_now: Pool,
-    week_ago_recent: std::collections::VecDeque<TrackSample>,
+    week_ago_recent: std::collections::VecDeque<(f64, TrackSample)>,
     /// The reference tick the last evaluation compared with.
     last_reference: Option<TrackSample>,
     /// When a critical signal was first seen worse, in the current run of
@@ -353,9 +354,13 @@ impl BeforeAfterJudge {
         }
         if let Some(w) = week_ago.filter(|w| w.requests > 0) {
             self.week_ago_now.add(w, 1.0);
-            self.week_ago_recent.push_back(w.clone());
-            if self.week_ago_recent.len() > SEASONAL_TICKS {
-                if let Some(old) = self.week_ago_recent.pop_front() {
+            self.week_ago_recent.push_back((t, w.clone()));
+            while self
+                .week_ago_recent
+                .front()
+                .is_some_and(|(t0, _)| *t0 <= t - SEASONAL_SECS + 1e-9)
+            {
+                if let Some((_, old)) = self.week_ago_recent.pop_front() {
                     self.week_ago_now.add(&old, -1.0);
                 }
             }
@@ -488,6 +493,11 @@ impl Judge for BeforeAfterJudge {
     /// is one, the service one week earlier (see `observe_after`).
     fn observe(&mut self, tick: &Tick) -> Evaluation {
         self.observe_after(tick.t, tick.canary.as_ref(), tick.baseline.as_ref())
+    }
+
+    /// Each step takes its own reference step, as at the shortest tick.
+    fn observe_window(&mut self, steps: &[Tick]) -> Evaluation {
+        super::window::each_step(steps, |s| self.observe(s))
     }
 }
 

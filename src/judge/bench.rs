@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use super::reference::{ChiSquared, Kayenta, PooledEValue, StaticThresholds};
 use super::sim::{standard_scenarios, Scenario, Simulator};
 use super::stats::wilson;
-use super::{fmt_duration, replay, Judge, JudgePolicy, Recommendation, SequentialJudge, Tick};
+use super::{
+    fmt_duration, replay, window, Judge, JudgePolicy, Recommendation, SequentialJudge, Tick,
+};
 
 /// Options of `rollbot bench judge`.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +25,8 @@ pub struct BenchOptions {
     pub csv: Option<PathBuf>,
     /// Write each scenario (seed 1) as replay JSONL into this directory.
     pub export: Option<PathBuf>,
+    /// The controller's tick lengths to judge at, seconds (one table each).
+    pub ticks: Vec<f64>,
 }
 
 impl Default for BenchOptions {
@@ -31,6 +35,7 @@ impl Default for BenchOptions {
             seeds: 400,
             csv: None,
             export: None,
+            ticks: vec![10.0],
         }
     }
 }
@@ -47,6 +52,8 @@ pub enum BenchError {
     Csv(#[from] csv::Error),
     #[error("--seeds must be at least 1")]
     NoSeeds,
+    #[error("--tick {0}s is not a whole number of the simulator's 10 s steps: use 10s, 20s, 30s, 60s or another multiple of 10s")]
+    BadTick(f64),
 }
 
 /// The policies compared, rollbot's first.
@@ -77,33 +84,52 @@ pub struct RunOutcome {
 /// leave out the part of detection no judge with a warm-up can shorten.
 pub const SHARED_WARM_UP: f64 = 300.0;
 
-/// Runs every policy on one seed of one scenario; also returns the judge
-/// time spent per policy and the number of evaluations.
+/// Runs every policy on one seed of one scenario at the scenario's own
+/// tick; also returns the judge time spent per policy and the number of
+/// evaluations.
 pub fn run_one(sc: &Scenario, seed: u64) -> (Vec<RunOutcome>, Vec<Duration>, u64) {
+    run_one_at(sc, seed, sc.tick)
+}
+
+/// The same with a controller ticking every `tick` seconds: the simulator
+/// makes its 10 s steps, and each tick's window goes to every policy at
+/// once (`Judge::observe_window`: rollbot's judge takes the steps one by
+/// one, the references the window added up, as Prometheus would answer one
+/// query over the interval). A decision counts at the end of its tick, when
+/// the controller would act on it.
+pub fn run_one_at(sc: &Scenario, seed: u64, tick: f64) -> (Vec<RunOutcome>, Vec<Duration>, u64) {
     let mut judges = policies();
     let mut out = vec![RunOutcome::default(); judges.len()];
     let mut cpu = vec![Duration::ZERO; judges.len()];
     let mut sim = Simulator::new(sc, seed);
     let mut evals = 0;
     let mut excess_at_warm_up = 0.0;
-    while let Some(tick) = sim.next_tick() {
+    let mut steps = Vec::new();
+    while let Some(step) = sim.next_tick() {
+        steps.push((step, sim.excess_failures()));
+    }
+    for window in window::ticks_of(steps, tick, |(s, _)| s.t) {
+        let (window, excess): (Vec<Tick>, Vec<f64>) = window.into_iter().unzip();
+        let (t, excess) = (
+            window.last().map_or(0.0, |s| s.t),
+            *excess.last().unwrap_or(&0.0),
+        );
         evals += 1;
-        let excess = sim.excess_failures();
-        if tick.t <= SHARED_WARM_UP {
+        if t <= SHARED_WARM_UP {
             excess_at_warm_up = excess;
         }
         for (i, j) in judges.iter_mut().enumerate() {
             let start = Instant::now();
-            let e = j.observe(&tick);
+            let e = j.observe_window(&window);
             cpu[i] += start.elapsed();
             let o = &mut out[i];
             if o.rollback.is_none() {
                 o.blast = excess;
                 o.blast_after_warm_up = excess - excess_at_warm_up;
                 match e.recommendation {
-                    Recommendation::Rollback => o.rollback = Some(tick.t),
-                    Recommendation::Pause if o.pause.is_none() => o.pause = Some(tick.t),
-                    Recommendation::Promote if o.promote.is_none() => o.promote = Some(tick.t),
+                    Recommendation::Rollback => o.rollback = Some(t),
+                    Recommendation::Pause if o.pause.is_none() => o.pause = Some(t),
+                    Recommendation::Promote if o.promote.is_none() => o.promote = Some(t),
                     _ => {}
                 }
             }
@@ -184,10 +210,17 @@ pub struct BenchResult {
     /// Mean judge CPU time per evaluation, per policy.
     pub cpu_per_eval: Vec<Duration>,
     pub wall: Duration,
+    /// The controller's tick length, seconds.
+    pub tick: f64,
 }
 
-/// Runs all scenarios × seeds on two threads.
+/// Runs all scenarios × seeds on two threads, at 10 s ticks.
 pub fn simulate(seeds: u32) -> BenchResult {
+    simulate_at(seeds, 10.0)
+}
+
+/// The same with the controller ticking every `tick` seconds.
+pub fn simulate_at(seeds: u32, tick: f64) -> BenchResult {
     let started = Instant::now();
     let scenarios = standard_scenarios();
     let names: Vec<String> = policies().iter().map(|j| j.name().to_string()).collect();
@@ -218,7 +251,7 @@ pub fn simulate(seeds: u32) -> BenchResult {
                     let Some(&(si, seed)) = jobs.get(i) else {
                         break;
                     };
-                    let (o, c, e) = run_one(&scenarios[si], seed);
+                    let (o, c, e) = run_one_at(&scenarios[si], seed, tick);
                     local.push((si, o));
                     for (a, b) in cpu.iter_mut().zip(c) {
                         *a += b;
@@ -257,6 +290,7 @@ pub fn simulate(seeds: u32) -> BenchResult {
         cells,
         cpu_per_eval: cpu.iter().map(|d| *d / evals.max(1) as u32).collect(),
         wall: started.elapsed(),
+        tick,
     }
 }
 
@@ -277,23 +311,61 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
     if opts.seeds == 0 {
         return Err(BenchError::NoSeeds);
     }
+    if let Some(&bad) = opts
+        .ticks
+        .iter()
+        .find(|&&t| !(t >= 10.0 && (t / 10.0 - (t / 10.0).round()).abs() < 1e-9))
+    {
+        return Err(BenchError::BadTick(bad));
+    }
     if let Some(dir) = &opts.export {
         export(dir)?;
     }
-    let r = simulate(opts.seeds);
-    if let Some(path) = &opts.csv {
-        write_csv(&r, path)?;
+    let ticks = if opts.ticks.is_empty() {
+        vec![10.0]
+    } else {
+        opts.ticks.clone()
+    };
+    let mut out = String::new();
+    let mut results = Vec::new();
+    for &tick in &ticks {
+        let r = simulate_at(opts.seeds, tick);
+        if let Some(path) = &opts.csv {
+            write_csv(&r, &csv_path(path, tick, ticks.len()))?;
+        }
+        let ba = super::bench_before_after::run_at(opts.seeds, tick);
+        // The before/after table goes with the others, its targets after
+        // rollbot's: each tick's report ends with every target.
+        let report = render(&r, opts);
+        let (tables, targets) = report.split_at(report.find(TARGETS).unwrap_or(report.len()));
+        if ticks.len() > 1 {
+            let _ = writeln!(out, "=== {} ticks ===", fmt_duration(tick));
+        }
+        let _ = write!(
+            out,
+            "{tables}{}{targets}{}",
+            super::bench_before_after::render_table(&ba, opts.seeds),
+            super::bench_before_after::targets(&ba)
+        );
+        if ticks.len() > 1 {
+            out.push('\n');
+        }
+        results.push((r, ba));
     }
-    let ba = super::bench_before_after::run(opts.seeds);
-    // The before/after table goes with the others, its targets after
-    // rollbot's: the report ends with every target.
-    let report = render(&r, opts);
-    let (tables, targets) = report.split_at(report.find(TARGETS).unwrap_or(report.len()));
-    Ok(format!(
-        "{tables}{}{targets}{}",
-        super::bench_before_after::render_table(&ba, opts.seeds),
-        super::bench_before_after::targets(&ba)
-    ))
+    if ticks.len() > 1 {
+        out.push_str(&super::bench_ticks::targets(&results));
+    }
+    Ok(out)
+}
+
+/// One CSV per tick length when there are several: `b.csv` → `b-60s.csv`.
+fn csv_path(path: &Path, tick: f64, ticks: usize) -> PathBuf {
+    if ticks <= 1 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("bench");
+    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("csv");
+    path.with_file_name(format!("{stem}-{}.{ext}", fmt_duration(tick)))
 }
 
 /// Writes each standard scenario (seed 1) as replay JSONL into `dir`.
@@ -383,10 +455,11 @@ pub fn render(r: &BenchResult, opts: &BenchOptions) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "rollbot bench judge: {} scenarios × {} seeds, {} policies, {:.0} s wall clock\n",
+        "rollbot bench judge: {} scenarios × {} seeds, {} policies, {} ticks, {:.0} s wall clock\n",
         r.scenarios.len(),
         opts.seeds,
         r.policy_names.len(),
+        fmt_duration(r.tick),
         r.wall.as_secs_f64()
     );
     let w = r
@@ -710,6 +783,7 @@ mod tests {
             cells: vec![cells.iter().map(|&(n, k)| cell(n, k)).collect()],
             cpu_per_eval: vec![Duration::ZERO],
             wall: Duration::ZERO,
+            tick: 10.0,
         }
     }
 
@@ -752,6 +826,7 @@ mod tests {
             seeds: 2,
             csv: Some(csv.clone()),
             export: Some(export.clone()),
+            ticks: vec![10.0],
         })
         .unwrap();
         assert!(out.contains("GOOD canaries") && out.contains("Targets"));

@@ -19,7 +19,7 @@ use super::before_after::{BeforeAfterJudge, BeforeAfterPolicy, Seasonality};
 use super::reference::StaticThresholds;
 use super::sim_before_after::{simulate, standard_scenarios, BaScenario};
 use super::stats::wilson;
-use super::{fmt_duration, Judge, JudgePolicy, Recommendation, Tick, Verdict};
+use super::{fmt_duration, Judge, JudgePolicy, Recommendation, Tick, TrackSample, Verdict};
 
 /// What one policy did on one run.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -59,6 +59,13 @@ const OURS: [&str; 2] = ["rollbot before/after", "rollbot before/after, weekly"]
 /// Runs rollbot's two variants, Flagger's defaults and every static rule of
 /// the grid on one seed of one scenario.
 pub fn run_one(sc: &BaScenario, seed: u64) -> Vec<BaOutcome> {
+    run_one_at(sc, seed, sc.tick)
+}
+
+/// The same with a controller ticking every `tick` seconds: rollbot's
+/// judges take the tick's steps one by one (`Judge::observe_window`), the
+/// static rules the window added up; decisions count at the tick's end.
+pub fn run_one_at(sc: &BaScenario, seed: u64, tick: f64) -> Vec<BaOutcome> {
     let run = simulate(sc, seed);
     let base = JudgePolicy::default();
     let mut ours: Vec<BeforeAfterJudge> = [Seasonality::None, Seasonality::Weekly]
@@ -98,21 +105,34 @@ pub fn run_one(sc: &BaScenario, seed: u64) -> Vec<BaOutcome> {
             _ => {}
         }
     };
-    for (i, (t, now)) in run.after.iter().enumerate() {
+    let steps: Vec<(usize, &(f64, TrackSample))> = run.after.iter().enumerate().collect();
+    for window in super::window::ticks_of(steps, tick, |(_, (t, _))| *t) {
+        let t = window.last().map_or(0.0, |(_, (t, _))| *t);
+        let now: Vec<Tick> = window
+            .iter()
+            .map(|&(i, (t, now))| Tick {
+                t: *t,
+                baseline: run.week_ago_after.get(i).cloned(),
+                canary: Some(now.clone()),
+            })
+            .collect();
         for (j, judge) in ours.iter_mut().enumerate() {
-            let e = judge.observe_after(*t, Some(now), run.week_ago_after.get(i));
-            note(&mut out[j], *t, e.verdict, e.recommendation);
+            let e = judge.observe_window(&now);
+            note(&mut out[j], t, e.verdict, e.recommendation);
         }
         // Static rules look at the service alone; the reference tick only
         // satisfies their "both tracks present" check.
-        let tick = Tick {
-            t: *t,
-            baseline: run.reference.get(i % run.reference.len().max(1)).cloned(),
-            canary: Some(now.clone()),
-        };
+        let steps: Vec<Tick> = window
+            .iter()
+            .map(|&(i, (t, now))| Tick {
+                t: *t,
+                baseline: run.reference.get(i % run.reference.len().max(1)).cloned(),
+                canary: Some(now.clone()),
+            })
+            .collect();
         for (j, judge) in statics.iter_mut().enumerate() {
-            let e = judge.observe(&tick);
-            note(&mut out[ours.len() + j], *t, e.verdict, e.recommendation);
+            let e = judge.observe_window(&steps);
+            note(&mut out[ours.len() + j], t, e.verdict, e.recommendation);
         }
     }
     out
@@ -158,8 +178,13 @@ pub struct BaResult {
     pub tuned_found: bool,
 }
 
-/// Runs every scenario × seed on two threads.
+/// Runs every scenario × seed on two threads, at 10 s ticks.
 pub fn run(seeds: u32) -> BaResult {
+    run_at(seeds, 10.0)
+}
+
+/// The same with the controller ticking every `tick` seconds.
+pub fn run_at(seeds: u32, tick: f64) -> BaResult {
     let scenarios = standard_scenarios();
     let jobs: Vec<(usize, u64)> = (0..scenarios.len())
         .flat_map(|s| (1..=seeds as u64).map(move |seed| (s, seed)))
@@ -176,7 +201,7 @@ pub fn run(seeds: u32) -> BaResult {
                 let Some(&(si, seed)) = jobs.get(i) else {
                     break;
                 };
-                let o = run_one(&scenarios[si], seed);
+                let o = run_one_at(&scenarios[si], seed, tick);
                 all.lock().expect("no panics while held")[si].push(o);
             });
         }

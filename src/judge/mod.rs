@@ -9,6 +9,7 @@
 pub mod before_after;
 pub mod bench;
 pub mod bench_before_after;
+pub(crate) mod bench_ticks;
 pub(crate) mod checks;
 pub(crate) mod policy;
 pub(crate) mod reference;
@@ -18,6 +19,7 @@ pub mod sim;
 pub mod sim_before_after;
 pub(crate) mod slo;
 pub mod stats;
+pub mod window;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -227,6 +229,17 @@ impl Evaluation {
 pub trait Judge: Send {
     fn name(&self) -> &str;
     fn observe(&mut self, tick: &Tick) -> Evaluation;
+
+    /// One controller tick's window as evidence steps, in time order (see
+    /// `window`). A judge that only knows whole ticks sees them added up,
+    /// as one query over the whole interval would have answered.
+    fn observe_window(&mut self, steps: &[Tick]) -> Evaluation {
+        match steps.last() {
+            Some(last) if steps.len() == 1 => self.observe(last),
+            Some(_) => self.observe(&window::aggregate(steps)),
+            None => window::empty_window(f64::NAN),
+        }
+    }
 }
 
 /// "1,234,567" for counts in reasons.

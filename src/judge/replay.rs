@@ -35,6 +35,8 @@ pub enum ReplayError {
     Policy { path: PathBuf, message: String },
     #[error("the input holds no ticks")]
     Empty,
+    #[error("--tick {tick}s is shorter than the recording's {step}s steps, which cannot be split: record at the evidence step instead (rollbot replay --from-prometheus --interval 10s, or the bench's --export), then replay it with any --tick")]
+    TickTooShort { tick: f64, step: f64 },
 }
 
 /// A bucket bound: a number or the string "+Inf".
@@ -298,6 +300,49 @@ pub fn judge_ticks(ticks: &[Tick], policy: &JudgePolicy) -> Vec<Evaluation> {
     ticks.iter().map(|t| j.observe(t)).collect()
 }
 
+/// The recording's step: the most common gap between its ticks.
+fn recorded_step(ticks: &[Tick]) -> f64 {
+    let mut gaps: Vec<i64> = ticks
+        .windows(2)
+        .map(|w| ((w[1].t - w[0].t) * 1000.0).round() as i64)
+        .filter(|&g| g > 0)
+        .collect();
+    gaps.sort_unstable();
+    let mut best = (0, 0usize);
+    for g in gaps.chunk_by(|a, b| a == b) {
+        if g.len() > best.1 {
+            best = (g[0], g.len());
+        }
+    }
+    best.0 as f64 / 1000.0
+}
+
+/// What the live controller ticking every `tick` seconds would do with
+/// this recording: each tick judges the recording's steps since the last
+/// tick one by one, as the controller judges its evidence steps, and acts
+/// at the end of the tick (the evaluations are dated then). A tick shorter
+/// than the recording's steps cannot be predicted from it.
+pub fn judge_at_tick(
+    ticks: Vec<Tick>,
+    policy: &JudgePolicy,
+    tick: f64,
+) -> Result<Vec<Evaluation>, ReplayError> {
+    let step = recorded_step(&ticks);
+    if tick + 1e-9 < step {
+        return Err(ReplayError::TickTooShort { tick, step });
+    }
+    let mut j = SequentialJudge::new(policy.clone());
+    Ok(super::window::ticks_of(ticks, tick, |s| s.t)
+        .into_iter()
+        .map(|w| {
+            let end = w.last().map_or(0.0, |s| (s.t / tick - 1e-9).ceil() * tick);
+            let mut e = j.observe_window(&w);
+            e.t = end;
+            e
+        })
+        .collect())
+}
+
 /// The summary line of a JSON replay.
 #[derive(Serialize)]
 struct Summary {
@@ -310,6 +355,16 @@ struct Summary {
 /// None). Returns the readable timeline of verdict changes, or with `json`
 /// one JSON object per evaluation and a summary object.
 pub fn run(input: &Path, policy: Option<&Path>, json: bool) -> Result<String, ReplayError> {
+    run_at(input, policy, json, None)
+}
+
+/// `run`, predicting a controller that ticks every `tick` seconds when set.
+pub fn run_at(
+    input: &Path,
+    policy: Option<&Path>,
+    json: bool,
+    tick: Option<f64>,
+) -> Result<String, ReplayError> {
     let text = std::fs::read_to_string(input).map_err(|source| ReplayError::Io {
         path: input.to_path_buf(),
         source,
@@ -328,7 +383,10 @@ pub fn run(input: &Path, policy: Option<&Path>, json: bool) -> Result<String, Re
         }
     };
     let ticks = parse_jsonl(&text)?;
-    let evals = judge_ticks(&ticks, &policy);
+    let evals = match tick {
+        Some(tick) => judge_at_tick(ticks, &policy, tick)?,
+        None => judge_ticks(&ticks, &policy),
+    };
     Ok(if json {
         render_json(&evals)
     } else {
@@ -412,6 +470,32 @@ pub fn render_timeline(evals: &[Evaluation]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recording_at_10s_predicts_the_controller_at_60s() {
+        let sc = crate::judge::sim::Scenario::new("bad", false).errors(3.0);
+        let mut sim = crate::judge::sim::Simulator::new(&sc, 4);
+        let ticks: Vec<Tick> = std::iter::from_fn(|| sim.next_tick()).collect();
+        let first = |e: &[Evaluation]| {
+            e.iter()
+                .find(|e| e.recommendation == super::super::Recommendation::Rollback)
+                .map(|e| e.t)
+                .expect("rolled back")
+        };
+        let at_10 = first(&judge_ticks(&ticks, &JudgePolicy::default()));
+        let at_60 = judge_at_tick(ticks.clone(), &JudgePolicy::default(), 60.0).unwrap();
+        assert_eq!(at_60.len(), 60, "one evaluation per minute of the hour");
+        assert_eq!(first(&at_60), (at_10 / 60.0).ceil() * 60.0);
+        // A 60 s recording cannot say what 10 s ticks would do.
+        let coarse = super::super::window::ticks_of(ticks, 60.0, |s| s.t)
+            .iter()
+            .map(|w| super::super::window::aggregate(w))
+            .collect();
+        assert!(matches!(
+            judge_at_tick(coarse, &JudgePolicy::default(), 10.0),
+            Err(ReplayError::TickTooShort { .. })
+        ));
+    }
     use crate::judge::sim::{standard_scenarios, Simulator};
 
     const GOOD: &str = r#"{"t": 10, "track": "baseline", "requests": 9500, "errors": 9, "latency_buckets": [[0.05, 7000], [0.1, 9100], [0.25, 9450], [0.5, 9490], [1, 9498], ["+Inf", 9500]]}

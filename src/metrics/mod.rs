@@ -107,6 +107,12 @@ pub trait MetricSource: Send + Sync {
             .map(|q| (q.clone(), Err(why.clone())))
             .collect())
     }
+
+    /// How often the source's data is scraped, when it can tell (None:
+    /// it cannot, and the judge's evidence step stays at its floor).
+    async fn scrape_interval(&self) -> Result<Option<Duration>, MetricError> {
+        Ok(None)
+    }
 }
 
 /// `MetricSource::fetch_range` as one `fetch` per tick: the default, and

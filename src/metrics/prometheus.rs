@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 mod instant;
 mod range;
+mod scrape;
 
 /// An instant as Prometheus' API takes it: seconds since the epoch.
 fn seconds(at: DateTime<Utc>) -> String {
@@ -404,6 +405,10 @@ impl MetricSource for PrometheusSource {
         window: Duration,
     ) -> Result<Ranged, MetricError> {
         self.range_whole(w, span, step, window).await
+    }
+
+    async fn scrape_interval(&self) -> Result<Option<Duration>, MetricError> {
+        self.scrape_interval_of().await
     }
 
     async fn fetch(

@@ -143,6 +143,10 @@ fn readiness(s: &AppState) -> (StatusCode, serde_json::Value) {
         s.engine.store.audit_len(),
     );
     let mut lines = vec![summary.clone(), metrics];
+    // A tick shorter than two scrapes is reported, not unready.
+    if let Some(w) = s.controller.as_ref().and_then(|c| c.tick_warning()) {
+        lines.push(w);
+    }
     // The status page and the pager are reported the same way: a wrong
     // key there must not stop anyone from rolling back.
     if let Some(c) = s.engine.comms() {

@@ -224,3 +224,37 @@ fn unknown_template_placeholders_are_reported_at_their_column_with_the_closest_n
     );
     assert!(t.contains("2 errors in the configuration"), "{t}");
 }
+
+#[test]
+fn an_interval_shorter_than_two_scrapes_is_a_warning_at_its_place() {
+    let (code, t, p) = check(
+        "[metrics]\nsource = \"prometheus\"\nurl = \"http://127.0.0.1:9\"\ninterval = \"10s\"\nscrape_interval = \"30s\"\n",
+    );
+    assert_eq!(code, Some(0), "a warning, not an error: {t}");
+    assert!(
+        t.contains(&format!(
+            "{p}:4:1: [metrics] interval = \"10s\" is shorter than two scrapes ([metrics] scrape_interval says Prometheus scrapes every 30s)"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("interval = \"1m\" (or longer)"), "{t}");
+    // Two scrapes fit in a minute: nothing to say.
+    let (code, t, _) = check(
+        "[metrics]\nsource = \"prometheus\"\nurl = \"http://127.0.0.1:9\"\ninterval = \"1m\"\nscrape_interval = \"30s\"\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
+    assert!(!t.contains("shorter than two scrapes"), "{t}");
+}
+
+#[test]
+fn without_scrape_interval_check_config_asks_prometheus_or_says_it_could_not() {
+    let (code, t, _) = check(
+        "[metrics]\nsource = \"prometheus\"\nurl = \"http://127.0.0.1:9\"\ninterval = \"10s\"\n",
+    );
+    assert_eq!(code, Some(0), "{t}");
+    assert!(
+        t.contains("could not ask Prometheus for its scrape interval")
+            && t.contains("set [metrics] scrape_interval"),
+        "{t}"
+    );
+}

@@ -638,3 +638,58 @@ fn assert_a_postmortem_draft_of(data: &Path, id: &str) {
         text(&wrong)
     );
 }
+
+/// When the controller rolled `checkout` back, as the audit log says
+/// ("automatic after 6m10s: …"), in seconds since the rollout's start.
+fn rolled_back_after(data: &Path) -> f64 {
+    let list = audit::list(data, &["--service", "checkout"]);
+    let line = list
+        .lines()
+        .find(|l| l.contains("rollback checkout by rollbot controller — succeeded"))
+        .unwrap_or_else(|| panic!("no automatic rollback in:\n{list}"));
+    secs(
+        line.split("automatic after ")
+            .nth(1)
+            .and_then(|s| s.split(':').next())
+            .unwrap_or_else(|| panic!("{line}")),
+    )
+}
+
+#[tokio::test]
+async fn a_controller_ticking_every_minute_rolls_back_at_the_same_step_as_one_ticking_every_10s() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = Scenario::new("bad", false).canary_share(0.05).errors(3.0);
+    let history = ticks(&scenario, 20);
+    let start = start_ago(20);
+    let prom = Prometheus::with_history(
+        &dir.path().join("prom"),
+        &openmetrics("checkout", start, &history),
+    );
+    let mut seen = Vec::new();
+    for interval in ["10s", "60s"] {
+        let d = dir.path().join(interval);
+        std::fs::create_dir_all(&d).unwrap();
+        let cfg = config(&prom.url(), "")
+            .replace("interval = \"10s\"", &format!("interval = \"{interval}\""));
+        let s = Server::start(&d, &cfg, &[("ROLLBOT_TEST_TOKEN", TOKEN)]);
+        announce(&s, "checkout", "v41", "v42", start).await;
+        // A 60 s controller first looks at its next minute.
+        let r = wait_for_state(
+            &s,
+            "checkout",
+            "rolled back automatically",
+            Duration::from_secs(150),
+        )
+        .await;
+        assert_eq!(r["verdict"], "failing", "{interval}: {r}");
+        assert!(s.terminate().success());
+        seen.push(rolled_back_after(&d.join("data")));
+    }
+    // Both judged the same 10 s evidence steps from history: the same step
+    // decided, whatever the tick.
+    assert_eq!(
+        seen[0], seen[1],
+        "rolled back after {}s at 10 s ticks but {}s at 60 s ticks",
+        seen[0], seen[1]
+    );
+}

@@ -12,19 +12,22 @@ use std::collections::VecDeque;
 pub(super) struct BaselineWatch {
     usual_num: f64,
     usual_den: f64,
-    recent: VecDeque<(f64, f64, bool)>,
+    /// (end of step, events, requests, degraded) over the last minute.
+    recent: VecDeque<(f64, f64, f64, bool)>,
     pub degraded: bool,
 }
 
-/// Ticks in "the last minute".
-const WATCH_TICKS: usize = 6;
+/// "The last minute", in seconds rather than ticks, so it means the same
+/// whatever the evidence step.
+const WATCH_SECS: f64 = 60.0;
 
 impl BaselineWatch {
-    pub fn push(&mut self, num: f64, den: f64) {
+    /// Adds the step ending at `t` seconds.
+    pub fn push(&mut self, t: f64, num: f64, den: f64) {
         let (rn, rd) = self
             .recent
             .iter()
-            .fold((num, den), |(a, b), &(n, d, _)| (a + n, b + d));
+            .fold((num, den), |(a, b), &(_, n, d, _)| (a + n, b + d));
         self.degraded = if self.usual_den > rd && self.usual_num > 0.0 && rd > 0.0 {
             let usual = self.usual_num / self.usual_den;
             let expected = usual * rd;
@@ -32,9 +35,13 @@ impl BaselineWatch {
         } else {
             false
         };
-        self.recent.push_back((num, den, self.degraded));
-        if self.recent.len() > WATCH_TICKS {
-            let (n, d, was_degraded) = self.recent.pop_front().unwrap_or_default();
+        self.recent.push_back((t, num, den, self.degraded));
+        while self
+            .recent
+            .front()
+            .is_some_and(|&(t0, ..)| t0 <= t - WATCH_SECS + 1e-9)
+        {
+            let (_, n, d, was_degraded) = self.recent.pop_front().unwrap_or_default();
             if !was_degraded {
                 self.usual_num += n;
                 self.usual_den += d;
@@ -54,7 +61,7 @@ impl BaselineWatch {
         let (n, d) = self
             .recent
             .iter()
-            .fold((0.0, 0.0), |(a, b), &(n, d, _)| (a + n, b + d));
+            .fold((0.0, 0.0), |(a, b), &(_, n, d, _)| (a + n, b + d));
         if d > 0.0 {
             n / d
         } else {

@@ -70,7 +70,7 @@ pub struct SequentialJudge {
     warm_hist: Vec<(f64, u64)>,
     /// The baseline's histograms during warm-up, to learn each latency
     /// bound's over-dispersion once the bounds are chosen.
-    warm_baseline: Vec<Vec<(f64, u64)>>,
+    warm_baseline: Vec<(f64, Vec<(f64, u64)>)>,
     bounds: Option<Vec<f64>>,
     errors: CountSignal,
     latency: Vec<CountSignal>,
@@ -167,10 +167,10 @@ impl SequentialJudge {
         chosen.sort_by(|a, b| a.total_cmp(b));
         self.latency = vec![CountSignal::default(); chosen.len()];
         // The baseline was healthy during warm-up: learn its noise there.
-        for h in std::mem::take(&mut self.warm_baseline) {
+        for (t, h) in std::mem::take(&mut self.warm_baseline) {
             for (sig, &le) in self.latency.iter_mut().zip(&chosen) {
                 if let Some((slow, n)) = count_above(&h, le) {
-                    sig.dispersion.push(slow, n);
+                    sig.dispersion.push_at(t, slow, n);
                 }
             }
         }
@@ -183,9 +183,9 @@ impl SequentialJudge {
         let warm_up = self.policy.warm_up.secs();
         add_hist(&mut self.warm_hist, &b.latency_buckets);
         // Warm-up is about the canary; the baseline's noise counts.
-        self.errors.dispersion.push(b.errors, b.requests);
+        self.errors.dispersion.push_at(t, b.errors, b.requests);
         if !b.latency_buckets.is_empty() {
-            self.warm_baseline.push(b.latency_buckets.clone());
+            self.warm_baseline.push((t, b.latency_buckets.clone()));
         }
         Evaluation::simple(
             t,
@@ -242,7 +242,7 @@ impl SequentialJudge {
             (c.errors.min(c.requests), c.requests),
             (b.errors.min(b.requests), b.requests),
         );
-        self.err_watch.push(b.errors as f64, b.requests as f64);
+        self.err_watch.push(t, b.errors as f64, b.requests as f64);
     }
 
     /// Latency: requests slower than each bound, out of requests; the
@@ -263,7 +263,7 @@ impl SequentialJudge {
                 .last()
                 .and_then(|&le| count_above(&b.latency_buckets, le))
             {
-                self.lat_watch.push(sb as f64, nb as f64);
+                self.lat_watch.push(t, sb as f64, nb as f64);
             }
         }
         add_hist(&mut self.hist_c, &c.latency_buckets);
@@ -300,6 +300,12 @@ impl Judge for SequentialJudge {
         };
         self.prev_t = Some(t);
         eval
+    }
+
+    /// Each step is its own observation: the evidence, and so the verdict,
+    /// is the same at any tick length.
+    fn observe_window(&mut self, steps: &[Tick]) -> Evaluation {
+        super::window::each_step(steps, |s| self.observe(s))
     }
 }
 

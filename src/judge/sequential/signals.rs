@@ -209,6 +209,6 @@ impl CountSignal {
         self.tests.push(t, policy.warm_up.secs(), |s| {
             s.push(canary, baseline, (p_var, p_scale), phi2_c + phi2_b)
         });
-        self.dispersion.push(baseline.0, baseline.1);
+        self.dispersion.push_at(t, baseline.0, baseline.1);
     }
 }

@@ -10,16 +10,20 @@
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BaselineDispersion {
     /// Exponentially weighted baseline events and requests (about the last
-    /// ten ticks): the running rate for `variance_rate`.
+    /// 100 seconds): the running rate for `variance_rate`.
     ew_events: f64,
     ew_requests: f64,
     prev: Option<(f64, f64)>,
+    /// When the last counts were pushed (`push_at`), to decay by time.
+    last_t: Option<f64>,
     num: f64,
     den: f64,
 }
 
-/// Weight of the previous running rate per tick.
+/// Weight of the previous running rate per `DECAY_SECS`: by time, not per
+/// tick, so the running rate means the same whatever the evidence step.
 const DISPERSION_DECAY: f64 = 0.9;
+const DECAY_SECS: f64 = 10.0;
 /// Relative over-dispersion assumed when weighting ticks: pairs with many
 /// expected events weigh more, but not without bound.
 const DISPERSION_WEIGHT_PHI2: f64 = 0.09;
@@ -63,8 +67,19 @@ impl BaselineDispersion {
         }
     }
 
-    /// Adds the baseline's counts for one tick (after the tick was judged).
+    /// Adds the baseline's counts for one 10 s tick (after it was judged).
     pub fn push(&mut self, events: u64, requests: u64) {
+        self.push_decayed(events, requests, DISPERSION_DECAY);
+    }
+
+    /// Adds the baseline's counts for the step ending at `t` seconds.
+    pub fn push_at(&mut self, t: f64, events: u64, requests: u64) {
+        let secs = self.last_t.map_or(DECAY_SECS, |last| (t - last).max(0.0));
+        self.last_t = Some(t);
+        self.push_decayed(events, requests, DISPERSION_DECAY.powf(secs / DECAY_SECS));
+    }
+
+    fn push_decayed(&mut self, events: u64, requests: u64, decay: f64) {
         let (e, n) = (events as f64, requests as f64);
         if n <= 0.0 {
             return;
@@ -81,8 +96,8 @@ impl BaselineDispersion {
             }
         }
         self.prev = Some((e, n));
-        self.ew_events = DISPERSION_DECAY * self.ew_events + e;
-        self.ew_requests = DISPERSION_DECAY * self.ew_requests + n;
+        self.ew_events = decay * self.ew_events + e;
+        self.ew_requests = decay * self.ew_requests + n;
     }
 }
 
