@@ -768,17 +768,19 @@ mod tests {
         let c = crate::controller::Controller::new(rt.engine.clone(), source.clone());
         let expected = 1 + 2 * slo::windows().len();
         for (n, name) in names.iter().enumerate() {
+            // Each rollout starts at this tick's instant, so the tick
+            // judges one step (no history to catch up on).
+            let at = begin + chrono::Duration::seconds(10 * (n as i64 + 1));
+            clock.set(at);
             c.announce(crate::controller::Rollout::watching(
                 format!("r{n}"),
                 name,
                 ("v1".into(), "v2".into()),
-                begin,
+                at,
                 "test",
             ))
             .await
             .unwrap();
-            let at = begin + chrono::Duration::seconds(10 * (n as i64 + 1));
-            clock.set(at);
             c.step(at).await;
             let asked = source.asked.lock().unwrap().last().cloned().unwrap();
             let distinct: std::collections::BTreeSet<&String> = asked.iter().collect();
