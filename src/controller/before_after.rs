@@ -11,7 +11,6 @@
 
 use super::run::Controller;
 use super::Rollout;
-use crate::breaker::Rejected;
 use crate::config_file::ServiceConfig;
 use crate::engine::Engine;
 use crate::judge::before_after::Seasonality;
@@ -229,14 +228,7 @@ impl Controller {
                 |_: &MetricError| true,
             )
             .await
-            .map_err(|e| match e {
-                Rejected::Inner(e) => e.to_string(),
-                Rejected::Timeout(d) => format!(
-                    "the metric source did not answer within {}",
-                    crate::domain::human_duration(d)
-                ),
-                Rejected::Open { name, .. } => format!("{name} is failing"),
-            })
+            .map_err(super::run::unanswered)
     }
 
     /// For the before/after rollouts with `seasonality = "weekly"` among

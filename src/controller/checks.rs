@@ -8,7 +8,7 @@
 //! posts the Roll back / Continue prompt, `log_only` is a line in the
 //! summary. A check without data is `no_data` and never acts.
 
-use crate::breaker::{Breaker, Rejected};
+use crate::breaker::Breaker;
 use crate::config_file::{CheckSeverity, Config, OnFailing, ServiceConfig};
 use crate::judge::checks::{CheckInput, CheckJudge, CheckOutcome, CheckState};
 use crate::judge::slo::{self, SloInput};
@@ -214,14 +214,7 @@ pub(crate) async fn fetch(
     let answers: Result<Answers, String> = breaker
         .call(limit, source.instant(&queries, at), |_: &MetricError| true)
         .await
-        .map_err(|e| match e {
-            Rejected::Inner(e) => e.to_string(),
-            Rejected::Timeout(d) => format!(
-                "the metric source did not answer within {}",
-                crate::domain::human_duration(d)
-            ),
-            Rejected::Open { name, .. } => format!("{name} is failing"),
-        });
+        .map_err(super::run::unanswered);
     let inputs = plans
         .into_iter()
         .map(|(w, svc, planned)| {

@@ -499,19 +499,7 @@ impl Controller {
                 |_: &MetricError| true,
             )
             .await
-            .map_err(|e| match e {
-                Rejected::Inner(e) => e.to_string(),
-                Rejected::Timeout(d) => format!(
-                    "the metric source did not answer within {}",
-                    crate::domain::human_duration(d)
-                ),
-                Rejected::Open {
-                    name, last_error, ..
-                } => format!(
-                    "{name} is failing (last error: {})",
-                    last_error.unwrap_or_default()
-                ),
-            })
+            .map_err(unanswered)
     }
 
     /// Whether metrics flow, from an instant's signal fetch.
@@ -685,5 +673,23 @@ mod tests {
             stored.reasons, later.reasons,
             "the store is written only when the verdict or state changes"
         );
+    }
+}
+
+/// Why the metric source gave no answer, in words for /readyz and the
+/// summary.
+pub(super) fn unanswered(e: Rejected<MetricError>) -> String {
+    match e {
+        Rejected::Inner(e) => e.to_string(),
+        Rejected::Timeout(d) => format!(
+            "the metric source did not answer within {}",
+            crate::domain::human_duration(d)
+        ),
+        Rejected::Open {
+            name, last_error, ..
+        } => format!(
+            "{name} is failing (last error: {})",
+            last_error.unwrap_or_default()
+        ),
     }
 }
