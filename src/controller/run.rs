@@ -610,6 +610,24 @@ impl Controller {
     }
 }
 
+/// Why the metric source gave no answer, in words for /readyz and the
+/// summary.
+pub(super) fn unanswered(e: Rejected<MetricError>) -> String {
+    match e {
+        Rejected::Inner(e) => e.to_string(),
+        Rejected::Timeout(d) => format!(
+            "the metric source did not answer within {}",
+            crate::domain::human_duration(d)
+        ),
+        Rejected::Open {
+            name, last_error, ..
+        } => format!(
+            "{name} is failing (last error: {})",
+            last_error.unwrap_or_default()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -673,23 +691,5 @@ mod tests {
             stored.reasons, later.reasons,
             "the store is written only when the verdict or state changes"
         );
-    }
-}
-
-/// Why the metric source gave no answer, in words for /readyz and the
-/// summary.
-pub(super) fn unanswered(e: Rejected<MetricError>) -> String {
-    match e {
-        Rejected::Inner(e) => e.to_string(),
-        Rejected::Timeout(d) => format!(
-            "the metric source did not answer within {}",
-            crate::domain::human_duration(d)
-        ),
-        Rejected::Open {
-            name, last_error, ..
-        } => format!(
-            "{name} is failing (last error: {})",
-            last_error.unwrap_or_default()
-        ),
     }
 }
