@@ -30,9 +30,7 @@ pub(super) const SECOND_PERSON: &str = "needs_second_person";
 
 impl Engine {
     /// The migrations a rollback of `service` to `to` (the previous
-    /// revision when `None`) crosses, newest first: those of each rollout
-    /// still in effect (not rolled back), newest first, down to the one
-    /// that left `to` running. A `to` no rollout names crosses them all.
+    /// revision when `None`) crosses, newest first (see [`crossed_by`]).
     pub async fn migrations_crossed(
         &self,
         service: &str,
@@ -40,18 +38,7 @@ impl Engine {
     ) -> anyhow::Result<Vec<Migration>> {
         let mut chain = crate::controller::rollouts::load_all(&self.store).await?;
         chain.retain(|r| r.service == service && !r.state.starts_with("rolled back"));
-        let mut crossed = Vec::new();
-        for r in chain.iter().rev() {
-            if to.is_some_and(|t| t == r.to_revision) {
-                break;
-            }
-            // Undone in the reverse of the order they ran.
-            crossed.extend(r.migrations.iter().rev().cloned());
-            if to.is_none_or(|t| t == r.from_revision) {
-                break;
-            }
-        }
-        Ok(crossed)
+        Ok(crossed_by(&chain, to))
     }
 
     /// Step 2b for a request: records what a rollback crosses in `params`,
@@ -300,6 +287,33 @@ impl Engine {
 }
 
 /// The migrations an action's parameters say it crosses (none when absent).
+/// What going back to `to` undoes in `chain` (a service's rollouts still
+/// in effect, oldest first), newest first. `None` means where the newest
+/// rollout started from. Every rollout since `to` was left running counts:
+/// from the first one that started from `to` after the last one that made
+/// it, to the newest, so a canary replaced without a promotion or a
+/// rollback (v7 → v9, then v7 → v10) still has its migrations crossed.
+/// A `to` no rollout names crosses them all.
+fn crossed_by(chain: &[crate::controller::Rollout], to: Option<&str>) -> Vec<Migration> {
+    let Some(target) = to.or_else(|| chain.last().map(|r| r.from_revision.as_str())) else {
+        return Vec::new();
+    };
+    let after = chain
+        .iter()
+        .rposition(|r| r.to_revision == target)
+        .map_or(0, |i| i + 1);
+    let begin = chain[after..]
+        .iter()
+        .position(|r| r.from_revision == target)
+        .map_or(after, |i| after + i);
+    // Undone in the reverse of the order they ran.
+    chain[begin..]
+        .iter()
+        .rev()
+        .flat_map(|r| r.migrations.iter().rev().cloned())
+        .collect()
+}
+
 pub(super) fn crossed_in(params: &BTreeMap<String, serde_json::Value>) -> Vec<Migration> {
     params
         .get(CROSSED)
@@ -317,5 +331,57 @@ fn ids(ms: &[&Migration]) -> String {
     match l.len() {
         1 => format!("migration {}", l[0]),
         _ => format!("migrations {}", l.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crossed_by;
+    use crate::controller::Rollout;
+    use crate::migration::{Migration, Phase};
+
+    fn rollout(from: &str, to: &str, migration: &str) -> Rollout {
+        Rollout {
+            migrations: vec![Migration {
+                id: migration.into(),
+                reversible: false,
+                phase: Phase::Expand,
+            }],
+            ..Rollout::watching(
+                format!("r-{to}"),
+                "payments",
+                (from.into(), to.into()),
+                chrono::Utc::now(),
+                "api:ci",
+            )
+        }
+    }
+
+    fn ids(ms: Vec<Migration>) -> Vec<String> {
+        ms.into_iter().map(|m| m.id).collect()
+    }
+
+    #[test]
+    fn a_replaced_canarys_migration_is_crossed_too() {
+        // v9's canary ran m9, then v10 replaced it, both from stable v7.
+        let chain = [rollout("v7", "v9", "m9"), rollout("v7", "v10", "m10")];
+        assert_eq!(ids(crossed_by(&chain, None)), ["m10", "m9"]);
+        assert_eq!(ids(crossed_by(&chain, Some("v7"))), ["m10", "m9"]);
+    }
+
+    #[test]
+    fn a_chain_is_crossed_back_to_the_revision_asked_for_and_no_further() {
+        let chain = [
+            rollout("v5", "v6", "m6"),
+            rollout("v7", "v8", "m8"),
+            rollout("v8", "v9", "m9"),
+        ];
+        assert_eq!(ids(crossed_by(&chain, None)), ["m9"]);
+        assert_eq!(ids(crossed_by(&chain, Some("v8"))), ["m9"]);
+        // v7 was never announced: from the first rollout that left it.
+        assert_eq!(ids(crossed_by(&chain, Some("v7"))), ["m9", "m8"]);
+        assert_eq!(ids(crossed_by(&chain, Some("v9"))), Vec::<String>::new());
+        // A revision no rollout names: everything rollbot knows of.
+        assert_eq!(ids(crossed_by(&chain, Some("v3"))), ["m9", "m8", "m6"]);
     }
 }
