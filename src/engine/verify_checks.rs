@@ -354,16 +354,12 @@ async fn instant_query(
     query: &str,
     timeout: Duration,
 ) -> Result<Vec<(String, f64)>, Failure> {
-    use crate::metrics::prometheus::Auth;
-    let mut req = reqwest::Client::new()
-        .get(format!("{base}/api/v1/query"))
-        .query(&[("query", query)])
-        .timeout(timeout);
-    req = match auth {
-        Auth::None => req,
-        Auth::Bearer(t) => req.bearer_auth(t.expose()),
-        Auth::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
-    };
+    let req = auth.apply(
+        reqwest::Client::new()
+            .get(format!("{base}/api/v1/query"))
+            .query(&[("query", query)])
+            .timeout(timeout),
+    );
     let resp = req.send().await.map_err(|e| {
         Failure::Retry(format!(
             "cannot reach Prometheus at {base}: {}",

@@ -29,6 +29,17 @@ pub enum Auth {
     Basic { user: String, password: SecretValue },
 }
 
+impl Auth {
+    /// `req` with these credentials, read at the time of the call.
+    pub fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Auth::None => req,
+            Auth::Bearer(t) => req.bearer_auth(t.expose()),
+            Auth::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
+        }
+    }
+}
+
 pub struct PrometheusSource {
     client: reqwest::Client,
     base: String,
@@ -39,11 +50,14 @@ pub struct PrometheusSource {
 
 // Answers are parsed borrowing from the body: a grouped query for thousands
 // of rollouts returns tens of thousands of samples every tick.
+// The envelope is the same for instant (`Sample`) and range
+// (`range::RangeSeries`) queries.
 #[derive(Deserialize)]
-struct Answer<'a> {
+#[serde(bound(deserialize = "R: Deserialize<'de>"))]
+struct Answer<'a, R> {
     status: &'a str,
-    #[serde(default, borrow)]
-    data: Option<Data<'a>>,
+    #[serde(default)]
+    data: Option<Data<'a, R>>,
     #[serde(default, rename = "errorType")]
     error_type: Option<String>,
     #[serde(default)]
@@ -51,11 +65,19 @@ struct Answer<'a> {
 }
 
 #[derive(Deserialize)]
-struct Data<'a> {
+#[serde(bound(deserialize = "R: Deserialize<'de>"))]
+struct Data<'a, R> {
     #[serde(rename = "resultType")]
     result_type: &'a str,
-    #[serde(borrow)]
-    result: Vec<Sample<'a>>,
+    result: Vec<R>,
+}
+
+/// What a query's answer must hold: `query` / `vector` / `an instant
+/// vector`, or `range query` / `matrix` / `a range vector`.
+struct Expected {
+    query: &'static str,
+    result_type: &'static str,
+    named: &'static str,
 }
 
 #[derive(Deserialize)]
@@ -145,12 +167,7 @@ impl PrometheusSource {
     /// Sends `params` to `/api/v1/{api}`; returns the answer's body.
     async fn get(&self, api: &str, params: &[(&str, String)]) -> Result<bytes::Bytes, MetricError> {
         let url = format!("{}/api/v1/{api}", self.base);
-        let mut req = self.client.get(&url).query(params);
-        req = match &self.auth {
-            Auth::None => req,
-            Auth::Bearer(t) => req.bearer_auth(t.expose()),
-            Auth::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
-        };
+        let req = self.auth.apply(self.client.get(&url).query(params));
         let resp = req.send().await.map_err(|e| {
             MetricError::Unavailable(if e.is_timeout() {
                 format!(
@@ -184,7 +201,25 @@ impl PrometheusSource {
 
     /// Checks and parses an answer to `promql`.
     fn parse<'a>(&self, body: &'a [u8], promql: &str) -> Result<Vec<Sample<'a>>, MetricError> {
-        let answer: Answer = serde_json::from_slice(body).map_err(|_| {
+        self.checked(
+            body,
+            promql,
+            Expected {
+                query: "query",
+                result_type: "vector",
+                named: "an instant vector",
+            },
+        )
+    }
+
+    /// Checks an answer's envelope and result type; returns its result.
+    fn checked<'a, R: Deserialize<'a>>(
+        &self,
+        body: &'a [u8],
+        promql: &str,
+        want: Expected,
+    ) -> Result<Vec<R>, MetricError> {
+        let answer: Answer<R> = serde_json::from_slice(body).map_err(|_| {
             MetricError::Unavailable(format!(
                 "Prometheus at {} answered with a body that is not its API's JSON: {}",
                 self.base,
@@ -193,7 +228,8 @@ impl PrometheusSource {
         })?;
         if answer.status != "success" {
             return Err(MetricError::Unavailable(format!(
-                "Prometheus refused the query `{promql}`: {}: {}",
+                "Prometheus refused the {} `{promql}`: {}: {}",
+                want.query,
                 answer.error_type.unwrap_or_else(|| "error".to_string()),
                 answer.error.unwrap_or_default()
             )));
@@ -201,10 +237,10 @@ impl PrometheusSource {
         let data = answer.data.ok_or_else(|| {
             MetricError::Unavailable("Prometheus answered success without data".into())
         })?;
-        if data.result_type != "vector" {
+        if data.result_type != want.result_type {
             return Err(MetricError::Unavailable(format!(
-                "the query `{promql}` returns a {}, not an instant vector",
-                data.result_type
+                "the {} `{promql}` returns a {}, not {}",
+                want.query, data.result_type, want.named
             )));
         }
         Ok(data.result)

@@ -5,31 +5,12 @@
 //! returns, so the reference and the verdict are the same.
 
 use super::super::{render, Ranged, Watched, MAX_POINTS};
-use super::{seconds, whole, Collected, MetricError, PrometheusSource, Sample, KINDS};
+use super::{seconds, whole, Collected, Expected, MetricError, PrometheusSource, Sample, KINDS};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-#[derive(Deserialize)]
-struct RangeAnswer<'a> {
-    status: &'a str,
-    #[serde(default, borrow)]
-    data: Option<RangeData<'a>>,
-    #[serde(default, rename = "errorType")]
-    error_type: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RangeData<'a> {
-    #[serde(rename = "resultType")]
-    result_type: &'a str,
-    #[serde(borrow)]
-    result: Vec<RangeSeries<'a>>,
-}
 
 #[derive(Deserialize)]
 struct RangeSeries<'a> {
@@ -135,36 +116,21 @@ impl PrometheusSource {
         Ok(out)
     }
 
-    /// Checks and parses a range query's answer to `promql`.
+    /// Checks and parses an answer to the range query `promql`.
     fn parse_range<'a>(
         &self,
         body: &'a [u8],
         promql: &str,
     ) -> Result<Vec<RangeSeries<'a>>, MetricError> {
-        let answer: RangeAnswer = serde_json::from_slice(body).map_err(|_| {
-            MetricError::Unavailable(format!(
-                "Prometheus at {} answered with a body that is not its API's JSON: {}",
-                self.base,
-                String::from_utf8_lossy(&body[..body.len().min(200)])
-            ))
-        })?;
-        if answer.status != "success" {
-            return Err(MetricError::Unavailable(format!(
-                "Prometheus refused the range query `{promql}`: {}: {}",
-                answer.error_type.unwrap_or_else(|| "error".to_string()),
-                answer.error.unwrap_or_default()
-            )));
-        }
-        let data = answer.data.ok_or_else(|| {
-            MetricError::Unavailable("Prometheus answered success without data".into())
-        })?;
-        if data.result_type != "matrix" {
-            return Err(MetricError::Unavailable(format!(
-                "the range query `{promql}` returned a {}, not a range vector",
-                data.result_type
-            )));
-        }
-        Ok(data.result)
+        self.checked(
+            body,
+            promql,
+            Expected {
+                query: "range query",
+                result_type: "matrix",
+                named: "a range vector",
+            },
+        )
     }
 }
 

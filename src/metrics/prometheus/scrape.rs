@@ -5,7 +5,7 @@
 //! cannot be shorter: a window without a new sample holds no evidence.
 
 use super::super::MetricError;
-use super::{Auth, PrometheusSource};
+use super::PrometheusSource;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -39,12 +39,7 @@ struct StatusData {
 impl PrometheusSource {
     async fn get_json<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T, MetricError> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.client.get(&url);
-        req = match &self.auth {
-            Auth::None => req,
-            Auth::Bearer(t) => req.bearer_auth(t.expose()),
-            Auth::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
-        };
+        let req = self.auth.apply(self.client.get(&url));
         let resp = req.send().await.map_err(|e| {
             MetricError::Unavailable(format!("cannot reach Prometheus at {}: {e}", self.base))
         })?;
